@@ -1,0 +1,192 @@
+"""Run configuration: one flat dataclass whose fields are the notebooks' parameters and the CLI's flags.
+
+Flat on purpose: a papermill `parameters` cell, a sweep's override dict and a saved config.json
+all map 1:1 onto it. Validation names the bad field, the value and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the field, the value and the fix."""
+
+
+def bad(field_name: str, value, fix: str) -> ConfigError:
+    return ConfigError(f"{field_name}={value!r}: {fix}")
+
+
+def check_choice(field_name: str, value, allowed) -> None:
+    allowed = sorted(allowed)
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise bad(field_name, value, f"unknown; choose one of {allowed}.{hint}")
+
+
+@dataclass
+class RunConfig:
+    # --- data
+    dataset: str = "fashion_mnist"
+    imbalance_ratio: float = 10.0          # n_max / n_min; 1 means balanced
+    n_max: int | None = None               # head-class size; None = the dataset's own maximum
+    test_per_class: int | None = None      # cap of the balanced test set per class (None = full)
+    split_seed: int = 0
+    data_root: str = "data"
+    augment: str = "crop_flip"             # none | crop_flip | autoaugment | randaugment
+    # --- model
+    model: str = "small_cnn"
+    # --- method (objective) and its knobs
+    method: str = "taet"
+    stabilization_epochs: int = 40         # TAET stage 1 (clean CE) length
+    harl_alpha: float = 0.1
+    harl_beta: float = 0.1
+    harl_gamma: float = 0.1
+    harl_absent_classes: str = "zero"      # zero (released code) | exclude (S_C = classes present)
+    trades_beta: float = 6.0
+    mart_beta: float = 6.0
+    bsl_tau: float = 1.0
+    robustlt: bool = False                 # wrap the objective in RobustLT (CPB + AIW)
+    robustlt_a: float = 0.3
+    robustlt_b: float = 0.8
+    # --- training attack (None = the dataset's default radius; step = eps / 4)
+    eps: float | None = None
+    step_size: float | None = None
+    attack_steps: int = 10
+    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL code) | uniform | none
+    # --- schedule (papers' defaults)
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # fractions of epochs
+    lr_gamma: float = 0.1
+    # --- in-training evaluation
+    eval_every: int = 10                   # test clean + PGD per class every N epochs (0 = never)
+    eval_pgd_steps: int = 10
+    eval_per_class: int | None = 100       # subsample of the balanced test set for in-training eval
+    # --- hardware
+    device: str = "auto"                   # auto | cpu | cuda | cuda:N
+    bf16: bool = False                     # autocast on CUDA
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # types first, so range checks never compare a str with 1
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        self.validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        """Build from a plain dict, refusing unknown names and values of the wrong type."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            k = unknown[0]
+            close = difflib.get_close_matches(k, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise bad(k, d[k], f"unknown parameter.{hint} Known: {sorted(names)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "RunConfig":
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "RunConfig":
+        from . import data, methods, models  # registries live beside what they register
+
+        check_choice("dataset", self.dataset, data.DATASETS)
+        check_choice("model", self.model, models.MODELS)
+        check_choice("method", self.method, methods.OBJECTIVES)
+        check_choice("augment", self.augment, data.AUGMENTS)
+        check_choice("harl_absent_classes", self.harl_absent_classes, ("zero", "exclude"))
+        check_choice("random_start", self.random_start, ("normal", "uniform", "none"))
+        if self.imbalance_ratio < 1:
+            raise bad("imbalance_ratio", self.imbalance_ratio,
+                      "must be >= 1 (n_max / n_min; 1 means balanced). Use e.g. 10 or 100.")
+        for name in ("eps", "step_size"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise bad(name, v, "must be >= 0 (an L-inf radius in [0,1] pixel units, e.g. 8/255).")
+        positive = ("epochs", "batch_size", "attack_steps", "lr")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise bad(name, getattr(self, name), "must be > 0.")
+        for name in ("n_max", "test_per_class", "eval_per_class"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise bad(name, v, "must be >= 1, or None for no cap.")
+        if not 0 <= self.stabilization_epochs <= self.epochs:
+            raise bad("stabilization_epochs", self.stabilization_epochs,
+                      f"must lie in [0, epochs={self.epochs}].")
+        if not 0 <= self.robustlt_a <= 1:
+            raise bad("robustlt_a", self.robustlt_a, "must lie in [0, 1] (0 = no class-wise balancing).")
+        if self.robustlt_b <= 0:
+            raise bad("robustlt_b", self.robustlt_b, "must be > 0 (fraction of epochs the eps ramp takes).")
+        if any(not 0 < m <= 1 for m in self.lr_milestones):
+            raise bad("lr_milestones", self.lr_milestones, "must be fractions of the epochs in (0, 1].")
+        if self.eval_every < 0:
+            raise bad("eval_every", self.eval_every, "must be >= 0 (0 turns in-training evaluation off).")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise bad("device", self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    def train_eps(self, dataset_default: float) -> float:
+        return dataset_default if self.eps is None else self.eps
+
+    def train_step(self, dataset_default: float) -> float:
+        return self.train_eps(dataset_default) / 4 if self.step_size is None else self.step_size
+
+
+def _coerce(name: str, value, hint):
+    """Accept a value only if it fits the annotation; ints widen to floats, nothing else converts."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, value, arg)
+            except ConfigError:
+                pass
+        raise bad(name, value, f"expected {_type_name(hint)}, got {type(value).__name__}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad(name, value, f"expected a list, got {type(value).__name__}.")
+        (item,) = typing.get_args(hint)
+        return [_coerce(name, v, item) for v in value]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    raise bad(name, value, f"expected {_type_name(hint)}, got {type(value).__name__}.")
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

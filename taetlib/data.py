@@ -1,0 +1,475 @@
+"""Datasets, the long-tail profile, split manifests and on-device batching.
+
+Each registered dataset reads its official on-disk format into uint8 arrays. `load_lt(cfg)` turns
+one into a long-tailed training set plus two test protocols (balanced, long-tailed), recorded in a
+manifest under data/splits/ with a sha256 of the source files. Training batches come from uint8
+tensors held on the run's device; crop and flip are vectorised over the batch there.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError, RunConfig, bad, check_choice
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ("balanced", "long_tailed")
+AUGMENTS = ("none", "crop_flip", "autoaugment", "randaugment")
+
+
+class MissingDataError(FileNotFoundError):
+    """The dataset's files are not on disk; the message says where we looked and how to get them."""
+
+
+class ManifestError(ValueError):
+    """A split manifest does not match its data or its configuration."""
+
+
+def resolve(path: str | Path) -> Path:
+    """Relative paths are taken from the project root, so notebooks run from notebooks/ find data/."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+# ---------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Raw:
+    """A dataset as read from disk: uint8 images [N, C, H, W] and int64 labels."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    sources: tuple[Path, ...]  # files hashed into the manifest
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_eps: float
+    natural: bool            # naturally imbalanced: the long-tail profile is not applied
+    how_to_get: str
+    read: Callable[[Path], Raw]
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def _missing(name: str, looked: list[Path], how: str) -> MissingDataError:
+    where = "\n".join(f"  - {p}" for p in looked)
+    return MissingDataError(f"dataset {name!r}: data files not found. Looked for:\n{where}\nHow to get them:\n{how}")
+
+
+# ---------------------------------------------------------------------------------------- readers
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        buf = f.read()
+    ndim = buf[3]
+    dims = np.frombuffer(buf, dtype=">i4", count=ndim, offset=4)
+    return np.frombuffer(buf, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims)).copy()
+
+
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_HOW = ("  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist (files land in /usr/share/datasets/fashion-mnist)\n"
+              "  - or put the four idx files (optionally .gz) from https://github.com/zalandoresearch/fashion-mnist "
+              "in data/fashion-mnist/\n"
+              "  - or, with internet: python -c \"import torchvision; torchvision.datasets.FashionMNIST('data', download=True)\"")
+
+
+def _find_idx(dirs: list[Path]) -> tuple[Path, list[Path]] | None:
+    for d in dirs:
+        found = []
+        for stem in FMNIST_FILES:
+            hit = next((d / (stem + ext) for ext in (".gz", "") if (d / (stem + ext)).exists()), None)
+            if hit is None:
+                break
+            found.append(hit)
+        else:
+            return d, found
+    return None
+
+
+def read_fashion_mnist(root: Path) -> Raw:
+    dirs = [root / "fashion-mnist", root / "FashionMNIST" / "raw", FMNIST_SYSTEM_DIR]
+    hit = _find_idx(dirs)
+    if hit is None and os.environ.get("TAET_OFFLINE") != "1":
+        try:  # torchvision's own download, where there is network
+            import torchvision
+            torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
+            torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
+        except Exception:
+            pass
+        hit = _find_idx(dirs)
+    if hit is None:
+        raise _missing("fashion_mnist", [d / (s + "[.gz]") for d in dirs for s in FMNIST_FILES], FMNIST_HOW)
+    _, (xtr, ytr, xte, yte) = hit
+    return Raw(_read_idx(xtr)[:, None], _read_idx(ytr).astype(np.int64), _read_idx(xte)[:, None],
+               _read_idx(yte).astype(np.int64), (xtr, ytr, xte, yte),
+               ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"))
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _cifar_how(folder: str, tv_class: str) -> str:
+    return (f"  - with internet: python -c \"import torchvision; torchvision.datasets.{tv_class}('data', download=True)\"\n"
+            f"  - or download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
+            f"so that data/{folder}/ holds its files")
+
+
+def _read_cifar(root: Path, name: str, folder: str, train_files, test_files, meta_file, label_key, names_key,
+                tv_class: str) -> Raw:
+    d = root / folder
+    files = [d / f for f in (*train_files, *test_files, meta_file)]
+    if not all(f.exists() for f in files):
+        raise _missing(name, files, _cifar_how(folder, tv_class))
+
+    def read(fs):
+        batches = [_unpickle(d / f) for f in fs]
+        x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
+        return x, np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+
+    xtr, ytr = read(train_files)
+    xte, yte = read(test_files)
+    return Raw(xtr, ytr, xte, yte, tuple(files), tuple(_unpickle(d / meta_file)[names_key]))
+
+
+def read_cifar10(root: Path) -> Raw:
+    return _read_cifar(root, "cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+                       ["test_batch"], "batches.meta", "labels", "label_names", "CIFAR10")
+
+
+def read_cifar100(root: Path) -> Raw:
+    return _read_cifar(root, "cifar100", "cifar-100-python", ["train"], ["test"], "meta", "fine_labels",
+                       "fine_label_names", "CIFAR100")
+
+
+DERMA_HOW = ("  - with internet: python -c \"import medmnist; medmnist.DermaMNIST(split='train', root='data', download=True)\"\n"
+             "  - or download dermamnist.npz from https://zenodo.org/records/10519652 and put it in data/")
+
+
+def read_dermamnist(root: Path) -> Raw:
+    path = root / "dermamnist.npz"
+    if not path.exists():
+        raise _missing("dermamnist", [path], DERMA_HOW)
+    import medmnist  # the official reader of the npz format
+
+    def split(name):
+        ds = medmnist.DermaMNIST(split=name, root=str(root), download=False)
+        return np.ascontiguousarray(np.asarray(ds.imgs, dtype=np.uint8).transpose(0, 3, 1, 2)), \
+            np.asarray(ds.labels, dtype=np.int64).ravel()
+
+    xtr, ytr = split("train")
+    xte, yte = split("test")
+    labels = medmnist.INFO["dermamnist"]["label"]
+    return Raw(xtr, ytr, xte, yte, (path,), tuple(labels[str(i)] for i in range(len(labels))))
+
+
+SYNTHETIC = dict(classes=10, train_per_class=600, test_per_class=200, size=28, seed=1234, amplitude=0.22, noise=0.12)
+
+
+def read_synthetic(root: Path) -> Raw:
+    """Seeded, learnable, small: each class is a smooth left-right symmetric template plus noise."""
+    p = SYNTHETIC
+    g = np.random.default_rng(p["seed"])
+    coarse = g.standard_normal((p["classes"], 1, 7, 7)).astype(np.float32)
+    templates = F.interpolate(torch.from_numpy(coarse), size=p["size"], mode="bilinear", align_corners=False)
+    templates = ((templates + templates.flip(-1)) / 2).numpy()  # symmetric: flips keep the class
+
+    def make(n_per_class):
+        y = np.repeat(np.arange(p["classes"]), n_per_class)
+        noise = g.standard_normal((y.size, 1, p["size"], p["size"])).astype(np.float32)
+        x = 0.5 + p["amplitude"] * templates[y] + p["noise"] * noise
+        return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    xtr, ytr = make(p["train_per_class"])
+    xte, yte = make(p["test_per_class"])
+    return Raw(xtr, ytr, xte, yte, (), tuple(f"class_{i}" for i in range(p["classes"])))
+
+
+_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
+register(DatasetSpec("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), 0.1, False, FMNIST_HOW, read_fashion_mnist))
+register(DatasetSpec("cifar10", 10, 3, 32, _CIFAR_MEAN, _CIFAR_STD, 8 / 255, False,
+                     _cifar_how("cifar-10-batches-py", "CIFAR10"), read_cifar10))
+register(DatasetSpec("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 8 / 255, False,
+                     _cifar_how("cifar-100-python", "CIFAR100"), read_cifar100))
+register(DatasetSpec("dermamnist", 7, 3, 28, (0.7632, 0.5381, 0.5615), (0.1366, 0.1543, 0.1692), 8 / 255, True,
+                     DERMA_HOW, read_dermamnist))
+register(DatasetSpec("synthetic", 10, 1, 28, (0.5,), (0.25,), 0.1, False, "generated; nothing to get",
+                     read_synthetic))
+
+
+# ---------------------------------------------------------------------------------------- long tail
+def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
+    """n_i = floor(n_max * IR^(-i/(C-1))), classes in label order (class 0 is the head)."""
+    if imbalance_ratio < 1:
+        raise bad("imbalance_ratio", imbalance_ratio, "must be >= 1 (n_max / n_min; 1 means balanced).")
+    if num_classes == 1:
+        return [int(n_max)]
+    # Same expression as the released code (n_max * (1/IR)^(i/(C-1))), so counts match it exactly.
+    return [int(n_max * (1.0 / imbalance_ratio) ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+
+
+def select_per_class(y: np.ndarray, counts, rng: np.random.Generator) -> np.ndarray:
+    """Seeded choice of counts[c] indices of each class c; returned sorted (stable order on disk)."""
+    picked = []
+    for c, n in enumerate(counts):  # runs once when a split is built, not in training
+        idx = np.flatnonzero(y == c)
+        if n > idx.size:
+            raise ConfigError(f"class {c} has {idx.size} samples but the profile asks for {n}; "
+                              "lower n_max / test_per_class.")
+        picked.append(rng.permutation(idx)[:n])
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+# ---------------------------------------------------------------------------------------- tensors
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 [N, C, H, W]
+    y: torch.Tensor  # int64 [N]
+    index: torch.Tensor | None = None  # positions in the source split, for the record
+
+    def __len__(self) -> int:
+        return int(self.y.numel())
+
+    def counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.y.cpu(), minlength=num_classes).tolist()
+
+    def float(self) -> torch.Tensor:
+        return self.x.float().div_(255)
+
+    def take(self, idx) -> "Split":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        base = self.index if self.index is not None else torch.arange(len(self))
+        return Split(self.x[idx], self.y[idx], base[idx])
+
+    def subset_per_class(self, k: int | None, seed: int = 0) -> "Split":
+        """Seeded stratified subset: at most k samples of each class (None = everything)."""
+        if k is None:
+            return self
+        y = self.y.cpu().numpy()
+        counts = np.minimum(np.bincount(y), k)
+        return self.take(select_per_class(y, counts, np.random.default_rng(seed)))
+
+
+@dataclass
+class LTData:
+    spec: DatasetSpec
+    classes: tuple[str, ...]
+    train: Split
+    test: dict[str, Split]
+    train_counts: list[int]
+    manifest: dict = field(repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes
+
+
+# ---------------------------------------------------------------------------------------- manifests
+def sha256_files(paths) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(p) for p in paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def source_hash(spec: DatasetSpec, raw: Raw) -> str:
+    if raw.sources:
+        return sha256_files(raw.sources)
+    return hashlib.sha256(json.dumps({"dataset": spec.name, **SYNTHETIC}, sort_keys=True).encode()).hexdigest()
+
+
+def split_key(cfg: RunConfig) -> dict:
+    """The configuration fields a split depends on: equal keys mean the same split."""
+    return {"dataset": cfg.dataset, "imbalance_ratio": cfg.imbalance_ratio, "n_max": cfg.n_max,
+            "test_per_class": cfg.test_per_class, "split_seed": cfg.split_seed}
+
+
+def manifest_path(cfg: RunConfig) -> Path:
+    ir = f"{cfg.imbalance_ratio:g}"
+    extra = "".join(f"-{k}{v}" for k, v in (("nmax", cfg.n_max), ("test", cfg.test_per_class)) if v is not None)
+    return resolve(cfg.data_root) / "splits" / f"{cfg.dataset}-ir{ir}{extra}-seed{cfg.split_seed}.json"
+
+
+def build_manifest(cfg: RunConfig, spec: DatasetSpec, raw: Raw) -> dict:
+    rng = np.random.default_rng(cfg.split_seed)
+    C = spec.num_classes
+    avail_train = np.bincount(raw.y_train, minlength=C)
+    avail_test = np.bincount(raw.y_test, minlength=C)
+    if spec.natural:  # e.g. DermaMNIST: keep its own imbalance
+        train_counts = avail_train.tolist() if cfg.n_max is None else np.minimum(avail_train, cfg.n_max).tolist()
+        lt_test_counts = avail_test.tolist()
+        bal = int(avail_test.min()) if cfg.test_per_class is None else min(cfg.test_per_class, int(avail_test.min()))
+    else:
+        n_max = int(avail_train.min()) if cfg.n_max is None else cfg.n_max
+        if n_max > avail_train.min():
+            raise bad("n_max", cfg.n_max, f"larger than the smallest class of {spec.name} "
+                      f"({int(avail_train.min())} images); use at most that.")
+        train_counts = longtail_counts(n_max, C, cfg.imbalance_ratio)
+        bal = int(avail_test.min()) if cfg.test_per_class is None else min(cfg.test_per_class, int(avail_test.min()))
+        lt_test_counts = longtail_counts(bal, C, cfg.imbalance_ratio)
+    empty = [c for c, n in enumerate(train_counts) if n == 0]
+    if empty:
+        raise bad("imbalance_ratio", cfg.imbalance_ratio,
+                  f"leaves class(es) {empty} of {spec.name} with no training sample; "
+                  "lower imbalance_ratio or raise n_max.")
+    train_idx = select_per_class(raw.y_train, train_counts, rng)
+    bal_idx = select_per_class(raw.y_test, [bal] * C, rng)
+    lt_idx = select_per_class(raw.y_test, lt_test_counts, rng)
+    return {
+        **split_key(cfg),
+        "source_sha256": source_hash(spec, raw),
+        "profile": "natural" if spec.natural else "exponential",
+        "train_counts": [int(v) for v in train_counts],
+        "test_counts": {"balanced": [bal] * C, "long_tailed": [int(v) for v in lt_test_counts]},
+        "indices": {"train": train_idx.tolist(), "balanced": bal_idx.tolist(), "long_tailed": lt_idx.tolist()},
+    }
+
+
+def save_manifest(manifest: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, separators=(",", ":")))
+    os.replace(tmp, path)  # atomic: a half-written manifest is never read
+    return path
+
+
+def check_manifest(manifest: dict, cfg: RunConfig, spec: DatasetSpec, raw: Raw, path: Path) -> None:
+    key = split_key(cfg)
+    diff = {k: (manifest.get(k), v) for k, v in key.items() if manifest.get(k) != v}
+    if diff:
+        raise ManifestError(f"split manifest {path} was built for {diff} (manifest, config); "
+                            "delete it or point data_root elsewhere to rebuild.")
+    digest = source_hash(spec, raw)
+    if manifest.get("source_sha256") != digest:
+        raise ManifestError(f"split manifest {path}: source_sha256 {manifest.get('source_sha256')!r} does not match "
+                            f"the data files on disk ({digest!r}). The data changed since the split was made; "
+                            "delete the manifest to rebuild it, or restore the original files.")
+
+
+# ---------------------------------------------------------------------------------------- entry point
+def load_lt(cfg: RunConfig, *, save: bool = True) -> LTData:
+    """The long-tailed training set and both test protocols for `cfg`, reusing a saved manifest."""
+    check_choice("dataset", cfg.dataset, DATASETS)
+    if cfg.imbalance_ratio < 1:
+        raise bad("imbalance_ratio", cfg.imbalance_ratio, "must be >= 1 (n_max / n_min; 1 means balanced).")
+    spec = DATASETS[cfg.dataset]
+    root = resolve(cfg.data_root)
+    raw = spec.read(root)
+    path = manifest_path(cfg)
+    if path.exists():
+        manifest = json.loads(path.read_text())
+        check_manifest(manifest, cfg, spec, raw, path)
+    else:
+        manifest = build_manifest(cfg, spec, raw)
+        if save:
+            save_manifest(manifest, path)
+    manifest = {**manifest, "path": str(path)}
+    ind = manifest["indices"]
+    train_src = Split(torch.from_numpy(raw.x_train), torch.from_numpy(raw.y_train))
+    test_src = Split(torch.from_numpy(raw.x_test), torch.from_numpy(raw.y_test))
+    return LTData(spec=spec, classes=raw.classes, train=train_src.take(ind["train"]),
+                  test={p: test_src.take(ind[p]) for p in PROTOCOLS},
+                  train_counts=manifest["train_counts"], manifest=manifest)
+
+
+# ---------------------------------------------------------------------------------------- batching
+def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
+    """Randomness of one epoch is a pure function of (seed, epoch): resuming mid-run is exact."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 1_000_003 + epoch)
+    return g
+
+
+def crop_flip(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, vectorised over the batch."""
+    B, C, H, W = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=x.device)
+    ox = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=x.device)
+    flip = torch.rand(B, generator=g, device=x.device) < 0.5
+    rows = oy + torch.arange(H, device=x.device)                       # [B, H]
+    cols = ox + torch.arange(W, device=x.device)                       # [B, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)              # flipping = reading columns backwards
+    b = torch.arange(B, device=x.device)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    return out.permute(0, 3, 1, 2)
+
+
+def policy_augment(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """AutoAugment / RandAugment(2, 8) as AT-BSL's released runs used, via torchvision v2 on uint8 tensors.
+
+    torchvision draws one op per call, so this path goes image by image: the optional, slower path.
+    """
+    from torchvision.transforms import v2
+    op = v2.AutoAugment() if kind == "autoaugment" else v2.RandAugment(num_ops=2, magnitude=8)
+    return torch.stack([op(img) for img in x])  # draws from torch's global RNG, seeded per epoch by fit()
+
+
+class Batches:
+    """Mini-batches from uint8 tensors moved to `device` once; yields float [0,1] images and labels."""
+
+    def __init__(self, split: Split, batch_size: int, device, *, shuffle: bool, augment: str = "none",
+                 seed: int = 0, drop_last: bool = False):
+        check_choice("augment", augment, AUGMENTS)
+        self.x = split.x.to(device)
+        self.y = split.y.to(device)
+        self.batch_size, self.device, self.shuffle = batch_size, torch.device(device), shuffle
+        self.augment, self.seed, self.drop_last = augment, seed, drop_last
+        self.pad = max(1, self.x.shape[-1] // 8)  # 4 px at 32x32, as in the papers; 3 px at 28x28
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch(self, epoch: int):
+        n = len(self.y)
+        g = epoch_generator(self.seed, epoch, self.device)
+        order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
+            idx = order[sl] if order is not None else sl
+            x, y = self.x[idx], self.y[idx]
+            if self.augment in ("autoaugment", "randaugment"):
+                x = policy_augment(x, self.augment)
+            x = x.float().div_(255)
+            if self.augment != "none":
+                x = crop_flip(x, self.pad, g)
+            yield x, y
+
+    def __iter__(self):
+        return self.epoch(0)

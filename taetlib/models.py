@@ -1,0 +1,181 @@
+"""Model registry. `create_model(name, num_classes, in_channels, mean, std)` is the one factory.
+
+Every model takes [0,1] pixels and normalises inside, so attacks and eps live in pixel space.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import check_choice
+
+MODELS: dict[str, Callable[[int, int], nn.Module]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        MODELS[name] = fn
+        return fn
+    return deco
+
+
+class Normalized(nn.Module):
+    """(x - mean) / std in front of a network; mean/std are buffers so they travel in state_dict."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Module:
+    check_choice("model", name, MODELS)
+    mean = list(mean) if mean is not None else [0.5] * in_channels
+    std = list(std) if std is not None else [0.5] * in_channels
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries but in_channels={in_channels}; "
+                         "give one value per channel.")
+    return Normalized(MODELS[name](num_classes, in_channels), mean, std)
+
+
+# ---------------------------------------------------------------- small CNN (28x28, CPU default)
+@register("small_cnn")
+def small_cnn(num_classes: int, in_channels: int) -> nn.Module:
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(
+        *block(in_channels, 32), nn.MaxPool2d(2),          # 28 -> 14
+        *block(32, 64), nn.MaxPool2d(2),                   # 14 -> 7
+        *block(64, 128), nn.AdaptiveAvgPool2d(4),          # 7 -> 4 (also fits 32x32 inputs)
+        nn.Flatten(), nn.Linear(128 * 16, 256), nn.ReLU(inplace=True), nn.Linear(256, num_classes),
+    )
+
+
+# ---------------------------------------------------------------- ResNet-18, CIFAR variant
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        return self.conv2(F.relu(self.bn2(out))) + skip
+
+
+class ResNet(nn.Module):
+    """3x3 stem, no max-pool (the CIFAR variant); `preact` switches to pre-activation blocks."""
+
+    def __init__(self, num_classes: int, in_channels: int, blocks=(2, 2, 2, 2), preact: bool = False):
+        super().__init__()
+        block = PreActBlock if preact else BasicBlock
+        self.preact = preact
+        self.stem = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        self.stem_bn = nn.Identity() if preact else nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for i, n in enumerate(blocks):
+            cout = 64 * 2 ** i
+            for j in range(n):
+                layers.append(block(cin, cout, 2 if (j == 0 and i > 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.final_bn = nn.BatchNorm2d(cin) if preact else nn.Identity()
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = self.stem(x)
+        out = out if self.preact else F.relu(self.stem_bn(out))
+        out = self.layers(out)
+        if self.preact:
+            out = F.relu(self.final_bn(out))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+@register("resnet18")
+def resnet18(num_classes: int, in_channels: int) -> nn.Module:
+    return ResNet(num_classes, in_channels)
+
+
+@register("preact_resnet18")
+def preact_resnet18(num_classes: int, in_channels: int) -> nn.Module:
+    return ResNet(num_classes, in_channels, preact=True)
+
+
+# ---------------------------------------------------------------- Wide ResNets
+class WideBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        return self.conv2(F.relu(self.bn2(out))) + skip
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth={depth}: must be 6n+4 (e.g. 28, 34).")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        layers, cin = [], widths[0]
+        for i, w in enumerate(widths[1:]):
+            for j in range(n):
+                layers.append(WideBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.layers(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+@register("wrn_28_10")
+def wrn_28_10(num_classes: int, in_channels: int) -> nn.Module:
+    return WideResNet(28, 10, num_classes, in_channels)
+
+
+@register("wrn_34_10")
+def wrn_34_10(num_classes: int, in_channels: int) -> nn.Module:
+    return WideResNet(34, 10, num_classes, in_channels)

@@ -1,0 +1,62 @@
+"""Shared fixtures: small files in the exact on-disk formats the real loaders read."""
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_fake_cifar(root: Path, per_class_train: int = 60, per_class_test: int = 12, num_classes: int = 10,
+                     seed: int = 0) -> Path:
+    """A CIFAR-10 (or CIFAR-100 when num_classes=100) python-pickle folder as torchvision extracts it."""
+    g = np.random.default_rng(seed)
+
+    def batch(n_per_class, key):
+        y = np.repeat(np.arange(num_classes), n_per_class)
+        g.shuffle(y)
+        return {"data": g.integers(0, 256, (y.size, 3072), dtype=np.uint8), key: y.tolist()}
+
+    def dump(obj, path):
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+
+    if num_classes == 10:
+        d = root / "cifar-10-batches-py"
+        d.mkdir(parents=True)
+        for i in range(1, 6):  # each batch holds a fifth of every class
+            dump(batch(per_class_train // 5, "labels"), d / f"data_batch_{i}")
+        dump(batch(per_class_test, "labels"), d / "test_batch")
+        dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer",
+                              "dog", "frog", "horse", "ship", "truck"]}, d / "batches.meta")
+    else:
+        d = root / "cifar-100-python"
+        d.mkdir(parents=True)
+        dump(batch(per_class_train, "fine_labels"), d / "train")
+        dump(batch(per_class_test, "fine_labels"), d / "test")
+        dump({"fine_label_names": [f"c{i}" for i in range(num_classes)]}, d / "meta")
+    return d
+
+
+def write_fake_dermamnist(root: Path, seed: int = 0) -> Path:
+    """dermamnist.npz with medmnist's keys: {split}_images (N,28,28,3) uint8, {split}_labels (N,1)."""
+    g = np.random.default_rng(seed)
+    counts = {"train": [60, 90, 200, 20, 180, 800, 25], "val": [5] * 7, "test": [15, 20, 40, 5, 40, 160, 6]}
+    arrays = {}
+    for split, cs in counts.items():
+        y = np.repeat(np.arange(7), cs)
+        arrays[f"{split}_images"] = g.integers(0, 256, (y.size, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = y[:, None].astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / "dermamnist.npz", **arrays)
+    return root / "dermamnist.npz"
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path):
+    write_fake_cifar(tmp_path, per_class_train=5000, per_class_test=1000)
+    return tmp_path
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    return tmp_path

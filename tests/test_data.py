@@ -1,4 +1,5 @@
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -73,8 +74,9 @@ def test_manifest_is_saved_then_reused_and_hash_checked(tmp_path):
     again = load_lt(cfg)
     assert torch.equal(again.train.index, first.train.index)
     # a changed data file no longer matches the manifest's hash
-    batch = folder / "data_batch_1"
-    batch.write_bytes(batch.read_bytes()[:-1] + b"\x00")
+    batch = pickle.loads((folder / "data_batch_1").read_bytes())
+    batch["data"][0, 0] ^= 1  # one pixel of one image
+    (folder / "data_batch_1").write_bytes(pickle.dumps(batch))
     with pytest.raises(ManifestError, match="source_sha256"):
         load_lt(cfg)
 

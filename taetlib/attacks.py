@@ -1,0 +1,96 @@
+"""L-inf attacks in pixel space, torchattacks style: parameters up front, `attack(model, x, y) -> x_adv`.
+
+Models normalise inside (models.py), so x, eps and step all live in [0,1] pixel units. eps and step
+may be floats or per-sample tensors [B] (RobustLT gives every sample its class's radius).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossArg = str | Callable[[Tensor, Tensor], Tensor]  # "ce" | "cw" | (logits, y) -> per-sample loss
+
+
+@contextmanager
+def bn_eval(model: nn.Module):
+    """Eval mode (BatchNorm running stats, no dropout) while attacking, as the released TAET and
+    AT-BSL code do; each module's own mode is restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def cw_margin(logits: Tensor, y: Tensor, kappa: float = 0.0) -> Tensor:
+    """Per-sample CW loss: -max(z_y - max_{j!=y} z_j + kappa, 0); zero (no push) once misclassified."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return -(true - other + kappa).clamp(min=0)
+
+
+def _loss_fn(loss: LossArg) -> Callable[[Tensor, Tensor], Tensor]:
+    if callable(loss):
+        return loss
+    if loss == "ce":
+        return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+    if loss == "cw":
+        return cw_margin
+    raise ValueError(f"loss={loss!r}: unknown; use 'ce', 'cw' or a callable(logits, y) -> per-sample loss.")
+
+
+def _per_sample(v: float | Tensor, x: Tensor) -> float | Tensor:
+    """A float stays a float; a tensor [B] becomes [B,1,1,1] so it broadcasts over the image."""
+    if isinstance(v, Tensor):
+        return v.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    return float(v)
+
+
+def _start(x: Tensor, eps: float | Tensor, random_start: str) -> Tensor:
+    if random_start == "normal":            # released TAET / AT-BSL / TRADES code
+        return x + 0.001 * torch.randn_like(x)
+    if random_start == "uniform":           # Madry; RobustLT code
+        return x + (2 * torch.rand_like(x) - 1) * eps
+    if random_start == "none":
+        return x.clone()
+    raise ValueError(f"random_start={random_start!r}: use 'normal', 'uniform' or 'none'.")
+
+
+def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
+        steps: int, loss: LossArg = "ce", random_start: str = "uniform",
+        return_logits: bool = False):
+    """PGD L-inf: x_{k+1} = Proj_{B(x,eps) & [0,1]}(x_k + step * sign(grad L(f(x_k), y))).
+
+    Returns the detached x_adv; with return_logits=True also the (detached) logits of the first
+    forward pass, i.e. at the start point x_0 (None if steps == 0), so a caller that wants clean-ish
+    accuracy needs no extra forward. eps == 0 returns x exactly.
+    """
+    loss_fn = _loss_fn(loss)
+    x = x.detach()
+    eps, step = _per_sample(eps, x), _per_sample(step, x)
+    # The eps-ball and [0,1] are both boxes, so one clamp onto their intersection projects onto both.
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    x_adv = torch.clamp(_start(x, eps, random_start), lo, hi)
+    first_logits = None
+    with bn_eval(model), torch.enable_grad():
+        for k in range(steps):
+            x_adv.requires_grad_(True)
+            logits = model(x_adv)
+            if k == 0:
+                first_logits = logits.detach()
+            # sum, not mean: each sample's gradient sign is its own, independent of batch size
+            (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), x_adv)
+            x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)
+    x_adv = x_adv.detach()
+    return (x_adv, first_logits) if return_logits else x_adv
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor) -> Tensor:
+    """FGSM: one signed-gradient step of size eps from x, clamped to [0,1]."""
+    return pgd(model, x, y, eps=eps, step=eps, steps=1, loss="ce", random_start="none")

@@ -1,0 +1,266 @@
+"""Comparing saved runs: load their evaluations as stacked tidy tables, build the views of
+notebook 05, browse them with dropdowns, write them as HTML, and assemble a sweep's report page.
+
+A run is a folder holding config.json and eval/ (evaluate_run's per_class.csv, summary.csv,
+curves.csv, flags.csv, predictions.npz). Stacked tables carry the run columns
+run, label, dataset, imbalance_ratio, method, robustlt, arm, seed.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from . import plots
+
+RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
+RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
+CROSS_VIEWS = ("methods_per_class", "groups", "tradeoff")             # every run, per arm
+
+
+# ------------------------------------------------------------------------------ loading
+def counts_table(splits: dict) -> pd.DataFrame:
+    """{IR: LTData} -> tidy per-class counts: imbalance_ratio, split (train / balanced test /
+    long_tailed test), class, class_name, count."""
+    rows = []
+    for ir, d in splits.items():
+        parts = {"train": d.train_counts, **{f"{p} test": d.test[p].counts(d.num_classes) for p in d.test}}
+        for split, counts in parts.items():
+            rows += [(ir, split, c, d.classes[c], int(n)) for c, n in enumerate(counts)]
+    return pd.DataFrame(rows, columns=["imbalance_ratio", "split", "class", "class_name", "count"])
+
+
+def run_info(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    c = json.loads((run_dir / "config.json").read_text())
+    arm = c["method"] + ("+robustlt" if c.get("robustlt") else "")
+    label = f"{c['dataset']}-ir{c['imbalance_ratio']:g}/{arm}/seed{c['seed']}"
+    return {"run": str(run_dir), "label": label, "dataset": c["dataset"], "imbalance_ratio": c["imbalance_ratio"],
+            "method": c["method"], "robustlt": bool(c.get("robustlt")), "arm": arm, "seed": c["seed"]}
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every run folder under `root` with an evaluation, in path order."""
+    return sorted(p.parent.parent for p in Path(root).rglob("eval/per_class.csv") if (p.parent.parent / "config.json").exists())
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def load_runs(run_dirs) -> dict[str, pd.DataFrame]:
+    """{'runs', 'per_class', 'summary', 'curves', 'flags'}: each run's tables stacked, run columns first."""
+    frames: dict[str, list] = {k: [] for k in ("per_class", "summary", "curves", "flags")}
+    infos = []
+    for d in map(Path, run_dirs):
+        if not (d / "eval" / "per_class.csv").exists():
+            raise FileNotFoundError(f"{d}: no eval/per_class.csv; run notebook 04 (or `python -m taetlib "
+                                    f"evaluate --run {d}`) first.")
+        info = run_info(d)
+        infos.append(info)
+        for name in frames:
+            f = d / "eval" / f"{name}.csv"
+            if f.exists():
+                t = _read(f)
+                frames[name].append(t.assign(**info)[[*RUN_COLUMNS, *t.columns]])
+    out = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=RUN_COLUMNS) for k, v in frames.items()}
+    out["runs"] = pd.DataFrame(infos, columns=RUN_COLUMNS)
+    return out
+
+
+def predictions(run_dir: str | Path, protocol: str, attack: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y, pred) of one attack on one protocol from eval/predictions.npz."""
+    with np.load(Path(run_dir) / "eval" / "predictions.npz") as z:
+        key = f"{protocol}/{attack}"
+        if f"{key}/y" not in z.files:
+            have = sorted({k.rsplit("/", 1)[0] for k in z.files})
+            raise KeyError(f"{run_dir}: no predictions for {key!r}; saved: {have}")
+        return z[f"{key}/y"], z[f"{key}/pred"]
+
+
+# ------------------------------------------------------------------------------ views
+def arm_means(table: pd.DataFrame, by: list[str], value: str = "recall") -> pd.DataFrame:
+    """Mean (and std) of `value` over seeds for each arm and IR, keeping the `by` columns."""
+    keys = ["imbalance_ratio", "arm", *by]
+    return table.groupby(keys, as_index=False, sort=False)[value].agg(**{value: "mean", f"{value}_std": "std"})
+
+
+def tradeoff_points(summary: pd.DataFrame, protocol: str, attack: str) -> pd.DataFrame:
+    """One point per arm and IR: balanced accuracy (clean) vs balanced robustness (`attack`), mean/std over seeds."""
+    s = summary[summary["protocol"] == protocol]
+    keys = ["imbalance_ratio", "arm", "seed"]
+    clean = s[s["attack"] == "clean"].set_index(keys)["balanced"].rename("balanced_accuracy")
+    robust = s[s["attack"] == attack].set_index(keys)["balanced"].rename("balanced_robustness")
+    both = pd.concat([clean, robust], axis=1).dropna().reset_index()
+    if both.empty:
+        return both
+    return both.groupby(["imbalance_ratio", "arm"], as_index=False, sort=False).agg(
+        balanced_accuracy=("balanced_accuracy", "mean"), balanced_accuracy_std=("balanced_accuracy", "std"),
+        balanced_robustness=("balanced_robustness", "mean"), balanced_robustness_std=("balanced_robustness", "std"))
+
+
+def _ir_facet(df: pd.DataFrame) -> str | None:
+    return "IR" if "IR" in df and df["IR"].nunique() > 1 else None
+
+
+def _with_ir(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(IR=[f"IR {v:g}" for v in df["imbalance_ratio"]]) if len(df) else df.assign(IR=[])
+
+
+def run_view(tables: dict, name: str, label: str, attack: str, protocol: str) -> go.Figure:
+    """One run's view: clean vs robust bars, robustness vs eps curves, or the adversarial confusion matrix."""
+    pc, cur = tables["per_class"], tables["curves"]
+    sel = (pc["label"] == label) & (pc["protocol"] == protocol)
+    if name == "clean_vs_robust":
+        t = pc[sel & pc["attack"].isin(["clean", attack])]
+        return plots.per_class_bars(t, color="attack", title=f"{label}: clean vs {attack} recall per class ({protocol})")
+    if name == "eps_curves":
+        c = cur[(cur["label"] == label) & (cur["protocol"] == protocol)] if len(cur) else cur
+        return plots.eps_curves(c, title=f"{label}: robustness vs eps per class ({protocol})")
+    if name == "confusion":
+        run = tables["runs"].set_index("label").loc[label, "run"]
+        names = pc[sel].drop_duplicates("class").sort_values("class")["class_name"].tolist()
+        y, pred = predictions(run, protocol, attack)
+        return plots.confusion_heatmap(plots.confusion_table(y, pred, names),
+                                       title=f"{label}: where {attack} sends each class ({protocol})")
+    raise ValueError(f"view={name!r}: choose one of {RUN_VIEWS}")
+
+
+def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure:
+    """A view over every run, seeds averaged per arm and IR."""
+    if name == "methods_per_class":
+        t = tables["per_class"]
+        t = t[(t["attack"] == attack) & (t["protocol"] == protocol)]
+        m = _with_ir(arm_means(t, ["class", "class_name"]))
+        return plots.per_class_bars(m, color="arm", facet_col=_ir_facet(m),
+                                    title=f"{attack} recall per class, method vs method ({protocol}, mean over seeds)")
+    if name == "groups":
+        s = tables["summary"]
+        s = s[(s["protocol"] == protocol) & s["attack"].isin(["clean", attack])]
+        g = plots.summary_groups(s, ["imbalance_ratio", "arm", "seed", "attack"])
+        m = arm_means(g, ["attack", "group"])
+        return plots.group_bars(m, color="arm", facet_col="attack",
+                                title=f"Head / medium / tail mean recall, clean and {attack} ({protocol})")
+    if name == "tradeoff":
+        p = _with_ir(tradeoff_points(tables["summary"], protocol, attack))
+        return plots.tradeoff_scatter(p, facet_col=_ir_facet(p),
+                                      title=f"Balanced accuracy vs balanced robustness ({attack}, {protocol})")
+    raise ValueError(f"view={name!r}: choose one of {CROSS_VIEWS}")
+
+
+def views(tables: dict, label: str, attack: str, protocol: str) -> dict[str, go.Figure]:
+    out = {n: run_view(tables, n, label, attack, protocol) for n in RUN_VIEWS}
+    out.update({n: cross_view(tables, n, attack, protocol) for n in CROSS_VIEWS})
+    return out
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", s).strip("_")
+
+
+def write_views(tables: dict, out_dir: str | Path, attack: str) -> list[Path]:
+    """Every view as HTML: cross-run views per protocol, run views per run and protocol."""
+    out_dir, paths = Path(out_dir), []
+    protocols = list(dict.fromkeys(tables["per_class"]["protocol"]))
+    for protocol in protocols:
+        for n in CROSS_VIEWS:
+            paths.append(plots.save_html(cross_view(tables, n, attack, protocol), out_dir / f"{n}_{protocol}_{attack}.html"))
+        for label in tables["runs"]["label"]:
+            for n in RUN_VIEWS:
+                paths.append(plots.save_html(run_view(tables, n, label, attack, protocol),
+                                             out_dir / "runs" / _slug(label) / f"{n}_{protocol}_{attack}.html"))
+    return paths
+
+
+def explorer(tables: dict, attack: str, protocol: str):
+    """Dropdowns (run, attack, protocol) over the six views; returns the ipywidgets box to display."""
+    import ipywidgets as w
+    from IPython.display import display
+    attacks = [a for a in dict.fromkeys(tables["per_class"]["attack"]) if a != "clean"]
+    pick = {"label": w.Dropdown(options=list(tables["runs"]["label"]), description="run"),
+            "attack": w.Dropdown(options=attacks, value=attack if attack in attacks else attacks[0],
+                                 description="attack"),
+            "protocol": w.Dropdown(options=list(dict.fromkeys(tables["per_class"]["protocol"])),
+                                   value=protocol, description="protocol")}
+
+    def draw(label, attack, protocol):
+        for fig in views(tables, label, attack, protocol).values():
+            fig.show()
+
+    out = w.interactive_output(draw, pick)
+    box = w.VBox([w.HBox(list(pick.values())), out])
+    display(box)
+    return box
+
+
+# ------------------------------------------------------------------------------ the sweep report
+def _table_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4f}", border=0, classes="tbl")
+
+
+def aggregate_wide(agg: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """One row per IR and arm, one column per metric: 'mean ± std' (n seeds)."""
+    a = agg[agg["protocol"] == protocol]
+    cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") for m, s in zip(a["mean"], a["std"])]
+    wide = a.assign(cell=cell).pivot_table(index=["imbalance_ratio", "arm", "n"], columns="metric", values="cell",
+                                           aggfunc="first", sort=False)
+    from .sweep import METRICS
+    wide = wide[[m for m in METRICS if m in wide.columns]].reset_index().rename(columns={"n": "seeds"})
+    wide.columns.name = None
+    return wide.assign(imbalance_ratio=[f"{v:g}" for v in wide["imbalance_ratio"]])
+
+
+def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame,
+                       notes: list[str] = ()) -> Path:
+    """root/report.html: settings, status (failures with their errors), the aggregated table per
+    protocol, the comparison figures, and links to the report notebook, its views and every run."""
+    root = Path(root)
+    done = status[status["status"].isin(["done", "skipped"])]["run"].tolist()
+    tables = load_runs([d for d in done if (Path(d) / "eval" / "per_class.csv").exists()]) if done else None
+    attack = (agg["robust_attack"].dropna().iloc[0] if "robust_attack" in agg and len(agg) else None) or "pgd20"
+    figs: list[tuple[str, go.Figure]] = []
+    if len(agg):
+        for protocol in dict.fromkeys(agg["protocol"]):
+            figs.append((f"Headline metrics vs IR ({protocol})",
+                         plots.sweep_lines(agg[agg["protocol"] == protocol], title=f"Mean ± std over seeds ({protocol})")))
+    if tables is not None and len(tables["runs"]):
+        for protocol in dict.fromkeys(tables["per_class"]["protocol"]):
+            for n in CROSS_VIEWS:
+                figs.append((f"{n} ({protocol})", cross_view(tables, n, attack, protocol)))
+
+    parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
+             f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
+             "<h2>Settings</h2><pre>" + html.escape(json.dumps(sweep.to_dict(), indent=2, default=str)) + "</pre>"]
+    counts = status["status"].value_counts().to_dict()
+    parts.append("<h2>Runs</h2><p>" + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>")
+    parts += [f"<p class='bad'>{html.escape(n)}</p>" for n in notes]
+    st = status.assign(run=[str(Path(r).relative_to(root)) if str(r).startswith(str(root)) else r for r in status["run"]])
+    parts.append(_table_html(st.assign(seconds=st["seconds"].round(0).astype(int))[["run", "status", "seconds", "error"]]))
+    for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
+        parts.append(f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(str(attack))})</h2>")
+        parts.append(_table_html(aggregate_wide(agg, protocol)))
+    parts.append("<h2>Figures</h2>")
+    for i, (title, fig) in enumerate(figs):
+        parts.append(f"<h3>{html.escape(title)}</h3>" + fig.to_html(full_html=False, include_plotlyjs=False,
+                                                                     div_id=f"fig{i}"))
+    links = ["report/05_per_class_plots.ipynb", "aggregate.csv", "metrics.csv", "runs.csv"]
+    parts.append("<h2>Files</h2><ul>" + "".join(f"<li><a href='{l}'>{l}</a></li>" for l in links if (root / l).exists()))
+    parts += [f"<li><a href='{p.relative_to(root)}'>{p.relative_to(root)}</a></li>"
+              for p in sorted((root / "report").glob("*.html"))]
+    parts += [f"<li><a href='{p.relative_to(root)}'>{p.relative_to(root)}</a></li>" for p in sorted(root.rglob("*.ipynb"))
+              if "report" not in p.relative_to(root).parts]
+    parts.append("</ul>")
+    plots.write_plotlyjs(root)
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep report</title>"
+            "<script src='plotly.min.js'></script><style>body{font-family:sans-serif;margin:2em}"
+            ".tbl td,.tbl th{padding:2px 8px;text-align:left}.bad{color:#b00}pre{background:#f6f6f6;padding:1em}"
+            "</style></head><body>" + "\n".join(parts) + "</body></html>")
+    path = root / "report.html"
+    path.write_text(page)
+    return path

@@ -1,0 +1,234 @@
+"""plots.py figures from hand-made tidy tables, the live plot's headless path, and report.py's views
+over a hand-made run folder (no training: every table here is written by the test)."""
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from taetlib import plots, report
+
+CLASSES = [f"c{i}" for i in range(6)]
+COUNTS = [60, 40, 25, 15, 10, 6]
+
+
+def per_class(attack, protocol, recall, eps=0.1, n=10):
+    correct = np.round(np.asarray(recall) * n).astype(int)
+    return pd.DataFrame({"attack": attack, "protocol": protocol, "eps": eps, "class": range(6),
+                         "class_name": CLASSES, "n": n, "correct": correct, "recall": correct / n})
+
+
+def history(epochs=3, stage="adversarial"):
+    """Records shaped as train.fit writes them (None where not measured)."""
+    return [{"epoch": e, "stage": stage, "lr": 0.1, "loss": 2.0 / e, "loss_bcl": 1.0 / e, "loss_hdl": 0.1 / e,
+             "loss_rcel": 0.2, "train_clean_acc": [0.5 + 0.05 * e] * 5 + [None],
+             "train_adv_acc": [0.2 + 0.05 * e] * 6, "test_clean_acc": None if e % 2 else [0.6] * 6,
+             "test_pgd_acc": None if e % 2 else [0.3] * 6, "seconds": 1.0, "images_per_s": 100.0}
+            for e in range(1, epochs + 1)]
+
+
+# ------------------------------------------------------------------------------ history
+def test_history_tables_are_tidy():
+    t = plots.history_tables(history(), CLASSES)
+    s, pc = t["scalars"], t["per_class"]
+    assert list(s.columns) == ["epoch", "stage", "metric", "value"]
+    assert {"loss", "loss_bcl", "loss_hdl", "loss_rcel", "lr", "train_clean_acc", "test_pgd_acc"} <= set(s.metric)
+    assert list(pc.columns) == ["epoch", "stage", "split", "kind", "class", "value", "class_name"]
+    assert set(zip(pc.split, pc.kind)) == {("train", "clean"), ("train", "adv"), ("test", "clean"), ("test", "pgd")}
+    # a class not seen (None) is left out, not counted as 0; the test set only on eval epochs
+    assert len(pc[(pc.split == "train") & (pc.kind == "clean") & (pc.epoch == 1)]) == 5
+    assert set(pc[pc.split == "test"].epoch) == {2}
+    mean_clean = s[(s.metric == "train_clean_acc") & (s.epoch == 1)].value.item()
+    assert mean_clean == pytest.approx(0.55)
+    assert pc.class_name.iloc[0] == "c0"
+
+
+def test_history_figures_and_empty_history():
+    t = plots.history_tables(history())
+    for fn in (plots.loss_figure, plots.accuracy_figure, plots.per_class_figure):
+        assert isinstance(fn(t), go.Figure) and len(fn(t).data) > 0
+    names = {tr.name for tr in plots.loss_figure(t).data}
+    assert names == {"adversarial"}  # coloured by stage
+    empty = plots.history_tables([])
+    for fn in (plots.loss_figure, plots.accuracy_figure, plots.per_class_figure):
+        assert "no epoch yet" in fn(empty).layout.title.text
+
+
+def test_read_history_puts_stage1_first(tmp_path):
+    (tmp_path / "stage1").mkdir()
+    s1, s2 = history(2, "stabilization"), [dict(r, epoch=r["epoch"] + 2) for r in history(2)]
+    (tmp_path / "stage1" / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in s1))
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in s2))
+    assert [r["epoch"] for r in plots.read_history(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_live_plot_headless_writes_html(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAET_HEADLESS", "1")
+    live = plots.live_plot({"loss": plots.loss_figure, "per_class": plots.per_class_figure}, out_dir=tmp_path)
+    assert live.headless and not live.widgets
+    for r in history():
+        live(r)
+    figs = live.finish()
+    assert set(figs) == {"loss", "per_class"}
+    assert (tmp_path / "loss.html").exists() and (tmp_path / "per_class.html").exists()
+    assert (tmp_path / "plotly.min.js").exists()  # written once beside the figures: works offline
+    assert "plotly.min.js" in (tmp_path / "loss.html").read_text()
+
+
+def test_live_plot_interactive_updates_widgets(capsys):
+    live = plots.live_plot({"loss": plots.loss_figure, "per_class": plots.per_class_figure}, interactive=True)
+    assert not live.headless and set(live.widgets) == {"loss", "per_class"}
+    for r in history():
+        live(r)  # FigureWidget redrawn in place (Output widget without anywidget)
+    w = live.widgets["loss"]
+    if isinstance(w, go.FigureWidget):
+        assert len(w.data) > 0
+    assert set(live.finish()) == {"loss", "per_class"}
+
+
+def test_is_headless(monkeypatch):
+    monkeypatch.delenv("TAET_HEADLESS", raising=False)
+    assert plots.is_headless(False) and not plots.is_headless(True)   # the parameter wins
+    assert plots.is_headless()                                         # plain Python, no kernel
+    monkeypatch.setenv("TAET_HEADLESS", "1")
+    assert plots.is_headless() and not plots.is_headless(True)
+
+
+# ------------------------------------------------------------------------------ data figures
+def test_counts_bars_and_sample_grid():
+    counts = pd.DataFrame([(ir, split, c, CLASSES[c], n) for ir in (10.0, 100.0)
+                           for split in ("train", "balanced test", "long_tailed test")
+                           for c, n in enumerate(COUNTS)],
+                          columns=["imbalance_ratio", "split", "class", "class_name", "count"])
+    fig = plots.counts_bars(counts)
+    assert fig.layout.yaxis.type == "log"
+    assert {tr.name for tr in fig.data} == {"IR 10", "IR 100"}
+    assert {a.text for a in fig.layout.annotations} == {"train", "balanced test", "long_tailed test"}
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 1, 8, 8), dtype=np.uint8)
+    y = np.repeat(np.arange(6), 10)
+    grid = plots.sample_grid(x, y, CLASSES, per_class=4)
+    assert list(grid.layout.yaxis.ticktext) == CLASSES
+    rgb = plots.sample_grid(np.repeat(x, 3, axis=1), y, CLASSES, per_class=4)
+    assert isinstance(rgb, go.Figure)
+
+
+# ------------------------------------------------------------------------------ evaluation figures
+def test_per_class_and_group_bars():
+    table = pd.concat([per_class("clean", "balanced", [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]),
+                       per_class("pgd20", "balanced", [0.5, 0.4, 0.3, 0.2, 0.1, 0.0])])
+    fig = plots.per_class_bars(table, color="attack")
+    assert {tr.name for tr in fig.data} == {"clean", "pgd20"}
+    assert list(fig.data[0].x) == CLASSES
+    grouped = plots.with_groups(table, COUNTS)
+    assert grouped.groupby("group")["class"].apply(set).to_dict() == {"head": {0, 1}, "medium": {2, 3},
+                                                                    "tail": {4, 5}}
+    summary = pd.DataFrame({"attack": ["clean", "pgd20"], "head": [0.85, 0.45], "medium": [0.65, 0.25],
+                            "tail": [0.45, 0.05], "balanced": [0.65, 0.25]})
+    g = plots.summary_groups(summary, ["attack"])
+    assert set(g.group) == {"head", "medium", "tail", "all"} and len(g) == 8
+    assert isinstance(plots.group_bars(g), go.Figure)
+    assert "nothing" in plots.per_class_bars(table.iloc[:0]).layout.title.text
+
+
+def test_eps_curves_confusion_and_tradeoff():
+    curves = pd.concat([per_class("pgd20", "balanced", np.linspace(0.9, 0.4, 6) - e, eps=e) for e in (0, 0.05, 0.1)])
+    fig = plots.eps_curves(curves)
+    assert len(fig.data) == 6 and list(fig.data[0].x) == [0, 0.05, 0.1]
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 0, 0])
+    conf = plots.confusion_table(y, pred, ["a", "b", "c"])
+    assert conf["count"].sum() == 6
+    row_c = conf[conf.true == "c"].set_index("pred")["share"]
+    assert row_c["a"] == 1.0 and row_c["c"] == 0.0  # every 'c' was sent to 'a'
+    heat = plots.confusion_heatmap(conf)
+    assert np.asarray(heat.data[0].z).shape == (3, 3)
+
+    pts = pd.DataFrame({"arm": ["taet", "at_bsl"], "balanced_accuracy": [0.75, 0.72],
+                        "balanced_robustness": [0.35, 0.27], "balanced_accuracy_std": [0.01, np.nan],
+                        "balanced_robustness_std": [0.02, 0.01]})
+    sc = plots.tradeoff_scatter(pts)
+    assert len(sc.data) == 2 and sc.layout.xaxis.title.text == "balanced accuracy"
+
+
+def test_sweep_lines():
+    agg = pd.DataFrame([(ir, arm, m, v, 0.01) for ir in (10.0, 100.0) for arm in ("taet", "pgd_at")
+                        for m, v in (("balanced_accuracy", 0.7), ("balanced_robustness", 0.3))],
+                       columns=["imbalance_ratio", "arm", "metric", "mean", "std"])
+    fig = plots.sweep_lines(agg)
+    assert {tr.name for tr in fig.data} == {"taet", "pgd_at"}
+    assert fig.layout.xaxis.type == "log"
+
+
+# ------------------------------------------------------------------------------ report views
+def fake_run(root, method, ir, seed, good):
+    """A run folder as train + evaluate_run leave it: config.json and eval/ tables."""
+    d = root / f"synthetic-ir{ir:g}" / method / f"seed{seed}"
+    (d / "eval").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"dataset": "synthetic", "imbalance_ratio": ir, "method": method,
+                                               "robustlt": False, "seed": seed}))
+    rec = np.linspace(0.9, 0.4, 6) * good
+    table = pd.concat([per_class(a, p, rec * f) for p in ("balanced", "long_tailed")
+                       for a, f in (("clean", 1.0), ("pgd20", 0.5))])
+    table.to_csv(d / "eval" / "per_class.csv", index=False)
+    curves = pd.concat([per_class("pgd20", p, rec * (1 - e * 5), eps=e) for p in ("balanced", "long_tailed")
+                        for e in (0.0, 0.05, 0.1)])
+    curves.to_csv(d / "eval" / "curves.csv", index=False)
+    summ = (table.groupby(["attack", "protocol"], as_index=False, sort=False)
+            .agg(overall=("recall", "mean"), balanced=("recall", "mean")))
+    summ = summ.assign(head=summ.balanced + 0.1, medium=summ.balanced, tail=summ.balanced - 0.1, eps=0.1)
+    summ.to_csv(d / "eval" / "summary.csv", index=False)
+    y = np.repeat(np.arange(6), 10)
+    preds = {f"{p}/{a}/{k}": v for p in ("balanced", "long_tailed") for a in ("clean", "pgd20")
+             for k, v in (("y", y), ("pred", (y + (a == "pgd20")) % 6), ("index", np.arange(60)))}
+    np.savez_compressed(d / "eval" / "predictions.npz", **preds)
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [fake_run(tmp_path, m, ir, s, g) for ir in (10.0, 100.0) for m, g in (("taet", 1.0), ("pgd_at", 0.8))
+            for s in (0, 1)]
+
+
+def test_load_runs_stacks_tables(runs, tmp_path):
+    assert report.find_runs(tmp_path) == sorted(runs)
+    t = report.load_runs(runs)
+    assert len(t["runs"]) == 8 and set(t["runs"].arm) == {"taet", "pgd_at"}
+    assert list(t["per_class"].columns[:8]) == report.RUN_COLUMNS
+    assert len(t["per_class"]) == 8 * 2 * 2 * 6
+    assert t["runs"].label.iloc[0] == "synthetic-ir10/taet/seed0"
+    y, pred = report.predictions(runs[0], "balanced", "pgd20")
+    assert (pred == (y + 1) % 6).all()
+    with pytest.raises(KeyError, match="no predictions"):
+        report.predictions(runs[0], "balanced", "autoattack")
+    with pytest.raises(FileNotFoundError, match="notebook 04"):
+        report.load_runs([tmp_path])
+
+
+def test_views_and_tradeoff_points(runs, tmp_path):
+    t = report.load_runs(runs)
+    pts = report.tradeoff_points(t["summary"], "balanced", "pgd20")
+    assert len(pts) == 4  # one point per arm and IR, seeds averaged
+    taet = pts[(pts.arm == "taet") & (pts.imbalance_ratio == 10)].iloc[0]
+    assert taet.balanced_accuracy == pytest.approx(np.linspace(0.9, 0.4, 6).mean(), abs=0.02)
+    assert taet.balanced_robustness < taet.balanced_accuracy
+    figs = report.views(t, "synthetic-ir10/taet/seed0", "pgd20", "balanced")
+    assert set(figs) == set(report.RUN_VIEWS) | set(report.CROSS_VIEWS)
+    assert all(isinstance(f, go.Figure) and len(f.data) for f in figs.values())
+    paths = report.write_views(t, tmp_path / "views", "pgd20")
+    assert len(paths) == 2 * (len(report.CROSS_VIEWS) + 8 * len(report.RUN_VIEWS))
+    assert all(p.exists() for p in paths)
+
+
+def test_html_figures_share_one_plotlyjs(tmp_path):
+    plots.write_plotlyjs(tmp_path)
+    fig = plots.per_class_bars(per_class("clean", "balanced", [0.5] * 6))
+    deep = plots.save_html(fig, tmp_path / "ir10" / "taet" / "seed0" / "figures" / "x.html")
+    assert 'src="../../../../plotly.min.js"' in deep.read_text()
+    assert not (deep.parent / "plotly.min.js").exists()
+    far = plots.save_html(fig, tmp_path / "a" / "b" / "c" / "d" / "e" / "x.html")  # beyond 4 levels: own copy
+    assert (far.parent / "plotly.min.js").exists()

@@ -1,0 +1,218 @@
+"""Sweeps: planning, parameters, skip / fail bookkeeping and aggregation (fast, no kernel), then two
+small real sweeps on the synthetic dataset through papermill."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taetlib import cli, sweep
+from taetlib.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    sweep.add_cli(p.add_subparsers(dest="command"))
+    return p.parse_args(["sweep", *argv])
+
+
+# ------------------------------------------------------------------------------ planning
+def test_run_layout(tmp_path):
+    assert sweep.run_path(tmp_path, "cifar10", 10.0, "taet", True, 2) == tmp_path / "cifar10-ir10/taet+robustlt/seed2"
+    assert sweep.run_path(tmp_path, "cifar10", 2.5, "at_bsl", False, 0).parent.parent.name == "cifar10-ir2.5"
+
+
+def test_plan_records_invalid_runs_and_refuses_axes_in_set(tmp_path):
+    s = sweep.Sweep(tmp_path, "synthetic", [10, 100], [("taet", False), ("nonsense", False)], [0, 1],
+                    config={"epochs": 2, "stabilization_epochs": 1})
+    runs = s.plan()
+    assert len(runs) == 8
+    bad = [r for r in runs if r.error]
+    assert len(bad) == 4 and all("method='nonsense'" in r.error for r in bad)
+    good = [r for r in runs if not r.error][0]
+    assert good.config["imbalance_ratio"] == 10.0 and good.config["epochs"] == 2 and "harl_alpha" in good.config
+    with pytest.raises(ConfigError, match="sweep axes"):
+        sweep.Sweep(tmp_path, "synthetic", [10], [("taet", False)], [0], config={"seed": 3}).plan()
+
+
+def test_cli_arguments_and_presets(tmp_path):
+    s = sweep.sweep_from_args(parse("--dataset", "synthetic", "--irs", "10", "20", "--methods", "taet", "pgd_at",
+                                    "--seeds", "0", "1", "--robustlt", "--set", "epochs=3", "device=cpu",
+                                    "--eval-param", "pgd20.steps=5", "--out", str(tmp_path / "x")))
+    assert s.arms == [("taet", False), ("taet", True), ("pgd_at", False), ("pgd_at", True)]
+    assert s.irs == [10.0, 20.0] and s.seeds == [0, 1] and s.config == {"epochs": 3, "device": "cpu"}
+    assert s.evaluation["attack_params"] == {"pgd20": {"steps": 5}} and s.root == tmp_path / "x"
+    assert len(s.plan()) == 16
+
+    p = sweep.sweep_from_args(parse("--preset", "fmnist_lt_demo"))
+    from taetlib import presets
+    demo = presets.get("fmnist_lt_demo")
+    assert p.arms == [tuple(a) for a in demo.sweep["arms"]] and p.irs == demo.sweep["irs"]
+    assert p.dataset == "fashion_mnist" and p.root.name == "fmnist_lt_demo"
+    assert [r.config["robustlt_b"] for r in p.plan() if r.config["method"] == "taet"] == [1.0, 1.0]  # method override
+    assert "attack_params" not in presets.get("fmnist_lt_demo").evaluation  # the preset is not mutated
+    only = sweep.sweep_from_args(parse("--preset", "fmnist_lt_demo", "--methods", "pgd_at", "--robustlt-only"))
+    assert only.arms == [("pgd_at", True)]
+
+
+def test_dry_run_prints_plan(tmp_path, capsys):
+    rc = cli.main(["sweep", "--dataset", "synthetic", "--irs", "10", "--methods", "pgd_at", "bogus",
+                   "--out", str(tmp_path), "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "synthetic-ir10/pgd_at/seed0" in out and "INVALID" in out and "bogus" in out
+
+
+# ------------------------------------------------------------------------------ notebook side
+def test_notebook_config_names_the_bad_parameter():
+    ok = sweep.notebook_config({"dataset": "synthetic", "epochs": 3, "stabilization_epochs": 1}, {"harl_beta": 0.2})
+    assert ok.epochs == 3 and ok.harl_beta == 0.2
+    with pytest.raises(ConfigError, match=r"imbalance_ratio='ten': expected float"):
+        sweep.notebook_config({"imbalance_ratio": "ten"})
+    with pytest.raises(ConfigError, match=r"epoch.*Did you mean 'epochs'"):
+        sweep.notebook_config({}, {"epoch": 3})
+    with pytest.raises(ConfigError, match=r"extra=.*expected a dict"):
+        sweep.notebook_config({}, ["epochs", 3])
+    with pytest.raises(ConfigError, match=r"sets \['epochs'\]"):
+        sweep.notebook_config({"epochs": 3}, {"epochs": 4})
+    from typing import Optional
+    assert sweep.check_params(irs=([10, 20.5], list[float]))["irs"] == [10.0, 20.5]
+    with pytest.raises(ConfigError, match=r"irs='10': expected a list"):
+        sweep.check_params(irs=("10", list[float]))
+    with pytest.raises(ConfigError, match=r"interactive='no'"):
+        sweep.check_params(interactive=("no", Optional[bool]))
+
+
+def test_notebook_params_split_declared_and_extra():
+    cfg = sweep.RunConfig(dataset="synthetic").to_dict()
+    p = sweep.notebook_params(sweep.NB_TRAIN, cfg, run_dir="/r", interactive=False, attacks=["clean"])
+    assert p["dataset"] == "synthetic" and p["run_dir"] == "/r" and "attacks" not in p
+    assert "harl_alpha" in p["extra"] and "dataset" not in p["extra"]
+    assert set(p) - {"extra", "run_dir", "interactive"} <= sweep.declared_parameters(sweep.NB_TRAIN)
+    with pytest.raises(ConfigError, match="takes no parameters"):
+        sweep.notebook_params(sweep.NB_EVAL, {"harl_alpha": 0.1})
+
+
+def test_stage1_checkpoint_checks_settings(tmp_path):
+    cfg = sweep.RunConfig(dataset="synthetic", epochs=4, stabilization_epochs=2)
+    with pytest.raises(FileNotFoundError, match="02_stabilization_stage"):
+        sweep.stage1_checkpoint(tmp_path, cfg)
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "last.pt").write_bytes(b"")
+    cfg.replace(lr=0.05).save(tmp_path / "stage1" / "config.json")
+    with pytest.raises(ConfigError, match=r"'lr': \(0.05, 0.1\)"):
+        sweep.stage1_checkpoint(tmp_path, cfg)
+    cfg.replace(device="cpu").save(tmp_path / "stage1" / "config.json")
+    assert sweep.stage1_checkpoint(tmp_path, cfg) == tmp_path / "stage1" / "last.pt"
+
+
+# ------------------------------------------------------------------------------ bookkeeping
+def test_finished_runs_are_skipped_and_failed_ones_recorded(tmp_path):
+    s = sweep.Sweep(tmp_path, "synthetic", [10], [("pgd_at", False), ("bogus", False)], [0])
+    good, bad = s.plan()
+    rec = sweep.execute_run(bad, {})
+    assert rec["status"] == "failed" and "bogus" in rec["error"]
+    assert json.loads((bad.dir / sweep.FAILED).read_text())["error"] == rec["error"]
+    good.dir.mkdir(parents=True)
+    (good.dir / sweep.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(good.config)}))
+    assert sweep.execute_run(good, {})["status"] == "skipped"
+    good.config = {**good.config, "epochs": 7}  # same folder, other settings: never silently reused
+    rec = sweep.execute_run(good, {})
+    assert rec["status"] == "failed" and "other settings" in rec["error"]
+
+
+def summary_table(clean, robust, tail):
+    rows = []
+    for protocol in ("balanced", "long_tailed"):
+        rows.append({"attack": "clean", "protocol": protocol, "overall": clean + 0.05, "balanced": clean,
+                     "tail": clean - 0.1})
+        rows.append({"attack": "pgd20", "protocol": protocol, "overall": robust + 0.05, "balanced": robust,
+                     "tail": tail})
+    return pd.DataFrame(rows)
+
+
+def test_run_metrics_and_aggregate():
+    m = sweep.run_metrics(summary_table(0.8, 0.4, 0.2))
+    got = m[m.protocol == "balanced"].set_index("metric")["value"]
+    assert got.to_dict() == pytest.approx({"clean_accuracy": 0.85, "balanced_accuracy": 0.8, "robust_accuracy": 0.45,
+                                           "balanced_robustness": 0.4, "tail_robustness": 0.2})
+    assert set(m.robust_attack) == {"pgd20"}
+    assert sweep.run_metrics(summary_table(0.8, 0.4, 0.2), "fgsm")["value"].isna().sum() == 6  # no fgsm rows
+
+    frames = []
+    for seed, (c, r) in enumerate([(0.8, 0.4), (0.7, 0.3)]):
+        frames.append(sweep.run_metrics(summary_table(c, r, 0.1)).assign(
+            run=f"r{seed}", dataset="synthetic", imbalance_ratio=10.0, method="taet", robustlt=False, arm="taet",
+            seed=seed))
+    agg = sweep.aggregate(pd.concat(frames))
+    assert len(agg) == 2 * 5 and (agg.n == 2).all()
+    row = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_accuracy")].iloc[0]
+    assert row["mean"] == pytest.approx(0.75) and row["std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
+    assert list(agg[agg.protocol == "balanced"].metric) == sweep.METRICS
+
+
+# ------------------------------------------------------------------------------ real sweeps
+SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--eval-param", "pgd20.steps=3",
+         "--set", "n_max=60", "test_per_class=20", "epochs=2", "stabilization_epochs=1", "attack_steps=2",
+         "eval_every=0", "batch_size=64", "device=cpu"]
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kernels inherit it; tiny models run fastest on one thread
+
+
+@pytest.mark.slow
+def test_sweep_2_irs_x_2_methods(tmp_path, one_thread, capsys):
+    out = tmp_path / "sw"
+    argv = ["sweep", *SMOKE, f"data_root={tmp_path / 'data'}", "--irs", "5", "10", "--methods", "taet", "pgd_at",
+            "--jobs", "2", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().out
+
+    agg = pd.read_csv(out / "aggregate.csv")
+    assert len(agg) == 2 * 2 * 2 * 5  # IR x method x protocol x metric
+    assert set(agg.metric) == set(sweep.METRICS) and set(agg.arm) == {"taet", "pgd_at"}
+    assert (agg.n == 1).all() and agg["mean"].between(0, 1).all()
+    status = pd.read_csv(out / "runs.csv")
+    assert list(status.status) == ["done"] * 4
+    taet, pgd = out / "synthetic-ir5/taet/seed0", out / "synthetic-ir10/pgd_at/seed0"
+    assert {p.name for p in taet.glob("*.ipynb")} == {"02_stabilization_stage.ipynb", "03_harl_stage.ipynb",
+                                                     "04_evaluation.ipynb"}
+    assert {p.name for p in pgd.glob("*.ipynb")} == {"03_harl_stage.ipynb", "04_evaluation.ipynb"}
+    for run in (taet, pgd):
+        for f in ("DONE.json", "config.json", "history.jsonl", "model.pt", "eval/summary.csv", "figures/loss.html"):
+            assert (run / f).exists(), run / f
+    assert (out / "synthetic-ir5" / "01_dataset_creation.ipynb").exists()
+    assert (out / "report" / "05_per_class_plots.ipynb").exists()
+    assert (out / "report" / "tradeoff_balanced_pgd20.html").exists()
+    page = (out / "report.html").read_text()
+    assert "balanced_robustness" in page and "4 done" in page
+
+    capsys.readouterr()
+    assert cli.main(argv[:-4] + ["--jobs", "1", "--out", str(out)]) == 0  # again: nothing left to run
+    log = capsys.readouterr().out
+    assert "4 skipped" in log and "0 failed" in log
+
+
+@pytest.mark.slow
+def test_sweep_with_a_bad_parameter_records_it_and_exits_nonzero(tmp_path, one_thread):
+    # IR 1e9 passes RunConfig's checks but leaves classes empty: its dataset stage fails inside notebook 01
+    out = tmp_path / "sw"
+    proc = subprocess.run([sys.executable, "-m", "taetlib", "sweep", *SMOKE, f"data_root={tmp_path / 'data'}",
+                           "--irs", "2", "1e9", "--methods", "pgd_at", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 done, 0 skipped, 1 failed" in proc.stdout
+    assert "FAILED" in proc.stdout and "imbalance_ratio" in proc.stdout
+    status = pd.read_csv(out / "runs.csv").set_index("imbalance_ratio")
+    assert status.loc[2.0, "status"] == "done" and status.loc[1e9, "status"] == "failed"
+    assert "no training sample" in status.loc[1e9, "error"]
+    assert (out / "synthetic-ir1e+09/pgd_at/seed0" / sweep.FAILED).exists()
+    agg = pd.read_csv(out / "aggregate.csv")
+    assert set(agg.imbalance_ratio) == {2.0}  # the others finished and were aggregated

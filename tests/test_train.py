@@ -1,0 +1,187 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from taetlib.config import ConfigError, RunConfig
+from taetlib.data import load_lt
+from taetlib.models import create_model
+from taetlib.train import (CheckpointError, TrainingDiverged, balanced, fit, load_checkpoint, load_model, lr_at,
+                           stage_epochs)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def tiny(root, **kw):
+    """~160 synthetic images, 3 batches, 2 attack steps: an epoch in well under a second."""
+    base = dict(dataset="synthetic", data_root=str(root), imbalance_ratio=10.0, n_max=40, method="taet",
+                epochs=3, stabilization_epochs=1, attack_steps=2, batch_size=64, lr=0.05, eval_every=0,
+                eval_per_class=5, eval_pgd_steps=2, device="cpu", robustlt=True, robustlt_b=1.0)
+    return RunConfig(**{**base, **kw})
+
+
+def weights_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def full_run(root, tmp_path_factory):
+    cfg = tiny(root, eval_every=2)
+    return cfg, fit(cfg, load_lt(cfg), tmp_path_factory.mktemp("full"), resume=False)
+
+
+# ---------------------------------------------------------------- resume and stages
+def test_resume_is_bit_identical(full_run, root, tmp_path):
+    cfg, full = full_run
+    data = load_lt(cfg)
+
+    def interrupt(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, data, tmp_path, callback=interrupt)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    resumed = fit(cfg, data, tmp_path)
+    assert weights_equal(resumed.model, full.model)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_stage_1_then_stage_2_equals_one_run(full_run, tmp_path):
+    cfg, full = full_run
+    data = load_lt(cfg)
+    s1 = fit(cfg, data, tmp_path / "s1", stage="stabilization")
+    assert [r["stage"] for r in s1.history] == ["stabilization"]
+    s2 = fit(cfg, data, tmp_path / "s2", stage="adversarial", init_checkpoint=tmp_path / "s1" / "last.pt")
+    assert [r["epoch"] for r in s2.history] == [1, 2, 3]   # stage 1's history carries over
+    assert weights_equal(s2.model, full.model)
+    # the same run_dir works too: stage 2 picks up stage 1's last.pt
+    s2_same = fit(cfg, data, tmp_path / "s1", stage="adversarial")
+    assert weights_equal(s2_same.model, full.model)
+
+
+def test_stage_errors(root, tmp_path):
+    cfg = tiny(root)
+    with pytest.raises(ConfigError, match="init_checkpoint"):
+        fit(cfg, load_lt(cfg), tmp_path, stage="adversarial")
+    with pytest.raises(ConfigError, match="only TAET has stages"):
+        stage_epochs(tiny(root, method="pgd_at", robustlt=False), "stabilization")
+    assert stage_epochs(tiny(root, epochs=10, stabilization_epochs=4), "adversarial") == range(5, 11)
+
+
+def test_resume_refuses_other_settings(full_run):
+    cfg, full = full_run
+    with pytest.raises(CheckpointError, match="other settings"):
+        fit(cfg.replace(lr=0.1), load_lt(cfg), full.run_dir)
+
+
+# ---------------------------------------------------------------- run directory, history, checkpoints
+def test_run_dir_history_and_checkpoint(full_run):
+    cfg, full = full_run
+    run = full.run_dir
+    assert RunConfig.load(run / "config.json") == cfg
+    lines = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert lines == full.history and [r["epoch"] for r in lines] == [1, 2, 3]
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "cfg", "history"} <= set(ck) and ck["epoch"] == 3
+    r1, r2, r3 = full.history
+    assert (r1["stage"], r2["stage"]) == ("stabilization", "adversarial")
+    assert r1["train_adv_acc"] is None and "loss_bcl" not in r1
+    assert {"loss_bcl", "loss_hdl", "loss_rcel"} <= set(r2)
+    assert len(r2["train_clean_acc"]) == len(r2["train_adv_acc"]) == 10
+    assert r1["test_pgd_acc"] is None and len(r2["test_pgd_acc"]) == 10 and r3["test_pgd_acc"] is not None
+    assert [r["lr"] for r in full.history] == [lr_at(cfg, e) for e in (1, 2, 3)]
+    assert all(r["seconds"] > 0 and r["images_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in full.history)
+    model = load_model(run)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), full.model.eval()(x))
+
+
+def test_checkpoint_mismatch_is_explained(full_run):
+    _, full = full_run
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(full.run_dir / "last.pt", create_model("small_cnn", num_classes=7, in_channels=1))
+    msg = str(err.value)
+    assert "last.pt" in msg and "'small_cnn' with 10 classes" in msg and "expects 7 classes" in msg
+    assert "load_model" in msg
+
+
+def test_lr_schedule_is_multistep_in_absolute_epochs(root):
+    cfg = tiny(root, epochs=100, stabilization_epochs=40, lr=0.1)
+    assert [lr_at(cfg, e) for e in (1, 75, 76, 90, 91, 100)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(root, tmp_path):
+    class Poisonable(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.poison = net, False
+
+        def forward(self, x):
+            z = self.net(x)
+            return z * float("nan") if self.poison else z
+
+    cfg = tiny(root, method="pgd_at", robustlt=False, stabilization_epochs=0)
+    torch.manual_seed(0)
+    model = Poisonable(create_model("small_cnn", 10, 1))
+    seen = []
+
+    def poison_after_epoch_1(record):
+        seen.append(record["epoch"])
+        model.poison = True
+
+    with pytest.raises(TrainingDiverged, match="epoch 2.*last good epoch \\(1\\)"):
+        fit(cfg, load_lt(cfg), tmp_path, model=model, callback=poison_after_epoch_1)
+    assert seen == [1]
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_step_has_no_host_sync(root, tmp_path):
+    from taetlib.data import Batches
+    from taetlib.methods import build_objective
+    from taetlib.train import count_hits
+    cfg = tiny(root, device="cuda", bf16=True, channels_last=True)
+    data = load_lt(cfg)
+    model = create_model("small_cnn", 10, 1).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    tally = torch.zeros(2, 10, dtype=torch.long, device="cuda")
+    for method in ("ce", "pgd_at", "trades", "mart", "at_bsl", "taet"):
+        obj = build_objective(cfg.replace(method=method), data.train_counts, 0.1)
+        x, y = next(iter(Batches(data.train, 64, "cuda", shuffle=True, augment="crop_flip").epoch(1)))
+        obj.step(model, x, y, epoch=2)   # first call may move per-class constants to the GPU
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            with torch.autocast("cuda", torch.bfloat16):
+                out = obj.step(model, x.contiguous(memory_format=torch.channels_last), y, epoch=2)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            count_hits(tally, out.adv_logits, y)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+
+# ---------------------------------------------------------------- evidence
+@pytest.mark.slow
+def test_pgd_at_is_more_robust_than_ce(root, tmp_path):
+    """Same data, same seed, same schedule: adversarial training buys PGD accuracy."""
+    common = dict(n_max=100, augment="none", epochs=4, stabilization_epochs=0, robustlt=False, attack_steps=2,
+                  step_size=0.0625, batch_size=32, eval_every=4, eval_per_class=20, eval_pgd_steps=5)
+    pgd_acc = {}
+    for method in ("ce", "pgd_at"):
+        cfg = tiny(root, method=method, **common)
+        last = fit(cfg, load_lt(cfg), tmp_path / method).history[-1]
+        pgd_acc[method] = balanced(last["test_pgd_acc"])
+    assert pgd_acc["pgd_at"] > pgd_acc["ce"]

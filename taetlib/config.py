@@ -136,7 +136,7 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise bad(name, v, "must be >= 1, or None for no cap.")
-        if not 0 <= self.stabilization_epochs <= self.epochs:
+        if self.method == "taet" and not 0 <= self.stabilization_epochs <= self.epochs:
             raise bad("stabilization_epochs", self.stabilization_epochs,
                       f"must lie in [0, epochs={self.epochs}].")
         if not 0 <= self.robustlt_a <= 1:

@@ -302,10 +302,10 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
                       "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
                       "epoch": epoch, "cfg": cfg.to_dict(), "history": history}, ckpt_path)
         session_seconds.append(time.perf_counter() - t0)
+        eta = (epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)
+        print(progress_line(record, cfg.epochs, eta), flush=True)
         if callback is not None:
             callback(record)
-        print(progress_line(record, cfg.epochs, eta=(epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)),
-              flush=True)
 
     _save_atomic(model.state_dict(), run_dir / "model.pt")
     return FitResult(model=model, history=history, run_dir=run_dir)

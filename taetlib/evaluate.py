@@ -485,31 +485,44 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     tables, curves, zero_grad, warn_rows, log = [], [], [], [], []
     predictions, seconds, subset = {}, {}, {}
     run = dict(batch_size=batch_size, device=device, seed=seed)
+    splits = {p: data.test[p].subset_per_class(per_class, seed) for p in protocols}
+    for p, split in splits.items():
+        subset[p] = {"per_class": per_class, "seed": seed, "n": len(split), "counts": split.counts(C)}
+    # The protocols draw from one test set (the long-tailed one is a subset of the balanced one when
+    # both are whole): attack each distinct test image once, then read every protocol off that run.
+    pool, where = _pool(splits)
+    y_pool = pool.y.numpy()
     with _eval_mode(model, device):
-        for protocol in protocols:
-            split = data.test[protocol].subset_per_class(per_class, seed)
-            index = (split.index if split.index is not None else torch.arange(len(split))).numpy()
-            x, y = split.x, split.y
-            y_np = y.numpy()
-            subset[protocol] = {"per_class": per_class, "seed": seed, "n": len(split), "counts": split.counts(C)}
-            for name in attacks:
-                t0, records = time.perf_counter(), []
-                pred = run_attack(name, model, x, y, params[name], log=records, **run)
-                seconds[(protocol, name)] = time.perf_counter() - t0
-                predictions[(protocol, name)] = {"y": y_np, "pred": pred, "index": index}
-                tables.append(per_class_table(name, protocol, params[name].get("eps", 0.0), y_np, pred, names))
-                log += [f"[{protocol}] {r.levelname} {r.getMessage()}" for r in records]
+        def attack_pool(name, p, records=None):
+            t0 = time.perf_counter()
+            pred = run_attack(name, model, pool.x, pool.y, p, log=records if records is not None else [], **run)
+            return pred, time.perf_counter() - t0
+
+        for name in attacks:
+            records = []
+            pred, secs = attack_pool(name, params[name], records)
+            log += [f"{r.levelname} {r.getMessage()}" for r in records]
+            for protocol, at in where.items():
+                seconds[(protocol, name)] = secs  # one shared run serves every protocol
+                y_np, index = y_pool[at], pool.index.numpy()[at]
+                predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
+                tables.append(per_class_table(name, protocol, params[name].get("eps", 0.0), y_np, pred[at], names))
                 warn_rows += [{"protocol": protocol, "message": r.getMessage()}
                               for r in records if r.levelno >= logging.WARNING]
-            for e, p in sweep.items():
-                if params.get(SWEEP_ATTACK) == p:  # the main pgd20 run is this sweep point
-                    pred = predictions[(protocol, SWEEP_ATTACK)]["pred"]
-                else:
-                    pred = run_attack(SWEEP_ATTACK, model, x, y, p, **run)
-                predictions[(protocol, f"{SWEEP_ATTACK}@eps={e:.6g}")] = {"y": y_np, "pred": pred, "index": index}
-                curves.append(per_class_table(SWEEP_ATTACK, protocol, e, y_np, pred, names))
-            zmask = zero_gradient_mask(model, x, y, batch_size=batch_size, device=device)
-            zt = per_class_table("clean", protocol, 0.0, y_np, np.where(zmask, y_np, -1), names)  # count = zero
+        for e, p in sweep.items():
+            if params.get(SWEEP_ATTACK) == p:  # the main pgd20 run is this sweep point
+                pred = None
+            else:
+                pred, _ = attack_pool(SWEEP_ATTACK, p)
+            for protocol, at in where.items():
+                y_np, index = y_pool[at], pool.index.numpy()[at]
+                pr = predictions[(protocol, SWEEP_ATTACK)]["pred"] if pred is None else pred[at]
+                predictions[(protocol, f"{SWEEP_ATTACK}@eps={e:.6g}")] = {"y": y_np, "pred": pr, "index": index}
+                curves.append(per_class_table(SWEEP_ATTACK, protocol, e, y_np, pr, names))
+        zmask = zero_gradient_mask(model, pool.x, pool.y, batch_size=batch_size, device=device)
+        for protocol, at in where.items():
+            y_np = y_pool[at]
+            zt = per_class_table("clean", protocol, 0.0, y_np, np.where(zmask[at], y_np, -1), names)  # count = zero
             zero_grad.append(zt.rename(columns={"correct": "zero_gradient"}))
 
     table, curves = pd.concat(tables, ignore_index=True), pd.concat(curves, ignore_index=True)
@@ -525,6 +538,25 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
         "versions": _versions(), "split_manifest": getattr(data, "manifest", {}).get("path"),
     }
     return EvalResult(table, summary, flags, curves, predictions, config, log)
+
+
+def _pool(splits: dict) -> tuple:
+    """The distinct test images of all protocols, and where each protocol's samples sit in that pool."""
+    from .data import Split
+    idx = {p: (sp.index if sp.index is not None else torch.arange(len(sp))) for p, sp in splits.items()}
+    allidx = torch.cat(list(idx.values()))
+    uniq, inverse = torch.unique(allidx, return_inverse=True)
+    # rows of the pool: take each distinct index from whichever protocol holds it
+    xs = torch.cat([sp.x for sp in splits.values()])
+    ys = torch.cat([sp.y for sp in splits.values()])
+    pick = torch.empty(len(uniq), dtype=torch.long)
+    pick[inverse] = torch.arange(len(allidx))
+    pool = Split(xs[pick], ys[pick], uniq)
+    where, off = {}, 0
+    for p, i in idx.items():
+        where[p] = inverse[off:off + len(i)].numpy()
+        off += len(i)
+    return pool, where
 
 
 def _versions() -> dict:

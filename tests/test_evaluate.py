@@ -255,3 +255,18 @@ def test_evaluate_run_and_cli_write_into_the_run(tmp_path, data, capsys):
     assert "sanity flags" in capsys.readouterr().out
     assert main(["evaluate", "--run", str(run), "--attacks", "pgd200"]) == 2  # a clear one-line error
     assert "pgd200" in capsys.readouterr().err
+
+
+def test_protocols_share_one_attack_run_per_image(model, data):
+    """The long-tailed protocol's images are attacked once with the balanced ones, not twice."""
+    r = ev.evaluate(model, data, attacks=["pgd20"], protocols=["balanced", "long_tailed"], eps=0.05, eps_sweep=[])
+    bal, lt = r.predictions[("balanced", "pgd20")], r.predictions[("long_tailed", "pgd20")]
+    shared = np.intersect1d(bal["index"], lt["index"])
+    assert len(shared) > 0
+    pos_b = {i: k for k, i in enumerate(bal["index"])}
+    pos_l = {i: k for k, i in enumerate(lt["index"])}
+    assert all(bal["pred"][pos_b[i]] == lt["pred"][pos_l[i]] for i in shared)
+    # each protocol still gets exactly its own samples
+    assert sorted(lt["index"]) == sorted(data.test["long_tailed"].index.tolist())
+    assert r.table.query("protocol == 'long_tailed' and attack == 'pgd20'").n.tolist() == \
+        data.test["long_tailed"].counts(data.num_classes)

@@ -3,21 +3,28 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+SHELL   := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip's noise about local mirror folders on some machines; real errors still fail the pipe
+QUIET   := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup test lab clean
+.PHONY: setup test demo lab clean
 
 setup: $(STAMP)
 
 # Re-installs only when the dependency list changes; `make setup` is otherwise a no-op.
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q --upgrade pip 2>&1 | $(QUIET)
+	$(VPY) -m pip install -q -e '.[test]' 2>&1 | $(QUIET)
 	$(VPY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VPY) -m taetlib demo
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

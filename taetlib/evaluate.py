@@ -38,6 +38,7 @@ from torch import nn
 from . import attacks as atk
 from . import metrics
 from .config import ConfigError, bad, check_choice
+from .data import Split, select_per_class
 
 NOISE_Z = 2.0
 STEP_FRACTION = 1 / 8  # PGD step = eps / 8: 1/255 at 8/255, the TAET and RobustLT evaluation code
@@ -270,11 +271,14 @@ def _flag(flag, attack, protocol, classes, raised, detail) -> dict:
 
 
 def sanity_flags(table: pd.DataFrame, curves: pd.DataFrame, zero_grad: pd.DataFrame | None = None,
-                 warnings: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every sanity check (module docstring) as one row; `raised` says whether it failed."""
+                 warnings: pd.DataFrame | None = None, curve_clean: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every sanity check (module docstring) as one row; `raised` says whether it failed.
+    curve_clean: clean counts on the images the curves ran on, when that is a subset."""
     rows = []
     for protocol, tab in table.groupby("protocol", sort=False):
         clean = tab[tab.attack == "clean"]
+        if curve_clean is not None:
+            clean = curve_clean[curve_clean.protocol == protocol]
         cur = curves[curves.protocol == protocol]
         # 1. eps = 0 gives the clean counts exactly: the attack may not change an unperturbed input.
         at0 = cur[cur.eps == 0]
@@ -283,6 +287,7 @@ def sanity_flags(table: pd.DataFrame, curves: pd.DataFrame, zero_grad: pd.DataFr
                                  "PGD at eps=0 vs clean", exact=True))
         # 2. accuracy does not rise with eps: each radius vs the lowest recall at any smaller one.
         rows.append(_rises_with_eps(cur, protocol))
+        clean = tab[tab.attack == "clean"]
         # 3. stronger attacks not above weaker ones; the sweep stands in for a pgd20 that was not asked for
         ref = {a: t for a, t in tab.groupby("attack")}
         for strong, weak in ORDER:
@@ -455,7 +460,8 @@ def _eval_mode(model: nn.Module, device):
 
 def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("balanced",), *,
              eps: float | None = None, per_class: int | None = None, seed: int = 0, batch_size: int = 256,
-             device=None, attack_params: dict | None = None, eps_sweep=None) -> EvalResult:
+             device=None, attack_params: dict | None = None, eps_sweep=None,
+             curve_per_class: int | None = None) -> EvalResult:
     """Attack `model` on `data`'s test protocols; per-class table, summary, sanity flags, predictions.
 
     attacks: names from ATTACKS (list or "a,b"); 'clean' is always added (every check compares with it).
@@ -463,6 +469,8 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     per_class: evaluate on a seeded stratified subset of at most this many samples per class (None = all).
     attack_params: {"pgd20": {"step": 2/255}, "autoattack": {"version": "rand"}, ...}.
     eps_sweep: radii of the PGD-20 robustness curves (default 0, eps/2, eps; 0 and eps are always added).
+    curve_per_class: run the curves on a seeded stratified subset of at most this many images per class
+      (None = every image); the cheap way to keep the eps checks on a large test set.
     The model is moved to `device` (default: where its parameters are) and run in fp32 eval mode.
     """
     attacks, protocols = _names(attacks), _names(protocols)
@@ -491,6 +499,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     # The protocols draw from one test set (the long-tailed one is a subset of the balanced one when
     # both are whole): attack each distinct test image once, then read every protocol off that run.
     pool, where = _pool(splits)
+    predictions_pool, curve_clean = {}, []
     y_pool = pool.y.numpy()
     with _eval_mode(model, device):
         def attack_pool(name, p, records=None):
@@ -501,6 +510,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
         for name in attacks:
             records = []
             pred, secs = attack_pool(name, params[name], records)
+            predictions_pool[name] = pred
             log += [f"{r.levelname} {r.getMessage()}" for r in records]
             for protocol, at in where.items():
                 seconds[(protocol, name)] = secs  # one shared run serves every protocol
@@ -509,16 +519,26 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
                 tables.append(per_class_table(name, protocol, params[name].get("eps", 0.0), y_np, pred[at], names))
                 warn_rows += [{"protocol": protocol, "message": r.getMessage()}
                               for r in records if r.levelno >= logging.WARNING]
+        # Robustness curves: on a seeded stratified subset of the pool when curve_per_class is set
+        # (each extra radius is a full PGD-20 run); the main radius reuses the pgd20 run above.
+        sel = np.arange(len(pool)) if curve_per_class is None else select_per_class(
+            y_pool, np.minimum(np.bincount(y_pool, minlength=C), curve_per_class), np.random.default_rng(seed))
+        inv = np.full(len(pool), -1)
+        inv[sel] = np.arange(len(sel))
         for e, p in sweep.items():
             if params.get(SWEEP_ATTACK) == p:  # the main pgd20 run is this sweep point
-                pred = None
+                pred = predictions_pool[SWEEP_ATTACK][sel]
             else:
-                pred, _ = attack_pool(SWEEP_ATTACK, p)
+                pred = run_attack(SWEEP_ATTACK, model, pool.x[sel], pool.y[sel], p, **run)
             for protocol, at in where.items():
-                y_np, index = y_pool[at], pool.index.numpy()[at]
-                pr = predictions[(protocol, SWEEP_ATTACK)]["pred"] if pred is None else pred[at]
+                mine = at[inv[at] >= 0]
+                y_np, index, pr = y_pool[mine], pool.index.numpy()[mine], pred[inv[mine]]
                 predictions[(protocol, f"{SWEEP_ATTACK}@eps={e:.6g}")] = {"y": y_np, "pred": pr, "index": index}
                 curves.append(per_class_table(SWEEP_ATTACK, protocol, e, y_np, pr, names))
+        for protocol, at in where.items():  # the reference of the eps=0 check, on the same images
+            mine = at[inv[at] >= 0]
+            curve_clean.append(per_class_table("clean", protocol, 0.0, y_pool[mine],
+                                               predictions_pool["clean"][mine], names))
         zmask = zero_gradient_mask(model, pool.x, pool.y, batch_size=batch_size, device=device)
         for protocol, at in where.items():
             y_np = y_pool[at]
@@ -527,12 +547,14 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
 
     table, curves = pd.concat(tables, ignore_index=True), pd.concat(curves, ignore_index=True)
     warnings = pd.DataFrame(warn_rows, columns=["protocol", "message"])
-    flags = sanity_flags(table, curves, pd.concat(zero_grad, ignore_index=True), warnings)
+    flags = sanity_flags(table, curves, pd.concat(zero_grad, ignore_index=True), warnings,
+                         pd.concat(curve_clean, ignore_index=True))
     main_preds = {k: v for k, v in predictions.items() if k[1] in attacks}
     summary = summary_table(table, main_preds, data.train_counts, names, flags, seconds)
     config = {
         "dataset": data.spec.name, "eps": eps, "protocols": protocols, "attacks": params,
-        "eps_sweep": {f"{e:.6g}": p for e, p in sweep.items()}, "subset": subset, "seed": seed,
+        "eps_sweep": {f"{e:.6g}": p for e, p in sweep.items()}, "curve_per_class": curve_per_class,
+        "curve_n": int(len(sel)), "subset": subset, "seed": seed,
         "batch_size": batch_size, "device": str(device), "dtype": "float32", "noise_z": NOISE_Z,
         "seconds": {f"{p}/{a}": s for (p, a), s in seconds.items()},
         "versions": _versions(), "split_manifest": getattr(data, "manifest", {}).get("path"),
@@ -542,7 +564,6 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
 
 def _pool(splits: dict) -> tuple:
     """The distinct test images of all protocols, and where each protocol's samples sit in that pool."""
-    from .data import Split
     idx = {p: (sp.index if sp.index is not None else torch.arange(len(sp))) for p, sp in splits.items()}
     allidx = torch.cat(list(idx.values()))
     uniq, inverse = torch.unique(allidx, return_inverse=True)

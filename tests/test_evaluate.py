@@ -270,3 +270,13 @@ def test_protocols_share_one_attack_run_per_image(model, data):
     assert sorted(lt["index"]) == sorted(data.test["long_tailed"].index.tolist())
     assert r.table.query("protocol == 'long_tailed' and attack == 'pgd20'").n.tolist() == \
         data.test["long_tailed"].counts(data.num_classes)
+
+
+def test_curves_on_a_subset_keep_the_checks(model, data):
+    r = ev.evaluate(model, data, attacks=["pgd20"], protocols=["balanced", "long_tailed"], eps=0.05,
+                    eps_sweep=[0.025], curve_per_class=5)
+    assert r.config["curve_n"] == 5 * data.num_classes
+    assert sorted(r.curves.eps.unique()) == [0.0, 0.025, 0.05]
+    bal = r.curves.query("protocol == 'balanced'")
+    assert (bal.groupby("eps").n.sum() == 5 * data.num_classes).all()
+    assert not r.flags.set_index("flag").loc["eps0_not_clean", "raised"].any()

@@ -91,8 +91,9 @@ def config_dict(name: str, fields) -> str:
 
 
 COMMON = [
-    param_line("interactive", "Optional[bool]", None,
-               "None: live widgets in JupyterLab, static figures under papermill (TAET_HEADLESS)"),
+    # None: widgets in JupyterLab, static figures headless (TAET_HEADLESS, set by the sweep, or papermill's
+    # CLI). Calling papermill from Python: pass False, as widgets can stall nbclient.
+    param_line("interactive", "Optional[bool]", None, "None: widgets in JupyterLab, static when headless"),
 ]
 
 

@@ -77,6 +77,7 @@ class RunConfig:
     bf16: bool = False                     # autocast on CUDA
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False                  # SyncBatchNorm across DDP ranks (GPUs; torchrun runs only)
     seed: int = 0
 
     def __post_init__(self):

@@ -132,6 +132,28 @@ def read_fashion_mnist(root: Path) -> Raw:
                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"))
 
 
+def ensure_fashion_mnist(root: str | Path = "data", log=print) -> Path:
+    """Find Fashion-MNIST (data/, the Debian package, torchvision's download); as root with apt,
+    install the Debian package when it is missing. Returns the folder holding the idx files."""
+    import shutil
+    import subprocess
+    root = resolve(root)
+    dirs = [root / "fashion-mnist", root / "FashionMNIST" / "raw", FMNIST_SYSTEM_DIR]
+    hit = _find_idx(dirs)
+    if hit is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        log("Fashion-MNIST not found; installing the Debian package dataset-fashion-mnist ...")
+        for cmd in (["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], ["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]):
+            if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0 \
+                    and cmd[1] == "install":
+                break
+        hit = _find_idx(dirs)
+    if hit is None:
+        read_fashion_mnist(root)  # tries torchvision's download, else raises MissingDataError with the ways
+        hit = _find_idx(dirs)
+    return hit[0]
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
         return pickle.load(f, encoding="latin1")
@@ -324,6 +346,12 @@ def build_manifest(cfg: RunConfig, spec: DatasetSpec, raw: Raw) -> dict:
     C = spec.num_classes
     avail_train = np.bincount(raw.y_train, minlength=C)
     avail_test = np.bincount(raw.y_test, minlength=C)
+    if not avail_train.all():
+        absent = [f"{c} ({raw.classes[c]})" for c in np.flatnonzero(avail_train == 0)]
+        files = ", ".join(map(str, raw.sources)) or "generated data"
+        raise bad("dataset", cfg.dataset, f"its training data ({files}) holds no image of class(es) {absent}; every "
+                  "class needs at least one training sample. Fix: check the files are complete and uncorrupted, "
+                  "or get them again (see data/README.md).")
     if spec.natural:  # e.g. DermaMNIST: keep its own imbalance
         train_counts = avail_train.tolist() if cfg.n_max is None else np.minimum(avail_train, cfg.n_max).tolist()
         lt_test_counts = avail_test.tolist()
@@ -357,7 +385,7 @@ def build_manifest(cfg: RunConfig, spec: DatasetSpec, raw: Raw) -> dict:
 
 def save_manifest(manifest: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: DDP ranks may write the same manifest at once
     tmp.write_text(json.dumps(manifest, separators=(",", ":")))
     os.replace(tmp, path)  # atomic: a half-written manifest is never read
     return path
@@ -435,26 +463,39 @@ def policy_augment(x: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.stack([op(img) for img in x])  # draws from torch's global RNG, seeded per epoch by fit()
 
 
+def shard_order(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Every world_size-th entry from `rank`, after padding `order` by wrapping around to a multiple of
+    world_size (torch's DistributedSampler rule): every rank gets as many samples, so as many steps."""
+    padded = torch.arange(math.ceil(len(order) / world_size) * world_size, device=order.device) % len(order)
+    return order[padded[rank::world_size]]
+
+
 class Batches:
     """Mini-batches from uint8 tensors moved to `device` once; yields float [0,1] images and labels."""
 
     def __init__(self, split: Split, batch_size: int, device, *, shuffle: bool, augment: str = "none",
-                 seed: int = 0, drop_last: bool = False):
+                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1):
         check_choice("augment", augment, AUGMENTS)
         self.x = split.x.to(device)
         self.y = split.y.to(device)
         self.batch_size, self.device, self.shuffle = batch_size, torch.device(device), shuffle
         self.augment, self.seed, self.drop_last = augment, seed, drop_last
         self.pad = max(1, self.x.shape[-1] // 8)  # 4 px at 32x32, as in the papers; 3 px at 28x28
+        self.rank, self.world_size = rank, world_size  # DDP: this process takes its shard of each epoch
 
     def __len__(self) -> int:
-        n = len(self.y)
+        n = math.ceil(len(self.y) / self.world_size)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def epoch(self, epoch: int):
         n = len(self.y)
         g = epoch_generator(self.seed, epoch, self.device)
         order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None
+        if self.world_size > 1:  # same permutation on every rank; rank r takes its slice of it
+            order = shard_order(order if order is not None else torch.arange(n, device=self.device),
+                                self.rank, self.world_size)
+            n = len(order)
+            g.manual_seed(g.initial_seed() * self.world_size + self.rank)  # each rank its own crops and flips
         for i in range(len(self)):
             sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
             idx = order[sl] if order is not None else sl

@@ -30,7 +30,8 @@ GROUP_ORDER = ["head", "medium", "tail", "all"]
 # ------------------------------------------------------------------------------ display
 def is_headless(interactive: bool | None = None) -> bool:
     """True under papermill, CI or plain Python. `interactive` (a notebook parameter) wins when given;
-    else TAET_HEADLESS=1 means headless; else only a Jupyter kernel (ZMQ shell) is interactive."""
+    else TAET_HEADLESS=1 means headless; else a kernel started by a batch runner's command line
+    (papermill, nbconvert) is headless; else only a Jupyter kernel (ZMQ shell) is interactive."""
     if interactive is not None:
         return not interactive
     if os.environ.get(HEADLESS_ENV, "").lower() in ("1", "true", "yes"):
@@ -40,7 +41,16 @@ def is_headless(interactive: bool | None = None) -> bool:
     except ImportError:
         return True
     shell = get_ipython()
-    return shell is None or type(shell).__name__ != "ZMQInteractiveShell"
+    return shell is None or type(shell).__name__ != "ZMQInteractiveShell" or _started_by_batch_runner()
+
+
+def _started_by_batch_runner() -> bool:
+    """The kernel's parent is papermill's or nbconvert's CLI (Linux /proc; False where unknown)."""
+    try:
+        cmd = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+    except OSError:
+        return False
+    return any(k in cmd for k in ("papermill", "nbconvert", "jupyter-execute", "nbclient"))
 
 
 PLOTLYJS = "plotly.min.js"
@@ -134,7 +144,7 @@ class LivePlot:
                 from IPython.display import clear_output
                 with w:
                     clear_output(wait=True)
-                    fig.show()
+                    show(fig, interactive=True)
 
     update = __call__
 

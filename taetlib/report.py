@@ -179,23 +179,29 @@ def write_views(tables: dict, out_dir: str | Path, attack: str) -> list[Path]:
 
 
 def explorer(tables: dict, attack: str, protocol: str):
-    """Dropdowns (run, attack, protocol) over the six views; returns the ipywidgets box to display."""
+    """Dropdowns (run, attack, protocol) over the six views; returns the ipywidgets box it displays.
+    Redrawn by observers into an Output widget (ipywidgets' `interact` can stall notebook runners)."""
     import ipywidgets as w
-    from IPython.display import display
+    from IPython.display import clear_output, display
     attacks = [a for a in dict.fromkeys(tables["per_class"]["attack"]) if a != "clean"]
     pick = {"label": w.Dropdown(options=list(tables["runs"]["label"]), description="run"),
             "attack": w.Dropdown(options=attacks, value=attack if attack in attacks else attacks[0],
                                  description="attack"),
             "protocol": w.Dropdown(options=list(dict.fromkeys(tables["per_class"]["protocol"])),
                                    value=protocol, description="protocol")}
+    out = w.Output()
 
-    def draw(label, attack, protocol):
-        for fig in views(tables, label, attack, protocol).values():
-            fig.show()
+    def redraw(*_):
+        with out:
+            clear_output(wait=True)
+            for fig in views(tables, **{k: d.value for k, d in pick.items()}).values():
+                plots.show(fig, interactive=True)
 
-    out = w.interactive_output(draw, pick)
+    for d in pick.values():
+        d.observe(redraw, "value")
     box = w.VBox([w.HBox(list(pick.values())), out])
     display(box)
+    redraw()
     return box
 
 

@@ -82,6 +82,7 @@ class Sweep:
     evaluation: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_EVALUATION))
     robust_attack: str | None = None  # the attack behind the robust metrics (default: pgd20 or the first)
     preset: str | None = None
+    cell_timeout: float | None = None  # seconds one notebook cell may take; None: no limit
 
     def plan(self) -> list[Run]:
         bad_axes = sorted(set(self.config) & set(SWEEP_AXES))
@@ -104,7 +105,7 @@ class Sweep:
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "irs": self.irs, "arms": [list(a) for a in self.arms], "seeds": self.seeds,
                 "config": self.config, "method_overrides": self.method_overrides, "evaluation": self.evaluation,
-                "robust_attack": self.robust_attack, "preset": self.preset}
+                "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
 
 
 # ------------------------------------------------------------------------------ papermill
@@ -127,13 +128,15 @@ def notebook_params(notebook: str, config: dict, **other) -> dict:
     return params
 
 
-def execute(notebook: str, out: Path, params: dict) -> Path:
-    """Runs notebooks/<notebook>.ipynb headless into `out` (kept: the run's inspectable record)."""
+def execute(notebook: str, out: Path, params: dict, timeout: float | None = None) -> Path:
+    """Runs notebooks/<notebook>.ipynb headless into `out` (kept: the run's inspectable record);
+    `timeout`: seconds one cell may take (None: no limit)."""
     import papermill as pm
     os.environ["TAET_HEADLESS"] = "1"  # the kernel inherits it: static figures, no widgets
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
-                        kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False)
+                        kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                        execution_timeout=timeout)
     return out
 
 
@@ -171,7 +174,7 @@ def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
     return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
 
 
-def execute_run(run: Run, evaluation: dict) -> dict:
+def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dict:
     """One run, start to finish; never raises: the outcome is the returned status row."""
     row, t0 = run.row(), time.time()
     done, failed = run.dir / DONE, run.dir / FAILED
@@ -192,7 +195,7 @@ def execute_run(run: Run, evaluation: dict) -> dict:
     notebook = ""
     try:
         for notebook, params in run_steps(run, evaluation):
-            execute(notebook, run.dir / f"{notebook}.ipynb", params)
+            execute(notebook, run.dir / f"{notebook}.ipynb", params, timeout)
     except Exception as e:  # a failed run is recorded and the sweep goes on
         rec = {**row, "status": "failed", "seconds": round(time.time() - t0, 1), "error": error_text(e),
                "notebook": str(run.dir / f"{notebook}.ipynb")}
@@ -203,7 +206,7 @@ def execute_run(run: Run, evaluation: dict) -> dict:
     return rec
 
 
-def prepare_data(group_dir: Path, config: dict) -> dict:
+def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) -> dict:
     """Notebook 01 for one (dataset, IR): builds the split before the runs that share it start."""
     from .data import split_key
     out, marker = group_dir / f"{NB_DATA}.ipynb", group_dir / DONE
@@ -214,7 +217,7 @@ def prepare_data(group_dir: Path, config: dict) -> dict:
         split = {k: config[k] for k in ("dataset", "n_max", "test_per_class", "split_seed", "data_root")}
         params = notebook_params(NB_DATA, split, irs=[config["imbalance_ratio"]], out_dir=str(group_dir),
                                  interactive=False)
-        execute(NB_DATA, out, params)
+        execute(NB_DATA, out, params, timeout)
     except Exception as e:
         return {"group": str(group_dir), "error": f"dataset stage failed ({out}): {error_text(e)}"}
     marker.write_text(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "split_hash": key}))
@@ -332,7 +335,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
             groups.setdefault(r.dir.parents[1], r.config)
     t0 = time.time()
     log(f"sweep {root}: {len(runs)} runs, {len(groups)} dataset stage(s), jobs={jobs}")
-    stages = pmap(prepare_data, list(groups.items()), jobs)
+    stages = pmap(prepare_data, [(g, c, sweep.cell_timeout) for g, c in groups.items()], jobs)
     stage_error = {Path(s["group"]): s["error"] for s in stages if s["error"]}
     for r in runs:
         if not r.error and r.dir.parents[1] in stage_error:
@@ -342,7 +345,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         rel = Path(rec["run"]).relative_to(root)
         log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
 
-    status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation) for r in runs], jobs, progress))
+    status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in runs], jobs, progress))
     status.to_csv(root / "runs.csv", index=False)
     metrics = collect(status, sweep.robust_attack)
     metrics.to_csv(root / "metrics.csv", index=False)
@@ -356,7 +359,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         try:
             execute(NB_COMPARE, root / "report" / f"{NB_COMPARE}.ipynb",
                     notebook_params(NB_COMPARE, {}, runs=finished, out_dir=str(root / "report"), attack=attack,
-                                    interactive=False))
+                                    interactive=False), sweep.cell_timeout)
         except Exception as e:
             notes.append(f"report notebook failed ({root / 'report' / NB_COMPARE}.ipynb): {error_text(e)}")
     from . import report
@@ -396,6 +399,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--eval-param", nargs="*", default=[], metavar="ATTACK.NAME=VALUE",
                    help="evaluation attack parameters, e.g. pgd20.steps=50 autoattack.version=rand")
     p.add_argument("--robust-attack", help="attack behind the robust metrics (default: pgd20, else the first)")
+    p.add_argument("--cell-timeout", type=float, help="seconds one notebook cell may take (default: no limit)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one per GPU where there are several)")
     p.add_argument("--out", help="sweep folder (default: runs/<preset> or runs/sweep-<dataset>)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -434,7 +438,7 @@ def sweep_from_args(args) -> Sweep:
     return Sweep(root=resolve(out), dataset=dataset, irs=args.irs or ps.get("irs") or [10.0], arms=arms,
                  seeds=args.seeds or ps.get("seeds") or [0], config=config,
                  method_overrides=dict(preset.method_overrides) if preset else {}, evaluation=evaluation,
-                 robust_attack=args.robust_attack, preset=args.preset)
+                 robust_attack=args.robust_attack, preset=args.preset, cell_timeout=args.cell_timeout)
 
 
 def cmd_sweep(args) -> int:

@@ -1,17 +1,26 @@
 """fit(): the training loop, readable top to bottom, with stages, history, checkpoints and exact resume.
 
-run_dir receives config.json, history.jsonl (one line per epoch), last.pt (atomic, every epoch,
-loads with weights_only=True) and model.pt (final weights). Each epoch's randomness is seeded from
-(cfg.seed, epoch) and the data order is a pure function of the same pair, so resuming from last.pt
-continues bit-identically on CPU. Inside the step nothing reads a value back to the host: losses
-and per-class hit counts accumulate on the device and are read once per epoch.
+run_dir receives config.json, history.jsonl (one line per epoch), last.pt (every epoch, loads with
+weights_only=True) and model.pt (final weights), each written to a .tmp file and renamed into place,
+so a process killed at any moment (kill -9 included) never leaves a half-written file under those
+names; history.jsonl is replaced after last.pt, so it never lists an epoch last.pt does not hold.
+Each epoch's randomness is seeded from (cfg.seed, epoch) and the data order is a pure function of
+the same pair, so running the same command again resumes from last.pt bit-identically on CPU.
+Everything that can refuse a run (config, data, model, checkpoints, run_dir writable and with room)
+is checked before the first file is written: a refused run leaves nothing behind.
+Inside the step nothing reads a value back to the host: losses and per-class hit counts accumulate
+on the device and are read once per epoch. Under torchrun the same loop trains with DDP
+(distributed.py says what is split across ranks and what is not).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import pickle
 import resource
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +29,17 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .attacks import bn_eval, pgd
 from .config import RunConfig, bad, check_choice
 from .data import Batches, LTData
+from .distributed import Dist
 from .methods import build_objective
 from .models import create_model
 
 STAGES = ("all", "stabilization", "adversarial")
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
+RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt")   # what fit() writes into run_dir
 
 
 class CheckpointError(RuntimeError):
@@ -106,9 +118,41 @@ def peak_memory_mb(device: torch.device) -> float:
 
 # ---------------------------------------------------------------- checkpoints
 def _save_atomic(obj, path: Path) -> None:
+    """torch.save (or text) to path.tmp, then rename: a crash mid-write never leaves a half file at path."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)   # a crash mid-write never leaves a half checkpoint
+    try:
+        if isinstance(obj, str):
+            tmp.write_text(obj)
+        else:
+            torch.save(obj, tmp)
+    except OSError as e:   # e.g. the disk filled up during the run
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path} ({e.strerror}); the previous {path.name} is intact. "
+                               "Fix: free space there, then run the same command again to resume.") from e
+    os.replace(tmp, path)
+
+
+def check_run_dir(run_dir: Path, model: nn.Module) -> None:
+    """Refuse, before training, a run_dir that cannot take the run's files: not writable (a probe file
+    is created and removed), or too little free space for last.pt (weights + momentum) written beside
+    the previous one, plus model.pt."""
+    where = next(p for p in (run_dir, *run_dir.parents) if p.exists())   # run_dir itself may not exist yet
+    if not where.is_dir():
+        raise bad("run_dir", str(run_dir), f"{where} is a file, not a directory. Fix: choose another run directory.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=where)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise bad("run_dir", str(run_dir), f"{where} is not writable ({e.strerror}). Fix: choose a writable run "
+                                           f"directory, or give yourself write permission (chmod u+w {where}).") from e
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    need = 5 * weights + 2**20   # last.pt twice (2 x weights + momentum), model.pt, history
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise bad("run_dir", str(run_dir), f"only {free / 2**20:.1f} MiB free on the filesystem of {where}; this run "
+                  f"writes about {need / 2**20:.1f} MiB (last.pt beside the previous one, model.pt). Fix: free "
+                  "space there, or choose a run directory on another disk.")
 
 
 def _num_classes(state: dict) -> int | None:
@@ -123,7 +167,20 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist.")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:   # weights_only refuses any object but tensors and plain containers
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors, numbers and plain containers, so it was refused "
+            f"unread and nothing in it ran ({str(e).splitlines()[0]}). It was tampered with or written by other "
+            "code. Fix: use a last.pt / model.pt written by taetlib; only if you trust its source, load it "
+            "yourself and torch.save its state_dict().") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({str(e).splitlines()[0]}): it is truncated or not "
+                              "a torch file. Fix: restore it, or delete it to start the run over.") from e
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ck).__name__}, not weights. Fix: pass a last.pt or "
+                              "model.pt written by taetlib.")
     if "model" not in ck:
         ck = {"model": ck}
     if model is not None:
@@ -159,8 +216,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Mo
 
 
 def _check_resume(ck: dict, cfg: RunConfig, path: Path) -> None:
-    old, new = ck.get("cfg", {}), cfg.to_dict()
-    diff = {k: (old.get(k), v) for k, v in new.items() if k not in RESUME_IGNORES and old.get(k) != v}
+    old, new, default = ck.get("cfg", {}), cfg.to_dict(), RunConfig().to_dict()  # a field newer than the run: its default
+    diff = {k: (old.get(k, default[k]), v) for k, v in new.items()
+            if k not in RESUME_IGNORES and old.get(k, default[k]) != v}
     if diff:
         raise CheckpointError(f"{path} belongs to a run with other settings {diff} (checkpoint, now). "
                               "Fix: use a new run_dir, or resume=False to start this run over.")
@@ -168,8 +226,10 @@ def _check_resume(ck: dict, cfg: RunConfig, path: Path) -> None:
 
 # ---------------------------------------------------------------- in-training evaluation
 def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, eps: float, steps: int,
-                       random_start: str, device: torch.device, bf16: bool = False) -> tuple[list, list]:
-    """Clean and PGD (step eps/4) recall per class on `batches`, BatchNorm in eval mode."""
+                       random_start: str, device: torch.device, bf16: bool = False,
+                       dist: Dist = Dist()) -> tuple[list, list]:
+    """Clean and PGD (step eps/4) recall per class on `batches`, BatchNorm in eval mode. Under DDP each
+    rank passes its shard and the per-class counts are summed over ranks."""
     tally = torch.zeros(2, 2, num_classes, dtype=torch.long, device=device)
     with bn_eval(model), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
         for x, y in batches.epoch(0):
@@ -178,7 +238,33 @@ def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, 
             x_adv = pgd(model, x, y, eps=eps, step=eps / 4, steps=steps, random_start=random_start)
             with torch.no_grad():
                 count_hits(tally[1], model(x_adv), y)
+    distributed.all_sum(dist, tally)
     return per_class_acc(tally[0]), per_class_acc(tally[1])
+
+
+# ---------------------------------------------------------------- one epoch
+def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, batches: Batches, epoch: int,
+                cfg: RunConfig, num_classes: int, device: torch.device) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums and the
+    [clean|adv, hits|seen, class] tally; nothing is read back to the host in here."""
+    net.train()
+    loss_sum = torch.zeros((), device=device)
+    parts_sum: dict[str, Tensor] = {}
+    tally = torch.zeros(2, 2, num_classes, dtype=torch.long, device=device)
+    for x, y in batches.epoch(epoch):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
+            out = objective.step(net, x, y, epoch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        loss_sum += out.loss.detach()
+        for k, v in out.parts.items():
+            parts_sum[k] = parts_sum.get(k, 0) + v.float()
+        count_hits(tally[0], out.clean_logits, y)
+        count_hits(tally[1], out.adv_logits, y)
+    return loss_sum, parts_sum, tally
 
 
 # ---------------------------------------------------------------- fit
@@ -195,22 +281,31 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     callback(record): called after each epoch (live plots); raising from it stops the run, and that
       epoch's checkpoint is already on disk.
     Test clean and PGD accuracy per class is measured every cfg.eval_every epochs and at the stage's last.
+    Under torchrun (WORLD_SIZE > 1) this trains with DistributedDataParallel; cfg.batch_size stays the
+    global batch, and only rank 0 writes files.
     """
+    # ---- check everything that can refuse the run before writing anything
     cfg.validate()
     if data.spec.name != cfg.dataset:
         raise bad("dataset", cfg.dataset, f"but the data passed in is {data.spec.name!r}; load it with load_lt(cfg).")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "last.pt"
-    device = resolve_device(cfg.device)
-    epochs = stage_epochs(cfg, stage)
     C = data.num_classes
+    empty = [c for c, n in enumerate(data.train.counts(C)) if n == 0]
+    if empty:
+        raise bad("dataset", cfg.dataset, f"the training set has no sample of class(es) {empty}; every class needs "
+                  "one. Fix: lower imbalance_ratio or raise n_max (load_lt(cfg) builds such a set).")
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "last.pt"
+    dist, device = distributed.setup(resolve_device(cfg.device))   # (rank 0 of 1 without torchrun)
+    distributed.check(cfg, dist, device)
+    epochs = stage_epochs(cfg, stage)
 
     # ---- model and optimiser
     given_model = model is not None
     if model is None:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)   # same initial weights on every rank
         model = create_model(cfg.model, C, data.spec.in_channels, data.spec.mean, data.spec.std)
+    if cfg.sync_bn and dist.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same state_dict keys as BatchNorm
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -221,6 +316,9 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, model)
         _check_resume(ck, cfg, ckpt_path)
+        if ck.get("world_size", 1) != dist.world_size and dist.is_main:
+            print(f"note: {ckpt_path} was written by {ck.get('world_size', 1)} process(es), this run has "
+                  f"{dist.world_size}: per-rank batches differ, so the rest is not bit-identical to an uninterrupted run.")
         optimizer.load_state_dict(ck["optimizer"])
         history, start = ck["history"], ck["epoch"] + 1
         if start < epochs.start:
@@ -234,21 +332,32 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     elif stage == "adversarial" and cfg.stabilization_epochs > 0 and not given_model:
         raise bad("stage", stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
                                   "(or model=), or train with stage='all'.")
-    cfg.save(run_dir / "config.json")
-    with open(run_dir / "history.jsonl", "w") as f:   # rewritten from the checkpoint: no half-epoch lines
-        f.writelines(json.dumps(r) + "\n" for r in history)
+    distributed.check_same(dist, "the epoch to start from", start,
+                           f"put run_dir ({run_dir}) on a filesystem every node shares.")
+    check_run_dir(run_dir, model)
+
+    # ---- the run directory: only now is anything written (rank 0 writes, the others only train)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:   # a .tmp left by a kill mid-write is never read; removed here
+            (run_dir / f"{name}.tmp").unlink(missing_ok=True)
+        _save_atomic(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")
+        _save_atomic(history_text(history), run_dir / "history.jsonl")   # from the checkpoint: no half epochs
 
     # ---- what the loop uses
     objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
-    train_batches = Batches(data.train, cfg.batch_size, device, shuffle=True, augment=cfg.augment, seed=cfg.seed)
-    eval_batches = Batches(data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed),
-                           cfg.batch_size, device, shuffle=False)
+    train_batches = Batches(data.train, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
+                            seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
+    eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, device, shuffle=False)
     eval_eps = cfg.train_eps(data.spec.default_eps)
     net = torch.compile(model) if cfg.compile else model
+    net = distributed.wrap(net, dist, device)   # DDP when distributed; the attack bypasses it (see DDP)
     n_images, session_seconds = len(data.train), []
 
     for epoch in range(start, epochs.stop):
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))   # attack starts etc.: resume replays them
+        # attack starts etc.: resume replays them; each rank its own stream (= the old one on one process)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) * dist.world_size + dist.rank)
         lr = lr_at(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -257,29 +366,15 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         t0 = time.perf_counter()
 
         # ---- one epoch: no host sync in here
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        parts_sum: dict[str, Tensor] = {}
-        tally = torch.zeros(2, 2, C, dtype=torch.long, device=device)   # [clean|adv, hits|seen, class]
-        for x, y in train_batches.epoch(epoch):
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
-                out = objective.step(net, x, y, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            loss_sum += out.loss.detach()
-            for k, v in out.parts.items():
-                parts_sum[k] = parts_sum.get(k, 0) + v.float()
-            count_hits(tally[0], out.clean_logits, y)
-            count_hits(tally[1], out.adv_logits, y)
+        loss_sum, parts_sum, tally = train_epoch(net, objective, optimizer, train_batches, epoch, cfg, C, device)
 
-        # ---- once per epoch: read back, check, evaluate, record, save
-        n_batches = len(train_batches)
+        # ---- once per epoch: sum over ranks, read back, check, evaluate, record, save
+        distributed.all_sum(dist, loss_sum, tally, *parts_sum.values())
+        distributed.sync_buffers(model, dist)   # every rank now holds the model rank 0 saves
+        n_batches = len(train_batches) * dist.world_size
         loss = loss_sum.item() / n_batches
         seconds = time.perf_counter() - t0
-        if not math.isfinite(loss):
+        if not math.isfinite(loss):   # the same summed loss on every rank: all ranks stop together
             kept = (f"{ckpt_path} still holds the last good epoch ({history[-1]['epoch']})"
                     if ckpt_path.exists() and history else "no checkpoint was written")
             raise TrainingDiverged(f"epoch {epoch}: mean training loss is {loss} (method {objective.name}, lr {lr:g}). "
@@ -292,23 +387,31 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs.stop - 1):
             record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(
                 net, eval_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
-                device=device, bf16=cfg.bf16)
+                device=device, bf16=cfg.bf16, dist=dist)
         record.update(seconds=seconds, eval_seconds=time.perf_counter() - t1, images_per_s=n_images / seconds,
                       peak_mem_mb=peak_memory_mb(device))
         history.append(record)
-        with open(run_dir / "history.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
-                      "epoch": epoch, "cfg": cfg.to_dict(), "history": history}, ckpt_path)
+        if dist.is_main:   # checkpoint first, then the history that describes it
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
+                          "epoch": epoch, "cfg": cfg.to_dict(), "history": history,
+                          "world_size": dist.world_size}, ckpt_path)
+            _save_atomic(history_text(history), run_dir / "history.jsonl")
         session_seconds.append(time.perf_counter() - t0)
         eta = (epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)
-        print(progress_line(record, cfg.epochs, eta), flush=True)
+        if dist.is_main:
+            print(progress_line(record, cfg.epochs, eta), flush=True)
         if callback is not None:
             callback(record)
 
-    _save_atomic(model.state_dict(), run_dir / "model.pt")
+    if dist.is_main:
+        _save_atomic(model.state_dict(), run_dir / "model.pt")
+    distributed.barrier(dist)   # every rank returns once model.pt is on disk
     return FitResult(model=model, history=history, run_dir=run_dir)
+
+
+def history_text(history: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in history)
 
 
 def progress_line(r: dict, epochs: int, eta: float) -> str:

@@ -147,16 +147,6 @@ def test_05_per_class_plots(work):
 
 
 @pytest.mark.slow
-def test_05_interactive_gives_dropdowns(work):
-    nb = execute("05_per_class_plots", work / "interactive", runs=[str(work / "run")], interactive=True)
-    widgets = [o for c in nb.cells for o in c.get("outputs", [])
-               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert widgets, "the explorer (ipywidgets dropdowns) was not displayed"
-    state = json.dumps(nb.metadata.get("widgets", {}))
-    assert "Dropdown" in state and "pgd20" in state
-
-
-@pytest.mark.slow
 def test_wrong_parameter_type_names_the_parameter(work):
     with pytest.raises(pm.PapermillExecutionError) as e:
         execute("02_stabilization_stage", work / "rejected", **{**smoke(work), "imbalance_ratio": "ten"},

@@ -224,6 +224,15 @@ def test_views_and_tradeoff_points(runs, tmp_path):
     assert all(p.exists() for p in paths)
 
 
+def test_explorer_builds_dropdowns(runs):
+    t = report.load_runs(runs)
+    box = report.explorer(t, "pgd20", "long_tailed")  # outside a kernel: widgets only, nothing drawn
+    run, attack, protocol = box.children[0].children
+    assert list(run.options) == list(t["runs"].label) and attack.value == "pgd20"
+    assert protocol.value == "long_tailed"
+    protocol.value = "balanced"  # an observer redraws; must not fail
+
+
 def test_html_figures_share_one_plotlyjs(tmp_path):
     plots.write_plotlyjs(tmp_path)
     fig = plots.per_class_bars(per_class("clean", "balanced", [0.5] * 6))

@@ -240,6 +240,7 @@ side: numbers on the balanced and the long-tailed test set are not comparable.
         param_line("eps", "Optional[float]", None, "L-inf radius (None: the dataset's default)"),
         param_line("eps_sweep", "Optional[list[float]]", None, "radii of the robustness curves (None: 0, eps/2, eps)"),
         param_line("per_class", "Optional[int]", None, "at most this many test images per class (None: all)"),
+        param_line("curve_per_class", "Optional[int]", None, "the same cap for the eps curves only"),
         param_line("attack_params", "dict", {}, "e.g. {'autoattack': {'version': 'rand'}}"),
         param_line("eval_seed", "int", 0),
         *COMMON,
@@ -249,13 +250,14 @@ from taetlib import data, evaluate, plots, sweep
 
 opts = sweep.check_params(run_dir=(run_dir, str), attacks=(attacks, list[str]), protocols=(protocols, list[str]),
                           eps=(eps, Optional[float]), eps_sweep=(eps_sweep, Optional[list[float]]),
-                          per_class=(per_class, Optional[int]), attack_params=(attack_params, dict),
-                          eval_seed=(eval_seed, int), interactive=(interactive, Optional[bool]))
+                          per_class=(per_class, Optional[int]), curve_per_class=(curve_per_class, Optional[int]),
+                          attack_params=(attack_params, dict), eval_seed=(eval_seed, int),
+                          interactive=(interactive, Optional[bool]))
 run = data.resolve(run_dir)
 """),
     code("""
 result = evaluate.evaluate_run(run, attacks, protocols, eps=eps, eps_sweep=eps_sweep, per_class=per_class,
-                               seed=eval_seed, attack_params=attack_params or None)
+                               curve_per_class=curve_per_class, seed=eval_seed, attack_params=attack_params or None)
 result
 """),
     md("## Summary: both protocols side by side"),

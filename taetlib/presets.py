@@ -104,12 +104,15 @@ register(Preset(
     name="fmnist_lt_demo",
     description="make demo: PGD-AT vs AT-BSL vs TAET vs TAET+RobustLT on real Fashion-MNIST-LT IR 10 (CPU, ~15 min)",
     config={"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.025, "attack_steps": 5,
-            "n_max": 1500, "epochs": 10, "stabilization_epochs": 4, "batch_size": 128, "lr": 0.1,
+            "n_max": 1000, "epochs": 8, "stabilization_epochs": 3, "batch_size": 128, "lr": 0.1,
             "eval_every": 0, "augment": "crop_flip"},
     sweep={"irs": [10], "seeds": [0],
            "arms": [("pgd_at", False), ("at_bsl", False), ("taet", False), ("taet", True)]},
     sources=DEMO_SOURCES,
     method_overrides={"taet": {"robustlt_b": 1.0}},
+    # the full test sets under clean, FGSM and PGD-20; the eps curves on 100 images per class
+    evaluation={"attacks": ["clean", "fgsm", "pgd20"], "protocols": ["balanced", "long_tailed"],
+                "per_class": None, "curve_per_class": 100},
 ))
 register(Preset(
     name="fmnist_lt_cpu",

@@ -47,7 +47,8 @@ def run_info(run_dir: str | Path) -> dict:
 
 def find_runs(root: str | Path) -> list[Path]:
     """Every run folder under `root` with an evaluation, in path order."""
-    return sorted(p.parent.parent for p in Path(root).rglob("eval/per_class.csv") if (p.parent.parent / "config.json").exists())
+    runs = (p.parent.parent for p in Path(root).rglob("eval/per_class.csv"))
+    return sorted(d for d in runs if (d / "config.json").exists())
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -56,13 +57,19 @@ def _read(path: Path) -> pd.DataFrame:
 
 def load_runs(run_dirs) -> dict[str, pd.DataFrame]:
     """{'runs', 'per_class', 'summary', 'curves', 'flags'}: each run's tables stacked, run columns first."""
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise FileNotFoundError("no runs to compare: pass run folders, or a runs_root holding evaluated runs "
+                                "(notebook 04 writes <run>/eval/).")
     frames: dict[str, list] = {k: [] for k in ("per_class", "summary", "curves", "flags")}
     infos = []
-    for d in map(Path, run_dirs):
+    for d in run_dirs:
         if not (d / "eval" / "per_class.csv").exists():
             raise FileNotFoundError(f"{d}: no eval/per_class.csv; run notebook 04 (or `python -m taetlib "
                                     f"evaluate --run {d}`) first.")
         info = run_info(d)
+        if any(i["label"] == info["label"] for i in infos):  # same settings in two sweeps: name by folder
+            info["label"] = f"{d.parent.parent.parent.parent.name}/{info['label']}"
         infos.append(info)
         for name in frames:
             f = d / "eval" / f"{name}.csv"
@@ -119,7 +126,8 @@ def run_view(tables: dict, name: str, label: str, attack: str, protocol: str) ->
     sel = (pc["label"] == label) & (pc["protocol"] == protocol)
     if name == "clean_vs_robust":
         t = pc[sel & pc["attack"].isin(["clean", attack])]
-        return plots.per_class_bars(t, color="attack", title=f"{label}: clean vs {attack} recall per class ({protocol})")
+        return plots.per_class_bars(t, color="attack",
+                                    title=f"{label}: clean vs {attack} recall per class ({protocol})")
     if name == "eps_curves":
         c = cur[(cur["label"] == label) & (cur["protocol"] == protocol)] if len(cur) else cur
         return plots.eps_curves(c, title=f"{label}: robustness vs eps per class ({protocol})")
@@ -170,7 +178,8 @@ def write_views(tables: dict, out_dir: str | Path, attack: str) -> list[Path]:
     protocols = list(dict.fromkeys(tables["per_class"]["protocol"]))
     for protocol in protocols:
         for n in CROSS_VIEWS:
-            paths.append(plots.save_html(cross_view(tables, n, attack, protocol), out_dir / f"{n}_{protocol}_{attack}.html"))
+            fig = cross_view(tables, n, attack, protocol)
+            paths.append(plots.save_html(fig, out_dir / f"{n}_{protocol}_{attack}.html"))
         for label in tables["runs"]["label"]:
             for n in RUN_VIEWS:
                 paths.append(plots.save_html(run_view(tables, n, label, attack, protocol),
@@ -222,51 +231,63 @@ def aggregate_wide(agg: pd.DataFrame, protocol: str) -> pd.DataFrame:
     return wide.assign(imbalance_ratio=[f"{v:g}" for v in wide["imbalance_ratio"]])
 
 
-def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame,
-                       notes: list[str] = ()) -> Path:
+STYLE = ("body{font-family:sans-serif;margin:2em} .tbl td,.tbl th{padding:2px 8px;text-align:left} "
+         ".bad{color:#b00} pre{background:#f6f6f6;padding:1em}")
+
+
+def _link(root: Path, p: Path) -> str:
+    rel = p.relative_to(root).as_posix()
+    return f"<li><a href='{html.escape(rel)}'>{html.escape(rel)}</a></li>"
+
+
+def sweep_figures(agg: pd.DataFrame, tables: dict | None, attack: str) -> list[tuple[str, go.Figure]]:
+    """The report's figures: headline metrics vs IR, then the cross-run views, per protocol."""
+    figs = []
+    for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
+        figs.append((f"Headline metrics vs IR ({protocol})",
+                     plots.sweep_lines(agg[agg["protocol"] == protocol], title=f"Mean ± std over seeds ({protocol})")))
+    if tables is not None:
+        for protocol in dict.fromkeys(tables["per_class"]["protocol"]):
+            figs += [(f"{n} ({protocol})", cross_view(tables, n, attack, protocol)) for n in CROSS_VIEWS]
+    return figs
+
+
+def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=()) -> Path:
     """root/report.html: settings, status (failures with their errors), the aggregated table per
     protocol, the comparison figures, and links to the report notebook, its views and every run."""
     root = Path(root)
-    done = status[status["status"].isin(["done", "skipped"])]["run"].tolist()
-    tables = load_runs([d for d in done if (Path(d) / "eval" / "per_class.csv").exists()]) if done else None
-    attack = (agg["robust_attack"].dropna().iloc[0] if "robust_attack" in agg and len(agg) else None) or "pgd20"
-    figs: list[tuple[str, go.Figure]] = []
-    if len(agg):
-        for protocol in dict.fromkeys(agg["protocol"]):
-            figs.append((f"Headline metrics vs IR ({protocol})",
-                         plots.sweep_lines(agg[agg["protocol"] == protocol], title=f"Mean ± std over seeds ({protocol})")))
-    if tables is not None and len(tables["runs"]):
-        for protocol in dict.fromkeys(tables["per_class"]["protocol"]):
-            for n in CROSS_VIEWS:
-                figs.append((f"{n} ({protocol})", cross_view(tables, n, attack, protocol)))
+    done = [d for d in status[status["status"].isin(["done", "skipped"])]["run"]
+            if (Path(d) / "eval" / "per_class.csv").exists()]
+    tables = load_runs(done) if done else None
+    attack = agg["robust_attack"].dropna().iloc[0] if "robust_attack" in agg and agg["robust_attack"].notna().any() \
+        else "pgd20"
+    counts = status["status"].value_counts().to_dict()
+    runs = status.assign(run=[Path(r).relative_to(root).as_posix() if Path(r).is_relative_to(root) else r
+                              for r in status["run"]], seconds=status["seconds"].round(0).astype(int))
+    settings = html.escape(json.dumps(sweep.to_dict(), indent=2, default=str))
 
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
              f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
-             "<h2>Settings</h2><pre>" + html.escape(json.dumps(sweep.to_dict(), indent=2, default=str)) + "</pre>"]
-    counts = status["status"].value_counts().to_dict()
-    parts.append("<h2>Runs</h2><p>" + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>")
-    parts += [f"<p class='bad'>{html.escape(n)}</p>" for n in notes]
-    st = status.assign(run=[str(Path(r).relative_to(root)) if str(r).startswith(str(root)) else r for r in status["run"]])
-    parts.append(_table_html(st.assign(seconds=st["seconds"].round(0).astype(int))[["run", "status", "seconds", "error"]]))
+             f"<h2>Settings</h2><pre>{settings}</pre>",
+             "<h2>Runs</h2><p>" + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
+             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes],
+             _table_html(runs[["run", "status", "seconds", "error"]])]
     for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
-        parts.append(f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(str(attack))})</h2>")
-        parts.append(_table_html(aggregate_wide(agg, protocol)))
+        parts += [f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(attack)})</h2>",
+                  _table_html(aggregate_wide(agg, protocol))]
     parts.append("<h2>Figures</h2>")
-    for i, (title, fig) in enumerate(figs):
+    for i, (title, fig) in enumerate(sweep_figures(agg, tables, attack)):
         parts.append(f"<h3>{html.escape(title)}</h3>" + fig.to_html(full_html=False, include_plotlyjs=False,
                                                                      div_id=f"fig{i}"))
-    links = ["report/05_per_class_plots.ipynb", "aggregate.csv", "metrics.csv", "runs.csv"]
-    parts.append("<h2>Files</h2><ul>" + "".join(f"<li><a href='{l}'>{l}</a></li>" for l in links if (root / l).exists()))
-    parts += [f"<li><a href='{p.relative_to(root)}'>{p.relative_to(root)}</a></li>"
-              for p in sorted((root / "report").glob("*.html"))]
-    parts += [f"<li><a href='{p.relative_to(root)}'>{p.relative_to(root)}</a></li>" for p in sorted(root.rglob("*.ipynb"))
-              if "report" not in p.relative_to(root).parts]
-    parts.append("</ul>")
-    plots.write_plotlyjs(root)
+    files = [root / f for f in ("report/05_per_class_plots.ipynb", "aggregate.csv", "metrics.csv", "runs.csv")]
+    files += sorted((root / "report").glob("*.html"))
+    files += [p for p in sorted(root.rglob("*.ipynb")) if "report" not in p.relative_to(root).parts]
+    parts.append("<h2>Files</h2><ul>" + "".join(_link(root, p) for p in files if p.exists()) + "</ul>")
+
+    plots.write_plotlyjs(root)  # one copy beside the page: it works offline
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep report</title>"
-            "<script src='plotly.min.js'></script><style>body{font-family:sans-serif;margin:2em}"
-            ".tbl td,.tbl th{padding:2px 8px;text-align:left}.bad{color:#b00}pre{background:#f6f6f6;padding:1em}"
-            "</style></head><body>" + "\n".join(parts) + "</body></html>")
+            f"<script src='{plots.PLOTLYJS}'></script><style>{STYLE}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
     path = root / "report.html"
     path.write_text(page)
     return path

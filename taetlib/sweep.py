@@ -319,6 +319,10 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     """Runs (or skips) every run, then aggregates and writes the report. Returns the tables and
     `ok` (False when any run failed)."""
     check_kernel()
+    unknown = sorted(set(sweep.evaluation) - declared_parameters(NB_EVAL))
+    if unknown:
+        raise ConfigError(f"evaluation {unknown}: not parameters of notebook {NB_EVAL} "
+                          f"(it takes {sorted(declared_parameters(NB_EVAL))}).")
     root = resolve(sweep.root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2, default=str) + "\n")
@@ -375,7 +379,8 @@ def summary(status: pd.DataFrame, seconds: float, report_path: Path | None, note
     lines = [f"sweep finished in {seconds:.0f}s: " + ", ".join(f"{counts.get(s, 0)} {s}"
                                                                for s in ("done", "skipped", "failed"))]
     for row in status[status["status"] == "failed"].to_dict("records"):
-        lines.append(f"  FAILED {row['run']}: {row['error']}" + (f" (see {row['notebook']})" if row["notebook"] else ""))
+        see = f" (see {row['notebook']})" if row["notebook"] else ""
+        lines.append(f"  FAILED {row['run']}: {row['error']}{see}")
     lines += [f"  {n}" for n in notes]
     if report_path:
         lines.append(f"report: {report_path}")

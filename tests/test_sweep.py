@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, sweep
+from taetlib import cli, report, sweep
 from taetlib.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,13 @@ def test_cli_arguments_and_presets(tmp_path):
     assert "attack_params" not in presets.get("fmnist_lt_demo").evaluation  # the preset is not mutated
     only = sweep.sweep_from_args(parse("--preset", "fmnist_lt_demo", "--methods", "pgd_at", "--robustlt-only"))
     assert only.arms == [("pgd_at", True)]
+
+
+def test_unknown_evaluation_setting_is_refused_before_anything_runs(tmp_path):
+    s = sweep.Sweep(tmp_path / "sw", "synthetic", [10], [("pgd_at", False)], [0], evaluation={"per_clas": 5})
+    with pytest.raises(ConfigError, match=r"\['per_clas'\]: not parameters of notebook 04_evaluation"):
+        sweep.run_sweep(s)
+    assert not (tmp_path / "sw").exists()
 
 
 def test_dry_run_prints_plan(tmp_path, capsys):
@@ -155,6 +162,29 @@ def test_run_metrics_and_aggregate():
     row = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(0.75) and row["std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
     assert list(agg[agg.protocol == "balanced"].metric) == sweep.METRICS
+
+
+def test_collect_aggregate_and_report_from_saved_runs(tmp_path):
+    from test_plots import fake_run  # run folders as train + evaluate_run leave them
+    runs = [fake_run(tmp_path, m, ir, seed, g) for ir in (10.0, 100.0) for m, g in (("taet", 1.0), ("pgd_at", 0.8))
+            for seed in (0, 1)]
+    def row(d, method, status="done", error=""):
+        return {"run": str(d), "dataset": "synthetic", "imbalance_ratio": json.loads(
+                (d / "config.json").read_text())["imbalance_ratio"] if status == "done" else 10.0,
+                "method": method, "robustlt": False, "arm": method, "seed": 0, "status": status, "seconds": 1.0,
+                "error": error, "notebook": ""}
+
+    status = pd.DataFrame([row(d, d.parts[-2]) | {"seed": int(d.name[4:])} for d in runs]
+                          + [row(tmp_path / "x", "mart", "failed", "ConfigError: boom")])
+    metrics = sweep.collect(status, None)
+    assert len(metrics) == 8 * 2 * 5 and set(metrics.robust_attack) == {"pgd20"}
+    agg = sweep.aggregate(metrics)
+    assert len(agg) == 2 * 2 * 2 * 5 and (agg.n == 2).all()
+    s = sweep.Sweep(tmp_path, "synthetic", [10, 100], [("taet", False), ("pgd_at", False)], [0, 1])
+    page = report.write_sweep_report(tmp_path, s, status, agg, ["report notebook failed: x"]).read_text()
+    assert "8 done, 0 skipped, 1 failed" in page and "ConfigError: boom" in page and "report notebook failed" in page
+    assert page.count("Aggregate,") == 2 and "balanced_robustness" in page and "± " in page
+    assert "plotly.min.js" in page and (tmp_path / "plotly.min.js").exists()
 
 
 # ------------------------------------------------------------------------------ real sweeps

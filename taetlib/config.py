@@ -83,7 +83,7 @@ class RunConfig:
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # types first, so range checks never compare a str with 1
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+            setattr(self, f.name, coerce(f.name, getattr(self, f.name), hints[f.name]))
         self.validate()
 
     # ------------------------------------------------------------------ construction
@@ -160,7 +160,7 @@ class RunConfig:
         return self.train_eps(dataset_default) / 4 if self.step_size is None else self.step_size
 
 
-def _coerce(name: str, value, hint):
+def coerce(name: str, value, hint):
     """Accept a value only if it fits the annotation; ints widen to floats, nothing else converts."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -171,7 +171,7 @@ def _coerce(name: str, value, hint):
             if arg is type(None):
                 continue
             try:
-                return _coerce(name, value, arg)
+                return coerce(name, value, arg)
             except ConfigError:
                 pass
         raise bad(name, value, f"expected {_type_name(hint)}, got {type(value).__name__}.")
@@ -179,7 +179,7 @@ def _coerce(name: str, value, hint):
         if not isinstance(value, (list, tuple)):
             raise bad(name, value, f"expected a list, got {type(value).__name__}.")
         (item,) = typing.get_args(hint)
-        return [_coerce(name, v, item) for v in value]
+        return [coerce(name, v, item) for v in value]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, RunConfig, _coerce
+from .config import ConfigError, RunConfig, coerce
 from .data import PROJECT_ROOT, resolve
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -476,7 +476,7 @@ def check_params(**typed) -> dict:
                 raise ConfigError(f"{name}={value!r}: expected a dict, got {type(value).__name__}.")
             out[name] = value
         else:
-            out[name] = _coerce(name, value, hint)
+            out[name] = coerce(name, value, hint)
     return out
 
 

@@ -136,7 +136,7 @@ def execute(notebook: str, out: Path, params: dict, timeout: float | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
                         kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                        execution_timeout=timeout)
+                        execution_timeout=timeout, stdout_file=sys.stdout)  # per-epoch lines stay visible
     return out
 
 

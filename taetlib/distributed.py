@@ -77,7 +77,8 @@ def check(cfg: RunConfig, d: Dist, device: torch.device) -> None:
                   f"is the global batch and must split evenly over {d.world_size} processes; use a multiple of "
                   f"{d.world_size} (e.g. {cfg.batch_size - cfg.batch_size % d.world_size or d.world_size}).")
     if cfg.sync_bn and d.enabled and device.type != "cuda":
-        raise bad("sync_bn", cfg.sync_bn, "torch's SyncBatchNorm runs on GPUs only; with gloo on CPU set sync_bn=false.")
+        raise bad("sync_bn", cfg.sync_bn,
+                  "torch's SyncBatchNorm runs on GPUs only; with gloo on CPU set sync_bn=false.")
 
 
 class DDP(DistributedDataParallel):

@@ -216,7 +216,8 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Mo
 
 
 def _check_resume(ck: dict, cfg: RunConfig, path: Path) -> None:
-    old, new, default = ck.get("cfg", {}), cfg.to_dict(), RunConfig().to_dict()  # a field newer than the run: its default
+    # a field newer than the checkpoint counts as its default value
+    old, new, default = ck.get("cfg", {}), cfg.to_dict(), RunConfig().to_dict()
     diff = {k: (old.get(k, default[k]), v) for k, v in new.items()
             if k not in RESUME_IGNORES and old.get(k, default[k]) != v}
     if diff:
@@ -318,7 +319,8 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         _check_resume(ck, cfg, ckpt_path)
         if ck.get("world_size", 1) != dist.world_size and dist.is_main:
             print(f"note: {ckpt_path} was written by {ck.get('world_size', 1)} process(es), this run has "
-                  f"{dist.world_size}: per-rank batches differ, so the rest is not bit-identical to an uninterrupted run.")
+                  f"{dist.world_size}: per-rank batches differ, so the rest is not bit-identical to an "
+                  "uninterrupted run.")
         optimizer.load_state_dict(ck["optimizer"])
         history, start = ck["history"], ck["epoch"] + 1
         if start < epochs.start:

@@ -150,7 +150,7 @@ DRIVER = """
 import json, os, sys, time
 from taetlib import cli, sweep
 
-def execute(notebook, out, params):   # stands in for papermill: logs, takes a moment, writes the notebook
+def execute(notebook, out, params, *_, **__):   # stands in for papermill: logs, waits, writes
     with open(sys.argv[1], "a") as f:
         f.write(json.dumps({"notebook": notebook, "run": params.get("run_dir", "")}) + "\\n")
     with open(sys.argv[1]) as f:

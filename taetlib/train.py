@@ -215,7 +215,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     return model.to(device).eval()
 
 
-def _check_resume(ck: dict, cfg: RunConfig, path: Path) -> None:
+def _check_resume(ck: dict, cfg: RunConfig, path: Path, dist: Dist) -> None:
     # a field newer than the checkpoint counts as its default value
     old, new, default = ck.get("cfg", {}), cfg.to_dict(), RunConfig().to_dict()
     diff = {k: (old.get(k, default[k]), v) for k, v in new.items()
@@ -223,6 +223,9 @@ def _check_resume(ck: dict, cfg: RunConfig, path: Path) -> None:
     if diff:
         raise CheckpointError(f"{path} belongs to a run with other settings {diff} (checkpoint, now). "
                               "Fix: use a new run_dir, or resume=False to start this run over.")
+    if ck.get("world_size", 1) != dist.world_size and dist.is_main:   # allowed, but say what it costs
+        print(f"note: {path} was written by {ck.get('world_size', 1)} process(es), this run has {dist.world_size}: "
+              "per-rank batches differ, so the rest is not bit-identical to an uninterrupted run.")
 
 
 # ---------------------------------------------------------------- in-training evaluation
@@ -316,11 +319,7 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     history, start = [], epochs.start
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, model)
-        _check_resume(ck, cfg, ckpt_path)
-        if ck.get("world_size", 1) != dist.world_size and dist.is_main:
-            print(f"note: {ckpt_path} was written by {ck.get('world_size', 1)} process(es), this run has "
-                  f"{dist.world_size}: per-rank batches differ, so the rest is not bit-identical to an "
-                  "uninterrupted run.")
+        _check_resume(ck, cfg, ckpt_path, dist)
         optimizer.load_state_dict(ck["optimizer"])
         history, start = ck["history"], ck["epoch"] + 1
         if start < epochs.start:

@@ -97,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_cli(sub)
 
     args = parser.parse_args(argv)
+    from .data import ManifestError, MissingDataError
+    from .train import CheckpointError
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:  # a user error: one clear line, no traceback
+    except (ConfigError, ManifestError, MissingDataError, CheckpointError) as e:  # user errors: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -504,7 +504,9 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     with _eval_mode(model, device):
         def attack_pool(name, p, records=None):
             t0 = time.perf_counter()
+            print(f"evaluate: {name} on {len(pool)} test images ...", end="", flush=True)
             pred = run_attack(name, model, pool.x, pool.y, p, log=records if records is not None else [], **run)
+            print(f" {time.perf_counter() - t0:.0f} s, accuracy {np.mean(pred == y_pool):.3f}", flush=True)
             return pred, time.perf_counter() - t0
 
         for name in attacks:

@@ -446,16 +446,11 @@ def _sweep(eps_sweep, eps: float) -> list[float]:
 @contextmanager
 def _eval_mode(model: nn.Module, device):
     """Eval mode (BatchNorm running stats) and fp32 on `device`; each module's mode is restored after."""
-    modes = [(m, m.training) for m in model.modules()]
     model.to(device=device)
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         model.float()  # evaluation is fp32: half precision blunts gradients and flips borderline predictions
-    model.eval()
-    try:
+    with atk.bn_eval(model):
         yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("balanced",), *,

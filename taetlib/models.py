@@ -133,22 +133,6 @@ def preact_resnet18(num_classes: int, in_channels: int) -> nn.Module:
 
 
 # ---------------------------------------------------------------- Wide ResNets
-class WideBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = None if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, bias=False)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        return self.conv2(F.relu(self.bn2(out))) + skip
-
-
 class WideResNet(nn.Module):
     def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int):
         super().__init__()
@@ -160,7 +144,7 @@ class WideResNet(nn.Module):
         layers, cin = [], widths[0]
         for i, w in enumerate(widths[1:]):
             for j in range(n):
-                layers.append(WideBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
+                layers.append(PreActBlock(cin, w, 2 if (j == 0 and i > 0) else 1))  # WRNs are pre-activation
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(cin)

@@ -142,11 +142,12 @@ def ensure_fashion_mnist(root: str | Path = "data", log=print) -> Path:
     hit = _find_idx(dirs)
     if hit is None and os.geteuid() == 0 and shutil.which("apt-get"):
         log("Fashion-MNIST not found; installing the Debian package dataset-fashion-mnist ...")
-        for cmd in (["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]):
-            if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0 \
-                    and cmd[1] == "install":
-                break
+        def apt(*words):
+            return subprocess.run(["apt-get", *words], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        install = ("install", "-y", "-q", "dataset-fashion-mnist")
+        if apt(*install) != 0:  # a stale package index: refresh it once, then try again
+            apt("update", "-q")
+            apt(*install)
         hit = _find_idx(dirs)
     if hit is None:
         read_fashion_mnist(root)  # tries torchvision's download, else raises MissingDataError with the ways

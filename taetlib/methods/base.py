@@ -1,4 +1,4 @@
-"""Training objectives (the outer minimisation) and the RobustLT wrapper; formulas in METHODS.md.
+"""The objective interface, the training attack and the RobustLT wrapper; formulas in METHODS.md.
 
 An objective states the attack it trains with (`Attack`, built from the config) and its loss.
 `objective.step(model, x, y, epoch) -> StepOut` is all fit() calls: the loss tensor, the logits the
@@ -7,6 +7,9 @@ step computed anyway (for train accuracy without an extra forward) and the loss 
 Train "clean" logits of the attack-only objectives (pgd_at, at_bsl, taet stage 2) are those of the
 attack's first forward pass: at x + 0.001*N(0,1) for random_start='normal', at x for 'none', with
 BatchNorm in eval mode. A uniform start is not clean, so those objectives then report none.
+
+Each objective module registers its factories here with `register`; methods/__init__.py imports
+them all, so the registry is complete once `taetlib.methods` is imported.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attacks import bn_eval, pgd
-from .config import RunConfig, bad
+from ..attacks import pgd
+from ..config import RunConfig, bad
 
 
 @dataclass
@@ -90,21 +93,9 @@ def class_means(per_sample: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor
     return sums / counts.clamp(min=1), counts > 0
 
 
-def harl(per_sample: Tensor, y: Tensor, num_classes: int, absent: str = "zero") -> dict[str, Tensor]:
-    """TAET's BCL, HDL and RCEL from per-sample adversarial CE.
-    absent='zero' (released code): S_C = C, an absent class has L_c = 0 and enters mean and variance;
-    absent='exclude': S_C = classes present, mean and variance over them only."""
-    L, present = class_means(per_sample, y, num_classes)
-    w = torch.ones_like(L) if absent == "zero" else present.to(L.dtype)
-    s_c = w.sum()
-    bcl = (w * L).sum() / s_c
-    hdl = (w * (L - bcl) ** 2).sum() / s_c
-    rcel = ((L / L.sum().clamp(min=torch.finfo(L.dtype).tiny)) ** 2).sum()  # absent L_c = 0 adds 0
-    return {"bcl": bcl, "hdl": hdl, "rcel": rcel}
-
-
 def _clean_logits(attack: Attack, start_logits):
     return None if attack.start == "uniform" else start_logits
+
 
 
 # ---------------------------------------------------------------- objectives
@@ -137,104 +128,31 @@ class Objective:
         return {"name": self.name, "attack": attack, "clean_epochs": self.clean_epochs}
 
 
-class PGDAT(Objective):
-    """Madry: CE on x_adv."""
-    name = "pgd_at"
 
-    def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
-        logits = model(x_adv)
-        return StepOut(F.cross_entropy(logits, y), _clean_logits(self.attack, start_logits), logits)
+# ---------------------------------------------------------------- registry
+# name -> factory(cfg, train_counts, attack) -> Objective; each objective module registers its own.
+OBJECTIVES: dict[str, Callable[[RunConfig, list[int], Attack], Objective]] = {}
+ATTACK_LOSS: dict[str, str] = {}   # what each objective's attack maximises; CE when absent
 
 
-class TRADES(Objective):
-    """CE(f(x), y) + beta * KL(f(x) || f(x_adv)); x_adv maximises the KL to the eval-mode f(x)."""
-    name = "trades"
-
-    def __init__(self, attack, num_classes, beta: float):
-        super().__init__(attack, num_classes)
-        self.beta = beta
-
-    def loss(self, model, x, y, epoch):
-        with bn_eval(model), torch.no_grad():
-            target = model(x)   # the attack's fixed reference distribution
-        x_adv, _ = self.attack(model, x, y, epoch, loss=lambda z, _y: kl(target, z))
-        logits, logits_adv = model(x), model(x_adv)
-        natural, robust = F.cross_entropy(logits, y), kl(logits, logits_adv).mean()
-        return StepOut(natural + self.beta * robust, logits, logits_adv,
-                       {"natural": natural.detach(), "robust": robust.detach()})
+def register(name: str, attack_loss: str = "ce"):
+    """Decorator for an objective factory `(cfg, train_counts, attack) -> Objective`."""
+    def deco(factory):
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} is registered twice")
+        OBJECTIVES[name] = factory
+        if attack_loss != "ce":
+            ATTACK_LOSS[name] = attack_loss
+        return factory
+    return deco
 
 
-class MART(Objective):
-    """BCE(p(x_adv), y) + beta * KL(p(x) || p(x_adv)) * (1 - p_y(x)), where
-    BCE(p, y) = -log p_y - log(1 - max_{k != y} p_k)."""
-    name = "mart"
-
-    def __init__(self, attack, num_classes, beta: float):
-        super().__init__(attack, num_classes)
-        self.beta = beta
-
-    def loss(self, model, x, y, epoch):
-        x_adv, _ = self.attack(model, x, y, epoch)
-        logits, logits_adv = model(x), model(x_adv)
-        p_adv = F.softmax(logits_adv, 1)
-        top_wrong = p_adv.scatter(1, y[:, None], 0.0).amax(1)
-        bce = F.cross_entropy(logits_adv, y) - torch.log1p(-top_wrong.clamp(max=1 - 1e-6)).mean()
-        p_true = F.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
-        weighted_kl = (kl(logits, logits_adv) * (1 - p_true)).mean()
-        return StepOut(bce + self.beta * weighted_kl, logits, logits_adv,
-                       {"bce": bce.detach(), "kl": weighted_kl.detach()})
+@register("ce")
+def _ce(cfg, counts, attack):
+    return Objective(None, len(counts))
 
 
-class ATBSL(Objective):
-    """Balanced softmax on x_adv: CE(z(x_adv) + tau * log n_c, y); attack with plain CE;
-    predictions (and so train accuracy) use the raw logits."""
-    name = "at_bsl"
-
-    def __init__(self, attack, num_classes, counts: list[int], tau: float):
-        super().__init__(attack, num_classes)
-        self.shift = tau * torch.log(torch.tensor(counts, dtype=torch.float32))
-
-    def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
-        logits = model(x_adv)
-        if self.shift.device != logits.device:
-            self.shift = self.shift.to(logits.device)
-        return StepOut(F.cross_entropy(logits + self.shift, y), _clean_logits(self.attack, start_logits), logits)
-
-
-class TAET(Objective):
-    """Stage 1 (epochs <= clean_epochs): clean CE. Stage 2: HARL on x_adv,
-    alpha * BCL + beta * HDL + gamma * RCEL."""
-    name = "taet"
-
-    def __init__(self, attack, num_classes, clean_epochs, alpha, beta, gamma, absent):
-        super().__init__(attack, num_classes, clean_epochs)
-        self.weights, self.absent = (alpha, beta, gamma), absent
-
-    def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
-        logits = model(x_adv)
-        parts = harl(F.cross_entropy(logits, y, reduction="none"), y, self.num_classes, self.absent)
-        loss = sum(w * parts[k] for w, k in zip(self.weights, ("bcl", "hdl", "rcel")))
-        return StepOut(loss, _clean_logits(self.attack, start_logits), logits,
-                       {k: v.detach() for k, v in parts.items()})
-
-
-# ---------------------------------------------------------------- registry and factory
-# name -> (cfg, train_counts, attack) -> Objective
-OBJECTIVES: dict[str, Callable[[RunConfig, list[int], Attack], Objective]] = {
-    "ce": lambda cfg, counts, attack: Objective(None, len(counts)),
-    "pgd_at": lambda cfg, counts, attack: PGDAT(attack, len(counts)),
-    "trades": lambda cfg, counts, attack: TRADES(attack, len(counts), cfg.trades_beta),
-    "mart": lambda cfg, counts, attack: MART(attack, len(counts), cfg.mart_beta),
-    "at_bsl": lambda cfg, counts, attack: ATBSL(attack, len(counts), counts, cfg.bsl_tau),
-    "taet": lambda cfg, counts, attack: TAET(attack, len(counts), cfg.stabilization_epochs, cfg.harl_alpha,
-                                             cfg.harl_beta, cfg.harl_gamma, cfg.harl_absent_classes),
-}
-ATTACK_LOSS = {"trades": "kl"}   # what each objective's attack maximises; CE otherwise
-
-
+# ---------------------------------------------------------------- RobustLT
 def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int) -> Objective:
     """RobustLT around any adversarial objective: only the attack radius changes (CPB x AIW)."""
     if objective.attack is None:

@@ -9,67 +9,40 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     runs.csv, metrics.csv, aggregate.csv    status per run; metrics per run; mean/std over seeds
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
-The notebook side of the contract is at the bottom: `notebook_config`, `check_params`, `run_path`.
+One run (its folder, its notebooks, the notebook side of the contract) is runs.py; the headline
+metrics and the report page are report.py. Their names are importable from here too.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import copy
-import hashlib
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import torch
 
-from .config import ConfigError, RunConfig, coerce
-from .data import PROJECT_ROOT, resolve
+from . import presets, report
+from .config import ConfigError, RunConfig, parse_sets
+from .data import split_key
+from .paths import resolve
+from .plots import write_plotlyjs
+from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401
+from .runs import (DONE, FAILED, KERNEL, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN,  # noqa: F401
+                   NOTEBOOK_DIR, Run, arm_name, check_kernel, check_params, config_hash, declared_parameters,
+                   error_text, execute, execute_run, notebook_config, notebook_params, notebook_run_dir,
+                   run_path, run_steps, stage1_checkpoint)
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
-    "01_dataset_creation", "02_stabilization_stage", "03_harl_stage", "04_evaluation", "05_per_class_plots")
-DONE, FAILED = "DONE.json", "FAILED.json"
-KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
-METRICS = ["clean_accuracy", "balanced_accuracy", "robust_accuracy", "balanced_robustness", "tail_robustness"]
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
 
 
 # ------------------------------------------------------------------------------ plan
-def arm_name(method: str, robustlt: bool) -> str:
-    return method + ("+robustlt" if robustlt else "")
-
-
-def run_path(root: str | Path, dataset: str, imbalance_ratio: float, method: str, robustlt: bool,
-             seed: int) -> Path:
-    """<root>/<dataset>-ir<IR>/<method>[+robustlt]/seed<S>: the one layout of a run directory."""
-    return resolve(root) / f"{dataset}-ir{imbalance_ratio:g}" / arm_name(method, robustlt) / f"seed{seed}"
-
-
-@dataclass
-class Run:
-    config: dict                       # full RunConfig as a dict (or the raw overrides when invalid)
-    dir: Path
-    error: str | None = None           # set when the config does not validate: recorded, never run
-
-    @property
-    def arm(self) -> str:
-        return arm_name(self.config["method"], self.config.get("robustlt", False))
-
-    def row(self) -> dict:
-        c = self.config
-        return {"run": str(self.dir), "dataset": c.get("dataset"), "imbalance_ratio": c.get("imbalance_ratio"),
-                "method": c.get("method"), "robustlt": bool(c.get("robustlt", False)), "arm": self.arm,
-                "seed": c.get("seed")}
-
-
 @dataclass
 class Sweep:
     root: Path
@@ -108,107 +81,9 @@ class Sweep:
                 "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
 
 
-# ------------------------------------------------------------------------------ papermill
-def declared_parameters(notebook: str) -> set[str]:
-    import papermill as pm
-    return set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb")))
-
-
-def notebook_params(notebook: str, config: dict, **other) -> dict:
-    """Parameters for `notebook`: RunConfig fields it declares go in by name, the others in its
-    `extra` dict; `other` (run_dir, attacks, ...) only where the notebook declares them."""
-    declared = declared_parameters(notebook)
-    params = {k: v for k, v in config.items() if k in declared}
-    rest = {k: v for k, v in config.items() if k not in declared}
-    if "extra" in declared:
-        params["extra"] = rest
-    elif rest:
-        raise ConfigError(f"notebook {notebook} takes no parameters {sorted(rest)} (and has no `extra`).")
-    params.update({k: v for k, v in other.items() if k in declared})
-    return params
-
-
-def execute(notebook: str, out: Path, params: dict, timeout: float | None = None) -> Path:
-    """Runs notebooks/<notebook>.ipynb headless into `out` (kept: the run's inspectable record);
-    `timeout`: seconds one cell may take (None: no limit)."""
-    import papermill as pm
-    os.environ["TAET_HEADLESS"] = "1"  # the kernel inherits it: static figures, no widgets
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
-                        kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                        execution_timeout=timeout, stdout_file=sys.stdout)  # per-epoch lines stay visible
-    return out
-
-
-def check_kernel(name: str = KERNEL) -> None:
-    """papermill runs the Jupyter kernel `name`: it must be this environment's Python, or the
-    notebooks would import another taetlib (or none)."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-    fix = f"{sys.executable} -m ipykernel install --sys-prefix --name {name}"
-    try:
-        argv = KernelSpecManager().get_kernel_spec(name).argv
-    except NoSuchKernel:
-        raise ConfigError(f"kernel={name!r}: no such Jupyter kernel. Fix: {fix}") from None
-    out = subprocess.run([argv[0], "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
-                         timeout=120)
-    if out.stdout.strip() != sys.prefix:
-        raise ConfigError(f"kernel={name!r} runs {argv[0]} (prefix {out.stdout.strip() or '?'}), not this "
-                          f"environment ({sys.prefix}). Fix: {fix}")
-
-
-def error_text(e: BaseException) -> str:
-    if hasattr(e, "ename"):  # PapermillExecutionError: the notebook's own exception
-        return f"{e.ename}: {e.evalue}"
-    return f"{type(e).__name__}: {e}"
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
-    """The notebooks of one run, in order, with their parameters."""
-    common = {"run_dir": str(run.dir), "interactive": False}
-    steps = [NB_STAGE1] if run.config["method"] == "taet" else []
-    steps += [NB_TRAIN, NB_EVAL]
-    return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
-
-
-def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dict:
-    """One run, start to finish; never raises: the outcome is the returned status row."""
-    row, t0 = run.row(), time.time()
-    done, failed = run.dir / DONE, run.dir / FAILED
-    if run.error:  # invalid settings, or its dataset stage failed: recorded, never started
-        rec = {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
-        run.dir.mkdir(parents=True, exist_ok=True)
-        failed.write_text(json.dumps(rec, indent=2))
-        return rec
-    digest = config_hash(run.config)
-    if done.exists():
-        before = json.loads(done.read_text()).get("config_hash")
-        if before == digest:
-            return {**row, "status": "skipped", "seconds": 0.0, "error": "", "notebook": ""}
-        return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
-                "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
-    run.dir.mkdir(parents=True, exist_ok=True)
-    failed.unlink(missing_ok=True)
-    notebook = ""
-    try:
-        for notebook, params in run_steps(run, evaluation):
-            execute(notebook, run.dir / f"{notebook}.ipynb", params, timeout)
-    except Exception as e:  # a failed run is recorded and the sweep goes on
-        rec = {**row, "status": "failed", "seconds": round(time.time() - t0, 1), "error": error_text(e),
-               "notebook": str(run.dir / f"{notebook}.ipynb")}
-        failed.write_text(json.dumps({**rec, "traceback": traceback.format_exc()[-4000:]}, indent=2))
-        return rec
-    rec = {**row, "status": "done", "seconds": round(time.time() - t0, 1), "error": "", "notebook": ""}
-    done.write_text(json.dumps({**rec, "config_hash": digest}, indent=2))  # written last: the run is complete
-    return rec
-
-
+# ------------------------------------------------------------------------------ the dataset stage
 def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) -> dict:
     """Notebook 01 for one (dataset, IR): builds the split before the runs that share it start."""
-    from .data import split_key
     out, marker = group_dir / f"{NB_DATA}.ipynb", group_dir / DONE
     key = config_hash(split_key(RunConfig.from_dict(config)))
     if marker.exists() and json.loads(marker.read_text()).get("split_hash") == key:
@@ -235,7 +110,6 @@ def _claim_slot(slots, threads: int, gpus: int) -> None:
 
 def _gpu_count() -> int:
     try:
-        import torch
         return torch.cuda.device_count()
     except Exception:
         return 0
@@ -265,55 +139,6 @@ def pmap(fn, items: list, jobs: int, on_result=None) -> list:
     return results
 
 
-# ------------------------------------------------------------------------------ aggregation
-def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
-    attacks = [a for a in dict.fromkeys(summary["attack"]) if a != "clean"]
-    if wanted:
-        return wanted if wanted in attacks else None
-    return "pgd20" if "pgd20" in attacks else (attacks[0] if attacks else None)
-
-
-def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
-    """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
-    metric, value). Tail = metrics.class_groups' rarest third, as in the summary."""
-    attack = robust_attack_of(summary, robust_attack)
-    rows = []
-    for protocol, s in summary.groupby("protocol", sort=False):
-        clean, robust = s[s["attack"] == "clean"], s[s["attack"] == attack]
-
-        def get(row, col):
-            return float(row[col].iloc[0]) if len(row) else np.nan
-
-        vals = {"clean_accuracy": get(clean, "overall"), "balanced_accuracy": get(clean, "balanced"),
-                "robust_accuracy": get(robust, "overall"), "balanced_robustness": get(robust, "balanced"),
-                "tail_robustness": get(robust, "tail")}
-        rows += [{"protocol": protocol, "metric": m, "value": v, "robust_attack": attack} for m, v in vals.items()]
-    return pd.DataFrame(rows)
-
-
-def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric."""
-    keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
-    agg = metrics.groupby(keys, as_index=False, sort=False, dropna=False)["value"].agg(
-        mean="mean", std="std", n="count")
-    rank = {m: i for i, m in enumerate(METRICS)}
-    agg["_m"] = agg["metric"].map(rank)
-    return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
-
-
-def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
-    """Per-run headline metrics of every finished run (tidy, run columns first)."""
-    cols = ["run", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
-    frames = []
-    for row in status[status["status"].isin(["done", "skipped"])].to_dict("records"):
-        f = Path(row["run"]) / "eval" / "summary.csv"
-        if f.exists():
-            m = run_metrics(pd.read_csv(f, keep_default_na=False, na_values=[""]), robust_attack)
-            frames.append(m.assign(**{k: row[k] for k in cols}))
-    out_cols = [*cols, "protocol", "metric", "value", "robust_attack"]
-    return pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
-
-
 # ------------------------------------------------------------------------------ the sweep
 def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     """Runs (or skips) every run, then aggregates and writes the report. Returns the tables and
@@ -326,7 +151,6 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     root = resolve(sweep.root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2, default=str) + "\n")
-    from .plots import write_plotlyjs
     write_plotlyjs(root)  # one copy for every run's HTML figures (plots.save_html links the nearest)
     runs = sweep.plan()
     for r in runs:
@@ -366,7 +190,6 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
                                     interactive=False), sweep.cell_timeout)
         except Exception as e:
             notes.append(f"report notebook failed ({root / 'report' / NB_COMPARE}.ipynb): {error_text(e)}")
-    from . import report
     report_path = report.write_sweep_report(root, sweep, status, agg, notes)
     failed = status[status["status"] == "failed"]
     log(summary(status, time.time() - t0, report_path, notes))
@@ -412,10 +235,8 @@ def add_cli(subparsers) -> None:
 
 
 def sweep_from_args(args) -> Sweep:
-    from .cli import parse_sets
     preset = None
     if args.preset:
-        from . import presets
         preset = presets.get(args.preset)
     pc, ps = (preset.config, preset.sweep) if preset else ({}, {})
     config = {**pc, **parse_sets(args.set)}
@@ -453,53 +274,6 @@ def cmd_sweep(args) -> int:
             print(f"{r.dir}  {'INVALID: ' + r.error if r.error else ''}")
         return 0
     return 0 if run_sweep(sweep, jobs=args.jobs)["ok"] else 1
-
-
-# ------------------------------------------------------------------------------ notebook side
-def notebook_config(params: dict, extra: dict | None = None) -> RunConfig:
-    """A notebook's validation cell: its RunConfig parameters plus `extra` (any other RunConfig
-    field) -> a validated RunConfig; a wrong type or unknown name raises ConfigError naming it."""
-    extra = check_params(extra=(extra if extra is not None else {}, dict))["extra"]
-    both = sorted(set(params) & set(extra))
-    if both:
-        raise ConfigError(f"extra={extra!r}: sets {both}, which are parameters of this notebook; set them there.")
-    return RunConfig.from_dict({**params, **extra})
-
-
-def check_params(**typed) -> dict:
-    """check_params(name=(value, type)) for parameters outside RunConfig; returns {name: value}.
-    Errors name the parameter, as RunConfig's do."""
-    out = {}
-    for name, (value, hint) in typed.items():
-        if hint is dict:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name}={value!r}: expected a dict, got {type(value).__name__}.")
-            out[name] = value
-        else:
-            out[name] = coerce(name, value, hint)
-    return out
-
-
-def notebook_run_dir(run_dir: str, cfg: RunConfig, root: str = "runs/interactive") -> Path:
-    """The run folder a notebook writes to: `run_dir`, or for '' the sweep layout under runs/interactive."""
-    if run_dir:
-        return resolve(run_dir)
-    return run_path(root, cfg.dataset, cfg.imbalance_ratio, cfg.method, cfg.robustlt, cfg.seed)
-
-
-def stage1_checkpoint(run_dir: Path, cfg: RunConfig) -> Path:
-    """TAET stage 2 starts from <run_dir>/stage1/last.pt (weights, optimizer, history), trained with
-    the same settings: notebooks 02 and 03 must be given the same parameters."""
-    ck, saved = Path(run_dir) / "stage1" / "last.pt", Path(run_dir) / "stage1" / "config.json"
-    if not ck.exists() or not saved.exists():
-        raise FileNotFoundError(f"{ck} not found: TAET's stage 2 starts from stage 1. Run notebook "
-                                f"{NB_STAGE1} with the same parameters (run_dir={str(run_dir)!r}) first.")
-    old = RunConfig.load(saved).to_dict()
-    diff = {k: (old.get(k), v) for k, v in cfg.to_dict().items() if k not in ("device", "compile") and old.get(k) != v}
-    if diff:
-        raise ConfigError(f"stage 1 in {saved.parent} was trained with other settings {diff} (stage 1, now): "
-                          f"give notebooks {NB_STAGE1} and {NB_TRAIN} the same parameters, or another run_dir.")
-    return ck
 
 
 if __name__ == "__main__":  # python -m taetlib.sweep ... works without cli.py too

@@ -64,7 +64,7 @@ def _check_params(name: str, params: dict) -> None:
                       "an explicit attack list needs version='custom' (or leave version out).")
 
 
-def _fill(name: str, params: dict, eps: float, num_classes: int) -> dict:
+def fill_defaults(name: str, params: dict, eps: float, num_classes: int) -> dict:
     """Derived defaults: eps, step = eps * STEP_FRACTION, AutoAttack's target-class counts."""
     p = dict(params)
     if "eps" in p and p["eps"] is None:
@@ -103,7 +103,7 @@ def resolve_attacks(names, attack_params: dict | None, eps: float, num_classes: 
         check_choice("attacks", name, ATTACKS)
     for name, params in attack_params.items():
         _check_params(name, params)
-    resolved = {n: _fill(n, {**ATTACKS[n], **attack_params.get(n, {})}, eps, num_classes)
+    resolved = {n: fill_defaults(n, {**ATTACKS[n], **attack_params.get(n, {})}, eps, num_classes)
                 for n in dict.fromkeys([*names, *attack_params])}
     for name, p in resolved.items():
         _check_values(name, p)

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import attacks as atk
 from .attack_suite import (AA_ATTACKS, AA_SUBATTACKS, AA_VERSIONS, ATTACKS, STEP_FRACTION,  # noqa: F401
-                           SWEEP_ATTACK, _fill, resolve_attacks, run_attack, zero_gradient_mask)
+                           SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask)
 from .batches import Split, select_per_class
 from .checkpoints import load_model
 from .config import RunConfig, parse_sets
@@ -83,7 +83,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
         raise bad("eps", eps, "must be >= 0 (L-inf radius in [0,1] pixel units, e.g. 8/255).")
     params = resolve_attacks(attacks, attack_params, eps, C)
     sweep_base = {**ATTACKS[SWEEP_ATTACK], **(attack_params or {}).get(SWEEP_ATTACK, {})}
-    sweep = {e: _fill(SWEEP_ATTACK, {**sweep_base, "eps": e}, e, C) for e in _sweep(eps_sweep, eps)}
+    sweep = {e: fill_defaults(SWEEP_ATTACK, {**sweep_base, "eps": e}, e, C) for e in _sweep(eps_sweep, eps)}
     if device is None:
         device = next(model.parameters(), torch.empty(0)).device
     device = torch.device(device)

@@ -9,40 +9,60 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     runs.csv, metrics.csv, aggregate.csv    status per run; metrics per run; mean/std over seeds
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
-One run (its folder, its notebooks, the notebook side of the contract) is runs.py; the headline
-metrics and the report page are report.py. Their names are importable from here too.
+One run's folder and the notebook side of the contract are in runs.py, the parallel map in
+parallel.py, the headline metrics and the report page in report.py; their names are importable
+from here too.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import copy
+import hashlib
 import json
-import multiprocessing as mp
 import os
+import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from . import presets, report
 from .config import ConfigError, RunConfig, parse_sets
 from .data import split_key
-from .paths import resolve
+from .parallel import pmap
+from .paths import PROJECT_ROOT, resolve
 from .plots import write_plotlyjs
 from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401
-from .runs import (DONE, FAILED, KERNEL, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN,  # noqa: F401
-                   NOTEBOOK_DIR, Run, arm_name, check_kernel, check_params, config_hash, declared_parameters,
-                   error_text, execute, execute_run, notebook_config, notebook_params, notebook_run_dir,
-                   run_path, run_steps, stage1_checkpoint)
+from .runs import (NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name, check_params,  # noqa: F401
+                   notebook_config, notebook_run_dir, run_path, stage1_checkpoint)
 
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+DONE, FAILED = "DONE.json", "FAILED.json"
+KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
 
 
 # ------------------------------------------------------------------------------ plan
+@dataclass
+class Run:
+    config: dict                       # full RunConfig as a dict (or the raw overrides when invalid)
+    dir: Path
+    error: str | None = None           # set when the config does not validate: recorded, never run
+
+    @property
+    def arm(self) -> str:
+        return arm_name(self.config["method"], self.config.get("robustlt", False))
+
+    def row(self) -> dict:
+        c = self.config
+        return {"run": str(self.dir), "dataset": c.get("dataset"), "imbalance_ratio": c.get("imbalance_ratio"),
+                "method": c.get("method"), "robustlt": bool(c.get("robustlt", False)), "arm": self.arm,
+                "seed": c.get("seed")}
+
+
 @dataclass
 class Sweep:
     root: Path
@@ -81,7 +101,104 @@ class Sweep:
                 "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
 
 
-# ------------------------------------------------------------------------------ the dataset stage
+# ------------------------------------------------------------------------------ papermill
+def declared_parameters(notebook: str) -> set[str]:
+    import papermill as pm  # heavy optional import, deferred for start-up time
+    return set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb")))
+
+
+def notebook_params(notebook: str, config: dict, **other) -> dict:
+    """Parameters for `notebook`: RunConfig fields it declares go in by name, the others in its
+    `extra` dict; `other` (run_dir, attacks, ...) only where the notebook declares them."""
+    declared = declared_parameters(notebook)
+    params = {k: v for k, v in config.items() if k in declared}
+    rest = {k: v for k, v in config.items() if k not in declared}
+    if "extra" in declared:
+        params["extra"] = rest
+    elif rest:
+        raise ConfigError(f"notebook {notebook} takes no parameters {sorted(rest)} (and has no `extra`).")
+    params.update({k: v for k, v in other.items() if k in declared})
+    return params
+
+
+def execute(notebook: str, out: Path, params: dict, timeout: float | None = None) -> Path:
+    """Runs notebooks/<notebook>.ipynb headless into `out` (kept: the run's inspectable record);
+    `timeout`: seconds one cell may take (None: no limit)."""
+    import papermill as pm  # heavy optional import, deferred for start-up time
+    os.environ["TAET_HEADLESS"] = "1"  # the kernel inherits it: static figures, no widgets
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
+                        kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                        execution_timeout=timeout, stdout_file=sys.stdout)  # per-epoch lines stay visible
+    return out
+
+
+def check_kernel(name: str = KERNEL) -> None:
+    """papermill runs the Jupyter kernel `name`: it must be this environment's Python, or the
+    notebooks would import another taetlib (or none)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # deferred with papermill
+    fix = f"{sys.executable} -m ipykernel install --sys-prefix --name {name}"
+    try:
+        argv = KernelSpecManager().get_kernel_spec(name).argv
+    except NoSuchKernel:
+        raise ConfigError(f"kernel={name!r}: no such Jupyter kernel. Fix: {fix}") from None
+    out = subprocess.run([argv[0], "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
+                         timeout=120)
+    if out.stdout.strip() != sys.prefix:
+        raise ConfigError(f"kernel={name!r} runs {argv[0]} (prefix {out.stdout.strip() or '?'}), not this "
+                          f"environment ({sys.prefix}). Fix: {fix}")
+
+
+def error_text(e: BaseException) -> str:
+    if hasattr(e, "ename"):  # PapermillExecutionError: the notebook's own exception
+        return f"{e.ename}: {e.evalue}"
+    return f"{type(e).__name__}: {e}"
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
+    """The notebooks of one run, in order, with their parameters."""
+    common = {"run_dir": str(run.dir), "interactive": False}
+    steps = [NB_STAGE1] if run.config["method"] == "taet" else []
+    steps += [NB_TRAIN, NB_EVAL]
+    return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
+
+
+def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dict:
+    """One run, start to finish; never raises: the outcome is the returned status row."""
+    row, t0 = run.row(), time.time()
+    done, failed = run.dir / DONE, run.dir / FAILED
+    if run.error:  # invalid settings, or its dataset stage failed: recorded, never started
+        rec = {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
+        run.dir.mkdir(parents=True, exist_ok=True)
+        failed.write_text(json.dumps(rec, indent=2))
+        return rec
+    digest = config_hash(run.config)
+    if done.exists():
+        before = json.loads(done.read_text()).get("config_hash")
+        if before == digest:
+            return {**row, "status": "skipped", "seconds": 0.0, "error": "", "notebook": ""}
+        return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
+                "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
+    run.dir.mkdir(parents=True, exist_ok=True)
+    failed.unlink(missing_ok=True)
+    notebook = ""
+    try:
+        for notebook, params in run_steps(run, evaluation):
+            execute(notebook, run.dir / f"{notebook}.ipynb", params, timeout)
+    except Exception as e:  # a failed run is recorded and the sweep goes on
+        rec = {**row, "status": "failed", "seconds": round(time.time() - t0, 1), "error": error_text(e),
+               "notebook": str(run.dir / f"{notebook}.ipynb")}
+        failed.write_text(json.dumps({**rec, "traceback": traceback.format_exc()[-4000:]}, indent=2))
+        return rec
+    rec = {**row, "status": "done", "seconds": round(time.time() - t0, 1), "error": "", "notebook": ""}
+    done.write_text(json.dumps({**rec, "config_hash": digest}, indent=2))  # written last: the run is complete
+    return rec
+
+
 def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) -> dict:
     """Notebook 01 for one (dataset, IR): builds the split before the runs that share it start."""
     out, marker = group_dir / f"{NB_DATA}.ipynb", group_dir / DONE
@@ -97,46 +214,6 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
         return {"group": str(group_dir), "error": f"dataset stage failed ({out}): {error_text(e)}"}
     marker.write_text(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "split_hash": key}))
     return {"group": str(group_dir), "error": ""}
-
-
-# ------------------------------------------------------------------------------ parallel map
-def _claim_slot(slots, threads: int, gpus: int) -> None:
-    """Worker start: one slot per worker; with several GPUs each worker gets its own."""
-    slot = slots.get()
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # N kernels share the cores, not each all of them
-    if gpus > 1:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-
-
-def _gpu_count() -> int:
-    try:
-        return torch.cuda.device_count()
-    except Exception:
-        return 0
-
-
-def pmap(fn, items: list, jobs: int, on_result=None) -> list:
-    """fn over items, `jobs` at a time (in this process when jobs == 1); results in item order."""
-    results = [None] * len(items)
-    if jobs <= 1 or len(items) <= 1:
-        for i, it in enumerate(items):
-            results[i] = fn(*it)
-            if on_result:
-                on_result(results[i])
-        return results
-    ctx = mp.get_context("spawn")  # papermill / zmq / torch state does not survive fork well
-    slots = ctx.Manager().Queue()
-    for s in range(jobs):
-        slots.put(s)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_claim_slot,
-                                initargs=(slots, threads, _gpu_count())) as pool:
-        futures = {pool.submit(fn, *it): i for i, it in enumerate(items)}
-        for f in cf.as_completed(futures):
-            results[futures[f]] = f.result()
-            if on_result:
-                on_result(results[futures[f]])
-    return results
 
 
 # ------------------------------------------------------------------------------ the sweep

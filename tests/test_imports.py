@@ -2,7 +2,8 @@
 
 A module's floor is 0 when it imports nothing of taetlib, else one above the highest module it
 imports. A subpackage (taetlib/methods/) is one module grown into files: it is one room of the house
-for the floors, while the circles are checked file by file too. Every import counts, wherever it
+for the floors, while the circles are checked file by file too. __main__ (what `python -m taetlib`
+runs) stands above the house, as the notebooks do. Every import counts, wherever it
 stands: an import of taetlib moved into a function body is refused outright (it would hide a circle),
 and any other import there must say on its line why it is deferred.
 """
@@ -125,6 +126,8 @@ def test_no_import_circle():
 
 def test_at_most_six_floors():
     floor = floors(rooms(GRAPH, "taetlib"))
+    # `python -m taetlib` runs __main__, the command line's entry point: above the house, like the notebooks
+    assert floor.pop("taetlib.__main__") == floor["taetlib.cli"] + 1
     by_floor = {}
     for m, f in sorted(floor.items()):
         by_floor.setdefault(f, []).append(m.removeprefix("taetlib.") or "__init__")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import data, evaluate, presets, sweep, train
 from .checkpoints import CheckpointError
-from .config import ConfigError, RunConfig, parse_sets  # noqa: F401  (cli.parse_sets: as before)
+from .config import ConfigError, RunConfig, parse_sets
 from .data import ManifestError, MissingDataError
 from .report import METRICS
 

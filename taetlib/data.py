@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import AUGMENTS, Batches, Split, crop_flip, epoch_generator, select_per_class, shard_order  # noqa: F401
+from .batches import (AUGMENTS, Batches, Split, crop_flip, epoch_generator,  # noqa: F401  (importable from data too)
+                      select_per_class, shard_order)
 from .config import RunConfig
 from .errors import Registry, bad, check_choice
 from .paths import PROJECT_ROOT, resolve  # noqa: F401  (data.resolve: the path helper the notebooks call)

@@ -34,7 +34,8 @@ from .data import split_key
 from .parallel import pmap
 from .paths import PROJECT_ROOT, resolve
 from .plots import write_plotlyjs
-from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401
+from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401  (as before)
+# the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
 from .runs import (NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name, check_params,  # noqa: F401
                    notebook_config, notebook_run_dir, run_path, stage1_checkpoint)
 

@@ -37,7 +37,7 @@ def is_headless(interactive: bool | None = None) -> bool:
     if os.environ.get(HEADLESS_ENV, "").lower() in ("1", "true", "yes"):
         return True
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional (Jupyter); deferred for start-up time
     except ImportError:
         return True
     shell = get_ipython()
@@ -60,7 +60,7 @@ def write_plotlyjs(folder: str | Path) -> Path:
     """plotly.js (4.6 MB) into `folder`, once: HTML figures there and below link to it."""
     target = Path(folder) / PLOTLYJS
     if not target.exists():
-        from plotly.offline import get_plotlyjs
+        from plotly.offline import get_plotlyjs  # 4.6 MB of JS; deferred until it is written
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(get_plotlyjs())
     return target
@@ -90,7 +90,7 @@ def show(fig: go.Figure, path: str | Path | None = None, *, interactive: bool | 
     if path is not None:
         save_html(fig, path)
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional (Jupyter); deferred for start-up time
         in_kernel = get_ipython() is not None
     except ImportError:
         in_kernel = False
@@ -116,8 +116,8 @@ class LivePlot:
         self.widgets: dict = {}
         if self.headless:
             return
-        import ipywidgets
-        from IPython.display import display
+        import ipywidgets  # interactive only; deferred for start-up time
+        from IPython.display import display  # interactive only; deferred for start-up time
         tables = self.tables()
         try:
             self.widgets = {name: go.FigureWidget(fn(tables)) for name, fn in self.views.items()}
@@ -141,7 +141,7 @@ class LivePlot:
                     w.add_traces(fig.data)
                     w.layout = fig.layout
             else:
-                from IPython.display import clear_output
+                from IPython.display import clear_output  # interactive only; deferred for start-up time
                 with w:
                     clear_output(wait=True)
                     show(fig, interactive=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import check_choice
+from .errors import Registry, check_choice
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 al
     "RoBal": {"base": (72.73, 67.15, 32.29, 22.19), "+robustlt": (74.63, 70.32, 36.08, 29.19)},
 }
 
-PRESETS: dict[str, Preset] = {}
+PRESETS: dict[str, Preset] = Registry("preset")
 
 
 def arms(methods, robustlt=(False, True)) -> list[tuple[str, bool]]:

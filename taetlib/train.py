@@ -34,8 +34,8 @@ from .attacks import bn_eval, pgd
 from .config import RunConfig, bad, check_choice
 from .data import Batches, LTData
 from .distributed import Dist
-from .methods import build_objective
-from .models import create_model
+from .methods import build_objective, model_head, prepare_for_eval
+from .models import create_model, set_class_prior
 
 STAGES = ("all", "stabilization", "adversarial")
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
@@ -204,15 +204,16 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict:
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from run_dir/config.json and its weights (model.pt, else last.pt)."""
+    """Rebuild a trained model from run_dir/config.json and its weights (model.pt, else last.pt), with
+    the classifier head it was trained with, as its method evaluates it (RoBal-N: post-hoc logits)."""
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.json")
     path = run_dir / "model.pt" if (run_dir / "model.pt").exists() else run_dir / "last.pt"
     state = load_checkpoint(path)["model"]
     # channel count and class count are read off the weights; mean/std are buffers inside them
-    model = create_model(cfg.model, _num_classes(state), in_channels=state["mean"].shape[1])
+    model = create_model(cfg.model, _num_classes(state), in_channels=state["mean"].shape[1], head=model_head(cfg))
     load_checkpoint(path, model)
-    return model.to(device).eval()
+    return prepare_for_eval(model, cfg).to(device).eval()
 
 
 def _check_resume(ck: dict, cfg: RunConfig, path: Path, dist: Dist) -> None:
@@ -307,7 +308,8 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     given_model = model is not None
     if model is None:
         torch.manual_seed(cfg.seed)   # same initial weights on every rank
-        model = create_model(cfg.model, C, data.spec.in_channels, data.spec.mean, data.spec.std)
+        model = create_model(cfg.model, C, data.spec.in_channels, data.spec.mean, data.spec.std, head=model_head(cfg))
+    set_class_prior(model, data.train_counts)   # heads that keep it (RoBal-N's evaluation); others: no-op
     if cfg.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same state_dict keys as BatchNorm
     model.to(device)

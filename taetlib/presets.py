@@ -48,6 +48,18 @@ PAPER_SOURCES = {
     "test protocol": "TAET tables: long-tailed test set; AT-BSL / RobustLT: balanced test set",
 }
 PAPER_METHODS = ["taet", "at_bsl", "pgd_at", "trades", "mart"]
+# The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
+# (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
+ZOO_METHODS = ["reat"]
+ZOO_OVERRIDES = {
+    "reat": {"random_start": "uniform"},
+}
+ZOO_SOURCES = {
+    "zoo protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
+    "100 epochs, 8/255, 2/255) and its own loss and attack settings (METHODS-ZOO.md)",
+    "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps); its RBL attack "
+    "loss gives the plain-CE iterates (eval-mode BN), so the attack is plain CE",
+}
 
 TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20: clean / robust %
     "taet": {"dog": (56.11, 23.74), "frog": (79.06, 34.83), "horse": (72.28, 32.53), "ship": (80.60, 36.34),
@@ -128,17 +140,19 @@ register(Preset(
 
 # --------------------------------------------------------------------------- GPU: the papers
 for ir in (10, 20, 50, 100):
+    methods = PAPER_METHODS + (ZOO_METHODS if ir == 10 else [])   # IR 10: TAET's whole comparison
     register(Preset(
         name=f"cifar10_lt_ir{ir}",
         description=f"CIFAR-10-LT IR {ir}, ResNet-18, 100 epochs: TAET (40 CE + 60 HARL), AT-BSL, PGD-AT, TRADES, "
-                    "MART, each with and without RobustLT (GPU)",
+                    "MART" + (", " + ", ".join(ZOO_METHODS) if ir == 10 else "") +
+                    ", each with and without RobustLT (GPU)",
         config={"dataset": "cifar10", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
                 "stabilization_epochs": 40, "random_start": "normal", **PAPER_SCHEDULE},
-        sweep={"irs": [ir], "methods": PAPER_METHODS, "seeds": [0], "arms": arms(PAPER_METHODS)},
-        sources=PAPER_SOURCES,
+        sweep={"irs": [ir], "methods": methods, "seeds": [0], "arms": arms(methods)},
+        sources={**PAPER_SOURCES, **ZOO_SOURCES} if ir == 10 else PAPER_SOURCES,
         reported=({"taet_tail_classes_lt_test_pgd20": TAET_IR10_TAIL, "taet_figure2_balanced": TAET_IR10_BALANCED}
                   if ir == 10 else {"robustlt_ir50_wrn28_10": ROBUSTLT_IR50} if ir == 50 else {}),
-        method_overrides={"taet": {"robustlt_b": 1.0}},
+        method_overrides={"taet": {"robustlt_b": 1.0}, **(ZOO_OVERRIDES if ir == 10 else {})},
     ))
 for ir in (10, 50):
     register(Preset(

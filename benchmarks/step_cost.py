@@ -36,9 +36,10 @@ ROWS = {  # label -> config changes
     "taet (stage 2)": dict(method="taet"),
     "robustlt(taet)": dict(method="taet", robustlt=True, robustlt_b=1.0),
     "reat": dict(method="reat"),
+    "robal": dict(method="robal"),
 }
 # rows whose training step runs the model on x and on x_adv: their own floor has one clean step more
-TWO_PASSES = ("trades", "mart")
+TWO_PASSES = ("trades", "mart", "robal")
 
 
 def train_step(model, opt, loss_of):

@@ -50,15 +50,18 @@ PAPER_SOURCES = {
 PAPER_METHODS = ["taet", "at_bsl", "pgd_at", "trades", "mart"]
 # The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
 # (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
-ZOO_METHODS = ["reat"]
+ZOO_METHODS = ["reat", "robal"]
 ZOO_OVERRIDES = {
     "reat": {"random_start": "uniform"},
+    "robal": {"attack_steps": 5, "random_start": "uniform_pos"},
 }
 ZOO_SOURCES = {
     "zoo protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
     "100 epochs, 8/255, 2/255) and its own loss and attack settings (METHODS-ZOO.md)",
     "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps); its RBL attack "
     "loss gives the plain-CE iterates (eval-mode BN), so the attack is plain CE",
+    "robal": "wutong16/Adversarial_Long-Tail robal_R_train.yaml (= RobustLT's robal_cifar10.yaml): RoBal-R, "
+    "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (RobustLT: U(-eps, eps))",
 }
 
 TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20: clean / robust %

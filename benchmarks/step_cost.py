@@ -37,6 +37,7 @@ ROWS = {  # label -> config changes
     "robustlt(taet)": dict(method="taet", robustlt=True, robustlt_b=1.0),
     "reat": dict(method="reat"),
     "robal": dict(method="robal"),
+    "he": dict(method="he"),
 }
 # rows whose training step runs the model on x and on x_adv: their own floor has one clean step more
 TWO_PASSES = ("trades", "mart", "robal")

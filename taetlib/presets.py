@@ -50,7 +50,7 @@ PAPER_SOURCES = {
 PAPER_METHODS = ["taet", "at_bsl", "pgd_at", "trades", "mart"]
 # The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
 # (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
-ZOO_METHODS = ["reat", "robal"]
+ZOO_METHODS = ["reat", "robal", "he"]
 ZOO_OVERRIDES = {
     "reat": {"random_start": "uniform"},
     "robal": {"attack_steps": 5, "random_start": "uniform_pos"},
@@ -62,6 +62,8 @@ ZOO_SOURCES = {
     "loss gives the plain-CE iterates (eval-mode BN), so the attack is plain CE",
     "robal": "wutong16/Adversarial_Long-Tail robal_R_train.yaml (= RobustLT's robal_cifar10.yaml): RoBal-R, "
     "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (RobustLT: U(-eps, eps))",
+    "he": "ShawnXYang/AT_HE CIFAR-10/README.md PGD-AT + HE command: s 10, m 0.2; normalised features and unit "
+    "weight rows; PGD-10 on CE(s z) from x + 0.001 N(0, 1), the common protocol's start",
 }
 
 TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20: clean / robust %
@@ -77,8 +79,8 @@ TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20
              "truck": (41, 9)},
 }
 TAET_IR10_BALANCED = {  # TAET Figure 2 (about +-0.2): balanced accuracy / balanced robustness, %
-    "taet": (74.67, 35.15), "at_bsl": (72.51, 26.57), "pgd_at": (69.00, 25.68), "RoBal": (73.18, 27.12),
-    "REAT": (74.56, 24.01),
+    "taet": (74.67, 35.15), "at_bsl": (72.51, 26.57), "pgd_at": (69.00, 25.68), "robal": (73.18, 27.12),
+    "reat": (74.56, 24.01), "he": (68.17, 25.66),
 }
 ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 all / tail, %
     "pgd_at": {"base": (58.25, 48.56, 27.28, 13.71), "+robustlt": (61.59, 52.67, 28.97, 16.36)},

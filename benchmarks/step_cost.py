@@ -38,6 +38,7 @@ ROWS = {  # label -> config changes
     "reat": dict(method="reat"),
     "robal": dict(method="robal"),
     "he": dict(method="he"),
+    "gairat": dict(method="gairat", gairat_begin_epoch=1),   # timed with the GAIR weights on
 }
 # rows whose training step runs the model on x and on x_adv: their own floor has one clean step more
 TWO_PASSES = ("trades", "mart", "robal")

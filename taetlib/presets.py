@@ -50,10 +50,11 @@ PAPER_SOURCES = {
 PAPER_METHODS = ["taet", "at_bsl", "pgd_at", "trades", "mart"]
 # The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
 # (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
-ZOO_METHODS = ["reat", "robal", "he"]
+ZOO_METHODS = ["reat", "robal", "he", "gairat"]
 ZOO_OVERRIDES = {
     "reat": {"random_start": "uniform"},
     "robal": {"attack_steps": 5, "random_start": "uniform_pos"},
+    "gairat": {"random_start": "uniform"},
 }
 ZOO_SOURCES = {
     "zoo protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
@@ -64,6 +65,9 @@ ZOO_SOURCES = {
     "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (RobustLT: U(-eps, eps))",
     "he": "ShawnXYang/AT_HE CIFAR-10/README.md PGD-AT + HE command: s 10, m 0.2; normalised features and unit "
     "weight rows; PGD-10 on CE(s z) from x + 0.001 N(0, 1), the common protocol's start",
+    "gairat": "zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training GAIRAT.py: Tanh weights, lambda -1 "
+    "(fixed), GA-PGD-10 from U(-eps, eps); GAIR from epoch 50 of 100 (gairat_begin_epoch=None: half the epochs, "
+    "as the official 60 of 120)",
 }
 
 TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20: clean / robust %
@@ -80,7 +84,7 @@ TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20
 }
 TAET_IR10_BALANCED = {  # TAET Figure 2 (about +-0.2): balanced accuracy / balanced robustness, %
     "taet": (74.67, 35.15), "at_bsl": (72.51, 26.57), "pgd_at": (69.00, 25.68), "robal": (73.18, 27.12),
-    "reat": (74.56, 24.01), "he": (68.17, 25.66),
+    "reat": (74.56, 24.01), "he": (68.17, 25.66), "gairat": (61.07, 24.8),   # gairat's robustness: about 24.8
 }
 ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 all / tail, %
     "pgd_at": {"base": (58.25, 48.56, 27.28, 13.71), "+robustlt": (61.59, 52.67, 28.97, 16.36)},

@@ -8,7 +8,7 @@ from taetlib.config import RunConfig
 from taetlib.methods import OBJECTIVES
 from taetlib.presets import ZOO_METHODS, ZOO_OVERRIDES
 
-ZOO = ["reat", "robal", "he"]
+ZOO = ["reat", "robal", "he", "gairat"]
 
 
 def test_the_comparison_methods_are_registered_and_in_the_ir10_preset():

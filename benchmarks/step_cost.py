@@ -2,8 +2,9 @@
 
 floor = K attack passes (forward + input gradient, BatchNorm in eval mode) + one clean training step:
 what any K-step adversarial objective must pay. "own floor" adds what a method needs beyond that
-(TRADES, MART, RoBal: a second training pass, on x as well as x_adv) and says so in its row. All timings come from the same run, interleaved
-round by round so that drift in machine load hits every row alike.
+(TRADES, MART, RoBal: a second training pass, on x as well as x_adv) and says so in its row.
+All timings come from the same run, interleaved round by round so that drift in machine load hits
+every row alike.
 
     .venv/bin/python benchmarks/step_cost.py [--rounds 15] [--threads 2] [--device cpu] [--clock wall]
 

@@ -53,7 +53,7 @@ class RunConfig:
     trades_beta: float = 6.0
     mart_beta: float = 6.0
     bsl_tau: float = 1.0
-    reat_tail: str = "index"               # REAT tail classes: index (code: floor(C/3)*2+1..C-1) | rarest (as many, fewest images)
+    reat_tail: str = "index"               # REAT tail: index (code: classes C//3*2+1..C-1) | rarest (as many, fewest)
     robal_variant: str = "R"               # R (RoBal-R, RobustLT's) | N (RoBal-N: post-hoc logits at evaluation)
     robal_s: float = 10.0                  # margin-CE scale s (also RoBal-N's evaluation scale)
     robal_m: float = 0.1                   # base margin m
@@ -72,7 +72,7 @@ class RunConfig:
     eps: float | None = None
     step_size: float | None = None
     attack_steps: int = 10
-    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL code) | uniform | uniform_pos (RoBal) | none
+    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL) | uniform | uniform_pos (RoBal) | none
     # --- schedule (papers' defaults)
     epochs: int = 100
     batch_size: int = 128

@@ -75,8 +75,9 @@ class REAT(ATBSL):
     def loss(self, model, x, y, epoch):
         x_adv, start_logits = self.attack(model, x, y, epoch)
         feats, logits = features_and_logits(model, x_adv)
-        if self.shift.device != logits.device:   # moved once, then cached
-            self.shift, self.w, self.tail = self.shift.to(logits.device), self.w.to(logits.device), self.tail.to(logits.device)
+        if self.w.device != logits.device:   # moved once, then cached
+            self.w, self.tail = self.w.to(logits.device), self.tail.to(logits.device)
+            self.shift = self.shift.to(logits.device)
         bsl = F.cross_entropy(logits + self.shift, y)
         tail = tail_term(feats, y, self.w, self.tail)
         return StepOut(bsl + tail, _clean_logits(self.attack, start_logits), logits,

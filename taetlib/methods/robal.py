@@ -6,7 +6,8 @@ a CosPlus cosine head (scale 1), and on its logits z
 
 The attack maximises plain CE on the raw scale-1 logits: no s, margin or prior. RoBal-R (default,
 RobustLT's) evaluates the trained model as it is. RoBal-N trains with tau_m = 0, tau_b = 1.2 and is
-evaluated through post-hoc logits z = s cos - tau_p ln pi (load_model applies them).
+evaluated through post-hoc logits z = s cos - tau_p ln pi (load_model, so evaluate_run and notebook 04,
+applies them; fit's in-training test accuracy is of the training head).
 The official training attack starts one-sided, x + eps U[0,1) (random_start='uniform_pos', the
 presets' choice); RobustLT's starts from U(-eps, eps) (random_start='uniform').
 """

@@ -57,19 +57,23 @@ def _start(x: Tensor, eps: float | Tensor, random_start: str) -> Tensor:
         return x + 0.001 * torch.randn_like(x)
     if random_start == "uniform":           # Madry; RobustLT code
         return x + (2 * torch.rand_like(x) - 1) * eps
+    if random_start == "uniform_pos":       # official RoBal code: one-sided, x + eps * U[0,1)
+        return x + torch.rand_like(x) * eps
     if random_start == "none":
         return x.clone()
-    raise ValueError(f"random_start={random_start!r}: use 'normal', 'uniform' or 'none'.")
+    raise ValueError(f"random_start={random_start!r}: use 'normal', 'uniform', 'uniform_pos' or 'none'.")
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
         steps: int, loss: LossArg = "ce", random_start: str = "uniform",
-        return_logits: bool = False):
+        return_logits: bool = False, return_kappa: bool = False):
     """PGD L-inf: x_{k+1} = Proj_{B(x,eps) & [0,1]}(x_k + step * sign(grad L(f(x_k), y))).
 
     Returns the detached x_adv; with return_logits=True also the (detached) logits of the first
     forward pass, i.e. at the start point x_0 (None if steps == 0), so a caller that wants clean-ish
-    accuracy needs no extra forward. eps == 0 returns x exactly.
+    accuracy needs no extra forward. With return_kappa=True also kappa [B] (long, on x's device): how
+    many of the iterates x_0..x_{K-1} the model classified correctly, each counted before its update
+    (GAIRAT's geometry value; x_K is never checked). eps == 0 returns x exactly.
     """
     loss_fn = _loss_fn(loss)
     x = x.detach()
@@ -78,17 +82,21 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: fl
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
     x_adv = torch.clamp(_start(x, eps, random_start), lo, hi)
     first_logits = None
+    kappa = torch.zeros(len(x), dtype=torch.long, device=x.device) if return_kappa else None
     with bn_eval(model), torch.enable_grad():
         for k in range(steps):
             x_adv.requires_grad_(True)
             logits = model(x_adv)
             if k == 0:
                 first_logits = logits.detach()
+            if kappa is not None:   # on the device: no host sync
+                kappa += logits.detach().argmax(1) == y
             # sum, not mean: each sample's gradient sign is its own, independent of batch size
             (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), x_adv)
             x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)
     x_adv = x_adv.detach()
-    return (x_adv, first_logits) if return_logits else x_adv
+    out = (x_adv,) + ((first_logits,) if return_logits else ()) + ((kappa,) if return_kappa else ())
+    return out if len(out) > 1 else x_adv
 
 
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor) -> Tensor:

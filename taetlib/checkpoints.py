@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .methods import model_head, prepare_for_eval
 from .models import create_model
 
 
@@ -67,12 +68,13 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict:
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from run_dir/config.json and its weights (model.pt, else last.pt)."""
+    """Rebuild a trained model from run_dir/config.json and its weights (model.pt, else last.pt), with
+    the classifier head it was trained with, as its method evaluates it (RoBal-N: post-hoc logits)."""
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / "config.json")
     path = run_dir / "model.pt" if (run_dir / "model.pt").exists() else run_dir / "last.pt"
     state = load_checkpoint(path)["model"]
     # channel count and class count are read off the weights; mean/std are buffers inside them
-    model = create_model(cfg.model, _num_classes(state), in_channels=state["mean"].shape[1])
+    model = create_model(cfg.model, _num_classes(state), in_channels=state["mean"].shape[1], head=model_head(cfg))
     load_checkpoint(path, model)
-    return model.to(device).eval()
+    return prepare_for_eval(model, cfg).to(device).eval()

@@ -26,9 +26,19 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def train_config(preset: str | None, sets: dict) -> RunConfig:
+    """`train --preset P --set ...`: the preset's settings and those it gives the chosen method (RoBal's
+    PGD-5, say), then the --set overrides."""
+    base = {}
+    if preset:
+        p = presets.get(preset)
+        method = sets.get("method", p.config.get("method", RunConfig.method))
+        base = {**p.config, **p.method_overrides.get(method, {})}
+    return RunConfig.from_dict({**base, **sets})
+
+
 def cmd_train(args) -> int:
-    base = dict(presets.get(args.preset).config) if args.preset else {}
-    cfg = RunConfig.from_dict({**base, **parse_sets(args.set)})
+    cfg = train_config(args.preset, parse_sets(args.set))
     train.fit(cfg, data.load_lt(cfg), args.run, stage=args.stage)
     return 0
 

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import REGISTRIES, ConfigError, bad, check_choice
+from .errors import FIELD_CHECKS, REGISTRIES, ConfigError, bad, check_choice
 
 
 @dataclass
@@ -29,6 +29,7 @@ class RunConfig:
     augment: str = "crop_flip"             # none | crop_flip | autoaugment | randaugment
     # --- model
     model: str = "small_cnn"
+    head: str = "auto"                     # classifier: auto (the method's own: robal cosplus, he he_norm, else fc)
     # --- method (objective) and its knobs
     method: str = "taet"
     stabilization_epochs: int = 40         # TAET stage 1 (clean CE) length
@@ -39,6 +40,18 @@ class RunConfig:
     trades_beta: float = 6.0
     mart_beta: float = 6.0
     bsl_tau: float = 1.0
+    reat_tail: str = "index"               # REAT tail: index (code: classes C//3*2+1..C-1) | rarest (as many, fewest)
+    robal_variant: str = "R"               # R (RoBal-R, RobustLT's) | N (RoBal-N: post-hoc logits at evaluation)
+    robal_s: float = 10.0                  # margin-CE scale s (also RoBal-N's evaluation scale)
+    robal_m: float = 0.1                   # base margin m
+    robal_tau_m: float | None = None       # class-aware margin; None = the variant's (R 0.3, N 0)
+    robal_tau_b: float | None = None       # prior bias; None = the variant's (R 1.5, N 1.2)
+    robal_beta: float = 6.0                # TRADES-KL weight
+    robal_tau_p: float = 0.1               # RoBal-N evaluation: z = s * cos - tau_p * ln pi
+    he_s: float = 10.0                     # HE scale s (official CIFAR-10 command)
+    he_m: float = 0.2                      # HE angular margin m
+    gairat_lambda: float = -1.0            # GAIR Tanh weight's lambda
+    gairat_begin_epoch: int | None = None  # first (1-based) epoch with GAIR weights; None = round(epochs / 2)
     robustlt: bool = False                 # wrap the objective in RobustLT (CPB + AIW)
     robustlt_a: float = 0.3
     robustlt_b: float = 0.8
@@ -46,7 +59,7 @@ class RunConfig:
     eps: float | None = None
     step_size: float | None = None
     attack_steps: int = 10
-    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL code) | uniform | none
+    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL) | uniform | uniform_pos (RoBal) | none
     # --- schedule (papers' defaults)
     epochs: int = 100
     batch_size: int = 128
@@ -105,7 +118,10 @@ class RunConfig:
         for name in ("dataset", "model", "method", "augment"):
             REGISTRIES[name].check(getattr(self, name))
         check_choice("harl_absent_classes", self.harl_absent_classes, ("zero", "exclude"))
-        check_choice("random_start", self.random_start, ("normal", "uniform", "none"))
+        check_choice("random_start", self.random_start, ("normal", "uniform", "uniform_pos", "none"))
+        check_choice("head", self.head, ("auto", *REGISTRIES["head"]))
+        for check in FIELD_CHECKS:   # the objectives' own fields (methods/*.py register their checks)
+            check(self)
         if self.imbalance_ratio < 1:
             raise bad("imbalance_ratio", self.imbalance_ratio,
                       "must be >= 1 (n_max / n_min; 1 means balanced). Use e.g. 10 or 100.")

@@ -1,9 +1,11 @@
-"""Model registry. `create_model(name, num_classes, in_channels, mean, std)` is the one factory.
+"""Model registry. `create_model(name, num_classes, in_channels, mean, std, head)` is the one factory.
 
 Every model takes [0,1] pixels and normalises inside, so attacks and eps live in pixel space.
+`head` swaps the net's last nn.Linear for a cosine classifier (RoBal's CosPlus, HE's normalised head).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -36,14 +38,106 @@ class Normalized(nn.Module):
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Module:
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 head: str = "fc") -> nn.Module:
     check_choice("model", name, MODELS)
+    check_choice("head", head, HEADS)
     mean = list(mean) if mean is not None else [0.5] * in_channels
     std = list(std) if std is not None else [0.5] * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries but in_channels={in_channels}; "
                          "give one value per channel.")
-    return Normalized(MODELS[name](num_classes, in_channels), mean, std)
+    net = MODELS[name](num_classes, in_channels)
+    if head != "fc":
+        fc = classifier(net)
+        parent, _, attr = _name_of(net, fc).rpartition(".")
+        setattr(net.get_submodule(parent), attr, HEADS[head](fc.in_features, fc.out_features))
+    return Normalized(net, mean, std)
+
+
+# ---------------------------------------------------------------- classifier heads (METHODS-ZOO H1, H2)
+class Head(nn.Module):
+    """A classifier head that replaces the last nn.Linear: features [B, D] -> logits [B, C]."""
+
+
+class CosPlus(Head):
+    """RoBal's CosPlus classifier: z_c = scale * <h/|h|, W_c / (|W_c| + gamma)>, scale 1 in training.
+    Its bias is a frozen zero in the official code, so it is left out. W ~ U(-1/sqrt(D), 1/sqrt(D)).
+    log_prior (ln of the training class frequencies, filled by fit) serves RoBal-N's evaluation,
+    z = s * cos - tau_p * ln pi, which `posthoc(s, tau_p)` switches on."""
+
+    def __init__(self, in_features: int, num_classes: int, gamma: float = 0.03125):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-bound, bound))
+        self.register_buffer("log_prior", torch.zeros(num_classes))
+        self.gamma, self.scale, self.tau_p = gamma, 1.0, 0.0
+
+    def posthoc(self, scale: float, tau_p: float) -> None:
+        self.scale, self.tau_p = float(scale), float(tau_p)
+
+    def forward(self, h):
+        w = self.weight / (self.weight.norm(dim=1, keepdim=True) + self.gamma)
+        z = F.linear(F.normalize(h, dim=1), w)
+        if self.scale != 1.0:
+            z = self.scale * z
+        return z - self.tau_p * self.log_prior if self.tau_p else z
+
+
+class HENorm(Head):
+    """HE's head: z = <h/|h|, W_c>, no bias, every row of W renormalised to 1 in place before use, so the
+    gradient is a plain linear layer's at the unit-norm W (projected SGD on the sphere). The official
+    code renormalises in every forward; doing it once per change of W (the version counter moves on
+    every optimiser step and load) is the same up to rounding, and leaves W untouched between the
+    forwards of one step, so autograd never sees it modified under a pending backward."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.weight = nn.Linear(in_features, num_classes, bias=False).weight   # nn.Linear's init, as official
+        self._seen = None
+
+    def forward(self, h):
+        w = self.weight
+        if self._seen != (w._version, w.data_ptr()):
+            with torch.no_grad():
+                w.copy_(F.normalize(w, dim=1))
+            self._seen = (w._version, w.data_ptr())
+        return F.linear(F.normalize(h, dim=1), w)
+
+
+HEADS: dict[str, Callable[[int, int], nn.Module]] = Registry("head", {"fc": nn.Linear, "cosplus": CosPlus,
+                                                                      "he_norm": HENorm})
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The model's classifier: its last nn.Linear or Head (net.fc for ResNet/WRN, net[-1] for small_cnn)."""
+    found = [m for m in model.modules() if isinstance(m, (nn.Linear, Head))]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to hook or replace.")
+    return found[-1]
+
+
+def _name_of(model: nn.Module, module: nn.Module) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate features, logits) from one forward: the classifier's input, caught by a pre-hook."""
+    seen = []
+    handle = classifier(model).register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return seen[-1], logits
+
+
+def set_class_prior(model: nn.Module, counts: Sequence[int]) -> None:
+    """Give the heads that keep the training prior (CosPlus, for RoBal-N's evaluation) ln(n_c / N)."""
+    n = torch.tensor(list(counts), dtype=torch.float64)
+    for head in model.modules():
+        if isinstance(head, CosPlus):
+            head.log_prior.copy_((n / n.sum()).log().to(head.log_prior))
 
 
 # ---------------------------------------------------------------- small CNN (28x28, CPU default)

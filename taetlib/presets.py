@@ -48,6 +48,27 @@ PAPER_SOURCES = {
     "test protocol": "TAET tables: long-tailed test set; AT-BSL / RobustLT: balanced test set",
 }
 PAPER_METHODS = ["taet", "at_bsl", "pgd_at", "trades", "mart"]
+# The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
+# (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
+ZOO_METHODS = ["reat", "robal", "he", "gairat"]
+ZOO_OVERRIDES = {
+    "reat": {"random_start": "uniform"},
+    "robal": {"attack_steps": 5, "random_start": "uniform_pos"},
+    "gairat": {"random_start": "uniform"},
+}
+ZOO_SOURCES = {
+    "zoo protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
+    "100 epochs, 8/255, 2/255) and its own loss and attack settings (METHODS-ZOO.md)",
+    "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps); its RBL attack "
+    "loss gives the plain-CE iterates (eval-mode BN), so the attack is plain CE",
+    "robal": "wutong16/Adversarial_Long-Tail robal_R_train.yaml (= RobustLT's robal_cifar10.yaml): RoBal-R, "
+    "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (RobustLT: U(-eps, eps))",
+    "he": "ShawnXYang/AT_HE CIFAR-10/README.md PGD-AT + HE command: s 10, m 0.2; normalised features and unit "
+    "weight rows; PGD-10 on CE(s z) from x + 0.001 N(0, 1), the common protocol's start",
+    "gairat": "zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training GAIRAT.py: Tanh weights, lambda -1 "
+    "(fixed), GA-PGD-10 from U(-eps, eps); GAIR from epoch 50 of 100 (gairat_begin_epoch=None: half the epochs, "
+    "as the official 60 of 120)",
+}
 
 TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20: clean / robust %
     "taet": {"dog": (56.11, 23.74), "frog": (79.06, 34.83), "horse": (72.28, 32.53), "ship": (80.60, 36.34),
@@ -62,8 +83,8 @@ TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20
              "truck": (41, 9)},
 }
 TAET_IR10_BALANCED = {  # TAET Figure 2 (about +-0.2): balanced accuracy / balanced robustness, %
-    "taet": (74.67, 35.15), "at_bsl": (72.51, 26.57), "pgd_at": (69.00, 25.68), "RoBal": (73.18, 27.12),
-    "REAT": (74.56, 24.01),
+    "taet": (74.67, 35.15), "at_bsl": (72.51, 26.57), "pgd_at": (69.00, 25.68), "robal": (73.18, 27.12),
+    "reat": (74.56, 24.01), "he": (68.17, 25.66), "gairat": (61.07, 24.8),   # gairat's robustness: about 24.8
 }
 ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 all / tail, %
     "pgd_at": {"base": (58.25, 48.56, 27.28, 13.71), "+robustlt": (61.59, 52.67, 28.97, 16.36)},
@@ -128,17 +149,19 @@ register(Preset(
 
 # --------------------------------------------------------------------------- GPU: the papers
 for ir in (10, 20, 50, 100):
+    methods = PAPER_METHODS + (ZOO_METHODS if ir == 10 else [])   # IR 10: TAET's whole comparison
     register(Preset(
         name=f"cifar10_lt_ir{ir}",
         description=f"CIFAR-10-LT IR {ir}, ResNet-18, 100 epochs: TAET (40 CE + 60 HARL), AT-BSL, PGD-AT, TRADES, "
-                    "MART, each with and without RobustLT (GPU)",
+                    "MART" + (", " + ", ".join(ZOO_METHODS) if ir == 10 else "") +
+                    ", each with and without RobustLT (GPU)",
         config={"dataset": "cifar10", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
                 "stabilization_epochs": 40, "random_start": "normal", **PAPER_SCHEDULE},
-        sweep={"irs": [ir], "methods": PAPER_METHODS, "seeds": [0], "arms": arms(PAPER_METHODS)},
-        sources=PAPER_SOURCES,
+        sweep={"irs": [ir], "methods": methods, "seeds": [0], "arms": arms(methods)},
+        sources={**PAPER_SOURCES, **ZOO_SOURCES} if ir == 10 else PAPER_SOURCES,
         reported=({"taet_tail_classes_lt_test_pgd20": TAET_IR10_TAIL, "taet_figure2_balanced": TAET_IR10_BALANCED}
                   if ir == 10 else {"robustlt_ir50_wrn28_10": ROBUSTLT_IR50} if ir == 50 else {}),
-        method_overrides={"taet": {"robustlt_b": 1.0}},
+        method_overrides={"taet": {"robustlt_b": 1.0}, **(ZOO_OVERRIDES if ir == 10 else {})},
     ))
 for ir in (10, 50):
     register(Preset(

@@ -37,8 +37,8 @@ from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
 from .errors import bad, check_choice
-from .methods import build_objective
-from .models import create_model
+from .methods import build_objective, model_head
+from .models import create_model, set_class_prior
 
 STAGES = ("all", "stabilization", "adversarial")
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
@@ -240,7 +240,8 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     given_model = model is not None
     if model is None:
         torch.manual_seed(cfg.seed)   # same initial weights on every rank
-        model = create_model(cfg.model, C, data.spec.in_channels, data.spec.mean, data.spec.std)
+        model = create_model(cfg.model, C, data.spec.in_channels, data.spec.mean, data.spec.std, head=model_head(cfg))
+    set_class_prior(model, data.train_counts)   # heads that keep it (RoBal-N's evaluation); others: no-op
     if cfg.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same state_dict keys as BatchNorm
     model.to(device)

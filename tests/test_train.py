@@ -149,15 +149,16 @@ def test_nan_stops_and_keeps_last_good_checkpoint(root, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_step_has_no_host_sync(root, tmp_path):
     from taetlib.data import Batches
-    from taetlib.methods import build_objective
+    from taetlib.methods import OBJECTIVES, build_objective, model_head
     from taetlib.train import count_hits
     cfg = tiny(root, device="cuda", bf16=True, channels_last=True)
     data = load_lt(cfg)
-    model = create_model("small_cnn", 10, 1).cuda().to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     tally = torch.zeros(2, 10, dtype=torch.long, device="cuda")
-    for method in ("ce", "pgd_at", "trades", "mart", "at_bsl", "taet"):
-        obj = build_objective(cfg.replace(method=method), data.train_counts, 0.1)
+    for method in OBJECTIVES:
+        run = cfg.replace(method=method, robustlt=method != "ce")   # RobustLT refuses clean training
+        model = create_model("small_cnn", 10, 1, head=model_head(run)).cuda().to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        obj = build_objective(run, data.train_counts, 0.1)
         x, y = next(iter(Batches(data.train, 64, "cuda", shuffle=True, augment="crop_flip").epoch(1)))
         obj.step(model, x, y, epoch=2)   # first call may move per-class constants to the GPU
         torch.cuda.synchronize()

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..attacks import pgd
 from ..config import RunConfig
-from ..errors import Registry, bad
+from ..errors import FIELD_CHECKS, Registry, bad
 
 
 @dataclass
@@ -56,11 +56,12 @@ class Attack:
         s = self.class_scale[y] * aiw_ramp(epoch, self.ramp_epochs)
         return self.eps * s, self.step * s
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None):
-        """-> (x_adv, logits at the attack's start point)."""
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None, kappa: bool = False):
+        """-> (x_adv, logits at the attack's start point), and with kappa=True also the per-sample count
+        of correctly classified iterates (pgd's return_kappa)."""
         eps, step = self.radius(y, epoch)
         return pgd(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
-                   random_start=self.start, return_logits=True)
+                   random_start=self.start, return_logits=True, return_kappa=kappa)
 
 
 def cpb_scale(counts: list[int], a: float) -> Tensor:
@@ -95,7 +96,7 @@ def class_means(per_sample: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor
 
 
 def _clean_logits(attack: Attack, start_logits):
-    return None if attack.start == "uniform" else start_logits
+    return None if attack.start in ("uniform", "uniform_pos") else start_logits
 
 
 
@@ -134,18 +135,59 @@ class Objective:
 # name -> factory(cfg, train_counts, attack) -> Objective; each objective module registers its own.
 OBJECTIVES: dict[str, Callable[[RunConfig, list[int], Attack], Objective]] = Registry("method")
 ATTACK_LOSS: dict[str, str] = {}   # what each objective's attack maximises; CE when absent
+METHOD_HEAD: dict[str, str] = {}   # the classifier head an objective trains (models.HEADS); fc when absent
+EVAL_SETUP: dict[str, Callable[[nn.Module, RunConfig], None]] = {}   # evaluation-time model change, if any
 
 
-def register(name: str, attack_loss: str = "ce"):
-    """Decorator for an objective factory `(cfg, train_counts, attack) -> Objective`."""
+def register(name: str, attack_loss: str = "ce", head: str = "fc",
+             eval_setup: Callable[[nn.Module, RunConfig], None] | None = None):
+    """Decorator for an objective factory `(cfg, train_counts, attack) -> Objective`. head: the
+    classifier head the method needs (create_model builds it); eval_setup(model, cfg): what
+    load_model does to a trained model before it is evaluated (RoBal-N's post-hoc logits)."""
     def deco(factory):
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} is registered twice")
         OBJECTIVES[name] = factory
         if attack_loss != "ce":
             ATTACK_LOSS[name] = attack_loss
+        if head != "fc":
+            METHOD_HEAD[name] = head
+        if eval_setup is not None:
+            EVAL_SETUP[name] = eval_setup
         return factory
     return deco
+
+
+def field_check(fn: Callable[[RunConfig], None]):
+    """Decorator: a range check RunConfig.validate runs on every config (raise `bad(...)`)."""
+    FIELD_CHECKS.append(fn)
+    return fn
+
+
+def check_fields(cfg: RunConfig) -> None:
+    for fn in FIELD_CHECKS:
+        fn(cfg)
+
+
+def model_head(cfg: RunConfig) -> str:
+    """The classifier head of cfg's model: cfg.head, or for 'auto' the method's own (fc for most)."""
+    return METHOD_HEAD.get(cfg.method, "fc") if cfg.head == "auto" else cfg.head
+
+
+@field_check
+def _check_head(cfg: RunConfig) -> None:
+    need = METHOD_HEAD.get(cfg.method)
+    if need is not None and cfg.head not in ("auto", need):
+        raise bad("head", cfg.head, f"method={cfg.method!r} trains the {need!r} head; use head='auto' (the "
+                                    f"method's own) or head={need!r}.")
+
+
+def prepare_for_eval(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """The model as cfg's method evaluates it (unchanged for all but RoBal-N)."""
+    setup = EVAL_SETUP.get(cfg.method)
+    if setup is not None:
+        setup(model, cfg)
+    return model
 
 
 @register("ce")

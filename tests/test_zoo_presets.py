@@ -1,0 +1,46 @@
+"""TAET's comparison methods in the presets, the sweep, `train --preset` and the notebooks."""
+import argparse
+
+import pytest
+
+from taetlib import cli, presets, sweep
+from taetlib.config import RunConfig
+from taetlib.methods import OBJECTIVES
+from taetlib.presets import ZOO_METHODS, ZOO_OVERRIDES
+
+ZOO = ["reat", "robal", "he", "gairat"]
+
+
+def test_the_comparison_methods_are_registered_and_in_the_ir10_preset():
+    assert set(ZOO) <= set(ZOO_METHODS) <= set(OBJECTIVES)
+    p = presets.get("cifar10_lt_ir10")
+    assert {(m, r) for m in ZOO for r in (False, True)} <= {tuple(a) for a in p.sweep["arms"]}
+    for m in ZOO:
+        assert m in p.sources
+        cfg = RunConfig.from_dict(p.run_config(m, 10, 0, False))   # valid as the preset gives it
+        assert all(getattr(cfg, k) == v for k, v in ZOO_OVERRIDES.get(m, {}).items())
+    assert RunConfig.from_dict(p.run_config("robal", 10, 0, True)).attack_steps == 5
+
+
+def test_sweep_accepts_them():
+    p = argparse.ArgumentParser()
+    sweep.add_cli(p.add_subparsers(dest="command"))
+    args = p.parse_args(["sweep", "--preset", "cifar10_lt_ir10", "--methods", *ZOO, "--robustlt"])
+    runs = sweep.sweep_from_args(args).plan()
+    assert len(runs) == 2 * len(ZOO) and not [r.error for r in runs if r.error]
+    assert {r.config["random_start"] for r in runs if r.config["method"] == "robal"} == {"uniform_pos"}
+
+
+@pytest.mark.parametrize("method", ZOO)
+def test_train_with_a_preset_applies_the_methods_settings(method):
+    cfg = cli.train_config("cifar10_lt_ir10", {"method": method, "epochs": 3})
+    assert cfg.method == method and cfg.epochs == 3
+    assert all(getattr(cfg, k) == v for k, v in ZOO_OVERRIDES.get(method, {}).items())
+    assert cli.train_config("cifar10_lt_ir10", {"method": "robal", "attack_steps": 7}).attack_steps == 7   # --set wins
+    assert cli.train_config("cifar10_lt_ir10", {"method": "pgd_at"}).attack_steps == 10
+
+
+def test_notebooks_list_every_method():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "notebooks" / "03_harl_stage.ipynb").read_text()
+    assert all(f"`{m}`" in text for m in ZOO) and all(m in text for m in OBJECTIVES)

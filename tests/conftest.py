@@ -1,4 +1,5 @@
-"""Shared fixtures: small files in the exact on-disk formats the real loaders read."""
+"""Shared fixtures: small files in the exact on-disk formats the real loaders read, and a notebook's
+cells run in this process."""
 import pickle
 from pathlib import Path
 
@@ -60,3 +61,21 @@ def fake_cifar10(tmp_path):
 @pytest.fixture
 def data_root(tmp_path):
     return tmp_path
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def run_notebook(name: str, params: dict, until: str | None = None) -> dict:
+    """The notebook's code cells, in order, in this process, after papermill's parameter injection: what a
+    kernel runs, without the seconds a kernel takes to start. Stops once a cell has defined `until`
+    (e.g. "cfg": the validated settings). Returns the namespace the cells ran in."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / f"{name}.ipynb")), params)
+    ns: dict = {}
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        exec(compile(cell.source, f"<{name} code cell {i}>", "exec"), ns)
+        if until is not None and until in ns:
+            break
+    return ns

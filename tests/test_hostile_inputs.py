@@ -16,32 +16,19 @@ from typing import Callable
 
 import pytest
 import torch
-from papermill.iorw import load_notebook_node
-from papermill.parameterize import parameterize_notebook
 
-from conftest import write_fake_cifar
+from conftest import run_notebook, write_fake_cifar
 from taetlib import cli
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import ManifestError, load_lt
 from taetlib.models import create_model
 from taetlib.train import CheckpointError, fit
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # a run of 2 tiny epochs: what every case below would start, were it not refused
 BASE = dict(dataset="synthetic", imbalance_ratio=5.0, n_max=30, test_per_class=10, epochs=2, method="pgd_at",
             attack_steps=1, batch_size=64, eval_every=0, device="cpu")
 # notebooks 02 / 03: TAET's two stages on the same settings
 NB_BASE = {**BASE, "method": "taet", "stabilization_epochs": 1, "eval_per_class": 5, "interactive": False}
-
-
-def run_notebook(name: str, params: dict) -> dict:
-    """The notebook's code cells, in order, in this process, after papermill's parameter injection:
-    what a kernel runs, without the seconds a kernel takes to start. Returns the namespace."""
-    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / f"{name}.ipynb")), params)
-    ns: dict = {}
-    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
-        exec(compile(cell.source, f"<{name} code cell {i}>", "exec"), ns)
-    return ns
 
 
 def cli_settings(data_root: Path, **kw) -> list[str]:

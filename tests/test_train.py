@@ -1,4 +1,5 @@
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -153,31 +154,54 @@ def test_nan_stops_and_keeps_last_good_checkpoint(root, tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_step_has_no_host_sync(root, tmp_path):
+NO_CUDA = ("needs a CUDA GPU: checks that train_epoch reads nothing back to the host there "
+           "(torch.cuda.set_sync_debug_mode('error')); this machine has no CUDA device")
+
+
+@contextmanager
+def host_sync_is_an_error():
+    """Inside: any CUDA call that synchronises with the host raises RuntimeError."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@pytest.mark.parametrize("method, robustlt", [("ce", False), ("pgd_at", False), ("trades", False), ("mart", False),
+                                              ("at_bsl", False), ("taet", False), ("taet", True)])
+def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
+    """A whole epoch of train_epoch (batches, augmentation, attack, step, tallies) under bf16 and
+    channels_last, with every host sync made an error."""
     from taetlib.data import Batches
     from taetlib.methods import build_objective
-    from taetlib.train import count_hits
-    cfg = tiny(root, device="cuda", bf16=True, channels_last=True)
-    data = load_lt(cfg)
-    model = create_model("small_cnn", 10, 1).cuda().to(memory_format=torch.channels_last)
+    from taetlib.train import train_epoch
+    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True)
+    data, device = load_lt(cfg), torch.device("cuda")
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, 1).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    tally = torch.zeros(2, 10, dtype=torch.long, device="cuda")
-    for method in ("ce", "pgd_at", "trades", "mart", "at_bsl", "taet"):
-        obj = build_objective(cfg.replace(method=method), data.train_counts, 0.1)
-        x, y = next(iter(Batches(data.train, 64, "cuda", shuffle=True, augment="crop_flip").epoch(1)))
-        obj.step(model, x, y, epoch=2)   # first call may move per-class constants to the GPU
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
+    objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
+    batches = Batches(data.train, cfg.batch_size, device, shuffle=True, augment="crop_flip", seed=cfg.seed)
+    n = len(data.train)
+    assert len(batches) >= 2   # several steps, so the epoch's own bookkeeping runs between them
+    train_epoch(model, objective, opt, batches, 2, cfg, 10, device)   # once: per-class constants move to the GPU
+
+    with host_sync_is_an_error(), pytest.raises(RuntimeError, match="synchroniz"):   # the control: it does catch
+        torch.ones(1, device=device).item()
+    with host_sync_is_an_error():
         try:
-            with torch.autocast("cuda", torch.bfloat16):
-                out = obj.step(model, x.contiguous(memory_format=torch.channels_last), y, epoch=2)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-            count_hits(tally, out.adv_logits, y)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
+            loss_sum, parts, tally = train_epoch(model, objective, opt, batches, 3, cfg, 10, device)
+        except RuntimeError as e:
+            pytest.fail(f"{objective.name}: train_epoch synchronised with the host: {e}")
+    # and that epoch did its work: every image counted, clean (0.001-noise start) and adversarial
+    seen = tally[:, 1].sum(1).tolist()
+    assert seen == [n, 0 if method == "ce" else n], seen
+    assert torch.isfinite(loss_sum).item() and loss_sum.item() > 0
+    assert set(parts) == ({"bcl", "hdl", "rcel"} if method == "taet" else
+                          {"natural", "robust"} if method == "trades" else {"bce", "kl"} if method == "mart" else set())
 
 
 # ---------------------------------------------------------------- evidence

@@ -52,6 +52,18 @@ def write_fake_dermamnist(root: Path, seed: int = 0) -> Path:
     return root / "dermamnist.npz"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The suite's models are tiny: one thread runs them fastest, and a second one only spins against
+    the other jobs of a busy 2-core runner (measured under load: tests/test_train.py 189 s with the
+    default threads, 28 s with one). Processes the tests start get OMP_NUM_THREADS=1 from them."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def fake_cifar10(tmp_path):
     write_fake_cifar(tmp_path, per_class_train=5000, per_class_test=1000)

@@ -234,15 +234,6 @@ CASES = [
 
 
 # ---------------------------------------------------------------- the real run folders the cases start from
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny runs below are fastest on one thread, and do not spin against other jobs on a busy runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("data")

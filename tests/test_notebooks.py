@@ -9,7 +9,6 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import pytest
-import torch
 
 from conftest import run_notebook
 from taetlib import sweep
@@ -82,15 +81,12 @@ def test_kernel_is_this_environment():
 # Each notebook test starts from folders its own fixtures build with the library (a stage-1 run, a
 # trained run, an evaluated run), never from what another notebook test left: one failure stays one.
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread runs these tiny models fastest and never spins against other jobs: kernels inherit
-    OMP_NUM_THREADS, the fixtures' training here takes torch.set_num_threads."""
+def one_thread_kernels():
+    """Kernels inherit OMP_NUM_THREADS: one thread runs these tiny models fastest, and never spins against
+    other jobs (this process has one thread already: conftest)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
         yield
-        torch.set_num_threads(before)
 
 
 def smoke(data_root: Path) -> dict:

@@ -1,4 +1,5 @@
-"""Shared fixtures: small files in the exact on-disk formats the real loaders read."""
+"""Shared fixtures: small files in the exact on-disk formats the real loaders read, and a notebook's
+cells run in this process."""
 import pickle
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def write_fake_dermamnist(root: Path, seed: int = 0) -> Path:
     return root / "dermamnist.npz"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The suite's models are tiny: one thread runs them fastest, and a second one only spins against
+    the other jobs of a busy 2-core runner (measured under load: tests/test_train.py 189 s with the
+    default threads, 28 s with one). Processes the tests start get OMP_NUM_THREADS=1 from them."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def fake_cifar10(tmp_path):
     write_fake_cifar(tmp_path, per_class_train=5000, per_class_test=1000)
@@ -60,3 +73,21 @@ def fake_cifar10(tmp_path):
 @pytest.fixture
 def data_root(tmp_path):
     return tmp_path
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def run_notebook(name: str, params: dict, until: str | None = None) -> dict:
+    """The notebook's code cells, in order, in this process, after papermill's parameter injection: what a
+    kernel runs, without the seconds a kernel takes to start. Stops once a cell has defined `until`
+    (e.g. "cfg": the validated settings). Returns the namespace the cells ran in."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / f"{name}.ipynb")), params)
+    ns: dict = {}
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        exec(compile(cell.source, f"<{name} code cell {i}>", "exec"), ns)
+        if until is not None and until in ns:
+            break
+    return ns

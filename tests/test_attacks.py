@@ -120,3 +120,45 @@ def test_bad_arguments_are_named(setup):
         pgd(model, x, y, eps=0.1, step=0.05, steps=1, loss="hinge")
     with pytest.raises(ValueError, match="random_start='gauss'"):
         pgd(model, x, y, eps=0.1, step=0.05, steps=1, random_start="gauss")
+
+
+# ---------------------------------------------------------------- strength against a known answer
+def linear_problem(n=64, eps=None):
+    """A 2-class linear model on 8x8 images: the loss depends on x only through the margin
+    m(x) = d . x + c (d = w_y - w_other), so the L-inf worst case in B(x, eps) & [0,1] is analytic:
+    x* = clamp(x - eps * sign(d), 0, 1), coordinate by coordinate."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(2, 64, generator=g) * 0.3)
+        model[1].bias.zero_()
+    x = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    xf = x.float() / 255
+    with torch.no_grad():
+        y = model(xf).argmax(1)   # clean accuracy 1: what the attack takes away is all it does
+        d = (model[1].weight[y] - model[1].weight[1 - y]).view(n, 1, 8, 8)
+        if eps is None:   # half the points flip at this radius, half survive (ignoring the [0,1] clamp)
+            z = model(xf)
+            margin = z.gather(1, y[:, None]).squeeze(1) - z.gather(1, (1 - y)[:, None]).squeeze(1)
+            eps = float((margin / d.flatten(1).abs().sum(1)).median())
+    x_star = (xf - eps * d.sign()).clamp(0, 1)
+    return model, x, xf, y, eps, x_star
+
+
+def test_fgsm_and_pgd20_reach_the_analytic_optimum_of_a_linear_model():
+    from taetlib import evaluate as ev
+    model, x, xf, y, eps, x_star = linear_problem()
+    params = ev.resolve_attacks(["fgsm", "pgd20"], None, eps, 2)   # the evaluation suite's own settings
+    assert params["pgd20"]["step"] == eps / 8 and params["pgd20"]["random_start"] == "uniform"
+    with torch.no_grad():
+        best_loss = F.cross_entropy(model(x_star), y, reduction="none")
+        best_pred = model(x_star).argmax(1).numpy()
+    assert 0.2 < (best_pred == y.numpy()).mean() < 0.8   # the radius matters: some points flip, some do not
+    torch.manual_seed(0)
+    x_pgd = pgd(model, xf, y, **{k: params["pgd20"][k] for k in ("eps", "step", "steps", "loss", "random_start")})
+    for x_adv in (fgsm(model, xf, y, eps=eps), x_pgd):
+        assert torch.allclose(x_adv, x_star, atol=1e-6)
+        with torch.no_grad():
+            assert torch.allclose(F.cross_entropy(model(x_adv), y, reduction="none"), best_loss, atol=1e-5)
+    for name in ("fgsm", "pgd20"):   # and the predictions evaluate() counts are the optimum's
+        assert (ev.run_attack(name, model, x, y, params[name]) == best_pred).all(), name

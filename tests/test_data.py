@@ -110,14 +110,53 @@ def test_missing_fashion_mnist_names_the_debian_package(tmp_path, monkeypatch):
         load_lt(RunConfig(dataset="fashion_mnist", data_root=str(tmp_path)))
 
 
-@pytest.mark.skipif(not data._find_idx([data.FMNIST_SYSTEM_DIR]),
-                    reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+needs_fmnist = pytest.mark.skipif(not data._find_idx([data.FMNIST_SYSTEM_DIR]),
+                                  reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+@needs_fmnist
 def test_real_fashion_mnist_lt(tmp_path):
     d = load_lt(RunConfig(dataset="fashion_mnist", imbalance_ratio=10, data_root=str(tmp_path)))
     assert d.train_counts == longtail_counts(6000, 10, 10)
     assert d.test["balanced"].counts(10) == [1000] * 10
     assert d.test["long_tailed"].counts(10) == CIFAR10_LT_TEST_IR10
     assert d.train.x.shape[1:] == (1, 28, 28) and d.classes[9] == "Ankle boot"
+
+
+def image_keys(x) -> set[bytes]:
+    """Each image's bytes: equal images, equal keys."""
+    return {bytes(row) for row in np.ascontiguousarray(np.asarray(x)).reshape(len(x), -1)}
+
+
+@pytest.fixture(scope="module")
+def fmnist_raw():
+    return data.read_fashion_mnist(data.FMNIST_SYSTEM_DIR.parent / "not-here")   # falls back to the system copy
+
+
+@needs_fmnist
+@pytest.mark.parametrize("ir", (10, 100))
+def test_real_fashion_mnist_splits_are_what_they_claim(fmnist_raw, tmp_path, ir):
+    """The training split holds training-file images only and the test protocols test-file images only,
+    each the image and label at its recorded index, none twice; no test image is in the training split
+    (Fashion-MNIST's train and test files share no image); the long-tailed test set is a subset of the
+    balanced one, with the profile's counts."""
+    raw = fmnist_raw
+    d = load_lt(RunConfig(dataset="fashion_mnist", imbalance_ratio=ir, data_root=str(tmp_path)))
+    tests = {p: d.test[p] for p in ("balanced", "long_tailed")}
+    for split, (x_src, y_src) in [(d.train, (raw.x_train, raw.y_train)),
+                                  *[(t, (raw.x_test, raw.y_test)) for t in tests.values()]]:
+        idx = split.index.numpy()
+        assert len(np.unique(idx)) == len(idx)
+        assert np.array_equal(split.x.numpy(), x_src[idx]) and np.array_equal(split.y.numpy(), y_src[idx])
+    train_images = image_keys(d.train.x)
+    assert len(train_images) == len(d.train)
+    for t in tests.values():
+        assert not train_images & image_keys(t.x)
+    assert not image_keys(raw.x_train) & image_keys(raw.x_test)   # the control: the source files are disjoint
+    assert set(tests["long_tailed"].index.tolist()) <= set(tests["balanced"].index.tolist())
+    assert d.train_counts == d.train.counts(10) == longtail_counts(6000, 10, ir)
+    assert tests["balanced"].counts(10) == [1000] * 10
+    assert tests["long_tailed"].counts(10) == longtail_counts(1000, 10, ir)
 
 
 def test_bad_inputs_are_clear(tmp_path):

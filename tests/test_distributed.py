@@ -1,7 +1,9 @@
-"""DDP: shards, the DDP wrapper's attack path, settings refused per world size, and a real 2-process
-gloo run under torchrun whose all-reduced per-class test counts equal a 1-process evaluation."""
+"""DDP: shards, the DDP wrapper's attack path, settings refused per world size, a real 2-process
+gloo run under torchrun whose all-reduced per-class test counts equal a 1-process evaluation, and
+2-rank fit() runs of PGD-AT that train like one process, count the padded epoch, and resume on one."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +12,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 from taetlib import distributed
 from taetlib.attacks import pgd
 from taetlib.config import ConfigError, RunConfig
-from taetlib.data import Batches, Split, load_lt
+from taetlib.data import Batches, Split, epoch_generator, load_lt
 from taetlib.distributed import Dist
 from taetlib.evaluate import per_class_table, run_attack
-from taetlib.models import create_model
-from taetlib.train import evaluate_per_class, load_checkpoint, load_model
+from taetlib.models import Normalized, create_model
+from taetlib.train import evaluate_per_class, fit, load_checkpoint, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,3 +124,149 @@ def test_two_gloo_processes_train_and_count_like_one_process(tmp_path):
     pred = run_attack("clean", model.eval(), split.x, split.y, {})
     counts = per_class_table("clean", "balanced", 0.0, split.y.numpy(), pred, data.class_names)
     assert (counts.correct / counts.n).tolist() == last["test_clean_acc"]
+
+
+# ---------------------------------------------------------------- 2 ranks of fit() against 1 process
+def no_batchnorm_model(spec) -> nn.Module:
+    """Per-sample computation only (no BatchNorm): a 2-rank step can then equal a 1-process step exactly."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(spec.in_channels, 8, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+    return Normalized(net, spec.mean, spec.std)
+
+
+# One gloo rank, started as torchrun would start it (RANK, WORLD_SIZE, MASTER_ADDR/PORT): it runs fit() on
+# each job and, on rank 0, saves each epoch's training tally [clean|adv, hits|seen, class] after fit()'s own
+# all-reduce (a spy on train_epoch keeps the tensor fit() reduces in place).
+RANK_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, sys.argv[3])
+from test_distributed import no_batchnorm_model
+from taetlib import train
+from taetlib.config import RunConfig
+from taetlib.data import load_lt
+
+out, jobs, tallies = Path(sys.argv[1]), json.loads(sys.argv[2]), []
+real = train.train_epoch
+def spy(*args, **kwargs):
+    result = real(*args, **kwargs)
+    tallies.append(result[2])
+    return result
+train.train_epoch = spy
+
+for job in jobs:
+    cfg = RunConfig.from_dict(job["cfg"])
+    data = load_lt(cfg)
+    tallies.clear()
+    def stop(record):
+        if record["epoch"] == job.get("stop_after"):
+            raise KeyboardInterrupt
+    try:
+        train.fit(cfg, data, out / job["name"], model=no_batchnorm_model(data.spec), callback=stop)
+    except KeyboardInterrupt:
+        pass
+    if os.environ["RANK"] == "0":
+        torch.save([t.clone() for t in tallies], out / (job["name"] + ".tallies.pt"))
+"""
+
+
+def ddp_cfg(data_root, **kw) -> RunConfig:
+    """PGD-AT with a deterministic attack (random_start='none') and no augmentation: nothing is drawn at
+    random, so 2 ranks of half batches see the same global batches as 1 process."""
+    return RunConfig(**{**dict(dataset="synthetic", data_root=str(data_root), method="pgd_at", imbalance_ratio=2.0,
+                               n_max=15, epochs=2, batch_size=32, lr=0.05, attack_steps=2, random_start="none",
+                               augment="none", eval_every=0, device="cpu"), **kw})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(tmp_path_factory):
+    """Three fit() runs on 2 gloo ranks: 'even' (104 images), 'odd' (111: one image padded in), and
+    'stopped' (3 epochs, stopped after epoch 2 as a kill would stop it)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    cfgs = {"even": ddp_cfg(tmp / "data"), "odd": ddp_cfg(tmp / "data", n_max=16),
+            "stopped": ddp_cfg(tmp / "data", epochs=3)}
+    for cfg in cfgs.values():
+        load_lt(cfg)   # the split manifests, before the ranks read them
+    jobs = [{"name": n, "cfg": c.to_dict(), **({"stop_after": 2} if n == "stopped" else {})} for n, c in cfgs.items()]
+    script = tmp / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp), json.dumps(jobs), str(Path(__file__).parent)],
+                              cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    return tmp, cfgs, outs[0]
+
+
+def close(a: nn.Module, b: nn.Module, tol: float = 1e-5) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], rtol=0, atol=tol) for k in sa)
+
+
+@pytest.mark.slow
+def test_two_ranks_of_pgd_at_train_like_one_process_on_the_same_global_batch(two_rank_runs, tmp_path):
+    tmp, cfgs, _ = two_rank_runs
+    cfg = cfgs["even"]
+    data = load_lt(cfg)
+    assert len(data.train) % 2 == 0   # no padding: the 2 ranks' half batches tile the 1-process batches
+    one = fit(cfg, data, tmp_path / "one", model=no_batchnorm_model(data.spec))
+    two = load_checkpoint(tmp / "even" / "last.pt")
+    assert two["world_size"] == 2 and two["epoch"] == 2
+    model = no_batchnorm_model(data.spec)
+    model.load_state_dict(two["model"])
+    assert close(model, one.model)
+    assert not close(model, no_batchnorm_model(data.spec))   # and training did move the weights
+    for a, b in zip(two["history"], one.history):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["train_clean_acc"] == pytest.approx(b["train_clean_acc"], abs=1e-9)
+        assert a["train_adv_acc"] == pytest.approx(b["train_adv_acc"], abs=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ("even", "odd"))
+def test_all_reduced_tallies_count_the_padded_training_set(two_rank_runs, run):
+    """Summed over the 2 ranks, each epoch counts every training image once, plus the one image the
+    shards wrap around to when the set is odd (the DistributedSampler rule)."""
+    tmp, cfgs, _ = two_rank_runs
+    cfg = cfgs[run]
+    data = load_lt(cfg)
+    n = len(data.train)
+    assert n % 2 == (run == "odd")
+    tallies = torch.load(tmp / f"{run}.tallies.pt", weights_only=True)
+    assert len(tallies) == cfg.epochs
+    for epoch, tally in enumerate(tallies, 1):
+        seen = tally[:, 1]   # [clean|adv, class]
+        padded = torch.tensor(data.train_counts)
+        if n % 2:   # the wrap-around image: the first of this epoch's permutation
+            first = torch.randperm(n, generator=epoch_generator(cfg.seed, epoch, "cpu"))[0]
+            padded[data.train.y[first]] += 1
+        assert seen.sum(1).tolist() == [n + n % 2] * 2
+        assert torch.equal(seen[0], padded) and torch.equal(seen[1], padded)
+        assert (tally[:, 0] <= seen).all() and tally[:, 0].sum() > 0
+
+
+@pytest.mark.slow
+def test_a_run_started_on_two_ranks_resumes_on_one(two_rank_runs, tmp_path, capsys):
+    tmp, cfgs, _ = two_rank_runs
+    cfg = cfgs["stopped"]
+    data = load_lt(cfg)
+    run = tmp_path / "run"
+    (tmp / "stopped").rename(run)
+    written = load_checkpoint(run / "last.pt")
+    assert written["world_size"] == 2 and written["epoch"] == 2 and not (run / "model.pt").exists()
+    trained = []
+    resumed = fit(cfg, data, run, model=no_batchnorm_model(data.spec), callback=lambda r: trained.append(r["epoch"]))
+    assert "was written by 2 process(es), this run has 1" in capsys.readouterr().out
+    assert trained == [3] and resumed.history[:2] == written["history"]
+    assert load_checkpoint(run / "last.pt")["world_size"] == 1 and (run / "model.pt").exists()
+    one = fit(cfg, data, tmp_path / "one", model=no_batchnorm_model(data.spec))
+    assert close(resumed.model, one.model)

@@ -207,17 +207,22 @@ def test_parameters_override_by_name_and_autoattack_versions():
 # ---------------------------------------------------------------------------- AutoAttack
 @pytest.mark.slow
 def test_autoattack_standard_runs_on_cpu_and_uses_its_predictions(model, data, capsys):
-    # The standard version at its default budgets (APGD-CE, APGD-T, FAB-T, Square; ~10 s on one core).
-    # At eps = 0.03 most points survive APGD-CE, so every sub-attack really runs.
-    r = ev.evaluate(model, data, ["pgd20", "autoattack"], per_class=2, eps=0.03)
+    # The standard version at its default budgets (APGD-CE, APGD-T, FAB-T, Square; ~15 s on one core).
+    # At eps = 0.05 most points survive APGD-CE, so every sub-attack really runs.
+    r = ev.evaluate(model, data, ["fgsm", "pgd20", "autoattack"], per_class=4, eps=0.05, eps_sweep=[])
     assert r.config["attacks"]["autoattack"]["version"] == "standard"
     assert capsys.readouterr().err == ""  # its log goes into the result, not onto the terminal
     for sub in ("APGD-CE", "APGD-T", "FAB-T", "SQUARE"):
         assert any(f"robust accuracy after {sub}" in line for line in r.log), sub
     clean, aa = r.predictions[("balanced", "clean")], r.predictions[("balanced", "autoattack")]
-    assert aa["pred"].shape == (20,) and aa["pred"].dtype == np.int64
+    assert aa["pred"].shape == (40,) and aa["pred"].dtype == np.int64
     robust = aa["pred"] == aa["y"]
     assert not (robust & (clean["pred"] != clean["y"])).any()  # never right where clean is wrong
+    # attack strength, on the same 40 images: AutoAttack <= PGD-20 <= FGSM <= clean, and each step down is real
+    acc = {a: float(np.mean(r.predictions[("balanced", a)]["pred"] == r.predictions[("balanced", a)]["y"]))
+           for a in ("clean", "fgsm", "pgd20", "autoattack")}
+    assert acc["autoattack"] <= acc["pgd20"] <= acc["fgsm"] <= acc["clean"], acc
+    assert acc["autoattack"] < acc["clean"] and acc["pgd20"] < acc["clean"], acc
     assert {"autoattack_above_pgd20", "autoattack_warnings"} <= set(r.flags.flag)
     assert not r.raised.shape[0], r.raised.to_string()
     assert r.summary.set_index("attack").loc["autoattack", "metric"] == "balanced_robustness"

@@ -68,12 +68,19 @@ def test_kill_9_then_same_command_resumes_bit_identically(uninterrupted, tmp_pat
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL and not (run / "model.pt").exists()
     # the history never lists an epoch that last.pt does not hold
-    assert [r["epoch"] for r in history(run)] == [r["epoch"] for r in load_checkpoint(run / "last.pt")["history"]]
+    kept = history(run)
+    assert [r["epoch"] for r in kept] == [r["epoch"] for r in load_checkpoint(run / "last.pt")["history"]]
+    assert kept and kept[-1]["epoch"] < 4
     (run / "last.pt.tmp").write_bytes((run / "last.pt").read_bytes()[:5000])
 
     again = subprocess.run(train_cmd(run, data_root), cwd=ROOT, env=env(), capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0, again.stderr
+    # a resume, not a rerun from scratch (which seeding per epoch would make end with the same weights):
+    # the second process trains only the epochs after last.pt's, and keeps the records of those before
+    trained = [int(m) for m in re.findall(r"^epoch (\d+)/4 ", again.stdout, re.M)]
+    assert trained == list(range(kept[-1]["epoch"] + 1, 5)), again.stdout
+    assert history(run)[:len(kept)] == kept
     a, b = torch.load(ref / "model.pt", weights_only=True), torch.load(run / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in history(run)] == [r["loss"] for r in history(ref)]
@@ -142,7 +149,9 @@ def test_disk_filling_up_mid_run_keeps_the_last_checkpoint(small, tmp_path, monk
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1 and not list(tmp_path.glob("*.tmp"))
     assert [r["epoch"] for r in history(tmp_path)] == [1]
-    assert fit(cfg, data, tmp_path).history[-1]["epoch"] == 2   # and the run then resumes
+    trained = []
+    resumed = fit(cfg, data, tmp_path, callback=lambda r: trained.append(r["epoch"]))   # and the run then resumes
+    assert trained == [2] and [r["epoch"] for r in resumed.history] == [1, 2]
 
 
 # ---------------------------------------------------------------- sweeps

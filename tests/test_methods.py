@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from taetlib.attacks import pgd
 from taetlib.config import ConfigError, RunConfig
-from taetlib.methods import (OBJECTIVES, Attack, aiw_ramp, build_objective, cpb_scale, harl, kl, robustlt)
+from taetlib.methods import (OBJECTIVES, aiw_ramp, build_objective, cpb_scale, harl, kl, robustlt)
 from taetlib.models import create_model
 
 COUNTS = [500, 300, 180, 110, 65, 40, 24, 15, 9, 5]
@@ -205,14 +205,60 @@ def test_taet_stages_and_harl_parts(batch):
     assert all(torch.allclose(s2.parts[k], want[k], atol=1e-5) for k in want)
 
 
+def test_harl_weights_each_scale_their_own_term(batch):
+    """alpha, beta and gamma reach the loss, each on its own term: changing one changes the loss by
+    (change) x (its term), on the same adversarial batch."""
+    model, x, y = batch
+    weights = {"harl_alpha": 0.3, "harl_beta": 0.5, "harl_gamma": 0.7}
+
+    def step(**w):
+        cfg = cfg_for("taet", stabilization_epochs=0, **{**weights, **w})
+        return build_objective(cfg, COUNTS, EPS).step(copy.deepcopy(model), x, y, 1)
+
+    ref = step()
+    parts = ref.parts
+    assert all(parts[k] > 0 for k in ("bcl", "hdl", "rcel"))
+    assert torch.allclose(ref.loss, 0.3 * parts["bcl"] + 0.5 * parts["hdl"] + 0.7 * parts["rcel"], atol=1e-6)
+    for name, term in (("harl_alpha", "bcl"), ("harl_beta", "hdl"), ("harl_gamma", "rcel")):
+        out = step(**{name: weights[name] + 1.0})
+        assert torch.equal(out.parts[term], parts[term])
+        assert torch.allclose(out.loss - ref.loss, parts[term], rtol=1e-4, atol=1e-6), name
+
+
+def test_bsl_tau_changes_the_loss_by_its_logit_shift(batch):
+    model, x, y = batch
+    log_n = torch.log(torch.tensor(COUNTS, dtype=torch.float32))
+    losses = {}
+    for tau in (0.0, 1.0, 2.0):
+        out = build_objective(cfg_for("at_bsl", bsl_tau=tau), COUNTS, EPS).step(copy.deepcopy(model), x, y, 1)
+        assert torch.allclose(out.loss, F.cross_entropy(out.adv_logits + tau * log_n, y), atol=1e-6)
+        losses[tau] = float(out.loss.detach())
+    assert len(set(losses.values())) == 3
+    pgd_at = build_objective(cfg_for("pgd_at"), COUNTS, EPS).step(copy.deepcopy(model), x, y, 1)
+    assert losses[0.0] == pytest.approx(float(pgd_at.loss.detach()), abs=1e-6)   # tau = 0 is PGD-AT
+
+
 def test_uniform_start_reports_no_clean_logits(batch):
     model, x, y = batch
     out = build_objective(cfg_for("pgd_at", random_start="uniform"), COUNTS, EPS).step(model, x, y, 1)
     assert out.clean_logits is None and out.adv_logits is not None
 
 
-def test_attack_object_is_not_shared_by_robustlt():
-    base = build_objective(cfg_for("at_bsl"), COUNTS, EPS)
+@pytest.mark.parametrize("method", ("at_bsl", "trades"))
+def test_attack_object_is_not_shared_by_robustlt(method):
+    """RobustLT changes only the radius of a copy of the attack: the objective it wraps trains as before,
+    and the copy keeps everything else (TRADES' attack still maximises the KL)."""
+    base = build_objective(cfg_for(method, random_start="normal", attack_steps=3), COUNTS, EPS)
+    before = copy.deepcopy(vars(base.attack))
     wrapped = robustlt(base, COUNTS, 0.3, 1.0, 10)
-    assert base.attack.class_scale is None and wrapped.attack.class_scale is not None
-    assert isinstance(copy.copy(wrapped.attack), Attack)
+    assert wrapped.attack is not base.attack and vars(base.attack).keys() == before.keys()
+    assert all(getattr(base.attack, k) is None if v is None else getattr(base.attack, k) == v for k, v in before.items())
+    keep = ("eps", "step", "steps", "start", "loss")
+    assert [getattr(wrapped.attack, k) for k in keep] == [before[k] for k in keep]
+    assert wrapped.attack.loss == ("kl" if method == "trades" else "ce")
+    assert torch.equal(wrapped.attack.class_scale, cpb_scale(COUNTS, 0.3)) and wrapped.attack.ramp_epochs == 10.0
+    y = torch.arange(10)
+    assert base.attack.radius(y, 5) == (EPS, EPS / 4)
+    eps, step = wrapped.attack.radius(y, 5)
+    assert torch.allclose(eps, EPS * cpb_scale(COUNTS, 0.3) * 0.4) and torch.allclose(step, eps / 4)
+    assert (base.name, wrapped.name, type(wrapped)) == (method, f"robustlt({method})", type(base))

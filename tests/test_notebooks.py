@@ -2,13 +2,20 @@
 and each executed headless by papermill with smoke parameters on the synthetic dataset."""
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill as pm
 import pytest
 
+from conftest import run_notebook
 from taetlib import sweep
+from taetlib.config import RunConfig
+from taetlib.data import load_lt
+from taetlib.evaluate import evaluate_run
+from taetlib.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -71,24 +78,28 @@ def test_kernel_is_this_environment():
 
 
 # ------------------------------------------------------------------------------ execution
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
+# Each notebook test starts from folders its own fixtures build with the library (a stage-1 run, a
+# trained run, an evaluated run), never from what another notebook test left: one failure stays one.
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_kernels():
+    """Kernels inherit OMP_NUM_THREADS: one thread runs these tiny models fastest, and never spins against
+    other jobs (this process has one thread already: conftest)."""
     with pytest.MonkeyPatch.context() as mp:
-        # kernels inherit it: one thread runs these tiny models fastest, and never spins against other jobs
         mp.setenv("OMP_NUM_THREADS", "1")
-        yield tmp_path_factory.mktemp("notebooks")
+        yield
 
 
-def smoke(work):
+def smoke(data_root: Path) -> dict:
     """Seconds-scale training on the synthetic dataset."""
-    return dict(dataset="synthetic", n_max=60, test_per_class=20, data_root=str(work / "data"), epochs=2,
+    return dict(dataset="synthetic", n_max=60, test_per_class=20, data_root=str(data_root), epochs=2,
                 stabilization_epochs=1, attack_steps=2, eval_every=1, eval_per_class=5, batch_size=64,
                 device="cpu", extra={"eval_pgd_steps": 2}, interactive=False)
 
 
-def execute(name, work, **params):
-    out = work / f"{name}.ipynb"
-    out.parent.mkdir(exist_ok=True)
+def execute(name, where: Path, **params):
+    """papermill runs the notebook with `params`; the executed copy goes to `where`."""
+    out = where / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NB_DIR / f"{name}.ipynb"), str(out), parameters=params, kernel_name="python3",
                         cwd=str(NB_DIR), progress_bar=False)
     return nbformat.read(out, as_version=4)
@@ -98,62 +109,100 @@ def text_of(nb) -> str:
     return "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
 
+@pytest.fixture
+def stage1_run(tmp_path):
+    """What notebook 02 leaves for notebook 03, made by fit(): <run>/stage1/ trained with the settings
+    notebook 03's own validation cell builds from the smoke parameters."""
+    run = tmp_path / "run"
+    cfg = run_notebook("03_harl_stage", {**smoke(tmp_path / "data"), "run_dir": str(run)}, until="cfg")["cfg"]
+    fit(cfg, load_lt(cfg), run / "stage1", stage="stabilization")
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished PGD-AT run (config.json, history.jsonl, last.pt, model.pt), made by fit()."""
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = RunConfig(dataset="synthetic", n_max=60, test_per_class=20, data_root=str(tmp / "data"), method="pgd_at",
+                    epochs=1, attack_steps=1, batch_size=64, eval_every=0, device="cpu")
+    return fit(cfg, load_lt(cfg), tmp / "run").run_dir
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(trained_run, tmp_path_factory):
+    """The trained run with its eval/ tables, made by evaluate_run()."""
+    run = tmp_path_factory.mktemp("evaluated") / "run"
+    shutil.copytree(trained_run, run)
+    evaluate_run(run, ["clean", "pgd20"], ["balanced", "long_tailed"], per_class=5,
+                 attack_params={"pgd20": {"steps": 3}}, eps_sweep=[])
+    return run
+
+
 @pytest.mark.slow
-def test_01_dataset_creation(work):
-    nb = execute("01_dataset_creation", work, dataset="synthetic", irs=[10.0, 5], n_max=60, test_per_class=20,
-                 data_root=str(work / "data"), out_dir=str(work / "datasets"), interactive=False)
-    splits = sorted(p.name for p in (work / "data" / "splits").glob("*.json"))
+def test_01_dataset_creation(tmp_path):
+    nb = execute("01_dataset_creation", tmp_path, dataset="synthetic", irs=[10.0, 5], n_max=60, test_per_class=20,
+                 data_root=str(tmp_path / "data"), out_dir=str(tmp_path / "datasets"), interactive=False)
+    splits = sorted(p.name for p in (tmp_path / "data" / "splits").glob("*.json"))
     assert splits == ["synthetic-ir10-nmax60-test20-seed0.json", "synthetic-ir5-nmax60-test20-seed0.json"]
-    assert (work / "datasets" / "class_counts.html").exists() and (work / "datasets" / "samples.html").exists()
+    assert (tmp_path / "datasets" / "class_counts.html").exists() and (tmp_path / "datasets" / "samples.html").exists()
     assert "training images" in text_of(nb)
 
 
 @pytest.mark.slow
-def test_02_stabilization_stage(work):
-    run = work / "run"
-    nb = execute("02_stabilization_stage", work, **smoke(work), run_dir=str(run))
+def test_02_stabilization_stage(tmp_path):
+    run = tmp_path / "run"
+    nb = execute("02_stabilization_stage", tmp_path, **smoke(tmp_path / "data"), run_dir=str(run))
     assert (run / "stage1" / "last.pt").exists() and (run / "stage1" / "model.pt").exists()
+    records = [json.loads(line) for line in (run / "stage1" / "history.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["stabilization"]
     assert (run / "figures" / "stage1_loss.html").exists()
     assert "[stabilization]" in text_of(nb)
 
 
 @pytest.mark.slow
-def test_03_harl_stage(work):
-    run = work / "run"
-    execute("03_harl_stage", work, **smoke(work), run_dir=str(run))
-    records = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+def test_03_harl_stage(stage1_run, tmp_path):
+    run = stage1_run
+    stage1 = (run / "stage1" / "history.jsonl").read_text().splitlines()
+    execute("03_harl_stage", tmp_path, **smoke(tmp_path / "data"), run_dir=str(run))
+    lines = (run / "history.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     assert [r["stage"] for r in records] == ["stabilization", "adversarial"]  # stage 1 carried over
+    assert lines[:1] == stage1                                                # as stage 1 wrote it
     assert {"loss_bcl", "loss_hdl", "loss_rcel"} <= set(records[-1])
     assert (run / "model.pt").exists() and (run / "figures" / "per_class.html").exists()
 
 
 @pytest.mark.slow
-def test_04_evaluation(work):
-    run = work / "run"
-    execute("04_evaluation", work, run_dir=str(run), attacks=["clean", "pgd20"], per_class=5,
+def test_04_evaluation(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    execute("04_evaluation", tmp_path, run_dir=str(run), attacks=["clean", "pgd20"], per_class=5,
             attack_params={"pgd20": {"steps": 3}}, eps_sweep=[], interactive=False)
     for f in ("per_class.csv", "summary.csv", "flags.csv", "predictions.npz"):
         assert (run / "eval" / f).exists(), f
+    summary = pd.read_csv(run / "eval" / "summary.csv")
+    assert sorted(zip(summary.attack, summary.protocol)) == [("clean", "balanced"), ("clean", "long_tailed"),
+                                                             ("pgd20", "balanced"), ("pgd20", "long_tailed")]
     assert (run / "figures" / "eval_per_class.html").exists()
 
 
 @pytest.mark.slow
-def test_05_per_class_plots(work):
-    execute("05_per_class_plots", work, runs=[str(work / "run")], attack="pgd20", out_dir=str(work / "views"),
+def test_05_per_class_plots(evaluated_run, tmp_path):
+    execute("05_per_class_plots", tmp_path, runs=[str(evaluated_run)], attack="pgd20", out_dir=str(tmp_path / "views"),
             interactive=False)
-    written = {p.name for p in (work / "views").rglob("*.html")}
+    written = {p.name for p in (tmp_path / "views").rglob("*.html")}
     assert {"tradeoff_balanced_pgd20.html", "methods_per_class_long_tailed_pgd20.html",
             "confusion_balanced_pgd20.html", "eps_curves_long_tailed_pgd20.html"} <= written
 
 
 @pytest.mark.slow
-def test_wrong_parameter_type_names_the_parameter(work):
+def test_wrong_parameter_type_names_the_parameter(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as e:
-        execute("02_stabilization_stage", work / "rejected", **{**smoke(work), "imbalance_ratio": "ten"},
-                run_dir=str(work / "bad"))
+        execute("02_stabilization_stage", tmp_path / "rejected", **{**smoke(tmp_path / "data"), "imbalance_ratio": "ten"},
+                run_dir=str(tmp_path / "bad"))
     assert e.value.ename == "ConfigError" and "imbalance_ratio='ten'" in e.value.evalue
     assert "expected float" in e.value.evalue
     with pytest.raises(pm.PapermillExecutionError) as e:
-        execute("04_evaluation", work / "rejected", run_dir=str(work / "run"), attacks="pgd20")
+        execute("04_evaluation", tmp_path / "rejected", run_dir=str(tmp_path / "bad"), attacks="pgd20")
     assert e.value.ename == "ConfigError" and "attacks='pgd20'" in e.value.evalue
-    assert not (work / "bad").exists()  # rejected before anything was written
+    assert not (tmp_path / "bad").exists()  # rejected before anything was written

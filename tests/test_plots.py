@@ -76,15 +76,44 @@ def test_live_plot_headless_writes_html(tmp_path, monkeypatch):
     assert "plotly.min.js" in (tmp_path / "loss.html").read_text()
 
 
+def traces(fig) -> list[tuple]:
+    """What a figure plots: each trace's name, x and y."""
+    return [(t.name, tuple(t.x), tuple(t.y)) for t in fig.data]
+
+
 def test_live_plot_interactive_updates_widgets(capsys):
-    live = plots.live_plot({"loss": plots.loss_figure, "per_class": plots.per_class_figure}, interactive=True)
+    views = {"loss": plots.loss_figure, "per_class": plots.per_class_figure}
+    live = plots.live_plot(views, interactive=True)
     assert not live.headless and set(live.widgets) == {"loss", "per_class"}
-    for r in history():
-        live(r)  # FigureWidget redrawn in place (Output widget without anywidget)
-    w = live.widgets["loss"]
-    if isinstance(w, go.FigureWidget):
-        assert len(w.data) > 0
-    assert set(live.finish()) == {"loss", "per_class"}
+    assert all(isinstance(w, go.FigureWidget) for w in live.widgets.values())   # anywidget is installed
+    records = history()
+    for k, r in enumerate(records, 1):
+        live(r)  # each FigureWidget redrawn in place with every epoch so far
+        tables = plots.history_tables(records[:k])
+        for name, fn in views.items():
+            assert traces(live.widgets[name]) == traces(fn(tables)), (name, k)
+    loss = live.widgets["loss"].data[0]   # the first panel: the loss itself, per epoch
+    assert loss.name == "adversarial" and list(loss.x) == [1, 2, 3] and list(loss.y) == [2.0, 1.0, 2 / 3]
+    final = live.finish()
+    assert set(final) == {"loss", "per_class"}
+    assert traces(final["loss"]) == traces(plots.loss_figure(plots.history_tables(records)))
+
+
+def test_live_plot_without_figure_widgets_redraws_into_output_widgets(monkeypatch):
+    """plotly >= 6 without anywidget: one Output widget per view, each record redrawn into it."""
+    class NoAnywidget(go.FigureWidget):
+        def __init__(self, *_a, **_k):
+            raise ImportError("anywidget")
+
+    shown = []
+    monkeypatch.setattr(plots.go, "FigureWidget", NoAnywidget)
+    monkeypatch.setattr(plots, "show", lambda fig, *a, **k: shown.append(fig))
+    live = plots.live_plot({"loss": plots.loss_figure}, interactive=True)
+    assert type(live.widgets["loss"]).__name__ == "Output"
+    records = history()
+    for k, r in enumerate(records, 1):
+        live(r)
+        assert len(shown) == k and traces(shown[-1]) == traces(plots.loss_figure(plots.history_tables(records[:k])))
 
 
 def test_is_headless(monkeypatch):
@@ -107,12 +136,30 @@ def test_counts_bars_and_sample_grid():
     assert {a.text for a in fig.layout.annotations} == {"train", "balanced test", "long_tailed test"}
 
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (60, 1, 8, 8), dtype=np.uint8)
     y = np.repeat(np.arange(6), 10)
-    grid = plots.sample_grid(x, y, CLASSES, per_class=4)
-    assert list(grid.layout.yaxis.ticktext) == CLASSES
-    rgb = plots.sample_grid(np.repeat(x, 3, axis=1), y, CLASSES, per_class=4)
-    assert isinstance(rgb, go.Figure)
+    for channels in (1, 3):
+        x = rng.integers(0, 256, (60, channels, 8, 8), dtype=np.uint8)
+        grid = plots.sample_grid(x, y, CLASSES, per_class=4)
+        assert list(grid.layout.yaxis.ticktext) == CLASSES
+        img = png_pixels(grid)
+        assert img.shape == (6 * 10, 4 * 10, 3)   # 8x8 images, 2 px of white between them
+        for c in range(6):
+            cells = [img[c * 10:c * 10 + 8, j * 10:j * 10 + 8] for j in range(4)]
+            # each cell is an image of its row's class, drawn once; grey images fill all three channels
+            images = [x[i].transpose(1, 2, 0).repeat(3 // channels, axis=2) for i in np.flatnonzero(y == c)]
+            hits = [next((i for i, im in enumerate(images) if np.array_equal(cell, im)), None) for cell in cells]
+            assert None not in hits and len(set(hits)) == 4, (channels, c, hits)
+            assert (img[c * 10 + 8:c * 10 + 10] == 255).all()
+
+
+def png_pixels(fig) -> np.ndarray:
+    """The RGB pixels of the PNG inside px.imshow(binary_string=True)."""
+    import base64
+    import io
+
+    from PIL import Image
+    data = fig.data[0].source.split(",", 1)[1]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
 
 # ------------------------------------------------------------------------------ evaluation figures
@@ -129,7 +176,10 @@ def test_per_class_and_group_bars():
                             "tail": [0.45, 0.05], "balanced": [0.65, 0.25]})
     g = plots.summary_groups(summary, ["attack"])
     assert set(g.group) == {"head", "medium", "tail", "all"} and len(g) == 8
-    assert isinstance(plots.group_bars(g), go.Figure)
+    bars = plots.group_bars(g)
+    assert traces(bars) == [("clean", ("head", "medium", "tail", "all"), (0.85, 0.65, 0.45, 0.65)),
+                            ("pgd20", ("head", "medium", "tail", "all"), (0.45, 0.25, 0.05, 0.25))]
+    assert bars.layout.yaxis.title.text == "mean recall" and list(bars.layout.yaxis.range) == [0, 1.05]
     assert "nothing" in plots.per_class_bars(table.iloc[:0]).layout.title.text
 
 
@@ -224,13 +274,26 @@ def test_views_and_tradeoff_points(runs, tmp_path):
     assert all(p.exists() for p in paths)
 
 
-def test_explorer_builds_dropdowns(runs):
+def test_explorer_redraws_the_views_the_dropdowns_pick(runs, monkeypatch):
     t = report.load_runs(runs)
-    box = report.explorer(t, "pgd20", "long_tailed")  # outside a kernel: widgets only, nothing drawn
+    shown = []
+    monkeypatch.setattr(report.plots, "show", lambda fig, *a, **k: shown.append(fig.to_json()))
+
+    def drawn(label, attack, protocol):
+        return [f.to_json() for f in report.views(t, label, attack, protocol).values()]
+
+    box = report.explorer(t, "pgd20", "long_tailed")
     run, attack, protocol = box.children[0].children
     assert list(run.options) == list(t["runs"].label) and attack.value == "pgd20"
     assert protocol.value == "long_tailed"
-    protocol.value = "balanced"  # an observer redraws; must not fail
+    first = t["runs"].label.iloc[0]
+    assert shown == drawn(first, "pgd20", "long_tailed")   # drawn once when built
+    shown.clear()
+    protocol.value = "balanced"                            # an observer redraws every view
+    assert shown == drawn(first, "pgd20", "balanced") and shown != drawn(first, "pgd20", "long_tailed")
+    shown.clear()
+    run.value = t["runs"].label.iloc[-1]
+    assert shown == drawn(run.value, "pgd20", "balanced") and shown != drawn(first, "pgd20", "balanced")
 
 
 def test_html_figures_share_one_plotlyjs(tmp_path):

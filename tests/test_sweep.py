@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,90 @@ def test_collect_aggregate_and_report_from_saved_runs(tmp_path):
     assert "plotly.min.js" in page and (tmp_path / "plotly.min.js").exists()
 
 
+# ------------------------------------------------------------------------------ the numbers of a sweep
+def fake_evaluation(notebook, out, params, *_, **__):
+    """Stands in for papermill: notebook 04 leaves eval/summary.csv as evaluate() writes it, with numbers
+    drawn from the run folder's name (so seeds differ); the other notebooks leave only their folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if notebook != sweep.NB_EVAL:
+        return out
+    run = Path(params["run_dir"])
+    g = np.random.default_rng(zlib.crc32(str(run).encode()))
+    rows = [{"attack": a, "protocol": p, "eps": 0.0 if a == "clean" else 0.1, "n": 100,
+             **dict(zip(("overall", "balanced", "head", "medium", "tail"), g.uniform(0.05, 0.95, 5).round(4)))}
+            for p in ("balanced", "long_tailed") for a in ("clean", "fgsm", "pgd20")]
+    (run / "eval").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run / "eval" / "summary.csv", index=False)
+    return out
+
+
+def metrics_from_summaries(runs_csv: Path, robust="pgd20") -> pd.DataFrame:
+    """The headline metrics of every finished run read off its own eval/summary.csv, then mean and
+    sample std over seeds with the statistics module: what aggregate.csv must hold."""
+    from statistics import mean, stdev
+    where = {"clean_accuracy": ("clean", "overall"), "balanced_accuracy": ("clean", "balanced"),
+             "robust_accuracy": (robust, "overall"), "balanced_robustness": (robust, "balanced"),
+             "tail_robustness": (robust, "tail")}
+    values: dict[tuple, list[float]] = {}
+    for run in pd.read_csv(runs_csv).query("status == 'done'").itertuples():
+        summary = pd.read_csv(Path(run.run) / "eval" / "summary.csv").set_index(["attack", "protocol"])
+        for protocol in ("balanced", "long_tailed"):
+            for metric, (attack, column) in where.items():
+                key = (run.imbalance_ratio, run.arm, protocol, metric)
+                values.setdefault(key, []).append(float(summary.loc[(attack, protocol), column]))
+    return pd.DataFrame([(*k, mean(v), stdev(v) if len(v) > 1 else np.nan, len(v)) for k, v in values.items()],
+                        columns=["imbalance_ratio", "arm", "protocol", "metric", "mean", "std", "n"])
+
+
+def test_aggregate_csv_holds_the_mean_and_std_of_each_runs_summary(tmp_path, monkeypatch):
+    """A whole sweep (papermill replaced by a stand-in that writes each run's evaluation): aggregate.csv,
+    as written to disk, against the runs' own summary.csv files, 3 seeds per arm."""
+    monkeypatch.setattr(sweep, "execute", fake_evaluation)
+    monkeypatch.setattr(sweep, "check_kernel", lambda *a: None)
+    s = sweep.Sweep(tmp_path / "sw", "synthetic", [10, 100], [("taet", False), ("pgd_at", False), ("pgd_at", True)],
+                    [0, 1, 2], config={"epochs": 2, "stabilization_epochs": 1})
+    assert sweep.run_sweep(s, log=lambda *_: None)["ok"]
+    got = pd.read_csv(tmp_path / "sw" / "aggregate.csv")
+    want = metrics_from_summaries(tmp_path / "sw" / "runs.csv")
+    assert len(want) == 2 * 3 * 2 * 5 and (want.n == 3).all() and (want["std"] > 0).all()
+    keys = ["imbalance_ratio", "arm", "protocol", "metric"]
+    both = got.merge(want, on=keys, suffixes=("", "_want"), validate="one_to_one")
+    assert len(both) == len(got) == len(want)
+    assert np.allclose(both["mean"], both["mean_want"], rtol=0, atol=1e-12)
+    assert np.allclose(both["std"], both["std_want"], rtol=0, atol=1e-12)
+    assert (both.n == both.n_want).all() and set(got.robust_attack) == {"pgd20"}
+
+
+def printed_summary(stdout: str) -> dict[tuple[str, str, str], float]:
+    """The demo's closing table as printed (pandas to_string: protocol shown on its first row only)."""
+    lines = stdout.split("Summary (%")[1].split("\nreport:")[0].strip().splitlines()[1:]
+    metrics, out, protocol = lines[0].split()[1:], {}, None
+    assert metrics == sweep.METRICS, lines[0]
+    for line in lines[2:]:   # after the header and the index-names line
+        words = line.split()
+        if len(words) == len(metrics) + 2:
+            protocol = words.pop(0)
+        arm, values = words[0], words[1:]
+        out.update({(protocol, arm, m): float(v) for m, v in zip(metrics, values)})
+    return out
+
+
+def test_demo_prints_the_aggregate_it_saved(tmp_path, monkeypatch, capsys):
+    """make demo's closing table is aggregate.csv (as saved) in %, row for row, to its two decimals."""
+    from taetlib import data
+    monkeypatch.setattr(sweep, "execute", fake_evaluation)
+    monkeypatch.setattr(sweep, "check_kernel", lambda *a: None)
+    monkeypatch.setattr(data, "ensure_fashion_mnist", lambda **_: tmp_path)   # the demo's data is not read here
+    assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    printed = printed_summary(capsys.readouterr().out)
+    agg = pd.read_csv(tmp_path / "demo" / "aggregate.csv")
+    from taetlib import presets
+    arms = {sweep.arm_name(m, r) for m, r in presets.get("fmnist_lt_demo").sweep["arms"]}
+    assert set(agg.arm) == arms and len(printed) == len(agg) == len(arms) * 2 * 5
+    for row in agg.itertuples():
+        assert printed[(row.protocol, row.arm, row.metric)] == pytest.approx(100 * row.mean, abs=0.005 + 1e-9), row
+
+
 # ------------------------------------------------------------------------------ real sweeps
 SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--eval-param", "pgd20.steps=3",
          "--set", "n_max=60", "test_per_class=20", "epochs=2", "stabilization_epochs=1", "attack_steps=2",
@@ -208,7 +293,11 @@ def test_sweep_2_irs_x_2_methods(tmp_path, one_thread, capsys):
     agg = pd.read_csv(out / "aggregate.csv")
     assert len(agg) == 2 * 2 * 2 * 5  # IR x method x protocol x metric
     assert set(agg.metric) == set(sweep.METRICS) and set(agg.arm) == {"taet", "pgd_at"}
-    assert (agg.n == 1).all() and agg["mean"].between(0, 1).all()
+    assert (agg.n == 1).all() and agg["std"].isna().all()   # one seed: no spread to report
+    want = metrics_from_summaries(out / "runs.csv")          # each run's own eval/summary.csv
+    both = agg.merge(want, on=["imbalance_ratio", "arm", "protocol", "metric"], suffixes=("", "_want"),
+                     validate="one_to_one")
+    assert len(both) == len(agg) == len(want) and np.allclose(both["mean"], both["mean_want"], rtol=0, atol=1e-12)
     status = pd.read_csv(out / "runs.csv")
     assert list(status.status) == ["done"] * 4
     taet, pgd = out / "synthetic-ir5/taet/seed0", out / "synthetic-ir10/pgd_at/seed0"

@@ -1,4 +1,5 @@
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from torch import nn
 
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
+from taetlib.methods import OBJECTIVES
 from taetlib.models import create_model
 from taetlib.train import (CheckpointError, TrainingDiverged, balanced, fit, load_checkpoint, load_model, lr_at,
                            stage_epochs)
@@ -36,21 +38,28 @@ def full_run(root, tmp_path_factory):
 
 
 # ---------------------------------------------------------------- resume and stages
-def test_resume_is_bit_identical(full_run, root, tmp_path):
+def test_resume_trains_only_the_remaining_epochs_bit_identically(full_run, root, tmp_path):
+    """Every epoch is seeded from (seed, epoch), so training again from scratch would also end with the
+    full run's weights: the resume itself is seen in which epochs train and in the history kept."""
     cfg, full = full_run
     data = load_lt(cfg)
+    before = []
 
     def interrupt(record):
+        before.append(record)
         if record["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, data, tmp_path, callback=interrupt)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
-    resumed = fit(cfg, data, tmp_path)
+    trained = []
+    resumed = fit(cfg, data, tmp_path, callback=lambda r: trained.append(r["epoch"]))
+    assert trained == [3]                        # epochs 1 and 2 are not trained again ...
+    assert resumed.history[:2] == before         # ... and their records (timings included) are kept as written
     assert weights_equal(resumed.model, full.model)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
-    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 3
+    assert [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()] == resumed.history
 
 
 def test_stage_1_then_stage_2_equals_one_run(full_run, tmp_path):
@@ -146,32 +155,55 @@ def test_nan_stops_and_keeps_last_good_checkpoint(root, tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_step_has_no_host_sync(root, tmp_path):
+NO_CUDA = ("needs a CUDA GPU: checks that train_epoch reads nothing back to the host there "
+           "(torch.cuda.set_sync_debug_mode('error')); this machine has no CUDA device")
+
+
+@contextmanager
+def host_sync_is_an_error():
+    """Inside: any CUDA call that synchronises with the host raises RuntimeError."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@pytest.mark.parametrize("method, robustlt", [(m, False) for m in sorted(OBJECTIVES)] + [("taet", True)])
+def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
+    """A whole epoch of train_epoch (batches, augmentation, attack, step, tallies) under bf16 and
+    channels_last, with every host sync made an error."""
     from taetlib.data import Batches
-    from taetlib.methods import OBJECTIVES, build_objective, model_head
-    from taetlib.train import count_hits
-    cfg = tiny(root, device="cuda", bf16=True, channels_last=True)
-    data = load_lt(cfg)
-    tally = torch.zeros(2, 10, dtype=torch.long, device="cuda")
-    for method in OBJECTIVES:
-        run = cfg.replace(method=method, robustlt=method != "ce")   # RobustLT refuses clean training
-        model = create_model("small_cnn", 10, 1, head=model_head(run)).cuda().to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        obj = build_objective(run, data.train_counts, 0.1)
-        x, y = next(iter(Batches(data.train, 64, "cuda", shuffle=True, augment="crop_flip").epoch(1)))
-        obj.step(model, x, y, epoch=2)   # first call may move per-class constants to the GPU
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
+    from taetlib.methods import build_objective, model_head
+    from taetlib.train import train_epoch
+    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True)
+    data, device = load_lt(cfg), torch.device("cuda")
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, 1, head=model_head(cfg)).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
+    batches = Batches(data.train, cfg.batch_size, device, shuffle=True, augment="crop_flip", seed=cfg.seed)
+    n = len(data.train)
+    assert len(batches) >= 2   # several steps, so the epoch's own bookkeeping runs between them
+    train_epoch(model, objective, opt, batches, 2, cfg, 10, device)   # once: per-class constants move to the GPU
+
+    with host_sync_is_an_error(), pytest.raises(RuntimeError, match="synchroniz"):   # the control: it does catch
+        torch.ones(1, device=device).item()
+    with host_sync_is_an_error():
         try:
-            with torch.autocast("cuda", torch.bfloat16):
-                out = obj.step(model, x.contiguous(memory_format=torch.channels_last), y, epoch=2)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-            count_hits(tally, out.adv_logits, y)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
+            loss_sum, parts, tally = train_epoch(model, objective, opt, batches, 3, cfg, 10, device)
+        except RuntimeError as e:
+            pytest.fail(f"{objective.name}: train_epoch synchronised with the host: {e}")
+    # and that epoch did its work: every image counted, clean (0.001-noise start) and adversarial
+    seen = tally[:, 1].sum(1).tolist()
+    assert seen[1] == (0 if method == "ce" else n) and seen[0] in (0, n), seen   # a uniform start reports no clean
+    assert torch.isfinite(loss_sum).item() and loss_sum.item() > 0
+    expected = {"taet": {"bcl", "hdl", "rcel"}, "trades": {"natural", "robust"}, "mart": {"bce", "kl"},
+                "ce": set(), "pgd_at": set(), "at_bsl": set()}
+    if method in expected:
+        assert set(parts) == expected[method]
 
 
 # ---------------------------------------------------------------- evidence

@@ -1,0 +1,131 @@
+"""Every preset is valid here, though the GPU ones never run here: each builds a valid RunConfig, its
+objective and its model for every arm, a sweep plan without an invalid run, and an evaluation the
+notebook takes. Their key settings are the ones the README's tables and demo paragraph state."""
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from taetlib import data, evaluate, presets, sweep
+from taetlib.config import RunConfig
+from taetlib.methods import OBJECTIVES, build_objective
+from taetlib.models import create_model
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def plan_of(name: str) -> list:
+    p = argparse.ArgumentParser()
+    sweep.add_cli(p.add_subparsers(dest="command"))
+    return sweep.sweep_from_args(p.parse_args(["sweep", "--preset", name])).plan()
+
+
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+def test_every_preset_builds_every_arm(name):
+    p = presets.get(name)
+    spec = data.DATASETS[p.config["dataset"]]
+    runs = plan_of(name)
+    assert len(runs) == len(p.sweep["irs"]) * len(p.sweep["arms"]) * len(p.sweep["seeds"])
+    assert [r.error for r in runs if r.error] == []
+    assert {(r.config["method"], r.config["robustlt"]) for r in runs} == {tuple(a) for a in p.sweep["arms"]}
+    for run in runs:   # the sweep's plan and the preset's own run_config agree, field for field
+        c = run.config
+        assert c == RunConfig.from_dict({**p.run_config(c["method"], c["imbalance_ratio"], c["seed"], c["robustlt"]),
+                                         "dataset": p.config["dataset"]}).to_dict()
+        cfg = RunConfig.from_dict(c)
+        counts = data.longtail_counts(1000, spec.num_classes, max(cfg.imbalance_ratio, 1.0))
+        objective = build_objective(cfg, counts, spec.default_eps)
+        assert (objective.attack is None) == (cfg.method == "ce")
+        assert (objective.attack is not None and objective.attack.class_scale is not None) == cfg.robustlt
+    model = create_model(p.config["model"], spec.num_classes, spec.in_channels, spec.mean, spec.std).eval()
+    with torch.no_grad():   # the preset's model takes the dataset's images
+        out = model(torch.rand(2, spec.in_channels, spec.image_size, spec.image_size))
+    assert out.shape == (2, spec.num_classes)
+    # the evaluation: parameters notebook 04 declares, attacks and protocols it knows
+    ev = p.evaluation
+    assert set(ev) <= sweep.declared_parameters(sweep.NB_EVAL), sorted(set(ev) - sweep.declared_parameters(sweep.NB_EVAL))
+    assert set(ev["protocols"]) <= set(data.PROTOCOLS)
+    resolved = evaluate.resolve_attacks(ev["attacks"], ev.get("attack_params"), spec.default_eps, spec.num_classes)
+    assert list(resolved) == ev["attacks"] and "pgd20" in resolved
+
+
+# ---------------------------------------------------------------- the README says the same
+METHOD = {m.replace("_", "-").upper(): m for m in OBJECTIVES}   # PGD-AT -> pgd_at: the README's spelling
+DATASET = {"CIFAR-10-LT": "cifar10", "CIFAR-100-LT": "cifar100", "DermaMNIST": "dermamnist"}
+
+
+def readme_table() -> list[tuple[list[str], str]]:
+    """The rows of the README's preset table: (preset names, set-up text). `cifar10_lt_ir10`, `_ir20`
+    abbreviates cifar10_lt_ir20."""
+    section = README.split("## Reproducing the papers on a GPU", 1)[1]
+    rows = re.findall(r"^\| (`[^|]+) \| ([^|]+) \|$", section, re.M)
+    assert rows, "no preset table in the README"
+    out = []
+    for names, setup in rows:
+        names = re.findall(r"`([^`]+)`", names)
+        full = [names[0]] + [names[0].rsplit("_", 1)[0] + n if n.startswith("_") else n for n in names[1:]]
+        out.append((full, setup.strip()))
+    return out
+
+
+def test_the_readme_table_lists_every_preset_with_its_settings():
+    rows = readme_table()
+    assert sorted(n for names, _ in rows for n in names) == sorted(presets.PRESETS)
+    facts: dict = {}
+    for names, setup in rows:
+        if setup.startswith("the same on"):   # the previous row's facts, on another dataset
+            facts = {**facts, "dataset": DATASET[setup.split("the same on ", 1)[1].split()[0].rstrip(",")]}
+        else:
+            facts = {"dataset": next((v for k, v in DATASET.items() if re.search(rf"\b{re.escape(k)}\b", setup)), None)}
+            if "ResNet-18" in setup:
+                facts["model"] = "resnet18"
+            if m := re.search(r"(\d+) epochs", setup):
+                facts["epochs"] = int(m.group(1))
+            if m := re.search(r"(\d+) CE \+ (\d+) HARL", setup):
+                facts["stabilization_epochs"], facts["harl_epochs"] = int(m.group(1)), int(m.group(2))
+            if m := re.search(r"eps (\d+)/(\d+)", setup):
+                facts["eps"] = int(m.group(1)) / int(m.group(2))
+            words = re.split(r"[,:]", re.sub(r"\(.*?\)", "", setup))   # "... epochs: TAET (...), AT-BSL, ..."
+            named = {METHOD[w.strip().upper()] for w in words if w.strip().upper() in METHOD}
+            if named:
+                facts["methods"] = named
+            facts["both_robustlt"] = "with and without RobustLT" in setup
+            facts["natural"] = "natural imbalance" in setup
+        for name in names:
+            p = presets.get(name)
+            cfg = RunConfig.from_dict(p.config)
+            arms = {tuple(a) for a in p.sweep["arms"]}
+            if facts["dataset"]:
+                assert cfg.dataset == facts["dataset"], name
+            if facts["natural"]:
+                assert data.DATASETS[cfg.dataset].natural, name
+            for key in ("model", "epochs", "stabilization_epochs", "eps"):
+                if key in facts:
+                    assert getattr(cfg, key) == pytest.approx(facts[key]), (name, key)
+            if "harl_epochs" in facts:
+                assert cfg.epochs - cfg.stabilization_epochs == facts["harl_epochs"], name
+            if "methods" in facts:
+                assert {m for m, _ in arms} == facts["methods"], name
+            if facts["both_robustlt"]:
+                assert arms == {(m, r) for m, _ in arms for r in (False, True)}, name
+            if m := re.search(r"_ir(\d+)$", name):   # the IR in the name is the sweep's
+                assert p.sweep["irs"] == [int(m.group(1))], name
+
+
+def test_the_readme_demo_paragraph_is_the_demo_preset():
+    text = " ".join(README.split("## What `make demo` does", 1)[1].split("![demo]", 1)[0].split())
+    p = presets.get("fmnist_lt_demo")
+    cfg = RunConfig.from_dict(p.config)
+    m = re.search(r"preset `(\w+)`\): real Fashion-MNIST-LT at IR (\d+) \(n_max (\d+),", text)
+    assert m and m.group(1) == p.name and cfg.dataset == "fashion_mnist", text
+    assert p.sweep["irs"] == [int(m.group(2))] and cfg.n_max == int(m.group(3))
+    assert f"`{cfg.model}`" in text and f"eps {cfg.eps:g}, {cfg.epochs} epochs with a {cfg.attack_steps}-step" in text
+    m = re.search(r"TAET \((\d+) clean-CE epochs, then (\d+) HARL epochs\)", text)
+    assert m and (cfg.stabilization_epochs, cfg.epochs - cfg.stabilization_epochs) == (int(m.group(1)), int(m.group(2)))
+    assert "compares PGD-AT, AT-BSL, TAET" in text and "and TAET + RobustLT" in text
+    assert {tuple(a) for a in p.sweep["arms"]} == {("pgd_at", False), ("at_bsl", False), ("taet", False), ("taet", True)}
+    assert "under clean inputs, FGSM and PGD-20 (eps 0.1, step eps/8)" in text
+    assert p.evaluation["attacks"] == ["clean", "fgsm", "pgd20"] and cfg.eps == 0.1
+    assert evaluate.STEP_FRACTION == 1 / 8 and p.evaluation["per_class"] is None   # "on the full ... test set"

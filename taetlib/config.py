@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+BUDGET_RULES = ("equal_adversarial", "released")
+
+
 class ConfigError(ValueError):
     """A bad configuration value; the message names the field, the value and the fix."""
 
@@ -45,6 +48,9 @@ class RunConfig:
     # --- method (objective) and its knobs
     method: str = "taet"
     stabilization_epochs: int = 40         # TAET stage 1 (clean CE) length
+    # equal_adversarial: `epochs` are adversarial epochs for every method, and TAET's stage 1 comes
+    # before them, extra, at the initial lr; released: stage 1 is part of `epochs` (TAET's 40 + 60)
+    budget_rule: str = "equal_adversarial"
     harl_alpha: float = 0.1
     harl_beta: float = 0.1
     harl_gamma: float = 0.1
@@ -61,7 +67,7 @@ class RunConfig:
     attack_steps: int = 10
     random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL code) | uniform | none
     # --- schedule (papers' defaults)
-    epochs: int = 100
+    epochs: int = 100                      # adversarial epochs under budget_rule=equal_adversarial
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
@@ -137,9 +143,12 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise bad(name, v, "must be >= 1, or None for no cap.")
-        if self.method == "taet" and not 0 <= self.stabilization_epochs <= self.epochs:
+        check_choice("budget_rule", self.budget_rule, BUDGET_RULES)
+        if self.method == "taet" and self.budget_rule == "released" and not 0 <= self.stabilization_epochs <= self.epochs:
             raise bad("stabilization_epochs", self.stabilization_epochs,
-                      f"must lie in [0, epochs={self.epochs}].")
+                      f"must lie in [0, epochs={self.epochs}] (budget_rule='released' counts stage 1 inside epochs).")
+        if self.method == "taet" and self.stabilization_epochs < 0:
+            raise bad("stabilization_epochs", self.stabilization_epochs, "must be >= 0.")
         if not 0 <= self.robustlt_a <= 1:
             raise bad("robustlt_a", self.robustlt_a, "must lie in [0, 1] (0 = no class-wise balancing).")
         if self.robustlt_b <= 0:
@@ -153,6 +162,13 @@ class RunConfig:
         return self
 
     # ------------------------------------------------------------------ derived values
+    def clean_epochs_before(self) -> int:
+        """Clean epochs trained before the adversarial budget starts (TAET's stage 1 under equal_adversarial)."""
+        return self.stabilization_epochs if self.method == "taet" and self.budget_rule == "equal_adversarial" else 0
+
+    def total_epochs(self) -> int:
+        return self.epochs + self.clean_epochs_before()
+
     def train_eps(self, dataset_default: float) -> float:
         return dataset_default if self.eps is None else self.eps
 

@@ -66,7 +66,10 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_at(cfg: RunConfig, epoch: int) -> float:
     """MultiStepLR in closed form: x lr_gamma once each milestone round(f * epochs) has passed.
-    A pure function of the absolute epoch, so stage-2-only runs and resumes need no scheduler state."""
+    A pure function of the absolute epoch, so stage-2-only runs and resumes need no scheduler state.
+    Under budget_rule='equal_adversarial' TAET's stage 1 runs at lr before the schedule, so its
+    adversarial epochs get exactly the lr sequence every other method's epochs get."""
+    epoch -= cfg.clean_epochs_before()
     milestones = [round(f * cfg.epochs) for f in cfg.lr_milestones]
     return cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in milestones)
 
@@ -79,7 +82,7 @@ def stage_epochs(cfg: RunConfig, stage: str) -> range:
     """The absolute epochs a stage covers (TAET: stabilisation 1..S, adversarial S+1..T)."""
     check_choice("stage", stage, STAGES)
     if stage == "all":
-        return range(1, cfg.epochs + 1)
+        return range(1, cfg.total_epochs() + 1)
     if cfg.method != "taet":
         raise bad("stage", stage, f"only TAET has stages; method={cfg.method!r} trains with stage='all'.")
     S = cfg.stabilization_epochs
@@ -87,7 +90,7 @@ def stage_epochs(cfg: RunConfig, stage: str) -> range:
         if S == 0:
             raise bad("stage", stage, "stabilization_epochs=0: there is no stage 1; use stage='adversarial' or 'all'.")
         return range(1, S + 1)
-    return range(S + 1, cfg.epochs + 1)
+    return range(S + 1, cfg.total_epochs() + 1)
 
 
 def per_class_acc(tally: Tensor) -> list[float | None] | None:
@@ -249,7 +252,8 @@ def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, 
 # ---------------------------------------------------------------- one epoch
 def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, batches: Batches, epoch: int,
                 cfg: RunConfig, num_classes: int, device: torch.device) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums and the
+    """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums (with
+    the [sum|batches, class] class weights of a class-mean loss as parts["class_weight"]) and the
     [clean|adv, hits|seen, class] tally; nothing is read back to the host in here."""
     net.train()
     loss_sum = torch.zeros((), device=device)
@@ -266,6 +270,9 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
         loss_sum += out.loss.detach()
         for k, v in out.parts.items():
             parts_sum[k] = parts_sum.get(k, 0) + v.float()
+        if out.class_weights is not None:   # mean over the batches holding the class
+            w = out.class_weights.detach().float()
+            parts_sum["class_weight"] = parts_sum.get("class_weight", 0) + torch.stack([w.nan_to_num(), ~w.isnan()])
         count_hits(tally[0], out.clean_logits, y)
         count_hits(tally[1], out.adv_logits, y)
     return loss_sum, parts_sum, tally
@@ -380,8 +387,10 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
                     if ckpt_path.exists() and history else "no checkpoint was written")
             raise TrainingDiverged(f"epoch {epoch}: mean training loss is {loss} (method {objective.name}, lr {lr:g}). "
                                    f"Training stopped; {kept}. Fix: lower lr, check eps/step_size, or bf16=False.")
+        class_weight = parts_sum.pop("class_weight", None)
         record = {"epoch": epoch, "stage": objective.stage(epoch), "lr": lr, "loss": loss,
                   **{f"loss_{k}": v.item() / n_batches for k, v in parts_sum.items()},
+                  "class_weight": None if class_weight is None else per_class_acc(class_weight),
                   "train_clean_acc": per_class_acc(tally[0]), "train_adv_acc": per_class_acc(tally[1]),
                   "test_clean_acc": None, "test_pgd_acc": None}
         t1 = time.perf_counter()
@@ -401,7 +410,7 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         session_seconds.append(time.perf_counter() - t0)
         eta = (epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)
         if dist.is_main:
-            print(progress_line(record, cfg.epochs, eta), flush=True)
+            print(progress_line(record, cfg.total_epochs(), eta), flush=True)
         if callback is not None:
             callback(record)
 

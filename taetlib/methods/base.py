@@ -31,6 +31,7 @@ class StepOut:
     clean_logits: Tensor | None       # detached or not; only argmax is read
     adv_logits: Tensor | None
     parts: dict[str, Tensor] = field(default_factory=dict)  # detached loss components
+    class_weights: Tensor | None = None  # [C] dloss/dL_c of a class-mean loss (HARL); NaN where absent
 
 
 # ---------------------------------------------------------------- the training attack and RobustLT
@@ -44,6 +45,7 @@ class Attack:
     loss: str = "ce"                  # what the attack maximises ("kl" for TRADES, built per batch)
     class_scale: Tensor | None = None  # eps_c / eps per class (CPB)
     ramp_epochs: float | None = None   # b * T (AIW)
+    ramp_start: int = 0                # epochs before the ramp's first epoch (TAET's stage 1 under an equal budget)
 
     def radius(self, y: Tensor, epoch: int) -> tuple[float | Tensor, float | Tensor]:
         """(eps, step) for this batch: floats, or per-sample tensors under RobustLT."""
@@ -52,7 +54,7 @@ class Attack:
         if self.class_scale.device != y.device:   # moved once, then cached: no per-step copy
             self.class_scale = self.class_scale.to(y.device)
         # scale eps and step together rather than step * eps_c/eps: no 0/0 when eps is 0
-        s = self.class_scale[y] * aiw_ramp(epoch, self.ramp_epochs)
+        s = self.class_scale[y] * aiw_ramp(epoch - self.ramp_start, self.ramp_epochs)
         return self.eps * s, self.step * s
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None):
@@ -153,14 +155,16 @@ def _ce(cfg, counts, attack):
 
 
 # ---------------------------------------------------------------- RobustLT
-def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int) -> Objective:
-    """RobustLT around any adversarial objective: only the attack radius changes (CPB x AIW)."""
+def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int, ramp_start: int = 0) -> Objective:
+    """RobustLT around any adversarial objective: only the attack radius changes (CPB x AIW).
+    The AIW ramp spans b * epochs epochs after the first `ramp_start` ones."""
     if objective.attack is None:
         raise bad("robustlt", True, f"RobustLT changes the attack radius, and method={objective.name!r} "
                                     "trains without an attack; pick an adversarial method or robustlt=False.")
     wrapped = copy.copy(objective)
     wrapped.attack = copy.copy(objective.attack)
     wrapped.attack.class_scale, wrapped.attack.ramp_epochs = cpb_scale(counts, a), b * epochs
+    wrapped.attack.ramp_start = ramp_start
     wrapped.name = f"robustlt({objective.name})"
     return wrapped
 
@@ -171,5 +175,8 @@ def build_objective(cfg: RunConfig, train_counts: list[int], default_eps: float)
                     steps=cfg.attack_steps, start=cfg.random_start, loss=ATTACK_LOSS.get(cfg.method, "ce"))
     objective = OBJECTIVES[cfg.method](cfg, list(train_counts), attack)
     if cfg.robustlt:
-        objective = robustlt(objective, train_counts, cfg.robustlt_a, cfg.robustlt_b, cfg.epochs)
+        # released: the ramp runs over all epochs, stage 1 included (RobustLT's code); equal_adversarial:
+        # over the adversarial epochs, which every arm then gets on the same ramp
+        objective = robustlt(objective, train_counts, cfg.robustlt_a, cfg.robustlt_b, cfg.epochs,
+                             ramp_start=cfg.clean_epochs_before())
     return objective

@@ -66,11 +66,13 @@ class RunConfig:
     step_size: float | None = None
     attack_steps: int = 10
     random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL code) | uniform | none
+    attack_bn: str = "eval"                # BatchNorm in the training attack: eval (TAET/AT-BSL code) | batch (RobustLT)
     # --- schedule (papers' defaults)
     epochs: int = 100                      # adversarial epochs under budget_rule=equal_adversarial
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
+    nesterov: bool = False                 # RobustLT's code trains with Nesterov momentum
     weight_decay: float = 5e-4
     lr_milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # fractions of epochs
     lr_gamma: float = 0.1
@@ -128,6 +130,9 @@ class RunConfig:
         check_choice("augment", self.augment, data.AUGMENTS)
         check_choice("harl_absent_classes", self.harl_absent_classes, ("zero", "exclude"))
         check_choice("random_start", self.random_start, ("normal", "uniform", "none"))
+        check_choice("attack_bn", self.attack_bn, ("eval", "batch"))
+        if self.nesterov and self.momentum <= 0:
+            raise bad("nesterov", self.nesterov, f"needs momentum > 0 (momentum={self.momentum}); set momentum or nesterov=False.")
         if self.imbalance_ratio < 1:
             raise bad("imbalance_ratio", self.imbalance_ratio,
                       "must be >= 1 (n_max / n_min; 1 means balanced). Use e.g. 10 or 100.")

@@ -173,8 +173,9 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
 
     Numbers become scalar rows (lr, loss, loss_bcl, ..., seconds); per-class lists `<split>_<kind>_acc`
     (train_clean_acc, test_pgd_acc, ...) become per-class rows, and their mean over the classes seen
-    a scalar row of the same name; None (not measured that epoch) is left out."""
-    scalars, per_class = [], []
+    a scalar row of the same name; None (not measured that epoch) is left out. HARL's per-class
+    weights (`class_weight`) become the 'class_weight' table."""
+    scalars, per_class, weights = [], [], []
     for r in records:
         epoch, stage = r.get("epoch"), r.get("stage", "")
         for k, v in r.items():
@@ -182,6 +183,8 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
                 continue
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 scalars.append((epoch, stage, k, float(v)))
+            elif k == "class_weight":
+                weights += [(epoch, stage, c, float(w)) for c, w in enumerate(v) if w is not None]
             elif isinstance(v, list) and k.endswith("_acc"):
                 split, _, kind = k.removesuffix("_acc").partition("_")
                 seen = [(c, float(a)) for c, a in enumerate(v) if a is not None]
@@ -191,7 +194,10 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
     pc = pd.DataFrame(per_class, columns=["epoch", "stage", "split", "kind", "class", "value"])
     names = list(class_names) if class_names is not None else None
     pc["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in pc["class"]]
-    return {"scalars": pd.DataFrame(scalars, columns=["epoch", "stage", "metric", "value"]), "per_class": pc}
+    cw = pd.DataFrame(weights, columns=["epoch", "stage", "class", "value"])
+    cw["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in cw["class"]]
+    return {"scalars": pd.DataFrame(scalars, columns=["epoch", "stage", "metric", "value"]), "per_class": pc,
+            "class_weight": cw}
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
@@ -285,6 +291,18 @@ def accuracy_figure(tables: dict) -> go.Figure:
     present = list(dict.fromkeys(tables["scalars"]["metric"]))
     return history_lines(tables["scalars"], [m for m in present if m.endswith("_acc")],
                          "Balanced accuracy (mean over classes)")
+
+
+def class_weight_figure(tables: dict) -> go.Figure:
+    """HARL's effective weight of each class, w_c = dloss/dL_c, per epoch (mean over the batches that
+    hold the class). Below zero, training ascends that class's adversarial loss."""
+    cw = tables.get("class_weight")
+    if cw is None or cw.empty:
+        return _empty("HARL per-class weight w_c: recorded once HARL trains")
+    fig = px.line(cw, x="epoch", y="value", color="class_name", markers=True, template=TEMPLATE,
+                  labels={"value": "w_c = dloss / dL_c", "class_name": "class"},
+                  title="HARL per-class weight w_c (below 0: gradient ascent on that class)")
+    return fig.add_hline(y=0, line_dash="dot", line_color="gray")
 
 
 def per_class_figure(tables: dict) -> go.Figure:

@@ -64,3 +64,105 @@ def test_harl_weight_turns_negative_half_a_nat_below_the_mean():
     assert bcl - L[3] > 0.5 and w[3] < 0 and (w[:3] > 0).all()
     w_unit = harl_class_weights(L, present, 1.0, 1.0, 0.0)   # the taet_unit control keeps the sign pattern
     assert (torch.sign(w_unit) == torch.sign(w)).all() and torch.allclose(w_unit, 10 * w)
+
+
+# ------------------------------------------------------------------ released-code options
+def test_autoaugment_uses_the_cifar10_policy():
+    from torchvision.transforms import v2
+
+    from taetlib.data import policy_op
+    assert policy_op("autoaugment").policy == v2.AutoAugmentPolicy.CIFAR10
+    ra = policy_op("randaugment")
+    assert (ra.num_ops, ra.magnitude) == (2, 8)
+
+
+def test_batch_stat_attack_uses_batch_statistics_and_freezes_running_ones():
+    from torch import nn
+
+    from taetlib.attacks import pgd
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    model.train()
+    x, y = torch.rand(16, 12), torch.randint(0, 3, (16,))
+    model(x * 3 + 1)   # running stats far from this batch's, so eval and batch modes differ
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adv = {bn: pgd(model, x, y, eps=0.3, step=0.1, steps=3, random_start="none", return_logits=True, bn=bn)
+           for bn in ("eval", "batch")}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k            # nothing moved, num_batches_tracked included
+    assert model.training and model[2].track_running_stats
+    with torch.no_grad():
+        model.eval()
+        eval_logits = model(x)
+        model.train()
+        model[2].track_running_stats = False
+        batch_logits = model(x)
+        model[2].track_running_stats = True
+    torch.testing.assert_close(adv["eval"][1], eval_logits)    # first-iterate logits = the mode's own forward
+    torch.testing.assert_close(adv["batch"][1], batch_logits)
+    assert not torch.allclose(eval_logits, batch_logits)
+
+
+def test_nesterov_needs_momentum():
+    from taetlib.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="nesterov=True: needs momentum > 0"):
+        RunConfig(method="pgd_at", nesterov=True, momentum=0.0)
+
+
+# ------------------------------------------------------------------ equal adversarial budget
+def _cfg(tmp_path, **kw):
+    from taetlib.config import RunConfig
+    base = dict(dataset="synthetic", data_root=str(tmp_path), imbalance_ratio=10.0, n_max=40, epochs=6,
+                stabilization_epochs=2, attack_steps=2, batch_size=64, lr=0.1, eval_every=0, device="cpu",
+                lr_milestones=[0.75, 0.9])
+    return RunConfig(**{**base, **kw})
+
+
+def adversarial_lrs(cfg):
+    """The lr of each adversarial epoch a config trains."""
+    from taetlib.train import lr_at, stage_epochs
+    epochs = stage_epochs(cfg, "all")
+    return [lr_at(cfg, e) for e in epochs if not (cfg.method == "taet" and e <= cfg.stabilization_epochs)]
+
+
+def test_equal_budget_gives_taet_the_baselines_adversarial_epochs_and_lrs(tmp_path):
+    pgd_at, taet = _cfg(tmp_path, method="pgd_at"), _cfg(tmp_path, method="taet")
+    assert adversarial_lrs(taet) == adversarial_lrs(pgd_at) == pytest.approx([0.1] * 4 + [0.01, 0.001])
+    assert taet.total_epochs() == 8 and pgd_at.total_epochs() == 6
+    from taetlib.train import lr_at
+    assert [lr_at(taet, e) for e in (1, 2)] == [0.1, 0.1]          # stage 1 at the initial lr, extra
+    # the released rule: stage 1 inside the same 6 epochs, so TAET gets 4 adversarial epochs, 2 at lr 0.1
+    released = _cfg(tmp_path, method="taet", budget_rule="released")
+    assert adversarial_lrs(released) == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+def test_aiw_ramp_spans_the_adversarial_epochs_under_an_equal_budget(tmp_path):
+    from taetlib.methods import build_objective
+    y = torch.tensor([0])
+    # equal: (t_adv - 1) / (0.5 * 6) over HARL's epochs 3..8; released: (t - 1) / (1.0 * 6) from epoch 1
+    for rule, expected in (("equal_adversarial", [0, 1 / 3, 2 / 3, 1, 1, 1]),
+                           ("released", [2 / 6, 3 / 6, 4 / 6, 5 / 6])):
+        cfg = _cfg(tmp_path, method="taet", robustlt=True, robustlt_b=(0.5 if rule != "released" else 1.0),
+                   budget_rule=rule, eps=0.1)
+        ob = build_objective(cfg, [40, 4], default_eps=0.1)
+        head = ob.attack.class_scale[0].item()
+        ramp = [ob.attack.radius(y, e)[0][0].item() / (0.1 * head) for e in range(3, cfg.total_epochs() + 1)]
+        assert ramp == pytest.approx(expected), rule
+
+
+def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path):
+    from taetlib.data import load_lt
+    from taetlib.plots import class_weight_figure, history_tables
+    from taetlib.train import fit
+    cfg = _cfg(tmp_path, method="taet", epochs=2, stabilization_epochs=1, nesterov=True)
+    res = fit(cfg, load_lt(cfg), tmp_path / "run", resume=False)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.history[0]["class_weight"] is None                  # stage 1 is clean CE
+    for r in res.history[1:]:
+        w = r["class_weight"]
+        assert len(w) == 10 and all(v is not None and np.isfinite(v) for v in w)
+        assert max(w) - min(w) > 1e-4                                # HDL spreads the weights
+    fig = class_weight_figure(history_tables(res.history))
+    assert len(fig.data) == 10 and all(list(t.x) == [2, 3] for t in fig.data)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert all(g["nesterov"] for g in ck["optimizer"]["param_groups"])

@@ -45,6 +45,7 @@ class Attack:
     loss: str = "ce"                  # what the attack maximises ("kl" for TRADES, built per batch)
     class_scale: Tensor | None = None  # eps_c / eps per class (CPB)
     ramp_epochs: float | None = None   # b * T (AIW)
+    bn: str = "eval"                   # BatchNorm while attacking: eval | batch (RobustLT's code)
     ramp_start: int = 0                # epochs before the ramp's first epoch (TAET's stage 1 under an equal budget)
 
     def radius(self, y: Tensor, epoch: int) -> tuple[float | Tensor, float | Tensor]:
@@ -61,7 +62,7 @@ class Attack:
         """-> (x_adv, logits at the attack's start point)."""
         eps, step = self.radius(y, epoch)
         return pgd(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
-                   random_start=self.start, return_logits=True)
+                   random_start=self.start, return_logits=True, bn=self.bn)
 
 
 def cpb_scale(counts: list[int], a: float) -> Tensor:
@@ -172,7 +173,8 @@ def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs
 def build_objective(cfg: RunConfig, train_counts: list[int], default_eps: float) -> Objective:
     """The objective cfg.method names, with its attack from cfg (eps None = the dataset default)."""
     attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps),
-                    steps=cfg.attack_steps, start=cfg.random_start, loss=ATTACK_LOSS.get(cfg.method, "ce"))
+                    steps=cfg.attack_steps, start=cfg.random_start, loss=ATTACK_LOSS.get(cfg.method, "ce"),
+                    bn=cfg.attack_bn)
     objective = OBJECTIVES[cfg.method](cfg, list(train_counts), attack)
     if cfg.robustlt:
         # released: the ramp runs over all epochs, stage 1 included (RobustLT's code); equal_adversarial:

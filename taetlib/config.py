@@ -80,6 +80,10 @@ class RunConfig:
     eval_every: int = 10                   # test clean + PGD per class every N epochs (0 = never)
     eval_pgd_steps: int = 10
     eval_per_class: int | None = 100       # subsample of the balanced test set for in-training eval
+    # model.pt: the last epoch (TAET, RobustLT) | best_val_pgd: the best balanced PGD accuracy on a validation
+    # split held out of the training set (AT-BSL's script picks on the test set, which this never does)
+    select: str = "last"
+    val_fraction: float = 0.1              # share of each class held out for select=best_val_pgd
     # --- hardware
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     bf16: bool = False                     # autocast on CUDA
@@ -131,6 +135,11 @@ class RunConfig:
         check_choice("harl_absent_classes", self.harl_absent_classes, ("zero", "exclude"))
         check_choice("random_start", self.random_start, ("normal", "uniform", "none"))
         check_choice("attack_bn", self.attack_bn, ("eval", "batch"))
+        check_choice("select", self.select, ("last", "best_val_pgd"))
+        if self.select != "last" and not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", self.val_fraction, "must lie in (0, 1): the share of each class held out for selection.")
+        if self.select != "last" and self.eval_every == 0:
+            raise bad("select", self.select, "selects among validated epochs; set eval_every > 0 (e.g. 5).")
         if self.nesterov and self.momentum <= 0:
             raise bad("nesterov", self.nesterov, f"needs momentum > 0 (momentum={self.momentum}); set momentum or nesterov=False.")
         if self.imbalance_ratio < 1:

@@ -26,20 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import distributed
 from .attacks import bn_eval, pgd
 from .config import RunConfig, bad, check_choice
-from .data import Batches, LTData
+from .data import Batches, LTData, Split, select_per_class
 from .distributed import Dist
 from .methods import build_objective
 from .models import create_model
 
 STAGES = ("all", "stabilization", "adversarial")
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
-RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt")   # what fit() writes into run_dir
+RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
 
 
 class CheckpointError(RuntimeError):
@@ -354,15 +355,18 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         _save_atomic(history_text(history), run_dir / "history.jsonl")   # from the checkpoint: no half epochs
 
     # ---- what the loop uses
-    objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
-    train_batches = Batches(data.train, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
+    train_split, val_split = validation_split(data.train, cfg, C)   # val_split: None unless select needs it
+    counts = data.train_counts if val_split is None else train_split.counts(C)   # the priors of what trains
+    objective = build_objective(cfg, counts, data.spec.default_eps)
+    train_batches = Batches(train_split, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
                             seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    val_batches = val_split and Batches(distributed.shard(val_split, dist), cfg.batch_size, device, shuffle=False)
     eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
     eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, device, shuffle=False)
     eval_eps = cfg.train_eps(data.spec.default_eps)
     net = torch.compile(model) if cfg.compile else model
     net = distributed.wrap(net, dist, device)   # DDP when distributed; the attack bypasses it (see DDP)
-    n_images, session_seconds = len(data.train), []
+    n_images, session_seconds = len(train_split), []
 
     for epoch in range(start, epochs.stop):
         # attack starts etc.: resume replays them; each rank its own stream (= the old one on one process)
@@ -396,12 +400,18 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
                   "test_clean_acc": None, "test_pgd_acc": None}
         t1 = time.perf_counter()
         if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs.stop - 1):
-            record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(
+            record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(   # monitoring only
                 net, eval_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
                 device=device, bf16=cfg.bf16, dist=dist)
+            if val_batches and record["stage"] != "stabilization":   # selection reads the validation split only
+                record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(
+                    net, val_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
+                    device=device, bf16=cfg.bf16, dist=dist)
         record.update(seconds=seconds, eval_seconds=time.perf_counter() - t1, images_per_s=n_images / seconds,
                       peak_mem_mb=peak_memory_mb(device))
         history.append(record)
+        if dist.is_main and best_epoch(history) == epoch:   # before last.pt: a resume never lacks its best.pt
+            _save_atomic(model.state_dict(), run_dir / "best.pt")
         if dist.is_main:   # checkpoint first, then the history that describes it
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
@@ -415,10 +425,36 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         if callback is not None:
             callback(record)
 
+    if cfg.select == "best_val_pgd":   # model.pt (what evaluation reads) is the selected epoch's weights
+        best = best_epoch(history)
+        if best is None:
+            raise bad("select", cfg.select, f"no adversarial epoch of {run_dir} was validated; set eval_every > 0.")
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt", model)["model"])
+        if dist.is_main:
+            print(f"selected epoch {best} (best balanced PGD accuracy on the validation split)", flush=True)
     if dist.is_main:
         _save_atomic(model.state_dict(), run_dir / "model.pt")
     distributed.barrier(dist)   # every rank returns once model.pt is on disk
     return FitResult(model=model, history=history, run_dir=run_dir)
+
+
+def validation_split(train: Split, cfg: RunConfig, num_classes: int) -> tuple[Split, Split | None]:
+    """(training images, validation images): for select='best_val_pgd', a seeded stratified val_fraction of
+    each class (at least one image where a class has two) is held out of training; otherwise (train, None)."""
+    if cfg.select == "last":
+        return train, None
+    y = train.y.cpu().numpy()
+    n = np.bincount(y, minlength=num_classes)
+    k = np.where(n >= 2, np.maximum(np.floor(n * cfg.val_fraction), 1), 0).astype(int)
+    val = select_per_class(y, k, np.random.default_rng(cfg.seed + 7919))   # a stream of its own
+    keep = np.setdiff1d(np.arange(len(y)), val)
+    return train.take(keep), train.take(val)
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch with the highest balanced validation PGD accuracy (the earliest of ties), if any."""
+    scored = [(balanced(r["val_pgd_acc"]), -r["epoch"]) for r in history if r.get("val_pgd_acc")]
+    return -max(scored)[1] if scored else None
 
 
 def history_text(history: list[dict]) -> str:

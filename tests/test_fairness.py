@@ -166,3 +166,40 @@ def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path):
     assert len(fig.data) == 10 and all(list(t.x) == [2, 3] for t in fig.data)
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert all(g["nesterov"] for g in ck["optimizer"]["param_groups"])
+
+
+# ------------------------------------------------------------------ checkpoint selection
+@pytest.mark.slow
+def test_selection_reads_a_validation_split_never_the_test_set(tmp_path):
+    import dataclasses
+
+    from taetlib.data import load_lt
+    from taetlib.train import fit, validation_split
+    cfg = _cfg(tmp_path, method="pgd_at", epochs=3, select="best_val_pgd", val_fraction=0.2, eval_every=1,
+               eval_per_class=5, eval_pgd_steps=2)
+    lt = load_lt(cfg)
+    train, val = validation_split(lt.train, cfg, 10)
+    assert set(train.index.tolist()).isdisjoint(val.index.tolist())
+    assert sorted(train.index.tolist() + val.index.tolist()) == sorted(lt.train.index.tolist())
+    assert val.counts(10) == [max(int(n * 0.2), 1) for n in lt.train.counts(10)]
+    # the same run with a scrambled test set selects the same epoch and writes the same model.pt
+    g = torch.Generator().manual_seed(0)
+    scrambled = {k: dataclasses.replace(s, y=torch.randint(0, 10, s.y.shape, generator=g)) for k, s in lt.test.items()}
+    runs = [fit(cfg, d, tmp_path / name, resume=False)
+            for name, d in (("a", lt), ("b", dataclasses.replace(lt, test=scrambled)))]
+    assert runs[0].history[-1]["test_clean_acc"] != runs[1].history[-1]["test_clean_acc"]   # test did change
+    sel = [torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("a", "b")]
+    assert all(torch.equal(sel[0][k], sel[1][k]) for k in sel[0])
+    scores = [np.mean(r["val_pgd_acc"]) for r in runs[0].history]
+    best = int(np.argmax(scores)) + 1
+    best_w = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert all(torch.equal(best_w[k], sel[0][k]) for k in best_w)
+    if best != 3:   # the last epoch's weights differ from the selected ones
+        last = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+        assert not all(torch.equal(last[k], sel[0][k]) for k in last)
+
+
+def test_selection_needs_validated_epochs():
+    from taetlib.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="select='best_val_pgd': selects among validated epochs"):
+        RunConfig(method="pgd_at", select="best_val_pgd", eval_every=0)

@@ -4,26 +4,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
-from .config import ConfigError, RunConfig
+import pandas as pd
 
-
-def parse_sets(pairs: list[str]) -> dict:
-    """`--set key=value`: values are JSON where they parse (numbers, true, null, lists), else strings."""
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set epochs=5")
-        k, v = pair.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+from . import data, evaluate, presets, sweep, train
+from .checkpoints import CheckpointError
+from .config import ConfigError, RunConfig, parse_sets
+from .data import ManifestError, MissingDataError
+from .report import METRICS
 
 
 def cmd_presets(args) -> int:
-    from . import presets
     if args.name:
         p = presets.get(args.name)
         print(json.dumps({"name": p.name, "description": p.description, "config": p.config, "sweep": p.sweep,
@@ -35,7 +27,6 @@ def cmd_presets(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import data, presets, train
     base = dict(presets.get(args.preset).config) if args.preset else {}
     cfg = RunConfig.from_dict({**base, **parse_sets(args.set)})
     train.fit(cfg, data.load_lt(cfg), args.run, stage=args.stage)
@@ -44,8 +35,6 @@ def cmd_train(args) -> int:
 
 def summary_frame(aggregate):
     """The demo's closing table: one row per method and protocol, the five headline metrics in %."""
-    import pandas as pd
-    from .sweep import METRICS
     if aggregate is None or len(aggregate) == 0:
         return pd.DataFrame()
     t = aggregate.pivot_table(index=["protocol", "arm"], columns="metric", values="mean", sort=False)
@@ -53,8 +42,6 @@ def summary_frame(aggregate):
 
 
 def cmd_demo(args) -> int:
-    import time
-    from . import data, presets, sweep
     t0 = time.time()
     folder = data.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
     p = presets.get("fmnist_lt_demo")
@@ -92,13 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
-    from . import evaluate, sweep  # each registers its own subcommand
-    evaluate.add_cli(sub)
+    evaluate.add_cli(sub)  # each registers its own subcommand
     sweep.add_cli(sub)
 
     args = parser.parse_args(argv)
-    from .data import ManifestError, MissingDataError
-    from .train import CheckpointError
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ManifestError, MissingDataError, CheckpointError) as e:  # user errors: no traceback

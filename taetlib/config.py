@@ -1,7 +1,8 @@
 """Run configuration: one flat dataclass whose fields are the notebooks' parameters and the CLI's flags.
 
 Flat on purpose: a papermill `parameters` cell, a sweep's override dict and a saved config.json
-all map 1:1 onto it. Validation names the bad field, the value and the fix.
+all map 1:1 onto it. Validation names the bad field, the value and the fix. Names (dataset, model,
+method, augment) are checked against the registries filed in errors.REGISTRIES.
 """
 from __future__ import annotations
 
@@ -13,24 +14,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import REGISTRIES, ConfigError, bad, check_choice
 
 BUDGET_RULES = ("equal_adversarial", "released")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the field, the value and the fix."""
-
-
-def bad(field_name: str, value, fix: str) -> ConfigError:
-    return ConfigError(f"{field_name}={value!r}: {fix}")
-
-
-def check_choice(field_name: str, value, allowed) -> None:
-    allowed = sorted(allowed)
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise bad(field_name, value, f"unknown; choose one of {allowed}.{hint}")
 
 
 @dataclass
@@ -126,12 +112,9 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":
-        from . import data, methods, models  # registries live beside what they register
-
-        check_choice("dataset", self.dataset, data.DATASETS)
-        check_choice("model", self.model, models.MODELS)
-        check_choice("method", self.method, methods.OBJECTIVES)
-        check_choice("augment", self.augment, data.AUGMENTS)
+        # registries live beside what they register; taetlib/__init__.py imports those modules
+        for name in ("dataset", "model", "method", "augment"):
+            REGISTRIES[name].check(getattr(self, name))
         check_choice("harl_absent_classes", self.harl_absent_classes, ("zero", "exclude"))
         check_choice("random_start", self.random_start, ("normal", "uniform", "none"))
         check_choice("attack_bn", self.attack_bn, ("eval", "batch"))
@@ -221,3 +204,17 @@ def coerce(name: str, value, hint):
 
 def _type_name(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """`--set key=value`: values are JSON where they parse (numbers, true, null, lists), else strings."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set epochs=5")
+        k, v = pair.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out

@@ -1,18 +1,19 @@
-"""Datasets, the long-tail profile, split manifests and on-device batching.
+"""Datasets, the long-tail profile, split manifests: `load_lt(cfg)`.
 
 Each registered dataset reads its official on-disk format into uint8 arrays. `load_lt(cfg)` turns
 one into a long-tailed training set plus two test protocols (balanced, long-tailed), recorded in a
-manifest under data/splits/ with a sha256 of the source files. Training batches come from uint8
-tensors held on the run's device; crop and flip are vectorised over the batch there.
+manifest under data/splits/ with a sha256 of the source files. Split and the on-device batching
+(Batches) live in batches.py; they are importable from here too.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
-import math
 import os
 import pickle
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,11 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, RunConfig, bad, check_choice
+from .batches import (AUGMENTS, Batches, Split, crop_flip, epoch_generator,  # noqa: F401  (importable from data too)
+                      select_per_class, shard_order)
+from .config import RunConfig
+from .errors import Registry, bad, check_choice
+from .paths import PROJECT_ROOT, resolve  # noqa: F401  (data.resolve: the path helper the notebooks call)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("balanced", "long_tailed")
-AUGMENTS = ("none", "crop_flip", "autoaugment", "randaugment")
 
 
 class MissingDataError(FileNotFoundError):
@@ -34,12 +37,6 @@ class MissingDataError(FileNotFoundError):
 
 class ManifestError(ValueError):
     """A split manifest does not match its data or its configuration."""
-
-
-def resolve(path: str | Path) -> Path:
-    """Relative paths are taken from the project root, so notebooks run from notebooks/ find data/."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 # ---------------------------------------------------------------------------------------- registry
@@ -68,7 +65,7 @@ class DatasetSpec:
     read: Callable[[Path], Raw]
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: dict[str, DatasetSpec] = Registry("dataset")
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -117,7 +114,7 @@ def read_fashion_mnist(root: Path) -> Raw:
     hit = _find_idx(dirs)
     if hit is None and os.environ.get("TAET_OFFLINE") != "1":
         try:  # torchvision's own download, where there is network
-            import torchvision
+            import torchvision  # only to download; deferred for start-up time
             torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
             torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
         except Exception:
@@ -135,8 +132,6 @@ def read_fashion_mnist(root: Path) -> Raw:
 def ensure_fashion_mnist(root: str | Path = "data", log=print) -> Path:
     """Find Fashion-MNIST (data/, the Debian package, torchvision's download); as root with apt,
     install the Debian package when it is missing. Returns the folder holding the idx files."""
-    import shutil
-    import subprocess
     root = resolve(root)
     dirs = [root / "fashion-mnist", root / "FashionMNIST" / "raw", FMNIST_SYSTEM_DIR]
     hit = _find_idx(dirs)
@@ -201,7 +196,7 @@ def read_dermamnist(root: Path) -> Raw:
     path = root / "dermamnist.npz"
     if not path.exists():
         raise _missing("dermamnist", [path], DERMA_HOW)
-    import medmnist  # the official reader of the npz format
+    import medmnist  # the official reader of the npz format; deferred: only DermaMNIST needs it
 
     def split(name):
         ds = medmnist.DermaMNIST(split=name, root=str(root), download=False)
@@ -259,48 +254,7 @@ def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> lis
     return [int(n_max * (1.0 / imbalance_ratio) ** (i / (num_classes - 1.0))) for i in range(num_classes)]
 
 
-def select_per_class(y: np.ndarray, counts, rng: np.random.Generator) -> np.ndarray:
-    """Seeded choice of counts[c] indices of each class c; returned sorted (stable order on disk)."""
-    picked = []
-    for c, n in enumerate(counts):  # runs once when a split is built, not in training
-        idx = np.flatnonzero(y == c)
-        if n > idx.size:
-            raise ConfigError(f"class {c} has {idx.size} samples but the profile asks for {n}; "
-                              "lower n_max / test_per_class.")
-        picked.append(rng.permutation(idx)[:n])
-    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
-
-
 # ---------------------------------------------------------------------------------------- tensors
-@dataclass
-class Split:
-    x: torch.Tensor  # uint8 [N, C, H, W]
-    y: torch.Tensor  # int64 [N]
-    index: torch.Tensor | None = None  # positions in the source split, for the record
-
-    def __len__(self) -> int:
-        return int(self.y.numel())
-
-    def counts(self, num_classes: int) -> list[int]:
-        return torch.bincount(self.y.cpu(), minlength=num_classes).tolist()
-
-    def float(self) -> torch.Tensor:
-        return self.x.float().div_(255)
-
-    def take(self, idx) -> "Split":
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        base = self.index if self.index is not None else torch.arange(len(self))
-        return Split(self.x[idx], self.y[idx], base[idx])
-
-    def subset_per_class(self, k: int | None, seed: int = 0) -> "Split":
-        """Seeded stratified subset: at most k samples of each class (None = everything)."""
-        if k is None:
-            return self
-        y = self.y.cpu().numpy()
-        counts = np.minimum(np.bincount(y), k)
-        return self.take(select_per_class(y, counts, np.random.default_rng(seed)))
-
-
 @dataclass
 class LTData:
     spec: DatasetSpec
@@ -429,92 +383,3 @@ def load_lt(cfg: RunConfig, *, save: bool = True) -> LTData:
     return LTData(spec=spec, classes=raw.classes, train=train_src.take(ind["train"]),
                   test={p: test_src.take(ind[p]) for p in PROTOCOLS},
                   train_counts=manifest["train_counts"], manifest=manifest)
-
-
-# ---------------------------------------------------------------------------------------- batching
-def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
-    """Randomness of one epoch is a pure function of (seed, epoch): resuming mid-run is exact."""
-    g = torch.Generator(device=device)
-    g.manual_seed(seed * 1_000_003 + epoch)
-    return g
-
-
-def crop_flip(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, vectorised over the batch."""
-    B, C, H, W = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=x.device)
-    ox = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=x.device)
-    flip = torch.rand(B, generator=g, device=x.device) < 0.5
-    rows = oy + torch.arange(H, device=x.device)                       # [B, H]
-    cols = ox + torch.arange(W, device=x.device)                       # [B, W]
-    cols = torch.where(flip[:, None], cols.flip(1), cols)              # flipping = reading columns backwards
-    b = torch.arange(B, device=x.device)[:, None, None]
-    out = xp.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
-    return out.permute(0, 3, 1, 2)
-
-
-def policy_op(kind: str):
-    """AutoAugment with the CIFAR10 policy (torchvision's default is ImageNet's), as AT-BSL's
-    train_at_bsl_cifar10.py and RobustLT's cifar10lt.py use it; or RandAugment(2, 8) as AT-BSL's."""
-    from torchvision.transforms import v2  # torchvision's transforms load only for this optional path
-    if kind == "autoaugment":
-        return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-    return v2.RandAugment(num_ops=2, magnitude=8)
-
-
-def policy_augment(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """AutoAugment / RandAugment per `policy_op`, via torchvision v2 on uint8 tensors.
-
-    torchvision draws one op per call, so this path goes image by image: the optional, slower path.
-    """
-    op = policy_op(kind)
-    return torch.stack([op(img) for img in x])  # draws from torch's global RNG, seeded per epoch by fit()
-
-
-def shard_order(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Every world_size-th entry from `rank`, after padding `order` by wrapping around to a multiple of
-    world_size (torch's DistributedSampler rule): every rank gets as many samples, so as many steps."""
-    padded = torch.arange(math.ceil(len(order) / world_size) * world_size, device=order.device) % len(order)
-    return order[padded[rank::world_size]]
-
-
-class Batches:
-    """Mini-batches from uint8 tensors moved to `device` once; yields float [0,1] images and labels."""
-
-    def __init__(self, split: Split, batch_size: int, device, *, shuffle: bool, augment: str = "none",
-                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1):
-        check_choice("augment", augment, AUGMENTS)
-        self.x = split.x.to(device)
-        self.y = split.y.to(device)
-        self.batch_size, self.device, self.shuffle = batch_size, torch.device(device), shuffle
-        self.augment, self.seed, self.drop_last = augment, seed, drop_last
-        self.pad = max(1, self.x.shape[-1] // 8)  # 4 px at 32x32, as in the papers; 3 px at 28x28
-        self.rank, self.world_size = rank, world_size  # DDP: this process takes its shard of each epoch
-
-    def __len__(self) -> int:
-        n = math.ceil(len(self.y) / self.world_size)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def epoch(self, epoch: int):
-        n = len(self.y)
-        g = epoch_generator(self.seed, epoch, self.device)
-        order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None
-        if self.world_size > 1:  # same permutation on every rank; rank r takes its slice of it
-            order = shard_order(order if order is not None else torch.arange(n, device=self.device),
-                                self.rank, self.world_size)
-            n = len(order)
-            g.manual_seed(g.initial_seed() * self.world_size + self.rank)  # each rank its own crops and flips
-        for i in range(len(self)):
-            sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
-            idx = order[sl] if order is not None else sl
-            x, y = self.x[idx], self.y[idx]
-            if self.augment in ("autoaugment", "randaugment"):
-                x = policy_augment(x, self.augment)
-            x = x.float().div_(255)
-            if self.augment != "none":
-                x = crop_flip(x, self.pad, g)
-            yield x, y
-
-    def __iter__(self):
-        return self.epoch(0)

@@ -33,8 +33,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import RunConfig, bad
-from .data import Split
+from .batches import Split
+from .config import RunConfig
+from .errors import bad
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class Dist:
 def launched() -> bool:
     """True in a process started by torchrun with more than one worker."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """cfg.device -> a torch device: 'auto' is CUDA where there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def setup(device: torch.device) -> tuple[Dist, torch.device]:

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import check_choice
+from .errors import Registry, check_choice
 
-MODELS: dict[str, Callable[[int, int], nn.Module]] = {}
+MODELS: dict[str, Callable[[int, int], nn.Module]] = Registry("model")
 
 
 def register(name: str):

@@ -11,7 +11,6 @@ filters the table to what it wants to see. The schemas:
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from .history import history_tables, read_history  # noqa: F401  (plots.read_history: as before)
 from .metrics import class_groups
 
 HEADLESS_ENV = "TAET_HEADLESS"  # the sweep sets it: papermill gives the kernel no sign of its own
@@ -37,7 +37,7 @@ def is_headless(interactive: bool | None = None) -> bool:
     if os.environ.get(HEADLESS_ENV, "").lower() in ("1", "true", "yes"):
         return True
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional (Jupyter); deferred for start-up time
     except ImportError:
         return True
     shell = get_ipython()
@@ -60,7 +60,7 @@ def write_plotlyjs(folder: str | Path) -> Path:
     """plotly.js (4.6 MB) into `folder`, once: HTML figures there and below link to it."""
     target = Path(folder) / PLOTLYJS
     if not target.exists():
-        from plotly.offline import get_plotlyjs
+        from plotly.offline import get_plotlyjs  # 4.6 MB of JS; deferred until it is written
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(get_plotlyjs())
     return target
@@ -90,7 +90,7 @@ def show(fig: go.Figure, path: str | Path | None = None, *, interactive: bool | 
     if path is not None:
         save_html(fig, path)
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional (Jupyter); deferred for start-up time
         in_kernel = get_ipython() is not None
     except ImportError:
         in_kernel = False
@@ -116,8 +116,8 @@ class LivePlot:
         self.widgets: dict = {}
         if self.headless:
             return
-        import ipywidgets
-        from IPython.display import display
+        import ipywidgets  # interactive only; deferred for start-up time
+        from IPython.display import display  # interactive only; deferred for start-up time
         tables = self.tables()
         try:
             self.widgets = {name: go.FigureWidget(fn(tables)) for name, fn in self.views.items()}
@@ -141,7 +141,7 @@ class LivePlot:
                     w.add_traces(fig.data)
                     w.layout = fig.layout
             else:
-                from IPython.display import clear_output
+                from IPython.display import clear_output  # interactive only; deferred for start-up time
                 with w:
                     clear_output(wait=True)
                     show(fig, interactive=True)
@@ -165,52 +165,6 @@ class LivePlot:
 
 def live_plot(views: dict, *, out_dir=None, interactive: bool | None = None, class_names=None) -> LivePlot:
     return LivePlot(views, out_dir=out_dir, interactive=interactive, class_names=class_names)
-
-
-# ------------------------------------------------------------------------------ history -> tidy
-def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFrame]:
-    """fit()'s history records (one dict per epoch) -> {'scalars': ..., 'per_class': ...} tidy tables.
-
-    Numbers become scalar rows (lr, loss, loss_bcl, ..., seconds); per-class lists `<split>_<kind>_acc`
-    (train_clean_acc, test_pgd_acc, ...) become per-class rows, and their mean over the classes seen
-    a scalar row of the same name; None (not measured that epoch) is left out. HARL's per-class
-    weights (`class_weight`) become the 'class_weight' table."""
-    scalars, per_class, weights = [], [], []
-    for r in records:
-        epoch, stage = r.get("epoch"), r.get("stage", "")
-        for k, v in r.items():
-            if k in ("epoch", "stage") or v is None:
-                continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                scalars.append((epoch, stage, k, float(v)))
-            elif k == "class_weight":
-                weights += [(epoch, stage, c, float(w)) for c, w in enumerate(v) if w is not None]
-            elif isinstance(v, list) and k.endswith("_acc"):
-                split, _, kind = k.removesuffix("_acc").partition("_")
-                seen = [(c, float(a)) for c, a in enumerate(v) if a is not None]
-                per_class += [(epoch, stage, split, kind, c, a) for c, a in seen]
-                if seen:
-                    scalars.append((epoch, stage, k, float(np.mean([a for _, a in seen]))))
-    pc = pd.DataFrame(per_class, columns=["epoch", "stage", "split", "kind", "class", "value"])
-    names = list(class_names) if class_names is not None else None
-    pc["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in pc["class"]]
-    cw = pd.DataFrame(weights, columns=["epoch", "stage", "class", "value"])
-    cw["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in cw["class"]]
-    return {"scalars": pd.DataFrame(scalars, columns=["epoch", "stage", "metric", "value"]), "per_class": pc,
-            "class_weight": cw}
-
-
-def read_history(run_dir: str | Path) -> list[dict]:
-    """A run's history.jsonl, with a TAET run's stage-1 epochs (stage1/) first where not carried over."""
-    run_dir = Path(run_dir)
-    records: dict[int, dict] = {}
-    for p in (run_dir / "stage1" / "history.jsonl", run_dir / "history.jsonl"):
-        if p.exists():
-            for line in p.read_text().splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["epoch"]] = r
-    return [records[e] for e in sorted(records)]
 
 
 # ------------------------------------------------------------------------------ figures: data

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .arms import Arm
-from .config import check_choice
+from .errors import Registry, check_choice
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 al
     "RoBal": {"base": (72.73, 67.15, 32.29, 22.19), "+robustlt": (74.63, 70.32, 36.08, 29.19)},
 }
 
-PRESETS: dict[str, Preset] = {}
+PRESETS: dict[str, Preset] = Registry("preset")
 
 
 def arms(methods, robustlt=(False, True)) -> list[Arm]:

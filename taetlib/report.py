@@ -1,5 +1,6 @@
-"""Comparing saved runs: load their evaluations as stacked tidy tables, build the views of
-notebook 05, browse them with dropdowns, write them as HTML, and assemble a sweep's report page.
+"""Comparing saved runs: load their evaluations as stacked tidy tables, their headline metrics and
+means over seeds, build the views of notebook 05, browse them with dropdowns, write them as HTML,
+and assemble a sweep's report page.
 
 A run is a folder holding config.json and eval/ (evaluate_run's per_class.csv, summary.csv,
 curves.csv, flags.csv, predictions.npz). Stacked tables carry the run columns
@@ -22,6 +23,7 @@ from . import plots
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
 CROSS_VIEWS = ("methods_per_class", "groups", "tradeoff")             # every run, per arm
+METRICS = ["clean_accuracy", "balanced_accuracy", "robust_accuracy", "balanced_robustness", "tail_robustness"]
 
 
 # ------------------------------------------------------------------------------ loading
@@ -89,6 +91,55 @@ def predictions(run_dir: str | Path, protocol: str, attack: str) -> tuple[np.nda
             have = sorted({k.rsplit("/", 1)[0] for k in z.files})
             raise KeyError(f"{run_dir}: no predictions for {key!r}; saved: {have}")
         return z[f"{key}/y"], z[f"{key}/pred"]
+
+
+# ------------------------------------------------------------------------------ headline metrics per run and over seeds
+def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
+    attacks = [a for a in dict.fromkeys(summary["attack"]) if a != "clean"]
+    if wanted:
+        return wanted if wanted in attacks else None
+    return "pgd20" if "pgd20" in attacks else (attacks[0] if attacks else None)
+
+
+def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
+    """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
+    metric, value). Tail = metrics.class_groups' rarest third, as in the summary."""
+    attack = robust_attack_of(summary, robust_attack)
+    rows = []
+    for protocol, s in summary.groupby("protocol", sort=False):
+        clean, robust = s[s["attack"] == "clean"], s[s["attack"] == attack]
+
+        def get(row, col):
+            return float(row[col].iloc[0]) if len(row) else np.nan
+
+        vals = {"clean_accuracy": get(clean, "overall"), "balanced_accuracy": get(clean, "balanced"),
+                "robust_accuracy": get(robust, "overall"), "balanced_robustness": get(robust, "balanced"),
+                "tail_robustness": get(robust, "tail")}
+        rows += [{"protocol": protocol, "metric": m, "value": v, "robust_attack": attack} for m, v in vals.items()]
+    return pd.DataFrame(rows)
+
+
+def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric."""
+    keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
+    agg = metrics.groupby(keys, as_index=False, sort=False, dropna=False)["value"].agg(
+        mean="mean", std="std", n="count")
+    rank = {m: i for i, m in enumerate(METRICS)}
+    agg["_m"] = agg["metric"].map(rank)
+    return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
+
+
+def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
+    """Per-run headline metrics of every finished run (tidy, run columns first)."""
+    cols = ["run", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
+    frames = []
+    for row in status[status["status"].isin(["done", "skipped"])].to_dict("records"):
+        f = Path(row["run"]) / "eval" / "summary.csv"
+        if f.exists():
+            m = run_metrics(pd.read_csv(f, keep_default_na=False, na_values=[""]), robust_attack)
+            frames.append(m.assign(**{k: row[k] for k in cols}))
+    out_cols = [*cols, "protocol", "metric", "value", "robust_attack"]
+    return pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
 
 
 # ------------------------------------------------------------------------------ views
@@ -190,8 +241,8 @@ def write_views(tables: dict, out_dir: str | Path, attack: str) -> list[Path]:
 def explorer(tables: dict, attack: str, protocol: str):
     """Dropdowns (run, attack, protocol) over the six views; returns the ipywidgets box it displays.
     Redrawn by observers into an Output widget (ipywidgets' `interact` can stall notebook runners)."""
-    import ipywidgets as w
-    from IPython.display import clear_output, display
+    import ipywidgets as w  # interactive only; deferred for start-up time
+    from IPython.display import clear_output, display  # interactive only; deferred for start-up time
     attacks = [a for a in dict.fromkeys(tables["per_class"]["attack"]) if a != "clean"]
     pick = {"label": w.Dropdown(options=list(tables["runs"]["label"]), description="run"),
             "attack": w.Dropdown(options=attacks, value=attack if attack in attacks else attacks[0],
@@ -225,7 +276,6 @@ def aggregate_wide(agg: pd.DataFrame, protocol: str) -> pd.DataFrame:
     cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") for m, s in zip(a["mean"], a["std"])]
     wide = a.assign(cell=cell).pivot_table(index=["imbalance_ratio", "arm", "n"], columns="metric", values="cell",
                                            aggfunc="first", sort=False)
-    from .sweep import METRICS
     wide = wide[[m for m in METRICS if m in wide.columns]].reset_index().rename(columns={"n": "seeds"})
     wide.columns.name = None
     return wide.assign(imbalance_ratio=[f"{v:g}" for v in wide["imbalance_ratio"]])

@@ -9,15 +9,15 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     runs.csv, metrics.csv, aggregate.csv    status per run; metrics per run; mean/std over seeds
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
-The notebook side of the contract is at the bottom: `notebook_config`, `check_params`, `run_path`.
+One run's folder and the notebook side of the contract are in runs.py, the parallel map in
+parallel.py, the headline metrics and the report page in report.py; their names are importable
+from here too.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import copy
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -26,33 +26,27 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .config import ConfigError, RunConfig, coerce
-from .data import PROJECT_ROOT, resolve
+from . import presets, report
+from .config import ConfigError, RunConfig, parse_sets
+from .data import split_key
+from .parallel import pmap
+from .paths import PROJECT_ROOT, resolve
+from .plots import write_plotlyjs
+from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401  (as before)
+# the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
+from .runs import (NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name, check_params,  # noqa: F401
+                   notebook_config, notebook_run_dir, run_path, stage1_checkpoint)
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
-    "01_dataset_creation", "02_stabilization_stage", "03_harl_stage", "04_evaluation", "05_per_class_plots")
 DONE, FAILED = "DONE.json", "FAILED.json"
 KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
-METRICS = ["clean_accuracy", "balanced_accuracy", "robust_accuracy", "balanced_robustness", "tail_robustness"]
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
 
 
 # ------------------------------------------------------------------------------ plan
-def arm_name(method: str, robustlt: bool) -> str:
-    return method + ("+robustlt" if robustlt else "")
-
-
-def run_path(root: str | Path, dataset: str, imbalance_ratio: float, method: str, robustlt: bool,
-             seed: int) -> Path:
-    """<root>/<dataset>-ir<IR>/<method>[+robustlt]/seed<S>: the one layout of a run directory."""
-    return resolve(root) / f"{dataset}-ir{imbalance_ratio:g}" / arm_name(method, robustlt) / f"seed{seed}"
-
-
 @dataclass
 class Run:
     config: dict                       # full RunConfig as a dict (or the raw overrides when invalid)
@@ -110,7 +104,7 @@ class Sweep:
 
 # ------------------------------------------------------------------------------ papermill
 def declared_parameters(notebook: str) -> set[str]:
-    import papermill as pm
+    import papermill as pm  # heavy optional import, deferred for start-up time
     return set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb")))
 
 
@@ -131,7 +125,7 @@ def notebook_params(notebook: str, config: dict, **other) -> dict:
 def execute(notebook: str, out: Path, params: dict, timeout: float | None = None) -> Path:
     """Runs notebooks/<notebook>.ipynb headless into `out` (kept: the run's inspectable record);
     `timeout`: seconds one cell may take (None: no limit)."""
-    import papermill as pm
+    import papermill as pm  # heavy optional import, deferred for start-up time
     os.environ["TAET_HEADLESS"] = "1"  # the kernel inherits it: static figures, no widgets
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
@@ -143,7 +137,7 @@ def execute(notebook: str, out: Path, params: dict, timeout: float | None = None
 def check_kernel(name: str = KERNEL) -> None:
     """papermill runs the Jupyter kernel `name`: it must be this environment's Python, or the
     notebooks would import another taetlib (or none)."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # deferred with papermill
     fix = f"{sys.executable} -m ipykernel install --sys-prefix --name {name}"
     try:
         argv = KernelSpecManager().get_kernel_spec(name).argv
@@ -208,7 +202,6 @@ def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dic
 
 def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) -> dict:
     """Notebook 01 for one (dataset, IR): builds the split before the runs that share it start."""
-    from .data import split_key
     out, marker = group_dir / f"{NB_DATA}.ipynb", group_dir / DONE
     key = config_hash(split_key(RunConfig.from_dict(config)))
     if marker.exists() and json.loads(marker.read_text()).get("split_hash") == key:
@@ -224,96 +217,6 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
     return {"group": str(group_dir), "error": ""}
 
 
-# ------------------------------------------------------------------------------ parallel map
-def _claim_slot(slots, threads: int, gpus: int) -> None:
-    """Worker start: one slot per worker; with several GPUs each worker gets its own."""
-    slot = slots.get()
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # N kernels share the cores, not each all of them
-    if gpus > 1:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-
-
-def _gpu_count() -> int:
-    try:
-        import torch
-        return torch.cuda.device_count()
-    except Exception:
-        return 0
-
-
-def pmap(fn, items: list, jobs: int, on_result=None) -> list:
-    """fn over items, `jobs` at a time (in this process when jobs == 1); results in item order."""
-    results = [None] * len(items)
-    if jobs <= 1 or len(items) <= 1:
-        for i, it in enumerate(items):
-            results[i] = fn(*it)
-            if on_result:
-                on_result(results[i])
-        return results
-    ctx = mp.get_context("spawn")  # papermill / zmq / torch state does not survive fork well
-    slots = ctx.Manager().Queue()
-    for s in range(jobs):
-        slots.put(s)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_claim_slot,
-                                initargs=(slots, threads, _gpu_count())) as pool:
-        futures = {pool.submit(fn, *it): i for i, it in enumerate(items)}
-        for f in cf.as_completed(futures):
-            results[futures[f]] = f.result()
-            if on_result:
-                on_result(results[futures[f]])
-    return results
-
-
-# ------------------------------------------------------------------------------ aggregation
-def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
-    attacks = [a for a in dict.fromkeys(summary["attack"]) if a != "clean"]
-    if wanted:
-        return wanted if wanted in attacks else None
-    return "pgd20" if "pgd20" in attacks else (attacks[0] if attacks else None)
-
-
-def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
-    """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
-    metric, value). Tail = metrics.class_groups' rarest third, as in the summary."""
-    attack = robust_attack_of(summary, robust_attack)
-    rows = []
-    for protocol, s in summary.groupby("protocol", sort=False):
-        clean, robust = s[s["attack"] == "clean"], s[s["attack"] == attack]
-
-        def get(row, col):
-            return float(row[col].iloc[0]) if len(row) else np.nan
-
-        vals = {"clean_accuracy": get(clean, "overall"), "balanced_accuracy": get(clean, "balanced"),
-                "robust_accuracy": get(robust, "overall"), "balanced_robustness": get(robust, "balanced"),
-                "tail_robustness": get(robust, "tail")}
-        rows += [{"protocol": protocol, "metric": m, "value": v, "robust_attack": attack} for m, v in vals.items()]
-    return pd.DataFrame(rows)
-
-
-def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric."""
-    keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
-    agg = metrics.groupby(keys, as_index=False, sort=False, dropna=False)["value"].agg(
-        mean="mean", std="std", n="count")
-    rank = {m: i for i, m in enumerate(METRICS)}
-    agg["_m"] = agg["metric"].map(rank)
-    return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
-
-
-def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
-    """Per-run headline metrics of every finished run (tidy, run columns first)."""
-    cols = ["run", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
-    frames = []
-    for row in status[status["status"].isin(["done", "skipped"])].to_dict("records"):
-        f = Path(row["run"]) / "eval" / "summary.csv"
-        if f.exists():
-            m = run_metrics(pd.read_csv(f, keep_default_na=False, na_values=[""]), robust_attack)
-            frames.append(m.assign(**{k: row[k] for k in cols}))
-    out_cols = [*cols, "protocol", "metric", "value", "robust_attack"]
-    return pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
-
-
 # ------------------------------------------------------------------------------ the sweep
 def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     """Runs (or skips) every run, then aggregates and writes the report. Returns the tables and
@@ -326,7 +229,6 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     root = resolve(sweep.root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2, default=str) + "\n")
-    from .plots import write_plotlyjs
     write_plotlyjs(root)  # one copy for every run's HTML figures (plots.save_html links the nearest)
     runs = sweep.plan()
     for r in runs:
@@ -366,7 +268,6 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
                                     interactive=False), sweep.cell_timeout)
         except Exception as e:
             notes.append(f"report notebook failed ({root / 'report' / NB_COMPARE}.ipynb): {error_text(e)}")
-    from . import report
     report_path = report.write_sweep_report(root, sweep, status, agg, notes)
     failed = status[status["status"] == "failed"]
     log(summary(status, time.time() - t0, report_path, notes))
@@ -412,10 +313,8 @@ def add_cli(subparsers) -> None:
 
 
 def sweep_from_args(args) -> Sweep:
-    from .cli import parse_sets
     preset = None
     if args.preset:
-        from . import presets
         preset = presets.get(args.preset)
     pc, ps = (preset.config, preset.sweep) if preset else ({}, {})
     config = {**pc, **parse_sets(args.set)}
@@ -453,53 +352,6 @@ def cmd_sweep(args) -> int:
             print(f"{r.dir}  {'INVALID: ' + r.error if r.error else ''}")
         return 0
     return 0 if run_sweep(sweep, jobs=args.jobs)["ok"] else 1
-
-
-# ------------------------------------------------------------------------------ notebook side
-def notebook_config(params: dict, extra: dict | None = None) -> RunConfig:
-    """A notebook's validation cell: its RunConfig parameters plus `extra` (any other RunConfig
-    field) -> a validated RunConfig; a wrong type or unknown name raises ConfigError naming it."""
-    extra = check_params(extra=(extra if extra is not None else {}, dict))["extra"]
-    both = sorted(set(params) & set(extra))
-    if both:
-        raise ConfigError(f"extra={extra!r}: sets {both}, which are parameters of this notebook; set them there.")
-    return RunConfig.from_dict({**params, **extra})
-
-
-def check_params(**typed) -> dict:
-    """check_params(name=(value, type)) for parameters outside RunConfig; returns {name: value}.
-    Errors name the parameter, as RunConfig's do."""
-    out = {}
-    for name, (value, hint) in typed.items():
-        if hint is dict:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name}={value!r}: expected a dict, got {type(value).__name__}.")
-            out[name] = value
-        else:
-            out[name] = coerce(name, value, hint)
-    return out
-
-
-def notebook_run_dir(run_dir: str, cfg: RunConfig, root: str = "runs/interactive") -> Path:
-    """The run folder a notebook writes to: `run_dir`, or for '' the sweep layout under runs/interactive."""
-    if run_dir:
-        return resolve(run_dir)
-    return run_path(root, cfg.dataset, cfg.imbalance_ratio, cfg.method, cfg.robustlt, cfg.seed)
-
-
-def stage1_checkpoint(run_dir: Path, cfg: RunConfig) -> Path:
-    """TAET stage 2 starts from <run_dir>/stage1/last.pt (weights, optimizer, history), trained with
-    the same settings: notebooks 02 and 03 must be given the same parameters."""
-    ck, saved = Path(run_dir) / "stage1" / "last.pt", Path(run_dir) / "stage1" / "config.json"
-    if not ck.exists() or not saved.exists():
-        raise FileNotFoundError(f"{ck} not found: TAET's stage 2 starts from stage 1. Run notebook "
-                                f"{NB_STAGE1} with the same parameters (run_dir={str(run_dir)!r}) first.")
-    old = RunConfig.load(saved).to_dict()
-    diff = {k: (old.get(k), v) for k, v in cfg.to_dict().items() if k not in ("device", "compile") and old.get(k) != v}
-    if diff:
-        raise ConfigError(f"stage 1 in {saved.parent} was trained with other settings {diff} (stage 1, now): "
-                          f"give notebooks {NB_STAGE1} and {NB_TRAIN} the same parameters, or another run_dir.")
-    return ck
 
 
 if __name__ == "__main__":  # python -m taetlib.sweep ... works without cli.py too

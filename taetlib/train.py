@@ -10,14 +10,14 @@ Everything that can refuse a run (config, data, model, checkpoints, run_dir writ
 is checked before the first file is written: a refused run leaves nothing behind.
 Inside the step nothing reads a value back to the host: losses and per-class hit counts accumulate
 on the device and are read once per epoch. Under torchrun the same loop trains with DDP
-(distributed.py says what is split across ranks and what is not).
+(distributed.py says what is split across ranks and what is not). Checkpoints are read back by
+checkpoints.py (load_checkpoint, load_model), which evaluation uses too.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import pickle
 import resource
 import shutil
 import tempfile
@@ -26,25 +26,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import distributed
 from .attacks import bn_eval, pgd
-from .config import RunConfig, bad, check_choice
-from .data import Batches, LTData, Split, select_per_class
-from .distributed import Dist
+from .batches import Batches
+from .checkpoints import CheckpointError, load_checkpoint, load_model  # noqa: F401  (train.load_model: as before)
+from .config import RunConfig
+from .data import LTData
+from .distributed import Dist, resolve_device
+from .errors import bad
 from .methods import build_objective
 from .models import create_model
+from .schedule import STAGES, epoch_seed, lr_at, stage_epochs  # noqa: F401  (train.lr_at etc.: as before)
+from .selection import balanced, best_epoch, validation_split
 
-STAGES = ("all", "stabilization", "adversarial")
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
 RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that does not fit the model or the run; the message says why and what to do."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -59,52 +58,12 @@ class FitResult:
 
 
 # ---------------------------------------------------------------- small pure helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def lr_at(cfg: RunConfig, epoch: int) -> float:
-    """MultiStepLR in closed form: x lr_gamma once each milestone round(f * epochs) has passed.
-    A pure function of the absolute epoch, so stage-2-only runs and resumes need no scheduler state.
-    Under budget_rule='equal_adversarial' TAET's stage 1 runs at lr before the schedule, so its
-    adversarial epochs get exactly the lr sequence every other method's epochs get."""
-    epoch -= cfg.clean_epochs_before()
-    milestones = [round(f * cfg.epochs) for f in cfg.lr_milestones]
-    return cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in milestones)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
-
-
-def stage_epochs(cfg: RunConfig, stage: str) -> range:
-    """The absolute epochs a stage covers (TAET: stabilisation 1..S, adversarial S+1..T)."""
-    check_choice("stage", stage, STAGES)
-    if stage == "all":
-        return range(1, cfg.total_epochs() + 1)
-    if cfg.method != "taet":
-        raise bad("stage", stage, f"only TAET has stages; method={cfg.method!r} trains with stage='all'.")
-    S = cfg.stabilization_epochs
-    if stage == "stabilization":
-        if S == 0:
-            raise bad("stage", stage, "stabilization_epochs=0: there is no stage 1; use stage='adversarial' or 'all'.")
-        return range(1, S + 1)
-    return range(S + 1, cfg.total_epochs() + 1)
-
-
 def per_class_acc(tally: Tensor) -> list[float | None] | None:
     """[2, C] (hits, seen) -> recall per class; None where a class was not seen, None if nothing was."""
     hits, seen = tally.tolist()
     if not any(seen):
         return None
     return [h / n if n else None for h, n in zip(hits, seen)]
-
-
-def balanced(acc: list | None) -> float | None:
-    vals = [a for a in (acc or []) if a is not None]
-    return sum(vals) / len(vals) if vals else None
 
 
 def count_hits(tally: Tensor, logits: Tensor | None, y: Tensor) -> None:
@@ -120,7 +79,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # process peak RSS (Linux: KiB)
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- writing the run's files
 def _save_atomic(obj, path: Path) -> None:
     """torch.save (or text) to path.tmp, then rename: a crash mid-write never leaves a half file at path."""
     tmp = path.with_name(path.name + ".tmp")
@@ -157,66 +116,6 @@ def check_run_dir(run_dir: Path, model: nn.Module) -> None:
         raise bad("run_dir", str(run_dir), f"only {free / 2**20:.1f} MiB free on the filesystem of {where}; this run "
                   f"writes about {need / 2**20:.1f} MiB (last.pt beside the previous one, model.pt). Fix: free "
                   "space there, or choose a run directory on another disk.")
-
-
-def _num_classes(state: dict) -> int | None:
-    """Output size of the last 2-D weight in the state dict: the classifier's rows."""
-    mats = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    return int(mats[-1].shape[0]) if mats else None
-
-
-def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict:
-    """Read last.pt (a dict with 'model', ...) or model.pt (bare weights) as {'model': weights, ...};
-    with `model`, load the weights into it, or say clearly why they do not fit."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist.")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:   # weights_only refuses any object but tensors and plain containers
-        raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors, numbers and plain containers, so it was refused "
-            f"unread and nothing in it ran ({str(e).splitlines()[0]}). It was tampered with or written by other "
-            "code. Fix: use a last.pt / model.pt written by taetlib; only if you trust its source, load it "
-            "yourself and torch.save its state_dict().") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({str(e).splitlines()[0]}): it is truncated or not "
-                              "a torch file. Fix: restore it, or delete it to start the run over.") from e
-    if not isinstance(ck, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(ck).__name__}, not weights. Fix: pass a last.pt or "
-                              "model.pt written by taetlib.")
-    if "model" not in ck:
-        ck = {"model": ck}
-    if model is not None:
-        want, got = model.state_dict(), ck["model"]
-        missing = [k for k in want if k not in got]
-        extra = [k for k in got if k not in want]
-        shapes = [f"{k}: {tuple(got[k].shape)} vs {tuple(want[k].shape)}"
-                  for k in want if k in got and got[k].shape != want[k].shape]
-        if missing or extra or shapes:
-            arch = ck.get("cfg", {}).get("model", "an unrecorded architecture")
-            detail = "; ".join(f"{name} {items[:3]}{' ...' if len(items) > 3 else ''}"
-                               for name, items in (("missing", missing), ("unexpected", extra),
-                                                   ("shape checkpoint vs model", shapes)) if items)
-            raise CheckpointError(
-                f"checkpoint {path} does not fit the model: it holds {arch!r} with {_num_classes(got)} classes, "
-                f"the model expects {_num_classes(want)} classes ({detail}). Fix: build the model the checkpoint "
-                "was trained with (taetlib.train.load_model(run_dir) rebuilds it from config.json), or pass a "
-                "checkpoint of this architecture and class count.")
-        model.load_state_dict(got)
-    return ck
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from run_dir/config.json and its weights (model.pt, else last.pt)."""
-    run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.json")
-    path = run_dir / "model.pt" if (run_dir / "model.pt").exists() else run_dir / "last.pt"
-    state = load_checkpoint(path)["model"]
-    # channel count and class count are read off the weights; mean/std are buffers inside them
-    model = create_model(cfg.model, _num_classes(state), in_channels=state["mean"].shape[1])
-    load_checkpoint(path, model)
-    return model.to(device).eval()
 
 
 def _check_resume(ck: dict, cfg: RunConfig, path: Path, dist: Dist) -> None:
@@ -436,25 +335,6 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         _save_atomic(model.state_dict(), run_dir / "model.pt")
     distributed.barrier(dist)   # every rank returns once model.pt is on disk
     return FitResult(model=model, history=history, run_dir=run_dir)
-
-
-def validation_split(train: Split, cfg: RunConfig, num_classes: int) -> tuple[Split, Split | None]:
-    """(training images, validation images): for select='best_val_pgd', a seeded stratified val_fraction of
-    each class (at least one image where a class has two) is held out of training; otherwise (train, None)."""
-    if cfg.select == "last":
-        return train, None
-    y = train.y.cpu().numpy()
-    n = np.bincount(y, minlength=num_classes)
-    k = np.where(n >= 2, np.maximum(np.floor(n * cfg.val_fraction), 1), 0).astype(int)
-    val = select_per_class(y, k, np.random.default_rng(cfg.seed + 7919))   # a stream of its own
-    keep = np.setdiff1d(np.arange(len(y)), val)
-    return train.take(keep), train.take(val)
-
-
-def best_epoch(history: list[dict]) -> int | None:
-    """The epoch with the highest balanced validation PGD accuracy (the earliest of ties), if any."""
-    scored = [(balanced(r["val_pgd_acc"]), -r["epoch"]) for r in history if r.get("val_pgd_acc")]
-    return -max(scored)[1] if scored else None
 
 
 def history_text(history: list[dict]) -> str:

@@ -70,7 +70,7 @@ def test_harl_weight_turns_negative_half_a_nat_below_the_mean():
 def test_autoaugment_uses_the_cifar10_policy():
     from torchvision.transforms import v2
 
-    from taetlib.data import policy_op
+    from taetlib.batches import policy_op
     assert policy_op("autoaugment").policy == v2.AutoAugmentPolicy.CIFAR10
     ra = policy_op("randaugment")
     assert (ra.num_ops, ra.magnitude) == (2, 8)

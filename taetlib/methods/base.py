@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import pgd
-from ..config import RunConfig, bad
+from ..config import RunConfig
+from ..errors import Registry, bad
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Objective:
 
 # ---------------------------------------------------------------- registry
 # name -> factory(cfg, train_counts, attack) -> Objective; each objective module registers its own.
-OBJECTIVES: dict[str, Callable[[RunConfig, list[int], Attack], Objective]] = {}
+OBJECTIVES: dict[str, Callable[[RunConfig, list[int], Attack], Objective]] = Registry("method")
 ATTACK_LOSS: dict[str, str] = {}   # what each objective's attack maximises; CE when absent
 
 

@@ -1,0 +1,182 @@
+"""The house: taetlib's imports, read from the source with `ast`, form no circle and at most six floors.
+
+A module's floor is 0 when it imports nothing of taetlib, else one above the highest module it
+imports. A subpackage (taetlib/methods/) is one module grown into files: it is one room of the house
+for the floors, while the circles are checked file by file too. __main__ (what `python -m taetlib`
+runs) stands above the house, as the notebooks do. Every import counts, wherever it
+stands: an import of taetlib moved into a function body is refused outright (it would hide a circle),
+and any other import there must say on its line why it is deferred.
+"""
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "taetlib"
+MAX_FLOORS = 6
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def read_package(root: Path) -> dict[str, tuple[Path, ast.Module]]:
+    return {module_name(p, root): (p, ast.parse(p.read_text(), str(p))) for p in sorted(root.rglob("*.py"))}
+
+
+def imported(node, name: str, is_package: bool, known: set[str]) -> list[str]:
+    """The package's modules an Import / ImportFrom node names (relative ones resolved)."""
+    if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+    else:
+        if node.level:
+            base = name.split(".")
+            base = base[:len(base) - node.level + (1 if is_package else 0)]
+            stem = ".".join(base + ([node.module] if node.module else []))
+        else:
+            stem = node.module or ""
+        # `from pkg import mod` names the module mod; `from mod import thing` names mod
+        targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in known else stem for a in node.names]
+    out = []
+    for t in targets:
+        while t and t not in known:  # `import taetlib.methods.base` from outside: the file it names
+            t = t.rpartition(".")[0]
+        if t:
+            out.append(t)
+    return out
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports, from every import statement in its source."""
+    modules = read_package(root)
+    known = set(modules)
+    graph = {}
+    for name, (path, tree) in modules.items():
+        is_package = path.name == "__init__.py"
+        graph[name] = {t for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                       for t in imported(node, name, is_package, known) if t != name}
+    return graph
+
+
+def rooms(graph: dict[str, set[str]], top: str) -> dict[str, set[str]]:
+    """The same graph with each subpackage of `top` folded into one node."""
+    def room(m):
+        parts = m.split(".")
+        if len(parts) > 2 and ".".join(parts[:2]) in graph:  # top.sub.file -> top.sub
+            return ".".join(parts[:2])
+        return m
+    folded: dict[str, set[str]] = {}
+    for m, deps in graph.items():
+        folded.setdefault(room(m), set()).update(room(d) for d in deps)
+    return {m: deps - {m} for m, deps in folded.items()}
+
+
+def circle(graph: dict[str, set[str]]) -> list[str] | None:
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        return e.args[1]
+    return None
+
+
+def floors(graph: dict[str, set[str]]) -> dict[str, int]:
+    floor: dict[str, int] = {}
+    for m in graphlib.TopologicalSorter(graph).static_order():  # every import before its importer
+        floor[m] = 1 + max((floor[d] for d in graph[m]), default=-1)
+    return floor
+
+
+def deferred_imports(root: Path) -> list[tuple[str, int, str, bool]]:
+    """(module, line, source line, names taetlib) for every import inside a function body."""
+    out = {}
+    for name, (path, tree) in read_package(root).items():
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                for node in ast.walk(fn):  # nested functions too (each import listed once)
+                    if isinstance(node, ast.Import):
+                        ours = any(a.name.split(".")[0] == root.name for a in node.names)
+                    elif isinstance(node, ast.ImportFrom):
+                        ours = node.level > 0 or (node.module or "").split(".")[0] == root.name
+                    else:
+                        continue
+                    out[(name, node.lineno)] = (name, node.lineno, lines[node.lineno - 1].strip(), ours)
+    return sorted(out.values())
+
+
+# ---------------------------------------------------------------------------------------- taetlib
+GRAPH = import_graph(PACKAGE)
+
+
+def test_the_reader_sees_the_package():
+    # not vacuous: the files of the subpackage, relative imports at both levels, and the package's own
+    assert {"taetlib", "taetlib.config", "taetlib.methods", "taetlib.methods.base"} <= set(GRAPH)
+    assert {"taetlib.methods.base", "taetlib.methods.classic"} <= GRAPH["taetlib.methods"]
+    assert {"taetlib.attacks", "taetlib.config"} <= GRAPH["taetlib.methods.base"]
+    assert "taetlib.methods" in GRAPH["taetlib.train"]
+
+
+def test_no_import_circle():
+    assert circle(GRAPH) is None, f"import circle: {' -> '.join(circle(GRAPH))}"
+    folded = rooms(GRAPH, "taetlib")
+    assert circle(folded) is None, f"import circle between rooms: {' -> '.join(circle(folded))}"
+
+
+def test_at_most_six_floors():
+    floor = floors(rooms(GRAPH, "taetlib"))
+    # `python -m taetlib` runs __main__, the command line's entry point: above the house, like the notebooks
+    assert floor.pop("taetlib.__main__") == floor["taetlib.cli"] + 1
+    by_floor = {}
+    for m, f in sorted(floor.items()):
+        by_floor.setdefault(f, []).append(m.removeprefix("taetlib.") or "__init__")
+    house = "\n".join(f"floor {f}: {', '.join(ms)}" for f, ms in sorted(by_floor.items()))
+    assert max(floor.values()) + 1 <= MAX_FLOORS, f"more than {MAX_FLOORS} floors:\n{house}"
+
+
+def test_no_import_deferred_to_dodge_a_circle():
+    deferred = deferred_imports(PACKAGE)
+    ours = [f"{m}:{line}: {src}" for m, line, src, is_ours in deferred if is_ours]
+    assert not ours, "taetlib imported inside a function body (import it at the top):\n" + "\n".join(ours)
+    silent = [f"{m}:{line}: {src}" for m, line, src, _ in deferred if "#" not in src]
+    assert not silent, "a deferred import must say why on its line (e.g. heavy, optional):\n" + "\n".join(silent)
+
+
+# ---------------------------------------------------------------------------------------- the reader itself
+def write_package(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "pkg"
+    for rel, text in {"__init__.py": "", **files}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_reader_finds_a_circle_through_a_subpackage_and_a_deferred_import(tmp_path):
+    root = write_package(tmp_path, {
+        "config.py": "def validate():\n    from .sub import REG  # looks harmless\n",
+        "sub/__init__.py": "from .reg import REG\n",
+        "sub/reg.py": "from ..config import validate\nREG = {}\n",
+    })
+    graph = import_graph(root)
+    assert graph["pkg.config"] == {"pkg.sub"} and graph["pkg.sub.reg"] == {"pkg.config"}
+    assert set(circle(graph)) == {"pkg.config", "pkg.sub", "pkg.sub.reg"}
+    assert circle(rooms(graph, "pkg")) is not None
+    assert [(m, ours) for m, _, _, ours in deferred_imports(root)] == [("pkg.config", True)]
+
+
+def test_reader_counts_floors_of_a_chain(tmp_path):
+    chain = {f"m{i}.py": (f"from . import m{i - 1}\n" if i else "import os\n") for i in range(7)}
+    chain["top.py"] = "import pkg.m6\nfrom pkg.m0 import something\n"
+    graph = import_graph(write_package(tmp_path, chain))
+    assert circle(graph) is None and graph["pkg.top"] == {"pkg.m6", "pkg.m0"}
+    floor = floors(rooms(graph, "pkg"))
+    assert floor["pkg.m0"] == 0 and floor["pkg.m6"] == 6 and floor["pkg.top"] == 7
+    assert max(floor.values()) + 1 > MAX_FLOORS  # the check above would refuse this house
+
+
+@pytest.mark.parametrize("line, ours", [("    import numpy as np\n", False), ("    from . import x\n", True),
+                                        ("    import pkg.m0  # why\n", True), ("    from pkg import m0\n", True)])
+def test_reader_tells_our_deferred_imports_from_others(tmp_path, line, ours):
+    root = write_package(tmp_path, {"m0.py": "", "x.py": "", "f.py": "def f():\n" + line})
+    assert [o for _, _, _, o in deferred_imports(root)] == [ours]

@@ -284,6 +284,18 @@ def per_class_bars(table: pd.DataFrame, color: str = "attack", facet_col: str | 
     return fig.update_layout(title=title, yaxis_title="recall")
 
 
+def recall_vs_count(table: pd.DataFrame, color: str = "arm", title: str = "Robust recall vs training count") -> go.Figure:
+    """One point per class (and `color`): recall against the class's training count on a log axis, so a
+    weak class that is not rare (Shirt in Fashion-MNIST-LT, cat in CIFAR-10-LT) stands out from the tail."""
+    if table.empty or "train_count" not in table:
+        return _empty(f"{title} (nothing to show)")
+    df = table.assign(**{color: table[color].astype(str)})
+    fig = px.scatter(df, x="train_count", y="recall", color=color, log_x=True, text="class_name",
+                     hover_data=[c for c in ("n", "recall_std") if c in df], template=TEMPLATE, range_y=[0, 1.02])
+    fig.update_traces(textposition="top center", mode="markers+text")
+    return fig.update_layout(title=title, xaxis_title="training images of the class (log)", yaxis_title="recall")
+
+
 def group_bars(groups: pd.DataFrame, color: str = "attack", facet_col: str | None = None,
                title: str = "Head / medium / tail mean recall") -> go.Figure:
     """Bars of mean recall per group (columns: group, recall, `color`), e.g. from evaluate's summary."""

@@ -203,3 +203,23 @@ def test_selection_needs_validated_epochs():
     from taetlib.config import ConfigError, RunConfig
     with pytest.raises(ConfigError, match="select='best_val_pgd': selects among validated epochs"):
         RunConfig(method="pgd_at", select="best_val_pgd", eval_every=0)
+
+
+def test_small_protocols_are_named_with_their_n():
+    import pandas as pd
+
+    from taetlib.sanity import SMALL_N, small_classes
+    t = pd.DataFrame({"protocol": ["balanced"] * 3 + ["long_tailed"] * 3, "attack": "clean", "class": [0, 1, 2] * 2,
+                      "class_name": ["a", "b", "c"] * 2, "n": [100, 100, 100, 100, SMALL_N, SMALL_N - 1]})
+    assert small_classes(t) == {"balanced": "", "long_tailed": f"c (n={SMALL_N - 1})"}
+
+
+def test_recall_vs_count_plots_each_class_at_its_training_count():
+    import pandas as pd
+
+    from taetlib.plots import recall_vs_count
+    t = pd.DataFrame({"arm": ["taet"] * 3, "class": [0, 1, 2], "class_name": ["a", "b", "c"],
+                      "train_count": [800, 200, 80], "recall": [0.3, 0.9, 0.8]})
+    fig = recall_vs_count(t)
+    assert list(fig.data[0].x) == [800, 200, 80] and list(fig.data[0].y) == [0.3, 0.9, 0.8]
+    assert fig.layout.xaxis.type == "log"

@@ -112,6 +112,12 @@ def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
     return "pgd20" if "pgd20" in attacks else (attacks[0] if attacks else None)
 
 
+SOURCE = {"clean_accuracy": "overall", "balanced_accuracy": "balanced", "robust_accuracy": "overall",
+          "balanced_robustness": "balanced", "tail_robustness": "tail", "taet_tail_robustness": "tail_taet",
+          "robustlt_tail_robustness": "tail_robustlt", "weakest_k_robustness": "weakest_k",
+          "worst_class_robustness": "worst_recall"}   # metric -> its column of evaluate's summary
+
+
 def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
     """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
     metric, value). The group metrics average the classes METRIC_GROUPS names."""
@@ -120,14 +126,13 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
     for protocol, s in summary.groupby("protocol", sort=False):
         clean, robust = s[s["attack"] == "clean"], s[s["attack"] == attack]
 
-        def get(row, col):   # a summary written before a column existed reads as NaN
-            return float(row[col].iloc[0]) if len(row) and col in row else np.nan
+        def get(row, col):
+            return float(row[col].iloc[0]) if len(row) else np.nan
 
-        vals = {"clean_accuracy": get(clean, "overall"), "balanced_accuracy": get(clean, "balanced"),
-                "robust_accuracy": get(robust, "overall"), "balanced_robustness": get(robust, "balanced"),
-                "tail_robustness": get(robust, "tail"), "taet_tail_robustness": get(robust, "tail_taet"),
-                "robustlt_tail_robustness": get(robust, "tail_robustlt"),
-                "weakest_k_robustness": get(robust, "weakest_k"), "worst_class_robustness": get(robust, "worst_recall")}
+        # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
+        # before a column existed has no such metric
+        vals = {m: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, col)
+                for m, col in SOURCE.items() if col in s}
         rows += [{"protocol": protocol, "metric": m, "value": v, "robust_attack": attack} for m, v in vals.items()]
     return pd.DataFrame(rows)
 

@@ -211,9 +211,10 @@ trains here from scratch. Live per-class clean and robust curves and the loss co
     code("""
 two_stage = cfg.method == "taet" and cfg.stabilization_epochs > 0
 init = sweep.stage1_checkpoint(run, cfg) if two_stage else None
-live = plots.live_plot({"loss": plots.loss_figure, "accuracy": plots.accuracy_figure,
-                        "per_class": plots.per_class_figure},
-                       out_dir=run / "figures", interactive=interactive, class_names=lt.classes)
+views = {"loss": plots.loss_figure, "accuracy": plots.accuracy_figure, "per_class": plots.per_class_figure}
+if cfg.method == "taet":   # HARL's w_c: below zero, that class's adversarial loss is pushed up
+    views["class_weight"] = plots.class_weight_figure
+live = plots.live_plot(views, out_dir=run / "figures", interactive=interactive, class_names=lt.classes)
 result = train.fit(cfg, lt, run, stage="adversarial" if two_stage else "all", init_checkpoint=init,
                    callback=live)
 live.finish(result.history);

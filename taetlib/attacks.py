@@ -28,6 +28,27 @@ def bn_eval(model: nn.Module):
             m.training = training
 
 
+@contextmanager
+def bn_batch_stats(model: nn.Module):
+    """Train mode with BatchNorm on the batch's own statistics and its running statistics frozen,
+    as RobustLT's attack runs (core/methods/utils.py); modes and tracking are restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    norms = [(m, m.track_running_stats) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.train()
+    for m, _ in norms:   # untracked in train mode: batch statistics, and no running-stat update
+        m.track_running_stats = False
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for m, tracked in norms:
+            m.track_running_stats = tracked
+
+
+BN_MODES = {"eval": bn_eval, "batch": bn_batch_stats}   # BatchNorm while attacking
+
+
 def cw_margin(logits: Tensor, y: Tensor, kappa: float = 0.0) -> Tensor:
     """Per-sample CW loss: -max(z_y - max_{j!=y} z_j + kappa, 0); zero (no push) once misclassified."""
     true = logits.gather(1, y[:, None]).squeeze(1)
@@ -66,7 +87,7 @@ def _start(x: Tensor, eps: float | Tensor, random_start: str) -> Tensor:
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
         steps: int, loss: LossArg = "ce", random_start: str = "uniform",
-        return_logits: bool = False, return_kappa: bool = False):
+        return_logits: bool = False, return_kappa: bool = False, bn: str = "eval"):
     """PGD L-inf: x_{k+1} = Proj_{B(x,eps) & [0,1]}(x_k + step * sign(grad L(f(x_k), y))).
 
     Returns the detached x_adv; with return_logits=True also the (detached) logits of the first
@@ -74,6 +95,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: fl
     accuracy needs no extra forward. With return_kappa=True also kappa [B] (long, on x's device): how
     many of the iterates x_0..x_{K-1} the model classified correctly, each counted before its update
     (GAIRAT's geometry value; x_K is never checked). eps == 0 returns x exactly.
+    bn: 'eval' (running statistics: TAET, AT-BSL, TRADES, MART code) or 'batch' (RobustLT's code).
     """
     loss_fn = _loss_fn(loss)
     x = x.detach()
@@ -83,7 +105,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: fl
     x_adv = torch.clamp(_start(x, eps, random_start), lo, hi)
     first_logits = None
     kappa = torch.zeros(len(x), dtype=torch.long, device=x.device) if return_kappa else None
-    with bn_eval(model), torch.enable_grad():
+    with BN_MODES[bn](model), torch.enable_grad():
         for k in range(steps):
             x_adv.requires_grad_(True)
             logits = model(x_adv)

@@ -88,13 +88,21 @@ def crop_flip(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def policy_op(kind: str):
+    """AutoAugment with the CIFAR10 policy (torchvision's default is ImageNet's), as AT-BSL's
+    train_at_bsl_cifar10.py and RobustLT's cifar10lt.py use it; or RandAugment(2, 8) as AT-BSL's."""
+    from torchvision.transforms import v2  # only the optional policy path needs it; deferred for start-up time
+    if kind == "autoaugment":
+        return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+    return v2.RandAugment(num_ops=2, magnitude=8)
+
+
 def policy_augment(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """AutoAugment / RandAugment(2, 8) as AT-BSL's released runs used, via torchvision v2 on uint8 tensors.
+    """AutoAugment / RandAugment per `policy_op`, via torchvision v2 on uint8 tensors.
 
     torchvision draws one op per call, so this path goes image by image: the optional, slower path.
     """
-    from torchvision.transforms import v2  # only the optional policy path needs it; deferred for start-up time
-    op = v2.AutoAugment() if kind == "autoaugment" else v2.RandAugment(num_ops=2, magnitude=8)
+    op = policy_op(kind)
     return torch.stack([op(img) for img in x])  # draws from torch's global RNG, seeded per epoch by fit()
 
 

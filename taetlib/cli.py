@@ -57,7 +57,7 @@ def cmd_demo(args) -> int:
     p = presets.get("fmnist_lt_demo")
     print(f"Fashion-MNIST: {folder}\n{p.description}", flush=True)
     s = sweep.Sweep(root=data.resolve(args.out), dataset=p.config["dataset"], irs=p.sweep["irs"],
-                    arms=[tuple(a) for a in p.sweep["arms"]], seeds=p.sweep["seeds"],
+                    arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
                     config={k: v for k, v in p.config.items() if k != "dataset"},
                     method_overrides=p.method_overrides, evaluation=p.evaluation, preset=p.name)
     result = sweep.run_sweep(s, jobs=args.jobs)

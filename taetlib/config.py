@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .errors import FIELD_CHECKS, REGISTRIES, ConfigError, bad, check_choice
 
+BUDGET_RULES = ("equal_adversarial", "released")
+
 
 @dataclass
 class RunConfig:
@@ -33,6 +35,9 @@ class RunConfig:
     # --- method (objective) and its knobs
     method: str = "taet"
     stabilization_epochs: int = 40         # TAET stage 1 (clean CE) length
+    # equal_adversarial: `epochs` are adversarial epochs for every method, and TAET's stage 1 comes
+    # before them, extra, at the initial lr; released: stage 1 is part of `epochs` (TAET's 40 + 60)
+    budget_rule: str = "equal_adversarial"
     harl_alpha: float = 0.1
     harl_beta: float = 0.1
     harl_gamma: float = 0.1
@@ -60,11 +65,13 @@ class RunConfig:
     step_size: float | None = None
     attack_steps: int = 10
     random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL) | uniform | uniform_pos (RoBal) | none
+    attack_bn: str = "eval"                # BatchNorm in the training attack: eval (TAET/AT-BSL code) | batch (RobustLT)
     # --- schedule (papers' defaults)
-    epochs: int = 100
+    epochs: int = 100                      # adversarial epochs under budget_rule=equal_adversarial
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
+    nesterov: bool = False                 # RobustLT's code trains with Nesterov momentum
     weight_decay: float = 5e-4
     lr_milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # fractions of epochs
     lr_gamma: float = 0.1
@@ -72,6 +79,10 @@ class RunConfig:
     eval_every: int = 10                   # test clean + PGD per class every N epochs (0 = never)
     eval_pgd_steps: int = 10
     eval_per_class: int | None = 100       # subsample of the balanced test set for in-training eval
+    # model.pt: the last epoch (TAET, RobustLT) | best_val_pgd: the best balanced PGD accuracy on a validation
+    # split held out of the training set (AT-BSL's script picks on the test set, which this never does)
+    select: str = "last"
+    val_fraction: float = 0.1              # share of each class held out for select=best_val_pgd
     # --- hardware
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     bf16: bool = False                     # autocast on CUDA
@@ -122,6 +133,14 @@ class RunConfig:
         check_choice("head", self.head, ("auto", *REGISTRIES["head"]))
         for check in FIELD_CHECKS:   # the objectives' own fields (methods/*.py register their checks)
             check(self)
+        check_choice("attack_bn", self.attack_bn, ("eval", "batch"))
+        check_choice("select", self.select, ("last", "best_val_pgd"))
+        if self.select != "last" and not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", self.val_fraction, "must lie in (0, 1): the share of each class held out for selection.")
+        if self.select != "last" and self.eval_every == 0:
+            raise bad("select", self.select, "selects among validated epochs; set eval_every > 0 (e.g. 5).")
+        if self.nesterov and self.momentum <= 0:
+            raise bad("nesterov", self.nesterov, f"needs momentum > 0 (momentum={self.momentum}); set momentum or nesterov=False.")
         if self.imbalance_ratio < 1:
             raise bad("imbalance_ratio", self.imbalance_ratio,
                       "must be >= 1 (n_max / n_min; 1 means balanced). Use e.g. 10 or 100.")
@@ -137,9 +156,12 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise bad(name, v, "must be >= 1, or None for no cap.")
-        if self.method == "taet" and not 0 <= self.stabilization_epochs <= self.epochs:
+        check_choice("budget_rule", self.budget_rule, BUDGET_RULES)
+        if self.method == "taet" and self.budget_rule == "released" and not 0 <= self.stabilization_epochs <= self.epochs:
             raise bad("stabilization_epochs", self.stabilization_epochs,
-                      f"must lie in [0, epochs={self.epochs}].")
+                      f"must lie in [0, epochs={self.epochs}] (budget_rule='released' counts stage 1 inside epochs).")
+        if self.method == "taet" and self.stabilization_epochs < 0:
+            raise bad("stabilization_epochs", self.stabilization_epochs, "must be >= 0.")
         if not 0 <= self.robustlt_a <= 1:
             raise bad("robustlt_a", self.robustlt_a, "must lie in [0, 1] (0 = no class-wise balancing).")
         if self.robustlt_b <= 0:
@@ -153,6 +175,13 @@ class RunConfig:
         return self
 
     # ------------------------------------------------------------------ derived values
+    def clean_epochs_before(self) -> int:
+        """Clean epochs trained before the adversarial budget starts (TAET's stage 1 under equal_adversarial)."""
+        return self.stabilization_epochs if self.method == "taet" and self.budget_rule == "equal_adversarial" else 0
+
+    def total_epochs(self) -> int:
+        return self.epochs + self.clean_epochs_before()
+
     def train_eps(self, dataset_default: float) -> float:
         return dataset_default if self.eps is None else self.eps
 

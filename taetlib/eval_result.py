@@ -21,9 +21,12 @@ def per_class_table(attack, protocol, eps, y, pred, class_names) -> pd.DataFrame
 
 
 def summary_table(table: pd.DataFrame, predictions: dict, train_counts, class_names, flags: pd.DataFrame,
-                  seconds: dict) -> pd.DataFrame:
+                  seconds: dict, small: dict | None = None) -> pd.DataFrame:
     """Per attack x protocol: overall, balanced (accuracy for clean, robustness otherwise), head / medium /
-    tail, worst class, absent classes and the raised flags that concern the row (never hidden)."""
+    tail (thirds), TAET's and RobustLT's tails, the weakest ceil(C/3) classes, the worst class, absent
+    classes, the raised flags that concern the row (never hidden) and the classes too small to read
+    (`small`: protocol -> text, sanity.small_classes)."""
+    small = small or {}
     rows = []
     attacks_run = set(table.attack)
     raised = flags[flags.raised]
@@ -36,10 +39,13 @@ def summary_table(table: pd.DataFrame, predictions: dict, train_counts, class_na
             "attack": attack, "protocol": protocol, "eps": float(t.eps.iloc[0]), "n": int(t.n.sum()),
             "metric": "balanced_accuracy" if attack == "clean" else "balanced_robustness",
             "overall": s["overall"], "balanced": s["balanced"], "head": s["head"], "medium": s["medium"],
-            "tail": s["tail"], "worst_class": s["worst_class"],
+            "tail": s["tail"], "tail_taet": s["tail_taet"], "tail_robustlt": s["tail_robustlt"],
+            "weakest_k": s["weakest_k"], "weakest_classes": ",".join(map(str, s["weakest_classes"])),
+            "worst_class": s["worst_class"],
             "worst_class_name": class_names[s["worst_class"]] if s["worst_class"] >= 0 else "",
             "worst_recall": s["worst_recall"], "absent_classes": ",".join(map(str, s["absent_classes"])),
             "raised_flags": ",".join(dict.fromkeys(mine.flag)),
+            "small_classes": small.get(protocol, ""),
             "seconds": seconds.get((protocol, attack), float("nan")),
         })
     return pd.DataFrame(rows)
@@ -88,14 +94,15 @@ class EvalResult:
                 p, a, k = key.rsplit("/", 2)
                 preds.setdefault((p, a), {})[k] = z[key]
         log = out / "autoattack.log"
-        return cls(read("per_class.csv"), read("summary.csv", ("absent_classes", "raised_flags", "worst_class_name")),
+        return cls(read("per_class.csv"), read("summary.csv", ("absent_classes", "raised_flags", "worst_class_name",
+                                                                 "weakest_classes", "small_classes")),
                    read("flags.csv", ("classes", "detail")), read("curves.csv"), preds,
                    json.loads((out / "eval_config.json").read_text()),
                    log.read_text().splitlines() if log.exists() else [])
 
     def __repr__(self) -> str:
-        cols = ["attack", "protocol", "eps", "n", "overall", "balanced", "head", "medium", "tail",
-                "worst_class_name", "worst_recall", "raised_flags"]
+        cols = ["attack", "protocol", "eps", "n", "overall", "balanced", "head", "medium", "tail", "tail_taet",
+                "weakest_k", "worst_class_name", "worst_recall", "raised_flags"]
         lines = ["EvalResult", self.summary[cols].to_string(index=False, float_format="{:.4f}".format)]
         raised = self.raised
         lines.append(f"sanity flags: {len(raised)} raised of {len(self.flags)} checks")

@@ -10,6 +10,7 @@ the tables and EvalResult in eval_result.py; their names are importable from her
 from __future__ import annotations
 
 import logging
+import warnings
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from .data import load_lt
 from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
-from .sanity import NOISE_Z, ORDER, above_noise, sanity_flags  # noqa: F401  (importable from evaluate too)
+from .sanity import NOISE_Z, ORDER, SMALL_N, above_noise, sanity_flags, small_classes  # noqa: F401  (importable from evaluate too)
 
 
 # ------------------------------------------------------------------------------ the one call
@@ -146,11 +147,18 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
             zero_grad.append(zt.rename(columns={"correct": "zero_gradient"}))
 
     table, curves = pd.concat(tables, ignore_index=True), pd.concat(curves, ignore_index=True)
-    warnings = pd.DataFrame(warn_rows, columns=["protocol", "message"])
-    flags = sanity_flags(table, curves, pd.concat(zero_grad, ignore_index=True), warnings,
+    table["train_count"] = table["class"].map(dict(enumerate(data.train_counts)))   # for recall-vs-frequency views
+    aa_warnings = pd.DataFrame(warn_rows, columns=["protocol", "message"])
+    flags = sanity_flags(table, curves, pd.concat(zero_grad, ignore_index=True), aa_warnings,
                          pd.concat(curve_clean, ignore_index=True))
     main_preds = {k: v for k, v in predictions.items() if k[1] in attacks}
-    summary = summary_table(table, main_preds, data.train_counts, names, flags, seconds)
+    small = small_classes(table)
+    for protocol, text in small.items():
+        if text:
+            warnings.warn(f"{data.spec.name} {protocol} protocol: classes with fewer than {SMALL_N} test images, "
+                          f"whose recall moves by 1/n per image: {text}. Read per-class and tail numbers there as "
+                          "noise; the summary's small_classes column names them.", stacklevel=2)
+    summary = summary_table(table, main_preds, data.train_counts, names, flags, seconds, small)
     config = {
         "dataset": data.spec.name, "eps": eps, "protocols": protocols, "attacks": params,
         "eps_sweep": {f"{e:.6g}": p for e, p in sweep.items()}, "curve_per_class": curve_per_class,

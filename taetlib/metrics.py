@@ -53,21 +53,50 @@ def overall_accuracy(y_true, y_pred) -> float:
     return float((y_true == y_pred).mean()) if y_true.size else float("nan")
 
 
-def class_groups(train_counts) -> dict[str, np.ndarray]:
-    """Head / medium / tail: thirds of the classes ranked by training count (ties keep label order)."""
-    counts = np.asarray(train_counts)
-    order = np.argsort(-counts, kind="stable")
-    head, medium, tail = np.array_split(order, 3)
-    return {"head": head, "medium": medium, "tail": tail}
+GROUPINGS = ("thirds", "taet_tail", "robustlt_tail")
 
 
-def group_means(recall, train_counts) -> dict[str, float]:
+def _by_rarity(train_counts) -> np.ndarray:
+    """Classes from most to least frequent in training (ties keep label order)."""
+    return np.argsort(-np.asarray(train_counts), kind="stable")
+
+
+def class_groups(train_counts, grouping: str = "thirds") -> dict[str, np.ndarray]:
+    """Classes by training count, under one paper's definition:
+    thirds        head / medium / tail: thirds of the classes (this workbench's default view);
+    taet_tail     head / tail: the rarer half is TAET's tail (classes 5-9 of CIFAR-10-LT);
+    robustlt_tail head / tail: the 80 % rarest classes are RobustLT's tail (the first int(0.2 C) are head)."""
+    order = _by_rarity(train_counts)
+    if grouping == "thirds":
+        head, medium, tail = np.array_split(order, 3)
+        return {"head": head, "medium": medium, "tail": tail}
+    n_head = {"taet_tail": len(order) - len(order) // 2, "robustlt_tail": int(0.2 * len(order))}.get(grouping)
+    if n_head is None:
+        raise ValueError(f"grouping={grouping!r}: unknown; choose one of {list(GROUPINGS)}.")
+    return {"head": order[:n_head], "tail": order[n_head:]}
+
+
+def _nanmean(vals) -> float:
+    vals = np.asarray(vals, dtype=float)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
+def group_means(recall, train_counts, grouping: str = "thirds") -> dict[str, float]:
+    """Mean recall per group of `class_groups(train_counts, grouping)`."""
     recall = np.asarray(recall, dtype=float)
-    out = {}
-    for name, idx in class_groups(train_counts).items():
-        vals = recall[idx]
-        out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-    return out
+    return {name: _nanmean(recall[idx]) for name, idx in class_groups(train_counts, grouping).items()}
+
+
+def weakest_k(recall, k: int | None = None) -> tuple[np.ndarray, float]:
+    """The k classes with the lowest recall (k = ceil(C/3), as many as a third, by default) and
+    their mean: weakness need not follow rarity, so it is reported beside the tail."""
+    recall = np.asarray(recall, dtype=float)
+    present = np.flatnonzero(np.isfinite(recall))
+    k = int(np.ceil(len(recall) / 3)) if k is None else int(k)
+    if k < 1:
+        raise ValueError(f"k={k}: must be >= 1.")
+    idx = present[np.argsort(recall[present], kind="stable")][:k]
+    return idx, _nanmean(recall[idx])
 
 
 def worst_class(recall) -> tuple[int, float]:
@@ -79,15 +108,21 @@ def worst_class(recall) -> tuple[int, float]:
 
 
 def summarize(y_true, y_pred, train_counts, num_classes: int | None = None) -> dict:
-    """One row of a summary table: overall, balanced, head/medium/tail, worst class, absent classes."""
+    """One row of a summary table: overall, balanced, head/medium/tail (thirds), TAET's and RobustLT's
+    tails, the worst class, the mean of the weakest ceil(C/3) classes and which they are, absent classes."""
     num_classes = num_classes if num_classes is not None else len(train_counts)
     recall = per_class_recall(y_true, y_pred, num_classes)
     worst, worst_recall = worst_class(recall)
+    weakest, weakest_mean = weakest_k(recall)
     return {
         "overall": overall_accuracy(y_true, y_pred),
         "balanced": float(np.nanmean(recall)) if np.isfinite(recall).any() else float("nan"),
         **group_means(recall, train_counts),
+        "tail_taet": group_means(recall, train_counts, "taet_tail")["tail"],
+        "tail_robustlt": group_means(recall, train_counts, "robustlt_tail")["tail"],
         "worst_class": worst,
         "worst_recall": worst_recall,
+        "weakest_k": weakest_mean,
+        "weakest_classes": [int(c) for c in weakest],
         "absent_classes": [int(c) for c in np.flatnonzero(np.isnan(recall))],
     }

@@ -11,7 +11,6 @@ filters the table to what it wants to see. The schemas:
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from .history import history_tables, read_history  # noqa: F401  (plots.read_history: as before)
 from .metrics import class_groups
 
 HEADLESS_ENV = "TAET_HEADLESS"  # the sweep sets it: papermill gives the kernel no sign of its own
@@ -167,46 +167,6 @@ def live_plot(views: dict, *, out_dir=None, interactive: bool | None = None, cla
     return LivePlot(views, out_dir=out_dir, interactive=interactive, class_names=class_names)
 
 
-# ------------------------------------------------------------------------------ history -> tidy
-def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFrame]:
-    """fit()'s history records (one dict per epoch) -> {'scalars': ..., 'per_class': ...} tidy tables.
-
-    Numbers become scalar rows (lr, loss, loss_bcl, ..., seconds); per-class lists `<split>_<kind>_acc`
-    (train_clean_acc, test_pgd_acc, ...) become per-class rows, and their mean over the classes seen
-    a scalar row of the same name; None (not measured that epoch) is left out."""
-    scalars, per_class = [], []
-    for r in records:
-        epoch, stage = r.get("epoch"), r.get("stage", "")
-        for k, v in r.items():
-            if k in ("epoch", "stage") or v is None:
-                continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                scalars.append((epoch, stage, k, float(v)))
-            elif isinstance(v, list) and k.endswith("_acc"):
-                split, _, kind = k.removesuffix("_acc").partition("_")
-                seen = [(c, float(a)) for c, a in enumerate(v) if a is not None]
-                per_class += [(epoch, stage, split, kind, c, a) for c, a in seen]
-                if seen:
-                    scalars.append((epoch, stage, k, float(np.mean([a for _, a in seen]))))
-    pc = pd.DataFrame(per_class, columns=["epoch", "stage", "split", "kind", "class", "value"])
-    names = list(class_names) if class_names is not None else None
-    pc["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in pc["class"]]
-    return {"scalars": pd.DataFrame(scalars, columns=["epoch", "stage", "metric", "value"]), "per_class": pc}
-
-
-def read_history(run_dir: str | Path) -> list[dict]:
-    """A run's history.jsonl, with a TAET run's stage-1 epochs (stage1/) first where not carried over."""
-    run_dir = Path(run_dir)
-    records: dict[int, dict] = {}
-    for p in (run_dir / "stage1" / "history.jsonl", run_dir / "history.jsonl"):
-        if p.exists():
-            for line in p.read_text().splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["epoch"]] = r
-    return [records[e] for e in sorted(records)]
-
-
 # ------------------------------------------------------------------------------ figures: data
 def counts_bars(counts: pd.DataFrame) -> go.Figure:
     """Per-class image counts (columns: imbalance_ratio, split, class, class_name, count), log scale,
@@ -287,6 +247,18 @@ def accuracy_figure(tables: dict) -> go.Figure:
                          "Balanced accuracy (mean over classes)")
 
 
+def class_weight_figure(tables: dict) -> go.Figure:
+    """HARL's effective weight of each class, w_c = dloss/dL_c, per epoch (mean over the batches that
+    hold the class). Below zero, training ascends that class's adversarial loss."""
+    cw = tables.get("class_weight")
+    if cw is None or cw.empty:
+        return _empty("HARL per-class weight w_c: recorded once HARL trains")
+    fig = px.line(cw, x="epoch", y="value", color="class_name", markers=True, template=TEMPLATE,
+                  labels={"value": "w_c = dloss / dL_c", "class_name": "class"},
+                  title="HARL per-class weight w_c (below 0: gradient ascent on that class)")
+    return fig.add_hline(y=0, line_dash="dot", line_color="gray")
+
+
 def per_class_figure(tables: dict) -> go.Figure:
     return per_class_lines(tables["per_class"], "Per-class accuracy: clean and robust, train and test")
 
@@ -310,6 +282,18 @@ def per_class_bars(table: pd.DataFrame, color: str = "attack", facet_col: str | 
                  category_orders={"class_name": list(dict.fromkeys(df.sort_values("class")["class_name"]))})
     fig.update_xaxes(title=None, tickangle=-45)
     return fig.update_layout(title=title, yaxis_title="recall")
+
+
+def recall_vs_count(table: pd.DataFrame, color: str = "arm", title: str = "Robust recall vs training count") -> go.Figure:
+    """One point per class (and `color`): recall against the class's training count on a log axis, so a
+    weak class that is not rare (Shirt in Fashion-MNIST-LT, cat in CIFAR-10-LT) stands out from the tail."""
+    if table.empty or "train_count" not in table:
+        return _empty(f"{title} (nothing to show)")
+    df = table.assign(**{color: table[color].astype(str)})
+    fig = px.scatter(df, x="train_count", y="recall", color=color, log_x=True, text="class_name",
+                     hover_data=[c for c in ("n", "recall_std") if c in df], template=TEMPLATE, range_y=[0, 1.02])
+    fig.update_traces(textposition="top center", mode="markers+text")
+    return fig.update_layout(title=title, xaxis_title="training images of the class (log)", yaxis_title="recall")
 
 
 def group_bars(groups: pd.DataFrame, color: str = "attack", facet_col: str | None = None,

@@ -1,13 +1,15 @@
 """Named set-ups: the CPU demo and the papers' GPU configurations.
 
-Each preset is RunConfig overrides plus the sweep it implies (IRs x methods x seeds, with and
-without RobustLT), the source of every setting, and the numbers the papers report for it
+Each preset is RunConfig overrides plus the sweep it implies (IRs x arms x seeds; an arm is a
+method, with or without RobustLT, with its own overrides and label: arms.Arm), the source of every
+setting, the budget rule it uses and why, and the numbers the papers report for it
 (../shared/METHODS.md), so a reproduction can be held against them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .arms import Arm
 from .errors import Registry, check_choice
 
 
@@ -16,20 +18,22 @@ class Preset:
     name: str
     description: str
     config: dict                       # RunConfig overrides
-    sweep: dict                        # irs, seeds, arms: list of (method, robustlt) pairs
+    sweep: dict                        # irs, seeds, arms: list of arms.Arm
     sources: dict                      # setting -> where it comes from
     reported: dict = field(default_factory=dict)   # what the papers report for this set-up
     method_overrides: dict = field(default_factory=dict)  # method -> extra RunConfig overrides
     evaluation: dict = field(default_factory=lambda: dict(EVALUATION))  # evaluate() arguments
 
-    def run_config(self, method: str, imbalance_ratio: float, seed: int, robustlt: bool, **extra) -> dict:
+    def run_config(self, arm: Arm, imbalance_ratio: float, seed: int, **extra) -> dict:
         """The override dict of one run of this preset's sweep."""
-        return {**self.config, **self.method_overrides.get(method, {}), "method": method,
-                "imbalance_ratio": float(imbalance_ratio), "seed": seed, "robustlt": robustlt, **extra}
+        arm = Arm.of(arm)
+        return {**self.config, **self.method_overrides.get(arm.method, {}), **arm.overrides, "method": arm.method,
+                "imbalance_ratio": float(imbalance_ratio), "seed": seed, "robustlt": arm.robustlt, **extra}
 
 
-EVALUATION = {"attacks": ["clean", "fgsm", "pgd20", "cw20"], "protocols": ["balanced", "long_tailed"],
-              "per_class": None}
+# TAET reports PGD-20/100 (and an L2 C&W); AT-BSL and RobustLT report AutoAttack: every paper preset runs all
+EVALUATION = {"attacks": ["clean", "fgsm", "pgd20", "pgd100", "cw20", "autoattack"],
+              "protocols": ["balanced", "long_tailed"], "per_class": None}
 PAPER_SCHEDULE = {"epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                   "lr_milestones": [0.75, 0.9], "lr_gamma": 0.1}
 PAPER_SOURCES = {
@@ -38,10 +42,20 @@ PAPER_SOURCES = {
     "stabilization_epochs": "TAET released code: 40 clean-CE epochs of 100",
     "harl_alpha, harl_beta, harl_gamma": "TAET paper: alpha = beta = gamma = 0.1",
     "harl_absent_classes": "TAET released code: S_C = C, absent class counts as L_c = 0",
-    "eps, step_size, attack_steps": "AT-BSL and RobustLT code: 8/255, 2/255, 10 steps "
-    "(TAET code: 0.031, 0.003, 10)",
+    "eps, step_size, attack_steps": "AT-BSL and RobustLT code: 8/255, 2/255, 10 steps, for every arm. "
+    "Named difference: TAET's released code trains with 0.031 / 0.003 (10 x 0.003 < eps, a weaker attack); "
+    "the arm taet_released_attack runs that",
+    "budget_rule": "released: TAET's 40 clean-CE epochs count inside the 100 (what the paper ran), so TAET's "
+    "adversarial phase is 60 epochs against the baselines' 100; use --set budget_rule=equal_adversarial for "
+    "100 adversarial epochs for every arm, TAET's 40 clean epochs extra",
+    "attack BN, start, optimizer": "TAET / AT-BSL code: BatchNorm in eval mode while attacking, 0.001*N(0,1) start, "
+    "SGD without Nesterov. RobustLT's code differs (batch-statistic BN, uniform start, Nesterov): presets "
+    "*_robustlt_code use those",
+    "checkpoint": "the last epoch (TAET, RobustLT); AT-BSL's script picks the best test PGD-20 epoch, which "
+    "this workbench never does (select=best_val_pgd picks on a validation split of the training set)",
     "random_start": "TAET / AT-BSL code: 0.001 * N(0, 1)",
-    "trades_beta, mart_beta": "TRADES and MART papers: beta = 6",
+    "trades_beta, mart_beta": "TRADES and MART papers: beta = 6 (MART's WRN setting); the arm mart_official "
+    "runs MART's ResNet-18 script settings: beta 5, lr 0.01, weight decay 3.5e-3 (train_resnet.py)",
     "bsl_tau": "AT-BSL paper: tau = 1",
     "robustlt_a, robustlt_b": "RobustLT code on CIFAR-10-LT: a = 0.3, b = 0.8 (b = 1.0 with TAET)",
     "model": "TAET tables: ResNet-18 on CIFAR-10-LT",
@@ -96,9 +110,14 @@ ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 al
 PRESETS: dict[str, Preset] = Registry("preset")
 
 
-def arms(methods, robustlt=(False, True)) -> list[tuple[str, bool]]:
+def arms(methods, robustlt=(False, True)) -> list[Arm]:
     """Every method, each without and with RobustLT (or as `robustlt` says)."""
-    return [(m, r) for m in methods for r in robustlt]
+    return [Arm(m, r) for m in methods for r in robustlt]
+
+
+TAET_UNIT = Arm("taet", overrides={"harl_alpha": 1.0, "harl_beta": 1.0, "harl_gamma": 1.0}, label="taet_unit")
+MART_OFFICIAL = Arm("mart", overrides={"mart_beta": 5.0, "lr": 0.01, "weight_decay": 3.5e-3}, label="mart_official")
+TAET_RELEASED_ATTACK = Arm("taet", overrides={"eps": 0.031, "step_size": 0.003}, label="taet_released_attack")
 
 
 def register(p: Preset) -> Preset:
@@ -112,39 +131,43 @@ def get(name: str) -> Preset:
 
 
 # --------------------------------------------------------------------------- CPU: Fashion-MNIST-LT
-# Budget: the four demo runs plus evaluation fit 15 minutes on a 2-core CPU (measured, README).
 DEMO_SOURCES = {
     "dataset, imbalance_ratio": "Fashion-MNIST-LT, IR 10: the CPU stand-in for CIFAR-10-LT IR 10",
     "model": "small_cnn: sized for 28x28 inputs on a CPU",
     "eps": "0.1: the usual L-inf radius for (Fashion-)MNIST-scale inputs",
-    "n_max, epochs, attack_steps, stabilization_epochs": "chosen to fit the 15-minute budget on 2 cores; "
-    "stabilisation keeps the paper's 40% share of the epochs",
-    "schedule": "papers' SGD 0.1/0.9/5e-4, lr x0.1 at 75% and 90% of the epochs",
+    "n_max, epochs, attack_steps, stabilization_epochs": "chosen to fit the 15-minute budget on 2 cores",
+    "budget_rule": "equal_adversarial: every arm gets the same 6 adversarial epochs on the same lr sequence; "
+    "TAET's 2 clean epochs come before them, extra (a comparison of losses, not of schedules)",
+    "taet_unit": "TAET with alpha = beta = gamma = 1: HARL's structure at CE's gradient scale (HARL's 0.1 weights "
+    "scale its gradient by about 0.1), so a difference between taet and taet_unit is the loss scale",
+    "robustlt_b": "0.5: the AIW ramp reaches the full radius at adversarial epoch 4 of 6; RobustLT's b = 0.8-1.0 "
+    "assume 100 epochs and would keep a 6-epoch run below its radius throughout",
+    "test_per_class": "300 test images per class (seeded, stratified; the long-tailed protocol keeps its profile "
+    "inside them): PGD-20 on all 10,000 would take most of the 15 minutes",
+    "schedule": "papers' SGD 0.1/0.9/5e-4, lr x0.1 at 75% and 90% of the adversarial epochs",
 }
+DEMO_ARMS = [Arm("pgd_at"), Arm("at_bsl"), Arm("taet"), Arm("taet", True), TAET_UNIT]
 register(Preset(
     name="fmnist_lt_demo",
-    description="make demo: PGD-AT vs AT-BSL vs TAET vs TAET+RobustLT on real Fashion-MNIST-LT IR 10 (CPU, ~15 min)",
-    # PGD-20 on the 10,000 test images takes ~145 s a run on 2 cores, so most of the 15 minutes go to
-    # evaluation; training gets a 3-step attack (step 0.04) on n_max=800 for 6 epochs (TAET: 2 + 4).
+    description="make demo: PGD-AT, AT-BSL, TAET, TAET+RobustLT and the taet_unit control on real Fashion-MNIST-LT "
+                "IR 10 under an equal adversarial budget (CPU, ~15 min)",
     config={"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.04, "attack_steps": 3,
-            "n_max": 800, "epochs": 6, "stabilization_epochs": 2, "batch_size": 128, "lr": 0.1,
-            "eval_every": 0, "augment": "crop_flip"},
-    sweep={"irs": [10], "seeds": [0],
-           "arms": [("pgd_at", False), ("at_bsl", False), ("taet", False), ("taet", True)]},
+            "n_max": 800, "epochs": 6, "stabilization_epochs": 2, "budget_rule": "equal_adversarial",
+            "batch_size": 128, "lr": 0.1, "eval_every": 0, "augment": "crop_flip", "test_per_class": 300},
+    sweep={"irs": [10], "seeds": [0], "arms": DEMO_ARMS},
     sources=DEMO_SOURCES,
-    method_overrides={"taet": {"robustlt_b": 1.0}},
-    # the full test sets under clean, FGSM and PGD-20; the eps curves on 100 images per class
+    method_overrides={"taet": {"robustlt_b": 0.5}},
     evaluation={"attacks": ["clean", "fgsm", "pgd20"], "protocols": ["balanced", "long_tailed"],
                 "per_class": None, "curve_per_class": 50, "eps_sweep": []},
 ))
 register(Preset(
     name="fmnist_lt_cpu",
-    description="Fuller CPU run: full Fashion-MNIST-LT training set (IR 10), 30 epochs, 10-step PGD",
+    description="Fuller CPU run: full Fashion-MNIST-LT training set (IR 10), 30 adversarial epochs, 10-step PGD",
     config={"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.025, "attack_steps": 10,
-            "epochs": 30, "stabilization_epochs": 12, "eval_every": 5},
-    sweep={"irs": [10], "seeds": [0], "arms": arms(["pgd_at", "at_bsl", "taet", "trades", "mart"])},
-    sources=DEMO_SOURCES,
-    method_overrides={"taet": {"robustlt_b": 1.0}},
+            "epochs": 30, "stabilization_epochs": 12, "budget_rule": "equal_adversarial", "eval_every": 5},
+    sweep={"irs": [10], "seeds": [0, 1, 2], "arms": [*arms(["pgd_at", "at_bsl", "taet", "trades", "mart"]), TAET_UNIT]},
+    sources={**DEMO_SOURCES, "robustlt_b": "0.8: the ramp reaches the full radius at epoch 25 of 30"},
+    method_overrides={"taet": {"robustlt_b": 0.8}},
 ))
 
 # --------------------------------------------------------------------------- GPU: the papers
@@ -156,8 +179,9 @@ for ir in (10, 20, 50, 100):
                     "MART" + (", " + ", ".join(ZOO_METHODS) if ir == 10 else "") +
                     ", each with and without RobustLT (GPU)",
         config={"dataset": "cifar10", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
-                "stabilization_epochs": 40, "random_start": "normal", **PAPER_SCHEDULE},
-        sweep={"irs": [ir], "methods": methods, "seeds": [0], "arms": arms(methods)},
+                "stabilization_epochs": 40, "budget_rule": "released", "random_start": "normal", **PAPER_SCHEDULE},
+        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), TAET_UNIT, MART_OFFICIAL,
+                                                   *([TAET_RELEASED_ATTACK] if ir == 10 else [])]},
         sources={**PAPER_SOURCES, **ZOO_SOURCES} if ir == 10 else PAPER_SOURCES,
         reported=({"taet_tail_classes_lt_test_pgd20": TAET_IR10_TAIL, "taet_figure2_balanced": TAET_IR10_BALANCED}
                   if ir == 10 else {"robustlt_ir50_wrn28_10": ROBUSTLT_IR50} if ir == 50 else {}),
@@ -168,17 +192,44 @@ for ir in (10, 50):
         name=f"cifar100_lt_ir{ir}",
         description=f"CIFAR-100-LT IR {ir}, ResNet-18, 100 epochs, the paper methods with and without RobustLT (GPU)",
         config={"dataset": "cifar100", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
-                "stabilization_epochs": 40, **PAPER_SCHEDULE},
-        sweep={"irs": [ir], "methods": PAPER_METHODS, "seeds": [0], "arms": arms(PAPER_METHODS)},
-        sources=PAPER_SOURCES,
-        method_overrides={"taet": {"robustlt_b": 1.0}},
+                "stabilization_epochs": 40, "budget_rule": "released", "robustlt_a": 0.4, "robustlt_b": 0.6,
+                **PAPER_SCHEDULE},
+        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(PAPER_METHODS), TAET_UNIT]},
+        sources={**PAPER_SOURCES, "robustlt_a, robustlt_b": "RobustLT configs on CIFAR-100: a = 0.4, b = 0.6 for "
+                 "every method, TAET included"},
+    ))
+# RobustLT's own code, as released: WRN-28-10, batch-statistic BN and a uniform start in the attack,
+# Nesterov SGD, AutoAugment (CIFAR10 policy) for AT-BSL, three seeds; a/b per its configs
+ROBUSTLT_CODE = {"model": "wrn_28_10", "attack_bn": "batch", "random_start": "uniform", "nesterov": True}
+ROBUSTLT_SOURCES = {
+    **PAPER_SOURCES,
+    "model, attack_bn, random_start, nesterov": "RobustLT code: WRN-28-10; core/methods/utils.py attacks with "
+    "train-mode BN (running stats frozen) from U(-eps, eps); core/trainer/parser.py: Nesterov momentum",
+    "augment (at_bsl)": "RobustLT configs atbsl_*.yaml: augment aua (AutoAugment, CIFAR10 policy)",
+    "robustlt_a, robustlt_b": "RobustLT configs: a = 0.3, b = 0.8 on CIFAR-10 (b = 1.0 with TAET); a = 0.4, "
+    "b = 0.6 for every method on CIFAR-100",
+    "seeds": "RobustLT averages three seeds",
+}
+for dataset, ir, ab in (("cifar10", 50, {"robustlt_a": 0.3, "robustlt_b": 0.8}),
+                        ("cifar100", 50, {"robustlt_a": 0.4, "robustlt_b": 0.6})):
+    register(Preset(
+        name=f"{dataset}_lt_ir{ir}_robustlt_code",
+        description=f"{dataset.upper()}-LT IR {ir} as RobustLT's released code trains it (WRN-28-10, batch-stat BN "
+                    "attack, uniform start, Nesterov, 3 seeds), each method with and without RobustLT (GPU)",
+        config={"dataset": dataset, "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
+                "stabilization_epochs": 40, "budget_rule": "released", **PAPER_SCHEDULE, **ROBUSTLT_CODE, **ab},
+        sweep={"irs": [ir], "seeds": [0, 1, 2], "arms": arms(PAPER_METHODS)},
+        sources=ROBUSTLT_SOURCES,
+        reported={"robustlt_ir50_wrn28_10": ROBUSTLT_IR50} if dataset == "cifar10" else {},
+        method_overrides={"at_bsl": {"augment": "autoaugment"},
+                          **({"taet": {"robustlt_b": 1.0}} if dataset == "cifar10" else {})},
     ))
 register(Preset(
     name="dermamnist",
     description="DermaMNIST (natural imbalance, 7 classes, 28x28x3), ResNet-18, 100 epochs (GPU)",
     config={"dataset": "dermamnist", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
-            "stabilization_epochs": 40, **PAPER_SCHEDULE},
-    sweep={"irs": [1], "methods": PAPER_METHODS, "seeds": [0], "arms": arms(PAPER_METHODS)},
+            "stabilization_epochs": 40, "budget_rule": "released", **PAPER_SCHEDULE},
+    sweep={"irs": [1], "seeds": [0], "arms": arms(PAPER_METHODS)},
     sources={**PAPER_SOURCES, "imbalance_ratio": "DermaMNIST keeps its natural imbalance (the profile is not "
              "applied); the IR axis is a single placeholder value"},
     method_overrides={"taet": {"robustlt_b": 1.0}},
@@ -189,6 +240,6 @@ def describe() -> str:
     lines = []
     for p in PRESETS.values():
         s = p.sweep
-        names = ", ".join(m + ("+robustlt" if r else "") for m, r in s["arms"])
+        names = ", ".join(a.name for a in s["arms"])
         lines.append(f"{p.name:18s} {p.description}\n{'':18s} irs={s['irs']} seeds={s['seeds']} runs: {names}")
     return "\n".join(lines)

@@ -19,11 +19,21 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import plots
+from .runs import ARM_FILE, arm_name
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
-CROSS_VIEWS = ("methods_per_class", "groups", "tradeoff")             # every run, per arm
-METRICS = ["clean_accuracy", "balanced_accuracy", "robust_accuracy", "balanced_robustness", "tail_robustness"]
+CROSS_VIEWS = ("methods_per_class", "recall_vs_count", "groups", "tradeoff")   # every run, per arm
+METRICS = ["clean_accuracy", "balanced_accuracy", "robust_accuracy", "balanced_robustness", "tail_robustness",
+           "taet_tail_robustness", "robustlt_tail_robustness", "weakest_k_robustness", "worst_class_robustness"]
+# which classes each group metric averages (metrics.class_groups / metrics.weakest_k): reports say it
+METRIC_GROUPS = {
+    "tail_robustness": "the rarest third of the classes by training count",
+    "taet_tail_robustness": "TAET's tail: the rarer half of the classes (classes 5-9 of CIFAR-10-LT)",
+    "robustlt_tail_robustness": "RobustLT's tail: the 80 % rarest classes",
+    "weakest_k_robustness": "the ceil(C/3) classes with the lowest robust recall, whatever their frequency",
+    "worst_class_robustness": "the single class with the lowest robust recall",
+}
 
 
 # ------------------------------------------------------------------------------ loading
@@ -41,7 +51,8 @@ def counts_table(splits: dict) -> pd.DataFrame:
 def run_info(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     c = json.loads((run_dir / "config.json").read_text())
-    arm = c["method"] + ("+robustlt" if c.get("robustlt") else "")
+    arm_file = run_dir / ARM_FILE   # a sweep's arm label (e.g. taet_unit); else method[+robustlt]
+    arm = json.loads(arm_file.read_text())["label"] if arm_file.exists() else arm_name(c["method"], c.get("robustlt"))
     label = f"{c['dataset']}-ir{c['imbalance_ratio']:g}/{arm}/seed{c['seed']}"
     return {"run": str(run_dir), "label": label, "dataset": c["dataset"], "imbalance_ratio": c["imbalance_ratio"],
             "method": c["method"], "robustlt": bool(c.get("robustlt")), "arm": arm, "seed": c["seed"]}
@@ -101,9 +112,15 @@ def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
     return "pgd20" if "pgd20" in attacks else (attacks[0] if attacks else None)
 
 
+SOURCE = {"clean_accuracy": "overall", "balanced_accuracy": "balanced", "robust_accuracy": "overall",
+          "balanced_robustness": "balanced", "tail_robustness": "tail", "taet_tail_robustness": "tail_taet",
+          "robustlt_tail_robustness": "tail_robustlt", "weakest_k_robustness": "weakest_k",
+          "worst_class_robustness": "worst_recall"}   # metric -> its column of evaluate's summary
+
+
 def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
     """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
-    metric, value). Tail = metrics.class_groups' rarest third, as in the summary."""
+    metric, value). The group metrics average the classes METRIC_GROUPS names."""
     attack = robust_attack_of(summary, robust_attack)
     rows = []
     for protocol, s in summary.groupby("protocol", sort=False):
@@ -112,9 +129,10 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
         def get(row, col):
             return float(row[col].iloc[0]) if len(row) else np.nan
 
-        vals = {"clean_accuracy": get(clean, "overall"), "balanced_accuracy": get(clean, "balanced"),
-                "robust_accuracy": get(robust, "overall"), "balanced_robustness": get(robust, "balanced"),
-                "tail_robustness": get(robust, "tail")}
+        # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
+        # before a column existed has no such metric
+        vals = {m: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, col)
+                for m, col in SOURCE.items() if col in s}
         rows += [{"protocol": protocol, "metric": m, "value": v, "robust_attack": attack} for m, v in vals.items()]
     return pd.DataFrame(rows)
 
@@ -199,6 +217,13 @@ def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure
         m = _with_ir(arm_means(t, ["class", "class_name"]))
         return plots.per_class_bars(m, color="arm", facet_col=_ir_facet(m),
                                     title=f"{attack} recall per class, method vs method ({protocol}, mean over seeds)")
+    if name == "recall_vs_count":
+        t = tables["per_class"]
+        t = t[(t["attack"] == attack) & (t["protocol"] == protocol)]
+        by = ["class", "class_name", *(["train_count"] if "train_count" in t else [])]
+        m = _with_ir(arm_means(t, by))
+        return plots.recall_vs_count(m, title=f"{attack} recall per class vs its training count ({protocol}, "
+                                              "mean over seeds): weak is not always rare")
     if name == "groups":
         s = tables["summary"]
         s = s[(s["protocol"] == protocol) & s["attack"].isin(["clean", attack])]
@@ -325,6 +350,9 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
         parts += [f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(attack)})</h2>",
                   _table_html(aggregate_wide(agg, protocol))]
+    if len(agg):
+        parts.append("<p>Groups: " + "; ".join(f"<b>{m}</b>: {html.escape(d)}" for m, d in METRIC_GROUPS.items())
+                     + ".</p>")
     parts.append("<h2>Figures</h2>")
     for i, (title, fig) in enumerate(sweep_figures(agg, tables, attack)):
         parts.append(f"<h3>{html.escape(title)}</h3>" + fig.to_html(full_html=False, include_plotlyjs=False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .arms import arm_name
 from .config import ConfigError, RunConfig, coerce
 from .paths import resolve
 
@@ -17,14 +18,14 @@ NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
 
 
 # ------------------------------------------------------------------------------ the run folder
-def arm_name(method: str, robustlt: bool) -> str:
-    return method + ("+robustlt" if robustlt else "")
+ARM_FILE = "arm.json"   # the arm a sweep run belongs to: label, method, robustlt, overrides
 
 
 def run_path(root: str | Path, dataset: str, imbalance_ratio: float, method: str, robustlt: bool,
-             seed: int) -> Path:
-    """<root>/<dataset>-ir<IR>/<method>[+robustlt]/seed<S>: the one layout of a run directory."""
-    return resolve(root) / f"{dataset}-ir{imbalance_ratio:g}" / arm_name(method, robustlt) / f"seed{seed}"
+             seed: int, label: str = "") -> Path:
+    """<root>/<dataset>-ir<IR>/<arm label>/seed<S>: the one layout of a run directory; the label
+    defaults to method[+robustlt]."""
+    return resolve(root) / f"{dataset}-ir{imbalance_ratio:g}" / (label or arm_name(method, robustlt)) / f"seed{seed}"
 
 
 # ------------------------------------------------------------------------------ notebook side

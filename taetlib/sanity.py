@@ -10,6 +10,9 @@ row they concern. They catch broken evaluations, gradient masking above all:
   zero_gradients         samples whose input gradient is exactly zero (a masked, e.g. quantised,
                          model): gradient attacks cannot work there.
   autoattack_warnings    warnings pyautoattack logged (its own checks: zero gradients, randomness...).
+Not a failure but a warning (small_classes): classes with fewer than SMALL_N test images in a protocol.
+One image moves their recall by 1/n and a 95 % interval spans about +-1/sqrt(n) (+-18 points at 30), so
+per-class and tail numbers there mean little (CIFAR-100-LT's long-tailed tail, DermaMNIST's balanced set).
 Noise rule, for every "above" check: recall a is above recall b on n samples when
 a - b > NOISE_Z * sqrt(2 p (1 - p) / n), p = (a + b) / 2: the standard error of the difference of two
 binomial proportions. Treating the two as independent overstates the noise of a paired comparison
@@ -26,6 +29,8 @@ NOISE_Z = 2.0
 # Pairs (stronger, weaker): the stronger one must not score above the weaker one beyond noise.
 ORDER = (("pgd20", "fgsm"), ("pgd100", "pgd20"), ("autoattack", "pgd20"), ("autoattack", "pgd100"),
          ("autoattack", "cw20"))
+
+SMALL_N = 30   # test images per class below which the small_classes flag is raised
 
 
 def above_noise(r_hi, r_lo, n, z: float = NOISE_Z) -> np.ndarray:
@@ -115,6 +120,15 @@ def sanity_flags(table: pd.DataFrame, curves: pd.DataFrame, zero_grad: pd.DataFr
             rows.append(_flag("autoattack_warnings", "autoattack", protocol, [], len(w) > 0,
                               " | ".join(dict.fromkeys(w)) or "no warnings"))
     return pd.DataFrame(rows, columns=["flag", "attack", "protocol", "classes", "raised", "detail"])
+
+
+def small_classes(table: pd.DataFrame) -> dict[str, str]:
+    """protocol -> 'name (n=..), ...' of its classes with fewer than SMALL_N test images ('' when none)."""
+    out = {}
+    for protocol, tab in table.groupby("protocol", sort=False):
+        few = tab.drop_duplicates("class").query("n < @SMALL_N")   # n is the protocol's, whatever the attack
+        out[protocol] = ", ".join(f"{nm} (n={n})" for nm, n in zip(few.class_name, few.n))
+    return out
 
 
 def _rises_with_eps(cur: pd.DataFrame, protocol: str) -> dict:

@@ -29,6 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import presets, report
+from .arms import Arm
+from .schedule import unequal_budgets
 from .config import ConfigError, RunConfig, parse_sets
 from .data import split_key
 from .parallel import pmap
@@ -36,8 +38,8 @@ from .paths import PROJECT_ROOT, resolve
 from .plots import write_plotlyjs
 from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401  (as before)
 # the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
-from .runs import (NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name, check_params,  # noqa: F401
-                   notebook_config, notebook_run_dir, run_path, stage1_checkpoint)
+from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name,
+                   check_params, notebook_config, notebook_run_dir, run_path, stage1_checkpoint)  # noqa: F401
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DONE, FAILED = "DONE.json", "FAILED.json"
@@ -52,9 +54,12 @@ class Run:
     config: dict                       # full RunConfig as a dict (or the raw overrides when invalid)
     dir: Path
     error: str | None = None           # set when the config does not validate: recorded, never run
+    arm_spec: Arm | None = None        # the arm this run belongs to (label, overrides)
 
     @property
     def arm(self) -> str:
+        if self.arm_spec is not None:
+            return self.arm_spec.name
         return arm_name(self.config["method"], self.config.get("robustlt", False))
 
     def row(self) -> dict:
@@ -69,7 +74,7 @@ class Sweep:
     root: Path
     dataset: str
     irs: list[float]
-    arms: list[tuple[str, bool]]
+    arms: list[Arm]                                       # (method, robustlt) pairs are taken too
     seeds: list[int]
     config: dict = field(default_factory=dict)            # RunConfig overrides shared by every run
     method_overrides: dict = field(default_factory=dict)  # method -> overrides (from a preset)
@@ -78,17 +83,26 @@ class Sweep:
     preset: str | None = None
     cell_timeout: float | None = None  # seconds one notebook cell may take; None: no limit
 
+    def __post_init__(self):
+        self.arms = [Arm.of(a) for a in self.arms]
+        labels = [a.name for a in self.arms]
+        twice = sorted({n for n in labels if labels.count(n) > 1})
+        if twice:
+            raise ConfigError(f"arms {twice} appear twice: give each arm its own label (LABEL=METHOD:...).")
+
     def plan(self) -> list[Run]:
         bad_axes = sorted(set(self.config) & set(SWEEP_AXES))
         if bad_axes:
-            raise ConfigError(f"--set {bad_axes}: these are sweep axes; use --irs/--methods/--seeds/--robustlt.")
+            raise ConfigError(f"--set {bad_axes}: these are sweep axes; use --irs/--methods/--arms/--seeds/--robustlt.")
         runs = []
         for ir in self.irs:
-            for method, robustlt in self.arms:
-                for seed in self.seeds:
-                    d = {**self.config, "dataset": self.dataset, **self.method_overrides.get(method, {}),
-                         "method": method, "imbalance_ratio": float(ir), "seed": int(seed), "robustlt": robustlt}
-                    run = Run(d, run_path(self.root, self.dataset, ir, method, robustlt, seed))
+            for arm in self.arms:
+                for seed in self.seeds:   # preset config < method overrides < arm overrides < the sweep's axes
+                    d = {**self.config, "dataset": self.dataset, **self.method_overrides.get(arm.method, {}),
+                         **arm.overrides, "method": arm.method, "imbalance_ratio": float(ir), "seed": int(seed),
+                         "robustlt": arm.robustlt}
+                    run = Run(d, run_path(self.root, self.dataset, ir, arm.method, arm.robustlt, seed, arm.name),
+                              arm_spec=arm)
                     try:
                         run.config = RunConfig.from_dict(d).to_dict()
                     except ConfigError as e:
@@ -97,9 +111,22 @@ class Sweep:
         return runs
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "irs": self.irs, "arms": [list(a) for a in self.arms], "seeds": self.seeds,
+        return {"dataset": self.dataset, "irs": self.irs, "arms": [a.to_dict() for a in self.arms], "seeds": self.seeds,
                 "config": self.config, "method_overrides": self.method_overrides, "evaluation": self.evaluation,
                 "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
+
+
+def budget_problems(runs: list[Run]) -> list[str]:
+    """Unequal adversarial budgets, or RobustLT ramps that never reach the radius, among the valid runs
+    of each (IR, seed): stated in the log and the report, since they make a comparison unfair."""
+    groups: dict = {}
+    for r in runs:
+        if not r.error:
+            groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})[r.arm] = RunConfig.from_dict(r.config)
+    notes = []
+    for (ir, seed), configs in groups.items():
+        notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs)]
+    return notes
 
 
 # ------------------------------------------------------------------------------ papermill
@@ -186,6 +213,8 @@ def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dic
                 "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
     run.dir.mkdir(parents=True, exist_ok=True)
     failed.unlink(missing_ok=True)
+    if run.arm_spec is not None:   # the report reads the arm's label from here
+        (run.dir / ARM_FILE).write_text(json.dumps(run.arm_spec.to_dict(), indent=2) + "\n")
     notebook = ""
     try:
         for notebook, params in run_steps(run, evaluation):
@@ -234,6 +263,9 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     for r in runs:
         if r.error:
             log(f"invalid run {r.dir.relative_to(root)}: {r.error}")
+    budget_notes = budget_problems(runs)
+    for note in budget_notes:
+        log(f"budget: {note}")
 
     groups = {}  # one dataset stage per IR, on the first valid config of that IR
     for r in runs:
@@ -268,7 +300,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
                                     interactive=False), sweep.cell_timeout)
         except Exception as e:
             notes.append(f"report notebook failed ({root / 'report' / NB_COMPARE}.ipynb): {error_text(e)}")
-    report_path = report.write_sweep_report(root, sweep, status, agg, notes)
+    report_path = report.write_sweep_report(root, sweep, status, agg, [*notes, *(f"budget: {n}" for n in budget_notes)])
     failed = status[status["status"] == "failed"]
     log(summary(status, time.time() - t0, report_path, notes))
     return {"status": status, "metrics": metrics, "aggregate": agg, "report": report_path,
@@ -296,6 +328,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--dataset", help="dataset (default: the preset's, else fashion_mnist)")
     p.add_argument("--irs", nargs="+", type=float, help="imbalance ratios (default: preset's, else 10)")
     p.add_argument("--methods", nargs="+", help="methods (default: preset's arms, else taet at_bsl pgd_at)")
+    p.add_argument("--arms", nargs="+", metavar="[LABEL=]METHOD[+robustlt][:KEY=VALUE,...]",
+                   help="arms with their own overrides, e.g. taet_unit=taet:harl_alpha=1,harl_beta=1,harl_gamma=1 "
+                        "(instead of --methods; default: the preset's arms)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: preset's, else 0)")
     p.add_argument("--robustlt", action="store_true", help="also run every method wrapped in RobustLT")
     p.add_argument("--robustlt-only", action="store_true", help="run every method wrapped in RobustLT only")
@@ -321,11 +356,16 @@ def sweep_from_args(args) -> Sweep:
     dataset = args.dataset or config.pop("dataset", None) or "fashion_mnist"
     config.pop("dataset", None)
     variants = [True] if args.robustlt_only else [False, True] if args.robustlt else [False]
-    if args.methods or args.robustlt or args.robustlt_only or not ps.get("arms"):
-        methods = args.methods or list(dict.fromkeys(m for m, _ in ps.get("arms", []))) or ["taet", "at_bsl", "pgd_at"]
-        arms = [(m, r) for m in methods for r in variants]
+    if args.arms:
+        if args.methods or args.robustlt or args.robustlt_only:
+            raise ConfigError("--arms: give the arms either with --arms or with --methods/--robustlt, not both.")
+        arms = [Arm.parse(a) for a in args.arms]
+    elif args.methods or args.robustlt or args.robustlt_only or not ps.get("arms"):
+        preset_methods = list(dict.fromkeys(Arm.of(a).method for a in ps.get("arms", [])))
+        methods = args.methods or preset_methods or ["taet", "at_bsl", "pgd_at"]
+        arms = [Arm(m, r) for m in methods for r in variants]
     else:
-        arms = [tuple(a) for a in ps["arms"]]
+        arms = [Arm.of(a) for a in ps["arms"]]
     evaluation = copy.deepcopy(preset.evaluation if preset else DEFAULT_EVALUATION)
     if args.attacks:
         evaluation["attacks"] = args.attacks

@@ -36,13 +36,14 @@ from .checkpoints import CheckpointError, load_checkpoint, load_model  # noqa: F
 from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
-from .errors import bad, check_choice
+from .errors import bad
 from .methods import build_objective, model_head
 from .models import create_model, set_class_prior
+from .schedule import STAGES, epoch_seed, lr_at, stage_epochs  # noqa: F401  (train.lr_at etc.: as before)
+from .selection import balanced, best_epoch, validation_split
 
-STAGES = ("all", "stabilization", "adversarial")
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
-RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt")   # what fit() writes into run_dir
+RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
 
 
 class TrainingDiverged(FloatingPointError):
@@ -57,43 +58,12 @@ class FitResult:
 
 
 # ---------------------------------------------------------------- small pure helpers
-def lr_at(cfg: RunConfig, epoch: int) -> float:
-    """MultiStepLR in closed form: x lr_gamma once each milestone round(f * epochs) has passed.
-    A pure function of the absolute epoch, so stage-2-only runs and resumes need no scheduler state."""
-    milestones = [round(f * cfg.epochs) for f in cfg.lr_milestones]
-    return cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in milestones)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
-
-
-def stage_epochs(cfg: RunConfig, stage: str) -> range:
-    """The absolute epochs a stage covers (TAET: stabilisation 1..S, adversarial S+1..T)."""
-    check_choice("stage", stage, STAGES)
-    if stage == "all":
-        return range(1, cfg.epochs + 1)
-    if cfg.method != "taet":
-        raise bad("stage", stage, f"only TAET has stages; method={cfg.method!r} trains with stage='all'.")
-    S = cfg.stabilization_epochs
-    if stage == "stabilization":
-        if S == 0:
-            raise bad("stage", stage, "stabilization_epochs=0: there is no stage 1; use stage='adversarial' or 'all'.")
-        return range(1, S + 1)
-    return range(S + 1, cfg.epochs + 1)
-
-
 def per_class_acc(tally: Tensor) -> list[float | None] | None:
     """[2, C] (hits, seen) -> recall per class; None where a class was not seen, None if nothing was."""
     hits, seen = tally.tolist()
     if not any(seen):
         return None
     return [h / n if n else None for h, n in zip(hits, seen)]
-
-
-def balanced(acc: list | None) -> float | None:
-    vals = [a for a in (acc or []) if a is not None]
-    return sum(vals) / len(vals) if vals else None
 
 
 def count_hits(tally: Tensor, logits: Tensor | None, y: Tensor) -> None:
@@ -182,7 +152,8 @@ def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, 
 # ---------------------------------------------------------------- one epoch
 def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, batches: Batches, epoch: int,
                 cfg: RunConfig, num_classes: int, device: torch.device) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums and the
+    """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums (with
+    the [sum|batches, class] class weights of a class-mean loss as parts["class_weight"]) and the
     [clean|adv, hits|seen, class] tally; nothing is read back to the host in here."""
     net.train()
     loss_sum = torch.zeros((), device=device)
@@ -199,6 +170,9 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
         loss_sum += out.loss.detach()
         for k, v in out.parts.items():
             parts_sum[k] = parts_sum.get(k, 0) + v.float()
+        if out.class_weights is not None:   # mean over the batches holding the class
+            w = out.class_weights.detach().float()
+            parts_sum["class_weight"] = parts_sum.get("class_weight", 0) + torch.stack([w.nan_to_num(), ~w.isnan()])
         count_hits(tally[0], out.clean_logits, y)
         count_hits(tally[1], out.adv_logits, y)
     return loss_sum, parts_sum, tally
@@ -247,7 +221,8 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                nesterov=cfg.nesterov)
 
     # ---- where to start: resume > init_checkpoint > the given or a new model
     history, start = [], epochs.start
@@ -280,15 +255,18 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         _save_atomic(history_text(history), run_dir / "history.jsonl")   # from the checkpoint: no half epochs
 
     # ---- what the loop uses
-    objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
-    train_batches = Batches(data.train, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
+    train_split, val_split = validation_split(data.train, cfg, C)   # val_split: None unless select needs it
+    counts = data.train_counts if val_split is None else train_split.counts(C)   # the priors of what trains
+    objective = build_objective(cfg, counts, data.spec.default_eps)
+    train_batches = Batches(train_split, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
                             seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    val_batches = val_split and Batches(distributed.shard(val_split, dist), cfg.batch_size, device, shuffle=False)
     eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
     eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, device, shuffle=False)
     eval_eps = cfg.train_eps(data.spec.default_eps)
     net = torch.compile(model) if cfg.compile else model
     net = distributed.wrap(net, dist, device)   # DDP when distributed; the attack bypasses it (see DDP)
-    n_images, session_seconds = len(data.train), []
+    n_images, session_seconds = len(train_split), []
 
     for epoch in range(start, epochs.stop):
         # attack starts etc.: resume replays them; each rank its own stream (= the old one on one process)
@@ -314,18 +292,26 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
                     if ckpt_path.exists() and history else "no checkpoint was written")
             raise TrainingDiverged(f"epoch {epoch}: mean training loss is {loss} (method {objective.name}, lr {lr:g}). "
                                    f"Training stopped; {kept}. Fix: lower lr, check eps/step_size, or bf16=False.")
+        class_weight = parts_sum.pop("class_weight", None)
         record = {"epoch": epoch, "stage": objective.stage(epoch), "lr": lr, "loss": loss,
                   **{f"loss_{k}": v.item() / n_batches for k, v in parts_sum.items()},
+                  "class_weight": None if class_weight is None else per_class_acc(class_weight),
                   "train_clean_acc": per_class_acc(tally[0]), "train_adv_acc": per_class_acc(tally[1]),
                   "test_clean_acc": None, "test_pgd_acc": None}
         t1 = time.perf_counter()
         if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs.stop - 1):
-            record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(
+            record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(   # monitoring only
                 net, eval_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
                 device=device, bf16=cfg.bf16, dist=dist)
+            if val_batches and record["stage"] != "stabilization":   # selection reads the validation split only
+                record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(
+                    net, val_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
+                    device=device, bf16=cfg.bf16, dist=dist)
         record.update(seconds=seconds, eval_seconds=time.perf_counter() - t1, images_per_s=n_images / seconds,
                       peak_mem_mb=peak_memory_mb(device))
         history.append(record)
+        if dist.is_main and best_epoch(history) == epoch:   # before last.pt: a resume never lacks its best.pt
+            _save_atomic(model.state_dict(), run_dir / "best.pt")
         if dist.is_main:   # checkpoint first, then the history that describes it
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
@@ -335,10 +321,17 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         session_seconds.append(time.perf_counter() - t0)
         eta = (epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)
         if dist.is_main:
-            print(progress_line(record, cfg.epochs, eta), flush=True)
+            print(progress_line(record, cfg.total_epochs(), eta), flush=True)
         if callback is not None:
             callback(record)
 
+    if cfg.select == "best_val_pgd":   # model.pt (what evaluation reads) is the selected epoch's weights
+        best = best_epoch(history)
+        if best is None:
+            raise bad("select", cfg.select, f"no adversarial epoch of {run_dir} was validated; set eval_every > 0.")
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt", model)["model"])
+        if dist.is_main:
+            print(f"selected epoch {best} (best balanced PGD accuracy on the validation split)", flush=True)
     if dist.is_main:
         _save_atomic(model.state_dict(), run_dir / "model.pt")
     distributed.barrier(dist)   # every rank returns once model.pt is on disk

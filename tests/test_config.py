@@ -20,7 +20,8 @@ def test_defaults_validate_and_roundtrip(tmp_path):
     ({"epochs": "10"}, "epochs"),
     ({"imbalance_ratio": "ten"}, "imbalance_ratio"),
     ({"robustlt": 1}, "robustlt"),
-    ({"stabilization_epochs": 200, "epochs": 100}, "stabilization_epochs"),
+    ({"stabilization_epochs": 200, "epochs": 100, "budget_rule": "released"}, "stabilization_epochs"),
+    ({"stabilization_epochs": -1}, "stabilization_epochs"),
     ({"harl_absent_classes": "drop"}, "harl_absent_classes"),
     ({"epoch": 3}, "epoch"),
 ])

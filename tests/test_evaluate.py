@@ -76,7 +76,9 @@ def result(model, data):
 # ---------------------------------------------------------------------------- tables and saved files
 def test_table_is_tidy_per_class(result, data):
     t = result.table
-    assert list(t.columns) == ["attack", "protocol", "eps", "class", "class_name", "n", "correct", "recall"]
+    assert list(t.columns) == ["attack", "protocol", "eps", "class", "class_name", "n", "correct", "recall",
+                               "train_count"]
+    assert (t.train_count == t["class"].map(dict(enumerate(data.train_counts)))).all()
     assert len(t) == 5 * 2 * data.num_classes
     assert set(t.attack) == {"clean", "fgsm", "pgd20", "pgd100", "cw20"}
     assert (t.n == 10).all()  # both protocols capped at 10 per class by the stratified subset

@@ -223,6 +223,7 @@ def fake_run(root, method, ir, seed, good):
     rec = np.linspace(0.9, 0.4, 6) * good
     table = pd.concat([per_class(a, p, rec * f) for p in ("balanced", "long_tailed")
                        for a, f in (("clean", 1.0), ("pgd20", 0.5))])
+    table["train_count"] = table["class"].map(dict(enumerate([600, 300, 150, 80, 40, 20])))
     table.to_csv(d / "eval" / "per_class.csv", index=False)
     curves = pd.concat([per_class("pgd20", p, rec * (1 - e * 5), eps=e) for p in ("balanced", "long_tailed")
                         for e in (0.0, 0.05, 0.1)])

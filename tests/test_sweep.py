@@ -47,7 +47,8 @@ def test_cli_arguments_and_presets(tmp_path):
     s = sweep.sweep_from_args(parse("--dataset", "synthetic", "--irs", "10", "20", "--methods", "taet", "pgd_at",
                                     "--seeds", "0", "1", "--robustlt", "--set", "epochs=3", "device=cpu",
                                     "--eval-param", "pgd20.steps=5", "--out", str(tmp_path / "x")))
-    assert s.arms == [("taet", False), ("taet", True), ("pgd_at", False), ("pgd_at", True)]
+    assert [(a.method, a.robustlt) for a in s.arms] == [("taet", False), ("taet", True), ("pgd_at", False),
+                                                        ("pgd_at", True)]
     assert s.irs == [10.0, 20.0] and s.seeds == [0, 1] and s.config == {"epochs": 3, "device": "cpu"}
     assert s.evaluation["attack_params"] == {"pgd20": {"steps": 5}} and s.root == tmp_path / "x"
     assert len(s.plan()) == 16
@@ -55,12 +56,20 @@ def test_cli_arguments_and_presets(tmp_path):
     p = sweep.sweep_from_args(parse("--preset", "fmnist_lt_demo"))
     from taetlib import presets
     demo = presets.get("fmnist_lt_demo")
-    assert p.arms == [tuple(a) for a in demo.sweep["arms"]] and p.irs == demo.sweep["irs"]
+    assert p.arms == list(demo.sweep["arms"]) and p.irs == demo.sweep["irs"]
     assert p.dataset == "fashion_mnist" and p.root.name == "fmnist_lt_demo"
-    assert [r.config["robustlt_b"] for r in p.plan() if r.config["method"] == "taet"] == [1.0, 1.0]  # method override
+    assert [r.config["robustlt_b"] for r in p.plan() if r.config["method"] == "taet"] == [0.5] * 3  # method override
     assert "attack_params" not in presets.get("fmnist_lt_demo").evaluation  # the preset is not mutated
     only = sweep.sweep_from_args(parse("--preset", "fmnist_lt_demo", "--methods", "pgd_at", "--robustlt-only"))
-    assert only.arms == [("pgd_at", True)]
+    assert [(a.method, a.robustlt) for a in only.arms] == [("pgd_at", True)]
+    arms = sweep.sweep_from_args(parse("--dataset", "synthetic", "--arms", "pgd_at",
+                                       "taet_unit=taet:harl_alpha=1,harl_beta=1,harl_gamma=1", "--out", str(tmp_path)))
+    plan = {r.arm: r for r in arms.plan()}
+    assert set(plan) == {"pgd_at", "taet_unit"} and plan["taet_unit"].dir.parent.name == "taet_unit"
+    assert {k: plan["taet_unit"].config[k] for k in ("method", "harl_alpha", "harl_beta")} == \
+        {"method": "taet", "harl_alpha": 1.0, "harl_beta": 1.0}
+    with pytest.raises(ConfigError, match="appear twice"):
+        sweep.sweep_from_args(parse("--dataset", "synthetic", "--arms", "taet", "taet"))
 
 
 def test_unknown_evaluation_setting_is_refused_before_anything_runs(tmp_path):
@@ -141,7 +150,8 @@ def summary_table(clean, robust, tail):
         rows.append({"attack": "clean", "protocol": protocol, "overall": clean + 0.05, "balanced": clean,
                      "tail": clean - 0.1})
         rows.append({"attack": "pgd20", "protocol": protocol, "overall": robust + 0.05, "balanced": robust,
-                     "tail": tail})
+                     "tail": tail, "tail_taet": tail + 0.01, "tail_robustlt": tail + 0.02, "weakest_k": tail - 0.1,
+                     "worst_recall": tail - 0.15})
     return pd.DataFrame(rows)
 
 
@@ -149,9 +159,11 @@ def test_run_metrics_and_aggregate():
     m = sweep.run_metrics(summary_table(0.8, 0.4, 0.2))
     got = m[m.protocol == "balanced"].set_index("metric")["value"]
     assert got.to_dict() == pytest.approx({"clean_accuracy": 0.85, "balanced_accuracy": 0.8, "robust_accuracy": 0.45,
-                                           "balanced_robustness": 0.4, "tail_robustness": 0.2})
+                                           "balanced_robustness": 0.4, "tail_robustness": 0.2,
+                                           "taet_tail_robustness": 0.21, "robustlt_tail_robustness": 0.22,
+                                           "weakest_k_robustness": 0.1, "worst_class_robustness": 0.05})
     assert set(m.robust_attack) == {"pgd20"}
-    assert sweep.run_metrics(summary_table(0.8, 0.4, 0.2), "fgsm")["value"].isna().sum() == 6  # no fgsm rows
+    assert sweep.run_metrics(summary_table(0.8, 0.4, 0.2), "fgsm")["value"].isna().sum() == 2 * (len(sweep.METRICS) - 2)
 
     frames = []
     for seed, (c, r) in enumerate([(0.8, 0.4), (0.7, 0.3)]):
@@ -159,7 +171,7 @@ def test_run_metrics_and_aggregate():
             run=f"r{seed}", dataset="synthetic", imbalance_ratio=10.0, method="taet", robustlt=False, arm="taet",
             seed=seed))
     agg = sweep.aggregate(pd.concat(frames))
-    assert len(agg) == 2 * 5 and (agg.n == 2).all()
+    assert len(agg) == 2 * len(sweep.METRICS) and (agg.n == 2).all()
     row = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(0.75) and row["std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
     assert list(agg[agg.protocol == "balanced"].metric) == sweep.METRICS
@@ -291,7 +303,7 @@ def test_sweep_2_irs_x_2_methods(tmp_path, one_thread, capsys):
     assert cli.main(argv) == 0, capsys.readouterr().out
 
     agg = pd.read_csv(out / "aggregate.csv")
-    assert len(agg) == 2 * 2 * 2 * 5  # IR x method x protocol x metric
+    assert len(agg) == 2 * 2 * 2 * len(sweep.METRICS)  # IR x method x protocol x metric
     assert set(agg.metric) == set(sweep.METRICS) and set(agg.arm) == {"taet", "pgd_at"}
     assert (agg.n == 1).all() and agg["std"].isna().all()   # one seed: no spread to report
     want = metrics_from_summaries(out / "runs.csv")          # each run's own eval/summary.csv

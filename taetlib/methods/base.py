@@ -32,6 +32,7 @@ class StepOut:
     clean_logits: Tensor | None       # detached or not; only argmax is read
     adv_logits: Tensor | None
     parts: dict[str, Tensor] = field(default_factory=dict)  # detached loss components
+    class_weights: Tensor | None = None  # [C] dloss/dL_c of a class-mean loss (HARL); NaN where absent
 
 
 # ---------------------------------------------------------------- the training attack and RobustLT
@@ -45,6 +46,8 @@ class Attack:
     loss: str = "ce"                  # what the attack maximises ("kl" for TRADES, built per batch)
     class_scale: Tensor | None = None  # eps_c / eps per class (CPB)
     ramp_epochs: float | None = None   # b * T (AIW)
+    bn: str = "eval"                   # BatchNorm while attacking: eval | batch (RobustLT's code)
+    ramp_start: int = 0                # epochs before the ramp's first epoch (TAET's stage 1 under an equal budget)
 
     def radius(self, y: Tensor, epoch: int) -> tuple[float | Tensor, float | Tensor]:
         """(eps, step) for this batch: floats, or per-sample tensors under RobustLT."""
@@ -53,7 +56,7 @@ class Attack:
         if self.class_scale.device != y.device:   # moved once, then cached: no per-step copy
             self.class_scale = self.class_scale.to(y.device)
         # scale eps and step together rather than step * eps_c/eps: no 0/0 when eps is 0
-        s = self.class_scale[y] * aiw_ramp(epoch, self.ramp_epochs)
+        s = self.class_scale[y] * aiw_ramp(epoch - self.ramp_start, self.ramp_epochs)
         return self.eps * s, self.step * s
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None, kappa: bool = False):
@@ -61,7 +64,7 @@ class Attack:
         of correctly classified iterates (pgd's return_kappa)."""
         eps, step = self.radius(y, epoch)
         return pgd(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
-                   random_start=self.start, return_logits=True, return_kappa=kappa)
+                   random_start=self.start, return_logits=True, return_kappa=kappa, bn=self.bn)
 
 
 def cpb_scale(counts: list[int], a: float) -> Tensor:
@@ -196,14 +199,16 @@ def _ce(cfg, counts, attack):
 
 
 # ---------------------------------------------------------------- RobustLT
-def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int) -> Objective:
-    """RobustLT around any adversarial objective: only the attack radius changes (CPB x AIW)."""
+def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int, ramp_start: int = 0) -> Objective:
+    """RobustLT around any adversarial objective: only the attack radius changes (CPB x AIW).
+    The AIW ramp spans b * epochs epochs after the first `ramp_start` ones."""
     if objective.attack is None:
         raise bad("robustlt", True, f"RobustLT changes the attack radius, and method={objective.name!r} "
                                     "trains without an attack; pick an adversarial method or robustlt=False.")
     wrapped = copy.copy(objective)
     wrapped.attack = copy.copy(objective.attack)
     wrapped.attack.class_scale, wrapped.attack.ramp_epochs = cpb_scale(counts, a), b * epochs
+    wrapped.attack.ramp_start = ramp_start
     wrapped.name = f"robustlt({objective.name})"
     return wrapped
 
@@ -211,8 +216,12 @@ def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs
 def build_objective(cfg: RunConfig, train_counts: list[int], default_eps: float) -> Objective:
     """The objective cfg.method names, with its attack from cfg (eps None = the dataset default)."""
     attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps),
-                    steps=cfg.attack_steps, start=cfg.random_start, loss=ATTACK_LOSS.get(cfg.method, "ce"))
+                    steps=cfg.attack_steps, start=cfg.random_start, loss=ATTACK_LOSS.get(cfg.method, "ce"),
+                    bn=cfg.attack_bn)
     objective = OBJECTIVES[cfg.method](cfg, list(train_counts), attack)
     if cfg.robustlt:
-        objective = robustlt(objective, train_counts, cfg.robustlt_a, cfg.robustlt_b, cfg.epochs)
+        # released: the ramp runs over all epochs, stage 1 included (RobustLT's code); equal_adversarial:
+        # over the adversarial epochs, which every arm then gets on the same ramp
+        objective = robustlt(objective, train_counts, cfg.robustlt_a, cfg.robustlt_b, cfg.epochs,
+                             ramp_start=cfg.clean_epochs_before())
     return objective

@@ -12,7 +12,11 @@ def harl(per_sample: Tensor, y: Tensor, num_classes: int, absent: str = "zero") 
     """TAET's BCL, HDL and RCEL from per-sample adversarial CE.
     absent='zero' (released code): S_C = C, an absent class has L_c = 0 and enters mean and variance;
     absent='exclude': S_C = classes present, mean and variance over them only."""
-    L, present = class_means(per_sample, y, num_classes)
+    return harl_terms(*class_means(per_sample, y, num_classes), absent)
+
+
+def harl_terms(L: Tensor, present: Tensor, absent: str = "zero") -> dict[str, Tensor]:
+    """BCL, HDL and RCEL from the class means L_c (0 where absent) and the presence mask."""
     w = torch.ones_like(L) if absent == "zero" else present.to(L.dtype)
     s_c = w.sum()
     bcl = (w * L).sum() / s_c
@@ -20,6 +24,20 @@ def harl(per_sample: Tensor, y: Tensor, num_classes: int, absent: str = "zero") 
     rcel = ((L / L.sum().clamp(min=torch.finfo(L.dtype).tiny)) ** 2).sum()  # absent L_c = 0 adds 0
     return {"bcl": bcl, "hdl": hdl, "rcel": rcel}
 
+
+def harl_class_weights(L: Tensor, present: Tensor, alpha: float, beta: float, gamma: float,
+                       absent: str = "zero") -> Tensor:
+    """w_c = d(alpha BCL + beta HDL + gamma RCEL) / dL_c, in closed form (no autograd call in the step):
+    alpha m_c/S + 2 beta m_c (L_c - BCL)/S + gamma (2 L_c/T^2 - 2 sum_j L_j^2/T^3), with m the classes
+    counted (all under 'zero', present ones under 'exclude'), S = sum m and T = sum_j L_j. A class's
+    samples are pushed down (descent) when w_c > 0 and up (ascent) when w_c < 0, which happens once
+    BCL - L_c > alpha / (2 beta). NaN for a class absent from the batch: its weight multiplies nothing."""
+    m = torch.ones_like(L) if absent == "zero" else present.to(L.dtype)
+    s_c = m.sum()
+    bcl = (m * L).sum() / s_c
+    t = L.sum().clamp(min=torch.finfo(L.dtype).tiny)
+    w = alpha * m / s_c + 2 * beta * m * (L - bcl) / s_c + gamma * (2 * L / t**2 - 2 * (L**2).sum() / t**3)
+    return torch.where(present, w, torch.full_like(w, float("nan")))
 
 
 class ATBSL(Objective):
@@ -51,10 +69,12 @@ class TAET(Objective):
     def loss(self, model, x, y, epoch):
         x_adv, start_logits = self.attack(model, x, y, epoch)
         logits = model(x_adv)
-        parts = harl(F.cross_entropy(logits, y, reduction="none"), y, self.num_classes, self.absent)
+        L, present = class_means(F.cross_entropy(logits, y, reduction="none"), y, self.num_classes)
+        parts = harl_terms(L, present, self.absent)
         loss = sum(w * parts[k] for w, k in zip(self.weights, ("bcl", "hdl", "rcel")))
+        w_c = harl_class_weights(L.detach(), present, *self.weights, self.absent)
         return StepOut(loss, _clean_logits(self.attack, start_logits), logits,
-                       {k: v.detach() for k, v in parts.items()})
+                       {k: v.detach() for k, v in parts.items()}, class_weights=w_c)
 
 
 @register("at_bsl")

@@ -1,0 +1,225 @@
+"""Fair comparisons: the papers' groups, HARL's per-class weights, equal adversarial budgets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from taetlib import metrics
+from taetlib.methods import class_means
+from taetlib.methods.longtail import harl_class_weights, harl_terms
+
+
+# ------------------------------------------------------------------ named groups
+def test_groups_select_each_papers_classes():
+    counts = [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]   # CIFAR-10-LT IR 10
+    thirds = metrics.class_groups(counts)
+    assert [list(thirds[g]) for g in ("head", "medium", "tail")] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    taet = metrics.class_groups(counts, "taet_tail")
+    assert list(taet["tail"]) == [5, 6, 7, 8, 9] and list(taet["head"]) == [0, 1, 2, 3, 4]
+    rlt = metrics.class_groups(counts, "robustlt_tail")
+    assert list(rlt["tail"]) == [2, 3, 4, 5, 6, 7, 8, 9] and list(rlt["head"]) == [0, 1]
+    # rarity, not label order, decides: a permuted profile moves the tail with it
+    perm = [counts[i] for i in (9, 0, 8, 1, 7, 2, 6, 3, 5, 4)]
+    assert sorted(metrics.class_groups(perm, "taet_tail")["tail"]) == [0, 2, 4, 6, 8]
+    with pytest.raises(ValueError, match="grouping='fifths'"):
+        metrics.class_groups(counts, "fifths")
+
+
+def test_summary_names_tails_and_weakest_classes():
+    counts = [100, 80, 60, 40, 20, 10]
+    recall = np.array([0.9, 0.2, 0.8, 0.1, 0.7, 0.6])       # weak classes are not the rare ones
+    y = np.repeat(np.arange(6), 10)
+    pred = np.concatenate([np.where(np.arange(10) < r * 10, c, (c + 1) % 6) for c, r in enumerate(recall)])
+    s = metrics.summarize(y, pred, counts)
+    assert s["tail_taet"] == pytest.approx(np.mean([0.1, 0.7, 0.6]))
+    assert s["tail_robustlt"] == pytest.approx(np.mean([0.2, 0.8, 0.1, 0.7, 0.6]))   # int(0.2*6)=1 head class
+    assert s["weakest_classes"] == [3, 1] and s["weakest_k"] == pytest.approx(0.15)
+    assert s["worst_class"] == 3 and s["worst_recall"] == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------ HARL's effective class weights
+@pytest.mark.parametrize("absent", ["zero", "exclude"])
+def test_harl_class_weight_is_the_gradient_wrt_each_class_loss(absent):
+    g = torch.Generator().manual_seed(3)
+    C, weights = 6, (0.1, 0.1, 0.1)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 5])           # class 4 absent
+    per_sample = torch.rand(len(y), generator=g, dtype=torch.float64) * 3
+    L, present = class_means(per_sample, y, C)
+    L = L.clone().requires_grad_(True)
+    parts = harl_terms(L, present, absent)
+    loss = sum(w * parts[k] for w, k in zip(weights, ("bcl", "hdl", "rcel")))
+    (grad,) = torch.autograd.grad(loss, L)
+    w = harl_class_weights(L.detach(), present, *weights, absent)
+    assert torch.isnan(w[4]) and not torch.isnan(w[present]).any()
+    torch.testing.assert_close(w[present], grad[present])
+
+
+def test_harl_weight_turns_negative_half_a_nat_below_the_mean():
+    # alpha/(2 beta) = 0.5 nats: an easy class 0.6 nats below the mean is pushed up, not down
+    L = torch.tensor([2.0, 2.0, 2.0, 0.2], dtype=torch.float64)
+    present = torch.ones(4, dtype=torch.bool)
+    w = harl_class_weights(L, present, 0.1, 0.1, 0.0)
+    bcl = L.mean()
+    assert bcl - L[3] > 0.5 and w[3] < 0 and (w[:3] > 0).all()
+    w_unit = harl_class_weights(L, present, 1.0, 1.0, 0.0)   # the taet_unit control keeps the sign pattern
+    assert (torch.sign(w_unit) == torch.sign(w)).all() and torch.allclose(w_unit, 10 * w)
+
+
+# ------------------------------------------------------------------ released-code options
+def test_autoaugment_uses_the_cifar10_policy():
+    from torchvision.transforms import v2
+
+    from taetlib.batches import policy_op
+    assert policy_op("autoaugment").policy == v2.AutoAugmentPolicy.CIFAR10
+    ra = policy_op("randaugment")
+    assert (ra.num_ops, ra.magnitude) == (2, 8)
+
+
+def test_batch_stat_attack_uses_batch_statistics_and_freezes_running_ones():
+    from torch import nn
+
+    from taetlib.attacks import pgd
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    model.train()
+    x, y = torch.rand(16, 12), torch.randint(0, 3, (16,))
+    model(x * 3 + 1)   # running stats far from this batch's, so eval and batch modes differ
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adv = {bn: pgd(model, x, y, eps=0.3, step=0.1, steps=3, random_start="none", return_logits=True, bn=bn)
+           for bn in ("eval", "batch")}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k            # nothing moved, num_batches_tracked included
+    assert model.training and model[2].track_running_stats
+    with torch.no_grad():
+        model.eval()
+        eval_logits = model(x)
+        model.train()
+        model[2].track_running_stats = False
+        batch_logits = model(x)
+        model[2].track_running_stats = True
+    torch.testing.assert_close(adv["eval"][1], eval_logits)    # first-iterate logits = the mode's own forward
+    torch.testing.assert_close(adv["batch"][1], batch_logits)
+    assert not torch.allclose(eval_logits, batch_logits)
+
+
+def test_nesterov_needs_momentum():
+    from taetlib.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="nesterov=True: needs momentum > 0"):
+        RunConfig(method="pgd_at", nesterov=True, momentum=0.0)
+
+
+# ------------------------------------------------------------------ equal adversarial budget
+def _cfg(tmp_path, **kw):
+    from taetlib.config import RunConfig
+    base = dict(dataset="synthetic", data_root=str(tmp_path), imbalance_ratio=10.0, n_max=40, epochs=6,
+                stabilization_epochs=2, attack_steps=2, batch_size=64, lr=0.1, eval_every=0, device="cpu",
+                lr_milestones=[0.75, 0.9])
+    return RunConfig(**{**base, **kw})
+
+
+def adversarial_lrs(cfg):
+    """The lr of each adversarial epoch a config trains."""
+    from taetlib.train import lr_at, stage_epochs
+    epochs = stage_epochs(cfg, "all")
+    return [lr_at(cfg, e) for e in epochs if not (cfg.method == "taet" and e <= cfg.stabilization_epochs)]
+
+
+def test_equal_budget_gives_taet_the_baselines_adversarial_epochs_and_lrs(tmp_path):
+    pgd_at, taet = _cfg(tmp_path, method="pgd_at"), _cfg(tmp_path, method="taet")
+    assert adversarial_lrs(taet) == adversarial_lrs(pgd_at) == pytest.approx([0.1] * 4 + [0.01, 0.001])
+    assert taet.total_epochs() == 8 and pgd_at.total_epochs() == 6
+    from taetlib.train import lr_at
+    assert [lr_at(taet, e) for e in (1, 2)] == [0.1, 0.1]          # stage 1 at the initial lr, extra
+    # the released rule: stage 1 inside the same 6 epochs, so TAET gets 4 adversarial epochs, 2 at lr 0.1
+    released = _cfg(tmp_path, method="taet", budget_rule="released")
+    assert adversarial_lrs(released) == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+def test_aiw_ramp_spans_the_adversarial_epochs_under_an_equal_budget(tmp_path):
+    from taetlib.methods import build_objective
+    y = torch.tensor([0])
+    # equal: (t_adv - 1) / (0.5 * 6) over HARL's epochs 3..8; released: (t - 1) / (1.0 * 6) from epoch 1
+    for rule, expected in (("equal_adversarial", [0, 1 / 3, 2 / 3, 1, 1, 1]),
+                           ("released", [2 / 6, 3 / 6, 4 / 6, 5 / 6])):
+        cfg = _cfg(tmp_path, method="taet", robustlt=True, robustlt_b=(0.5 if rule != "released" else 1.0),
+                   budget_rule=rule, eps=0.1)
+        ob = build_objective(cfg, [40, 4], default_eps=0.1)
+        head = ob.attack.class_scale[0].item()
+        ramp = [ob.attack.radius(y, e)[0][0].item() / (0.1 * head) for e in range(3, cfg.total_epochs() + 1)]
+        assert ramp == pytest.approx(expected), rule
+
+
+def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path):
+    from taetlib.data import load_lt
+    from taetlib.plots import class_weight_figure, history_tables
+    from taetlib.train import fit
+    cfg = _cfg(tmp_path, method="taet", epochs=2, stabilization_epochs=1, nesterov=True)
+    res = fit(cfg, load_lt(cfg), tmp_path / "run", resume=False)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.history[0]["class_weight"] is None                  # stage 1 is clean CE
+    for r in res.history[1:]:
+        w = r["class_weight"]
+        assert len(w) == 10 and all(v is not None and np.isfinite(v) for v in w)
+        assert max(w) - min(w) > 1e-4                                # HDL spreads the weights
+    fig = class_weight_figure(history_tables(res.history))
+    assert len(fig.data) == 10 and all(list(t.x) == [2, 3] for t in fig.data)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert all(g["nesterov"] for g in ck["optimizer"]["param_groups"])
+
+
+# ------------------------------------------------------------------ checkpoint selection
+@pytest.mark.slow
+def test_selection_reads_a_validation_split_never_the_test_set(tmp_path):
+    import dataclasses
+
+    from taetlib.data import load_lt
+    from taetlib.train import fit, validation_split
+    cfg = _cfg(tmp_path, method="pgd_at", epochs=3, select="best_val_pgd", val_fraction=0.2, eval_every=1,
+               eval_per_class=5, eval_pgd_steps=2)
+    lt = load_lt(cfg)
+    train, val = validation_split(lt.train, cfg, 10)
+    assert set(train.index.tolist()).isdisjoint(val.index.tolist())
+    assert sorted(train.index.tolist() + val.index.tolist()) == sorted(lt.train.index.tolist())
+    assert val.counts(10) == [max(int(n * 0.2), 1) for n in lt.train.counts(10)]
+    # the same run with a scrambled test set selects the same epoch and writes the same model.pt
+    g = torch.Generator().manual_seed(0)
+    scrambled = {k: dataclasses.replace(s, y=torch.randint(0, 10, s.y.shape, generator=g)) for k, s in lt.test.items()}
+    runs = [fit(cfg, d, tmp_path / name, resume=False)
+            for name, d in (("a", lt), ("b", dataclasses.replace(lt, test=scrambled)))]
+    assert runs[0].history[-1]["test_clean_acc"] != runs[1].history[-1]["test_clean_acc"]   # test did change
+    sel = [torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("a", "b")]
+    assert all(torch.equal(sel[0][k], sel[1][k]) for k in sel[0])
+    scores = [np.mean(r["val_pgd_acc"]) for r in runs[0].history]
+    best = int(np.argmax(scores)) + 1
+    best_w = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert all(torch.equal(best_w[k], sel[0][k]) for k in best_w)
+    if best != 3:   # the last epoch's weights differ from the selected ones
+        last = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+        assert not all(torch.equal(last[k], sel[0][k]) for k in last)
+
+
+def test_selection_needs_validated_epochs():
+    from taetlib.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="select='best_val_pgd': selects among validated epochs"):
+        RunConfig(method="pgd_at", select="best_val_pgd", eval_every=0)
+
+
+def test_small_protocols_are_named_with_their_n():
+    import pandas as pd
+
+    from taetlib.sanity import SMALL_N, small_classes
+    t = pd.DataFrame({"protocol": ["balanced"] * 3 + ["long_tailed"] * 3, "attack": "clean", "class": [0, 1, 2] * 2,
+                      "class_name": ["a", "b", "c"] * 2, "n": [100, 100, 100, 100, SMALL_N, SMALL_N - 1]})
+    assert small_classes(t) == {"balanced": "", "long_tailed": f"c (n={SMALL_N - 1})"}
+
+
+def test_recall_vs_count_plots_each_class_at_its_training_count():
+    import pandas as pd
+
+    from taetlib.plots import recall_vs_count
+    t = pd.DataFrame({"arm": ["taet"] * 3, "class": [0, 1, 2], "class_name": ["a", "b", "c"],
+                      "train_count": [800, 200, 80], "recall": [0.3, 0.9, 0.8]})
+    fig = recall_vs_count(t)
+    assert list(fig.data[0].x) == [800, 200, 80] and list(fig.data[0].y) == [0.3, 0.9, 0.8]
+    assert fig.layout.xaxis.type == "log"

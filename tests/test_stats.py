@@ -1,0 +1,51 @@
+"""Intervals against scipy and against what they must do."""
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from taetlib import stats
+
+
+def test_wilson_matches_the_closed_form():
+    for k, n in ((0, 10), (3, 10), (45, 100), (100, 100)):
+        z = sps.norm.ppf(0.975)
+        p = k / n
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+        assert stats.wilson(k, n) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    assert np.isnan(stats.wilson(0, 0)).all()
+
+
+def test_stratified_bootstrap_brackets_the_balanced_score_and_matches_the_normal_width():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [400, 200, 100, 50])
+    p = np.array([0.9, 0.7, 0.5, 0.3])
+    hit = rng.random(len(y)) < p[y]
+    pred = np.where(hit, y, (y + 1) % 4)
+    est, lo, hi = stats.balanced_interval(y, pred)
+    recall = np.array([hit[y == c].mean() for c in range(4)])
+    assert est == pytest.approx(recall.mean())
+    se = np.sqrt(np.sum(recall * (1 - recall) / np.bincount(y))) / 4   # the delta-method standard error
+    assert lo < est < hi and (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_paired_interval_shrinks_when_arms_share_predictions():
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(5), 200)
+    a = np.where(rng.random(len(y)) < 0.6, y, (y + 1) % 5)
+    flip = rng.random(len(y)) < 0.1                    # b differs from a on 10 % of the images only
+    b = np.where(flip, np.where(rng.random(len(y)) < 0.5, y, (y + 2) % 5), a)
+    independent = np.where(rng.random(len(y)) < 0.6, y, (y + 1) % 5)
+    _, lo_shared, hi_shared = stats.paired_difference(y, a, b)
+    _, lo_indep, hi_indep = stats.paired_difference(y, a, independent)
+    assert hi_shared - lo_shared < 0.5 * (hi_indep - lo_indep)
+    assert stats.paired_difference(y, a, a) == (0.0, 0.0, 0.0)
+
+
+def test_seed_interval_is_scipys_t_interval():
+    v = [0.41, 0.45, 0.47]
+    out = stats.seed_interval(v)
+    lo, hi = sps.t.interval(0.95, 2, loc=np.mean(v), scale=sps.sem(v))
+    assert (out["low"], out["high"]) == pytest.approx((lo, hi)) and out["n"] == 3
+    assert np.isnan(stats.seed_interval([0.4])["low"])
+    assert stats.separated((0.1, 0.2), (0.25, 0.3)) and not stats.separated((0.1, 0.3), (0.25, 0.4))

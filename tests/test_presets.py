@@ -29,10 +29,11 @@ def test_every_preset_builds_every_arm(name):
     runs = plan_of(name)
     assert len(runs) == len(p.sweep["irs"]) * len(p.sweep["arms"]) * len(p.sweep["seeds"])
     assert [r.error for r in runs if r.error] == []
-    assert {(r.config["method"], r.config["robustlt"]) for r in runs} == {tuple(a) for a in p.sweep["arms"]}
+    assert {r.arm for r in runs} == {a.name for a in p.sweep["arms"]}
     for run in runs:   # the sweep's plan and the preset's own run_config agree, field for field
         c = run.config
-        assert c == RunConfig.from_dict({**p.run_config(c["method"], c["imbalance_ratio"], c["seed"], c["robustlt"]),
+        assert (c["method"], c["robustlt"]) == (run.arm_spec.method, run.arm_spec.robustlt)
+        assert c == RunConfig.from_dict({**p.run_config(run.arm_spec, c["imbalance_ratio"], c["seed"]),
                                          "dataset": p.config["dataset"]}).to_dict()
         cfg = RunConfig.from_dict(c)
         counts = data.longtail_counts(1000, spec.num_classes, max(cfg.imbalance_ratio, 1.0))
@@ -96,7 +97,7 @@ def test_the_readme_table_lists_every_preset_with_its_settings():
         for name in names:
             p = presets.get(name)
             cfg = RunConfig.from_dict(p.config)
-            arms = {tuple(a) for a in p.sweep["arms"]}
+            arms = {(a.method, a.robustlt) for a in p.sweep["arms"] if not a.label}   # the plain arms
             if facts["dataset"]:
                 assert cfg.dataset == facts["dataset"], name
             if facts["natural"]:

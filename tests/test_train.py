@@ -22,7 +22,8 @@ def tiny(root, **kw):
     """~160 synthetic images, 3 batches, 2 attack steps: an epoch in well under a second."""
     base = dict(dataset="synthetic", data_root=str(root), imbalance_ratio=10.0, n_max=40, method="taet",
                 epochs=3, stabilization_epochs=1, attack_steps=2, batch_size=64, lr=0.05, eval_every=0,
-                eval_per_class=5, eval_pgd_steps=2, device="cpu", robustlt=True, robustlt_b=1.0)
+                eval_per_class=5, eval_pgd_steps=2, device="cpu", robustlt=True, robustlt_b=1.0,
+                budget_rule="released")   # TAET's 1 clean epoch inside the 3 (the equal rule: test_fairness)
     return RunConfig(**{**base, **kw})
 
 

@@ -4,6 +4,7 @@ import argparse
 import pytest
 
 from taetlib import cli, presets, sweep
+from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.methods import OBJECTIVES
 from taetlib.presets import ZOO_METHODS, ZOO_OVERRIDES
@@ -14,12 +15,12 @@ ZOO = ["reat", "robal", "he", "gairat"]
 def test_the_comparison_methods_are_registered_and_in_the_ir10_preset():
     assert set(ZOO) <= set(ZOO_METHODS) <= set(OBJECTIVES)
     p = presets.get("cifar10_lt_ir10")
-    assert {(m, r) for m in ZOO for r in (False, True)} <= {tuple(a) for a in p.sweep["arms"]}
+    assert {(m, r) for m in ZOO for r in (False, True)} <= {(a.method, a.robustlt) for a in p.sweep["arms"]}
     for m in ZOO:
         assert m in p.sources
-        cfg = RunConfig.from_dict(p.run_config(m, 10, 0, False))   # valid as the preset gives it
+        cfg = RunConfig.from_dict(p.run_config(Arm(m), 10, 0))   # valid as the preset gives it
         assert all(getattr(cfg, k) == v for k, v in ZOO_OVERRIDES.get(m, {}).items())
-    assert RunConfig.from_dict(p.run_config("robal", 10, 0, True)).attack_steps == 5
+    assert RunConfig.from_dict(p.run_config(Arm("robal", True), 10, 0)).attack_steps == 5
 
 
 def test_sweep_accepts_them():

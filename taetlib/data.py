@@ -326,7 +326,10 @@ def build_manifest(cfg: RunConfig, spec: DatasetSpec, raw: Raw) -> dict:
                   "lower imbalance_ratio or raise n_max.")
     train_idx = select_per_class(raw.y_train, train_counts, rng)
     bal_idx = select_per_class(raw.y_test, [bal] * C, rng)
-    lt_idx = select_per_class(raw.y_test, lt_test_counts, rng)
+    if spec.natural or cfg.test_per_class is None:   # uncapped: the balanced set is the whole test set
+        lt_idx = select_per_class(raw.y_test, lt_test_counts, rng)
+    else:   # capped: the long-tailed set is drawn inside the balanced one, so each image is attacked once
+        lt_idx = np.sort(bal_idx[select_per_class(raw.y_test[bal_idx], lt_test_counts, rng)])
     return {
         **split_key(cfg),
         "source_sha256": source_hash(spec, raw),

@@ -223,3 +223,11 @@ def test_recall_vs_count_plots_each_class_at_its_training_count():
     fig = recall_vs_count(t)
     assert list(fig.data[0].x) == [800, 200, 80] and list(fig.data[0].y) == [0.3, 0.9, 0.8]
     assert fig.layout.xaxis.type == "log"
+
+
+def test_a_capped_long_tailed_test_set_lies_inside_the_balanced_one(tmp_path):
+    from taetlib.data import load_lt
+    lt = load_lt(_cfg(tmp_path, method="pgd_at", test_per_class=20))
+    bal, ltt = lt.test["balanced"], lt.test["long_tailed"]
+    assert bal.counts(10) == [20] * 10 and ltt.counts(10) == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
+    assert set(ltt.index.tolist()) <= set(bal.index.tolist())

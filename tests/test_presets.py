@@ -116,17 +116,19 @@ def test_the_readme_table_lists_every_preset_with_its_settings():
 
 
 def test_the_readme_demo_paragraph_is_the_demo_preset():
-    text = " ".join(README.split("## What `make demo` does", 1)[1].split("![demo]", 1)[0].split())
+    text = " ".join(README.split("## What `make demo` does", 1)[1].split("## Fair comparisons", 1)[0].split())
     p = presets.get("fmnist_lt_demo")
     cfg = RunConfig.from_dict(p.config)
     m = re.search(r"preset `(\w+)`\): real Fashion-MNIST-LT at IR (\d+) \(n_max (\d+),", text)
     assert m and m.group(1) == p.name and cfg.dataset == "fashion_mnist", text
     assert p.sweep["irs"] == [int(m.group(2))] and cfg.n_max == int(m.group(3))
-    assert f"`{cfg.model}`" in text and f"eps {cfg.eps:g}, {cfg.epochs} epochs with a {cfg.attack_steps}-step" in text
+    assert f"`{cfg.model}`" in text and f"eps {cfg.eps:g}, {cfg.epochs} adversarial epochs with a {cfg.attack_steps}-step" in text
+    assert f"(budget rule `{cfg.budget_rule}`)" in text and cfg.budget_rule == "equal_adversarial"
     m = re.search(r"TAET \((\d+) clean-CE epochs, then (\d+) HARL epochs\)", text)
-    assert m and (cfg.stabilization_epochs, cfg.epochs - cfg.stabilization_epochs) == (int(m.group(1)), int(m.group(2)))
-    assert "compares PGD-AT, AT-BSL, TAET" in text and "and TAET + RobustLT" in text
-    assert {tuple(a) for a in p.sweep["arms"]} == {("pgd_at", False), ("at_bsl", False), ("taet", False), ("taet", True)}
+    assert m and (cfg.stabilization_epochs, cfg.epochs) == (int(m.group(1)), int(m.group(2)))
+    assert "compares PGD-AT, AT-BSL, TAET" in text and "TAET + RobustLT and the control `taet_unit`" in text
+    assert {a.name for a in p.sweep["arms"]} == {"pgd_at", "at_bsl", "taet", "taet+robustlt", "taet_unit"}
     assert "under clean inputs, FGSM and PGD-20 (eps 0.1, step eps/8)" in text
     assert p.evaluation["attacks"] == ["clean", "fgsm", "pgd20"] and cfg.eps == 0.1
-    assert evaluate.STEP_FRACTION == 1 / 8 and p.evaluation["per_class"] is None   # "on the full ... test set"
+    assert evaluate.STEP_FRACTION == 1 / 8 and p.evaluation["per_class"] is None
+    assert f"on {cfg.test_per_class} test images per class" in text

@@ -1,9 +1,10 @@
 """fit(): the training loop, readable top to bottom, with stages, history, checkpoints and exact resume.
 
 run_dir receives config.json, history.jsonl (one line per epoch), last.pt (every epoch, loads with
-weights_only=True) and model.pt (final weights), each written to a .tmp file and renamed into place,
-so a process killed at any moment (kill -9 included) never leaves a half-written file under those
-names; history.jsonl is replaced after last.pt, so it never lists an epoch last.pt does not hold.
+weights_only=True; it also holds the objective's state, e.g. LAS-AT's strategy network) and model.pt
+(final weights), each written to a .tmp file and renamed into place, so a process killed at any
+moment (kill -9 included) never leaves a half-written file under those names; history.jsonl is
+replaced after last.pt, so it never lists an epoch last.pt does not hold.
 Each epoch's randomness is seeded from (cfg.seed, epoch) and the data order is a pure function of
 the same pair, so running the same command again resumes from last.pt bit-identically on CPU.
 Everything that can refuse a run (config, data, model, checkpoints, run_dir writable and with room)
@@ -263,6 +264,7 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
+        objective.after_step(net)
         loss_sum += out.loss.detach()
         for k, v in out.parts.items():
             parts_sum[k] = parts_sum.get(k, 0) + v.float()
@@ -316,12 +318,12 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     # ---- where to start: resume > init_checkpoint > the given or a new model
-    history, start = [], epochs.start
+    history, start, objective_state = [], epochs.start, {}
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, model)
         _check_resume(ck, cfg, ckpt_path, dist)
         optimizer.load_state_dict(ck["optimizer"])
-        history, start = ck["history"], ck["epoch"] + 1
+        history, start, objective_state = ck["history"], ck["epoch"] + 1, ck.get("objective", {})
         if start < epochs.start:
             raise CheckpointError(f"{ckpt_path} ends at epoch {ck['epoch']} but stage {stage!r} starts at epoch "
                                   f"{epochs.start}. Fix: finish the earlier stage first (stage='stabilization').")
@@ -329,7 +331,7 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         ck = load_checkpoint(init_checkpoint, model)
         if ck.get("epoch") == epochs.start - 1 and "optimizer" in ck:   # a true continuation
             optimizer.load_state_dict(ck["optimizer"])
-            history = ck.get("history", [])
+            history, objective_state = ck.get("history", []), ck.get("objective", {})
     elif stage == "adversarial" and cfg.stabilization_epochs > 0 and not given_model:
         raise bad("stage", stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
                                   "(or model=), or train with stage='all'.")
@@ -347,6 +349,8 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
 
     # ---- what the loop uses
     objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
+    objective.load_state_dict(objective_state)   # stateful objectives (LAS-AT) continue where they were
+    objective.bind(optimizer)
     train_batches = Batches(data.train, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
                             seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
@@ -395,8 +399,8 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         if dist.is_main:   # checkpoint first, then the history that describes it
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
-                          "epoch": epoch, "cfg": cfg.to_dict(), "history": history,
-                          "world_size": dist.world_size}, ckpt_path)
+                          "epoch": epoch, "cfg": cfg.to_dict(), "history": history, "world_size": dist.world_size,
+                          "objective": objective.state_dict()}, ckpt_path)
             _save_atomic(history_text(history), run_dir / "history.jsonl")
         session_seconds.append(time.perf_counter() - t0)
         eta = (epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)

@@ -33,7 +33,7 @@ TRAIN_FIELDS = {
     "test_per_class": "cap of the balanced test set per class (None: all)",
     "data_root": "dataset files and data/splits manifests",
     "model": "small_cnn | resnet18 | preact_resnet18 | wrn_28_10 | wrn_34_10",
-    "method": "taet | at_bsl | pgd_at | trades | mart | ce",
+    "method": "taet | at_bsl | pgd_at | trades | mart | awp | adt | las_at | ce",
     "robustlt": "wrap the objective in RobustLT (class-wise eps, ramp)",
     "stabilization_epochs": "TAET stage 1 (clean CE) epochs",
     "epochs": "total epochs, both stages",
@@ -200,8 +200,9 @@ NB03 = [
 # 03 · TAET stage 2: HARL (or any baseline)
 TAET: loads the stage-1 checkpoint from notebook 02 and trains HARL on adversarial inputs
 (loss = alpha BCL + beta HDL + gamma RCEL), optionally inside RobustLT (`robustlt=True`).
-Any other method (`method="at_bsl"`, `"pgd_at"`, `"trades"`, `"mart"`, `"ce"`) trains here from
-scratch. Live per-class clean and robust curves and the loss components per epoch.
+Any other method (`method="at_bsl"`, `"pgd_at"`, `"trades"`, `"mart"`, `"awp"`, `"adt"`, `"las_at"`,
+`"ce"`) trains here from scratch; its own settings (`awp_gamma`, `adt_steps`, `lasat_interval`, ...) go
+in `extra`. Live per-class clean and robust curves and the loss components per epoch.
 """),
     parameters_cell(TRAIN_PARAMS),
     code(VALIDATE_TRAIN),

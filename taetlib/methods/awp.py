@@ -26,10 +26,10 @@ adds the same v, the one the global batch gives; without that each rank's weight
 from __future__ import annotations
 
 import torch
-import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import all_mean
 from .base import StepOut, _clean_logits, register
 from .classic import PGDAT
 
@@ -49,15 +49,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 def perturbed_weights(module: nn.Module) -> list[Tensor]:
     """The parameters AWP perturbs: 'weight' in the name and dim > 1 (official diff_in_weights)."""
     return [p for name, p in module.named_parameters() if "weight" in name and p.dim() > 1]
-
-
-def _mean_over_ranks(grads: list[Tensor]) -> None:
-    if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch_dist.all_reduce(flat)
-        flat /= torch_dist.get_world_size()
-        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(part.view_as(g))
 
 
 def optimizer_direction(weights: list[Tensor], grads: list[Tensor], optimizer: torch.optim.Optimizer) -> list[Tensor]:
@@ -88,7 +79,7 @@ def awp_perturbation(module: nn.Module, x_adv: Tensor, y: Tensor, gamma: float, 
         with torch.no_grad():
             for b, s in zip(module.buffers(), saved):
                 b.copy_(s)
-    _mean_over_ranks(grads)
+    all_mean(grads)   # DDP: the global batch's gradient, so every rank adds the same v
     if ascent == "official":
         directions = grads
     else:   # the optimiser steps on -CE, whose gradient is -grad CE

@@ -175,6 +175,9 @@ def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs
     if objective.attack is None:
         raise bad("robustlt", True, f"RobustLT changes the attack radius, and method={objective.name!r} "
                                     "trains without an attack; pick an adversarial method or robustlt=False.")
+    if getattr(objective, "picks_eps", False):
+        raise bad("robustlt", True, f"method={objective.name!r} picks every sample's eps itself, so RobustLT has no "
+                                    "eps to set (scaling the picked one would be a new method); use robustlt=False.")
     wrapped = copy.copy(objective)
     wrapped.attack = copy.copy(objective.attack)
     wrapped.attack.class_scale, wrapped.attack.ramp_epochs = cpb_scale(counts, a), b * epochs

@@ -13,7 +13,8 @@ from torch import nn
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
 from taetlib.methods import build_objective, robustlt
-from taetlib.methods.lasat import (StrategyNet, policy_loss, reward, reward_pgd, smoothed_ce, strategy_attack)
+from taetlib.methods.lasat import (StrategyNet, categorical, policy_loss, reward, reward_pgd, smoothed_ce,
+                                   strategy_attack)
 from taetlib.models import create_model
 from taetlib.train import fit, load_checkpoint
 
@@ -53,6 +54,14 @@ def test_masked_attack_on_a_linear_model():
     delta = (x_adv - x).flatten(1)
     assert torch.allclose(delta.abs(), torch.tensor([[3 / 255], [5 / 255]]).expand(2, 16), atol=1e-6)
     assert torch.equal(delta.sign(), -w.sign().expand(2, 16))
+
+
+def test_categorical_draws_as_torch_multinomial():
+    probs = F.softmax(torch.randn(64, 13), 1)
+    torch.manual_seed(0)
+    want = torch.multinomial(probs, 1).squeeze(1)
+    torch.manual_seed(0)
+    assert torch.equal(categorical(probs), want)
 
 
 def test_reward_and_policy_loss_hand_values():

@@ -156,10 +156,14 @@ def test_cuda_step_has_no_host_sync(root, tmp_path):
     model = create_model("small_cnn", 10, 1).cuda().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     tally = torch.zeros(2, 10, dtype=torch.long, device="cuda")
-    for method in ("ce", "pgd_at", "trades", "mart", "at_bsl", "taet"):
-        obj = build_objective(cfg.replace(method=method), data.train_counts, 0.1)
+    for method in ("ce", "pgd_at", "trades", "mart", "at_bsl", "taet", "awp", "adt", "las_at"):
+        # LAS-AT: no RobustLT; its second step updates the strategy network, so that is checked too
+        obj = build_objective(cfg.replace(method=method, robustlt=method != "las_at", lasat_interval=2),
+                              data.train_counts, 0.1)
+        obj.bind(opt)
         x, y = next(iter(Batches(data.train, 64, "cuda", shuffle=True, augment="crop_flip").epoch(1)))
         obj.step(model, x, y, epoch=2)   # first call may move per-class constants to the GPU
+        obj.after_step(model)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
@@ -168,6 +172,7 @@ def test_cuda_step_has_no_host_sync(root, tmp_path):
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
+            obj.after_step(model)
             count_hits(tally, out.adv_logits, y)
         finally:
             torch.cuda.set_sync_debug_mode(0)

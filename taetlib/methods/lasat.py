@@ -76,6 +76,12 @@ def policy_loss(log_probs: list[Tensor], actions: list[Tensor], r: Tensor) -> Te
     return sum((-lp.gather(1, a[:, None]).squeeze(1) * r).mean() for lp, a in zip(log_probs, actions))
 
 
+def categorical(probs: Tensor) -> Tensor:
+    """One draw per row, exactly torch.multinomial(probs, 1) (Categorical.sample): its n_sample=1 path,
+    without the validity check that reads a value back to the host."""
+    return (probs / torch.empty_like(probs).exponential_(1)).argmax(1)
+
+
 def _box(delta: Tensor, lo, hi) -> Tensor:
     """Official clamp(X, lower, upper) = max(min(X, upper), lower); bounds are floats or tensors."""
     return delta.clamp(lo, hi)
@@ -196,7 +202,7 @@ class LASAT(Objective):
         self.policy.train(train)
         with torch.set_grad_enabled(train):
             log_probs = [F.log_softmax(z.float(), 1) for z in self.policy(x)]
-        actions = [torch.multinomial(lp.detach().exp(), 1).squeeze(1) for lp in log_probs]   # Categorical.sample
+        actions = [categorical(lp.detach().exp()) for lp in log_probs]
         eps, iters, step = (self.values[h][actions[h]] for h in (1, 2, 3))
         return log_probs, actions, [eps, iters, step]
 

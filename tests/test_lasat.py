@@ -204,12 +204,19 @@ def test_strategy_updates_every_interval_steps_and_leave_the_target_alone(batch)
     assert all(torch.equal(target[k], v) for k, v in model.state_dict().items())
 
 
-def test_update_returns_the_official_reward(batch):
+def test_reward_ignores_gradients_left_on_the_target(batch):
+    """The look-ahead is one step of a fresh optimiser on this batch alone: whatever .grad the target
+    still holds from its previous step (fit() zeroes it only after the objective's step) plays no part."""
     model, x, y = batch
-    obj, _ = objective_and_optimizer(model)
-    obj._to(x.device)
-    parts = obj.update_policy(model, x, y)
-    assert 0 <= float(parts["reward"]) <= 10 + 4 + 2 and torch.isfinite(parts["policy_loss"])
+    rewards = []
+    for stale in (None, 10.0):
+        m = copy.deepcopy(model)
+        for p in m.parameters():
+            p.grad = None if stale is None else torch.full_like(p, stale)
+        obj, _ = objective_and_optimizer(m)
+        torch.manual_seed(4)
+        rewards.append(obj.update_policy(m, x, y)["reward"])
+    assert 0 <= float(rewards[0]) <= 10 + 4 + 2 and torch.equal(rewards[0], rewards[1])
 
 
 def test_state_round_trips_through_a_weights_only_file(batch, tmp_path):

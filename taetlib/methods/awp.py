@@ -40,7 +40,8 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The module under DDP (.module) and torch.compile (._orig_mod) wrappers: its parameters are the
     ones the optimiser steps, and a forward pass on it neither arms DDP's reducer nor recompiles."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None)
+        inner = getattr(model, "_orig_mod", None) if inner is None else inner
         if not isinstance(inner, nn.Module):
             return model
         model = inner
@@ -80,13 +81,13 @@ def awp_perturbation(module: nn.Module, x_adv: Tensor, y: Tensor, gamma: float, 
             for b, s in zip(module.buffers(), saved):
                 b.copy_(s)
     all_mean(grads)   # DDP: the global batch's gradient, so every rank adds the same v
-    if ascent == "official":
-        directions = grads
-    else:   # the optimiser steps on -CE, whose gradient is -grad CE
-        if optimizer is None:
-            raise ValueError("awp_ascent='robustlt' takes a step of the training optimiser; bind() it first.")
-        directions = optimizer_direction(weights, [-g for g in grads], optimizer)
     with torch.no_grad():
+        if ascent == "official":
+            directions = grads
+        else:   # the optimiser steps on -CE, whose gradient is -grad CE
+            if optimizer is None:
+                raise ValueError("awp_ascent='robustlt' takes a step of the training optimiser; bind() it first.")
+            directions = optimizer_direction(weights, [-g for g in grads], optimizer)
         w_norms, d_norms = torch._foreach_norm(weights), torch._foreach_norm(directions)
         return [(w, gamma * wn / (dn + EPS) * d) for w, d, wn, dn in zip(weights, directions, w_norms, d_norms)]
 

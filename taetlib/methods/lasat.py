@@ -219,7 +219,7 @@ class LASAT(Objective):
         x_adv = self.attack_with(model, x, y, strategy)
         with torch.no_grad(), bn_eval(model):
             ce = F.cross_entropy(model(x_adv), y)
-        ahead = copy.deepcopy(unwrap(model)).train()
+        ahead = copy.deepcopy(unwrap(model)).train()   # deepcopy leaves the target's .grad behind
         group = self.optimizer.param_groups[0]
         opt = torch.optim.SGD(ahead.parameters(), lr=group["lr"], momentum=group["momentum"],
                               weight_decay=group["weight_decay"])

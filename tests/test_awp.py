@@ -200,3 +200,16 @@ def test_smoke_training_run(tmp_path):
     h = runs["awp"].history
     assert [r["epoch"] for r in h] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in h)
     assert [r["loss"] for r in h] != [r["loss"] for r in runs["pgd_at"].history]   # the perturbation acted
+
+
+def test_fit_takes_the_perturbation_off_after_every_step(tmp_path):
+    """With a vanishing lr the trained weights stay the initial ones: fit() calls after_step each step
+    (without it every step would leave its v, 1% of each layer's norm, in the weights)."""
+    cfg = RunConfig(method="awp", dataset="synthetic", data_root=str(tmp_path / "data"), imbalance_ratio=5.0,
+                    n_max=40, epochs=1, attack_steps=1, batch_size=32, eval_every=0, device="cpu", lr=1e-12)
+    torch.manual_seed(cfg.seed)
+    initial = create_model(cfg.model, 10, 1)
+    trained = fit(cfg, load_lt(cfg), tmp_path / "run").model
+    for (name, p), p0 in zip(trained.named_parameters(), initial.parameters()):
+        assert torch.allclose(p, p0, atol=1e-7, rtol=0), name
+

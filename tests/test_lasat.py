@@ -204,6 +204,45 @@ def test_strategy_updates_every_interval_steps_and_leave_the_target_alone(batch)
     assert all(torch.equal(target[k], v) for k, v in model.state_dict().items())
 
 
+def official_get_reward(target, x, y, eps, alpha, iters, init_eps, lr, reward_steps):
+    """Official Get_reward with fixed strategies: batch attack on the eval-mode target, R1; a deep copy, one
+    train_target_model step (fresh SGD lr/0.9/5e-4, label smoothing 0.7); attack_pgd on the copy left in
+    train mode; R2, R3 in eval mode."""
+    target.eval()
+    adv = official_attack_policy_batch(target, x, y, eps, alpha, iters, init_eps)
+    with torch.no_grad():
+        r1 = torch.clamp(F.cross_entropy(target(adv), y), 0, 10)
+    ahead = copy.deepcopy(target)
+    ahead.train()
+    opt = torch.optim.SGD(ahead.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    opt.zero_grad()
+    one_hot = np.eye(10)[y.numpy()]
+    smooth = torch.tensor(one_hot * 0.7 + (one_hot - 1.) * ((0.7 - 1) / float(10 - 1))).float()
+    (-smooth * F.log_softmax(ahead(adv), -1)).sum(-1).mean().backward()
+    opt.step()
+    pgd_delta = official_attack_pgd(ahead, x, y, init_eps, init_eps / 4, reward_steps, 2)
+    ahead.eval()
+    with torch.no_grad():
+        r2 = (ahead(x + pgd_delta).max(1)[1] == y).sum().item() / len(y) * 4
+        r3 = (ahead(x).max(1)[1] == y).sum().item() / len(y) * 2
+    return float(r1) + r2 + r3
+
+
+def test_reward_matches_the_official_get_reward(batch):
+    """The strategies the update samples, replayed through the official reward code, give the same R."""
+    model, x, y = batch
+    obj, opt = objective_and_optimizer(model, lasat_reward_steps=3)
+    obj._to(x.device)
+    policy0 = copy.deepcopy(obj.policy)
+    torch.manual_seed(11)
+    got = float(obj.update_policy(copy.deepcopy(model), x, y)["reward"])
+    torch.manual_seed(11)
+    obj.policy = policy0
+    _, _, (eps, iters, step) = obj.sample(x, train=True)   # the same draws: the same strategies
+    want = official_get_reward(copy.deepcopy(model), x, y, eps, step, iters, 0.1, lr=0.05, reward_steps=3)
+    assert abs(got - want) < 1e-5
+
+
 def test_reward_ignores_gradients_left_on_the_target(batch):
     """The look-ahead is one step of a fresh optimiser on this batch alone: whatever .grad the target
     still holds from its previous step (fit() zeroes it only after the objective's step) plays no part."""

@@ -133,10 +133,19 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def check_run_dir(run_dir: Path, model: nn.Module) -> None:
+def _tensor_bytes(obj) -> int:
+    """Bytes of the tensors in nested dicts / lists (an objective's state)."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    return sum(_tensor_bytes(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
+
+
+def check_run_dir(run_dir: Path, model: nn.Module, objective_state: dict | None = None) -> None:
     """Refuse, before training, a run_dir that cannot take the run's files: not writable (a probe file
-    is created and removed), or too little free space for last.pt (weights + momentum) written beside
-    the previous one, plus model.pt."""
+    is created and removed), or too little free space for last.pt (weights + momentum + the objective's
+    state, e.g. LAS-AT's strategy network) written beside the previous one, plus model.pt."""
     where = next(p for p in (run_dir, *run_dir.parents) if p.exists())   # run_dir itself may not exist yet
     if not where.is_dir():
         raise bad("run_dir", str(run_dir), f"{where} is a file, not a directory. Fix: choose another run directory.")
@@ -148,7 +157,7 @@ def check_run_dir(run_dir: Path, model: nn.Module) -> None:
         raise bad("run_dir", str(run_dir), f"{where} is not writable ({e.strerror}). Fix: choose a writable run "
                                            f"directory, or give yourself write permission (chmod u+w {where}).") from e
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    need = 5 * weights + 2**20   # last.pt twice (2 x weights + momentum), model.pt, history
+    need = 5 * weights + 2 * _tensor_bytes(objective_state or {}) + 2**20   # last.pt twice, model.pt, history
     free = shutil.disk_usage(where).free
     if free < need:
         raise bad("run_dir", str(run_dir), f"only {free / 2**20:.1f} MiB free on the filesystem of {where}; this run "
@@ -335,9 +344,16 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     elif stage == "adversarial" and cfg.stabilization_epochs > 0 and not given_model:
         raise bad("stage", stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
                                   "(or model=), or train with stage='all'.")
+    objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
+    try:   # stateful objectives (LAS-AT's strategy network) continue where they were
+        objective.load_state_dict(objective_state)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"the objective state in the checkpoint does not fit method {cfg.method!r} "
+                              f"({' '.join(str(e).split())[:300]}). Fix: resume=False, or a new run_dir.") from e
+    objective.bind(optimizer)
     distributed.check_same(dist, "the epoch to start from", start,
                            f"put run_dir ({run_dir}) on a filesystem every node shares.")
-    check_run_dir(run_dir, model)
+    check_run_dir(run_dir, model, objective.state_dict())
 
     # ---- the run directory: only now is anything written (rank 0 writes, the others only train)
     if dist.is_main:
@@ -348,9 +364,6 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         _save_atomic(history_text(history), run_dir / "history.jsonl")   # from the checkpoint: no half epochs
 
     # ---- what the loop uses
-    objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
-    objective.load_state_dict(objective_state)   # stateful objectives (LAS-AT) continue where they were
-    objective.bind(optimizer)
     train_batches = Batches(data.train, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
                             seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)

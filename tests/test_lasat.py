@@ -16,7 +16,7 @@ from taetlib.methods import build_objective, robustlt
 from taetlib.methods.lasat import (StrategyNet, categorical, policy_loss, reward, reward_pgd, smoothed_ce,
                                    strategy_attack)
 from taetlib.models import create_model
-from taetlib.train import fit, load_checkpoint
+from taetlib.train import CheckpointError, fit, load_checkpoint
 
 COUNTS = [100, 60, 40, 30, 20, 15, 10, 10, 10, 10]
 
@@ -331,3 +331,14 @@ def test_smoke_run_and_resume_is_bit_identical(tmp_path):
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
     again = load_checkpoint(tmp_path / "resumed" / "last.pt")["objective"]["policy"]
     assert all(torch.equal(policy[k], again[k]) for k in policy)
+
+    # a strategy network that does not fit is refused with the reason, before anything is written
+    ck["epoch"], ck["history"] = 1, ck["history"][:1]
+    ck["objective"]["policy"].pop(next(iter(ck["objective"]["policy"])))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    torch.save(ck, bad / "last.pt")
+    with pytest.raises(CheckpointError, match=r"objective state in the checkpoint does not fit method 'las_at' "
+                                              r"\(.*Missing key.*\)\. Fix: resume=False"):
+        fit(cfg, data, bad)
+    assert sorted(p.name for p in bad.iterdir()) == ["last.pt"]

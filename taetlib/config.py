@@ -195,9 +195,8 @@ class RunConfig:
 
     def _validate_zoo(self) -> None:
         """AWP, ADT and LAS-AT settings (METHODS-ZOO.md sections 3, 6 and 7)."""
-        from . import models
         check_choice("awp_ascent", self.awp_ascent, ("official", "robustlt"))
-        check_choice("lasat_strategy_model", self.lasat_strategy_model, models.MODELS)
+        check_choice("lasat_strategy_model", self.lasat_strategy_model, REGISTRIES["model"])
         for name in ("awp_gamma", "adt_lambda", "awp_warmup"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "must be >= 0.")

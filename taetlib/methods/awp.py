@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import all_mean
+from ..collectives import all_mean
 from .base import StepOut, _clean_logits, register
 from .classic import PGDAT
 

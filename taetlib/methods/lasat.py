@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import bn_eval
-from ..distributed import all_mean, broadcast_buffers
+from ..collectives import all_mean, broadcast_buffers
+from ..errors import REGISTRIES  # data.DATASETS, filed by the setting it names (methods sit below data)
 from ..models import MODELS
 from .awp import unwrap
 from .base import Objective, StepOut, register
@@ -254,11 +255,10 @@ class LASAT(Objective):
 
 @register("las_at")
 def _las_at(cfg, counts, attack):
-    from ..data import DATASETS
     unit = cfg.lasat_unit if cfg.lasat_unit is not None else attack.eps / 8
     with torch.random.fork_rng(devices=[]):   # the same initial strategy network on every rank and resume
         torch.manual_seed(cfg.seed)
-        policy = StrategyNet(cfg.lasat_strategy_model, DATASETS[cfg.dataset].in_channels,
+        policy = StrategyNet(cfg.lasat_strategy_model, REGISTRIES["dataset"][cfg.dataset].in_channels,
                              (1, len(cfg.lasat_eps_choices), len(cfg.lasat_iter_choices), len(cfg.lasat_step_choices)))
     return LASAT(attack, len(counts), policy=policy, eps_choices=[c * unit for c in cfg.lasat_eps_choices],
                  step_choices=[c * unit for c in cfg.lasat_step_choices], iter_choices=cfg.lasat_iter_choices,

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["dataset=synthetic", "imbalance_ratio=5", "n_max=60", "epochs=4", "attack_steps=2", "batch_size=32",
           "lr=0.05", "eval_every=2", "eval_per_class=5", "eval_pgd_steps=2", "device=cpu"]
 SETTINGS = {   # TAET (1 clean + 3 HARL epochs) in RobustLT; LAS-AT, whose strategy network is state in last.pt
-    "taet": COMMON + ["stabilization_epochs=1", "robustlt=true", "robustlt_b=1.0"],
+    "taet": COMMON + ["stabilization_epochs=1", "robustlt=true", "robustlt_b=1.0", "budget_rule=released"],
     "las_at": COMMON + ["method=las_at", "lasat_strategy_model=small_cnn", "lasat_interval=3",
                         "lasat_iter_choices=[1,2]", "lasat_reward_steps=2"],
 }

@@ -52,14 +52,15 @@ def test_awp_and_adt_compose_with_robustlt(method):
 @pytest.mark.parametrize("ir", (10, 20, 50, 100))
 def test_cifar10_presets_hold_the_zoo_and_every_arm_is_a_valid_run(ir):
     p = presets.get(f"cifar10_lt_ir{ir}")
-    arms = set(map(tuple, p.sweep["arms"]))
+    plain = {(a.method, a.robustlt): a for a in p.sweep["arms"] if not a.label}   # controls have labels
+    arms = set(plain)
     assert {("adt", False), ("adt", True), ("las_at", False)} <= arms and ("las_at", True) not in arms
     assert (("awp", False) in arms) == (ir == 50)   # AWP: RobustLT's table (IR 50), not TAET's
     for method, robust in arms:
-        cfg = RunConfig.from_dict(p.run_config(method, ir, 0, robust))
+        cfg = RunConfig.from_dict(p.run_config(plain[method, robust], ir, 0))
         assert cfg.method == method and cfg.robustlt == robust
     if ir == 50:   # RobustLT's own AWP settings there
-        cfg = RunConfig.from_dict(p.run_config("awp", ir, 0, False))
+        cfg = RunConfig.from_dict(p.run_config(plain["awp", False], ir, 0))
         assert (cfg.awp_gamma, cfg.awp_ascent) == (0.005, "robustlt")
 
 

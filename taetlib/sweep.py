@@ -7,10 +7,11 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
         03, 04, config, history, checkpoints, eval/ tables, figures/; DONE.json written last
         (a run holding it is skipped), FAILED.json with the error when it failed
     runs.csv, metrics.csv, aggregate.csv    status per run; metrics per run; mean/std over seeds
+    slurm/                                  with --launcher slurm: jobs.json (job id per run), one log folder per job
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
 One run's folder and the notebook side of the contract are in runs.py, the parallel map in
-parallel.py, the headline metrics and the report page in report.py; their names are importable
+parallel.py, the Slurm launcher (submitit) in launchers.py, the headline metrics and the report page in report.py; their names are importable
 from here too.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .arms import Arm
 from .schedule import unequal_budgets
 from .config import ConfigError, RunConfig, parse_sets
 from .data import split_key
+from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
 from .parallel import pmap
 from .paths import PROJECT_ROOT, resolve
 from .plots import write_plotlyjs
@@ -195,6 +197,30 @@ def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
     return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
 
 
+def recorded(run: Run) -> dict | None:
+    """The status row a run's folder records (DONE.json / FAILED.json), None when it holds neither;
+    a DONE.json written with other settings is a failure, never a result."""
+    row, done, failed = run.row(), run.dir / DONE, run.dir / FAILED
+    if run.error:
+        return {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
+    if done.exists():
+        rec = json.loads(done.read_text())
+        if rec.get("config_hash") == config_hash(run.config):
+            return {**row, "status": "done", "seconds": rec.get("seconds", 0.0), "error": "", "notebook": ""}
+        return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
+                "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
+    if failed.exists():
+        rec = json.loads(failed.read_text())
+        return {**row, "status": "failed", "seconds": rec.get("seconds", 0.0), "error": rec.get("error", ""),
+                "notebook": rec.get("notebook", "")}
+    return None
+
+
+def unfinished(run: Run, where: str) -> dict:
+    return {**run.row(), "status": "failed", "seconds": 0.0, "notebook": "",
+            "error": f"no {DONE} or {FAILED}: its job is still queued or running, or was killed (see {where})"}
+
+
 def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dict:
     """One run, start to finish; never raises: the outcome is the returned status row."""
     row, t0 = run.row(), time.time()
@@ -247,9 +273,12 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
 
 
 # ------------------------------------------------------------------------------ the sweep
-def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
+def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | None = None,
+              aggregate_only: bool = False) -> dict:
     """Runs (or skips) every run, then aggregates and writes the report. Returns the tables and
-    `ok` (False when any run failed)."""
+    `ok` (False when any run failed). `slurm`: one submitit job per unfinished run instead of the
+    local pool; unless it waits, this returns once they are submitted (`submitted`: the jobs) and
+    `aggregate_only` later reads what the runs recorded and writes the aggregate and the report."""
     check_kernel()
     unknown = sorted(set(sweep.evaluation) - declared_parameters(NB_EVAL))
     if unknown:
@@ -272,18 +301,47 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         if not r.error:
             groups.setdefault(r.dir.parents[1], r.config)
     t0 = time.time()
-    log(f"sweep {root}: {len(runs)} runs, {len(groups)} dataset stage(s), jobs={jobs}")
+    def progress(rec):
+        rel = Path(rec["run"]).relative_to(root)
+        log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
+
+    if aggregate_only:
+        status = pd.DataFrame([recorded(r) or unfinished(r, root / "slurm") for r in runs])
+        return finish(sweep, root, status, budget_notes, t0, log)
+    log(f"sweep {root}: {len(runs)} runs, {len(groups)} dataset stage(s), "
+        + (f"slurm ({slurm.cluster})" if slurm else f"jobs={jobs}"))
     stages = pmap(prepare_data, [(g, c, sweep.cell_timeout) for g, c in groups.items()], jobs)
     stage_error = {Path(s["group"]): s["error"] for s in stages if s["error"]}
     for r in runs:
         if not r.error and r.dir.parents[1] in stage_error:
             r.error = stage_error[r.dir.parents[1]]
 
-    def progress(rec):
-        rel = Path(rec["run"]).relative_to(root)
-        log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
+    if slurm is None:
+        status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in runs], jobs,
+                                   progress))
+        return finish(sweep, root, status, budget_notes, t0, log)
+    # slurm: finished runs are skipped here (no job), invalid ones recorded, the rest submitted
+    rows = {r.dir: {**recorded(r), "status": "skipped", "seconds": 0.0} for r in runs
+            if not r.error and (recorded(r) or {}).get("status") == "done"}
+    for r in runs:
+        if r.error:
+            rows[r.dir] = execute_run(r, sweep.evaluation)   # records FAILED.json, starts nothing
+    todo = [r for r in runs if r.dir not in rows]
+    jobs_ = submit_runs(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in todo], slurm, root / "slurm")
+    log(f"submitted {len(jobs_)} job(s) ({', '.join(j.job_id for j in jobs_[:3])}{' ...' if len(jobs_) > 3 else ''}), "
+        f"{len(rows)} run(s) skipped or invalid; logs in {root / 'slurm'}")
+    if not (slurm.wait or slurm.cluster == "local"):   # local jobs die with this process: it waits for them
+        log("when the jobs are done: the same sweep command with --aggregate-only writes the aggregate and report")
+        return {"status": pd.DataFrame(list(rows.values())), "submitted": jobs_, "ok": True}
+    for r, job in zip(todo, jobs_):
+        rows[r.dir] = job_result(job, r) or recorded(r) or unfinished(r, job.paths.stdout)
+        progress(rows[r.dir])
+    status = pd.DataFrame([rows[r.dir] for r in runs])
+    return finish(sweep, root, status, budget_notes, t0, log)
 
-    status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in runs], jobs, progress))
+
+def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[str], t0: float, log=print) -> dict:
+    """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html."""
     status.to_csv(root / "runs.csv", index=False)
     metrics = collect(status, sweep.robust_attack)
     metrics.to_csv(root / "metrics.csv", index=False)
@@ -344,6 +402,21 @@ def add_cli(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one per GPU where there are several)")
     p.add_argument("--out", help="sweep folder (default: runs/<preset> or runs/sweep-<dataset>)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    g = p.add_argument_group("cluster", "--launcher slurm: one Slurm job per run, through submitit")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: a process pool on this machine (--jobs); slurm: one job per unfinished run")
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES", help="wall-clock limit of one run's job")
+    g.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of one run's job (> 1: torchrun inside the job)")
+    g.add_argument("--cpus-per-run", type=int, help="CPUs of one run's job (default: 8 per GPU)")
+    g.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")
+    g.add_argument("--sbatch", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="more sbatch settings, e.g. account=my_lab qos=high constraint=a100")
+    g.add_argument("--wait", action="store_true", help="wait for the jobs, then aggregate (default: submit and return)")
+    g.add_argument("--submitit-cluster", choices=CLUSTERS, default="slurm",
+                   help="local: the same jobs as subprocesses here, through submitit's local executor (no Slurm)")
+    g.add_argument("--aggregate-only", action="store_true",
+                   help="run nothing: read what the runs recorded, write the aggregate and the report")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -391,7 +464,14 @@ def cmd_sweep(args) -> int:
         for r in sweep.plan():
             print(f"{r.dir}  {'INVALID: ' + r.error if r.error else ''}")
         return 0
-    return 0 if run_sweep(sweep, jobs=args.jobs)["ok"] else 1
+    slurm = slurm_from_args(args) if args.launcher == "slurm" else None
+    return 0 if run_sweep(sweep, jobs=args.jobs, slurm=slurm, aggregate_only=args.aggregate_only)["ok"] else 1
+
+
+def slurm_from_args(args) -> SlurmSettings:
+    return SlurmSettings(partition=args.partition, time_min=args.time_limit, gpus_per_run=args.gpus_per_run,
+                         cpus_per_run=args.cpus_per_run, extra=parse_sets(args.sbatch),
+                         max_parallel=args.max_parallel, cluster=args.submitit_cluster, wait=args.wait)
 
 
 if __name__ == "__main__":  # python -m taetlib.sweep ... works without cli.py too

@@ -50,7 +50,8 @@ class SlurmSettings:
         for name in ("time_min", "gpus_per_run", "max_parallel"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < (0 if name == "gpus_per_run" else 1):
-                raise ConfigError(f"--slurm-{name.replace('_', '-')} {v!r}: expected a whole number >= "
+                flag = {"time_min": "--time-limit"}.get(name, "--" + name.replace("_", "-"))
+                raise ConfigError(f"{name}={v!r} ({flag}): expected a whole number >= "
                                   f"{0 if name == 'gpus_per_run' else 1}.")
 
     def parameters(self) -> dict:

@@ -114,10 +114,11 @@ class RunJob(submitit.helpers.Checkpointable):
 def submit_runs(fn, items: list[tuple], settings: SlurmSettings, folder: Path) -> list:
     """One job per item (run, *args) of fn; returns the submitit jobs in item order."""
     folder.mkdir(parents=True, exist_ok=True)
-    ex = executor(settings, folder)
-    job_fn = RunJob(fn, settings.gpus_per_run)
-    with ex.batch():   # one sbatch call: a job array
-        jobs = [ex.submit(job_fn, *item) for item in items]
+    jobs = []
+    if items:
+        ex, job_fn = executor(settings, folder), RunJob(fn, settings.gpus_per_run)
+        with ex.batch():   # one sbatch call: a job array
+            jobs = [ex.submit(job_fn, *item) for item in items]
     record = [{"job": j.job_id, "run": str(item[0].dir)} for j, item in zip(jobs, items)]
     (folder / "jobs.json").write_text(json.dumps(record, indent=2) + "\n")
     return jobs

@@ -3,6 +3,7 @@ multi-GPU job, and real jobs through submitit's local executor: the same code pa
 each job a subprocess running the papermill pipeline of one run."""
 import argparse
 import json
+import shlex
 import os
 import signal
 import time
@@ -139,3 +140,16 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, o
     assert after[:len(before)] == before   # epochs trained before the signal were kept, not trained again
     log = job.stderr() + job.stdout()
     assert "requeu" in log.lower(), log[-2000:]
+
+
+def test_the_readme_cluster_commands_parse(tmp_path):
+    section = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("## On a Slurm cluster", 1)[1]
+    commands = [c for c in section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ").splitlines()
+                if c.startswith("python -m taetlib sweep")]
+    assert len(commands) == 3
+    for c in commands:
+        args = parse(*shlex.split(c)[4:])
+        s = sweep.sweep_from_args(args)
+        assert s.plan() and (args.aggregate_only or args.launcher == "slurm")
+        if args.launcher == "slurm":
+            assert sweep.slurm_from_args(args).parameters()["timeout_min"] == args.time_limit

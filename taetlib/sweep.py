@@ -11,8 +11,8 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
 One run's folder and the notebook side of the contract are in runs.py, the parallel map in
-parallel.py, the Slurm launcher (submitit) in launchers.py, the headline metrics and the report page in report.py; their names are importable
-from here too.
+parallel.py, the Slurm launcher (submitit) in launchers.py, the headline metrics and the report
+page in report.py; their names are importable from here too.
 """
 from __future__ import annotations
 
@@ -301,6 +301,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | Non
         if not r.error:
             groups.setdefault(r.dir.parents[1], r.config)
     t0 = time.time()
+
     def progress(rec):
         rel = Path(rec["run"]).relative_to(root)
         log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
@@ -321,16 +322,18 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | Non
                                    progress))
         return finish(sweep, root, status, budget_notes, t0, log)
     # slurm: finished runs are skipped here (no job), invalid ones recorded, the rest submitted
-    rows = {r.dir: {**recorded(r), "status": "skipped", "seconds": 0.0} for r in runs
-            if not r.error and (recorded(r) or {}).get("status") == "done"}
+    rows = {}
     for r in runs:
         if r.error:
             rows[r.dir] = execute_run(r, sweep.evaluation)   # records FAILED.json, starts nothing
+        elif (r.dir / DONE).exists():   # finished: skipped, or with other settings: failed (as execute_run says)
+            rec = recorded(r)
+            rows[r.dir] = {**rec, "status": "skipped", "seconds": 0.0} if rec["status"] == "done" else rec
     todo = [r for r in runs if r.dir not in rows]
     jobs_ = submit_runs(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in todo], slurm, root / "slurm")
     log(f"submitted {len(jobs_)} job(s) ({', '.join(j.job_id for j in jobs_[:3])}{' ...' if len(jobs_) > 3 else ''}), "
         f"{len(rows)} run(s) skipped or invalid; logs in {root / 'slurm'}")
-    if not (slurm.wait or slurm.cluster == "local"):   # local jobs die with this process: it waits for them
+    if not (slurm.wait or slurm.cluster == "local"):   # local jobs have no queue to come back to: it waits
         log("when the jobs are done: the same sweep command with --aggregate-only writes the aggregate and report")
         return {"status": pd.DataFrame(list(rows.values())), "submitted": jobs_, "ok": True}
     for r, job in zip(todo, jobs_):

@@ -19,7 +19,6 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -102,8 +101,26 @@ def class_means(per_sample: Tensor, y: Tensor, num_classes: int, global_batch: b
     sums = per_sample.new_zeros(num_classes).index_add(0, y, per_sample)
     counts = per_sample.new_zeros(num_classes).index_add(0, y, torch.ones_like(per_sample))
     if global_batch and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        sums, counts = dist_nn.all_reduce(torch.cat([sums, counts])).split(num_classes)
+        sums, counts = SumOverRanks.apply(torch.cat([sums, counts])).split(num_classes)
     return sums / counts.clamp(min=1), counts > 0
+
+
+class SumOverRanks(torch.autograd.Function):
+    """Sum over the ranks whose backward sums the gradients too: every rank computes the same loss
+    from the total, so the gradient of the ranks' summed losses at this rank's summand is the sum of
+    their gradients. (torch.distributed.nn.functional.all_reduce does the same; it is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def _clean_logits(attack: Attack, start_logits):

@@ -11,7 +11,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 agg = pd.read_csv(sys.argv[1] if len(sys.argv) > 1 else ROOT / "runs/demo/aggregate.csv")
 metrics = [("balanced_accuracy", "balanced accuracy", "#4C78A8"), ("balanced_robustness", "balanced robustness (PGD-20)", "#F58518"),
-           ("tail_robustness", "tail robustness (PGD-20)", "#E45756")]
+           ("taet_tail_robustness", "TAET's tail (rarer half), PGD-20", "#E45756"),
+           ("weakest_k_robustness", "weakest 4 classes, PGD-20", "#72B7B2")]
 protocols = ["balanced", "long_tailed"]
 arms = list(dict.fromkeys(agg["arm"]))
 W, H, left, top, bottom = 860, 360, 50, 40, 70

@@ -202,7 +202,8 @@ NB03 = [
 TAET: loads the stage-1 checkpoint from notebook 02 and trains HARL on adversarial inputs
 (loss = alpha BCL + beta HDL + gamma RCEL), optionally inside RobustLT (`robustlt=True`).
 Any other method (""" + ", ".join(f"`{m}`" for m in OBJECTIVES if m != "taet") + """)
-trains here from scratch. Live per-class clean and robust curves and the loss components per epoch.
+trains here from scratch; its own settings (`awp_gamma`, `adt_steps`, `lasat_interval`, ...) go
+in `extra`. Live per-class clean and robust curves and the loss components per epoch.
 """),
     parameters_cell(TRAIN_PARAMS),
     code(VALIDATE_TRAIN),

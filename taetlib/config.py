@@ -57,6 +57,24 @@ class RunConfig:
     he_m: float = 0.2                      # HE angular margin m
     gairat_lambda: float = -1.0            # GAIR Tanh weight's lambda
     gairat_begin_epoch: int | None = None  # first (1-based) epoch with GAIR weights; None = round(epochs / 2)
+    awp_gamma: float = 0.01                # AWP: relative weight perturbation (official AT-AWP; RobustLT 0.005)
+    awp_warmup: int = 0                    # AWP: epochs trained without the perturbation
+    awp_ascent: str = "official"           # official (normalised CE gradient) | robustlt (a training-optimiser step)
+    adt_lambda: float = 0.01               # ADT_EXP: entropy weight
+    adt_steps: int = 7                     # ADT_EXP: inner Adam steps
+    adt_samples: int = 5                   # ADT_EXP: samples per inner step
+    adt_lr: float = 0.3                    # ADT_EXP: inner Adam lr (in tanh-argument space)
+    lasat_eps_choices: list[int] = field(default_factory=lambda: list(range(3, 16)))   # LAS-AT, in lasat_unit
+    lasat_step_choices: list[int] = field(default_factory=lambda: list(range(1, 6)))   # LAS-AT, in lasat_unit
+    lasat_iter_choices: list[int] = field(default_factory=lambda: list(range(3, 15)))  # LAS-AT attack steps
+    lasat_unit: float | None = None        # LAS-AT: eps unit (None: eps / 8, i.e. 1/255 at eps 8/255)
+    lasat_interval: int = 20               # LAS-AT: strategy update every N training steps
+    lasat_policy_lr: float = 1e-4          # LAS-AT: strategy SGD lr (no momentum)
+    lasat_clip: float = 1.0                # LAS-AT: strategy gradient-norm clip
+    lasat_smoothing: float = 0.7           # LAS-AT: label-smoothing factor (target on the true class)
+    lasat_reward: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # LAS-AT reward weights a, b, c
+    lasat_reward_steps: int = 10           # LAS-AT: PGD steps of the reward's robustness term (2 restarts)
+    lasat_strategy_model: str = "resnet18"  # LAS-AT: the strategy network's trunk (a models registry name)
     robustlt: bool = False                 # wrap the objective in RobustLT (CPB + AIW)
     robustlt_a: float = 0.3
     robustlt_b: float = 0.8
@@ -162,6 +180,7 @@ class RunConfig:
                       f"must lie in [0, epochs={self.epochs}] (budget_rule='released' counts stage 1 inside epochs).")
         if self.method == "taet" and self.stabilization_epochs < 0:
             raise bad("stabilization_epochs", self.stabilization_epochs, "must be >= 0.")
+        self._validate_zoo()
         if not 0 <= self.robustlt_a <= 1:
             raise bad("robustlt_a", self.robustlt_a, "must lie in [0, 1] (0 = no class-wise balancing).")
         if self.robustlt_b <= 0:
@@ -173,6 +192,35 @@ class RunConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise bad("device", self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         return self
+
+    def _validate_zoo(self) -> None:
+        """AWP, ADT and LAS-AT settings (METHODS-ZOO.md sections 3, 6 and 7)."""
+        check_choice("awp_ascent", self.awp_ascent, ("official", "robustlt"))
+        check_choice("lasat_strategy_model", self.lasat_strategy_model, REGISTRIES["model"])
+        for name in ("awp_gamma", "adt_lambda", "awp_warmup"):
+            if getattr(self, name) < 0:
+                raise bad(name, getattr(self, name), "must be >= 0.")
+        for name in ("adt_steps", "adt_samples", "adt_lr", "lasat_interval", "lasat_policy_lr", "lasat_clip",
+                     "lasat_reward_steps"):
+            if getattr(self, name) <= 0:
+                raise bad(name, getattr(self, name), "must be > 0.")
+        for name in ("lasat_eps_choices", "lasat_step_choices", "lasat_iter_choices"):
+            v = getattr(self, name)
+            if not v or min(v) < 1:
+                raise bad(name, v, "must be a non-empty list of integers >= 1 (LAS-AT's strategy picks one per "
+                                   "sample; eps and step choices are in units of lasat_unit).")
+        if self.lasat_unit is not None and self.lasat_unit <= 0:
+            raise bad("lasat_unit", self.lasat_unit, "must be > 0, or None for eps / 8.")
+        if not 0 < self.lasat_smoothing <= 1:
+            raise bad("lasat_smoothing", self.lasat_smoothing,
+                      "must lie in (0, 1]: the target probability of the true class (official 0.7; 1 = plain CE).")
+        if len(self.lasat_reward) != 3:
+            raise bad("lasat_reward", self.lasat_reward, "must be the three weights [a, b, c] of the loss, robust-"
+                                                         "accuracy and clean-accuracy rewards (official [1, 1, 1]).")
+        if self.robustlt and self.method == "las_at":
+            raise bad("robustlt", self.robustlt, "LAS-AT's strategy network picks every sample's eps itself, so "
+                      "RobustLT has no eps to set (scaling the picked one would be a new method). Fix: "
+                      "robustlt=False with method='las_at'.")
 
     # ------------------------------------------------------------------ derived values
     def clean_epochs_before(self) -> int:

@@ -83,6 +83,19 @@ ZOO_SOURCES = {
     "(fixed), GA-PGD-10 from U(-eps, eps); GAIR from epoch 50 of 100 (gairat_begin_epoch=None: half the epochs, "
     "as the official 60 of 120)",
 }
+# METHODS-ZOO.md: ADT (ADT_EXP) and LAS-AT are in TAET's comparison; LAS-AT picks eps itself, so it has no
+# RobustLT arm. AWP is not in TAET's table but one of RobustLT's base methods (its table: IR 50).
+ZOO_TAET_ARMS = [Arm("adt"), Arm("adt", True), Arm("las_at")]
+ZOO2_SOURCES = {
+    "adt_lambda, adt_steps, adt_samples, adt_lr": "ADT code (adt_exp.py): lambda 0.01, 7 steps x 5 samples, "
+    "Adam lr 0.3 betas (0, 0)",
+    "lasat_*": "LAS-AT code and README (CIFAR-10): eps {3..15}/255, steps {3..14}, step {1..5}/255, strategy "
+    "ResNet-18 updated every 20 steps (SGD 1e-4, clip 1), label smoothing 0.7, reward PGD-10 x 2 restarts",
+    "awp_gamma, awp_ascent (IR 50)": "RobustLT's AWP (configs/cifar10lf/awp_cifar10.yaml, core/methods/awp.py): "
+    "gamma 0.005, ascent by a step of the training optimiser",
+    "zoo training protocol": "TAET ships no code for these baselines: each method's own loss settings with this "
+    "preset's common schedule and attack",
+}
 
 TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20: clean / robust %
     "taet": {"dog": (56.11, 23.74), "frog": (79.06, 34.83), "horse": (72.28, 32.53), "ship": (80.60, 36.34),
@@ -99,12 +112,14 @@ TAET_IR10_TAIL = {  # CIFAR-10-LT IR 10, ResNet-18, long-tailed test set, PGD-20
 TAET_IR10_BALANCED = {  # TAET Figure 2 (about +-0.2): balanced accuracy / balanced robustness, %
     "taet": (74.67, 35.15), "at_bsl": (72.51, 26.57), "pgd_at": (69.00, 25.68), "robal": (73.18, 27.12),
     "reat": (74.56, 24.01), "he": (68.17, 25.66), "gairat": (61.07, 24.8),   # gairat's robustness: about 24.8
+    "adt": (68.04, 26.13), "las_at": (64.05, 27.79),
 }
 ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 all / tail, %
     "pgd_at": {"base": (58.25, 48.56, 27.28, 13.71), "+robustlt": (61.59, 52.67, 28.97, 16.36)},
     "at_bsl": {"base": (77.09, 72.48, 37.98, 28.60), "+robustlt": (77.61, 73.83, 42.11, 35.98),
                "autoattack all/tail": {"base": (34.57, 24.84), "+robustlt": (37.49, 30.70)}},
     "RoBal": {"base": (72.73, 67.15, 32.29, 22.19), "+robustlt": (74.63, 70.32, 36.08, 29.19)},
+    "awp": {"base natural / pgd20, all classes": (59.66, 28.50)},   # RobustLT Table R-1 (METHODS-ZOO.md 0.2)
 }
 
 PRESETS: dict[str, Preset] = Registry("preset")
@@ -136,14 +151,15 @@ DEMO_SOURCES = {
     "model": "small_cnn: sized for 28x28 inputs on a CPU",
     "eps": "0.1: the usual L-inf radius for (Fashion-)MNIST-scale inputs",
     "n_max, epochs, attack_steps, stabilization_epochs": "chosen to fit the 15-minute budget on 2 cores",
-    "budget_rule": "equal_adversarial: every arm gets the same 6 adversarial epochs on the same lr sequence; "
-    "TAET's 2 clean epochs come before them, extra (a comparison of losses, not of schedules)",
+    "budget_rule": "equal_adversarial: every arm gets the same 10 adversarial epochs on the same lr sequence; "
+    "TAET's 4 clean epochs come before them, extra (a comparison of losses, not of schedules; 4 : 10 is "
+    "close to the paper's 40 : 60)",
     "taet_unit": "TAET with alpha = beta = gamma = 1: HARL's structure at CE's gradient scale (HARL's 0.1 weights "
     "scale its gradient by about 0.1), so a difference between taet and taet_unit is the loss scale",
-    "robustlt_b": "0.5: the AIW ramp reaches the full radius at adversarial epoch 4 of 6; RobustLT's b = 0.8-1.0 "
-    "assume 100 epochs and would keep a 6-epoch run below its radius throughout",
-    "test_per_class": "300 test images per class (seeded, stratified; the long-tailed protocol keeps its profile "
-    "inside them): PGD-20 on all 10,000 would take most of the 15 minutes",
+    "robustlt_b": "0.5: the AIW ramp reaches the full radius at adversarial epoch 6 of 10; RobustLT's b = 0.8-1.0 "
+    "assume 100 epochs, and b = 1.0 never reaches the radius within the run",
+    "test_per_class": "300 test images per class (seeded, stratified; the long-tailed protocol is drawn inside "
+    "them with its profile): PGD-20 on all 10,000 would take most of the 15 minutes; the time goes to training",
     "schedule": "papers' SGD 0.1/0.9/5e-4, lr x0.1 at 75% and 90% of the adversarial epochs",
 }
 DEMO_ARMS = [Arm("pgd_at"), Arm("at_bsl"), Arm("taet"), Arm("taet", True), TAET_UNIT]
@@ -152,7 +168,7 @@ register(Preset(
     description="make demo: PGD-AT, AT-BSL, TAET, TAET+RobustLT and the taet_unit control on real Fashion-MNIST-LT "
                 "IR 10 under an equal adversarial budget (CPU, ~15 min)",
     config={"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.04, "attack_steps": 3,
-            "n_max": 800, "epochs": 6, "stabilization_epochs": 2, "budget_rule": "equal_adversarial",
+            "n_max": 800, "epochs": 10, "stabilization_epochs": 4, "budget_rule": "equal_adversarial",
             "batch_size": 128, "lr": 0.1, "eval_every": 0, "augment": "crop_flip", "test_per_class": 300},
     sweep={"irs": [10], "seeds": [0], "arms": DEMO_ARMS},
     sources=DEMO_SOURCES,
@@ -177,15 +193,18 @@ for ir in (10, 20, 50, 100):
         name=f"cifar10_lt_ir{ir}",
         description=f"CIFAR-10-LT IR {ir}, ResNet-18, 100 epochs: TAET (40 CE + 60 HARL), AT-BSL, PGD-AT, TRADES, "
                     "MART" + (", " + ", ".join(ZOO_METHODS) if ir == 10 else "") +
-                    ", each with and without RobustLT (GPU)",
+                    ", each with and without RobustLT, ADT (with and without) and LAS-AT" +
+                    (", AWP" if ir == 50 else "") + " (GPU)",
         config={"dataset": "cifar10", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
                 "stabilization_epochs": 40, "budget_rule": "released", "random_start": "normal", **PAPER_SCHEDULE},
-        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), TAET_UNIT, MART_OFFICIAL,
+        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), *ZOO_TAET_ARMS, *(arms(["awp"]) if ir == 50 else []),
+                                                   TAET_UNIT, MART_OFFICIAL,
                                                    *([TAET_RELEASED_ATTACK] if ir == 10 else [])]},
-        sources={**PAPER_SOURCES, **ZOO_SOURCES} if ir == 10 else PAPER_SOURCES,
+        sources={**PAPER_SOURCES, **ZOO2_SOURCES, **(ZOO_SOURCES if ir == 10 else {})},
         reported=({"taet_tail_classes_lt_test_pgd20": TAET_IR10_TAIL, "taet_figure2_balanced": TAET_IR10_BALANCED}
                   if ir == 10 else {"robustlt_ir50_wrn28_10": ROBUSTLT_IR50} if ir == 50 else {}),
-        method_overrides={"taet": {"robustlt_b": 1.0}, **(ZOO_OVERRIDES if ir == 10 else {})},
+        method_overrides={"taet": {"robustlt_b": 1.0}, **(ZOO_OVERRIDES if ir == 10 else {}),
+                          "awp": {"awp_gamma": 0.005, "awp_ascent": "robustlt"}},
     ))
 for ir in (10, 50):
     register(Preset(

@@ -1,9 +1,10 @@
 """fit(): the training loop, readable top to bottom, with stages, history, checkpoints and exact resume.
 
 run_dir receives config.json, history.jsonl (one line per epoch), last.pt (every epoch, loads with
-weights_only=True) and model.pt (final weights), each written to a .tmp file and renamed into place,
-so a process killed at any moment (kill -9 included) never leaves a half-written file under those
-names; history.jsonl is replaced after last.pt, so it never lists an epoch last.pt does not hold.
+weights_only=True; it also holds the objective's state, e.g. LAS-AT's strategy network) and model.pt
+(final weights), each written to a .tmp file and renamed into place, so a process killed at any
+moment (kill -9 included) never leaves a half-written file under those names; history.jsonl is
+replaced after last.pt, so it never lists an epoch last.pt does not hold.
 Each epoch's randomness is seeded from (cfg.seed, epoch) and the data order is a pure function of
 the same pair, so running the same command again resumes from last.pt bit-identically on CPU.
 Everything that can refuse a run (config, data, model, checkpoints, run_dir writable and with room)
@@ -95,10 +96,19 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def check_run_dir(run_dir: Path, model: nn.Module) -> None:
+def _tensor_bytes(obj) -> int:
+    """Bytes of the tensors in nested dicts / lists (an objective's state)."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    return sum(_tensor_bytes(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
+
+
+def check_run_dir(run_dir: Path, model: nn.Module, objective_state: dict | None = None) -> None:
     """Refuse, before training, a run_dir that cannot take the run's files: not writable (a probe file
-    is created and removed), or too little free space for last.pt (weights + momentum) written beside
-    the previous one, plus model.pt."""
+    is created and removed), or too little free space for last.pt (weights + momentum + the objective's
+    state, e.g. LAS-AT's strategy network) written beside the previous one, plus model.pt."""
     where = next(p for p in (run_dir, *run_dir.parents) if p.exists())   # run_dir itself may not exist yet
     if not where.is_dir():
         raise bad("run_dir", str(run_dir), f"{where} is a file, not a directory. Fix: choose another run directory.")
@@ -110,7 +120,7 @@ def check_run_dir(run_dir: Path, model: nn.Module) -> None:
         raise bad("run_dir", str(run_dir), f"{where} is not writable ({e.strerror}). Fix: choose a writable run "
                                            f"directory, or give yourself write permission (chmod u+w {where}).") from e
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    need = 5 * weights + 2**20   # last.pt twice (2 x weights + momentum), model.pt, history
+    need = 5 * weights + 2 * _tensor_bytes(objective_state or {}) + 2**20   # last.pt twice, model.pt, history
     free = shutil.disk_usage(where).free
     if free < need:
         raise bad("run_dir", str(run_dir), f"only {free / 2**20:.1f} MiB free on the filesystem of {where}; this run "
@@ -167,6 +177,7 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
+        objective.after_step(net)
         loss_sum += out.loss.detach()
         for k, v in out.parts.items():
             parts_sum[k] = parts_sum.get(k, 0) + v.float()
@@ -225,12 +236,12 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
                                 nesterov=cfg.nesterov)
 
     # ---- where to start: resume > init_checkpoint > the given or a new model
-    history, start = [], epochs.start
+    history, start, objective_state = [], epochs.start, {}
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, model)
         _check_resume(ck, cfg, ckpt_path, dist)
         optimizer.load_state_dict(ck["optimizer"])
-        history, start = ck["history"], ck["epoch"] + 1
+        history, start, objective_state = ck["history"], ck["epoch"] + 1, ck.get("objective", {})
         if start < epochs.start:
             raise CheckpointError(f"{ckpt_path} ends at epoch {ck['epoch']} but stage {stage!r} starts at epoch "
                                   f"{epochs.start}. Fix: finish the earlier stage first (stage='stabilization').")
@@ -238,13 +249,22 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         ck = load_checkpoint(init_checkpoint, model)
         if ck.get("epoch") == epochs.start - 1 and "optimizer" in ck:   # a true continuation
             optimizer.load_state_dict(ck["optimizer"])
-            history = ck.get("history", [])
+            history, objective_state = ck.get("history", []), ck.get("objective", {})
     elif stage == "adversarial" and cfg.stabilization_epochs > 0 and not given_model:
         raise bad("stage", stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
                                   "(or model=), or train with stage='all'.")
+    train_split, val_split = validation_split(data.train, cfg, C)   # val_split: None unless select needs it
+    counts = data.train_counts if val_split is None else train_split.counts(C)   # the priors of what trains
+    objective = build_objective(cfg, counts, data.spec.default_eps)
+    try:   # stateful objectives (LAS-AT's strategy network) continue where they were
+        objective.load_state_dict(objective_state)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"the objective state in the checkpoint does not fit method {cfg.method!r} "
+                              f"({' '.join(str(e).split())[:300]}). Fix: resume=False, or a new run_dir.") from e
+    objective.bind(optimizer)
     distributed.check_same(dist, "the epoch to start from", start,
                            f"put run_dir ({run_dir}) on a filesystem every node shares.")
-    check_run_dir(run_dir, model)
+    check_run_dir(run_dir, model, objective.state_dict())
 
     # ---- the run directory: only now is anything written (rank 0 writes, the others only train)
     if dist.is_main:
@@ -255,9 +275,6 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         _save_atomic(history_text(history), run_dir / "history.jsonl")   # from the checkpoint: no half epochs
 
     # ---- what the loop uses
-    train_split, val_split = validation_split(data.train, cfg, C)   # val_split: None unless select needs it
-    counts = data.train_counts if val_split is None else train_split.counts(C)   # the priors of what trains
-    objective = build_objective(cfg, counts, data.spec.default_eps)
     train_batches = Batches(train_split, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
                             seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     val_batches = val_split and Batches(distributed.shard(val_split, dist), cfg.batch_size, device, shuffle=False)
@@ -315,8 +332,8 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         if dist.is_main:   # checkpoint first, then the history that describes it
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
-                          "epoch": epoch, "cfg": cfg.to_dict(), "history": history,
-                          "world_size": dist.world_size}, ckpt_path)
+                          "epoch": epoch, "cfg": cfg.to_dict(), "history": history, "world_size": dist.world_size,
+                          "objective": objective.state_dict()}, ckpt_path)
             _save_atomic(history_text(history), run_dir / "history.jsonl")
         session_seconds.append(time.perf_counter() - t0)
         eta = (epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)

@@ -92,7 +92,8 @@ def test_attack_passes_bypass_the_ddp_wrapper(one_process_group):
 # ---------------------------------------------------------------- 2 gloo processes under torchrun
 SETTINGS = ["dataset=synthetic", "imbalance_ratio=5", "n_max=100", "test_per_class=20", "epochs=3",
             "stabilization_epochs=2", "attack_steps=2", "batch_size=64", "lr=0.05", "eval_every=3",
-            "eval_per_class=null", "eval_pgd_steps=2", "random_start=none", "device=cpu"]
+            "eval_per_class=null", "eval_pgd_steps=2", "random_start=none", "device=cpu",
+            "budget_rule=released"]   # TAET's 2 clean epochs inside the 3
 
 
 @pytest.mark.slow

@@ -23,14 +23,19 @@ from taetlib.data import load_lt
 from taetlib.train import fit, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-# 4 epochs of ~200 synthetic images (TAET: 1 clean + 3 HARL epochs, RobustLT): ~0.3 s an epoch
-SETTINGS = ["dataset=synthetic", "imbalance_ratio=5", "n_max=60", "epochs=4", "stabilization_epochs=1",
-            "attack_steps=2", "batch_size=32", "lr=0.05", "eval_every=2", "eval_per_class=5", "eval_pgd_steps=2",
-            "robustlt=true", "robustlt_b=1.0", "device=cpu"]
+# 4 epochs of ~200 synthetic images: ~0.3 s an epoch
+COMMON = ["dataset=synthetic", "imbalance_ratio=5", "n_max=60", "epochs=4", "attack_steps=2", "batch_size=32",
+          "lr=0.05", "eval_every=2", "eval_per_class=5", "eval_pgd_steps=2", "device=cpu"]
+SETTINGS = {   # TAET (1 clean + 3 HARL epochs) in RobustLT; LAS-AT, whose strategy network is state in last.pt
+    "taet": COMMON + ["stabilization_epochs=1", "robustlt=true", "robustlt_b=1.0", "budget_rule=released"],
+    "las_at": COMMON + ["method=las_at", "lasat_strategy_model=small_cnn", "lasat_interval=3",
+                        "lasat_iter_choices=[1,2]", "lasat_reward_steps=2"],
+}
 
 
-def train_cmd(run: Path, data_root: Path) -> list[str]:
-    return [sys.executable, "-m", "taetlib", "train", "--run", str(run), "--set", *SETTINGS, f"data_root={data_root}"]
+def train_cmd(run: Path, data_root: Path, method: str) -> list[str]:
+    return [sys.executable, "-m", "taetlib", "train", "--run", str(run), "--set", *SETTINGS[method],
+            f"data_root={data_root}"]
 
 
 def env():
@@ -41,23 +46,35 @@ def history(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(SETTINGS))
+def uninterrupted(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     run = tmp / "uninterrupted"
-    done = subprocess.run(train_cmd(run, tmp / "data"), cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(train_cmd(run, tmp / "data", request.param), cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return run, tmp / "data"
+    return run, tmp / "data", request.param
+
+
+def same_tensors(a, b) -> bool:
+    """Nested dicts / lists of tensors and plain values, equal bit for bit."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same_tensors(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return a == b
 
 
 @pytest.mark.slow
 def test_kill_9_then_same_command_resumes_bit_identically(uninterrupted, tmp_path):
     """SIGKILL at a random moment of epoch 2 (its steps, its evaluation or its checkpoint write), plus a
-    half-written last.pt.tmp as a kill inside torch.save leaves; the same command then finishes the run."""
-    ref, data_root = uninterrupted
+    half-written last.pt.tmp as a kill inside torch.save leaves; the same command then finishes the run.
+    For LAS-AT the strategy network and its optimiser in last.pt end the same too."""
+    ref, data_root, method = uninterrupted
     run = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(run, data_root), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(train_cmd(run, data_root, method), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:   # fit prints an epoch's line after its checkpoint is on disk
         if line.startswith("epoch 1/"):
@@ -73,7 +90,7 @@ def test_kill_9_then_same_command_resumes_bit_identically(uninterrupted, tmp_pat
     assert kept and kept[-1]["epoch"] < 4
     (run / "last.pt.tmp").write_bytes((run / "last.pt").read_bytes()[:5000])
 
-    again = subprocess.run(train_cmd(run, data_root), cwd=ROOT, env=env(), capture_output=True, text=True,
+    again = subprocess.run(train_cmd(run, data_root, method), cwd=ROOT, env=env(), capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0, again.stderr
     # a resume, not a rerun from scratch (which seeding per epoch would make end with the same weights):
@@ -83,6 +100,9 @@ def test_kill_9_then_same_command_resumes_bit_identically(uninterrupted, tmp_pat
     assert history(run)[:len(kept)] == kept
     a, b = torch.load(ref / "model.pt", weights_only=True), torch.load(run / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = load_checkpoint(ref / "last.pt")["objective"]
+    assert same_tensors(state, load_checkpoint(run / "last.pt")["objective"])
+    assert bool(state) == (method == "las_at")
     assert [r["loss"] for r in history(run)] == [r["loss"] for r in history(ref)]
     assert [r["test_pgd_acc"] for r in history(run)] == [r["test_pgd_acc"] for r in history(ref)]
     assert not list(run.glob("*.tmp"))

@@ -119,7 +119,8 @@ def test_robustlt_refuses_clean_training():
 
 # ---------------------------------------------------------------- objectives: attacks and losses
 def test_registry_names():
-    assert set(OBJECTIVES) == {"ce", "pgd_at", "trades", "mart", "at_bsl", "taet", "reat", "robal", "he", "gairat"}
+    assert set(OBJECTIVES) == {"ce", "pgd_at", "trades", "mart", "at_bsl", "taet", "reat", "robal", "he", "gairat",
+                               "awp", "adt", "las_at"}
 
 
 def test_each_objective_states_its_attack_from_the_config():
@@ -138,11 +139,13 @@ def test_every_objective_steps(batch, method):
     model.zero_grad()
     out = obj.step(model, x, y, epoch=5)
     out.loss.backward()
+    obj.after_step(model)   # AWP takes its weight perturbation off: the shared model stays as it was
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     for logits in (out.clean_logits, out.adv_logits):
         assert logits is None or logits.shape == (len(x), 10)
-    assert out.clean_logits is not None   # start 'none': the attack's first pass is clean
+    # start 'none': the attack's first pass is clean; ADT and LAS-AT never evaluate the clean batch
+    assert (out.clean_logits is None) == (method in ("adt", "las_at"))
     assert (out.adv_logits is None) == (method == "ce")
     assert all(not v.requires_grad for v in out.parts.values())
 

@@ -166,10 +166,13 @@ def test_03_harl_stage(stage1_run, tmp_path):
     execute("03_harl_stage", tmp_path, **smoke(tmp_path / "data"), run_dir=str(run))
     lines = (run / "history.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    assert [r["stage"] for r in records] == ["stabilization", "adversarial"]  # stage 1 carried over
+    # stage 1 carried over, then `epochs` HARL epochs (budget_rule equal_adversarial: stage 1 is extra)
+    assert [r["stage"] for r in records] == ["stabilization", "adversarial", "adversarial"]
     assert lines[:1] == stage1                                                # as stage 1 wrote it
     assert {"loss_bcl", "loss_hdl", "loss_rcel"} <= set(records[-1])
+    assert len(records[-1]["class_weight"]) == 10                             # HARL's w_c, recorded
     assert (run / "model.pt").exists() and (run / "figures" / "per_class.html").exists()
+    assert (run / "figures" / "class_weight.html").exists()                   # and drawn
 
 
 @pytest.mark.slow

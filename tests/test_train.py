@@ -179,12 +179,14 @@ def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
     from taetlib.data import Batches
     from taetlib.methods import build_objective, model_head
     from taetlib.train import train_epoch
-    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True)
+    # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too
+    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True, lasat_interval=2)
     data, device = load_lt(cfg), torch.device("cuda")
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, 1, head=model_head(cfg)).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     objective = build_objective(cfg, data.train_counts, data.spec.default_eps)
+    objective.bind(opt)   # AWP's and LAS-AT's optimiser-side state
     batches = Batches(data.train, cfg.batch_size, device, shuffle=True, augment="crop_flip", seed=cfg.seed)
     n = len(data.train)
     assert len(batches) >= 2   # several steps, so the epoch's own bookkeeping runs between them

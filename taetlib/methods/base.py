@@ -150,6 +150,23 @@ class Objective:
         logits = model(x)
         return StepOut(F.cross_entropy(logits, y), logits, None)
 
+    def bind(self, optimizer: torch.optim.Optimizer) -> None:
+        """fit() hands over the training optimiser before the first step (AWP's RobustLT ascent reads
+        its momentum, LAS-AT's look-ahead its lr); most objectives ignore it."""
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called by fit() right after optimizer.step() (AWP takes its weight perturbation off here)."""
+
+    def state_dict(self) -> dict:
+        """What the objective carries from step to step (LAS-AT's strategy network), saved into last.pt:
+        tensors, numbers and plain containers only, so it loads with weights_only=True."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"objective {self.name!r} keeps no state, but the checkpoint holds {sorted(state)}; "
+                             "it was written by another method.")
+
     def describe(self) -> dict:
         """What this objective trains with, for logs and notebooks."""
         a = self.attack
@@ -230,6 +247,9 @@ def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs
     if objective.attack is None:
         raise bad("robustlt", True, f"RobustLT changes the attack radius, and method={objective.name!r} "
                                     "trains without an attack; pick an adversarial method or robustlt=False.")
+    if getattr(objective, "picks_eps", False):
+        raise bad("robustlt", True, f"method={objective.name!r} picks every sample's eps itself, so RobustLT has no "
+                                    "eps to set (scaling the picked one would be a new method); use robustlt=False.")
     wrapped = copy.copy(objective)
     wrapped.attack = copy.copy(objective.attack)
     wrapped.attack.class_scale, wrapped.attack.ramp_epochs = cpb_scale(counts, a), b * epochs

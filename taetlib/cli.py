@@ -38,8 +38,14 @@ def train_config(preset: str | None, sets: dict) -> RunConfig:
 
 
 def cmd_train(args) -> int:
-    cfg = train_config(args.preset, parse_sets(args.set))
-    train.fit(cfg, data.load_lt(cfg), args.run, stage=args.stage)
+    sets = parse_sets(args.set)
+    if args.config and args.preset:
+        raise ConfigError(f"train --config {args.config} --preset {args.preset}: give one of them (--set adds to either).")
+    if args.config:   # a whole RunConfig (a sweep run's, under torchrun), --set on top
+        cfg = RunConfig.from_dict({**RunConfig.load(args.config).to_dict(), **sets})
+    else:
+        cfg = train_config(args.preset, sets)
+    train.fit(cfg, data.load_lt(cfg), args.run, stage=args.stage, init_checkpoint=args.init)
     return 0
 
 
@@ -81,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="run directory (resumes if it holds a checkpoint)")
     p.add_argument("--preset", help="start from a preset's settings")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="RunConfig overrides")
+    p.add_argument("--config", help="a RunConfig JSON file (instead of --preset); --set overrides it")
     p.add_argument("--stage", default="all", choices=["all", "stabilization", "adversarial"])
+    p.add_argument("--init", help="stage adversarial: the stage-1 run's last.pt to start from")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="the main job: the TAET comparison on real Fashion-MNIST-LT (CPU)")

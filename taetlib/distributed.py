@@ -11,9 +11,11 @@ What is split across ranks, and what is not:
   (data.Batches(rank=, world_size=)), so the shards change every epoch. The permutation is padded by
   wrapping around to a multiple of world_size, as torch's DistributedSampler does, so every rank
   takes the same number of steps; up to world_size - 1 images are seen twice an epoch.
-- per-batch statistics: BatchNorm (unless sync_bn, GPUs only) and TAET's HARL class means are taken
-  over each rank's own batch. Per-sample losses (PGD-AT, TRADES, MART, AT-BSL, CE) average to the
-  global-batch loss exactly, because DDP averages gradients over equal-sized rank batches.
+- per-batch statistics: BatchNorm (unless sync_bn, GPUs only) is taken over each rank's own batch.
+  TAET's HARL class means are global: the per-class loss sums and counts are all-reduced
+  differentiably (methods.base.class_means), so HARL's loss and gradients are those of the global
+  batch. Per-sample losses (PGD-AT, TRADES, MART, AT-BSL, CE) average to the global-batch loss
+  exactly, because DDP averages gradients over equal-sized rank batches.
 - randomness: attack starts and crops differ per rank, seeded from (seed, epoch, rank).
 - per-class train counts and losses: summed on the device through the epoch, all-reduced once at
   its end (never per step). In-training test evaluation is sharded (rank r takes every

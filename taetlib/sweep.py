@@ -7,11 +7,12 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
         03, 04, config, history, checkpoints, eval/ tables, figures/; DONE.json written last
         (a run holding it is skipped), FAILED.json with the error when it failed
     runs.csv, metrics.csv, aggregate.csv    status per run; metrics per run; mean/std over seeds
+    slurm/                                  with --launcher slurm: jobs.json (job id per run), one log folder per job
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
 One run's folder and the notebook side of the contract are in runs.py, the parallel map in
-parallel.py, the headline metrics and the report page in report.py; their names are importable
-from here too.
+parallel.py, the Slurm launcher (submitit) in launchers.py, the headline metrics and the report
+page in report.py; their names are importable from here too.
 """
 from __future__ import annotations
 
@@ -23,17 +24,17 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from . import presets, report
 from .arms import Arm
-from .schedule import unequal_budgets
 from .config import ConfigError, RunConfig, parse_sets
 from .data import split_key
+from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
 from .parallel import pmap
+from .plan import DEFAULT_EVALUATION, SWEEP_AXES, Run, Sweep, budget_problems  # noqa: F401  (sweep.Sweep: as before)
 from .paths import PROJECT_ROOT, resolve
 from .plots import write_plotlyjs
 from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401  (as before)
@@ -44,89 +45,6 @@ from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DONE, FAILED = "DONE.json", "FAILED.json"
 KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
-SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
-DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
-
-
-# ------------------------------------------------------------------------------ plan
-@dataclass
-class Run:
-    config: dict                       # full RunConfig as a dict (or the raw overrides when invalid)
-    dir: Path
-    error: str | None = None           # set when the config does not validate: recorded, never run
-    arm_spec: Arm | None = None        # the arm this run belongs to (label, overrides)
-
-    @property
-    def arm(self) -> str:
-        if self.arm_spec is not None:
-            return self.arm_spec.name
-        return arm_name(self.config["method"], self.config.get("robustlt", False))
-
-    def row(self) -> dict:
-        c = self.config
-        return {"run": str(self.dir), "dataset": c.get("dataset"), "imbalance_ratio": c.get("imbalance_ratio"),
-                "method": c.get("method"), "robustlt": bool(c.get("robustlt", False)), "arm": self.arm,
-                "seed": c.get("seed")}
-
-
-@dataclass
-class Sweep:
-    root: Path
-    dataset: str
-    irs: list[float]
-    arms: list[Arm]                                       # (method, robustlt) pairs are taken too
-    seeds: list[int]
-    config: dict = field(default_factory=dict)            # RunConfig overrides shared by every run
-    method_overrides: dict = field(default_factory=dict)  # method -> overrides (from a preset)
-    evaluation: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_EVALUATION))
-    robust_attack: str | None = None  # the attack behind the robust metrics (default: pgd20 or the first)
-    preset: str | None = None
-    cell_timeout: float | None = None  # seconds one notebook cell may take; None: no limit
-
-    def __post_init__(self):
-        self.arms = [Arm.of(a) for a in self.arms]
-        labels = [a.name for a in self.arms]
-        twice = sorted({n for n in labels if labels.count(n) > 1})
-        if twice:
-            raise ConfigError(f"arms {twice} appear twice: give each arm its own label (LABEL=METHOD:...).")
-
-    def plan(self) -> list[Run]:
-        bad_axes = sorted(set(self.config) & set(SWEEP_AXES))
-        if bad_axes:
-            raise ConfigError(f"--set {bad_axes}: these are sweep axes; use --irs/--methods/--arms/--seeds/--robustlt.")
-        runs = []
-        for ir in self.irs:
-            for arm in self.arms:
-                for seed in self.seeds:   # preset config < method overrides < arm overrides < the sweep's axes
-                    d = {**self.config, "dataset": self.dataset, **self.method_overrides.get(arm.method, {}),
-                         **arm.overrides, "method": arm.method, "imbalance_ratio": float(ir), "seed": int(seed),
-                         "robustlt": arm.robustlt}
-                    run = Run(d, run_path(self.root, self.dataset, ir, arm.method, arm.robustlt, seed, arm.name),
-                              arm_spec=arm)
-                    try:
-                        run.config = RunConfig.from_dict(d).to_dict()
-                    except ConfigError as e:
-                        run.error = f"ConfigError: {e}"
-                    runs.append(run)
-        return runs
-
-    def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "irs": self.irs, "arms": [a.to_dict() for a in self.arms], "seeds": self.seeds,
-                "config": self.config, "method_overrides": self.method_overrides, "evaluation": self.evaluation,
-                "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
-
-
-def budget_problems(runs: list[Run]) -> list[str]:
-    """Unequal adversarial budgets, or RobustLT ramps that never reach the radius, among the valid runs
-    of each (IR, seed): stated in the log and the report, since they make a comparison unfair."""
-    groups: dict = {}
-    for r in runs:
-        if not r.error:
-            groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})[r.arm] = RunConfig.from_dict(r.config)
-    notes = []
-    for (ir, seed), configs in groups.items():
-        notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs)]
-    return notes
 
 
 # ------------------------------------------------------------------------------ papermill
@@ -195,6 +113,30 @@ def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
     return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
 
 
+def recorded(run: Run) -> dict | None:
+    """The status row a run's folder records (DONE.json / FAILED.json), None when it holds neither;
+    a DONE.json written with other settings is a failure, never a result."""
+    row, done, failed = run.row(), run.dir / DONE, run.dir / FAILED
+    if run.error:
+        return {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
+    if done.exists():
+        rec = json.loads(done.read_text())
+        if rec.get("config_hash") == config_hash(run.config):
+            return {**row, "status": "done", "seconds": rec.get("seconds", 0.0), "error": "", "notebook": ""}
+        return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
+                "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
+    if failed.exists():
+        rec = json.loads(failed.read_text())
+        return {**row, "status": "failed", "seconds": rec.get("seconds", 0.0), "error": rec.get("error", ""),
+                "notebook": rec.get("notebook", "")}
+    return None
+
+
+def unfinished(run: Run, where: str) -> dict:
+    return {**run.row(), "status": "failed", "seconds": 0.0, "notebook": "",
+            "error": f"no {DONE} or {FAILED}: its job is still queued or running, or was killed (see {where})"}
+
+
 def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dict:
     """One run, start to finish; never raises: the outcome is the returned status row."""
     row, t0 = run.row(), time.time()
@@ -247,9 +189,12 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
 
 
 # ------------------------------------------------------------------------------ the sweep
-def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
+def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | None = None,
+              aggregate_only: bool = False) -> dict:
     """Runs (or skips) every run, then aggregates and writes the report. Returns the tables and
-    `ok` (False when any run failed)."""
+    `ok` (False when any run failed). `slurm`: one submitit job per unfinished run instead of the
+    local pool; unless it waits, this returns once they are submitted (`submitted`: the jobs) and
+    `aggregate_only` later reads what the runs recorded and writes the aggregate and the report."""
     check_kernel()
     unknown = sorted(set(sweep.evaluation) - declared_parameters(NB_EVAL))
     if unknown:
@@ -272,18 +217,50 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         if not r.error:
             groups.setdefault(r.dir.parents[1], r.config)
     t0 = time.time()
-    log(f"sweep {root}: {len(runs)} runs, {len(groups)} dataset stage(s), jobs={jobs}")
+
+    def progress(rec):
+        rel = Path(rec["run"]).relative_to(root)
+        log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
+
+    if aggregate_only:
+        status = pd.DataFrame([recorded(r) or unfinished(r, root / "slurm") for r in runs])
+        return finish(sweep, root, status, budget_notes, t0, log)
+    log(f"sweep {root}: {len(runs)} runs, {len(groups)} dataset stage(s), "
+        + (f"slurm ({slurm.cluster})" if slurm else f"jobs={jobs}"))
     stages = pmap(prepare_data, [(g, c, sweep.cell_timeout) for g, c in groups.items()], jobs)
     stage_error = {Path(s["group"]): s["error"] for s in stages if s["error"]}
     for r in runs:
         if not r.error and r.dir.parents[1] in stage_error:
             r.error = stage_error[r.dir.parents[1]]
 
-    def progress(rec):
-        rel = Path(rec["run"]).relative_to(root)
-        log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
+    if slurm is None:
+        status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in runs], jobs,
+                                   progress))
+        return finish(sweep, root, status, budget_notes, t0, log)
+    # slurm: finished runs are skipped here (no job), invalid ones recorded, the rest submitted
+    rows = {}
+    for r in runs:
+        if r.error:
+            rows[r.dir] = execute_run(r, sweep.evaluation)   # records FAILED.json, starts nothing
+        elif (r.dir / DONE).exists():   # finished: skipped, or with other settings: failed (as execute_run says)
+            rec = recorded(r)
+            rows[r.dir] = {**rec, "status": "skipped", "seconds": 0.0} if rec["status"] == "done" else rec
+    todo = [r for r in runs if r.dir not in rows]
+    jobs_ = submit_runs(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in todo], slurm, root / "slurm")
+    log(f"submitted {len(jobs_)} job(s) ({', '.join(j.job_id for j in jobs_[:3])}{' ...' if len(jobs_) > 3 else ''}), "
+        f"{len(rows)} run(s) skipped or invalid; logs in {root / 'slurm'}")
+    if not (slurm.wait or slurm.cluster == "local"):   # local jobs have no queue to come back to: it waits
+        log("when the jobs are done: the same sweep command with --aggregate-only writes the aggregate and report")
+        return {"status": pd.DataFrame(list(rows.values())), "submitted": jobs_, "ok": True}
+    for r, job in zip(todo, jobs_):
+        rows[r.dir] = job_result(job, r) or recorded(r) or unfinished(r, job.paths.stdout)
+        progress(rows[r.dir])
+    status = pd.DataFrame([rows[r.dir] for r in runs])
+    return finish(sweep, root, status, budget_notes, t0, log)
 
-    status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in runs], jobs, progress))
+
+def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[str], t0: float, log=print) -> dict:
+    """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html."""
     status.to_csv(root / "runs.csv", index=False)
     metrics = collect(status, sweep.robust_attack)
     metrics.to_csv(root / "metrics.csv", index=False)
@@ -344,6 +321,21 @@ def add_cli(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one per GPU where there are several)")
     p.add_argument("--out", help="sweep folder (default: runs/<preset> or runs/sweep-<dataset>)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    g = p.add_argument_group("cluster", "--launcher slurm: one Slurm job per run, through submitit")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: a process pool on this machine (--jobs); slurm: one job per unfinished run")
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES", help="wall-clock limit of one run's job")
+    g.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of one run's job (> 1: torchrun inside the job)")
+    g.add_argument("--cpus-per-run", type=int, help="CPUs of one run's job (default: 8 per GPU)")
+    g.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")
+    g.add_argument("--sbatch", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="more sbatch settings, e.g. account=my_lab qos=high constraint=a100")
+    g.add_argument("--wait", action="store_true", help="wait for the jobs, then aggregate (default: submit and return)")
+    g.add_argument("--submitit-cluster", choices=CLUSTERS, default="slurm",
+                   help="local: the same jobs as subprocesses here, through submitit's local executor (no Slurm)")
+    g.add_argument("--aggregate-only", action="store_true",
+                   help="run nothing: read what the runs recorded, write the aggregate and the report")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -391,7 +383,14 @@ def cmd_sweep(args) -> int:
         for r in sweep.plan():
             print(f"{r.dir}  {'INVALID: ' + r.error if r.error else ''}")
         return 0
-    return 0 if run_sweep(sweep, jobs=args.jobs)["ok"] else 1
+    slurm = slurm_from_args(args) if args.launcher == "slurm" else None
+    return 0 if run_sweep(sweep, jobs=args.jobs, slurm=slurm, aggregate_only=args.aggregate_only)["ok"] else 1
+
+
+def slurm_from_args(args) -> SlurmSettings:
+    return SlurmSettings(partition=args.partition, time_min=args.time_limit, gpus_per_run=args.gpus_per_run,
+                         cpus_per_run=args.cpus_per_run, extra=parse_sets(args.sbatch),
+                         max_parallel=args.max_parallel, cluster=args.submitit_cluster, wait=args.wait)
 
 
 if __name__ == "__main__":  # python -m taetlib.sweep ... works without cli.py too

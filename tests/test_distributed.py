@@ -20,6 +20,7 @@ from taetlib.config import ConfigError, RunConfig
 from taetlib.data import Batches, Split, epoch_generator, load_lt
 from taetlib.distributed import Dist
 from taetlib.evaluate import per_class_table, run_attack
+from taetlib.methods.longtail import TAET
 from taetlib.models import Normalized, create_model
 from taetlib.train import evaluate_per_class, fit, load_checkpoint, load_model
 
@@ -271,3 +272,55 @@ def test_a_run_started_on_two_ranks_resumes_on_one(two_rank_runs, tmp_path, caps
     assert load_checkpoint(run / "last.pt")["world_size"] == 1 and (run / "model.pt").exists()
     one = fit(cfg, data, tmp_path / "one", model=no_batchnorm_model(data.spec))
     assert close(resumed.model, one.model)
+
+
+# ---------------------------------------------------------------- TAET's HARL over the global batch
+class NoAttack:
+    """The training attack left out: HARL on the inputs as given (what is tested is the class means)."""
+    start = "none"
+
+    def __call__(self, model, x, y, epoch):
+        return x, None
+
+
+def harl_batch():
+    torch.manual_seed(0)
+    x = torch.randn(16, 6)
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 0, 0, 0, 1, 3, 3])   # rank 0 lacks class 3, rank 1 class 2
+    return x, y
+
+
+def harl_step(model, x, y):
+    out = TAET(NoAttack(), 4, 0, 1.0, 2.0, 0.5, "zero").loss(model, x, y, epoch=1)
+    out.loss.backward()
+    return out.loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def harl_rank(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(1)
+        model = distributed.DDP(nn.Linear(6, 4))   # rank 0's weights on both
+        x, y = harl_batch()
+        loss, grads = harl_step(model, x[rank::2], y[rank::2])
+        torch.save({"loss": loss, "grads": grads}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_harl_on_two_gloo_ranks_is_harl_on_the_global_batch(tmp_path):
+    torch.multiprocessing.spawn(harl_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    torch.manual_seed(1)
+    model = nn.Linear(6, 4)
+    x, y = harl_batch()
+    loss, grads = harl_step(model, x, y)   # one process, the whole batch
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for r in ranks:
+        assert torch.allclose(r["loss"], loss, atol=1e-6), (r["loss"], loss)
+        for g, want in zip(r["grads"], grads):
+            assert torch.allclose(g, want, atol=1e-6), (g, want)
+    # not vacuous: each rank's own half gives another loss (the classes it holds differ)
+    model.zero_grad()
+    half, _ = harl_step(model, x[0::2], y[0::2])
+    assert not torch.allclose(half, loss, atol=1e-3)

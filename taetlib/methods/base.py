@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -90,12 +91,36 @@ def kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     return (logp.exp() * (logp - F.log_softmax(logits_q, 1))).sum(1)
 
 
-def class_means(per_sample: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+def class_means(per_sample: Tensor, y: Tensor, num_classes: int, global_batch: bool = False) -> tuple[Tensor, Tensor]:
     """(L_c, present_c): mean loss per class in the batch (0 where absent), and presence mask.
-    scatter/index_add, not bincount: CUDA bincount reads max(y) back to the host."""
+    scatter/index_add, not bincount: CUDA bincount reads max(y) back to the host.
+    global_batch: under DDP, the class sums and counts of every rank's batch are summed first, in one
+    differentiable all-reduce, so L_c is the global batch's mean. Its backward all-reduces the gradient
+    too: each rank's gradient is world_size times its share, which DDP's averaging undoes, so the
+    parameters get the gradient of the global-batch loss. One process: no collective."""
     sums = per_sample.new_zeros(num_classes).index_add(0, y, per_sample)
     counts = per_sample.new_zeros(num_classes).index_add(0, y, torch.ones_like(per_sample))
+    if global_batch and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        sums, counts = SumOverRanks.apply(torch.cat([sums, counts])).split(num_classes)
     return sums / counts.clamp(min=1), counts > 0
+
+
+class SumOverRanks(torch.autograd.Function):
+    """Sum over the ranks whose backward sums the gradients too: every rank computes the same loss
+    from the total, so the gradient of the ranks' summed losses at this rank's summand is the sum of
+    their gradients. (torch.distributed.nn.functional.all_reduce does the same; it is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def _clean_logits(attack: Attack, start_logits):

@@ -69,7 +69,8 @@ class TAET(Objective):
     def loss(self, model, x, y, epoch):
         x_adv, start_logits = self.attack(model, x, y, epoch)
         logits = model(x_adv)
-        L, present = class_means(F.cross_entropy(logits, y, reduction="none"), y, self.num_classes)
+        # HARL's class means over the global batch under DDP (per rank they would not be 1-GPU TAET)
+        L, present = class_means(F.cross_entropy(logits, y, reduction="none"), y, self.num_classes, global_batch=True)
         parts = harl_terms(L, present, self.absent)
         loss = sum(w * parts[k] for w, k in zip(self.weights, ("bcl", "hdl", "rcel")))
         w_c = harl_class_weights(L.detach(), present, *self.weights, self.absent)

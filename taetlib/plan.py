@@ -1,0 +1,95 @@
+"""A sweep's plan: the grid of runs (IR x arm x seed), each with its validated config and folder, and
+what makes the comparison unfair (unequal adversarial budgets), before anything runs."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .arms import Arm
+from .config import ConfigError, RunConfig
+from .runs import arm_name, run_path
+from .schedule import unequal_budgets
+
+SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
+DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
+
+
+@dataclass
+class Run:
+    config: dict                       # full RunConfig as a dict (or the raw overrides when invalid)
+    dir: Path
+    error: str | None = None           # set when the config does not validate: recorded, never run
+    arm_spec: Arm | None = None        # the arm this run belongs to (label, overrides)
+
+    @property
+    def arm(self) -> str:
+        if self.arm_spec is not None:
+            return self.arm_spec.name
+        return arm_name(self.config["method"], self.config.get("robustlt", False))
+
+    def row(self) -> dict:
+        c = self.config
+        return {"run": str(self.dir), "dataset": c.get("dataset"), "imbalance_ratio": c.get("imbalance_ratio"),
+                "method": c.get("method"), "robustlt": bool(c.get("robustlt", False)), "arm": self.arm,
+                "seed": c.get("seed")}
+
+
+@dataclass
+class Sweep:
+    root: Path
+    dataset: str
+    irs: list[float]
+    arms: list[Arm]                                       # (method, robustlt) pairs are taken too
+    seeds: list[int]
+    config: dict = field(default_factory=dict)            # RunConfig overrides shared by every run
+    method_overrides: dict = field(default_factory=dict)  # method -> overrides (from a preset)
+    evaluation: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_EVALUATION))
+    robust_attack: str | None = None  # the attack behind the robust metrics (default: pgd20 or the first)
+    preset: str | None = None
+    cell_timeout: float | None = None  # seconds one notebook cell may take; None: no limit
+
+    def __post_init__(self):
+        self.arms = [Arm.of(a) for a in self.arms]
+        labels = [a.name for a in self.arms]
+        twice = sorted({n for n in labels if labels.count(n) > 1})
+        if twice:
+            raise ConfigError(f"arms {twice} appear twice: give each arm its own label (LABEL=METHOD:...).")
+
+    def plan(self) -> list[Run]:
+        bad_axes = sorted(set(self.config) & set(SWEEP_AXES))
+        if bad_axes:
+            raise ConfigError(f"--set {bad_axes}: these are sweep axes; use --irs/--methods/--arms/--seeds/--robustlt.")
+        runs = []
+        for ir in self.irs:
+            for arm in self.arms:
+                for seed in self.seeds:   # preset config < method overrides < arm overrides < the sweep's axes
+                    d = {**self.config, "dataset": self.dataset, **self.method_overrides.get(arm.method, {}),
+                         **arm.overrides, "method": arm.method, "imbalance_ratio": float(ir), "seed": int(seed),
+                         "robustlt": arm.robustlt}
+                    run = Run(d, run_path(self.root, self.dataset, ir, arm.method, arm.robustlt, seed, arm.name),
+                              arm_spec=arm)
+                    try:
+                        run.config = RunConfig.from_dict(d).to_dict()
+                    except ConfigError as e:
+                        run.error = f"ConfigError: {e}"
+                    runs.append(run)
+        return runs
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "irs": self.irs, "arms": [a.to_dict() for a in self.arms], "seeds": self.seeds,
+                "config": self.config, "method_overrides": self.method_overrides, "evaluation": self.evaluation,
+                "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
+
+
+def budget_problems(runs: list[Run]) -> list[str]:
+    """Unequal adversarial budgets, or RobustLT ramps that never reach the radius, among the valid runs
+    of each (IR, seed): stated in the log and the report, since they make a comparison unfair."""
+    groups: dict = {}
+    for r in runs:
+        if not r.error:
+            groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})[r.arm] = RunConfig.from_dict(r.config)
+    notes = []
+    for (ir, seed), configs in groups.items():
+        notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs)]
+    return notes

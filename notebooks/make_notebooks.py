@@ -37,7 +37,7 @@ TRAIN_FIELDS = {
     "method": " | ".join(OBJECTIVES),
     "robustlt": "wrap the objective in RobustLT (class-wise eps, ramp)",
     "stabilization_epochs": "TAET stage 1 (clean CE) epochs",
-    "epochs": "total epochs, both stages",
+    "epochs": "adversarial epochs (budget_rule equal_adversarial: TAET's stage 1 comes before them)",
     "eps": "training L-inf radius in [0,1] pixels (None: the dataset's)",
     "step_size": "PGD step (None: eps / 4)",
     "attack_steps": "PGD steps of the training attack",

@@ -77,7 +77,7 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():   # fit() may run several times in one process (stage 1, then 2)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # env:// from torchrun
-        atexit.register(dist.destroy_process_group)
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())   # once, if still up
     return Dist(dist.get_rank(), dist.get_world_size()), device
 
 

@@ -170,6 +170,9 @@ for job in jobs:
         pass
     if os.environ["RANK"] == "0":
         torch.save([t.clone() for t in tallies], out / (job["name"] + ".tallies.pt"))
+# leave together: a rank that tears its gloo group down while the other still holds it can abort at exit
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
 """
 
 

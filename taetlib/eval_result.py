@@ -10,19 +10,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from . import metrics, stats
 
 
 def per_class_table(attack, protocol, eps, y, pred, class_names) -> pd.DataFrame:
+    """One row per class: n, correct, recall and its Wilson 95 % interval (recall_low, recall_high)."""
     n, correct = metrics.per_class_counts(y, pred, len(class_names))
+    low, high = np.array([stats.wilson(k, m) for k, m in zip(correct, n)]).reshape(-1, 2).T
     return pd.DataFrame({"attack": attack, "protocol": protocol, "eps": float(eps),
                          "class": np.arange(len(class_names)), "class_name": list(class_names),
-                         "n": n, "correct": correct, "recall": metrics.per_class_recall(y, pred, len(class_names))})
+                         "n": n, "correct": correct, "recall": metrics.per_class_recall(y, pred, len(class_names)),
+                         "recall_low": low, "recall_high": high})
 
 
 def summary_table(table: pd.DataFrame, predictions: dict, train_counts, class_names, flags: pd.DataFrame,
                   seconds: dict, small: dict | None = None) -> pd.DataFrame:
-    """Per attack x protocol: overall, balanced (accuracy for clean, robustness otherwise), head / medium /
+    """Per attack x protocol: overall (with its Wilson 95 % interval), balanced (accuracy for clean,
+    robustness otherwise; with a 95 % bootstrap interval resampled within each class), head / medium /
     tail (thirds), TAET's and RobustLT's tails, the weakest ceil(C/3) classes, the worst class, absent
     classes, the raised flags that concern the row (never hidden) and the classes too small to read
     (`small`: protocol -> text, sanity.small_classes)."""
@@ -33,12 +37,17 @@ def summary_table(table: pd.DataFrame, predictions: dict, train_counts, class_na
     for (attack, protocol), t in table.groupby(["attack", "protocol"], sort=False):
         p = predictions[(protocol, attack)]
         s = metrics.summarize(p["y"], p["pred"], train_counts, len(class_names))
+        y = np.asarray(p["y"])
+        o_low, o_high = stats.wilson(int((y == np.asarray(p["pred"])).sum()), len(y))
+        _, b_low, b_high = stats.balanced_interval(y, p["pred"]) if len(y) else (np.nan, np.nan, np.nan)
         # a flag about an attack without a row of its own (the sweep, 'all') shows on every row
         mine = raised[(raised.protocol == protocol) & ((raised.attack == attack) | ~raised.attack.isin(attacks_run))]
         rows.append({
             "attack": attack, "protocol": protocol, "eps": float(t.eps.iloc[0]), "n": int(t.n.sum()),
             "metric": "balanced_accuracy" if attack == "clean" else "balanced_robustness",
-            "overall": s["overall"], "balanced": s["balanced"], "head": s["head"], "medium": s["medium"],
+            "overall": s["overall"], "overall_low": o_low, "overall_high": o_high,
+            "balanced": s["balanced"], "balanced_low": b_low, "balanced_high": b_high,
+            "head": s["head"], "medium": s["medium"],
             "tail": s["tail"], "tail_taet": s["tail_taet"], "tail_robustlt": s["tail_robustlt"],
             "weakest_k": s["weakest_k"], "weakest_classes": ",".join(map(str, s["weakest_classes"])),
             "worst_class": s["worst_class"],

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import plots
+from . import plots, stats
 from .runs import ARM_FILE, arm_name
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
@@ -131,17 +131,32 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
 
         # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
         # before a column existed has no such metric
-        vals = {m: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, col)
-                for m, col in SOURCE.items() if col in s}
-        rows += [{"protocol": protocol, "metric": m, "value": v, "robust_attack": attack} for m, v in vals.items()]
+        rows += [{"protocol": protocol, "metric": m, "robust_attack": attack,
+                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c)
+                     if c in s else np.nan for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
+                 for m, col in SOURCE.items() if col in s]
     return pd.DataFrame(rows)
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric."""
+    """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric, with
+    a 95 % interval (low, high) and what it is (`interval`)."""
     keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
     agg = metrics.groupby(keys, as_index=False, sort=False, dropna=False)["value"].agg(
         mean="mean", std="std", n="count")
+    # 95 % interval: a t-interval over seeds; for a single run, that run's own interval (the bootstrap
+    # within classes for balanced metrics, Wilson for overall ones; none for the group metrics)
+    groups = metrics.groupby(keys, sort=False, dropna=False)
+    lows, highs, kinds = [], [], []
+    for _, g in groups:
+        t = stats.seed_interval(g["value"])
+        if t["n"] >= 2:
+            lows.append(t["low"]), highs.append(t["high"]), kinds.append("t over seeds")
+        else:
+            low = g["low"].iloc[0] if "low" in g and len(g) else np.nan
+            high = g["high"].iloc[0] if "high" in g and len(g) else np.nan
+            lows.append(low), highs.append(high), kinds.append("one run" if pd.notna(low) else "")
+    agg = agg.assign(low=lows, high=highs, interval=kinds)
     rank = {m: i for i, m in enumerate(METRICS)}
     agg["_m"] = agg["metric"].map(rank)
     return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
@@ -156,7 +171,7 @@ def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
         if f.exists():
             m = run_metrics(pd.read_csv(f, keep_default_na=False, na_values=[""]), robust_attack)
             frames.append(m.assign(**{k: row[k] for k in cols}))
-    out_cols = [*cols, "protocol", "metric", "value", "robust_attack"]
+    out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack"]
     return pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
 
 
@@ -296,9 +311,12 @@ def _table_html(df: pd.DataFrame) -> str:
 
 
 def aggregate_wide(agg: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """One row per IR and arm, one column per metric: 'mean ± std' (n seeds)."""
+    """One row per IR and arm, one column per metric: 'mean ± std [low, high]' (n seeds)."""
     a = agg[agg["protocol"] == protocol]
-    cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") for m, s in zip(a["mean"], a["std"])]
+    lo = a["low"] if "low" in a else pd.Series(np.nan, index=a.index)
+    hi = a["high"] if "high" in a else pd.Series(np.nan, index=a.index)
+    cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") + ("" if pd.isna(l) else f" [{l:.4f}, {h:.4f}]")
+            for m, s, l, h in zip(a["mean"], a["std"], lo, hi)]
     wide = a.assign(cell=cell).pivot_table(index=["imbalance_ratio", "arm", "n"], columns="metric", values="cell",
                                            aggfunc="first", sort=False)
     wide = wide[[m for m in METRICS if m in wide.columns]].reset_index().rename(columns={"n": "seeds"})

@@ -77,7 +77,7 @@ def result(model, data):
 def test_table_is_tidy_per_class(result, data):
     t = result.table
     assert list(t.columns) == ["attack", "protocol", "eps", "class", "class_name", "n", "correct", "recall",
-                               "train_count"]
+                               "recall_low", "recall_high", "train_count"]
     assert (t.train_count == t["class"].map(dict(enumerate(data.train_counts)))).all()
     assert len(t) == 5 * 2 * data.num_classes
     assert set(t.attack) == {"clean", "fgsm", "pgd20", "pgd100", "cw20"}
@@ -287,3 +287,10 @@ def test_curves_on_a_subset_keep_the_checks(model, data):
     bal = r.curves.query("protocol == 'balanced'")
     assert (bal.groupby("eps").n.sum() == 5 * data.num_classes).all()
     assert not r.flags.set_index("flag").loc["eps0_not_clean", "raised"].any()
+
+
+def test_summary_rows_carry_their_intervals(result):
+    s = result.summary
+    assert (s.balanced_low <= s.balanced + 1e-12).all() and (s.balanced <= s.balanced_high + 1e-12).all()
+    assert (s.overall_low <= s.overall).all() and (s.overall <= s.overall_high).all()
+    assert (s.balanced_high - s.balanced_low > 0).any()   # an interval, not a point

@@ -49,3 +49,33 @@ def test_seed_interval_is_scipys_t_interval():
     assert (out["low"], out["high"]) == pytest.approx((lo, hi)) and out["n"] == 3
     assert np.isnan(stats.seed_interval([0.4])["low"])
     assert stats.separated((0.1, 0.2), (0.25, 0.3)) and not stats.separated((0.1, 0.3), (0.25, 0.4))
+
+
+def test_aggregate_carries_intervals_over_seeds_or_from_the_one_run():
+    import pandas as pd
+
+    from taetlib import report
+    rows = []
+    for arm, seeds in (("taet", [0, 1, 2]), ("at_bsl", [0])):
+        for seed in seeds:
+            v = 0.4 + 0.01 * seed + (0.1 if arm == "at_bsl" else 0)
+            rows.append({"dataset": "d", "imbalance_ratio": 10.0, "arm": arm, "method": arm, "robustlt": False,
+                         "protocol": "balanced", "metric": "balanced_robustness", "robust_attack": "pgd20",
+                         "seed": seed, "value": v, "low": v - 0.02, "high": v + 0.02})
+    agg = report.aggregate(pd.DataFrame(rows)).set_index("arm")
+    assert {"mean", "std", "n", "low", "high", "interval"} <= set(agg.columns)
+    t = stats.seed_interval([0.40, 0.41, 0.42])
+    assert (agg.loc["taet", "low"], agg.loc["taet", "high"]) == pytest.approx((t["low"], t["high"]))
+    assert agg.loc["taet", "interval"] == "t over seeds"
+    assert (agg.loc["at_bsl", "low"], agg.loc["at_bsl", "high"]) == pytest.approx((0.48, 0.52))
+    assert agg.loc["at_bsl", "interval"] == "one run"
+
+
+def test_summary_and_per_class_tables_carry_their_intervals():
+    from taetlib.eval_result import per_class_table
+    y = np.repeat(np.arange(3), 50)
+    pred = np.where(np.arange(150) % 5 == 0, (y + 1) % 3, y)   # 80 % recall in every class
+    t = per_class_table("clean", "balanced", 0.0, y, pred, ["a", "b", "c"])
+    for row in t.itertuples():
+        assert (row.recall_low, row.recall_high) == pytest.approx(stats.wilson(row.correct, row.n))
+        assert row.recall_low < row.recall < row.recall_high

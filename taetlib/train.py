@@ -285,6 +285,10 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     net = distributed.wrap(net, dist, device)   # DDP when distributed; the attack bypasses it (see DDP)
     n_images, session_seconds = len(train_split), []
 
+    if start >= epochs.stop and dist.is_main:   # run again on a finished run: say so, and where it is
+        print(f"{run_dir}: already complete (epoch {start - 1} of {epochs.stop - 1}); nothing to train. Its files: "
+              f"{', '.join(n for n in RUN_FILES if (run_dir / n).exists())}. Use a new run_dir to train again.",
+              flush=True)
     for epoch in range(start, epochs.stop):
         # attack starts etc.: resume replays them; each rank its own stream (= the old one on one process)
         torch.manual_seed(epoch_seed(cfg.seed, epoch) * dist.world_size + dist.rank)

@@ -231,3 +231,15 @@ def test_a_capped_long_tailed_test_set_lies_inside_the_balanced_one(tmp_path):
     bal, ltt = lt.test["balanced"], lt.test["long_tailed"]
     assert bal.counts(10) == [20] * 10 and ltt.counts(10) == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
     assert set(ltt.index.tolist()) <= set(bal.index.tolist())
+
+
+def test_training_a_finished_run_again_says_it_is_complete(tmp_path, capsys):
+    from taetlib.cli import main
+    args = ["train", "--run", str(tmp_path / "run"), "--set", "dataset=synthetic", f"data_root={tmp_path}",
+            "method=pgd_at", "n_max=20", "epochs=1", "attack_steps=1", "eval_every=0", "device=cpu"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "epoch 1/1" in first and "already complete" not in first
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert "already complete (epoch 1 of 1)" in again and "model.pt" in again and "epoch 1/1" not in again

@@ -124,3 +124,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: fl
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor) -> Tensor:
     """FGSM: one signed-gradient step of size eps from x, clamped to [0,1]."""
     return pgd(model, x, y, eps=eps, step=eps, steps=1, loss="ce", random_start="none")
+
+
+def aiw_ramp(epoch: int, ramp_epochs: float) -> float:
+    """RobustLT's AIW, the radius schedule an attack trains on: min((t - 1) / (b * T), 1), t the 1-based
+    epoch of the ramp. Here, at the bottom, so the objectives and the budget check share it."""
+    return min((epoch - 1) / ramp_epochs, 1.0)

@@ -6,6 +6,7 @@ so every method's adversarial epochs run on the same lr sequence; 'released' cou
 """
 from __future__ import annotations
 
+from .attacks import aiw_ramp
 from .config import RunConfig
 from .errors import bad, check_choice
 
@@ -42,17 +43,13 @@ def stage_epochs(cfg: RunConfig, stage: str) -> range:
 
 
 def budget(cfg: RunConfig) -> dict:
-    """What a run's adversarial phase gets: its epochs, their lr sequence and sum, the clean epochs
-    before it, and the AIW intensity RobustLT reaches at the last epoch (1.0 = the full radius)."""
-    epochs = stage_epochs(cfg, "all")
-    clean = cfg.stabilization_epochs if cfg.method == "taet" else 0
-    adv = [e for e in epochs if e > clean] if cfg.method != "ce" else []
-    lrs = [lr_at(cfg, e) for e in adv]
-    out = {"adversarial_epochs": len(adv), "clean_epochs": clean, "lrs": lrs, "lr_sum": sum(lrs),
-           "budget_rule": cfg.budget_rule, "aiw_final": None}
-    if cfg.robustlt and adv:
-        start = cfg.clean_epochs_before()
-        out["aiw_final"] = min((adv[-1] - start - 1) / (cfg.robustlt_b * cfg.epochs), 1.0)
+    """What a run's adversarial phase gets: its epochs, their lr sequence, the clean epochs before it,
+    and the AIW intensity RobustLT reaches at the last epoch (1.0 = the full radius)."""
+    adv = [] if cfg.method == "ce" else list(stage_epochs(cfg, "adversarial" if cfg.method == "taet" else "all"))
+    out = {"adversarial_epochs": len(adv), "clean_epochs": cfg.stabilization_epochs if cfg.method == "taet" else 0,
+           "lrs": [lr_at(cfg, e) for e in adv], "aiw_final": None}
+    if cfg.robustlt and adv:   # the ramp as methods.robustlt sets it up
+        out["aiw_final"] = aiw_ramp(adv[-1] - cfg.clean_epochs_before(), cfg.robustlt_b * cfg.epochs)
     return out
 
 

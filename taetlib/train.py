@@ -161,14 +161,16 @@ def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, 
 
 # ---------------------------------------------------------------- one epoch
 def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, batches: Batches, epoch: int,
-                cfg: RunConfig, num_classes: int, device: torch.device) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums (with
-    the [sum|batches, class] class weights of a class-mean loss as parts["class_weight"]) and the
-    [clean|adv, hits|seen, class] tally; nothing is read back to the host in here."""
+                cfg: RunConfig, num_classes: int, device: torch.device
+                ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor | None]:
+    """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums, the
+    [clean|adv, hits|seen, class] tally and, for a class-mean loss (HARL), the [weight sum|batches, class]
+    tally of its class weights (None otherwise); nothing is read back to the host in here."""
     net.train()
     loss_sum = torch.zeros((), device=device)
     parts_sum: dict[str, Tensor] = {}
     tally = torch.zeros(2, 2, num_classes, dtype=torch.long, device=device)
+    weights = None
     for x, y in batches.epoch(epoch):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -181,12 +183,12 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
         loss_sum += out.loss.detach()
         for k, v in out.parts.items():
             parts_sum[k] = parts_sum.get(k, 0) + v.float()
-        if out.class_weights is not None:   # mean over the batches holding the class
+        if out.class_weights is not None:   # mean over the batches holding the class (NaN: absent)
             w = out.class_weights.detach().float()
-            parts_sum["class_weight"] = parts_sum.get("class_weight", 0) + torch.stack([w.nan_to_num(), ~w.isnan()])
+            weights = (0 if weights is None else weights) + torch.stack([w.nan_to_num(), (~w.isnan()).float()])
         count_hits(tally[0], out.clean_logits, y)
         count_hits(tally[1], out.adv_logits, y)
-    return loss_sum, parts_sum, tally
+    return loss_sum, parts_sum, tally, weights
 
 
 # ---------------------------------------------------------------- fit
@@ -300,10 +302,11 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         t0 = time.perf_counter()
 
         # ---- one epoch: no host sync in here
-        loss_sum, parts_sum, tally = train_epoch(net, objective, optimizer, train_batches, epoch, cfg, C, device)
+        loss_sum, parts_sum, tally, weights = train_epoch(net, objective, optimizer, train_batches, epoch, cfg, C,
+                                                          device)
 
         # ---- once per epoch: sum over ranks, read back, check, evaluate, record, save
-        distributed.all_sum(dist, loss_sum, tally, *parts_sum.values())
+        distributed.all_sum(dist, loss_sum, tally, *parts_sum.values(), *([] if weights is None else [weights]))
         distributed.sync_buffers(model, dist)   # every rank now holds the model rank 0 saves
         n_batches = len(train_batches) * dist.world_size
         loss = loss_sum.item() / n_batches
@@ -313,10 +316,9 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
                     if ckpt_path.exists() and history else "no checkpoint was written")
             raise TrainingDiverged(f"epoch {epoch}: mean training loss is {loss} (method {objective.name}, lr {lr:g}). "
                                    f"Training stopped; {kept}. Fix: lower lr, check eps/step_size, or bf16=False.")
-        class_weight = parts_sum.pop("class_weight", None)
         record = {"epoch": epoch, "stage": objective.stage(epoch), "lr": lr, "loss": loss,
                   **{f"loss_{k}": v.item() / n_batches for k, v in parts_sum.items()},
-                  "class_weight": None if class_weight is None else per_class_acc(class_weight),
+                  "class_weight": None if weights is None else per_class_acc(weights),   # sum / batches
                   "train_clean_acc": per_class_acc(tally[0]), "train_adv_acc": per_class_acc(tally[1]),
                   "test_clean_acc": None, "test_pgd_acc": None}
         t1 = time.perf_counter()

@@ -243,3 +243,21 @@ def test_training_a_finished_run_again_says_it_is_complete(tmp_path, capsys):
     assert main(args) == 0
     again = capsys.readouterr().out
     assert "already complete (epoch 1 of 1)" in again and "model.pt" in again and "epoch 1/1" not in again
+
+
+def test_comparisons_report_unequal_budgets_and_short_ramps(tmp_path):
+    from taetlib import presets
+    from taetlib.plan import Sweep, budget_problems
+    from taetlib.schedule import budget, unequal_budgets
+    demo = presets.get("fmnist_lt_demo")
+    s = Sweep(tmp_path, "fashion_mnist", demo.sweep["irs"], demo.sweep["arms"], demo.sweep["seeds"],
+              config={k: v for k, v in demo.config.items() if k != "dataset"}, method_overrides=demo.method_overrides)
+    assert budget_problems(s.plan()) == []                       # the demo is fair by construction
+    taet = budget(_cfg(tmp_path, method="taet", robustlt=True, robustlt_b=0.5))
+    assert taet["adversarial_epochs"] == 6 and taet["clean_epochs"] == 2 and taet["aiw_final"] == 1.0
+    released, ramp = _cfg(tmp_path, method="taet", budget_rule="released"), _cfg(tmp_path, method="taet",
+                                                                                  robustlt=True, robustlt_b=1.0)
+    problems = unequal_budgets({"pgd_at": _cfg(tmp_path, method="pgd_at"), "taet": released, "ramp": ramp})
+    assert len(problems) == 2
+    assert problems[0].startswith("adversarial budgets differ") and "taet: 4 epochs" in problems[0]
+    assert problems[1].startswith("ramp: RobustLT's AIW ramp ends at 0.83 of the radius")

@@ -196,7 +196,7 @@ def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
         torch.ones(1, device=device).item()
     with host_sync_is_an_error():
         try:
-            loss_sum, parts, tally = train_epoch(model, objective, opt, batches, 3, cfg, 10, device)
+            loss_sum, parts, tally, weights = train_epoch(model, objective, opt, batches, 3, cfg, 10, device)
         except RuntimeError as e:
             pytest.fail(f"{objective.name}: train_epoch synchronised with the host: {e}")
     # and that epoch did its work: every image counted, clean (0.001-noise start) and adversarial
@@ -207,6 +207,7 @@ def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
                 "ce": set(), "pgd_at": set(), "at_bsl": set()}
     if method in expected:
         assert set(parts) == expected[method]
+    assert (weights is not None) == (method == "taet")   # HARL's class weights, and only HARL's
 
 
 # ---------------------------------------------------------------- evidence

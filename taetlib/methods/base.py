@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import pgd
+from ..attacks import aiw_ramp, pgd
+from ..collectives import sum_over_ranks
 from ..config import RunConfig
 from ..errors import FIELD_CHECKS, Registry, bad
 
@@ -79,11 +79,6 @@ def cpb_scale(counts: list[int], a: float) -> Tensor:
     return ((1 - a) + a / denom * root_log_k).float()
 
 
-def aiw_ramp(epoch: int, ramp_epochs: float) -> float:
-    """AIW: min((t - 1) / (b * T), 1) with t the 1-based epoch."""
-    return min((epoch - 1) / ramp_epochs, 1.0)
-
-
 # ---------------------------------------------------------------- losses
 def kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     """Per-sample KL(p || q) from logits, via log-softmax (no epsilons needed)."""
@@ -100,27 +95,9 @@ def class_means(per_sample: Tensor, y: Tensor, num_classes: int, global_batch: b
     parameters get the gradient of the global-batch loss. One process: no collective."""
     sums = per_sample.new_zeros(num_classes).index_add(0, y, per_sample)
     counts = per_sample.new_zeros(num_classes).index_add(0, y, torch.ones_like(per_sample))
-    if global_batch and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        sums, counts = SumOverRanks.apply(torch.cat([sums, counts])).split(num_classes)
+    if global_batch:
+        sums, counts = sum_over_ranks(torch.cat([sums, counts])).split(num_classes)
     return sums / counts.clamp(min=1), counts > 0
-
-
-class SumOverRanks(torch.autograd.Function):
-    """Sum over the ranks whose backward sums the gradients too: every rank computes the same loss
-    from the total, so the gradient of the ranks' summed losses at this rank's summand is the sum of
-    their gradients. (torch.distributed.nn.functional.all_reduce does the same; it is deprecated.)"""
-
-    @staticmethod
-    def forward(ctx, t: Tensor) -> Tensor:
-        t = t.clone()
-        dist.all_reduce(t)
-        return t
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
 
 
 def _clean_logits(attack: Attack, start_logits):

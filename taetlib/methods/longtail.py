@@ -15,11 +15,17 @@ def harl(per_sample: Tensor, y: Tensor, num_classes: int, absent: str = "zero") 
     return harl_terms(*class_means(per_sample, y, num_classes), absent)
 
 
+def _bcl(L: Tensor, present: Tensor, absent: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(m, S_C, BCL): m_c = 1 for the classes the means run over (all under 'zero', present ones under
+    'exclude'), their number S_C, and BCL = sum_c m_c L_c / S_C."""
+    m = torch.ones_like(L) if absent == "zero" else present.to(L.dtype)
+    s_c = m.sum()
+    return m, s_c, (m * L).sum() / s_c
+
+
 def harl_terms(L: Tensor, present: Tensor, absent: str = "zero") -> dict[str, Tensor]:
     """BCL, HDL and RCEL from the class means L_c (0 where absent) and the presence mask."""
-    w = torch.ones_like(L) if absent == "zero" else present.to(L.dtype)
-    s_c = w.sum()
-    bcl = (w * L).sum() / s_c
+    w, s_c, bcl = _bcl(L, present, absent)
     hdl = (w * (L - bcl) ** 2).sum() / s_c
     rcel = ((L / L.sum().clamp(min=torch.finfo(L.dtype).tiny)) ** 2).sum()  # absent L_c = 0 adds 0
     return {"bcl": bcl, "hdl": hdl, "rcel": rcel}
@@ -32,9 +38,7 @@ def harl_class_weights(L: Tensor, present: Tensor, alpha: float, beta: float, ga
     counted (all under 'zero', present ones under 'exclude'), S = sum m and T = sum_j L_j. A class's
     samples are pushed down (descent) when w_c > 0 and up (ascent) when w_c < 0, which happens once
     BCL - L_c > alpha / (2 beta). NaN for a class absent from the batch: its weight multiplies nothing."""
-    m = torch.ones_like(L) if absent == "zero" else present.to(L.dtype)
-    s_c = m.sum()
-    bcl = (m * L).sum() / s_c
+    m, s_c, bcl = _bcl(L, present, absent)
     t = L.sum().clamp(min=torch.finfo(L.dtype).tiny)
     w = alpha * m / s_c + 2 * beta * m * (L - bcl) / s_c + gamma * (2 * L / t**2 - 2 * (L**2).sum() / t**3)
     return torch.where(present, w, torch.full_like(w, float("nan")))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from . import attacks as atk
 from .errors import Registry, bad, check_choice
@@ -21,7 +22,10 @@ STEP_FRACTION = 1 / 8  # PGD step = eps / 8: 1/255 at 8/255, the TAET and Robust
 
 # ------------------------------------------------------------------------------ attack registry
 # Defaults of every attack's parameters; None = derived: eps from evaluate(), step = eps * STEP_FRACTION.
-_PGD = {"eps": None, "step": None, "steps": 20, "loss": "ce", "random_start": "uniform"}
+# iterate: "last" reads x_K (the released evaluation code); "any" counts an image broken once any iterate
+# is misclassified and drops it from the batch then (AutoAttack's counting; never weaker, and cheaper).
+_PGD = {"eps": None, "step": None, "steps": 20, "loss": "ce", "random_start": "uniform", "iterate": "last"}
+ITERATES = ("last", "any")
 ATTACKS: dict[str, dict] = Registry("attacks", {
     "clean": {},
     "fgsm": {"eps": None},
@@ -89,6 +93,8 @@ def _check_values(name: str, p: dict) -> None:
         raise bad(f"{where}['steps']", p["steps"], "must be an integer >= 1.")
     if "loss" in p and not callable(p["loss"]):
         check_choice(f"{where}['loss']", p["loss"], ("ce", "cw"))
+    if "iterate" in p:
+        check_choice(f"{where}['iterate']", p["iterate"], ITERATES)
     if "random_start" in p:
         check_choice(f"{where}['random_start']", p["random_start"], ("uniform", "normal", "none"))
     if "norm" in p:
@@ -117,12 +123,19 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, device):
         yield x[i:i + batch_size].to(device).float().div_(255), y[i:i + batch_size].to(device)
 
 
-def _batched_predictions(model, x, y, batch_size, device, perturb) -> np.ndarray:
+def _batched_predictions(model, x, y, batch_size, device, perturb, name: str) -> np.ndarray:
+    """perturb(xb, yb) -> x_adv, or (x_adv, pred) when the attack already knows its predictions."""
     preds = []
-    for xb, yb in _batches(x, y, batch_size, device):
-        x_adv = perturb(xb, yb)
+    # plain tqdm on stderr: a bar in Lab, a line in logs and sweep output; silent for a single batch
+    batches = tqdm(_batches(x, y, batch_size, device), desc=name, total=-(-len(y) // batch_size),
+                   unit="batch", leave=False, mininterval=2, disable=len(y) <= batch_size)
+    for xb, yb in batches:
+        out = perturb(xb, yb)
+        if isinstance(out, tuple):
+            preds.append(out[1].cpu())
+            continue
         with torch.no_grad():
-            preds.append(model(x_adv).argmax(1).cpu())
+            preds.append(model(out).argmax(1).cpu())
     return torch.cat(preds).numpy()
 
 
@@ -185,8 +198,9 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pa
             perturb = lambda xb, yb: atk.fgsm(model, xb, yb, eps=params["eps"])  # noqa: E731
         else:
             keys = ("eps", "step", "steps", "loss", "random_start")
-            perturb = lambda xb, yb: atk.pgd(model, xb, yb, **{k: params[k] for k in keys})  # noqa: E731
-        return _batched_predictions(model, x, y, batch_size, dev, perturb)
+            pgd = atk.pgd_any if params.get("iterate", "last") == "any" else atk.pgd
+            perturb = lambda xb, yb: pgd(model, xb, yb, **{k: params[k] for k in keys})  # noqa: E731
+        return _batched_predictions(model, x, y, batch_size, dev, perturb, name)
 
 
 def zero_gradient_mask(model, x, y, *, batch_size=256, device="cpu") -> np.ndarray:

@@ -121,6 +121,49 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: fl
     return out if len(out) > 1 else x_adv
 
 
+def pgd_any(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
+            steps: int, loss: LossArg = "ce", random_start: str = "uniform", bn: str = "eval",
+            return_counts: bool = False):
+    """Any-iterate PGD: the same iterates as pgd(), but an image counts as broken once any iterate
+    x_0..x_K is misclassified, and it leaves the batch then (AutoAttack counts robustness this way).
+
+    Returns (x_adv, pred): for a broken image its first misclassified iterate and that prediction, for
+    the others x_K and its prediction. Each image's iterates are those of pgd() (BatchNorm in eval mode
+    makes every sample independent of the batch), so it never reads more robust than the last iterate,
+    and it costs less: pass k runs only on the images still unbroken. return_counts=True adds a long
+    tensor [K+1]: how many images entered each pass (the last is x_K's forward, without a gradient).
+    Shrinking the batch reads a mask on the host every step: an evaluation attack, not a training one.
+    """
+    loss_fn = _loss_fn(loss)
+    x = x.detach()
+    eps, step = _per_sample(eps, x), _per_sample(step, x)
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    x_adv = torch.clamp(_start(x, eps, random_start), lo, hi)
+    out, pred = x_adv.clone(), y.clone()
+    idx, counts = torch.arange(len(x), device=x.device), []
+    with BN_MODES[bn](model):
+        for k in range(steps + 1):
+            counts.append(len(idx))
+            last = k == steps
+            with torch.set_grad_enabled(not last):
+                x_adv.requires_grad_(not last)
+                logits = model(x_adv)
+            p = logits.detach().argmax(1)
+            out[idx], pred[idx] = x_adv.detach(), p
+            if last:
+                break
+            (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), x_adv)
+            keep = p == y   # the broken ones are recorded above and leave
+            x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)[keep]
+            idx, y, lo, hi = idx[keep], y[keep], lo[keep], hi[keep]
+            if isinstance(step, Tensor):
+                step = step[keep]
+            if len(idx) == 0:
+                break
+    counts += [0] * (steps + 1 - len(counts))
+    return (out, pred) + ((torch.tensor(counts),) if return_counts else ())
+
+
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor) -> Tensor:
     """FGSM: one signed-gradient step of size eps from x, clamped to [0,1]."""
     return pgd(model, x, y, eps=eps, step=eps, steps=1, loss="ce", random_start="none")

@@ -102,10 +102,10 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     y_pool = pool.y.numpy()
     with _eval_mode(model, device):
         def attack_pool(name, p, records=None):
-            t0 = time.perf_counter()
-            print(f"evaluate: {name} on {len(pool)} test images ...", end="", flush=True)
+            t0 = time.perf_counter()   # run_attack shows a tqdm bar while it runs; one line when done
             pred = run_attack(name, model, pool.x, pool.y, p, log=records if records is not None else [], **run)
-            print(f" {time.perf_counter() - t0:.0f} s, accuracy {np.mean(pred == y_pool):.3f}", flush=True)
+            print(f"evaluate: {name} on {len(pool)} test images: {time.perf_counter() - t0:.0f} s, "
+                  f"accuracy {np.mean(pred == y_pool):.3f}", flush=True)
             return pred, time.perf_counter() - t0
 
         for name in attacks:

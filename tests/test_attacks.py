@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taetlib.attacks import bn_eval, cw_margin, fgsm, pgd
+from taetlib.attacks import bn_eval, cw_margin, fgsm, pgd, pgd_any
 from taetlib.models import create_model
 
 STARTS = ("normal", "uniform", "none")
@@ -162,3 +162,40 @@ def test_fgsm_and_pgd20_reach_the_analytic_optimum_of_a_linear_model():
             assert torch.allclose(F.cross_entropy(model(x_adv), y, reduction="none"), best_loss, atol=1e-5)
     for name in ("fgsm", "pgd20"):   # and the predictions evaluate() counts are the optimum's
         assert (ev.run_attack(name, model, x, y, params[name]) == best_pred).all(), name
+
+
+@pytest.mark.parametrize("per_sample", (False, True))
+def test_any_iterate_follows_the_pgd_iterates_and_drops_broken_images(setup, per_sample):
+    model, x, _ = setup
+    with torch.no_grad(), bn_eval(model):
+        y = model(x).argmax(1)   # every image starts right, so what breaks is the attack's doing
+    eps = torch.linspace(0.0, 0.12, len(x)) if per_sample else 0.07
+    step = eps / 4
+    torch.manual_seed(1)
+    x_last = pgd(model, x, y, eps=eps, step=step, steps=6)
+    torch.manual_seed(1)
+    x_any, pred, counts = pgd_any(model, x, y, eps=eps, step=step, steps=6, return_counts=True)
+    with torch.no_grad(), bn_eval(model):
+        pred_last, pred_any = model(x_last).argmax(1), model(x_any).argmax(1)
+    assert torch.equal(pred, pred_any)   # the prediction returned is the returned image's
+    broken = pred != y
+    assert broken.any() and (~broken).any()
+    # unbroken images went the whole way on pgd()'s own iterates; broken ones stopped inside the ball
+    assert torch.allclose(x_any[~broken], x_last[~broken], atol=1e-6)
+    e = eps if per_sample is False else eps.view(-1, 1, 1, 1)
+    assert ((x_any - x).abs() <= e + 1e-6).all() and x_any.min() >= 0 and x_any.max() <= 1
+    assert not ((pred_last != y) & ~broken).any()   # broken at x_K => broken under any-iterate
+    # the passes shrink: all images enter the first; the last (x_K's forward) holds those unbroken so far
+    assert counts[0] == len(x) and (counts[1:] <= counts[:-1]).all() and counts[-1] < len(x)
+    assert counts[-1] == (~broken).sum() + (broken & (pred_last != y) & (x_any == x_last).flatten(1).all(1)).sum()
+
+
+def test_any_iterate_with_nothing_broken_is_last_iterate_exactly(setup):
+    model, x, _ = setup
+    with torch.no_grad(), bn_eval(model):
+        y = model(x).argmax(1)
+    torch.manual_seed(2)
+    x_last = pgd(model, x, y, eps=0.0, step=0.0, steps=3)
+    torch.manual_seed(2)
+    x_any, pred, counts = pgd_any(model, x, y, eps=0.0, step=0.0, steps=3, return_counts=True)
+    assert torch.equal(x_any, x_last) and torch.equal(pred, y) and counts.tolist() == [16] * 4

@@ -198,7 +198,8 @@ def test_unknown_attack_or_parameter_is_a_clear_error(model, data):
 def test_parameters_override_by_name_and_autoattack_versions():
     p = ev.resolve_attacks(["pgd100", "autoattack"], {"pgd100": {"step": 0.002, "random_start": "none"},
                                                       "autoattack": {"attacks": ["apgd-ce", "square"]}}, 0.1, 7)
-    assert p["pgd100"] == {"eps": 0.1, "step": 0.002, "steps": 100, "loss": "ce", "random_start": "none"}
+    assert p["pgd100"] == {"eps": 0.1, "step": 0.002, "steps": 100, "loss": "ce", "random_start": "none",
+                           "iterate": "last"}
     aa = p["autoattack"]
     assert aa["version"] == "custom" and aa["attacks"] == ["apgd-ce", "square"]
     assert aa["apgd_targeted.n_target_classes"] == 6 and aa["fab.n_target_classes"] == 6  # C - 1
@@ -294,3 +295,26 @@ def test_summary_rows_carry_their_intervals(result):
     assert (s.balanced_low <= s.balanced + 1e-12).all() and (s.balanced <= s.balanced_high + 1e-12).all()
     assert (s.overall_low <= s.overall).all() and (s.overall <= s.overall_high).all()
     assert (s.balanced_high - s.balanced_low > 0).any()   # an interval, not a point
+
+
+# ---------------------------------------------------------------------------- any-iterate PGD
+@pytest.mark.parametrize("attack", ("pgd20", "cw20"))
+def test_any_iterate_never_reads_more_robust_than_last_iterate(model, data, attack):
+    # Same model, images and seed: an image robust under any-iterate (every iterate right) is robust
+    # under last-iterate (x_K right), and any-iterate really breaks some that last-iterate misses.
+    x, y = data.test["balanced"].x, data.test["balanced"].y
+    preds = {}
+    for iterate in ("last", "any"):
+        p = ev.resolve_attacks([attack], {attack: {"iterate": iterate}}, 0.1, data.num_classes)[attack]
+        preds[iterate] = ev.run_attack(attack, model, x, y, p, seed=3, batch_size=64)
+    right = {k: v == y.numpy() for k, v in preds.items()}
+    assert not (right["any"] & ~right["last"]).any()
+    assert 0 < right["any"].mean() <= right["last"].mean() < 1, {k: v.mean() for k, v in right.items()}
+
+
+def test_any_iterate_is_a_named_option_with_a_checked_value(model, data):
+    with pytest.raises(ConfigError, match=r"attack_params\['pgd20'\]\['iterate'\].*'first'"):
+        ev.resolve_attacks(["pgd20"], {"pgd20": {"iterate": "first"}}, 0.1, 10)
+    r = ev.evaluate(model, data, ["pgd20"], ["balanced"], per_class=5, eps_sweep=[],
+                    attack_params={"pgd20": {"iterate": "any"}})
+    assert r.config["attacks"]["pgd20"]["iterate"] == "any"

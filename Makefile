@@ -8,7 +8,7 @@ SHELL   := /bin/bash
 # pip's noise about local mirror folders on some machines; real errors still fail the pipe
 QUIET   := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup test demo lab clean
+.PHONY: setup test demo lab notebooks clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Before a commit: each .ipynb and its .py in sync (from the one edited last), outputs stripped.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace --log-level WARN notebooks/*.ipynb
 
 clean:
 	rm -rf runs .pytest_cache

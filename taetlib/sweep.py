@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -71,11 +72,17 @@ def execute(notebook: str, out: Path, params: dict, timeout: float | None = None
     """Runs notebooks/<notebook>.ipynb headless into `out` (kept: the run's inspectable record);
     `timeout`: seconds one cell may take (None: no limit)."""
     import papermill as pm  # heavy optional import, deferred for start-up time
+    from traitlets.config import Config  # papermill's own dependency, deferred with it
     os.environ["TAET_HEADLESS"] = "1"  # the kernel inherits it: static figures, no widgets
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
-                        kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                        execution_timeout=timeout, stdout_file=sys.stdout)  # per-epoch lines stay visible
+    # The kernel's sockets are Unix sockets in a private folder, not TCP ports on localhost: nothing to
+    # eavesdrop on, and no "running over TCP without encryption" warning from each kernel (Windows: TCP).
+    with tempfile.TemporaryDirectory(prefix="taet-") as sockets:   # short: a socket path has ~100 bytes
+        ipc = {"transport": "ipc", "ip": os.path.join(sockets, "k")} if os.name == "posix" else {}
+        pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
+                            kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                            execution_timeout=timeout, stdout_file=sys.stdout,  # per-epoch lines stay visible
+                            config=Config(KernelManager=ipc))
     return out
 
 

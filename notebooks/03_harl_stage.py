@@ -1,0 +1,72 @@
+# %% [markdown]
+# # 03 · TAET stage 2: HARL (or any baseline)
+# TAET: loads the stage-1 checkpoint from notebook 02 and trains HARL on adversarial inputs
+# (loss = alpha BCL + beta HDL + gamma RCEL), optionally inside RobustLT (`robustlt=True`).
+# Any other method (`ce`, `pgd_at`, `trades`, `mart`, `at_bsl`, `reat`, `robal`, `he`, `gairat`, `awp`, `adt`, `las_at`)
+# trains here from scratch; its own settings (`awp_gamma`, `adt_steps`, `lasat_interval`, ...) go
+# in `extra`. Live per-class clean and robust curves and the loss components per epoch.
+
+# %% tags=["parameters"]
+from typing import Optional  # for the annotations below
+
+dataset: str = 'fashion_mnist'  # fashion_mnist | cifar10 | cifar100 | dermamnist | synthetic
+imbalance_ratio: float = 10.0  # n_max / n_min of the training set
+n_max: Optional[int] = 800  # head-class size (None: the dataset's own)
+test_per_class: Optional[int] = 300  # cap of the balanced test set per class (None: all)
+data_root: str = 'data'  # dataset files and data/splits manifests
+model: str = 'small_cnn'  # small_cnn | resnet18 | preact_resnet18 | wrn_28_10 | wrn_34_10
+method: str = 'taet'  # ce | pgd_at | trades | mart | at_bsl | taet | reat | robal | he | gairat | awp | adt | las_at
+robustlt: bool = False  # wrap the objective in RobustLT (class-wise eps, ramp)
+stabilization_epochs: int = 4  # TAET stage 1 (clean CE) epochs
+epochs: int = 10  # adversarial epochs (budget_rule equal_adversarial: TAET's stage 1 comes before them)
+eps: Optional[float] = 0.1  # training L-inf radius in [0,1] pixels (None: the dataset's)
+step_size: Optional[float] = 0.04  # PGD step (None: eps / 4)
+attack_steps: int = 3  # PGD steps of the training attack
+batch_size: int = 128
+lr: float = 0.1  # SGD learning rate
+eval_every: int = 2  # test clean and PGD per class every N epochs (0: never)
+eval_per_class: Optional[int] = 100  # test images per class for that in-training check
+device: str = 'auto'  # auto | cpu | cuda | cuda:N
+seed: int = 0
+extra: dict = {}  # any other RunConfig field, e.g. {'harl_absent_classes': 'exclude'}
+run_dir: str = ''  # empty: runs/interactive/<dataset>-ir<IR>/<method>/seed<S>
+interactive: Optional[bool] = None  # None: widgets in JupyterLab, static when headless
+
+# %%
+from taetlib import data, plots, sweep, train
+
+params = dict(dataset=dataset, imbalance_ratio=imbalance_ratio, n_max=n_max,
+              test_per_class=test_per_class, data_root=data_root, model=model, method=method,
+              robustlt=robustlt, stabilization_epochs=stabilization_epochs, epochs=epochs, eps=eps,
+              step_size=step_size, attack_steps=attack_steps, batch_size=batch_size, lr=lr,
+              eval_every=eval_every, eval_per_class=eval_per_class, device=device, seed=seed)
+cfg = sweep.notebook_config(params, extra)
+opts = sweep.check_params(run_dir=(run_dir, str), interactive=(interactive, Optional[bool]))
+run = sweep.notebook_run_dir(run_dir, cfg)
+print("run folder:", run)
+cfg
+
+# %%
+lt = data.load_lt(cfg)
+lt.train_counts
+
+# %% [markdown]
+# ## Train
+
+# %%
+two_stage = cfg.method == "taet" and cfg.stabilization_epochs > 0
+init = sweep.stage1_checkpoint(run, cfg) if two_stage else None
+views = {"loss": plots.loss_figure, "accuracy": plots.accuracy_figure, "per_class": plots.per_class_figure}
+if cfg.method == "taet":   # HARL's w_c: below zero, that class's adversarial loss is pushed up
+    views["class_weight"] = plots.class_weight_figure
+live = plots.live_plot(views, out_dir=run / "figures", interactive=interactive, class_names=lt.classes)
+result = train.fit(cfg, lt, run, stage="adversarial" if two_stage else "all", init_checkpoint=init,
+                   callback=live)
+live.finish(result.history);
+
+# %% [markdown]
+# ## Last epoch per class
+
+# %%
+per_class = plots.history_tables(result.history[-1:], lt.classes)["per_class"]
+per_class.pivot_table(index=["class", "class_name"], columns=["split", "kind"], values="value")

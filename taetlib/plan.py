@@ -44,6 +44,7 @@ class Sweep:
     seeds: list[int]
     config: dict = field(default_factory=dict)            # RunConfig overrides shared by every run
     method_overrides: dict = field(default_factory=dict)  # method -> overrides (from a preset)
+    ir_overrides: dict = field(default_factory=dict)      # IR -> overrides: a budget sized per IR, equal across arms
     evaluation: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_EVALUATION))
     robust_attack: str | None = None  # the attack behind the robust metrics (default: pgd20 or the first)
     preset: str | None = None
@@ -51,6 +52,7 @@ class Sweep:
 
     def __post_init__(self):
         self.arms = [Arm.of(a) for a in self.arms]
+        self.ir_overrides = {float(k): v for k, v in self.ir_overrides.items()}   # JSON keys are strings
         labels = [a.name for a in self.arms]
         twice = sorted({n for n in labels if labels.count(n) > 1})
         if twice:
@@ -63,8 +65,9 @@ class Sweep:
         runs = []
         for ir in self.irs:
             for arm in self.arms:
-                for seed in self.seeds:   # preset config < method overrides < arm overrides < the sweep's axes
-                    d = {**self.config, "dataset": self.dataset, **self.method_overrides.get(arm.method, {}),
+                for seed in self.seeds:   # config < IR < method < arm overrides < the sweep's axes
+                    d = {**self.config, "dataset": self.dataset, **self.ir_overrides.get(float(ir), {}),
+                         **self.method_overrides.get(arm.method, {}),
                          **arm.overrides, "method": arm.method, "imbalance_ratio": float(ir), "seed": int(seed),
                          "robustlt": arm.robustlt}
                     run = Run(d, run_path(self.root, self.dataset, ir, arm.method, arm.robustlt, seed, arm.name),
@@ -78,7 +81,8 @@ class Sweep:
 
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "irs": self.irs, "arms": [a.to_dict() for a in self.arms], "seeds": self.seeds,
-                "config": self.config, "method_overrides": self.method_overrides, "evaluation": self.evaluation,
+                "config": self.config, "method_overrides": self.method_overrides,
+                "ir_overrides": self.ir_overrides, "evaluation": self.evaluation,
                 "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
 
 

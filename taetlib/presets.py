@@ -23,11 +23,13 @@ class Preset:
     reported: dict = field(default_factory=dict)   # what the papers report for this set-up
     method_overrides: dict = field(default_factory=dict)  # method -> extra RunConfig overrides
     evaluation: dict = field(default_factory=lambda: dict(EVALUATION))  # evaluate() arguments
+    ir_overrides: dict = field(default_factory=dict)   # IR -> RunConfig overrides (the same for every arm)
 
     def run_config(self, arm: Arm, imbalance_ratio: float, seed: int, **extra) -> dict:
         """The override dict of one run of this preset's sweep."""
         arm = Arm.of(arm)
-        return {**self.config, **self.method_overrides.get(arm.method, {}), **arm.overrides, "method": arm.method,
+        return {**self.config, **self.ir_overrides.get(imbalance_ratio, {}), **self.method_overrides.get(arm.method, {}),
+                **arm.overrides, "method": arm.method,
                 "imbalance_ratio": float(imbalance_ratio), "seed": seed, "robustlt": arm.robustlt, **extra}
 
 
@@ -203,8 +205,11 @@ register(Preset(
     sources={
         **DEMO_SOURCES,
         "n_max, epochs, stabilization_epochs, test_per_class": "sized so that 24 arms x 2 IRs x 3 seeds finish within "
-        "90 minutes on 2 cores (--jobs 2): 500 head-class images, 6 adversarial epochs (TAET's 3 clean epochs "
-        "before them), 200 test images per class",
+        "90 minutes on 2 cores (--jobs 2): 500 head-class images, 6 adversarial epochs at IR 10 (TAET's 3 clean "
+        "epochs before them), 200 test images per class",
+        "ir_overrides": "IR 100: 12 adversarial epochs (TAET: 6 clean before): its 1,000 training images (IR 10: "
+        "1,950) make an epoch half as long, and at 6 epochs (48 SGD steps) most arms stayed near chance; about the "
+        "same SGD steps and time as IR 10. Every arm of an IR gets the same budget",
         "attack_steps": "3 attack passes per training step for every arm; ADT (adt_steps 3 x adt_samples 1) and "
         "LAS-AT (iterations chosen from 1..5, mean 3, as its 3..14 bracket the baselines' 10 on CIFAR) pay the same",
         "lasat_strategy_model": "small_cnn: the strategy network on the target's trunk, as LAS-AT's code does with "

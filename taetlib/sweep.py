@@ -380,7 +380,8 @@ def sweep_from_args(args) -> Sweep:
     out = args.out or f"runs/{args.preset or 'sweep-' + dataset}"
     return Sweep(root=resolve(out), dataset=dataset, irs=args.irs or ps.get("irs") or [10.0], arms=arms,
                  seeds=args.seeds or ps.get("seeds") or [0], config=config,
-                 method_overrides=dict(preset.method_overrides) if preset else {}, evaluation=evaluation,
+                 method_overrides=dict(preset.method_overrides) if preset else {},
+                 ir_overrides=dict(preset.ir_overrides) if preset else {}, evaluation=evaluation,
                  robust_attack=args.robust_attack, preset=args.preset, cell_timeout=args.cell_timeout)
 
 

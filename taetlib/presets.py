@@ -202,6 +202,7 @@ register(Preset(
             "robustlt_b": 0.5, "adt_steps": 3, "adt_samples": 1, "lasat_iter_choices": [1, 2, 3, 4, 5],
             "lasat_reward_steps": 3, "lasat_strategy_model": "small_cnn"},
     sweep={"irs": [10, 100], "seeds": [0, 1, 2], "arms": RESULTS_ARMS},
+    ir_overrides={100: {"epochs": 12, "stabilization_epochs": 6}},
     sources={
         **DEMO_SOURCES,
         "n_max, epochs, stabilization_epochs, test_per_class": "sized so that 24 arms x 2 IRs x 3 seeds finish within "

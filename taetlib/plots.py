@@ -6,8 +6,11 @@ filters the table to what it wants to see. The schemas:
   plus run columns (run, label, imbalance_ratio, arm, seed) when several runs are stacked;
 - training history (`history_tables`): scalars (epoch, stage, metric, value) and per-class
   (epoch, stage, split, kind, class, class_name, value);
-- sweep aggregate (sweep.py): imbalance_ratio, arm, protocol, metric, mean, std, n.
-`show(fig, path)` displays a figure and, given a path, writes it as a stand-alone HTML file.
+- sweep aggregate (sweep.py): imbalance_ratio, arm, protocol, metric, mean, std, n, low, high.
+Every number drawn with an interval beside it in its table is drawn with that interval as its error
+bar (`<value>_low` / `<value>_high`, or `low` / `high` of the aggregate): 95 %, asymmetric.
+`show(fig, path)` displays a figure and, given a path, writes it as a stand-alone HTML file;
+`export_figure(fig, path)` writes it as PNG / SVG.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from .figure_files import PLOTLYJS, export_figure, plotlyjs_src, save_html, write_plotlyjs  # noqa: F401  (as before)
 from .history import history_tables, read_history  # noqa: F401  (plots.read_history: as before)
 from .metrics import class_groups
 
@@ -51,37 +55,6 @@ def _started_by_batch_runner() -> bool:
     except OSError:
         return False
     return any(k in cmd for k in ("papermill", "nbconvert", "jupyter-execute", "nbclient"))
-
-
-PLOTLYJS = "plotly.min.js"
-
-
-def write_plotlyjs(folder: str | Path) -> Path:
-    """plotly.js (4.6 MB) into `folder`, once: HTML figures there and below link to it."""
-    target = Path(folder) / PLOTLYJS
-    if not target.exists():
-        from plotly.offline import get_plotlyjs  # 4.6 MB of JS; deferred until it is written
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(get_plotlyjs())
-    return target
-
-
-def plotlyjs_src(folder: Path, levels: int = 4) -> str:
-    """Relative link to the nearest plotly.min.js in `folder` or up to `levels` folders above (a
-    sweep keeps one at its root for all its runs); a new copy in `folder` if there is none."""
-    for up, d in enumerate([folder, *folder.parents][:levels + 1]):
-        if (d / PLOTLYJS).exists():
-            return "../" * up + PLOTLYJS
-    write_plotlyjs(folder)
-    return PLOTLYJS
-
-
-def save_html(fig: go.Figure, path: str | Path) -> Path:
-    """A stand-alone HTML file that works offline, linking a shared plotly.min.js (`plotlyjs_src`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=plotlyjs_src(path.parent), full_html=True)
-    return path
 
 
 def show(fig: go.Figure, path: str | Path | None = None, *, interactive: bool | None = None) -> go.Figure:
@@ -264,22 +237,48 @@ def per_class_figure(tables: dict) -> go.Figure:
 
 
 # ------------------------------------------------------------------------------ figures: evaluation
+def _sorted(df: pd.DataFrame, col: str | None) -> dict:
+    """category_orders for `col`: its values sorted, so an arm has one colour in every figure of a page."""
+    return {col: sorted(dict.fromkeys(df[col].astype(str)))} if col else {}
+
+
+def error_bars(df: pd.DataFrame, value: str, low: str | None = None, high: str | None = None,
+               axis: str = "y") -> tuple[pd.DataFrame, dict]:
+    """(df, px keyword arguments) for error bars from the interval [low, high] around `value` (default
+    columns `<value>_low` / `<value>_high`); no bars where the table holds no interval."""
+    low, high = low or f"{value}_low", high or f"{value}_high"
+    if low not in df or high not in df or not (df[low].notna() & df[high].notna()).any():
+        return df, {}
+    plus, minus = f"{value} + ({axis})", f"{value} - ({axis})"
+    df = df.assign(**{plus: df[high] - df[value], minus: df[value] - df[low]})
+    return df, {f"error_{axis}": plus, f"error_{axis}_minus": minus}
+
+
 def with_groups(table: pd.DataFrame, train_counts) -> pd.DataFrame:
     """Adds `group` (head / medium / tail by training count, metrics.class_groups) to a per-class table."""
     group_of = {int(c): g for g, idx in class_groups(train_counts).items() for c in idx}
     return table.assign(group=table["class"].map(group_of))
 
 
+WEAK_PATTERN = "/"   # hatching of a bar whose class is among its arm's weakest (compare.with_weakest)
+
+
 def per_class_bars(table: pd.DataFrame, color: str = "attack", facet_col: str | None = None,
                    title: str = "Per-class recall") -> go.Figure:
     """Grouped bars of recall per class; `color` picks what is compared (attack: clean vs robust;
-    label or arm: method vs method)."""
+    label or arm: method vs method). Error bars: the interval recall_low / recall_high (Wilson for
+    one run, t over seeds for a mean); bars with `weakest` true are hatched."""
     if table.empty:
         return _empty(f"{title} (nothing to show)")
     df = table.assign(**{color: table[color].astype(str)})
+    df = df.assign(weakest=df["weakest"].astype(bool)) if "weakest" in df else df.assign(weakest=False)
+    df, err = error_bars(df, "recall")
+    hover = [c for c in ("n", "correct", "eps", "recall_low", "recall_high", "weakest") if c in df]
     fig = px.bar(df, x="class_name", y="recall", color=color, facet_col=facet_col, barmode="group",
-                 hover_data=[c for c in ("n", "correct", "eps") if c in df], template=TEMPLATE, range_y=[0, 1.02],
-                 category_orders={"class_name": list(dict.fromkeys(df.sort_values("class")["class_name"]))})
+                 custom_data=["weakest"], hover_data=hover, template=TEMPLATE, range_y=[0, 1.02],
+                 category_orders={"class_name": list(dict.fromkeys(df.sort_values("class")["class_name"])),
+                                  **_sorted(df, color)}, **err)
+    fig.for_each_trace(lambda t: t.update(marker_pattern_shape=[WEAK_PATTERN if w else "" for w in t.customdata[:, 0]]))
     fig.update_xaxes(title=None, tickangle=-45)
     return fig.update_layout(title=title, yaxis_title="recall")
 
@@ -289,21 +288,24 @@ def recall_vs_count(table: pd.DataFrame, color: str = "arm", title: str = "Robus
     weak class that is not rare (Shirt in Fashion-MNIST-LT, cat in CIFAR-10-LT) stands out from the tail."""
     if table.empty or "train_count" not in table:
         return _empty(f"{title} (nothing to show)")
-    df = table.assign(**{color: table[color].astype(str)})
+    df, err = error_bars(table.assign(**{color: table[color].astype(str)}), "recall")
     fig = px.scatter(df, x="train_count", y="recall", color=color, log_x=True, text="class_name",
-                     hover_data=[c for c in ("n", "recall_std") if c in df], template=TEMPLATE, range_y=[0, 1.02])
+                     hover_data=[c for c in ("n", "recall_std", "recall_low", "recall_high") if c in df],
+                     template=TEMPLATE, range_y=[0, 1.02], category_orders=_sorted(df, color), **err)
     fig.update_traces(textposition="top center", mode="markers+text")
     return fig.update_layout(title=title, xaxis_title="training images of the class (log)", yaxis_title="recall")
 
 
 def group_bars(groups: pd.DataFrame, color: str = "attack", facet_col: str | None = None,
                title: str = "Head / medium / tail mean recall") -> go.Figure:
-    """Bars of mean recall per group (columns: group, recall, `color`), e.g. from evaluate's summary."""
+    """Bars of mean recall per group (columns: group, recall, `color`), e.g. from evaluate's summary;
+    error bars where the table holds recall_low / recall_high (a mean over seeds)."""
     if groups.empty:
         return _empty(f"{title} (nothing to show)")
-    df = groups.assign(**{color: groups[color].astype(str)})
+    df, err = error_bars(groups.assign(**{color: groups[color].astype(str)}), "recall")
     fig = px.bar(df, x="group", y="recall", color=color, facet_col=facet_col, barmode="group", text_auto=".2f",
-                 category_orders={"group": GROUP_ORDER}, template=TEMPLATE, range_y=[0, 1.05])
+                 category_orders={"group": GROUP_ORDER, **_sorted(df, color)}, template=TEMPLATE, range_y=[0, 1.05],
+                 **err)
     return fig.update_layout(title=title, yaxis_title="mean recall")
 
 
@@ -352,31 +354,56 @@ def confusion_heatmap(conf: pd.DataFrame, title: str = "Where adversarial exampl
 
 def tradeoff_scatter(points: pd.DataFrame, label: str = "arm", facet_col: str | None = None,
                      title: str = "Balanced accuracy vs balanced robustness") -> go.Figure:
-    """TAET's Figure 2: one point per method. Columns: `label`, balanced_accuracy, balanced_robustness,
-    optionally balanced_accuracy_std / balanced_robustness_std for error bars."""
+    """TAET's Figure 2: one point per method. Columns: `label`, balanced_accuracy, balanced_robustness and,
+    for error bars in both directions, their 95 % intervals balanced_accuracy_low / _high and
+    balanced_robustness_low / _high (compare.tradeoff_points)."""
     if points.empty:
         return _empty(f"{title} (nothing to show)")
-    std = {f"error_{a}": f"balanced_{m}_std" for a, m in (("x", "accuracy"), ("y", "robustness"))
-           if f"balanced_{m}_std" in points and points[f"balanced_{m}_std"].notna().any()}
-    fig = px.scatter(points, x="balanced_accuracy", y="balanced_robustness", color=label, text=label,
-                     facet_col=facet_col, template=TEMPLATE, **std)
-    fig.update_traces(textposition="top center", marker_size=12)
-    return fig.update_layout(title=title, xaxis_title="balanced accuracy", yaxis_title="balanced robustness",
-                             showlegend=False)
+    df, err_x = error_bars(points, "balanced_accuracy", axis="x")
+    df, err_y = error_bars(df, "balanced_robustness", axis="y")
+    hover = [c for c in ("n", "balanced_accuracy_low", "balanced_accuracy_high", "balanced_robustness_low",
+                         "balanced_robustness_high", "interval") if c in df]
+    fig = px.scatter(df, x="balanced_accuracy", y="balanced_robustness", color=label, facet_col=facet_col,
+                     hover_data=hover, template=TEMPLATE, category_orders=_sorted(df, label), **err_x, **err_y)
+    fig.update_traces(marker_size=11)   # named in the legend: labels beside the points would sit on the bars
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return fig.update_layout(title=title, xaxis_title="balanced accuracy", yaxis_title="balanced robustness")
+
+
+def difference_forest(diffs: pd.DataFrame, facet_col: str | None = "metric", color: str | None = None,
+                      title: str = "Paired differences between arms") -> go.Figure:
+    """One row per pair of arms: a - b with its 95 % interval (columns a, b, difference, low, high;
+    compare.paired_rows), a line at 0: an interval clear of it is a difference the data show."""
+    df = diffs.dropna(subset=["difference"]) if len(diffs) else diffs
+    if df.empty:
+        return _empty(f"{title} (no pair of arms on the same images)")
+    df, err = error_bars(df.assign(pair=[f"{a} - {b}" for a, b in zip(df["a"], df["b"])]), "difference",
+                         "low", "high", axis="x")
+    fig = px.scatter(df, x="difference", y="pair", color=color, facet_col=facet_col, template=TEMPLATE,
+                     hover_data=[c for c in ("low", "high", "n", "interval", "reading") if c in df],
+                     category_orders={"pair": list(dict.fromkeys(df["pair"]))}, **err)
+    fig.add_vline(x=0, line_dash="dot", line_color="gray")
+    fig.update_yaxes(title=None)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return fig.update_layout(title=title, xaxis_title="difference (a - b)",
+                             height=max(300, 28 * df["pair"].nunique() + 160))
 
 
 def sweep_lines(aggregate: pd.DataFrame, metrics: list[str] | None = None,
-                title: str = "Sweep: mean and std over seeds") -> go.Figure:
-    """Metric against imbalance ratio per arm (method[+robustlt]), a panel per metric, std as error bars.
-    Columns: imbalance_ratio, arm, metric, mean, std (one protocol: filter first)."""
+                title: str = "Sweep: mean over seeds, 95 % intervals") -> go.Figure:
+    """Metric against imbalance ratio per arm (method[+robustlt]), a panel per metric, the aggregate's
+    interval low / high as error bars (t over seeds; one run: its own). Columns: imbalance_ratio, arm,
+    metric, mean, low, high (one protocol: filter first)."""
     df = aggregate if metrics is None else aggregate[aggregate["metric"].isin(metrics)]
     if df.empty:
         return _empty(f"{title} (nothing to show)")
     order = [m for m in (metrics or dict.fromkeys(df["metric"])) if m in set(df["metric"])]
-    fig = px.line(df.sort_values("imbalance_ratio"), x="imbalance_ratio", y="mean",
-                  error_y="std" if df["std"].notna().any() else None, color="arm", facet_col="metric",
-                  facet_col_wrap=3, markers=True, log_x=True, template=TEMPLATE, category_orders={"metric": order},
-                  facet_col_spacing=0.07, facet_row_spacing=0.15)
+    df, err = error_bars(df.sort_values("imbalance_ratio"), "mean", "low", "high")
+    fig = px.line(df, x="imbalance_ratio", y="mean", color="arm", facet_col="metric",
+                  hover_data=[c for c in ("std", "n", "low", "high", "interval") if c in df],
+                  facet_col_wrap=3, markers=True, log_x=True, template=TEMPLATE,
+                  category_orders={"metric": order, **_sorted(df, "arm")},
+                  facet_col_spacing=0.07, facet_row_spacing=0.15, **err)
     fig.update_yaxes(matches=None, showticklabels=True, title=None)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return fig.update_layout(title=title, height=130 + 270 * int(np.ceil(len(order) / 3)))

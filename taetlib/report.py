@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import plots, stats
+from . import compare, plots
+from .compare import tradeoff_points  # noqa: F401  (report.tradeoff_points: as before)
 from .runs import ARM_FILE, arm_name
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
@@ -94,14 +95,16 @@ def load_runs(run_dirs) -> dict[str, pd.DataFrame]:
     return out
 
 
-def predictions(run_dir: str | Path, protocol: str, attack: str) -> tuple[np.ndarray, np.ndarray]:
-    """(y, pred) of one attack on one protocol from eval/predictions.npz."""
+def predictions(run_dir: str | Path, protocol: str, attack: str, with_index: bool = False) -> tuple:
+    """(y, pred) of one attack on one protocol from eval/predictions.npz; (y, pred, index) with_index
+    (index: which test images, None where not saved)."""
     with np.load(Path(run_dir) / "eval" / "predictions.npz") as z:
         key = f"{protocol}/{attack}"
         if f"{key}/y" not in z.files:
             have = sorted({k.rsplit("/", 1)[0] for k in z.files})
             raise KeyError(f"{run_dir}: no predictions for {key!r}; saved: {have}")
-        return z[f"{key}/y"], z[f"{key}/pred"]
+        out = (z[f"{key}/y"], z[f"{key}/pred"])
+        return (*out, z[f"{key}/index"] if f"{key}/index" in z.files else None) if with_index else out
 
 
 # ------------------------------------------------------------------------------ headline metrics per run and over seeds
@@ -142,21 +145,9 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric, with
     a 95 % interval (low, high) and what it is (`interval`)."""
     keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
-    agg = metrics.groupby(keys, as_index=False, sort=False, dropna=False)["value"].agg(
-        mean="mean", std="std", n="count")
     # 95 % interval: a t-interval over seeds; for a single run, that run's own interval (the bootstrap
     # within classes for balanced metrics, Wilson for overall ones; none for the group metrics)
-    groups = metrics.groupby(keys, sort=False, dropna=False)
-    lows, highs, kinds = [], [], []
-    for _, g in groups:
-        t = stats.seed_interval(g["value"])
-        if t["n"] >= 2:
-            lows.append(t["low"]), highs.append(t["high"]), kinds.append("t over seeds")
-        else:
-            low = g["low"].iloc[0] if "low" in g and len(g) else np.nan
-            high = g["high"].iloc[0] if "high" in g and len(g) else np.nan
-            lows.append(low), highs.append(high), kinds.append("one run" if pd.notna(low) else "")
-    agg = agg.assign(low=lows, high=highs, interval=kinds)
+    agg = compare.seed_means(metrics, keys, "value", "low", "high")
     rank = {m: i for i, m in enumerate(METRICS)}
     agg["_m"] = agg["metric"].map(rank)
     return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
@@ -177,23 +168,35 @@ def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ views
 def arm_means(table: pd.DataFrame, by: list[str], value: str = "recall") -> pd.DataFrame:
-    """Mean (and std) of `value` over seeds for each arm and IR, keeping the `by` columns."""
-    keys = ["imbalance_ratio", "arm", *by]
-    return table.groupby(keys, as_index=False, sort=False)[value].agg(**{value: "mean", f"{value}_std": "std"})
+    """Mean, std and 95 % interval (value_low, value_high) of `value` over seeds for each arm and IR,
+    keeping the `by` columns: a t-interval over seeds, or one run's own (Wilson for per-class recall)."""
+    low, high = f"{value}_low", f"{value}_high"
+    return compare.means_as(table, ["imbalance_ratio", "arm", *by], value, low if low in table else None,
+                            high if high in table else None)
 
 
-def tradeoff_points(summary: pd.DataFrame, protocol: str, attack: str) -> pd.DataFrame:
-    """One point per arm and IR: balanced accuracy (clean) vs balanced robustness (`attack`), mean/std over seeds."""
-    s = summary[summary["protocol"] == protocol]
-    keys = ["imbalance_ratio", "arm", "seed"]
-    clean = s[s["attack"] == "clean"].set_index(keys)["balanced"].rename("balanced_accuracy")
-    robust = s[s["attack"] == attack].set_index(keys)["balanced"].rename("balanced_robustness")
-    both = pd.concat([clean, robust], axis=1).dropna().reset_index()
-    if both.empty:
-        return both
-    return both.groupby(["imbalance_ratio", "arm"], as_index=False, sort=False).agg(
-        balanced_accuracy=("balanced_accuracy", "mean"), balanced_accuracy_std=("balanced_accuracy", "std"),
-        balanced_robustness=("balanced_robustness", "mean"), balanced_robustness_std=("balanced_robustness", "std"))
+def paired_differences(tables: dict, attack: str) -> pd.DataFrame:
+    """Arm minus arm (later minus earlier in run order) on balanced accuracy (clean) and balanced
+    robustness (`attack`), per protocol and IR: per seed the paired bootstrap over the same test images,
+    then over seeds (compare.difference_means), with a plain reading where the interval excludes 0."""
+    def saved(run, protocol, att):
+        try:
+            return predictions(run, protocol, att, with_index=True)
+        except KeyError:   # not evaluated under this attack: its pairs carry a note
+            return None
+
+    rows = []
+    for (ir, seed), runs in tables["runs"].groupby(["imbalance_ratio", "seed"], sort=False):
+        for protocol in dict.fromkeys(tables["per_class"]["protocol"]):
+            for metric, att in (("balanced_accuracy", "clean"), ("balanced_robustness", attack)):
+                got = {r.arm: saved(r.run, protocol, att) for r in runs.itertuples()}
+                rows += [{"imbalance_ratio": ir, "protocol": protocol, "metric": metric, "seed": seed, **d}
+                         for d in compare.paired_rows(got)]
+    keys = ["imbalance_ratio", "protocol", "metric"]
+    if not rows:
+        return pd.DataFrame(columns=[*keys, "a", "b", "note", "difference", "std", "n", "low", "high", "interval",
+                                     "reading"])
+    return compare.difference_means(pd.DataFrame(rows), keys)
 
 
 def _ir_facet(df: pd.DataFrame) -> str | None:
@@ -224,14 +227,28 @@ def run_view(tables: dict, name: str, label: str, attack: str, protocol: str) ->
     raise ValueError(f"view={name!r}: choose one of {RUN_VIEWS}")
 
 
+TRADEOFF_TITLE = "Balanced accuracy vs balanced robustness ({attack}, {protocol} test set; 95 % intervals)"
+
+
+def tradeoff_figure(agg: pd.DataFrame, protocol: str) -> go.Figure:
+    """The sweep report's first figure, and the README's: TAET's Figure 2 read off the aggregate table,
+    one point per arm (a panel per IR when several), its 95 % intervals as error bars both ways."""
+    p = _with_ir(compare.tradeoff_from_aggregate(agg, protocol))
+    attack = agg["robust_attack"].dropna().iloc[0] if "robust_attack" in agg and agg["robust_attack"].notna().any() \
+        else "pgd20"
+    return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
+                                                                                         protocol=protocol))
+
+
 def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure:
     """A view over every run, seeds averaged per arm and IR."""
     if name == "methods_per_class":
         t = tables["per_class"]
         t = t[(t["attack"] == attack) & (t["protocol"] == protocol)]
-        m = _with_ir(arm_means(t, ["class", "class_name"]))
+        m = _with_ir(compare.with_weakest(arm_means(t, ["class", "class_name"]), ["imbalance_ratio", "arm"]))
         return plots.per_class_bars(m, color="arm", facet_col=_ir_facet(m),
-                                    title=f"{attack} recall per class, method vs method ({protocol}, mean over seeds)")
+                                    title=f"{attack} recall per class, method vs method ({protocol}, mean over seeds, "
+                                          "95 % intervals; hatched: each arm's weakest third)")
     if name == "recall_vs_count":
         t = tables["per_class"]
         t = t[(t["attack"] == attack) & (t["protocol"] == protocol)]
@@ -248,8 +265,8 @@ def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure
                                 title=f"Head / medium / tail mean recall, clean and {attack} ({protocol})")
     if name == "tradeoff":
         p = _with_ir(tradeoff_points(tables["summary"], protocol, attack))
-        return plots.tradeoff_scatter(p, facet_col=_ir_facet(p),
-                                      title=f"Balanced accuracy vs balanced robustness ({attack}, {protocol})")
+        return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
+                                                                                             protocol=protocol))
     raise ValueError(f"view={name!r}: choose one of {CROSS_VIEWS}")
 
 
@@ -310,22 +327,18 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4f}", border=0, classes="tbl")
 
 
-def aggregate_wide(agg: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """One row per IR and arm, one column per metric: 'mean ± std [low, high]' (n seeds)."""
-    a = agg[agg["protocol"] == protocol]
-    lo = a["low"] if "low" in a else pd.Series(np.nan, index=a.index)
-    hi = a["high"] if "high" in a else pd.Series(np.nan, index=a.index)
-    cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") + ("" if pd.isna(l) else f" [{l:.4f}, {h:.4f}]")
-            for m, s, l, h in zip(a["mean"], a["std"], lo, hi)]
-    wide = a.assign(cell=cell).pivot_table(index=["imbalance_ratio", "arm", "n"], columns="metric", values="cell",
-                                           aggfunc="first", sort=False)
-    wide = wide[[m for m in METRICS if m in wide.columns]].reset_index().rename(columns={"n": "seeds"})
-    wide.columns.name = None
-    return wide.assign(imbalance_ratio=[f"{v:g}" for v in wide["imbalance_ratio"]])
-
-
 STYLE = ("body{font-family:sans-serif;margin:2em} .tbl td,.tbl th{padding:2px 8px;text-align:left} "
          ".bad{color:#b00} pre{background:#f6f6f6;padding:1em}")
+LEAD = {   # the report's first three sections: the answer, each number with its 95 % interval
+    "tradeoff": ("Balanced accuracy vs balanced robustness", "One point per arm; error bars: 95 % intervals in "
+                 "both directions (t over seeds; for one run, the bootstrap within classes)."),
+    "per_class": ("Per-class robust recall per arm", "Error bars: 95 % intervals (Wilson for one run, t over "
+                  "seeds for a mean). Hatched: each arm's weakest ceil(C/3) classes by robust recall "
+                  "(metrics.weakest_k), whatever their frequency."),
+    "differences": ("Paired differences between arms", "a - b on the same test images: per seed a paired "
+                    "bootstrap within classes (stats.paired_difference), over seeds a t-interval. A reading is "
+                    "given only where the 95 % interval excludes 0."),
+}
 
 
 def _link(root: Path, p: Path) -> str:
@@ -333,52 +346,65 @@ def _link(root: Path, p: Path) -> str:
     return f"<li><a href='{html.escape(rel)}'>{html.escape(rel)}</a></li>"
 
 
-def sweep_figures(agg: pd.DataFrame, tables: dict | None, attack: str) -> list[tuple[str, go.Figure]]:
-    """The report's figures: headline metrics vs IR, then the cross-run views, per protocol."""
-    figs = []
-    for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
-        figs.append((f"Headline metrics vs IR ({protocol})",
-                     plots.sweep_lines(agg[agg["protocol"] == protocol], title=f"Mean ± std over seeds ({protocol})")))
-    if tables is not None:
-        for protocol in dict.fromkeys(tables["per_class"]["protocol"]):
-            figs += [(f"{n} ({protocol})", cross_view(tables, n, attack, protocol)) for n in CROSS_VIEWS]
-    return figs
+def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
+                  attack: str) -> list[tuple[str, str, go.Figure]]:
+    """(section, title, figure) in page order: the LEAD sections per protocol, then the rest ('more')."""
+    protocols = list(dict.fromkeys(agg["protocol"])) if len(agg) else []
+    evaluated = list(dict.fromkeys(tables["per_class"]["protocol"])) if tables is not None else []
+    figs = [("tradeoff", f"{p} test set", tradeoff_figure(agg, p)) for p in protocols]
+    figs += [("per_class", f"{p} test set", cross_view(tables, "methods_per_class", attack, p)) for p in evaluated]
+    for p in evaluated:
+        d = _with_ir(diffs[diffs["protocol"] == p])
+        figs.append(("differences", f"{p} test set", plots.difference_forest(
+            d, color=_ir_facet(d), title=f"Paired differences a - b ({attack}, {p} test set; 95 % intervals)")))
+    figs += [("more", f"Headline metrics vs IR ({p})", plots.sweep_lines(
+        agg[agg["protocol"] == p], title=f"Mean over seeds, 95 % intervals ({p})")) for p in protocols]
+    return figs + [("more", f"{n} ({p})", cross_view(tables, n, attack, p)) for p in evaluated
+                   for n in CROSS_VIEWS if n not in ("methods_per_class", "tradeoff")]   # those two: above
 
 
 def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=()) -> Path:
-    """root/report.html: settings, status (failures with their errors), the aggregated table per
-    protocol, the comparison figures, and links to the report notebook, its views and every run."""
+    """root/report.html, the answer first: (1) balanced accuracy vs balanced robustness per arm, (2)
+    per-class robust recall per arm with the weakest classes marked, (3) the paired differences between
+    arms (figure and table); then the aggregated tables, the other figures, the runs (failures with
+    their errors), the files, and last the settings, collapsed."""
     root = Path(root)
     done = [d for d in status[status["status"].isin(["done", "skipped"])]["run"]
             if (Path(d) / "eval" / "per_class.csv").exists()]
     tables = load_runs(done) if done else None
     attack = agg["robust_attack"].dropna().iloc[0] if "robust_attack" in agg and agg["robust_attack"].notna().any() \
         else "pgd20"
+    diffs = paired_differences(tables, attack) if tables is not None else pd.DataFrame()
     counts = status["status"].value_counts().to_dict()
     runs = status.assign(run=[Path(r).relative_to(root).as_posix() if Path(r).is_relative_to(root) else r
                               for r in status["run"]], seconds=status["seconds"].round(0).astype(int))
-    settings = html.escape(json.dumps(sweep.to_dict(), indent=2, default=str))
+    figs = [(name, f"<h3>{html.escape(title)}</h3>" + fig.to_html(full_html=False, include_plotlyjs=False,
+                                                                   div_id=f"fig{i}"))
+            for i, (name, title, fig) in enumerate(sweep_figures(agg, tables, diffs, attack))]
 
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
-             f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
-             f"<h2>Settings</h2><pre>{settings}</pre>",
-             "<h2>Runs</h2><p>" + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
-             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes],
-             _table_html(runs[["run", "status", "seconds", "error"]])]
+             f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')} &middot; runs: "
+             + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
+             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes]]
+    for name, (title, text) in LEAD.items():
+        parts += [f"<h2 id='{name}'>{title}</h2><p>{html.escape(text)} Robust attack: {html.escape(attack)}.</p>",
+                  *[f for n, f in figs if n == name]]
+    if len(diffs):
+        parts.append(_table_html(compare.differences_table(diffs)))
     for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
         parts += [f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(attack)})</h2>",
-                  _table_html(aggregate_wide(agg, protocol))]
+                  _table_html(compare.aggregate_wide(agg, protocol, METRICS))]
     if len(agg):
         parts.append("<p>Groups: " + "; ".join(f"<b>{m}</b>: {html.escape(d)}" for m, d in METRIC_GROUPS.items())
                      + ".</p>")
-    parts.append("<h2>Figures</h2>")
-    for i, (title, fig) in enumerate(sweep_figures(agg, tables, attack)):
-        parts.append(f"<h3>{html.escape(title)}</h3>" + fig.to_html(full_html=False, include_plotlyjs=False,
-                                                                     div_id=f"fig{i}"))
+    parts += ["<h2 id='more'>More figures</h2>", *[f for n, f in figs if n == "more"],
+              "<h2 id='runs'>Runs</h2>", _table_html(runs[["run", "status", "seconds", "error"]])]
     files = [root / f for f in ("report/05_per_class_plots.ipynb", "aggregate.csv", "metrics.csv", "runs.csv")]
     files += sorted((root / "report").glob("*.html"))
     files += [p for p in sorted(root.rglob("*.ipynb")) if "report" not in p.relative_to(root).parts]
-    parts.append("<h2>Files</h2><ul>" + "".join(_link(root, p) for p in files if p.exists()) + "</ul>")
+    parts.append("<h2 id='files'>Files</h2><ul>" + "".join(_link(root, p) for p in files if p.exists()) + "</ul>")
+    settings = html.escape(json.dumps(sweep.to_dict(), indent=2, default=str))
+    parts.append(f"<details id='settings'><summary>Settings</summary><pre>{settings}</pre></details>")
 
     plots.write_plotlyjs(root)  # one copy beside the page: it works offline
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep report</title>"

@@ -62,6 +62,13 @@ def paired_difference(y_true, pred_a, pred_b, **kw) -> tuple[float, float, float
     return stratified_bootstrap(y_true, hits_a - hits_b, **kw)
 
 
+def t_half_width(std, n, level: float = LEVEL) -> np.ndarray:
+    """Half-width of the t-interval of a mean of n values with sample std `std` (vectorised; nan for n < 2)."""
+    std, n = np.asarray(std, dtype=float), np.asarray(n, dtype=float)
+    return np.where(n >= 2, stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1)) * std / np.sqrt(np.maximum(n, 1)),
+                    np.nan)
+
+
 def seed_interval(values, level: float = LEVEL) -> dict:
     """mean, std (ddof 1), n and the t-interval of the mean over seeds; low/high are nan for one seed."""
     v = np.asarray(values, dtype=float)
@@ -71,8 +78,8 @@ def seed_interval(values, level: float = LEVEL) -> dict:
     if n < 2:
         return {"mean": mean, "std": float("nan"), "n": n, "low": float("nan"), "high": float("nan")}
     std = float(v.std(ddof=1))
-    low, high = stats.t.interval(level, n - 1, loc=mean, scale=std / np.sqrt(n)) if std > 0 else (mean, mean)
-    return {"mean": mean, "std": std, "n": n, "low": float(low), "high": float(high)}
+    half = float(t_half_width(std, n, level))
+    return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
 
 
 def separated(a: tuple[float, float], b: tuple[float, float]) -> bool:

@@ -1,0 +1,266 @@
+"""Every number drawn with its uncertainty: the error bars of the figures are the interval columns of
+the tables (Wilson per class, bootstrap within classes for one run, t over seeds), the sweep report
+leads with the answer and keeps its settings last and collapsed, and the README figure is the report's
+first figure exported by plotly's own write_image. Runs here are written with the real table functions
+(eval_result) from made-up predictions: no training."""
+import base64
+import importlib.util
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taetlib import compare, eval_result, metrics, plots, report, stats, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = [f"c{i}" for i in range(6)]
+COUNTS = [600, 300, 150, 80, 40, 20]
+PER_CLASS = 40
+PROTOCOLS = ("balanced", "long_tailed")
+# per arm: the chance of a hit per class, clean and under pgd20
+ARMS = {"pgd_at": (np.linspace(0.9, 0.5, 6), np.linspace(0.6, 0.2, 6)),
+        "taet": (np.linspace(0.9, 0.6, 6), np.linspace(0.7, 0.4, 6))}
+
+
+def evaluated_run(root: Path, arm: str, ir: float, seed: int, hit=None, index_shift: int = 0) -> Path:
+    """A run folder as evaluate_run leaves it, its tables written by eval_result from drawn predictions."""
+    d = root / f"synthetic-ir{ir:g}" / arm / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"dataset": "synthetic", "imbalance_ratio": ir, "method": arm,
+                                               "robustlt": False, "seed": seed}))
+    g = np.random.default_rng([seed, int(ir), len(arm)])
+    y = np.repeat(np.arange(6), PER_CLASS)
+    preds, tables = {}, []
+    for protocol in PROTOCOLS:
+        for attack, p in zip(("clean", "pgd20"), hit or ARMS[arm]):
+            pred = np.where(g.random(y.size) < p[y], y, (y + 1) % 6)
+            preds[(protocol, attack)] = {"y": y, "pred": pred, "index": np.arange(y.size) + index_shift}
+            tables.append(eval_result.per_class_table(attack, protocol, 0.0 if attack == "clean" else 0.1, y, pred,
+                                                      CLASSES).assign(train_count=lambda t: t["class"].map(
+                                                          dict(enumerate(COUNTS)))))
+    table = pd.concat(tables, ignore_index=True)
+    flags = pd.DataFrame(columns=["flag", "attack", "protocol", "classes", "raised", "detail"]).astype({"raised": bool})
+    summary = eval_result.summary_table(table, preds, COUNTS, CLASSES, flags, {})
+    eval_result.EvalResult(table, summary, flags, table[table.attack == "pgd20"], preds, {}).save(d / "eval")
+    return d
+
+
+def status_of(runs) -> pd.DataFrame:
+    return pd.DataFrame([{**report.run_info(d), "run": str(d), "status": "done", "seconds": 1.0, "error": "",
+                          "notebook": ""} for d in runs])
+
+
+@pytest.fixture(scope="module")
+def one_seed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one_seed")
+    return root, [evaluated_run(root, arm, 10.0, 0) for arm in ARMS]
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two_seeds")
+    return root, [evaluated_run(root, arm, ir, s) for ir in (10.0, 100.0) for arm in ARMS for s in (0, 1)]
+
+
+def bars(trace, axis="y"):
+    """(value, plus, minus) per point of a trace: its error bars as drawn."""
+    e = getattr(trace, f"error_{axis}")
+    return np.asarray(getattr(trace, axis), float), np.asarray(e.array, float), np.asarray(e.arrayminus, float)
+
+
+# ------------------------------------------------------------------------------ figures
+def test_per_class_bars_draw_the_wilson_interval_and_hatch_the_weakest(one_seed):
+    t = report.load_runs(one_seed[1])["per_class"]
+    t = t[(t.attack == "pgd20") & (t.protocol == "balanced")]
+    fig = plots.per_class_bars(compare.with_weakest(t, ["arm"]), color="arm")
+    assert {tr.name for tr in fig.data} == set(ARMS)
+    for tr in fig.data:
+        rows = t[t.arm == tr.name].set_index("class_name").loc[list(tr.x)]
+        y, plus, minus = bars(tr)
+        assert np.allclose(y, rows.recall) and (plus > 0).all() and (minus > 0).all()
+        assert np.allclose(y + plus, rows.recall_high) and np.allclose(y - minus, rows.recall_low)
+        for name, (k, n) in zip(tr.x, rows[["correct", "n"]].to_numpy()):   # Wilson, from scipy, not from the table
+            assert np.allclose([y[list(tr.x).index(name)] + plus[list(tr.x).index(name)]], [stats.wilson(k, n)[1]])
+        weakest, _ = metrics.weakest_k(rows.sort_values("class").recall.to_numpy())
+        hatched = {c for c, s in zip(tr.x, tr.marker.pattern.shape) if s == plots.WEAK_PATTERN}
+        assert hatched == {CLASSES[c] for c in weakest} and len(hatched) == 2
+
+
+def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
+    tables = report.load_runs(two_seeds[1])
+    fig = report.cross_view(tables, "methods_per_class", "pgd20", "balanced")
+    t = tables["per_class"]
+    t = t[(t.attack == "pgd20") & (t.protocol == "balanced")]
+    assert len(fig.data) == 4   # 2 arms x 2 IR panels
+    for tr in fig.data:
+        ir = 10.0 if tr.xaxis == "x" else 100.0
+        y, plus, minus = bars(tr)
+        for i, name in enumerate(tr.x):
+            seeds = t[(t.arm == tr.name) & (t.imbalance_ratio == ir) & (t.class_name == name)].recall
+            want = stats.seed_interval(seeds)
+            assert want["n"] == 2 and y[i] == pytest.approx(want["mean"])
+            assert y[i] + plus[i] == pytest.approx(want["high"]) and y[i] - minus[i] == pytest.approx(want["low"])
+
+
+def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
+    for root, runs in (one_seed, two_seeds):
+        agg = sweep.aggregate(sweep.collect(status_of(runs), None))
+        fig = report.tradeoff_figure(agg, "balanced")
+        assert len(fig.data) == 2 * agg.imbalance_ratio.nunique()
+        for tr in fig.data:
+            ir = 10.0 if tr.xaxis == "x" else 100.0
+            row = agg[(agg.arm == tr.name) & (agg.protocol == "balanced") & (agg.imbalance_ratio == ir)].set_index("metric")
+            for axis, metric in (("x", "balanced_accuracy"), ("y", "balanced_robustness")):
+                v, plus, minus = bars(tr, axis)
+                assert v[0] == pytest.approx(row.loc[metric, "mean"])
+                assert v[0] + plus[0] == pytest.approx(row.loc[metric, "high"])
+                assert v[0] - minus[0] == pytest.approx(row.loc[metric, "low"])
+                assert plus[0] > 0 and minus[0] > 0
+    # one seed: the run's own bootstrap interval, as in its summary.csv
+    s = pd.read_csv(one_seed[1][0] / "eval" / "summary.csv").set_index(["protocol", "attack"])
+    agg = sweep.aggregate(sweep.collect(status_of(one_seed[1]), None))
+    row = agg[(agg.arm == "pgd_at") & (agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].iloc[0]
+    assert row.interval == "one run" and row.low == s.loc[("balanced", "pgd20"), "balanced_low"]
+
+
+def test_sweep_lines_error_bars_are_the_seed_intervals(two_seeds):
+    agg = sweep.aggregate(sweep.collect(status_of(two_seeds[1]), None))
+    a = agg[(agg.protocol == "balanced") & agg.metric.isin(["balanced_accuracy", "balanced_robustness"])]
+    fig = plots.sweep_lines(a)
+    assert len(fig.data) == 4
+    for tr in fig.data:
+        metric = "balanced_accuracy" if tr.xaxis == "x" else "balanced_robustness"
+        want = a[(a.arm == tr.name) & (a.metric == metric)].sort_values("imbalance_ratio")
+        assert (want.interval == "t over seeds").all() and list(tr.x) == list(want.imbalance_ratio)
+        y, plus, minus = bars(tr)
+        assert np.allclose(y + plus, want.high) and np.allclose(y - minus, want.low)
+
+
+def test_paired_differences_read_only_where_the_interval_excludes_zero(tmp_path):
+    strong = (np.full(6, 0.95), np.full(6, 0.8))
+    runs = [evaluated_run(tmp_path, "weak", 10.0, 0, (np.full(6, 0.6), np.full(6, 0.3))),
+            evaluated_run(tmp_path, "strong", 10.0, 0, strong),
+            evaluated_run(tmp_path, "twin", 10.0, 0, strong)]   # the same draws as strong: the same predictions
+    shutil.copy(runs[1] / "eval" / "predictions.npz", runs[2] / "eval" / "predictions.npz")
+    d = report.paired_differences(report.load_runs(runs), "pgd20")
+    d = d[d.protocol == "balanced"].set_index(["metric", "a", "b"])
+    row = d.loc[("balanced_robustness", "strong", "weak")]
+    y, ps, pw = (report.predictions(runs[i], "balanced", "pgd20")[k] for i, k in ((1, 0), (1, 1), (0, 1)))
+    assert (row.difference, row.low, row.high) == pytest.approx(stats.paired_difference(y, ps, pw))
+    assert row.low > 0 and row.reading == "strong higher" and row.interval == "one run"
+    assert d.loc[("balanced_robustness", "twin", "strong")].reading == ""   # 0 inside: no word
+    assert d.loc[("balanced_robustness", "twin", "weak")].reading == "twin higher"
+    forest = plots.difference_forest(d.reset_index().query("metric == 'balanced_robustness'"), facet_col=None)
+    x, plus, minus = bars(forest.data[0], "x")
+    assert list(forest.data[0].y) == ["strong - weak", "twin - weak", "twin - strong"]
+    assert x[0] + plus[0] == pytest.approx(row.high) and x[0] - minus[0] == pytest.approx(row.low)
+
+    moved = evaluated_run(tmp_path / "other", "moved", 10.0, 0, strong, index_shift=1000)  # other test images
+    d = report.paired_differences(report.load_runs([runs[0], moved]), "pgd20")
+    assert set(d.note) == {"not on the same test images"} and d.difference.isna().all() and set(d.reading) == {""}
+
+
+# ------------------------------------------------------------------------------ the report page
+class Outline(HTMLParser):
+    """The page's h2 ids, plotly divs and details blocks, in order."""
+    def __init__(self):
+        super().__init__()
+        self.items, self.details = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "h2":
+            self.items.append(("h2", a.get("id")))
+        elif tag == "div" and (a.get("id") or "").startswith("fig"):
+            self.items.append(("fig", a["id"]))
+        elif tag == "details":
+            self.items.append(("details", a.get("id")))
+            self.details.append(a)
+
+
+def decoded(v):
+    """plotly's JSON arrays: plain lists, or typed arrays {'dtype', 'bdata'} (base64)."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    return np.asarray(v, float)
+
+
+def plotted(page: str, div_id: str) -> list[dict]:
+    m = re.search(r'Plotly\.newPlot\(\s*"' + div_id + r'",\s*', page)
+    return json.JSONDecoder().raw_decode(page, m.end())[0]
+
+
+def test_report_leads_with_the_answer_and_ends_with_collapsed_settings(two_seeds):
+    root, runs = two_seeds
+    status = status_of(runs)
+    agg = sweep.aggregate(sweep.collect(status, None))
+    s = sweep.Sweep(root, "synthetic", [10, 100], [("pgd_at", False), ("taet", False)], [0, 1])
+    page = report.write_sweep_report(root, s, status, agg, []).read_text()
+    outline = Outline()
+    outline.feed(page)
+    h2 = [i for k, i in outline.items if k == "h2"]
+    assert h2[:3] == ["tradeoff", "per_class", "differences"] and h2[-3:] == ["more", "runs", "files"]
+    assert outline.items[-1] == ("details", "settings") and "open" not in outline.details[0]
+    assert page.index("<summary>Settings</summary>") > page.index("<h2 id='files'>")
+    irs = "&quot;irs&quot;"   # a settings key, as the escaped JSON shows it: only inside the collapsed block
+    assert page.count(irs) == 1 and page.index("<details") < page.index(irs) < page.index("</details>")
+    # the first figure stands under the first heading, and is the trade-off with the aggregate's intervals
+    assert outline.items[1] == ("fig", "fig0")
+    under, head = {}, None
+    for k, i in outline.items:
+        head = i if k == "h2" else head
+        if k == "fig":
+            under.setdefault(head, []).append(i)
+    assert len(under["tradeoff"]) == len(under["per_class"]) == len(under["differences"]) == 2   # per protocol
+    data = plotted(page, "fig0")
+    a = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_robustness")]
+    for tr in data:
+        ir = 10.0 if tr.get("xaxis", "x") == "x" else 100.0
+        row = a[(a.arm == tr["name"]) & (a.imbalance_ratio == ir)].iloc[0]
+        y = decoded(tr["y"])[0]
+        assert y + decoded(tr["error_y"]["array"])[0] == pytest.approx(row.high)
+        assert y - decoded(tr["error_y"]["arrayminus"])[0] == pytest.approx(row.low)
+    # the paired differences: figure, then the table with a reading only where the interval excludes 0
+    diffs = report.paired_differences(report.load_runs(runs), "pgd20")
+    assert "taet - pgd_at" in page and len(diffs) == 2 * 2 * 2
+    for r in diffs.itertuples():
+        assert (r.reading != "") == (r.low > 0 or r.high < 0)
+    assert page.index("<h2 id='differences'>") < page.index("difference [95 % interval]") < page.index("Aggregate,")
+
+
+# ------------------------------------------------------------------------------ static export and the README figure
+def test_export_figure_writes_png_and_svg_and_names_the_fix_without_a_browser(tmp_path, monkeypatch):
+    fig = plots.tradeoff_scatter(pd.DataFrame({"arm": ["a", "b"], "balanced_accuracy": [0.7, 0.6],
+                                               "balanced_robustness": [0.4, 0.5]}), title="export me")
+    png = plots.export_figure(fig, tmp_path / "f.png", width=400, height=300, scale=1, timeout=60)
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(head[16:20], "big") == 400
+    svg = plots.export_figure(fig, tmp_path / "f.svg", width=400, height=300, timeout=60).read_text()
+    assert svg.startswith("<svg") and "export me" in svg
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))   # what a machine without a browser sees
+    with pytest.raises(RuntimeError, match=r"apt-get install chromium.*make setup"):
+        plots.export_figure(fig, tmp_path / "g.png")
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_readme_figure_is_the_reports_first_figure_on_the_committed_numbers():
+    spec = importlib.util.spec_from_file_location("make_readme_figure", ROOT / "docs" / "make_readme_figure.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    agg = pd.read_csv(script.NUMBERS)
+    assert script.figure(agg).to_json() == report.tradeoff_figure(agg, "balanced").to_json()
+    readme = (ROOT / "README.md").read_text()
+    link = re.search(r"!\[[^\]]*\]\((docs/[^)]+)\)", readme).group(1)
+    assert ROOT / link == script.FIGURE and script.FIGURE.exists() and "hand" not in script.__doc__
+    # the intervals the README quotes are those of the committed numbers
+    rob = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].set_index("arm")
+    quoted = dict(re.findall(r"^(\S+)\s+(\d+\.\d \[\d+\.\d, \d+\.\d\])$", readme, re.M))
+    assert set(quoted) == set(rob.index)
+    for arm, text in quoted.items():
+        r = rob.loc[arm]
+        assert text == f"{100 * r['mean']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from taetlib import compare, eval_result, metrics, plots, report, stats, sweep
 
@@ -102,9 +103,9 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
         y, plus, minus = bars(tr)
         for i, name in enumerate(tr.x):
             seeds = t[(t.arm == tr.name) & (t.imbalance_ratio == ir) & (t.class_name == name)].recall
-            want = stats.seed_interval(seeds)
-            assert want["n"] == 2 and y[i] == pytest.approx(want["mean"])
-            assert y[i] + plus[i] == pytest.approx(want["high"]) and y[i] - minus[i] == pytest.approx(want["low"])
+            assert len(seeds) == 2 and y[i] == pytest.approx(seeds.mean())
+            low, high = scipy_stats.t.interval(0.95, 1, loc=seeds.mean(), scale=seeds.std(ddof=1) / np.sqrt(2))
+            assert y[i] + plus[i] == pytest.approx(high) and y[i] - minus[i] == pytest.approx(low)
 
 
 def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
@@ -145,7 +146,8 @@ def test_paired_differences_read_only_where_the_interval_excludes_zero(tmp_path)
     strong = (np.full(6, 0.95), np.full(6, 0.8))
     runs = [evaluated_run(tmp_path, "weak", 10.0, 0, (np.full(6, 0.6), np.full(6, 0.3))),
             evaluated_run(tmp_path, "strong", 10.0, 0, strong),
-            evaluated_run(tmp_path, "twin", 10.0, 0, strong)]   # the same draws as strong: the same predictions
+            evaluated_run(tmp_path, "twin", 10.0, 0, strong),    # the same draws as strong: the same predictions
+            evaluated_run(tmp_path, "close", 10.0, 0, strong)]   # as strong, other draws: a difference near 0
     shutil.copy(runs[1] / "eval" / "predictions.npz", runs[2] / "eval" / "predictions.npz")
     d = report.paired_differences(report.load_runs(runs), "pgd20")
     d = d[d.protocol == "balanced"].set_index(["metric", "a", "b"])
@@ -154,10 +156,13 @@ def test_paired_differences_read_only_where_the_interval_excludes_zero(tmp_path)
     assert (row.difference, row.low, row.high) == pytest.approx(stats.paired_difference(y, ps, pw))
     assert row.low > 0 and row.reading == "strong higher" and row.interval == "one run"
     assert d.loc[("balanced_robustness", "twin", "strong")].reading == ""   # 0 inside: no word
+    close = d.loc[("balanced_robustness", "close", "strong")]
+    assert close.low < 0 < close.high and close.reading == ""
     assert d.loc[("balanced_robustness", "twin", "weak")].reading == "twin higher"
     forest = plots.difference_forest(d.reset_index().query("metric == 'balanced_robustness'"), facet_col=None)
     x, plus, minus = bars(forest.data[0], "x")
-    assert list(forest.data[0].y) == ["strong - weak", "twin - weak", "twin - strong"]
+    assert list(forest.data[0].y) == ["strong - weak", "twin - weak", "close - weak", "twin - strong", "close - strong",
+                                      "close - twin"]   # later minus earlier, in run order
     assert x[0] + plus[0] == pytest.approx(row.high) and x[0] - minus[0] == pytest.approx(row.low)
 
     moved = evaluated_run(tmp_path / "other", "moved", 10.0, 0, strong, index_shift=1000)  # other test images

@@ -198,10 +198,15 @@ def test_eps_curves_confusion_and_tradeoff():
     assert np.asarray(heat.data[0].z).shape == (3, 3)
 
     pts = pd.DataFrame({"arm": ["taet", "at_bsl"], "balanced_accuracy": [0.75, 0.72],
-                        "balanced_robustness": [0.35, 0.27], "balanced_accuracy_std": [0.01, np.nan],
-                        "balanced_robustness_std": [0.02, 0.01]})
+                        "balanced_robustness": [0.35, 0.27], "balanced_accuracy_low": [0.74, np.nan],
+                        "balanced_accuracy_high": [0.77, np.nan], "balanced_robustness_low": [0.33, 0.26],
+                        "balanced_robustness_high": [0.36, 0.29]})
     sc = plots.tradeoff_scatter(pts)
-    assert len(sc.data) == 2 and sc.layout.xaxis.title.text == "balanced accuracy"
+    assert [t.name for t in sc.data] == ["at_bsl", "taet"] and sc.layout.xaxis.title.text == "balanced accuracy"
+    taet = sc.data[1]   # intervals as error bars both ways (asymmetric); none where the table has none
+    assert (taet.error_x.array[0], taet.error_x.arrayminus[0]) == pytest.approx((0.02, 0.01))
+    assert (taet.error_y.array[0], taet.error_y.arrayminus[0]) == pytest.approx((0.01, 0.02))
+    assert np.isnan(sc.data[0].error_x.array[0]) and sc.data[0].error_y.array[0] == pytest.approx(0.02)
 
 
 def test_sweep_lines():

@@ -26,6 +26,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VPY) -m taetlib demo
 
+# The published CPU table (results/fmnist_lt/): 144 runs, about 70 minutes on 2 cores; resumes.
+results: $(STAMP)
+	$(VPY) -m taetlib results --jobs 2
+
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 

@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, evaluate, sweep."""
+"""`python -m taetlib ...`: presets, train, demo, results, evaluate, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 
-from . import data, evaluate, presets, sweep, train
+from . import data, evaluate, presets, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import ConfigError, RunConfig, parse_sets
 from .data import ManifestError, MissingDataError
@@ -57,22 +57,57 @@ def summary_frame(aggregate):
     return (t[[m for m in METRICS if m in t.columns]] * 100).round(2)
 
 
+def preset_sweep(name: str, out: str) -> sweep.Sweep:
+    """A preset's whole sweep into `out`, on real Fashion-MNIST (installed first where it can be)."""
+    folder = data.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
+    p = presets.get(name)
+    print(f"Fashion-MNIST: {folder}\n{p.description}", flush=True)
+    return sweep.Sweep(root=data.resolve(out), dataset=p.config["dataset"], irs=p.sweep["irs"],
+                       arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
+                       config={k: v for k, v in p.config.items() if k != "dataset"},
+                       method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
+                       preset=p.name)
+
+
 def cmd_demo(args) -> int:
     t0 = time.time()
-    folder = data.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
-    p = presets.get("fmnist_lt_demo")
-    print(f"Fashion-MNIST: {folder}\n{p.description}", flush=True)
-    s = sweep.Sweep(root=data.resolve(args.out), dataset=p.config["dataset"], irs=p.sweep["irs"],
-                    arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
-                    config={k: v for k, v in p.config.items() if k != "dataset"},
-                    method_overrides=p.method_overrides, evaluation=p.evaluation, preset=p.name)
-    result = sweep.run_sweep(s, jobs=args.jobs)
+    result = sweep.run_sweep(preset_sweep("fmnist_lt_demo", args.out), jobs=args.jobs)
     table = summary_frame(result["aggregate"])
     attack = result["aggregate"]["robust_attack"].iloc[0] if len(result["aggregate"]) else "pgd20"
     print(f"\nSummary (%; robust = {attack}, tail = the rarest third of the classes):")
     print(table.to_string())
     print(f"\nreport: {result['report']}\nwall time: {time.time() - t0:.0f} s")
     return 0 if result["ok"] else 1
+
+
+RESULTS_COMMAND = "make results   # = python -m taetlib results --jobs 2"
+
+
+def cmd_results(args) -> int:
+    """Run (or resume) preset fmnist_lt_results and write the published folder. The wall time is kept in
+    OUT/timing.json from the invocation that ran every run, so a later resume or rewrite keeps it."""
+    t0 = time.time()
+    s = preset_sweep("fmnist_lt_results", args.runs)
+    result = sweep.run_sweep(s, jobs=args.jobs)
+    if not result["ok"]:
+        print("some runs failed (runs.csv says which); the results folder is left as it was", file=sys.stderr)
+        return 1
+    out = data.resolve(args.out)
+    timing = out / "timing.json"
+    ran = int((result["status"]["status"] == "done").sum())
+    if ran == len(result["status"]):   # this invocation ran the whole grid: its wall time is the grid's
+        out.mkdir(parents=True, exist_ok=True)
+        timing.write_text(json.dumps({"wall_seconds": round(time.time() - t0), "runs": ran, "jobs": args.jobs}))
+    recorded = json.loads(timing.read_text()) if timing.exists() else {}
+    wall = recorded.get("wall_seconds")
+    written = results.write(s.root, out, command=RESULTS_COMMAND, wall_seconds=wall, notes=recorded.get("note", ""))
+    readme = data.resolve("README.md")
+    if readme.exists() and results.update_readme(readme, results.readme_section(written["aggregate"],
+                                                                                written["claims"], wall)):
+        print(f"updated the results section of {readme}")
+    print("\n".join(results.verdict(written["claims"])))
+    print(f"\nwritten: {out} (README.md, aggregate.csv, claims.csv, tradeoff.png)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--jobs", type=int, default=1)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("results", help="the published CPU table: run preset fmnist_lt_results, write results/fmnist_lt/")
+    p.add_argument("--runs", default="runs/results/fmnist_lt", help="the sweep's folder (resumes what it holds)")
+    p.add_argument("--out", default="results/fmnist_lt", help="the published folder (committed)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.set_defaults(func=cmd_results)
 
     evaluate.add_cli(sub)  # each registers its own subcommand
     sweep.add_cli(sub)

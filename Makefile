@@ -11,8 +11,13 @@ QUIET   := { grep -v "is ignored: it is neither a file nor a directory" || true;
 .PHONY: setup test demo lab notebooks clean
 
 setup: $(STAMP)
+	@# Chromium for tests/test_lab_browser.py (Playwright launches it by path: it cannot download browsers here)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -q chromium >/dev/null 2>&1 \
+	       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } \
+	  || echo "note: no chromium, so tests/test_lab_browser.py will be skipped; get it with: sudo apt-get install chromium"
 
-# Re-installs only when the dependency list changes; `make setup` is otherwise a no-op.
+# Re-installs only when the dependency list changes; `make setup` otherwise only looks for Chromium.
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip 2>&1 | $(QUIET)

@@ -110,7 +110,7 @@ def test_subset_is_seeded_stratified_and_recorded(result, data, tmp_path):
     cfg = json.loads((tmp_path / "eval_config.json").read_text())
     assert cfg["subset"]["balanced"] == {"per_class": 10, "seed": 3, "n": 100, "counts": [10] * 10}
     assert cfg["attacks"]["pgd20"] == {"eps": 0.05, "step": 0.05 / 8, "steps": 20, "loss": "ce",
-                                       "random_start": "uniform"}
+                                       "random_start": "uniform", "iterate": "last"}
     assert cfg["attacks"]["cw20"]["loss"] == "cw" and cfg["attacks"]["pgd100"]["steps"] == 100
     idx = np.load(tmp_path / "predictions.npz")["long_tailed/pgd20/index"]
     full = data.test["long_tailed"]

@@ -38,8 +38,8 @@ def test_seed_differences_are_a_t_interval_over_the_per_seed_differences():
 
 def test_the_verdict_says_a_word_only_where_the_interval_excludes_zero():
     d = results.seed_differences(metrics_frame({
-        (10.0, "balanced_robustness"): [0.02, 0.05, 0.03],       # all above 0: holds
-        (10.0, "taet_tail_robustness"): [-0.04, -0.05, -0.06],   # all below: contradicted
+        (10.0, "balanced_robustness"): [0.030, 0.032, 0.031],    # interval above 0: holds
+        (10.0, "taet_tail_robustness"): [-0.04, -0.05, -0.06],   # interval below 0: contradicted
         (100.0, "balanced_robustness"): [0.05, -0.04, 0.01],     # spans 0: not shown
     }), "taet", "at_bsl")
     lines = results.verdict(d)

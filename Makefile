@@ -31,7 +31,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VPY) -m taetlib demo
 
-# The published CPU table (results/fmnist_lt/): 144 runs, about 70 minutes on 2 cores; resumes.
+# The published CPU table (results/fmnist_lt/): 144 runs, about 85 minutes on 2 cores; resumes.
 results: $(STAMP)
 	$(VPY) -m taetlib results --jobs 2
 

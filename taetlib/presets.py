@@ -165,13 +165,14 @@ DEMO_SOURCES = {
     "schedule": "papers' SGD 0.1/0.9/5e-4, lr x0.1 at 75% and 90% of the adversarial epochs",
 }
 DEMO_ARMS = [Arm("pgd_at"), Arm("at_bsl"), Arm("taet"), Arm("taet", True), TAET_UNIT]
+DEMO_CONFIG = {"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.04, "attack_steps": 3,
+               "n_max": 800, "epochs": 10, "stabilization_epochs": 4, "budget_rule": "equal_adversarial",
+               "batch_size": 128, "lr": 0.1, "eval_every": 0, "augment": "crop_flip", "test_per_class": 300}
 register(Preset(
     name="fmnist_lt_demo",
     description="make demo: PGD-AT, AT-BSL, TAET, TAET+RobustLT and the taet_unit control on real Fashion-MNIST-LT "
                 "IR 10 under an equal adversarial budget (CPU, ~15 min)",
-    config={"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.04, "attack_steps": 3,
-            "n_max": 800, "epochs": 10, "stabilization_epochs": 4, "budget_rule": "equal_adversarial",
-            "batch_size": 128, "lr": 0.1, "eval_every": 0, "augment": "crop_flip", "test_per_class": 300},
+    config=DEMO_CONFIG,
     sweep={"irs": [10], "seeds": [0], "arms": DEMO_ARMS},
     sources=DEMO_SOURCES,
     method_overrides={"taet": {"robustlt_b": 0.5}},
@@ -195,10 +196,8 @@ RESULTS_ARMS = [*arms(RESULTS_METHODS), Arm("las_at"), TAET_UNIT]
 register(Preset(
     name="fmnist_lt_results",
     description="make results: every landed method (with and without RobustLT where it composes) and taet_unit on "
-                "real Fashion-MNIST-LT IR 10 and 100, 3 seeds, equal adversarial budgets (CPU, ~70 min at --jobs 2)",
-    config={"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.04, "attack_steps": 3,
-            "n_max": 500, "epochs": 6, "stabilization_epochs": 3, "budget_rule": "equal_adversarial",
-            "batch_size": 128, "lr": 0.1, "eval_every": 0, "augment": "crop_flip", "test_per_class": 200,
+                "real Fashion-MNIST-LT IR 10 and 100, 3 seeds, equal adversarial budgets (CPU, ~85 min at --jobs 2)",
+    config={**DEMO_CONFIG, "n_max": 500, "epochs": 6, "stabilization_epochs": 3, "test_per_class": 200,
             "robustlt_b": 0.5, "adt_steps": 3, "adt_samples": 1, "lasat_iter_choices": [1, 2, 3, 4, 5],
             "lasat_reward_steps": 3, "lasat_strategy_model": "small_cnn"},
     sweep={"irs": [10, 100], "seeds": [0, 1, 2], "arms": RESULTS_ARMS},
@@ -208,8 +207,8 @@ register(Preset(
         "n_max, epochs, stabilization_epochs, test_per_class": "sized so that 24 arms x 2 IRs x 3 seeds finish within "
         "90 minutes on 2 cores (--jobs 2): 500 head-class images, 6 adversarial epochs at IR 10 (TAET's 3 clean "
         "epochs before them), 200 test images per class",
-        "ir_overrides": "IR 100: 12 adversarial epochs (TAET: 6 clean before): its 1,000 training images (IR 10: "
-        "1,950) make an epoch half as long, and at 6 epochs (48 SGD steps) most arms stayed near chance; about the "
+        "ir_overrides": "IR 100: 12 adversarial epochs (TAET: 6 clean before): its 1,236 training images (IR 10: "
+        "2,040) make an epoch shorter, and at 6 epochs (48 SGD steps) most arms stayed near chance; about the "
         "same SGD steps and time as IR 10. Every arm of an IR gets the same budget",
         "attack_steps": "3 attack passes per training step for every arm; ADT (adt_steps 3 x adt_samples 1) and "
         "LAS-AT (iterations chosen from 1..5, mean 3, as its 3..14 bracket the baselines' 10 on CIFAR) pay the same",

@@ -152,6 +152,8 @@ def readme(agg, diffs, runs, *, command: str, wall_seconds: float | None, notes:
         "reading. TAET tail: the rarer half of the classes; weakest-k: each run's weakest ceil(C/3) = 4 classes. "
         "`aggregate.csv` holds every metric with mean, std, n, low and high; `claims.csv` the differences below.\n",
         "## TAET's claims, as measured\n",
+        f"TAET - AT-BSL, per-seed differences, t-interval over seeds. In short, on the balanced test set: "
+        f"{in_short(diffs)}\n",
         *[f"- {line}" for line in verdict(diffs, "balanced")],
         "\nOn the long-tailed test protocol:\n",
         *[f"- {line}" for line in verdict(diffs, "long_tailed")],

@@ -183,7 +183,7 @@ def test_noise_rule():
 def test_unknown_attack_or_parameter_is_a_clear_error(model, data):
     with pytest.raises(ConfigError, match=r"attacks='pgd21'.*'pgd20'"):
         ev.evaluate(model, data, ["pgd21"])
-    with pytest.raises(ConfigError, match=r"stepsize.*\['eps', 'loss', 'random_start', 'step', 'steps'\]"):
+    with pytest.raises(ConfigError, match=r"stepsize.*\['eps', 'iterate', 'loss', 'random_start', 'step', 'steps'\]"):
         ev.evaluate(model, data, ["pgd20"], attack_params={"pgd20": {"stepsize": 0.01}})
     with pytest.raises(ConfigError, match="n_querys"):
         ev.evaluate(model, data, ["autoattack"], attack_params={"autoattack": {"square.n_querys": 10}})

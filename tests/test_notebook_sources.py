@@ -7,6 +7,7 @@ construction is checked here on the files themselves. After editing one side out
 """
 import ast
 import asyncio
+import concurrent.futures
 import io
 import json
 import re
@@ -247,7 +248,9 @@ def test_saving_in_jupyterlab_writes_both_files(tmp_path):
         cell.outputs, cell.execution_count = [nbformat.v4.new_output("stream", text="ran in Lab")], 1
         await cm.save(model, f"{name}.ipynb")
 
-    asyncio.run(edit_and_save())
+    # in a thread of its own: pytest-playwright's sync API may leave an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, edit_and_save()).result()
     py = (tmp_path / f"{name}.py").read_text()
     assert "lt.train_counts  # edited in Lab" in py and "ran in Lab" not in py
     assert pair_problems(name, tmp_path) == []

@@ -242,6 +242,12 @@ def _sorted(df: pd.DataFrame, col: str | None) -> dict:
     return {col: sorted(dict.fromkeys(df[col].astype(str)))} if col else {}
 
 
+def _palette(df: pd.DataFrame, col: str | None) -> dict:
+    """More than 10 values of `col` (the results grid's 24 arms) outrun plotly's default 10 colours: then
+    the 26 of Alphabet, so no two arms share one."""
+    return {"color_discrete_sequence": px.colors.qualitative.Alphabet} if col and df[col].nunique() > 10 else {}
+
+
 def error_bars(df: pd.DataFrame, value: str, low: str | None = None, high: str | None = None,
                axis: str = "y") -> tuple[pd.DataFrame, dict]:
     """(df, px keyword arguments) for error bars from the interval [low, high] around `value` (default
@@ -277,7 +283,7 @@ def per_class_bars(table: pd.DataFrame, color: str = "attack", facet_col: str | 
     fig = px.bar(df, x="class_name", y="recall", color=color, facet_col=facet_col, barmode="group",
                  custom_data=["weakest"], hover_data=hover, template=TEMPLATE, range_y=[0, 1.02],
                  category_orders={"class_name": list(dict.fromkeys(df.sort_values("class")["class_name"])),
-                                  **_sorted(df, color)}, **err)
+                                  **_sorted(df, color)}, **_palette(df, color), **err)
     fig.for_each_trace(lambda t: t.update(marker_pattern_shape=[WEAK_PATTERN if w else "" for w in t.customdata[:, 0]]))
     fig.update_xaxes(title=None, tickangle=-45)
     return fig.update_layout(title=title, yaxis_title="recall")
@@ -291,7 +297,8 @@ def recall_vs_count(table: pd.DataFrame, color: str = "arm", title: str = "Robus
     df, err = error_bars(table.assign(**{color: table[color].astype(str)}), "recall")
     fig = px.scatter(df, x="train_count", y="recall", color=color, log_x=True, text="class_name",
                      hover_data=[c for c in ("n", "recall_std", "recall_low", "recall_high") if c in df],
-                     template=TEMPLATE, range_y=[0, 1.02], category_orders=_sorted(df, color), **err)
+                     template=TEMPLATE, range_y=[0, 1.02], category_orders=_sorted(df, color), **_palette(df, color),
+                     **err)
     fig.update_traces(textposition="top center", mode="markers+text")
     return fig.update_layout(title=title, xaxis_title="training images of the class (log)", yaxis_title="recall")
 
@@ -364,10 +371,12 @@ def tradeoff_scatter(points: pd.DataFrame, label: str = "arm", facet_col: str | 
     hover = [c for c in ("n", "balanced_accuracy_low", "balanced_accuracy_high", "balanced_robustness_low",
                          "balanced_robustness_high", "interval") if c in df]
     fig = px.scatter(df, x="balanced_accuracy", y="balanced_robustness", color=label, facet_col=facet_col,
-                     hover_data=hover, template=TEMPLATE, category_orders=_sorted(df, label), **err_x, **err_y)
+                     hover_data=hover, template=TEMPLATE, category_orders=_sorted(df, label), **_palette(df, label),
+                     **err_x, **err_y)
     fig.update_traces(marker_size=11)   # named in the legend: labels beside the points would sit on the bars
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    return fig.update_layout(title=title, xaxis_title="balanced accuracy", yaxis_title="balanced robustness")
+    fig.update_xaxes(title_text="balanced accuracy")   # every panel's axis, not only the first
+    return fig.update_layout(title=title, yaxis_title="balanced robustness")
 
 
 def difference_forest(diffs: pd.DataFrame, facet_col: str | None = "metric", color: str | None = None,
@@ -402,7 +411,7 @@ def sweep_lines(aggregate: pd.DataFrame, metrics: list[str] | None = None,
     fig = px.line(df, x="imbalance_ratio", y="mean", color="arm", facet_col="metric",
                   hover_data=[c for c in ("std", "n", "low", "high", "interval") if c in df],
                   facet_col_wrap=3, markers=True, log_x=True, template=TEMPLATE,
-                  category_orders={"metric": order, **_sorted(df, "arm")},
+                  category_orders={"metric": order, **_sorted(df, "arm")}, **_palette(df, "arm"),
                   facet_col_spacing=0.07, facet_row_spacing=0.15, **err)
     fig.update_yaxes(matches=None, showticklabels=True, title=None)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 
-from . import compare, plots, stats
+from . import compare, report, stats
 from .figure_files import export_figure
 
 TABLE = ["balanced_accuracy", "balanced_robustness", "taet_tail_robustness", "weakest_k_robustness",
@@ -112,16 +111,8 @@ def markdown(df: pd.DataFrame, headers: dict | None = None) -> str:
 
 
 def figure(agg: pd.DataFrame, protocol: str = "balanced"):
-    """TAET's Figure 2 from the aggregate: balanced accuracy vs balanced robustness, per IR, with intervals."""
-    points = compare.tradeoff_from_aggregate(agg, protocol)
-    points = points.assign(IR=[f"IR {v:g}" for v in points["imbalance_ratio"]])
-    fig = plots.tradeoff_scatter(points, facet_col="IR" if points["IR"].nunique() > 1 else None,
-                                 title=f"{protocol} test set: balanced accuracy vs balanced robustness (95 % intervals)")
-    # 24 arms outnumber the 10-colour default palette: one distinct colour per arm on this page
-    colours = dict(zip(dict.fromkeys(t.name for t in fig.data), px.colors.qualitative.Alphabet * 2))
-    fig.for_each_trace(lambda t: t.update(marker_color=colours[t.name], error_x_color=colours[t.name],
-                                          error_y_color=colours[t.name]))
-    return fig.update_xaxes(title_text="balanced accuracy").update_layout(height=760)
+    """TAET's Figure 2 from the aggregate, as the sweep report draws it, tall enough for 24 arms' legend."""
+    return report.tradeoff_figure(agg, protocol).update_layout(height=760)
 
 
 def write(sweep_root: str | Path, out: str | Path, *, command: str, wall_seconds: float | None,

@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from taetlib import distributed
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
 from taetlib.methods import Attack, build_objective
@@ -172,7 +173,7 @@ def _rank(rank, world, path, out):
         v = awp_perturbation(mlp(), x[part], y[part], gamma=0.01)
         torch.save([t for _, t in v], f"{out}.{rank}")
     finally:
-        dist.destroy_process_group()
+        distributed.teardown()
 
 
 @pytest.mark.slow

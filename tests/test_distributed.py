@@ -1,11 +1,13 @@
 """DDP: shards, the DDP wrapper's attack path, settings refused per world size, a real 2-process
 gloo run under torchrun whose all-reduced per-class test counts equal a 1-process evaluation, and
 2-rank fit() runs of PGD-AT that train like one process, count the padded epoch, and resume on one."""
+import gc
 import json
 import os
 import socket
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,27 @@ def test_attack_passes_bypass_the_ddp_wrapper(one_process_group):
     assert calls == [1] and all(p.grad is not None for p in model.parameters())
 
 
+def test_teardown_frees_a_ddp_wrapper_held_in_a_cycle_before_it_leaves_the_group():
+    """Left to interpreter finalization, such a wrapper aborted 2 rank exits in 30 (SIGABRT)."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    gc.disable()   # only teardown may collect it
+    try:
+        net = distributed.DDP(nn.Linear(6, 4))
+        net(torch.randn(2, 6)).sum().backward()
+        held = [net]
+        held.append(held)
+        alive = weakref.ref(net)
+        del net, held
+        assert alive() is not None and dist.is_initialized()
+        distributed.teardown()
+        assert alive() is None and not dist.is_initialized()
+        distributed.teardown()   # a second call (atexit after an explicit one) does nothing
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 # ---------------------------------------------------------------- 2 gloo processes under torchrun
 SETTINGS = ["dataset=synthetic", "imbalance_ratio=5", "n_max=100", "test_per_class=20", "epochs=3",
             "stabilization_epochs=2", "attack_steps=2", "batch_size=64", "lr=0.05", "eval_every=3",
@@ -145,7 +168,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, sys.argv[3])
 from test_distributed import no_batchnorm_model
-from taetlib import train
+from taetlib import distributed, train
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 
@@ -170,9 +193,8 @@ for job in jobs:
         pass
     if os.environ["RANK"] == "0":
         torch.save([t.clone() for t in tallies], out / (job["name"] + ".tallies.pt"))
-# leave together: a rank that tears its gloo group down while the other still holds it can abort at exit
-torch.distributed.barrier()
-torch.distributed.destroy_process_group()
+torch.distributed.barrier()   # leave together, and with every DDP wrapper freed (distributed.teardown)
+distributed.teardown()
 """
 
 
@@ -302,13 +324,12 @@ def harl_step(model, x, y):
 def harl_rank(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        torch.manual_seed(1)
-        model = distributed.DDP(nn.Linear(6, 4))   # rank 0's weights on both
         x, y = harl_batch()
-        loss, grads = harl_step(model, x[rank::2], y[rank::2])
+        torch.manual_seed(1)   # the weights the 1-process model gets
+        loss, grads = harl_step(distributed.DDP(nn.Linear(6, 4)), x[rank::2], y[rank::2])   # rank 0's weights
         torch.save({"loss": loss, "grads": grads}, f"{out}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        distributed.teardown()
 
 
 @pytest.mark.slow

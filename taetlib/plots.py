@@ -325,12 +325,14 @@ def summary_groups(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def eps_curves(curves: pd.DataFrame, facet_col: str | None = None,
                title: str = "Robustness vs eps per class") -> go.Figure:
-    """Recall against the attack radius, one line per class (evaluate's curves table)."""
+    """Recall against the attack radius, one line per class (evaluate's curves table), with each
+    point's Wilson interval (recall_low / recall_high) as its error bar."""
     if curves.empty:
         return _empty(f"{title} (no eps sweep)")
-    df = curves.sort_values(["class", "eps"])
+    df, err = error_bars(curves.sort_values(["class", "eps"]), "recall")
     fig = px.line(df, x="eps", y="recall", color="class_name", facet_col=facet_col, markers=True,
-                  template=TEMPLATE, range_y=[-0.02, 1.02], hover_data=["n", "correct"])
+                  template=TEMPLATE, range_y=[-0.02, 1.02],
+                  hover_data=[c for c in ("n", "correct", "recall_low", "recall_high") if c in df], **err)
     return fig.update_layout(title=title, xaxis_title="eps (L-inf, pixel units)", yaxis_title="recall")
 
 

@@ -10,19 +10,16 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     slurm/                                  with --launcher slurm: jobs.json (job id per run), one log folder per job
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
-One run's folder and the notebook side of the contract are in runs.py, the parallel map in
-parallel.py, the Slurm launcher (submitit) in launchers.py, the headline metrics and the report
-page in report.py; their names are importable from here too.
+One run's folder and the notebook side of the contract are in runs.py, papermill and the kernel in
+notebook_exec.py, the parallel map in parallel.py, the Slurm launcher (submitit) in launchers.py, the
+headline metrics and the report page in report.py; their names are importable from here too.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -34,78 +31,18 @@ from .arms import Arm
 from .config import ConfigError, RunConfig, parse_sets
 from .data import split_key
 from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
+from .notebook_exec import (KERNEL, check_kernel, declared_parameters, error_text, execute,  # noqa: F401
+                            notebook_params)  # (sweep.execute, sweep.KERNEL: as before)
 from .parallel import pmap
 from .plan import DEFAULT_EVALUATION, SWEEP_AXES, Run, Sweep, budget_problems  # noqa: F401  (sweep.Sweep: as before)
-from .paths import PROJECT_ROOT, resolve
+from .paths import resolve
 from .plots import write_plotlyjs
 from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401  (as before)
 # the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
 from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name,
                    check_params, notebook_config, notebook_run_dir, run_path, stage1_checkpoint)  # noqa: F401
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DONE, FAILED = "DONE.json", "FAILED.json"
-KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
-
-
-# ------------------------------------------------------------------------------ papermill
-def declared_parameters(notebook: str) -> set[str]:
-    import papermill as pm  # heavy optional import, deferred for start-up time
-    return set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb")))
-
-
-def notebook_params(notebook: str, config: dict, **other) -> dict:
-    """Parameters for `notebook`: RunConfig fields it declares go in by name, the others in its
-    `extra` dict; `other` (run_dir, attacks, ...) only where the notebook declares them."""
-    declared = declared_parameters(notebook)
-    params = {k: v for k, v in config.items() if k in declared}
-    rest = {k: v for k, v in config.items() if k not in declared}
-    if "extra" in declared:
-        params["extra"] = rest
-    elif rest:
-        raise ConfigError(f"notebook {notebook} takes no parameters {sorted(rest)} (and has no `extra`).")
-    params.update({k: v for k, v in other.items() if k in declared})
-    return params
-
-
-def execute(notebook: str, out: Path, params: dict, timeout: float | None = None) -> Path:
-    """Runs notebooks/<notebook>.ipynb headless into `out` (kept: the run's inspectable record);
-    `timeout`: seconds one cell may take (None: no limit)."""
-    import papermill as pm  # heavy optional import, deferred for start-up time
-    from traitlets.config import Config  # papermill's own dependency, deferred with it
-    os.environ["TAET_HEADLESS"] = "1"  # the kernel inherits it: static figures, no widgets
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The kernel's sockets are Unix sockets in a private folder, not TCP ports on localhost: nothing to
-    # eavesdrop on, and no "running over TCP without encryption" warning from each kernel (Windows: TCP).
-    with tempfile.TemporaryDirectory(prefix="taet-") as sockets:   # short: a socket path has ~100 bytes
-        ipc = {"transport": "ipc", "ip": os.path.join(sockets, "k")} if os.name == "posix" else {}
-        pm.execute_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), parameters=params,
-                            kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                            execution_timeout=timeout, stdout_file=sys.stdout,  # per-epoch lines stay visible
-                            config=Config(KernelManager=ipc))
-    return out
-
-
-def check_kernel(name: str = KERNEL) -> None:
-    """papermill runs the Jupyter kernel `name`: it must be this environment's Python, or the
-    notebooks would import another taetlib (or none)."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # deferred with papermill
-    fix = f"{sys.executable} -m ipykernel install --sys-prefix --name {name}"
-    try:
-        argv = KernelSpecManager().get_kernel_spec(name).argv
-    except NoSuchKernel:
-        raise ConfigError(f"kernel={name!r}: no such Jupyter kernel. Fix: {fix}") from None
-    out = subprocess.run([argv[0], "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
-                         timeout=120)
-    if out.stdout.strip() != sys.prefix:
-        raise ConfigError(f"kernel={name!r} runs {argv[0]} (prefix {out.stdout.strip() or '?'}), not this "
-                          f"environment ({sys.prefix}). Fix: {fix}")
-
-
-def error_text(e: BaseException) -> str:
-    if hasattr(e, "ename"):  # PapermillExecutionError: the notebook's own exception
-        return f"{e.ename}: {e.evalue}"
-    return f"{type(e).__name__}: {e}"
 
 
 def config_hash(config: dict) -> str:

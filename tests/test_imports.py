@@ -180,3 +180,29 @@ def test_reader_counts_floors_of_a_chain(tmp_path):
 def test_reader_tells_our_deferred_imports_from_others(tmp_path, line, ours):
     root = write_package(tmp_path, {"m0.py": "", "x.py": "", "f.py": "def f():\n" + line})
     assert [o for _, _, _, o in deferred_imports(root)] == [ours]
+
+
+def readme_layout() -> dict[str, tuple[str, set[str]]]:
+    """The README's layout table: module -> (floor, the modules it says that module imports)."""
+    rows = {}
+    for line in (PACKAGE.parent / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[1].startswith("`") and (cells[0].isdigit() or cells[0] == "above"):
+            name = cells[1].strip("`").rstrip("/")
+            rows[name] = (cells[0], set() if cells[3] == "nothing" else {m.strip() for m in cells[3].split(",")})
+    return rows
+
+
+def test_the_readme_layout_table_is_the_house():
+    """Every module in the README's table, on its floor, with the imports it has: the table a newcomer reads."""
+    folded = rooms(GRAPH, "taetlib")
+    floor = floors(folded)
+    short = lambda m: "__init__" if m == "taetlib" else m.removeprefix("taetlib.")   # noqa: E731
+    want = {short(m): ("above" if short(m) == "__main__" else str(f), {short(d) for d in folded[m]})
+            for m, f in floor.items()}
+    got = readme_layout()
+    assert got.keys() == want.keys(), f"missing from the README: {sorted(want.keys() - got.keys())}; " \
+                                      f"not modules: {sorted(got.keys() - want.keys())}"
+    wrong = {m: (got[m], want[m]) for m in want if got[m] != want[m]}
+    assert not wrong, "README rows (floor, imports) that differ from the code (README, code):\n" + \
+        "\n".join(f"{m}: {g} != {w}" for m, (g, w) in sorted(wrong.items()))

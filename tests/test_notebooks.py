@@ -1,6 +1,8 @@
 """The five notebooks, each executed headless by papermill (through sweep.execute, as the sweep runs
 them) with smoke parameters on the synthetic dataset; their committed sources: test_notebook_sources.py."""
+import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import papermill as pm
 import pytest
 
 from conftest import run_notebook
-from taetlib import sweep
+from taetlib import notebook_exec, sweep
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.evaluate import evaluate_run
@@ -56,7 +58,7 @@ def test_kernels_talk_over_unix_sockets_without_the_tcp_warning(tmp_path, monkey
                                   "print('to stderr', file=sys.stderr)")])
     nb.metadata.kernelspec = {"name": sweep.KERNEL, "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "tiny.ipynb")
-    monkeypatch.setattr(sweep, "NOTEBOOK_DIR", tmp_path)
+    monkeypatch.setattr(notebook_exec, "NOTEBOOK_DIR", tmp_path)
     monkeypatch.setenv("TAET_HEADLESS", "1")  # what execute sets, undone after the test
     capfd.readouterr()
     done = nbformat.read(sweep.execute("tiny", tmp_path / "out" / "tiny.ipynb", {"x": 2}), as_version=4)
@@ -65,6 +67,34 @@ def test_kernels_talk_over_unix_sockets_without_the_tcp_warning(tmp_path, monkey
     assert "transport: ipc 2" in seen.out                       # stdout_file: the kernel's prints still come through
     streams = {o.name: o.text for o in done.cells[-1].outputs}
     assert streams == {"stdout": "transport: ipc 2\n", "stderr": "to stderr\n"}   # and the notebook keeps both
+
+
+def test_a_finished_notebook_shuts_its_kernel_down_without_an_interrupt(tmp_path, monkeypatch, capfd):
+    """jupyter_client interrupts every kernel it shuts down; one caught in a handler printed "[IPKernelApp]
+    ERROR | KeyboardInterrupt caught in kernel." after runs that went well. sweep.execute's kernels are
+    shut down by request alone (the signal itself counted here), and are gone after it."""
+    from jupyter_client.manager import KernelManager
+    sent, real = [], KernelManager._async_interrupt_kernel
+
+    async def counted(self):
+        sent.append(self.shutting_down)
+        await real(self)
+    monkeypatch.setattr(KernelManager, "_async_interrupt_kernel", counted)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint('pid', os.getpid())")])
+    nb.metadata.kernelspec = {"name": sweep.KERNEL, "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    monkeypatch.setattr(notebook_exec, "NOTEBOOK_DIR", tmp_path)
+    monkeypatch.setenv("TAET_HEADLESS", "1")
+    for i in range(3):
+        capfd.readouterr()
+        done = nbformat.read(sweep.execute("tiny", tmp_path / f"out{i}.ipynb", {}), as_version=4)
+        err = capfd.readouterr().err
+        assert sent == [] and "KeyboardInterrupt" not in err, (sent, err)
+        pid = int(done.cells[-1].outputs[0].text.split()[1])
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    with pytest.raises(RuntimeError, match="No kernel is running"):   # outside a shutdown, interrupts go through
+        asyncio.run(notebook_exec.QuietShutdownKernelManager().interrupt_kernel())
+    assert sent == [False]
 
 
 def text_of(nb) -> str:

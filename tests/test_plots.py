@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from taetlib import plots, report
+from taetlib import plots, report, stats
 
 CLASSES = [f"c{i}" for i in range(6)]
 COUNTS = [60, 40, 25, 15, 10, 6]
@@ -187,6 +187,12 @@ def test_eps_curves_confusion_and_tradeoff():
     curves = pd.concat([per_class("pgd20", "balanced", np.linspace(0.9, 0.4, 6) - e, eps=e) for e in (0, 0.05, 0.1)])
     fig = plots.eps_curves(curves)
     assert len(fig.data) == 6 and list(fig.data[0].x) == [0, 0.05, 0.1]
+    assert fig.data[0].error_y.array is None   # no interval columns, no bars
+    low, high = np.array([stats.wilson(k, m) for k, m in zip(curves["correct"], curves["n"])]).T
+    fig = plots.eps_curves(curves.assign(recall_low=low, recall_high=high))   # evaluate's curves carry Wilson's
+    first = curves.assign(recall_low=low, recall_high=high).query("`class` == 0").sort_values("eps")
+    assert list(fig.data[0].error_y.array) == pytest.approx(list(first.recall_high - first.recall))
+    assert list(fig.data[0].error_y.arrayminus) == pytest.approx(list(first.recall - first.recall_low))
 
     y = np.array([0, 0, 1, 1, 2, 2])
     pred = np.array([0, 1, 1, 1, 0, 0])

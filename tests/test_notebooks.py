@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -92,9 +93,10 @@ def test_a_finished_notebook_shuts_its_kernel_down_without_an_interrupt(tmp_path
         assert sent == [] and "KeyboardInterrupt" not in err, (sent, err)
         pid = int(done.cells[-1].outputs[0].text.split()[1])
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
-    with pytest.raises(RuntimeError, match="No kernel is running"):   # outside a shutdown, interrupts go through
-        asyncio.run(notebook_exec.QuietShutdownKernelManager().interrupt_kernel())
-    assert sent == [False]
+    # outside a shutdown, interrupts go through (own thread: pytest-playwright may hold this one's event loop)
+    with ThreadPoolExecutor(1) as pool:
+        refused = pool.submit(asyncio.run, notebook_exec.QuietShutdownKernelManager().interrupt_kernel()).exception()
+    assert "No kernel is running" in str(refused) and sent == [False]
 
 
 def text_of(nb) -> str:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
+import signal
+import threading
 
 import torch
 
@@ -23,6 +26,26 @@ def _gpu_count() -> int:
         return 0
 
 
+@contextlib.contextmanager
+def _workers_end_with_us():
+    """`kill PID` sends SIGTERM to this process alone, which would die and leave its workers running
+    their notebooks to the end. Here SIGTERM ends the workers too (each kernel quits when its worker is
+    gone: ipykernel watches its parent), then this process, as Ctrl-C ends the whole group."""
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may set handlers
+        yield
+        return
+
+    def end(signum, frame):
+        for child in mp.active_children():
+            child.terminate()
+        raise SystemExit(128 + signum)
+    before = signal.signal(signal.SIGTERM, end)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def pmap(fn, items: list, jobs: int, on_result=None) -> list:
     """fn over items, `jobs` at a time (in this process when jobs == 1); results in item order."""
     results = [None] * len(items)
@@ -37,8 +60,8 @@ def pmap(fn, items: list, jobs: int, on_result=None) -> list:
     for s in range(jobs):
         slots.put(s)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_claim_slot,
-                                initargs=(slots, threads, _gpu_count())) as pool:
+    with _workers_end_with_us(), cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_claim_slot,
+                                                         initargs=(slots, threads, _gpu_count())) as pool:
         futures = {pool.submit(fn, *it): i for i, it in enumerate(items)}
         for f in cf.as_completed(futures):
             results[futures[f]] = f.result()

@@ -227,3 +227,55 @@ def test_killed_sweep_redoes_only_unfinished_runs(tmp_path):
     with open(out / "runs.csv") as f:
         status = {row["run"]: row["status"] for row in csv.DictReader(f)}
     assert status == {**{r: "skipped" for r in finished}, **{r: "done" for r in redone}}
+
+
+POOL = """
+import os, signal, sys, time
+from taetlib.parallel import pmap
+
+def work(i):   # a run that takes long: says where it runs, then waits for the kill
+    if i >= 0:
+        open(os.path.join(sys.argv[1], f"worker{os.getpid()}"), "w").close()
+        time.sleep(120)
+    return i
+
+if __name__ == "__main__":
+    pmap(work, [(-1,), (-2,)], 2)   # a pool that ends normally gives SIGTERM its own handler back
+    print("restored" if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else "not restored", flush=True)
+    pmap(work, [(i,) for i in range(4)], 2)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_parallel_sweep_ends_its_workers_too(tmp_path):
+    """`kill PID` reaches the sweep's process alone; its pool workers (each running a notebook) used to run on
+    after it died. Now they end with it, and the process exits with 128 + SIGTERM."""
+    script = tmp_path / "pool.py"
+    script.write_text(POOL)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=ROOT, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 90
+    while len(list(tmp_path.glob("worker*"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    workers = [int(p.name.removeprefix("worker")) for p in tmp_path.glob("worker*")]
+    try:
+        assert len(workers) == 2 and proc.poll() is None, proc.communicate(timeout=5)[0] if proc.poll() else workers
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 128 + signal.SIGTERM and "restored" in out.split() and "not restored" not in out, out
+        deadline = time.time() + 10
+        while any(map(alive, workers)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(map(alive, workers)), [w for w in workers if alive(w)]
+    finally:
+        for pid in filter(alive, workers):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()

@@ -12,7 +12,7 @@ from . import data, evaluate, presets, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import ConfigError, RunConfig, parse_sets
 from .data import ManifestError, MissingDataError
-from .report import METRICS
+from .report import METRICS, robust_attack_in
 
 
 def cmd_presets(args) -> int:
@@ -73,7 +73,7 @@ def cmd_demo(args) -> int:
     t0 = time.time()
     result = sweep.run_sweep(preset_sweep("fmnist_lt_demo", args.out), jobs=args.jobs)
     table = summary_frame(result["aggregate"])
-    attack = result["aggregate"]["robust_attack"].iloc[0] if len(result["aggregate"]) else "pgd20"
+    attack = robust_attack_in(result["aggregate"])
     print(f"\nSummary (%; robust = {attack}, tail = the rarest third of the classes):")
     print(table.to_string())
     print(f"\nreport: {result['report']}\nwall time: {time.time() - t0:.0f} s")

@@ -115,6 +115,12 @@ def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
     return "pgd20" if "pgd20" in attacks else (attacks[0] if attacks else None)
 
 
+def robust_attack_in(table: pd.DataFrame) -> str:
+    """The robust attack a sweep's metrics or aggregate table was read with (pgd20 where it names none)."""
+    named = table["robust_attack"].dropna() if "robust_attack" in table else ()
+    return named.iloc[0] if len(named) else "pgd20"
+
+
 SOURCE = {"clean_accuracy": "overall", "balanced_accuracy": "balanced", "robust_accuracy": "overall",
           "balanced_robustness": "balanced", "tail_robustness": "tail", "taet_tail_robustness": "tail_taet",
           "robustlt_tail_robustness": "tail_robustlt", "weakest_k_robustness": "weakest_k",
@@ -234,8 +240,7 @@ def tradeoff_figure(agg: pd.DataFrame, protocol: str) -> go.Figure:
     """The sweep report's first figure, and the README's: TAET's Figure 2 read off the aggregate table,
     one point per arm (a panel per IR when several), its 95 % intervals as error bars both ways."""
     p = _with_ir(compare.tradeoff_from_aggregate(agg, protocol))
-    attack = agg["robust_attack"].dropna().iloc[0] if "robust_attack" in agg and agg["robust_attack"].notna().any() \
-        else "pgd20"
+    attack = robust_attack_in(agg)
     return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
                                                                                          protocol=protocol))
 
@@ -372,8 +377,7 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     done = [d for d in status[status["status"].isin(["done", "skipped"])]["run"]
             if (Path(d) / "eval" / "per_class.csv").exists()]
     tables = load_runs(done) if done else None
-    attack = agg["robust_attack"].dropna().iloc[0] if "robust_attack" in agg and agg["robust_attack"].notna().any() \
-        else "pgd20"
+    attack = robust_attack_in(agg)
     diffs = paired_differences(tables, attack) if tables is not None else pd.DataFrame()
     counts = status["status"].value_counts().to_dict()
     runs = status.assign(run=[Path(r).relative_to(root).as_posix() if Path(r).is_relative_to(root) else r

@@ -27,6 +27,7 @@ MARKERS = ("<!-- results:fmnist_lt -->", "<!-- /results:fmnist_lt -->")   # its 
 CLAIMS = {"balanced_robustness": "claim 1: balanced robustness",
           "taet_tail_robustness": "claim 2: TAET's tail classes (the rarer half), robust",
           "weakest_k_robustness": "claim 2: the weakest ceil(C/3) classes, robust"}
+NAMES = {"taet": "TAET", "at_bsl": "AT-BSL"}   # the papers' spelling of the compared arms
 HEADERS = {"balanced_accuracy": "balanced acc.", "balanced_robustness": "balanced rob.",
            "taet_tail_robustness": "TAET tail rob.", "weakest_k_robustness": "weakest-k rob.",
            "worst_class_robustness": "worst class rob."}
@@ -51,7 +52,7 @@ def verdict(diffs: pd.DataFrame, protocol: str = "balanced") -> list[str]:
     lines = []
     for (ir, metric), d in diffs[diffs["protocol"] == protocol].groupby(["imbalance_ratio", "metric"], sort=False):
         r = d.iloc[0]
-        word = ("holds" if r["low"] > 0 else "is contradicted (AT-BSL higher)" if r["high"] < 0
+        word = ("holds" if r["low"] > 0 else f"is contradicted ({NAMES.get(r['b'], r['b'])} higher)" if r["high"] < 0
                 else "is not shown (the interval spans 0)")
         lines.append(f"IR {ir:g}, {CLAIMS.get(metric, metric)}: {r['a']} - {r['b']} = {100 * r['difference']:+.1f} "
                      f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}] points over {int(r['n'])} seeds: the claim "
@@ -163,9 +164,10 @@ def readme(agg, diffs, runs, *, command: str, wall_seconds: float | None, notes:
 def readme_section(agg: pd.DataFrame, diffs: pd.DataFrame, wall_seconds: float | None) -> str:
     """The top-level README's results section (between MARKERS): the balanced table and the verdict."""
     wall = f" in {wall_seconds / 60:.0f} min on 2 cores" if wall_seconds else ""
+    irs = " and ".join(f"{v:g}" for v in sorted(agg["imbalance_ratio"].unique()))
     return "\n".join([
         MARKERS[0],
-        f"`make results` ran {agg['n'].max():.0f} seeds of every arm at IR 10 and 100{wall} "
+        f"`make results` ran {agg['n'].max():.0f} seeds of every arm at IR {irs}{wall} "
         "([results/fmnist_lt/](results/fmnist_lt/README.md): both test protocols, every metric, the figure). "
         "Balanced test set, % with 95 % t-intervals over seeds; robustness is PGD-20 (any-iterate):\n",
         markdown(table(agg, "balanced", HEADLINE)),

@@ -37,7 +37,8 @@ from .parallel import pmap
 from .plan import DEFAULT_EVALUATION, SWEEP_AXES, Run, Sweep, budget_problems  # noqa: F401  (sweep.Sweep: as before)
 from .paths import resolve
 from .plots import write_plotlyjs
-from .report import METRICS, aggregate, collect, robust_attack_of, run_metrics  # noqa: F401  (as before)
+from .report import (METRICS, aggregate, collect, robust_attack_in, robust_attack_of,  # noqa: F401  (as before)
+                     run_metrics)
 # the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
 from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name,
                    check_params, notebook_config, notebook_run_dir, run_path, stage1_checkpoint)  # noqa: F401
@@ -214,7 +215,7 @@ def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[st
     notes = []
     finished = status[status["status"].isin(["done", "skipped"])]["run"].tolist()
     if finished:  # notebook 05 over every finished run: the comparison views, as HTML too
-        attack = metrics["robust_attack"].dropna().iloc[0] if metrics["robust_attack"].notna().any() else "pgd20"
+        attack = robust_attack_in(metrics)
         try:
             execute(NB_COMPARE, root / "report" / f"{NB_COMPARE}.ipynb",
                     notebook_params(NB_COMPARE, {}, runs=finished, out_dir=str(root / "report"), attack=attack,

@@ -1,10 +1,18 @@
 """Shared fixtures: small files in the exact on-disk formats the real loaders read, and a notebook's
 cells run in this process."""
 import pickle
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+def free_port() -> int:
+    """A localhost TCP port nobody holds now (for gloo ranks, a Jupyter server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write_fake_cifar(root: Path, per_class_train: int = 60, per_class_test: int = 12, num_classes: int = 10,

@@ -4,7 +4,6 @@ gloo run under torchrun whose all-reduced per-class test counts equal a 1-proces
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import weakref
@@ -16,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import free_port
 from taetlib import distributed
 from taetlib.attacks import pgd
 from taetlib.config import ConfigError, RunConfig
@@ -204,12 +204,6 @@ def ddp_cfg(data_root, **kw) -> RunConfig:
     return RunConfig(**{**dict(dataset="synthetic", data_root=str(data_root), method="pgd_at", imbalance_ratio=2.0,
                                n_max=15, epochs=2, batch_size=32, lr=0.05, attack_steps=2, random_start="none",
                                augment="none", eval_every=0, device="cpu"), **kw})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,13 @@
 the presets' arms, and the benchmark's rows."""
 import importlib.util
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import free_port
 from taetlib import presets
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
@@ -96,10 +96,7 @@ def test_ddp_ranks_end_with_the_same_networks(method, tmp_path):
     """Two gloo ranks on different shards: AWP's v and LAS-AT's strategy update are averaged over the ranks,
     so the target (and the strategy network) stay identical; without the all-reduce AWP's weight decay at
     w + v_rank makes the ranks drift apart."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_fit_rank, args=(2, port, method, tmp_path), nprocs=2, join=True)
+    mp.spawn(_fit_rank, args=(2, free_port(), method, tmp_path), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     if method == "las_at":

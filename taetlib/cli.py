@@ -10,8 +10,11 @@ import pandas as pd
 
 from . import data, evaluate, presets, results, sweep, train
 from .checkpoints import CheckpointError
-from .config import ConfigError, RunConfig, parse_sets
+from .config import RunConfig, parse_sets
+from .errors import ConfigError
 from .data import ManifestError, MissingDataError
+from .paths import resolve
+from .plan import Sweep
 from .report import METRICS, robust_attack_in
 
 
@@ -57,12 +60,12 @@ def summary_frame(aggregate):
     return (t[[m for m in METRICS if m in t.columns]] * 100).round(2)
 
 
-def preset_sweep(name: str, out: str) -> sweep.Sweep:
+def preset_sweep(name: str, out: str) -> Sweep:
     """A preset's whole sweep into `out`, on real Fashion-MNIST (installed first where it can be)."""
     folder = data.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
     p = presets.get(name)
     print(f"Fashion-MNIST: {folder}\n{p.description}", flush=True)
-    return sweep.Sweep(root=data.resolve(out), dataset=p.config["dataset"], irs=p.sweep["irs"],
+    return Sweep(root=resolve(out), dataset=p.config["dataset"], irs=p.sweep["irs"],
                        arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
                        config={k: v for k, v in p.config.items() if k != "dataset"},
                        method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
@@ -92,7 +95,7 @@ def cmd_results(args) -> int:
     if not result["ok"]:
         print("some runs failed (runs.csv says which); the results folder is left as it was", file=sys.stderr)
         return 1
-    out = data.resolve(args.out)
+    out = resolve(args.out)
     timing = out / "timing.json"
     ran = int((result["status"]["status"] == "done").sum())
     if ran == len(result["status"]):   # this invocation ran the whole grid: its wall time is the grid's
@@ -101,7 +104,7 @@ def cmd_results(args) -> int:
     recorded = json.loads(timing.read_text()) if timing.exists() else {}
     wall = recorded.get("wall_seconds")
     written = results.write(s.root, out, command=RESULTS_COMMAND, wall_seconds=wall, notes=recorded.get("note", ""))
-    readme = data.resolve("README.md")
+    readme = resolve("README.md")
     if readme.exists() and results.update_readme(readme, results.readme_section(written["aggregate"],
                                                                                 written["claims"], wall)):
         print(f"updated the results section of {readme}")

@@ -22,11 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import (AUGMENTS, Batches, Split, crop_flip, epoch_generator,  # noqa: F401  (importable from data too)
-                      select_per_class, shard_order)
+from .batches import (Split, select_per_class)
 from .config import RunConfig
 from .errors import Registry, bad, check_choice
-from .paths import PROJECT_ROOT, resolve  # noqa: F401  (data.resolve: the path helper the notebooks call)
+from .paths import resolve
 
 PROTOCOLS = ("balanced", "long_tailed")
 

@@ -37,7 +37,6 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .batches import Split
-from .collectives import all_mean, broadcast_buffers  # noqa: F401  (distributed.all_mean: as before)
 from .config import RunConfig
 from .errors import bad
 

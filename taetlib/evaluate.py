@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from . import attacks as atk
-from .attack_suite import (AA_ATTACKS, AA_SUBATTACKS, AA_VERSIONS, ATTACKS, STEP_FRACTION,  # noqa: F401  (as before)
-                           SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask)
+from .attack_suite import (ATTACKS, SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask)
 from .batches import Split, select_per_class
 from .checkpoints import load_model
 from .config import RunConfig, parse_sets
@@ -30,7 +29,7 @@ from .data import load_lt
 from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
-from .sanity import NOISE_Z, ORDER, SMALL_N, above_noise, sanity_flags, small_classes  # noqa: F401  (importable from evaluate too)
+from .sanity import NOISE_Z, SMALL_N, sanity_flags, small_classes
 
 
 # ------------------------------------------------------------------------------ the one call

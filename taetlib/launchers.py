@@ -27,7 +27,7 @@ from pathlib import Path
 
 import submitit
 
-from .config import ConfigError
+from .errors import ConfigError
 
 CLUSTERS = ("slurm", "local")
 RUN_CONFIG = "launcher-config.json"   # the run's RunConfig, read by `taetlib train --config` under torchrun

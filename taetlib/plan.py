@@ -6,9 +6,10 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .arms import Arm
-from .config import ConfigError, RunConfig
-from .runs import arm_name, run_path
+from .arms import Arm, arm_name
+from .config import RunConfig
+from .errors import ConfigError
+from .runs import run_path
 from .schedule import unequal_budgets
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set

@@ -22,8 +22,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .figure_files import PLOTLYJS, export_figure, plotlyjs_src, save_html, write_plotlyjs  # noqa: F401  (as before)
-from .history import history_tables, read_history  # noqa: F401  (plots.read_history: as before)
+from .figure_files import save_html
+from .history import history_tables
 from .metrics import class_groups
 
 HEADLESS_ENV = "TAET_HEADLESS"  # the sweep sets it: papermill gives the kernel no sign of its own

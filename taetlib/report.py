@@ -19,8 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import compare, plots
-from .compare import tradeoff_points  # noqa: F401  (report.tradeoff_points: as before)
-from .runs import ARM_FILE, arm_name
+from .figure_files import PLOTLYJS, save_html, write_plotlyjs
+from .arms import arm_name
+from .runs import ARM_FILE
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
@@ -269,7 +270,7 @@ def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure
         return plots.group_bars(m, color="arm", facet_col="attack",
                                 title=f"Head / medium / tail mean recall, clean and {attack} ({protocol})")
     if name == "tradeoff":
-        p = _with_ir(tradeoff_points(tables["summary"], protocol, attack))
+        p = _with_ir(compare.tradeoff_points(tables["summary"], protocol, attack))
         return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
                                                                                              protocol=protocol))
     raise ValueError(f"view={name!r}: choose one of {CROSS_VIEWS}")
@@ -292,10 +293,10 @@ def write_views(tables: dict, out_dir: str | Path, attack: str) -> list[Path]:
     for protocol in protocols:
         for n in CROSS_VIEWS:
             fig = cross_view(tables, n, attack, protocol)
-            paths.append(plots.save_html(fig, out_dir / f"{n}_{protocol}_{attack}.html"))
+            paths.append(save_html(fig, out_dir / f"{n}_{protocol}_{attack}.html"))
         for label in tables["runs"]["label"]:
             for n in RUN_VIEWS:
-                paths.append(plots.save_html(run_view(tables, n, label, attack, protocol),
+                paths.append(save_html(run_view(tables, n, label, attack, protocol),
                                              out_dir / "runs" / _slug(label) / f"{n}_{protocol}_{attack}.html"))
     return paths
 
@@ -410,9 +411,9 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     settings = html.escape(json.dumps(sweep.to_dict(), indent=2, default=str))
     parts.append(f"<details id='settings'><summary>Settings</summary><pre>{settings}</pre></details>")
 
-    plots.write_plotlyjs(root)  # one copy beside the page: it works offline
+    write_plotlyjs(root)  # one copy beside the page: it works offline
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep report</title>"
-            f"<script src='{plots.PLOTLYJS}'></script><style>{STYLE}</style></head><body>\n"
+            f"<script src='{PLOTLYJS}'></script><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
     path = root / "report.html"
     path.write_text(page)

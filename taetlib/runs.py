@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .arms import arm_name
-from .config import ConfigError, RunConfig, coerce
+from .config import RunConfig, coerce
+from .errors import ConfigError
 from .paths import resolve
 
 NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (

@@ -28,20 +28,18 @@ import pandas as pd
 
 from . import presets, report
 from .arms import Arm
-from .config import ConfigError, RunConfig, parse_sets
+from .config import RunConfig, parse_sets
+from .errors import ConfigError
 from .data import split_key
 from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
-from .notebook_exec import (KERNEL, check_kernel, declared_parameters, error_text, execute,  # noqa: F401
-                            notebook_params)  # (sweep.execute, sweep.KERNEL: as before)
+from .notebook_exec import (check_kernel, declared_parameters, error_text, execute,
+                            notebook_params)
 from .parallel import pmap
-from .plan import DEFAULT_EVALUATION, SWEEP_AXES, Run, Sweep, budget_problems  # noqa: F401  (sweep.Sweep: as before)
+from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
 from .paths import resolve
-from .plots import write_plotlyjs
-from .report import (METRICS, aggregate, collect, robust_attack_in, robust_attack_of,  # noqa: F401  (as before)
-                     run_metrics)
-# the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
-from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name,
-                   check_params, notebook_config, notebook_run_dir, run_path, stage1_checkpoint)  # noqa: F401
+from .figure_files import write_plotlyjs
+from .report import (aggregate, collect, robust_attack_in)
+from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN)
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 

@@ -33,14 +33,14 @@ from torch import Tensor, nn
 from . import distributed
 from .attacks import bn_eval, pgd
 from .batches import Batches
-from .checkpoints import CheckpointError, load_checkpoint, load_model  # noqa: F401  (train.load_model: as before)
+from .checkpoints import CheckpointError, load_checkpoint
 from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
 from .errors import bad
 from .methods import build_objective, model_head
 from .models import create_model, set_class_prior
-from .schedule import STAGES, epoch_seed, lr_at, stage_epochs  # noqa: F401  (train.lr_at etc.: as before)
+from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
 
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.data import load_lt
 from taetlib.methods import build_objective
 from taetlib.methods.adt import adt_exp, neg_log_density, optimise_distribution

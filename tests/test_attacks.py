@@ -146,9 +146,9 @@ def linear_problem(n=64, eps=None):
 
 
 def test_fgsm_and_pgd20_reach_the_analytic_optimum_of_a_linear_model():
-    from taetlib import evaluate as ev
+    from taetlib import attack_suite
     model, x, xf, y, eps, x_star = linear_problem()
-    params = ev.resolve_attacks(["fgsm", "pgd20"], None, eps, 2)   # the evaluation suite's own settings
+    params = attack_suite.resolve_attacks(["fgsm", "pgd20"], None, eps, 2)   # the evaluation suite's own settings
     assert params["pgd20"]["step"] == eps / 8 and params["pgd20"]["random_start"] == "uniform"
     with torch.no_grad():
         best_loss = F.cross_entropy(model(x_star), y, reduction="none")
@@ -161,7 +161,7 @@ def test_fgsm_and_pgd20_reach_the_analytic_optimum_of_a_linear_model():
         with torch.no_grad():
             assert torch.allclose(F.cross_entropy(model(x_adv), y, reduction="none"), best_loss, atol=1e-5)
     for name in ("fgsm", "pgd20"):   # and the predictions evaluate() counts are the optimum's
-        assert (ev.run_attack(name, model, x, y, params[name]) == best_pred).all(), name
+        assert (attack_suite.run_attack(name, model, x, y, params[name]) == best_pred).all(), name
 
 
 @pytest.mark.parametrize("per_sample", (False, True))

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib import distributed
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.data import load_lt
 from taetlib.methods import Attack, build_objective
 from taetlib.methods.awp import AWP, awp_perturbation, perturbed_weights

@@ -104,7 +104,8 @@ def test_batch_stat_attack_uses_batch_statistics_and_freezes_running_ones():
 
 
 def test_nesterov_needs_momentum():
-    from taetlib.config import ConfigError, RunConfig
+    from taetlib.config import RunConfig
+    from taetlib.errors import ConfigError
     with pytest.raises(ConfigError, match="nesterov=True: needs momentum > 0"):
         RunConfig(method="pgd_at", nesterov=True, momentum=0.0)
 
@@ -120,7 +121,7 @@ def _cfg(tmp_path, **kw):
 
 def adversarial_lrs(cfg):
     """The lr of each adversarial epoch a config trains."""
-    from taetlib.train import lr_at, stage_epochs
+    from taetlib.schedule import lr_at, stage_epochs
     epochs = stage_epochs(cfg, "all")
     return [lr_at(cfg, e) for e in epochs if not (cfg.method == "taet" and e <= cfg.stabilization_epochs)]
 
@@ -129,7 +130,7 @@ def test_equal_budget_gives_taet_the_baselines_adversarial_epochs_and_lrs(tmp_pa
     pgd_at, taet = _cfg(tmp_path, method="pgd_at"), _cfg(tmp_path, method="taet")
     assert adversarial_lrs(taet) == adversarial_lrs(pgd_at) == pytest.approx([0.1] * 4 + [0.01, 0.001])
     assert taet.total_epochs() == 8 and pgd_at.total_epochs() == 6
-    from taetlib.train import lr_at
+    from taetlib.schedule import lr_at
     assert [lr_at(taet, e) for e in (1, 2)] == [0.1, 0.1]          # stage 1 at the initial lr, extra
     # the released rule: stage 1 inside the same 6 epochs, so TAET gets 4 adversarial epochs, 2 at lr 0.1
     released = _cfg(tmp_path, method="taet", budget_rule="released")
@@ -152,7 +153,8 @@ def test_aiw_ramp_spans_the_adversarial_epochs_under_an_equal_budget(tmp_path):
 
 def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path):
     from taetlib.data import load_lt
-    from taetlib.plots import class_weight_figure, history_tables
+    from taetlib.history import history_tables
+    from taetlib.plots import class_weight_figure
     from taetlib.train import fit
     cfg = _cfg(tmp_path, method="taet", epochs=2, stabilization_epochs=1, nesterov=True)
     res = fit(cfg, load_lt(cfg), tmp_path / "run", resume=False)
@@ -174,7 +176,8 @@ def test_selection_reads_a_validation_split_never_the_test_set(tmp_path):
     import dataclasses
 
     from taetlib.data import load_lt
-    from taetlib.train import fit, validation_split
+    from taetlib.selection import validation_split
+    from taetlib.train import fit
     cfg = _cfg(tmp_path, method="pgd_at", epochs=3, select="best_val_pgd", val_fraction=0.2, eval_every=1,
                eval_per_class=5, eval_pgd_steps=2)
     lt = load_lt(cfg)
@@ -200,7 +203,8 @@ def test_selection_reads_a_validation_split_never_the_test_set(tmp_path):
 
 
 def test_selection_needs_validated_epochs():
-    from taetlib.config import ConfigError, RunConfig
+    from taetlib.config import RunConfig
+    from taetlib.errors import ConfigError
     with pytest.raises(ConfigError, match="select='best_val_pgd': selects among validated epochs"):
         RunConfig(method="pgd_at", select="best_val_pgd", eval_every=0)
 

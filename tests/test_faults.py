@@ -18,9 +18,11 @@ import pytest
 import torch
 
 import taetlib.train as train_mod
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.data import load_lt
-from taetlib.train import fit, load_checkpoint
+from taetlib.checkpoints import load_checkpoint
+from taetlib.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 epochs of ~200 synthetic images: ~0.3 s an epoch

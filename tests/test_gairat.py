@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
 from taetlib.methods.gairat import begin_epoch, gair_weights
 from taetlib.models import create_model

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective, model_head
 from taetlib.models import classifier, create_model
 

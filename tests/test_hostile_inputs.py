@@ -19,10 +19,12 @@ import torch
 
 from conftest import run_notebook, write_fake_cifar
 from taetlib import cli
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.data import ManifestError, load_lt
 from taetlib.models import create_model
-from taetlib.train import CheckpointError, fit
+from taetlib.checkpoints import CheckpointError
+from taetlib.train import fit
 
 # a run of 2 tiny epochs: what every case below would start, were it not refused
 BASE = dict(dataset="synthetic", imbalance_ratio=5.0, n_max=30, test_per_class=10, epochs=2, method="pgd_at",

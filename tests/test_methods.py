@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
-from taetlib.methods import (OBJECTIVES, aiw_ramp, build_objective, cpb_scale, harl, kl, robustlt)
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
+from taetlib.attacks import aiw_ramp
+from taetlib.methods import OBJECTIVES, build_objective, cpb_scale, harl, kl, robustlt
 from taetlib.models import create_model
 
 COUNTS = [500, 300, 180, 110, 65, 40, 24, 15, 9, 5]

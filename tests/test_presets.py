@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from taetlib import data, evaluate, presets, sweep
+from taetlib import attack_suite, data, presets, sweep
+from taetlib.notebook_exec import declared_parameters
+from taetlib.runs import NB_EVAL
 from taetlib.config import RunConfig
 from taetlib.methods import OBJECTIVES, build_objective
 from taetlib.models import create_model
@@ -46,9 +48,10 @@ def test_every_preset_builds_every_arm(name):
     assert out.shape == (2, spec.num_classes)
     # the evaluation: parameters notebook 04 declares, attacks and protocols it knows
     ev = p.evaluation
-    assert set(ev) <= sweep.declared_parameters(sweep.NB_EVAL), sorted(set(ev) - sweep.declared_parameters(sweep.NB_EVAL))
+    declared = declared_parameters(NB_EVAL)
+    assert set(ev) <= declared, sorted(set(ev) - declared)
     assert set(ev["protocols"]) <= set(data.PROTOCOLS)
-    resolved = evaluate.resolve_attacks(ev["attacks"], ev.get("attack_params"), spec.default_eps, spec.num_classes)
+    resolved = attack_suite.resolve_attacks(ev["attacks"], ev.get("attack_params"), spec.default_eps, spec.num_classes)
     assert list(resolved) == ev["attacks"] and "pgd20" in resolved
 
 
@@ -130,5 +133,5 @@ def test_the_readme_demo_paragraph_is_the_demo_preset():
     assert {a.name for a in p.sweep["arms"]} == {"pgd_at", "at_bsl", "taet", "taet+robustlt", "taet_unit"}
     assert "under clean inputs, FGSM and PGD-20 (eps 0.1, step eps/8)" in text
     assert p.evaluation["attacks"] == ["clean", "fgsm", "pgd20"] and cfg.eps == 0.1
-    assert evaluate.STEP_FRACTION == 1 / 8 and p.evaluation["per_class"] is None
+    assert attack_suite.STEP_FRACTION == 1 / 8 and p.evaluation["per_class"] is None
     assert f"on {cfg.test_per_class} test images per class" in text

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
 from taetlib.methods.reat import rbl_weights, tail_classes, tail_term
 from taetlib.models import create_model, features_and_logits

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.data import load_lt
 from taetlib.methods import build_objective, model_head
 from taetlib.methods.robal import margins_and_bias, taus

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import submitit
 
-from taetlib import cli, launchers, sweep
-from taetlib.config import ConfigError
+from taetlib import cli, launchers, report, sweep
+from taetlib.errors import ConfigError
 
 SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--eval-param", "pgd20.steps=3",
          "--set", "n_max=60", "test_per_class=20", "epochs=2", "stabilization_epochs=1", "attack_steps=2",
@@ -101,7 +101,7 @@ def test_a_2x2_grid_through_submitit_finishes_skips_and_aggregates(tmp_path, one
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())
     assert len({j["job"] for j in jobs}) == 4 and {j["run"] for j in jobs} == set(status.run)
     agg = pd.read_csv(out / "aggregate.csv")
-    assert len(agg) == 2 * 2 * 2 * len(sweep.METRICS) and set(agg.arm) == {"pgd_at", "at_bsl"}
+    assert len(agg) == 2 * 2 * 2 * len(report.METRICS) and set(agg.arm) == {"pgd_at", "at_bsl"}
     assert (out / "report.html").exists()
 
     capsys.readouterr()

@@ -5,12 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.data import load_lt
 from taetlib.methods import OBJECTIVES
 from taetlib.models import create_model
-from taetlib.train import (CheckpointError, TrainingDiverged, balanced, fit, load_checkpoint, load_model, lr_at,
-                           stage_epochs)
+from taetlib.checkpoints import CheckpointError, load_checkpoint, load_model
+from taetlib.schedule import lr_at, stage_epochs
+from taetlib.selection import balanced
+from taetlib.train import TrainingDiverged, fit
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +179,7 @@ def host_sync_is_an_error():
 def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
     """A whole epoch of train_epoch (batches, augmentation, attack, step, tallies) under bf16 and
     channels_last, with every host sync made an error."""
-    from taetlib.data import Batches
+    from taetlib.batches import Batches
     from taetlib.methods import build_objective, model_head
     from taetlib.train import train_epoch
     # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib.attacks import _start, pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.models import MODELS, CosPlus, HENorm, classifier, create_model, features_and_logits, set_class_prior
 
 

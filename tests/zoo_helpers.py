@@ -7,7 +7,8 @@ from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.methods import model_head
 from taetlib.models import classifier
-from taetlib.train import fit, load_model
+from taetlib.checkpoints import load_model
+from taetlib.train import fit
 
 
 def smoke_fit(tmp_path, **kw):

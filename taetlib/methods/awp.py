@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..collectives import all_mean
-from .base import StepOut, _clean_logits, register
+from .base import StepOut, register, start_logits_if_clean
 from .classic import PGDAT
 
 EPS = 1e-20   # official utils_awp.py
@@ -112,7 +112,7 @@ class AWP(PGDAT):
             with torch.no_grad():
                 torch._foreach_add_([w for w, _ in self._v], [v for _, v in self._v])
         logits = model(x_adv)
-        return StepOut(F.cross_entropy(logits, y), _clean_logits(self.attack, start_logits), logits)
+        return StepOut(F.cross_entropy(logits, y), start_logits_if_clean(self.attack, start_logits), logits)
 
     def after_step(self, model):
         if self._v is not None:

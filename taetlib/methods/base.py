@@ -100,7 +100,8 @@ def class_means(per_sample: Tensor, y: Tensor, num_classes: int, global_batch: b
     return sums / counts.clamp(min=1), counts > 0
 
 
-def _clean_logits(attack: Attack, start_logits):
+def start_logits_if_clean(attack: Attack, start_logits: Tensor | None) -> Tensor | None:
+    """The attack's start logits as the step's clean logits, or None when it starts at a random point."""
     return None if attack.start in ("uniform", "uniform_pos") else start_logits
 
 
@@ -184,11 +185,6 @@ def field_check(fn: Callable[[RunConfig], None]):
     """Decorator: a range check RunConfig.validate runs on every config (raise `bad(...)`)."""
     FIELD_CHECKS.append(fn)
     return fn
-
-
-def check_fields(cfg: RunConfig) -> None:
-    for fn in FIELD_CHECKS:
-        fn(cfg)
 
 
 def model_head(cfg: RunConfig) -> str:

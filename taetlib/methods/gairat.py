@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import bad
-from .base import Objective, StepOut, _clean_logits, field_check, register
+from ..errors import bad
+from .base import Objective, StepOut, field_check, register, start_logits_if_clean
 
 
 def gair_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
@@ -47,7 +47,7 @@ class GAIRAT(Objective):
             loss = (gair_weights(kappa, self.attack.steps, self.lam) * ce).mean()
         else:
             loss = ce.mean()
-        return StepOut(loss, _clean_logits(self.attack, start_logits), logits, parts)
+        return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits, parts)
 
 
 @field_check

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..config import bad
-from .base import Objective, StepOut, _clean_logits, field_check, register
+from ..errors import bad
+from .base import Objective, StepOut, field_check, register, start_logits_if_clean
 
 
 class HE(Objective):
@@ -27,7 +27,7 @@ class HE(Objective):
         x_adv, start_logits = self.attack(model, x, y, epoch, loss=self.attack_loss)
         logits = model(x_adv)
         loss = F.cross_entropy(self.s * (logits - self.m * F.one_hot(y, self.num_classes)), y)
-        return StepOut(loss, _clean_logits(self.attack, start_logits), logits)
+        return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits)
 
 
 @field_check

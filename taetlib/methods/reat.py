@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import check_choice
+from ..errors import check_choice
 from ..models import features_and_logits
-from .base import StepOut, _clean_logits, field_check, register
+from .base import StepOut, field_check, register, start_logits_if_clean
 from .longtail import ATBSL
 
 TAIL_RULES = ("index", "rarest")
@@ -80,7 +80,7 @@ class REAT(ATBSL):
             self.shift = self.shift.to(logits.device)
         bsl = F.cross_entropy(logits + self.shift, y)
         tail = tail_term(feats, y, self.w, self.tail)
-        return StepOut(bsl + tail, _clean_logits(self.attack, start_logits), logits,
+        return StepOut(bsl + tail, start_logits_if_clean(self.attack, start_logits), logits,
                        {"bsl": bsl.detach(), "tail": tail.detach()})
 
 

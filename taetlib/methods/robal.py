@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import bad, check_choice
+from ..errors import bad, check_choice
 from ..models import CosPlus
 from .base import Objective, StepOut, field_check, kl, register
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
+__all__ = ["Arm", "LABEL", "arm_name"]
+
 LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")   # a label is a folder name of the sweep layout
 
 

@@ -18,6 +18,9 @@ from tqdm import tqdm
 from . import attacks as atk
 from .errors import Registry, bad, check_choice
 
+__all__ = ["AA_ATTACKS", "AA_SUBATTACKS", "AA_VERSIONS", "ATTACKS", "ITERATES", "STEP_FRACTION", "SWEEP_ATTACK",
+           "fill_defaults", "resolve_attacks", "run_attack", "zero_gradient_mask"]
+
 STEP_FRACTION = 1 / 8  # PGD step = eps / 8: 1/255 at 8/255, the TAET and RobustLT evaluation code
 
 # ------------------------------------------------------------------------------ attack registry

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = ["BN_MODES", "LossArg", "aiw_ramp", "bn_batch_stats", "bn_eval", "cw_margin", "fgsm", "pgd", "pgd_any"]
+
 LossArg = str | Callable[[Tensor, Tensor], Tensor]  # "ce" | "cw" | (logits, y) -> per-sample loss
 
 

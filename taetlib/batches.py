@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 from .errors import ConfigError, Registry, check_choice
 
+__all__ = ["AUGMENTS", "Batches", "Split", "crop_flip", "epoch_generator", "policy_augment", "policy_op",
+           "select_per_class", "shard_order"]
+
 # name -> what it does to a training batch (Batches.epoch applies them)
 AUGMENTS = Registry("augment", {
     "none": "no augmentation",

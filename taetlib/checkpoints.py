@@ -14,6 +14,8 @@ from .config import RunConfig
 from .methods import model_head, prepare_for_eval
 from .models import create_model
 
+__all__ = ["CheckpointError", "load_checkpoint", "load_model"]
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that does not fit the model or the run; the message says why and what to do."""

@@ -17,6 +17,9 @@ from .paths import resolve
 from .plan import Sweep
 from .report import METRICS, robust_attack_in
 
+__all__ = ["RESULTS_COMMAND", "cmd_demo", "cmd_presets", "cmd_results", "cmd_train", "main", "preset_sweep",
+           "summary_frame", "train_config"]
+
 
 def cmd_presets(args) -> int:
     if args.name:

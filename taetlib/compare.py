@@ -8,6 +8,9 @@ import pandas as pd
 
 from . import metrics, stats
 
+__all__ = ["ONE_RUN", "SEEDS_T", "TRADEOFF", "aggregate_wide", "difference_means", "differences_table", "means_as",
+           "paired_rows", "reading", "seed_means", "tradeoff_from_aggregate", "tradeoff_points", "with_weakest"]
+
 SEEDS_T = "t over seeds"
 ONE_RUN = "one run"
 

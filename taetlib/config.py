@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .errors import FIELD_CHECKS, REGISTRIES, ConfigError, bad, check_choice
 
+__all__ = ["BUDGET_RULES", "RunConfig", "coerce", "parse_sets"]
+
 BUDGET_RULES = ("equal_adversarial", "released")
 
 

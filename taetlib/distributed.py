@@ -40,6 +40,9 @@ from .batches import Split
 from .config import RunConfig
 from .errors import bad
 
+__all__ = ["DDP", "Dist", "all_sum", "barrier", "check", "check_same", "launched", "resolve_device", "setup", "shard",
+           "sync_buffers", "teardown", "wrap"]
+
 
 @dataclass(frozen=True)
 class Dist:

@@ -31,6 +31,8 @@ from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
 from .sanity import NOISE_Z, SMALL_N, sanity_flags, small_classes
 
+__all__ = ["add_cli", "evaluate", "evaluate_run"]
+
 
 # ------------------------------------------------------------------------------ the one call
 def _names(v) -> list[str]:

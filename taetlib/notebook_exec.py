@@ -13,6 +13,9 @@ from jupyter_client.manager import AsyncKernelManager
 from .errors import ConfigError
 from .paths import PROJECT_ROOT
 
+__all__ = ["KERNEL", "NOTEBOOK_DIR", "QuietShutdownKernelManager", "check_kernel", "declared_parameters", "error_text",
+           "execute", "notebook_params"]
+
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
 

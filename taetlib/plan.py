@@ -12,6 +12,8 @@ from .errors import ConfigError
 from .runs import run_path
 from .schedule import unequal_budgets
 
+__all__ = ["DEFAULT_EVALUATION", "Run", "Sweep", "SWEEP_AXES", "budget_problems"]
+
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
 

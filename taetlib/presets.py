@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from .arms import Arm
 from .errors import Registry, check_choice
 
+__all__ = ["DEMO_ARMS", "DEMO_CONFIG", "DEMO_SOURCES", "EVALUATION", "MART_OFFICIAL", "PAPER_METHODS",
+           "PAPER_SCHEDULE", "PAPER_SOURCES", "Preset", "PRESETS", "RESULTS_ARMS", "RESULTS_METHODS", "ROBUSTLT_CODE",
+           "ROBUSTLT_IR50", "ROBUSTLT_SOURCES", "TAET_IR10_BALANCED", "TAET_IR10_TAIL", "TAET_RELEASED_ATTACK",
+           "TAET_UNIT", "ZOO2_SOURCES", "ZOO_METHODS", "ZOO_OVERRIDES", "ZOO_SOURCES", "ZOO_TAET_ARMS", "arms",
+           "describe", "get", "register"]
+
 
 @dataclass(frozen=True)
 class Preset:

@@ -23,6 +23,12 @@ from .figure_files import PLOTLYJS, save_html, write_plotlyjs
 from .arms import arm_name
 from .runs import ARM_FILE
 
+__all__ = ["CROSS_VIEWS", "LEAD", "METRIC_GROUPS", "METRICS", "RUN_COLUMNS", "RUN_VIEWS", "SOURCE", "STYLE",
+           "TRADEOFF_TITLE", "aggregate", "arm_means", "collect", "counts_table", "cross_view", "explorer",
+           "find_runs", "load_runs", "paired_differences", "predictions", "robust_attack_in", "robust_attack_of",
+           "run_info", "run_metrics", "run_view", "sweep_figures", "tradeoff_figure", "views", "write_sweep_report",
+           "write_views"]
+
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
 CROSS_VIEWS = ("methods_per_class", "recall_vs_count", "groups", "tradeoff")   # every run, per arm

@@ -20,6 +20,9 @@ import pandas as pd
 from . import compare, report, stats
 from .figure_files import export_figure
 
+__all__ = ["CLAIMS", "HEADERS", "HEADLINE", "MARKERS", "NAMES", "TABLE", "figure", "in_short", "leaders", "markdown",
+           "readme", "readme_section", "seed_differences", "table", "update_readme", "verdict", "write"]
+
 TABLE = ["balanced_accuracy", "balanced_robustness", "taet_tail_robustness", "weakest_k_robustness",
          "worst_class_robustness"]
 HEADLINE = TABLE[:4]   # the top-level README's columns

@@ -10,6 +10,8 @@ from .attacks import aiw_ramp
 from .config import RunConfig
 from .errors import bad, check_choice
 
+__all__ = ["STAGES", "budget", "epoch_seed", "lr_at", "stage_epochs", "unequal_budgets"]
+
 STAGES = ("all", "stabilization", "adversarial")
 
 

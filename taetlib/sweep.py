@@ -41,6 +41,9 @@ from .figure_files import write_plotlyjs
 from .report import (aggregate, collect, robust_attack_in)
 from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN)
 
+__all__ = ["DONE", "FAILED", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish", "prepare_data",
+           "recorded", "run_steps", "run_sweep", "slurm_from_args", "summary", "sweep_from_args", "unfinished"]
+
 DONE, FAILED = "DONE.json", "FAILED.json"
 
 

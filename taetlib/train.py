@@ -43,6 +43,10 @@ from .models import create_model, set_class_prior
 from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
 
+__all__ = ["FitResult", "RESUME_IGNORES", "RUN_FILES", "TrainingDiverged", "check_run_dir", "count_hits",
+           "evaluate_per_class", "fit", "history_text", "peak_memory_mb", "per_class_acc", "progress_line",
+           "train_epoch"]
+
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
 RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
 

@@ -152,6 +152,8 @@ def defined_names(tree: ast.Module) -> set[str]:
     """The names a module binds itself at its top level (definitions and assignments, not imports)."""
     out = set()
     for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            continue   # a script's own variables, not the module's names
         for n in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 out.add(n.name)
@@ -161,16 +163,14 @@ def defined_names(tree: ast.Module) -> set[str]:
     return out
 
 
-def borrowed_names(root: Path, files: list[Path]) -> list[str]:
-    """Each place a file takes a name from a module of `root` that only imported it from another:
-    `from pkg.mod import name` and `mod.name` (mod bound by `from pkg import mod`)."""
-    modules = {name: defined_names(tree) for name, (path, tree) in read_package(root).items()
-               if path.name != "__init__.py" and name not in GATHERERS}
+def taken_names(root: Path, files: list[Path]) -> list[tuple[str, str, str]]:
+    """(where, module, name) for each name a file takes from a module of `root`: `from pkg.mod import name`,
+    and `mod.name` where `from pkg import mod` bound mod."""
+    modules = {name for name, (path, _) in read_package(root).items() if path.name != "__init__.py"}
     out = []
     for path in files:
         tree = ast.parse(path.read_text(), str(path))
-        inside = path.is_relative_to(root)
-        me = module_name(path, root) if inside else ""
+        me = module_name(path, root) if path.is_relative_to(root) else ""
         bound = {}   # local name -> module of root
         for node in ast.walk(tree):
             if not isinstance(node, ast.ImportFrom):
@@ -184,20 +184,61 @@ def borrowed_names(root: Path, files: list[Path]) -> list[str]:
             for a in node.names:
                 if f"{stem}.{a.name}" in modules:
                     bound[a.asname or a.name] = f"{stem}.{a.name}"
-                elif stem in modules and a.name not in modules[stem]:
-                    out.append(f"{path.relative_to(REPO)}:{node.lineno}: from {stem} import {a.name}")
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
-                    and not node.attr.startswith("__") and node.attr not in modules[bound[node.value.id]]):
-                out.append(f"{path.relative_to(REPO)}:{node.lineno}: {bound[node.value.id]}.{node.attr}")
+                elif stem in modules:
+                    out.append((f"{path.relative_to(REPO)}:{node.lineno}", stem, a.name))
+        out += [(f"{path.relative_to(REPO)}:{node.lineno}", bound[node.value.id], node.attr) for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                and not node.attr.startswith("__")]
+    return out
+
+
+def borrowed_names(root: Path, files: list[Path]) -> list[str]:
+    """Each place a file takes a name from a module of `root` that only imported it from another."""
+    defined = {name: defined_names(tree) for name, (path, tree) in read_package(root).items()
+               if path.name != "__init__.py" and name not in GATHERERS}
+    return sorted({f"{where}: {m}.{n}" for where, m, n in taken_names(root, files) if m in defined
+                   and n not in defined[m]})
+
+
+def declared_all(tree: ast.Module) -> list[str] | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return None
+
+
+def all_problems(root: Path, files: list[Path]) -> list[str]:
+    """Each module declares __all__; it lists names the module defines (a gatherer: names it imports), and
+    every public name another file takes from the module."""
+    out, listed = [], {}
+    for name, (path, tree) in read_package(root).items():
+        if path.name == "__main__.py":
+            continue
+        listed[name] = declared_all(tree)
+        if listed[name] is None:
+            out.append(f"{name}: no __all__")
+        elif path.name != "__init__.py" and name not in GATHERERS:
+            out += [f"{name}: __all__ lists {n}, which it does not define" for n in
+                    sorted(set(listed[name]) - defined_names(tree))]
+    for where, m, n in taken_names(root, files):
+        if listed.get(m) is not None and not n.startswith("_") and n not in listed[m]:
+            out.append(f"{where}: takes {m}.{n}, which {m}.__all__ does not list")
     return sorted(set(out))
+
+
+def repo_files() -> list[Path]:
+    return [p for d in ("taetlib", "tests", "benchmarks", "docs", "notebooks") for p in (REPO / d).rglob("*.py")]
 
 
 def test_each_name_is_taken_from_its_home():
     """No alias re-exports: a name is imported from the module that defines it, wherever it is used."""
-    files = [p for d in ("taetlib", "tests", "benchmarks", "docs", "notebooks") for p in (REPO / d).rglob("*.py")]
-    borrowed = borrowed_names(PACKAGE, files)
+    borrowed = borrowed_names(PACKAGE, repo_files())
     assert not borrowed, "taken from a module that only imports it (import it from its home):\n" + "\n".join(borrowed)
+
+
+def test_each_module_lists_what_others_take_from_it():
+    problems = all_problems(PACKAGE, repo_files())
+    assert not problems, "\n".join(problems)
 
 
 def test_reader_sees_a_borrowed_name(tmp_path):
@@ -206,8 +247,13 @@ def test_reader_sees_a_borrowed_name(tmp_path):
     global REPO
     repo, REPO = REPO, tmp_path
     try:
-        assert borrowed_names(root, sorted(root.glob("*.py"))) == ["pkg/use.py:1: from pkg.alias import f",
+        assert borrowed_names(root, sorted(root.glob("*.py"))) == ["pkg/use.py:1: pkg.alias.f",
                                                                     "pkg/use.py:3: pkg.alias.f"]
+        (root / "home.py").write_text("__all__ = ['f', 'g']\ndef f():\n    pass\ndef h():\n    pass\n")
+        (root / "use.py").write_text("__all__ = []\nfrom .home import f, h\n")
+        assert all_problems(root, sorted(root.glob("*.py"))) == [
+            "pkg.alias: no __all__", "pkg.home: __all__ lists g, which it does not define",
+            "pkg/use.py:2: takes pkg.home.h, which pkg.home.__all__ does not list", "pkg: no __all__"]
     finally:
         REPO = repo
 

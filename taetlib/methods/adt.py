@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from ..attacks import _per_sample, bn_eval
 from .base import Objective, StepOut, register
 
+__all__ = ["ADT", "adt_exp", "neg_log_density", "optimise_distribution"]
+
 
 def neg_log_density(n: Tensor, sigma: Tensor, a: Tensor) -> Tensor:
     """-ln p(delta) per element up to constants, a = tanh(u): the official entropy estimate's summand."""

@@ -33,6 +33,8 @@ from ..collectives import all_mean
 from .base import StepOut, register, start_logits_if_clean
 from .classic import PGDAT
 
+__all__ = ["AWP", "EPS", "awp_perturbation", "optimizer_direction", "perturbed_weights", "unwrap"]
+
 EPS = 1e-20   # official utils_awp.py
 
 

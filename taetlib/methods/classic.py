@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from ..attacks import bn_eval
 from .base import Objective, StepOut, kl, register, start_logits_if_clean
 
+__all__ = ["MART", "PGDAT", "TRADES"]
+
 
 class PGDAT(Objective):
     """Madry: CE on x_adv."""

@@ -19,6 +19,8 @@ from torch import Tensor
 from ..errors import bad
 from .base import Objective, StepOut, field_check, register, start_logits_if_clean
 
+__all__ = ["GAIRAT", "begin_epoch", "gair_weights"]
+
 
 def gair_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
     """The official Tanh weights, normalised to mean 1 over the batch (more weight near the boundary)."""

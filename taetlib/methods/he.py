@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from ..errors import bad
 from .base import Objective, StepOut, field_check, register, start_logits_if_clean
 
+__all__ = ["HE"]
+
 
 class HE(Objective):
     name = "he"

@@ -52,6 +52,9 @@ from ..models import MODELS
 from .awp import unwrap
 from .base import Objective, StepOut, register
 
+__all__ = ["HEADS", "LASAT", "REWARD_RESTARTS", "REWARD_SCALES", "StrategyNet", "categorical", "policy_loss", "reward",
+           "reward_pgd", "smoothed_ce", "strategy_attack"]
+
 REWARD_RESTARTS = 2            # official attack_pgd(..., 10, 2)
 REWARD_SCALES = (4.0, 2.0)     # official R2_param, R3_param
 HEADS = ("attack", "eps", "iters", "step")   # official output order; one attack type (IFGSM)

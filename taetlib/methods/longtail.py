@@ -7,6 +7,8 @@ from torch import Tensor
 
 from .base import Objective, StepOut, class_means, register, start_logits_if_clean
 
+__all__ = ["ATBSL", "TAET", "harl", "harl_class_weights", "harl_terms"]
+
 
 def harl(per_sample: Tensor, y: Tensor, num_classes: int, absent: str = "zero") -> dict[str, Tensor]:
     """TAET's BCL, HDL and RCEL from per-sample adversarial CE.

@@ -21,6 +21,8 @@ from ..models import features_and_logits
 from .base import StepOut, field_check, register, start_logits_if_clean
 from .longtail import ATBSL
 
+__all__ = ["REAT", "TAIL_RULES", "rbl_weights", "tail_classes", "tail_term"]
+
 TAIL_RULES = ("index", "rarest")
 
 

@@ -20,6 +20,8 @@ from ..errors import bad, check_choice
 from ..models import CosPlus
 from .base import Objective, StepOut, field_check, kl, register
 
+__all__ = ["RoBal", "VARIANTS", "eval_setup", "margins_and_bias", "taus"]
+
 VARIANTS = {"R": {"tau_m": 0.3, "tau_b": 1.5}, "N": {"tau_m": 0.0, "tau_b": 1.2}}   # the official configs
 
 

@@ -53,7 +53,7 @@ def _aa_attributes(sub: str) -> set[str]:
 
 def _check_params(name: str, params: dict) -> None:
     """Unknown parameter names fail before any attack runs, naming the allowed ones."""
-    for key, value in params.items():
+    for key in params:
         if name == "autoattack" and "." in key:
             sub, attr = key.split(".", 1)
             check_choice(f"attack_params['autoattack'] sub-attack in {key!r}", sub, AA_SUBATTACKS)

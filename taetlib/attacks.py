@@ -5,8 +5,8 @@ may be floats or per-sample tensors [B] (RobustLT gives every sample its class's
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +42,8 @@ def bn_batch_stats(model: nn.Module):
     try:
         yield model
     finally:
-        for m, training in modes:
-            m.training = training
+        for module, training in modes:
+            module.training = training
         for m, tracked in norms:
             m.track_running_stats = tracked
 

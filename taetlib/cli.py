@@ -11,8 +11,8 @@ import pandas as pd
 from . import data, evaluate, presets, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import RunConfig, parse_sets
-from .errors import ConfigError
 from .data import ManifestError, MissingDataError
+from .errors import ConfigError
 from .paths import resolve
 from .plan import Sweep
 from .report import METRICS, robust_attack_in
@@ -46,7 +46,8 @@ def train_config(preset: str | None, sets: dict) -> RunConfig:
 def cmd_train(args) -> int:
     sets = parse_sets(args.set)
     if args.config and args.preset:
-        raise ConfigError(f"train --config {args.config} --preset {args.preset}: give one of them (--set adds to either).")
+        raise ConfigError(f"train --config {args.config} --preset {args.preset}: give one of them "
+                          "(--set adds to either).")
     if args.config:   # a whole RunConfig (a sweep run's, under torchrun), --set on top
         cfg = RunConfig.from_dict({**RunConfig.load(args.config).to_dict(), **sets})
     else:
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("results", help="the published CPU table: run preset fmnist_lt_results, write results/fmnist_lt/")
+    p = sub.add_parser("results",
+                       help="the published CPU table: run preset fmnist_lt_results, write results/fmnist_lt/")
     p.add_argument("--runs", default="runs/results/fmnist_lt", help="the sweep's folder (resumes what it holds)")
     p.add_argument("--out", default="results/fmnist_lt", help="the published folder (committed)")
     p.add_argument("--jobs", type=int, default=2)

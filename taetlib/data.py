@@ -14,15 +14,15 @@ import os
 import pickle
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import (Split, select_per_class)
+from .batches import Split, select_per_class
 from .config import RunConfig
 from .errors import Registry, bad, check_choice
 from .paths import resolve
@@ -93,12 +93,15 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims)).copy()
 
 
-FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-FMNIST_HOW = ("  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist (files land in /usr/share/datasets/fashion-mnist)\n"
+FMNIST_HOW = ("  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
+              "(files land in /usr/share/datasets/fashion-mnist)\n"
               "  - or put the four idx files (optionally .gz) from https://github.com/zalandoresearch/fashion-mnist "
               "in data/fashion-mnist/\n"
-              "  - or, with internet: python -c \"import torchvision; torchvision.datasets.FashionMNIST('data', download=True)\"")
+              "  - or, with internet: python -c "
+              "\"import torchvision; torchvision.datasets.FashionMNIST('data', download=True)\"")
 
 
 def _find_idx(dirs: list[Path]) -> tuple[Path, list[Path]] | None:
@@ -152,6 +155,8 @@ def ensure_fashion_mnist(root: str | Path = "data", log=print) -> Path:
     if hit is None:
         read_fashion_mnist(root)  # tries torchvision's download, else raises MissingDataError with the ways
         hit = _find_idx(dirs)
+    if hit is None:
+        raise MissingDataError(f"Fashion-MNIST: no idx files in {', '.join(map(str, dirs))}. Get them:\n{FMNIST_HOW}")
     return hit[0]
 
 
@@ -161,7 +166,8 @@ def _unpickle(path: Path) -> dict:
 
 
 def _cifar_how(folder: str, tv_class: str) -> str:
-    return (f"  - with internet: python -c \"import torchvision; torchvision.datasets.{tv_class}('data', download=True)\"\n"
+    return (f"  - with internet: python -c "
+            f"\"import torchvision; torchvision.datasets.{tv_class}('data', download=True)\"\n"
             f"  - or download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
             f"so that data/{folder}/ holds its files")
 
@@ -193,7 +199,8 @@ def read_cifar100(root: Path) -> Raw:
                        "fine_label_names", "CIFAR100")
 
 
-DERMA_HOW = ("  - with internet: python -c \"import medmnist; medmnist.DermaMNIST(split='train', root='data', download=True)\"\n"
+DERMA_HOW = ("  - with internet: python -c "
+             "\"import medmnist; medmnist.DermaMNIST(split='train', root='data', download=True)\"\n"
              "  - or download dermamnist.npz from https://zenodo.org/records/10519652 and put it in data/")
 
 
@@ -214,7 +221,8 @@ def read_dermamnist(root: Path) -> Raw:
     return Raw(xtr, ytr, xte, yte, (path,), tuple(labels[str(i)] for i in range(len(labels))))
 
 
-SYNTHETIC = dict(classes=10, train_per_class=600, test_per_class=200, size=28, seed=1234, amplitude=0.22, noise=0.12)
+SYNTHETIC: dict = dict(classes=10, train_per_class=600, test_per_class=200, size=28, seed=1234, amplitude=0.22,
+                       noise=0.12)
 
 
 def read_synthetic(root: Path) -> Raw:
@@ -222,8 +230,8 @@ def read_synthetic(root: Path) -> Raw:
     p = SYNTHETIC
     g = np.random.default_rng(p["seed"])
     coarse = g.standard_normal((p["classes"], 1, 7, 7)).astype(np.float32)
-    templates = F.interpolate(torch.from_numpy(coarse), size=p["size"], mode="bilinear", align_corners=False)
-    templates = ((templates + templates.flip(-1)) / 2).numpy()  # symmetric: flips keep the class
+    smooth = F.interpolate(torch.from_numpy(coarse), size=p["size"], mode="bilinear", align_corners=False)
+    templates = ((smooth + smooth.flip(-1)) / 2).numpy()  # symmetric: flips keep the class
 
     def make(n_per_class):
         y = np.repeat(np.arange(p["classes"]), n_per_class)

@@ -92,7 +92,7 @@ class EvalResult:
         return out
 
     @classmethod
-    def load(cls, out_dir) -> "EvalResult":
+    def load(cls, out_dir) -> EvalResult:
         out = Path(out_dir)
 
         def read(name, text=()):  # text columns: "" stays "", not NaN; "3" stays "3", not 3

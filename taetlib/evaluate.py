@@ -10,8 +10,8 @@ the tables and EvalResult in eval_result.py; their names are importable from her
 from __future__ import annotations
 
 import logging
-import warnings
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import attacks as atk
-from .attack_suite import (ATTACKS, SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask)
+from .attack_suite import ATTACKS, SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask
 from .batches import Split, select_per_class
 from .checkpoints import load_model
 from .config import RunConfig, parse_sets

@@ -8,8 +8,19 @@ from .data import load_lt
 from .evaluate import evaluate_run
 from .history import history_tables
 from .paths import resolve
-from .plots import (accuracy_figure, class_weight_figure, counts_bars, eps_curves, is_headless, live_plot,
-                    loss_figure, per_class_bars, per_class_figure, sample_grid, show)
+from .plots import (
+                    accuracy_figure,
+                    class_weight_figure,
+                    counts_bars,
+                    eps_curves,
+                    is_headless,
+                    live_plot,
+                    loss_figure,
+                    per_class_bars,
+                    per_class_figure,
+                    sample_grid,
+                    show,
+)
 from .report import counts_table, explorer, find_runs, load_runs, views, write_views
 from .runs import check_params, notebook_config, notebook_run_dir, stage1_checkpoint
 from .train import fit

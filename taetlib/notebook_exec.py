@@ -88,6 +88,7 @@ def check_kernel(name: str = KERNEL) -> None:
 
 
 def error_text(e: BaseException) -> str:
-    if hasattr(e, "ename"):  # PapermillExecutionError: the notebook's own exception
-        return f"{e.ename}: {e.evalue}"
+    ename = getattr(e, "ename", None)   # PapermillExecutionError: the notebook's own exception
+    if ename is not None:
+        return f"{ename}: {getattr(e, 'evalue', '')}"
     return f"{type(e).__name__}: {e}"

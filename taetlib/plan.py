@@ -95,7 +95,8 @@ def budget_problems(runs: list[Run]) -> list[str]:
     groups: dict = {}
     for r in runs:
         if not r.error:
-            groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})[r.arm] = RunConfig.from_dict(r.config)
+            cell = groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})
+            cell[r.arm] = RunConfig.from_dict(r.config)
     notes = []
     for (ir, seed), configs in groups.items():
         notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs)]

@@ -295,7 +295,8 @@ def per_class_bars(table: pd.DataFrame, color: str = "attack", facet_col: str | 
     return fig.update_layout(title=title, yaxis_title="recall")
 
 
-def recall_vs_count(table: pd.DataFrame, color: str = "arm", title: str = "Robust recall vs training count") -> go.Figure:
+def recall_vs_count(table: pd.DataFrame, color: str = "arm",
+                    title: str = "Robust recall vs training count") -> go.Figure:
     """One point per class (and `color`): recall against the class's training count on a log axis, so a
     weak class that is not rare (Shirt in Fashion-MNIST-LT, cat in CIFAR-10-LT) stands out from the tail."""
     if table.empty or "train_count" not in table:

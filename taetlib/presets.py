@@ -34,13 +34,13 @@ class Preset:
     def run_config(self, arm: Arm, imbalance_ratio: float, seed: int, **extra) -> dict:
         """The override dict of one run of this preset's sweep."""
         arm = Arm.of(arm)
-        return {**self.config, **self.ir_overrides.get(imbalance_ratio, {}), **self.method_overrides.get(arm.method, {}),
-                **arm.overrides, "method": arm.method,
+        return {**self.config, **self.ir_overrides.get(imbalance_ratio, {}),
+                **self.method_overrides.get(arm.method, {}), **arm.overrides, "method": arm.method,
                 "imbalance_ratio": float(imbalance_ratio), "seed": seed, "robustlt": arm.robustlt, **extra}
 
 
 # TAET reports PGD-20/100 (and an L2 C&W); AT-BSL and RobustLT report AutoAttack: every paper preset runs all
-EVALUATION = {"attacks": ["clean", "fgsm", "pgd20", "pgd100", "cw20", "autoattack"],
+EVALUATION: dict = {"attacks": ["clean", "fgsm", "pgd20", "pgd100", "cw20", "autoattack"],
               "protocols": ["balanced", "long_tailed"], "per_class": None}
 PAPER_SCHEDULE = {"epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                   "lr_milestones": [0.75, 0.9], "lr_gamma": 0.1}

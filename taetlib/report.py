@@ -19,8 +19,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import compare, plots
-from .figure_files import PLOTLYJS, save_html, write_plotlyjs
 from .arms import arm_name
+from .figure_files import PLOTLYJS, save_html, write_plotlyjs
 from .runs import ARM_FILE
 
 __all__ = ["CROSS_VIEWS", "LEAD", "METRIC_GROUPS", "METRICS", "RUN_COLUMNS", "RUN_VIEWS", "SOURCE", "STYLE",
@@ -83,7 +83,7 @@ def load_runs(run_dirs) -> dict[str, pd.DataFrame]:
         raise FileNotFoundError("no runs to compare: pass run folders, or a runs_root holding evaluated runs "
                                 "(notebook 04 writes <run>/eval/).")
     frames: dict[str, list] = {k: [] for k in ("per_class", "summary", "curves", "flags")}
-    infos = []
+    infos: list[dict] = []
     for d in run_dirs:
         if not (d / "eval" / "per_class.csv").exists():
             raise FileNotFoundError(f"{d}: no eval/per_class.csv; run notebook 04 (or `python -m taetlib "
@@ -124,7 +124,7 @@ def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
 
 def robust_attack_in(table: pd.DataFrame) -> str:
     """The robust attack a sweep's metrics or aggregate table was read with (pgd20 where it names none)."""
-    named = table["robust_attack"].dropna() if "robust_attack" in table else ()
+    named = table["robust_attack"].dropna() if "robust_attack" in table else pd.Series(dtype=object)
     return named.iloc[0] if len(named) else "pgd20"
 
 
@@ -148,8 +148,8 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
         # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
         # before a column existed has no such metric
         rows += [{"protocol": protocol, "metric": m, "robust_attack": attack,
-                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c)
-                     if c in s else np.nan for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
+                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c) if c in s
+                     else np.nan for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
                  for m, col in SOURCE.items() if col in s]
     return pd.DataFrame(rows)
 
@@ -364,14 +364,15 @@ def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
     protocols = list(dict.fromkeys(agg["protocol"])) if len(agg) else []
     evaluated = list(dict.fromkeys(tables["per_class"]["protocol"])) if tables is not None else []
     figs = [("tradeoff", f"{p} test set", tradeoff_figure(agg, p)) for p in protocols]
-    figs += [("per_class", f"{p} test set", cross_view(tables, "methods_per_class", attack, p)) for p in evaluated]
+    figs += [("per_class", f"{p} test set", cross_view(tables or {}, "methods_per_class", attack, p))
+             for p in evaluated]
     for p in evaluated:
         d = _with_ir(diffs[diffs["protocol"] == p])
         figs.append(("differences", f"{p} test set", plots.difference_forest(
             d, color=_ir_facet(d), title=f"Paired differences a - b ({attack}, {p} test set; 95 % intervals)")))
     figs += [("more", f"Headline metrics vs IR ({p})", plots.sweep_lines(
         agg[agg["protocol"] == p], title=f"Mean over seeds, 95 % intervals ({p})")) for p in protocols]
-    return figs + [("more", f"{n} ({p})", cross_view(tables, n, attack, p)) for p in evaluated
+    return figs + [("more", f"{n} ({p})", cross_view(tables or {}, n, attack, p)) for p in evaluated
                    for n in CROSS_VIEWS if n not in ("methods_per_class", "tradeoff")]   # those two: above
 
 

@@ -142,7 +142,8 @@ def readme(agg, diffs, runs, *, command: str, wall_seconds: float | None, notes:
     parts = [
         "# Fashion-MNIST-LT: every method, measured on a CPU\n",
         f"```bash\n{command}\n```\n",
-        f"Wall time: {wall} for {len(done)} of {len(runs)} runs, `--jobs 2` on 2 cores.{(' ' + notes) if notes else ''}\n",
+        f"Wall time: {wall} for {len(done)} of {len(runs)} runs, `--jobs 2` on 2 cores."
+        f"{(' ' + notes) if notes else ''}\n",
         "Numbers are % (mean over seeds [95 % t-interval over seeds]). Robustness is PGD-20 at eps 0.1, any-iterate "
         "reading. TAET tail: the rarer half of the classes; weakest-k: each run's weakest ceil(C/3) = 4 classes. "
         "`aggregate.csv` holds every metric with mean, std, n, low and high; `claims.csv` the differences below.\n",

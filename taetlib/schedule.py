@@ -63,7 +63,8 @@ def unequal_budgets(configs: dict[str, RunConfig]) -> list[str]:
     shapes = {(b["adversarial_epochs"], tuple(round(lr, 12) for lr in b["lrs"])) for b in budgets.values()}
     if len(shapes) > 1:
         problems.append("adversarial budgets differ: " + "; ".join(
-            f"{k}: {b['adversarial_epochs']} epochs at lr {[f'{lr:g}' for lr in b['lrs']]}" for k, b in budgets.items()))
+            f"{k}: {b['adversarial_epochs']} epochs at lr {[f'{lr:g}' for lr in b['lrs']]}"
+            for k, b in budgets.items()))
     for label, b in budgets.items():
         if b["aiw_final"] is not None and b["aiw_final"] < 1:
             cfg = configs[label]

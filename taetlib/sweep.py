@@ -29,17 +29,16 @@ import pandas as pd
 from . import presets, report
 from .arms import Arm
 from .config import RunConfig, parse_sets
-from .errors import ConfigError
 from .data import split_key
-from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
-from .notebook_exec import (check_kernel, declared_parameters, error_text, execute,
-                            notebook_params)
-from .parallel import pmap
-from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
-from .paths import resolve
+from .errors import ConfigError
 from .figure_files import write_plotlyjs
-from .report import (aggregate, collect, robust_attack_in)
-from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN)
+from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
+from .notebook_exec import check_kernel, declared_parameters, error_text, execute, notebook_params
+from .parallel import pmap
+from .paths import resolve
+from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
+from .report import aggregate, collect, robust_attack_in
+from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN
 
 __all__ = ["DONE", "FAILED", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish", "prepare_data",
            "recorded", "run_steps", "run_sweep", "slurm_from_args", "summary", "sweep_from_args", "unfinished"]
@@ -271,7 +270,8 @@ def add_cli(subparsers) -> None:
     g.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: a process pool on this machine (--jobs); slurm: one job per unfinished run")
     g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
-    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES", help="wall-clock limit of one run's job")
+    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES",
+                   help="wall-clock limit of one run's job")
     g.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of one run's job (> 1: torchrun inside the job)")
     g.add_argument("--cpus-per-run", type=int, help="CPUs of one run's job (default: 8 per GPU)")
     g.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
 from taetlib.methods.adt import adt_exp, neg_log_density, optimise_distribution
 from taetlib.models import create_model

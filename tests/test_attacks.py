@@ -67,7 +67,9 @@ def test_pgd_increases_the_loss(setup, start):
 def test_cw_lowers_the_margin_and_callable_loss_is_maximised(setup):
     model, x, y = setup
     with torch.no_grad(), bn_eval(model):
-        margin = lambda z: -cw_margin(model(z), y)   # z_y - max_other, clipped at 0
+        def margin(z):   # z_y - max_other, clipped at 0
+            return -cw_margin(model(z), y)
+
         x_cw = pgd(model, x, y, eps=0.1, step=0.025, steps=5, loss="cw")
         assert margin(x_cw).sum() < margin(x).sum()
     # a callable loss is maximised: minus CE drives the CE down

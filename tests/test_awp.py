@@ -12,8 +12,8 @@ from torch import nn
 
 from taetlib import distributed
 from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import Attack, build_objective
 from taetlib.methods.awp import AWP, awp_perturbation, perturbed_weights
 from taetlib.models import create_model

@@ -4,13 +4,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import write_fake_cifar, write_fake_dermamnist
 
 from taetlib import batches, data
-from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
 from taetlib.batches import Batches
+from taetlib.config import RunConfig
 from taetlib.data import ManifestError, MissingDataError, load_lt, longtail_counts
-from conftest import write_fake_cifar, write_fake_dermamnist
+from taetlib.errors import ConfigError
 
 CIFAR10_IR10 = [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]
 CIFAR10_IR100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]

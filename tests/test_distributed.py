@@ -13,21 +13,21 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from conftest import free_port
 from torch import nn
 
-from conftest import free_port
 from taetlib import distributed
+from taetlib.attack_suite import run_attack
 from taetlib.attacks import pgd
-from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
 from taetlib.batches import Batches, Split, epoch_generator
+from taetlib.checkpoints import load_checkpoint, load_model
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.distributed import Dist
-from taetlib.attack_suite import run_attack
+from taetlib.errors import ConfigError
 from taetlib.eval_result import per_class_table
 from taetlib.methods.longtail import TAET
 from taetlib.models import Normalized, create_model
-from taetlib.checkpoints import load_checkpoint, load_model
 from taetlib.train import evaluate_per_class, fit
 
 ROOT = Path(__file__).resolve().parents[1]

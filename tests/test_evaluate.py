@@ -16,8 +16,8 @@ from torch import nn
 from taetlib import attack_suite, eval_result, sanity
 from taetlib import evaluate as ev
 from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.models import Normalized, create_model
 
 

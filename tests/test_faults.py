@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import taetlib.train as train_mod
-from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
-from taetlib.data import load_lt
 from taetlib.checkpoints import load_checkpoint
+from taetlib.config import RunConfig
+from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]

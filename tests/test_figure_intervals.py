@@ -109,13 +109,14 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
 
 
 def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
-    for root, runs in (one_seed, two_seeds):
+    for _, runs in (one_seed, two_seeds):
         agg = report.aggregate(report.collect(status_of(runs), None))
         fig = report.tradeoff_figure(agg, "balanced")
         assert len(fig.data) == 2 * agg.imbalance_ratio.nunique()
         for tr in fig.data:
             ir = 10.0 if tr.xaxis == "x" else 100.0
-            row = agg[(agg.arm == tr.name) & (agg.protocol == "balanced") & (agg.imbalance_ratio == ir)].set_index("metric")
+            row = agg[(agg.arm == tr.name) & (agg.protocol == "balanced") & (agg.imbalance_ratio == ir)]
+            row = row.set_index("metric")
             for axis, metric in (("x", "balanced_accuracy"), ("y", "balanced_robustness")):
                 v, plus, minus = bars(tr, axis)
                 assert v[0] == pytest.approx(row.loc[metric, "mean"])

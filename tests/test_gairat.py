@@ -4,14 +4,13 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from zoo_helpers import smoke_fit
 
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
 from taetlib.methods.gairat import begin_epoch, gair_weights
 from taetlib.models import create_model
-
-from zoo_helpers import smoke_fit
 
 
 def official_gair(num_steps, kappa, lam):

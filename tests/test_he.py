@@ -5,14 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from zoo_helpers import smoke_fit
 
 from taetlib.attacks import pgd
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
 from taetlib.methods import build_objective, model_head
 from taetlib.models import classifier, create_model
-
-from zoo_helpers import smoke_fit
 
 
 def he(**kw):

@@ -25,10 +25,9 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from conftest import free_port
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
-
-from conftest import free_port
 from test_notebooks import smoke
 
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").TimeoutError

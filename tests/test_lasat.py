@@ -10,14 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
-from taetlib.data import load_lt
-from taetlib.methods import build_objective, robustlt
-from taetlib.methods.lasat import (StrategyNet, categorical, policy_loss, reward, reward_pgd, smoothed_ce,
-                                   strategy_attack)
-from taetlib.models import create_model
 from taetlib.checkpoints import CheckpointError, load_checkpoint
+from taetlib.config import RunConfig
+from taetlib.data import load_lt
+from taetlib.errors import ConfigError
+from taetlib.methods import build_objective, robustlt
+from taetlib.methods.lasat import (
+    StrategyNet,
+    categorical,
+    policy_loss,
+    reward,
+    reward_pgd,
+    smoothed_ce,
+    strategy_attack,
+)
+from taetlib.models import create_model
 from taetlib.train import fit
 
 COUNTS = [100, 60, 40, 30, 20, 15, 10, 10, 10, 10]

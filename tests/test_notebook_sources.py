@@ -191,7 +191,8 @@ def test_committed_stripped_with_one_parameters_cell(name):
     assert "# %% tags=[\"parameters\"]" in (NB_DIR / f"{name}.py").read_text()   # the tag, in the .py too
     assert parameter_problems(nb) == [], name
     assert nb.metadata.kernelspec.name == "python3"
-    assert parameters(nb)["interactive"] == ("Optional[bool]", None, "None: widgets in JupyterLab, static when headless")
+    interactive = ("Optional[bool]", None, "None: widgets in JupyterLab, static when headless")
+    assert parameters(nb)["interactive"] == interactive
 
 
 def test_parameters_are_typed_and_inspectable():
@@ -212,7 +213,8 @@ def test_run_config_parameters_are_the_demo_presets_and_passed_on(name):
 
 def test_stages_02_and_03_take_the_same_parameters():
     """Stage 2 checks that stage 1 ran with the same settings: one list of fields, one validation cell."""
-    code02, code03 = ([c.source for c in NOTEBOOKS[n].cells if c.cell_type == "code"][:2] for n in (NB_STAGE1, NB_TRAIN))
+    code02, code03 = ([c.source for c in NOTEBOOKS[n].cells if c.cell_type == "code"][:2]
+                      for n in (NB_STAGE1, NB_TRAIN))
     assert code02 == code03
     assert "imbalance_ratio" in parameters(NOTEBOOKS[NB_STAGE1])
 

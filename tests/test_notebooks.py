@@ -11,8 +11,8 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import pytest
-
 from conftest import run_notebook
+
 from taetlib import notebook_exec
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
@@ -50,8 +50,8 @@ def execute(name, where: Path, **params):
 
 
 def test_kernels_talk_over_unix_sockets_without_the_tcp_warning(tmp_path, monkeypatch, capfd):
-    """notebook_exec.execute's kernel listens on ipc sockets: it says so itself, and the stderr it shares with its caller
-    (file descriptor 2) holds no "[IPKernelApp] WARNING | Kernel is running over TCP without encryption"."""
+    """notebook_exec.execute's kernel listens on ipc sockets: it says so itself, and the stderr it shares with its
+    caller (file descriptor 2) holds no "[IPKernelApp] WARNING | Kernel is running over TCP without encryption"."""
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("import sys\nfrom ipykernel.kernelapp import IPKernelApp\n"
@@ -195,8 +195,8 @@ def test_05_per_class_plots(evaluated_run, tmp_path):
 @pytest.mark.slow
 def test_wrong_parameter_type_names_the_parameter(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as e:
-        execute("02_stabilization_stage", tmp_path / "rejected", **{**smoke(tmp_path / "data"), "imbalance_ratio": "ten"},
-                run_dir=str(tmp_path / "bad"))
+        execute("02_stabilization_stage", tmp_path / "rejected",
+                **{**smoke(tmp_path / "data"), "imbalance_ratio": "ten"}, run_dir=str(tmp_path / "bad"))
     assert e.value.ename == "ConfigError" and "imbalance_ratio='ten'" in e.value.evalue
     assert "expected float" in e.value.evalue
     with pytest.raises(pm.PapermillExecutionError) as e:

@@ -1,8 +1,9 @@
 """The two install paths (pip via pyproject.toml, conda via environment.yml) must list the same set."""
 import re
-import tomllib
 from pathlib import Path
 
+import pytest
+import tomllib
 from setuptools.config.pyprojecttoml import read_configuration
 
 import taetlib
@@ -29,6 +30,7 @@ def test_required_packages_are_declared():
             "medmnist", "pyautoattack"} <= deps
 
 
+@pytest.mark.filterwarnings("ignore:Support for .* is still")   # setuptools: [tool.setuptools] is beta
 def test_the_version_is_written_once():
     """pyproject.toml takes its version from taetlib.__version__, so a release bumps one string."""
     pyproject = ROOT / "pyproject.toml"

@@ -322,8 +322,8 @@ def test_html_figures_share_one_plotlyjs(tmp_path):
 def test_many_arms_get_distinct_colours_and_every_panel_its_axis_title():
     # 24 arms (the results grid) outrun plotly's 10 default colours: no two may share one
     arms = [f"arm{i:02d}" for i in range(24)]
-    pts = pd.DataFrame({"arm": arms * 2, "imbalance_ratio": [10] * 24 + [100] * 24, "IR": ["IR 10"] * 24 + ["IR 100"] * 24,
-                        "balanced_accuracy": 0.5, "balanced_robustness": 0.3})
+    pts = pd.DataFrame({"arm": arms * 2, "imbalance_ratio": [10] * 24 + [100] * 24,
+                        "IR": ["IR 10"] * 24 + ["IR 100"] * 24, "balanced_accuracy": 0.5, "balanced_robustness": 0.3})
     fig = plots.tradeoff_scatter(pts, facet_col="IR")
     colours = {t.name: t.marker.color for t in fig.data}
     assert len(colours) == 24 and len(set(colours.values())) == 24

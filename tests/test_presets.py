@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from taetlib import attack_suite, data, presets, sweep
-from taetlib.notebook_exec import declared_parameters
-from taetlib.runs import NB_EVAL
 from taetlib.config import RunConfig
 from taetlib.methods import OBJECTIVES, build_objective
 from taetlib.models import create_model
+from taetlib.notebook_exec import declared_parameters
+from taetlib.runs import NB_EVAL
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -125,7 +125,8 @@ def test_the_readme_demo_paragraph_is_the_demo_preset():
     m = re.search(r"preset `(\w+)`\): real Fashion-MNIST-LT at IR (\d+) \(n_max (\d+),", text)
     assert m and m.group(1) == p.name and cfg.dataset == "fashion_mnist", text
     assert p.sweep["irs"] == [int(m.group(2))] and cfg.n_max == int(m.group(3))
-    assert f"`{cfg.model}`" in text and f"eps {cfg.eps:g}, {cfg.epochs} adversarial epochs with a {cfg.attack_steps}-step" in text
+    assert f"`{cfg.model}`" in text
+    assert f"eps {cfg.eps:g}, {cfg.epochs} adversarial epochs with a {cfg.attack_steps}-step" in text
     assert f"(budget rule `{cfg.budget_rule}`)" in text and cfg.budget_rule == "equal_adversarial"
     m = re.search(r"TAET \((\d+) clean-CE epochs, then (\d+) HARL epochs\)", text)
     assert m and (cfg.stabilization_epochs, cfg.epochs) == (int(m.group(1)), int(m.group(2)))

@@ -4,16 +4,15 @@ import copy
 import pytest
 import torch
 from torch import nn
+from zoo_helpers import smoke_fit
 
 from taetlib.attacks import pgd
 from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective, model_head
 from taetlib.methods.robal import margins_and_bias, taus
 from taetlib.models import classifier, create_model
-
-from zoo_helpers import smoke_fit
 
 N3 = [100, 10, 1]
 

@@ -3,8 +3,8 @@ multi-GPU job, and real jobs through submitit's local executor: the same code pa
 each job a subprocess running the papermill pipeline of one run."""
 import argparse
 import json
-import shlex
 import os
+import shlex
 import signal
 import time
 from pathlib import Path

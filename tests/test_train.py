@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
+from taetlib.checkpoints import CheckpointError, load_checkpoint, load_model
 from taetlib.config import RunConfig
-from taetlib.errors import ConfigError
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import OBJECTIVES
 from taetlib.models import create_model
-from taetlib.checkpoints import CheckpointError, load_checkpoint, load_model
 from taetlib.schedule import lr_at, stage_epochs
 from taetlib.selection import balanced
 from taetlib.train import TrainingDiverged, fit

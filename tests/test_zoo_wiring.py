@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from conftest import free_port
+
 from taetlib import presets
 from taetlib.config import RunConfig
 from taetlib.data import load_lt

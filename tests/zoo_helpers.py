@@ -3,11 +3,11 @@ import math
 
 import torch
 
+from taetlib.checkpoints import load_model
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.methods import model_head
 from taetlib.models import classifier
-from taetlib.checkpoints import load_model
 from taetlib.train import fit
 
 

@@ -10,8 +10,22 @@ from . import classic, longtail, reat, robal, he, gairat, awp, adt, lasat  # noq
 # isort: on
 from .adt import ADT
 from .awp import AWP
-from .base import (ATTACK_LOSS, METHOD_HEAD, OBJECTIVES, Attack, Objective, StepOut, build_objective,
-                   class_means, cpb_scale, kl, model_head, prepare_for_eval, register, robustlt)
+from .base import (
+                   ATTACK_LOSS,
+                   METHOD_HEAD,
+                   OBJECTIVES,
+                   Attack,
+                   Objective,
+                   StepOut,
+                   build_objective,
+                   class_means,
+                   cpb_scale,
+                   kl,
+                   model_head,
+                   prepare_for_eval,
+                   register,
+                   robustlt,
+)
 from .classic import MART, PGDAT, TRADES
 from .gairat import GAIRAT
 from .he import HE

@@ -18,7 +18,7 @@ AIW ramp's start eps = 0 and x' = x). attack_steps and step_size play no part: a
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

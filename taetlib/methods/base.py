@@ -14,8 +14,8 @@ them all, so the registry is complete once `taetlib.methods` is imported.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -218,7 +218,8 @@ def _ce(cfg, counts, attack):
 
 
 # ---------------------------------------------------------------- RobustLT
-def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int, ramp_start: int = 0) -> Objective:
+def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int,
+             ramp_start: int = 0) -> Objective:
     """RobustLT around any adversarial objective: only the attack radius changes (CPB x AIW).
     The AIW ramp spans b * epochs epochs after the first `ramp_start` ones."""
     if objective.attack is None:

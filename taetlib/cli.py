@@ -108,7 +108,7 @@ def cmd_results(args) -> int:
     recorded = json.loads(timing.read_text()) if timing.exists() else {}
     wall = recorded.get("wall_seconds")
     written = results.write(s.root, out, command=RESULTS_COMMAND, wall_seconds=wall, notes=recorded.get("note", ""))
-    readme = resolve("README.md")
+    readme = resolve("docs/results.md")   # the page that holds the generated section
     if readme.exists() and results.update_readme(readme, results.readme_section(written["aggregate"],
                                                                                 written["claims"], wall)):
         print(f"updated the results section of {readme}")

@@ -185,7 +185,7 @@ class RunConfig:
                       f"must lie in [0, epochs={self.epochs}] (budget_rule='released' counts stage 1 inside epochs).")
         if self.method == "taet" and self.stabilization_epochs < 0:
             raise bad("stabilization_epochs", self.stabilization_epochs, "must be >= 0.")
-        self._validate_zoo()
+        self._validate_awp_adt_lasat()
         if not 0 <= self.robustlt_a <= 1:
             raise bad("robustlt_a", self.robustlt_a, "must lie in [0, 1] (0 = no class-wise balancing).")
         if self.robustlt_b <= 0:
@@ -198,8 +198,8 @@ class RunConfig:
             raise bad("device", self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         return self
 
-    def _validate_zoo(self) -> None:
-        """AWP, ADT and LAS-AT settings (METHODS-ZOO.md sections 3, 6 and 7)."""
+    def _validate_awp_adt_lasat(self) -> None:
+        """AWP, ADT and LAS-AT settings (docs/methods.md §3, §6, §7)."""
         check_choice("awp_ascent", self.awp_ascent, ("official", "robustlt"))
         check_choice("lasat_strategy_model", self.lasat_strategy_model, REGISTRIES["model"])
         for name in ("awp_gamma", "adt_lambda", "awp_warmup"):

@@ -62,7 +62,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3,
     return Normalized(net, mean, std)
 
 
-# ---------------------------------------------------------------- classifier heads (METHODS-ZOO H1, H2)
+# ---------------------------------------------------------------- classifier heads (docs/methods.md H1, H2)
 class Head(nn.Module):
     """A classifier head that replaces the last nn.Linear: features [B, D] -> logits [B, C]."""
 

@@ -1,4 +1,4 @@
-"""ADT_EXP (METHODS-ZOO.md section 6): the spec's hand values, the never-zeroed inner gradients, the
+"""ADT_EXP (docs/methods.md §6): the spec's hand values, the never-zeroed inner gradients, the
 official loop read literally, the radius, RobustLT composition and a smoke run."""
 import math
 

@@ -38,16 +38,6 @@ class Quantised(nn.Module):
         return self.net(torch.round(x * 4) / 4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core runner OpenMP's spinning
-    threads made these tests 10-50x slower (measured); restored afterwards for the other modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     cfg = RunConfig(dataset="synthetic", imbalance_ratio=10, data_root=str(tmp_path_factory.mktemp("data")))

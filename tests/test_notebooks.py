@@ -28,11 +28,9 @@ def test_kernel_is_this_environment():
 # Each notebook test starts from folders its own fixtures build with the library (a stage-1 run, a
 # trained run, an evaluated run), never from what another notebook test left: one failure stays one.
 @pytest.fixture(scope="module", autouse=True)
-def one_thread_kernels():
-    """Kernels inherit OMP_NUM_THREADS: one thread runs these tiny models fastest, and never spins against
-    other jobs (this process has one thread already: conftest)."""
+def headless_kernels():
+    """Kernels run headless (and inherit OMP_NUM_THREADS=1 from this process: conftest.one_thread)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("TAET_HEADLESS", "1")  # sweep.execute sets it for its kernels; unset again after this module
         yield
 

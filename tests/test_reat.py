@@ -1,11 +1,10 @@
-"""REAT: the hand-computed values of METHODS-ZOO.md 2.7, the official loop form of TAIL, the RBL no-op."""
+"""REAT: hand-computed values of docs/methods.md §2, the official loop form of TAIL, the RBL no-op."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from zoo_helpers import smoke_fit
 
 from taetlib.attacks import pgd
 from taetlib.config import RunConfig
@@ -137,6 +136,6 @@ def test_reat_composes_with_robustlt():
     assert obj.name == "robustlt(reat)" and obj.attack.class_scale is not None and obj.tail.any()
 
 
-def test_reat_trains_on_synthetic_data(tmp_path):
+def test_reat_trains_on_synthetic_data(tmp_path, smoke_fit):
     _, result, _, _ = smoke_fit(tmp_path, method="reat", random_start="uniform", robustlt=True)
     assert {"loss_bsl", "loss_tail"} <= set(result.history[-1])

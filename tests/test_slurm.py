@@ -27,11 +27,6 @@ def parse(*argv):
     return p.parse_args(["sweep", *argv])
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # jobs and their kernels inherit it
-
-
 # ------------------------------------------------------------------------------ fast: what is submitted
 def test_sbatch_script_carries_the_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun on this machine
@@ -142,8 +137,9 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, o
     assert "requeu" in log.lower(), log[-2000:]
 
 
-def test_the_readme_cluster_commands_parse(tmp_path):
-    section = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("## On a Slurm cluster", 1)[1]
+def test_the_cluster_page_commands_parse(tmp_path):
+    page = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
+    section = page.read_text().split("## On a Slurm cluster", 1)[1]
     commands = [c for c in section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ").splitlines()
                 if c.startswith("python -m taetlib sweep")]
     assert len(commands) == 3

@@ -296,11 +296,6 @@ SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--e
          "eval_every=0", "batch_size=64", "device=cpu"]
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kernels inherit it; tiny models run fastest on one thread
-
-
 @pytest.mark.slow
 def test_sweep_2_irs_x_2_methods(tmp_path, one_thread, capsys):
     out = tmp_path / "sw"

@@ -1,5 +1,5 @@
 """ADT (Dong et al., NeurIPS 2020), the explicit variant ADT_EXP: the adversarial example is a sample of a
-learned per-pixel distribution (METHODS-ZOO.md section 6; dongyp13/Adversarial-Distributional-Training
+learned per-pixel distribution (docs/methods.md §6; dongyp13/Adversarial-Distributional-Training
 adt_exp.py, adt_loss).
 
     sigma = softplus(rho),  u = mu + sigma * n,  n ~ N(0, I),  x' = clamp(x + eps * tanh(u), 0, 1)

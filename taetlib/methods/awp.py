@@ -1,5 +1,5 @@
 """AWP (Wu, Xia, Wang, NeurIPS 2020), AT-AWP: PGD-AT whose training step is taken at weights w + v,
-v a one-step adversarial weight perturbation (METHODS-ZOO.md section 3).
+v a one-step adversarial weight perturbation (docs/methods.md §3).
 
 Per step: x_adv from the library's PGD; then for every parameter whose name holds 'weight' and that
 has more than one dimension (conv and linear weights: no BatchNorm weights, no biases)

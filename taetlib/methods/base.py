@@ -1,4 +1,4 @@
-"""The objective interface, the training attack and the RobustLT wrapper; formulas in METHODS.md.
+"""The objective interface, the training attack and the RobustLT wrapper; formulas in docs/methods.md.
 
 An objective states the attack it trains with (`Attack`, built from the config) and its loss.
 `objective.step(model, x, y, epoch) -> StepOut` is all fit() calls: the loss tensor, the logits the

@@ -1,4 +1,4 @@
-"""GAIRAT (Zhang et al., ICLR 2021), as its official code computes it (METHODS-ZOO.md section 4):
+"""GAIRAT (Zhang et al., ICLR 2021), as its official code computes it (docs/methods.md §4):
 PGD-AT whose per-sample CE is reweighted by the geometry value kappa_i, the number of PGD iterates
 x'_0..x'_{K-1} the model classified correctly (counted during the attack, before each update):
 

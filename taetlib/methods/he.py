@@ -1,5 +1,5 @@
 """HE (Pang et al., NeurIPS 2020), PGD-AT + hypersphere embedding, as ShawnXYang/AT_HE computes it
-(METHODS-ZOO.md section 5): cosine logits z = <h/|h|, W_c>, |W_c| = 1 (the he_norm head), and
+(docs/methods.md §5): cosine logits z = <h/|h|, W_c>, |W_c| = 1 (the he_norm head), and
 
     attack: maximise CE(s z(x'), y)  (HELoss with cm = 0)      training: CE(s (z(x') - m onehot(y)), y)
 

@@ -1,5 +1,5 @@
 """LAS-AT (Jia et al., CVPR 2022), LAS-PGD-AT: a strategy network picks each sample's attack (eps, steps,
-step size) and is trained by REINFORCE (METHODS-ZOO.md section 7; jiaxiaojunQAQ/LAS-AT
+step size) and is trained by REINFORCE (docs/methods.md §7; jiaxiaojunQAQ/LAS-AT
 LAS_PGD_AT/LAS_AT_train_cifar10.py and StrategyNet.py).
 
 Every training step: the strategy network (eval mode) samples per-sample (eps_i, K_i, alpha_i) from its

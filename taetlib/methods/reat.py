@@ -1,4 +1,4 @@
-"""REAT (Li, Xu, Zhang, arXiv 2307.10205), as its official code computes it (METHODS-ZOO.md section 2):
+"""REAT (Li, Xu, Zhang, arXiv 2307.10205), as its official code computes it (docs/methods.md §2):
 balanced softmax on x_adv plus the "TAIL" term on penultimate features,
 
     L = CE(z(x') + ln n, y) + (1/|T|) sum_{i in T} KLbar_i * (1/B) sum_j s_ij (w_{y_i} + w_{y_j}),

@@ -1,4 +1,4 @@
-"""RoBal (Wu et al., CVPR 2021), as its official code and RobustLT compute it (METHODS-ZOO.md section 1):
+"""RoBal (Wu et al., CVPR 2021), as its official code and RobustLT compute it (docs/methods.md §1):
 a CosPlus cosine head (scale 1), and on its logits z
 
     u_j = s (z_j(x') - m_y [j = y]) + b_j,  m_c = m + tau_m ln(n_c / n_min) / s,  b_c = tau_b ln(n_c / N)

@@ -1,4 +1,4 @@
-"""What several comparison methods share (METHODS-ZOO.md 0.4): heads (H1), penultimate features (H2),
+"""What several comparison methods share (docs/methods.md §0): heads (H1), penultimate features (H2),
 per-iterate correctness from PGD (H4) and the one-sided uniform start (H6)."""
 import copy
 

@@ -3,7 +3,7 @@
 Each registered dataset reads its official on-disk format into uint8 arrays. `load_lt(cfg)` turns
 one into a long-tailed training set plus two test protocols (balanced, long-tailed), recorded in a
 manifest under data/splits/ with a sha256 of the source files. Split and the on-device batching
-(Batches) live in batches.py; they are importable from here too.
+(Batches) live in batches.py.
 """
 from __future__ import annotations
 

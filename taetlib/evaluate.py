@@ -5,7 +5,7 @@ per-sample predictions; every number is computed from them by metrics.py, and th
 the tables (predictions.npz), so any metric can be recomputed without attacking again.
 `evaluate_run(run_dir)` does the same for a trained run folder; `python -m taetlib evaluate` calls it.
 The attacks by name are in attack_suite.py, the sanity flags in sanity.py (its docstring lists them),
-the tables and EvalResult in eval_result.py; their names are importable from here too.
+the tables and EvalResult in eval_result.py.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     report.html                             the comparison in one page
 One run's folder and the notebook side of the contract are in runs.py, papermill and the kernel in
 notebook_exec.py, the parallel map in parallel.py, the Slurm launcher (submitit) in launchers.py, the
-headline metrics and the report page in report.py; their names are importable from here too.
+headline metrics and the report page in report.py; import each name from its own module.
 """
 from __future__ import annotations
 

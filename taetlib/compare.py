@@ -6,35 +6,57 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import metrics, stats
+from . import intervals, metrics, stats
 
-SEEDS_T = "t over seeds"
 ONE_RUN = "one run"
 
 
+def _shared(g: pd.DataFrame) -> bool:
+    """The seeds of a group share one split (and its test images) when it has fewer split seeds than rows."""
+    return "split_seed" in g and g["split_seed"].nunique() < len(g)
+
+
+def _cell(g: pd.DataFrame, value: str, n: str | None, var: str | None) -> dict:
+    v = g[value].to_numpy(dtype=float)
+    shared = _shared(g)
+    if n is not None:   # a proportion: its interval stays inside [0, 1]
+        out = intervals.proportion(v, g[n].to_numpy(dtype=float), shared=shared)
+        sources = intervals.ONE_SEED if out["k"] == 1 else intervals.SHARED if shared else intervals.NESTED
+        return {"low": out["low"], "high": out["high"], "interval": sources if out["k"] else ""}
+    w = g[var].to_numpy(dtype=float) if var is not None else None
+    shared_var = float(np.nanmean(w)) if shared and w is not None and np.isfinite(w).any() else None
+    out = intervals.combine(v, w, shared_var=shared_var)
+    return {"low": out["low"], "high": out["high"], "interval": out["sources"], "p": out["p"], "se": out["se"]}
+
+
 def seed_means(table: pd.DataFrame, keys: list[str], value: str, low: str | None = None,
-               high: str | None = None) -> pd.DataFrame:
+               high: str | None = None, n: str | None = None, var: str | None = None) -> pd.DataFrame:
     """Per `keys`: mean, std (ddof 1), n of `value` over the rows (seeds), and a 95 % interval low / high
-    with what it is (`interval`): a t-interval over seeds for two or more (stats.t_half_width, as
-    stats.seed_interval); for one, that run's own interval from its `low` / `high` columns (bootstrap
-    within classes, Wilson, ...) when there is one."""
-    v = pd.to_numeric(table[value], errors="coerce").astype(float)
-    own = {f"_{k}": pd.to_numeric(table[c], errors="coerce").where(np.isfinite(v)) if c in table else np.nan
-           for k, c in (("low", low), ("high", high))}   # a run's own interval, only where its value is
-    g = table.assign(_v=v, **own).groupby(keys, sort=False, dropna=False)
-    out = g["_v"].agg(mean="mean", std="std", n="count")
-    half, n = stats.t_half_width(out["std"], out["n"]), out["n"].to_numpy()
-    lo = np.where(n >= 2, out["mean"] - half, np.where(n == 1, g["_low"].first(), np.nan))
-    hi = np.where(n >= 2, out["mean"] + half, np.where(n == 1, g["_high"].first(), np.nan))
-    kind = np.where(n >= 2, SEEDS_T, np.where(np.isfinite(lo), ONE_RUN, ""))
-    cols = [*keys, "mean", "std", "n", "low", "high", "interval"]
-    return out.assign(low=lo, high=hi, interval=kind).reset_index()[cols]
+    from the interval engine (taetlib.intervals), with `interval` saying which variance it holds.
+    `n` (a column of test images behind each value): a proportion, its interval inside [0, 1];
+    `var` (each value's test-image variance): Hartung-Knapp over seeds; neither: the t-interval over
+    seeds. One row: that run's own interval from its `low` / `high` columns when it has one (test images
+    only). Seeds that share one split get the test-image variance they share added (intervals.SHARED)."""
+    t = table.assign(_v=pd.to_numeric(table[value], errors="coerce").astype(float))
+    rows = []
+    for key, g in t.groupby(keys, sort=False, dropna=False):
+        g = g[np.isfinite(g["_v"])]
+        vals = g["_v"].to_numpy()
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row.update(mean=vals.mean() if len(vals) else np.nan, std=vals.std(ddof=1) if len(vals) > 1 else np.nan,
+                   n=len(vals), low=np.nan, high=np.nan, interval="")
+        if len(vals) == 1 and low in g and high in g and np.isfinite(float(g[low].iloc[0])):
+            row.update(low=float(g[low].iloc[0]), high=float(g[high].iloc[0]), interval=intervals.ONE_SEED)
+        elif len(vals) >= (1 if n else 2):
+            row.update({k: v for k, v in _cell(g, "_v", n, var).items() if k in ("low", "high", "interval")})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n", "low", "high", "interval"])
 
 
 def means_as(table: pd.DataFrame, keys: list[str], value: str, low: str | None = None,
-             high: str | None = None) -> pd.DataFrame:
+             high: str | None = None, n: str | None = None) -> pd.DataFrame:
     """`seed_means` with its columns named after `value`: value, value_std, value_low, value_high, n."""
-    return seed_means(table, keys, value, low, high).rename(
+    return seed_means(table, keys, value, low, high, n=n).rename(
         columns={"mean": value, "std": f"{value}_std", "low": f"{value}_low", "high": f"{value}_high"})
 
 
@@ -50,7 +72,8 @@ def tradeoff_points(summary: pd.DataFrame, protocol: str, attack: str) -> pd.Dat
     for m, a in TRADEOFF.items():
         rows = s[s["attack"] == (a or attack)]
         cols = {c: c for c in ("balanced_low", "balanced_high") if c in rows}
-        parts.append(means_as(rows, keys, "balanced", cols.get("balanced_low"), cols.get("balanced_high"))
+        parts.append(means_as(rows.rename(columns={"n": "images"}), keys, "balanced", cols.get("balanced_low"),
+                              cols.get("balanced_high"), n="images" if "n" in rows else None)
                      .rename(columns=lambda c: c.replace("balanced", m)).drop(columns="interval"))
     return _pair_up(parts, keys)
 
@@ -104,14 +127,16 @@ def paired_rows(preds: dict) -> list[dict]:
                 (ya, pa, ia), (yb, pb, ib) = preds[a], preds[b]
                 note = "" if np.array_equal(ya, yb) and np.array_equal(ia, ib) else "not on the same test images"
             d, lo, hi = stats.paired_difference(ya, pa, pb) if not note else (np.nan,) * 3
-            out.append({"a": a, "b": b, "note": note, "difference": d, "low": lo, "high": hi})
+            var = intervals.class_mean_variance(ya, (pa == ya).astype(float) - (pb == ya))[1] if not note else np.nan
+            out.append({"a": a, "b": b, "note": note, "difference": d, "low": lo, "high": hi, "var": var})
     return out
 
 
 def difference_means(per_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Paired differences per seed -> over seeds (`seed_means`: t over seeds, or the one run's bootstrap),
-    with the plain reading."""
-    out = seed_means(per_seed, [*keys, "a", "b", "note"], "difference", "low", "high")
+    """Paired differences per seed -> over seeds (`seed_means`: Hartung-Knapp over seeds, or the one run's
+    bootstrap), with the plain reading (descriptive: the report's full pairwise table)."""
+    var = "var" if "var" in per_seed else None
+    out = seed_means(per_seed, [*keys, "a", "b", "note"], "difference", "low", "high", var=var)
     out = out.rename(columns={"mean": "difference"})
     return out.assign(reading=[reading(a, b, lo, hi) for a, b, lo, hi in zip(out["a"], out["b"], out["low"],
                                                                                out["high"])])

@@ -127,9 +127,24 @@ SOURCE = {"clean_accuracy": "overall", "balanced_accuracy": "balanced", "robust_
           "worst_class_robustness": "worst_recall"}   # metric -> its column of evaluate's summary
 
 
-def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
+SHARE = {"tail_robustness": 1 / 3, "taet_tail_robustness": 1 / 2, "robustlt_tail_robustness": 0.8,
+         "weakest_k_robustness": 1 / 3, "worst_class_robustness": 0.0}   # the classes a group metric averages
+
+
+def images_behind(metric: str, n: float, num_classes: int) -> float:
+    """The test images a metric averages over (its interval's sample size): every image, or its group's
+    classes' share (ceil for thirds and halves, one class for the worst) of a protocol's n images."""
+    if metric not in SHARE:
+        return float(n)
+    k = max(1, int(np.ceil(SHARE[metric] * num_classes))) if SHARE[metric] else 1
+    return float(n) * k / num_classes
+
+
+def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None, num_classes: int = 10) -> pd.DataFrame:
     """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
-    metric, value). The group metrics average the classes METRIC_GROUPS names."""
+    metric, value, low, high, images). The group metrics average the classes METRIC_GROUPS names;
+    `images` is how many test images each averages over (on the long-tailed protocol an approximation:
+    its rare classes hold fewer)."""
     attack = robust_attack_of(summary, robust_attack)
     rows = []
     for protocol, s in summary.groupby("protocol", sort=False):
@@ -140,7 +155,9 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
 
         # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
         # before a column existed has no such metric
+        n = float(s["n"].iloc[0]) if "n" in s and len(s) else np.nan
         rows += [{"protocol": protocol, "metric": m, "robust_attack": attack,
+                  "images": images_behind(m, n, num_classes),
                   **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c)
                      if c in s else np.nan for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
                  for m, col in SOURCE.items() if col in s]
@@ -149,26 +166,32 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric, with
-    a 95 % interval (low, high) and what it is (`interval`)."""
+    a 95 % interval (low, high, inside [0, 1]) and the variance it holds (`interval`: model seed, data
+    draw, test images; taetlib.intervals)."""
     keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
-    # 95 % interval: a t-interval over seeds; for a single run, that run's own interval (the bootstrap
-    # within classes for balanced metrics, Wilson for overall ones; none for the group metrics)
-    agg = compare.seed_means(metrics, keys, "value", "low", "high")
+    # 95 % interval: Hartung-Knapp over seeds on the logit scale (intervals.proportion); for a single run,
+    # its own interval (bootstrap within classes, Wilson) where it has one, else Wilson on its images
+    agg = compare.seed_means(metrics, keys, "value", "low", "high", n="images" if "images" in metrics else None)
     rank = {m: i for i, m in enumerate(METRICS)}
     agg["_m"] = agg["metric"].map(rank)
     return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
 
 
 def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
-    """Per-run headline metrics of every finished run (tidy, run columns first)."""
+    """Per-run headline metrics of every finished run (tidy, run columns first), with the split each run
+    drew (split_seed: seeds sharing one split share their test images) and the images behind each value."""
     cols = ["run", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
     frames = []
     for row in status[status["status"].isin(["done", "skipped"])].to_dict("records"):
-        f = Path(row["run"]) / "eval" / "summary.csv"
-        if f.exists():
-            m = run_metrics(pd.read_csv(f, keep_default_na=False, na_values=[""]), robust_attack)
-            frames.append(m.assign(**{k: row[k] for k in cols}))
-    out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack"]
+        ev = Path(row["run"]) / "eval"
+        if (ev / "summary.csv").exists():
+            classes = pd.read_csv(ev / "per_class.csv")["class"].nunique() if (ev / "per_class.csv").exists() else 10
+            config = Path(row["run"]) / "config.json"
+            split = json.loads(config.read_text()).get("split_seed", 0) if config.exists() else np.nan
+            m = run_metrics(pd.read_csv(ev / "summary.csv", keep_default_na=False, na_values=[""]), robust_attack,
+                            int(classes))
+            frames.append(m.assign(**{k: row[k] for k in cols}, split_seed=split))
+    out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack", "images", "split_seed"]
     return pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
 
 
@@ -178,7 +201,7 @@ def arm_means(table: pd.DataFrame, by: list[str], value: str = "recall") -> pd.D
     keeping the `by` columns: a t-interval over seeds, or one run's own (Wilson for per-class recall)."""
     low, high = f"{value}_low", f"{value}_high"
     return compare.means_as(table, ["imbalance_ratio", "arm", *by], value, low if low in table else None,
-                            high if high in table else None)
+                            high if high in table else None, n="n" if value == "recall" and "n" in table else None)
 
 
 def paired_differences(tables: dict, attack: str) -> pd.DataFrame:

@@ -81,7 +81,3 @@ def seed_interval(values, level: float = LEVEL) -> dict:
     half = float(t_half_width(std, n, level))
     return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
 
-
-def separated(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """True when two (low, high) intervals do not overlap: only then is a ranking stated."""
-    return bool(a[1] < b[0] or b[1] < a[0])

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 
-from taetlib import compare, eval_result, metrics, plots, report, stats, sweep
+from taetlib import compare, eval_result, intervals, metrics, plots, report, stats, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"c{i}" for i in range(6)]
@@ -104,8 +103,9 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
         for i, name in enumerate(tr.x):
             seeds = t[(t.arm == tr.name) & (t.imbalance_ratio == ir) & (t.class_name == name)].recall
             assert len(seeds) == 2 and y[i] == pytest.approx(seeds.mean())
-            low, high = scipy_stats.t.interval(0.95, 1, loc=seeds.mean(), scale=seeds.std(ddof=1) / np.sqrt(2))
-            assert y[i] + plus[i] == pytest.approx(high) and y[i] - minus[i] == pytest.approx(low)
+            engine = intervals.proportion(seeds, PER_CLASS)   # Hartung-Knapp on the logit scale: inside [0, 1]
+            assert y[i] + plus[i] == pytest.approx(engine["high"]) and y[i] - minus[i] == pytest.approx(engine["low"])
+            assert 0 <= engine["low"] < y[i] < engine["high"] <= 1
 
 
 def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
@@ -126,7 +126,7 @@ def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, 
     s = pd.read_csv(one_seed[1][0] / "eval" / "summary.csv").set_index(["protocol", "attack"])
     agg = sweep.aggregate(sweep.collect(status_of(one_seed[1]), None))
     row = agg[(agg.arm == "pgd_at") & (agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].iloc[0]
-    assert row.interval == "one run" and row.low == s.loc[("balanced", "pgd20"), "balanced_low"]
+    assert row.interval == intervals.ONE_SEED and row.low == s.loc[("balanced", "pgd20"), "balanced_low"]
 
 
 def test_sweep_lines_error_bars_are_the_seed_intervals(two_seeds):
@@ -137,7 +137,7 @@ def test_sweep_lines_error_bars_are_the_seed_intervals(two_seeds):
     for tr in fig.data:
         metric = "balanced_accuracy" if tr.xaxis == "x" else "balanced_robustness"
         want = a[(a.arm == tr.name) & (a.metric == metric)].sort_values("imbalance_ratio")
-        assert (want.interval == "t over seeds").all() and list(tr.x) == list(want.imbalance_ratio)
+        assert (want.interval == intervals.SHARED).all()   # both seeds on split_seed 0: one fixed split and list(tr.x) == list(want.imbalance_ratio)
         y, plus, minus = bars(tr)
         assert np.allclose(y + plus, want.high) and np.allclose(y - minus, want.low)
 
@@ -154,7 +154,7 @@ def test_paired_differences_read_only_where_the_interval_excludes_zero(tmp_path)
     row = d.loc[("balanced_robustness", "strong", "weak")]
     y, ps, pw = (report.predictions(runs[i], "balanced", "pgd20")[k] for i, k in ((1, 0), (1, 1), (0, 1)))
     assert (row.difference, row.low, row.high) == pytest.approx(stats.paired_difference(y, ps, pw))
-    assert row.low > 0 and row.reading == "strong higher" and row.interval == "one run"
+    assert row.low > 0 and row.reading == "strong higher" and row.interval == intervals.ONE_SEED
     assert d.loc[("balanced_robustness", "twin", "strong")].reading == ""   # 0 inside: no word
     close = d.loc[("balanced_robustness", "close", "strong")]
     assert close.low < 0 < close.high and close.reading == ""

@@ -1,0 +1,87 @@
+"""Every verdict sentence the workbench writes comes from `sentence`, from one reading of the interval
+engine (compare.claim_readings, compare.rankings): the sweep report, the results README and the demo's
+README section. Nothing else words a verdict.
+
+The rules it keeps:
+- only a pre-declared primary comparison (the preset names it) with at least two seeds can 'hold' or be
+  'contradicted', and only when its Holm-adjusted p-value is below 0.05;
+- a primary comparison that is not significant gives the bound the data supports ('at most +1.2
+  points'), the smallest effect it could detect with 80 % power, and whether the paper's claimed
+  effect was within reach;
+- everything else is labelled descriptive; one seed gets no verdict at all (its interval holds the test
+  images only);
+- a ranking names the arms the data cannot tell from the best (Holm over the paired differences).
+"""
+from __future__ import annotations
+
+import math
+
+ALPHA = 0.05
+
+
+def pts(x: float, sign: bool = True) -> str:
+    return "nan" if x is None or not math.isfinite(x) else (f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}")
+
+
+def _interval(r: dict) -> str:
+    return f"{pts(r['mean'])} [{pts(r['low'])}, {pts(r['high'])}] points"
+
+
+def _where(r: dict) -> str:
+    return f"IR {r['imbalance_ratio']:g}, {r['protocol']} test set"
+
+
+def _power(r: dict) -> str:
+    mde = r.get("mde", float("nan"))
+    if not math.isfinite(mde):
+        return ""
+    text = f" The smallest difference this reading could detect with 80 % power is {pts(mde, False)} points"
+    claimed = r.get("claimed")
+    if claimed is not None and math.isfinite(claimed):
+        reach = "within" if abs(claimed) >= mde else "out of"
+        text += f"; the paper's claimed {pts(claimed)} was {reach} reach"
+    return text + "."
+
+
+def _claim(r: dict) -> str:
+    head = f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} over {r['k']} seeds"
+    if r["k"] < 2:
+        return (f"{head}: one seed, so no verdict: the interval holds the test images only, not the spread "
+                "between seeds or data draws.")
+    p = f"Holm-adjusted p = {r['p_holm']:.3g} of {r['family']} primary comparisons"
+    if r["p_holm"] < ALPHA:
+        word = "holds" if r["mean"] > 0 else f"is contradicted ({r['b']} higher)"
+        return f"{head} ({p}): the claim {word}.{_power(r)}"
+    bound = (f"the data support an advantage of {r['a']} of at most {pts(r['high'])} points"
+             if r["high"] > 0 else f"{r['a']} is not ahead here")
+    return f"{head} ({p}): not settled; {bound}.{_power(r)}"
+
+
+def _descriptive(r: dict) -> str:
+    k = f" over {r['k']} seeds" if r["k"] != 1 else " (one seed: test images only)"
+    return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)}{k} (descriptive: not a "
+            "pre-declared comparison, no verdict).")
+
+
+def _ranking(r: dict) -> str:
+    tied = r["tied"]
+    head = (f"{_where(r)}, {r['metric'].replace('_', ' ')}: highest mean {r['best']} ({pts(r['best_mean'], False)} %)"
+            f" of {r['arms']} arms that trained")
+    if r["k"] < 2:
+        return f"{head}; one seed, so no ranking (the intervals hold the test images only)."
+    rest = ("every other arm is lower (Holm-adjusted paired differences, p < 0.05)" if not tied else
+            f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
+            f"{r['k']} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {r['arms']}")
+    return f"{head}; {rest}."
+
+
+def sentence(r: dict) -> str:
+    """The one writer of verdict sentences: a reading of kind claim (primary), descriptive or ranking."""
+    kind = r["kind"]
+    if kind == "claim":
+        return _claim(r)
+    if kind == "descriptive":
+        return _descriptive(r)
+    if kind == "ranking":
+        return _ranking(r)
+    raise ValueError(f"reading kind {kind!r}: expected claim, descriptive or ranking")

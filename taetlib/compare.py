@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import intervals, metrics, stats
+from . import health, intervals, metrics, stats
 
 ONE_RUN = "one run"
 
@@ -143,9 +143,22 @@ def difference_means(per_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ tables for the page
+def marked(agg: pd.DataFrame) -> pd.DataFrame:
+    """The aggregate with each arm that has runs failing the health gate named so in every table and
+    figure: 'arm (did not train)', or 'arm (1 of 3 runs did not train)'."""
+    if "did_not_train" not in agg or not len(agg):
+        return agg
+    bad = agg.groupby(["imbalance_ratio", "arm"], sort=False)["did_not_train"].transform("max").fillna(0)
+    total = agg.groupby(["imbalance_ratio", "arm"], sort=False)["n"].transform("max")
+    label = [a if b == 0 else f"{a} ({health.DID_NOT_TRAIN})" if b >= n else f"{a} ({b:.0f} of {n:.0f} runs {health.DID_NOT_TRAIN})"
+             for a, b, n in zip(agg["arm"], bad, total)]
+    return agg.assign(arm=label)
+
+
 def aggregate_wide(agg: pd.DataFrame, protocol: str, order: list[str]) -> pd.DataFrame:
     """One row per IR and arm, one column per metric (in `order`): 'mean ± std [low, high]' (n seeds)."""
-    a = agg[agg["protocol"] == protocol]
+    a = marked(agg)
+    a = a[a["protocol"] == protocol]
     lo = a["low"] if "low" in a else pd.Series(np.nan, index=a.index)
     hi = a["high"] if "high" in a else pd.Series(np.nan, index=a.index)
     cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") + ("" if pd.isna(l) else f" [{l:.4f}, {h:.4f}]")
@@ -166,3 +179,83 @@ def differences_table(diffs: pd.DataFrame) -> pd.DataFrame:
                          "metric": diffs["metric"], "a - b": [f"{a} - {b}" for a, b in zip(diffs["a"], diffs["b"])],
                          "difference [95 % interval]": cells, "seeds": diffs["n"], "interval": diffs["interval"],
                          "reading": diffs["reading"], "note": diffs["note"]})
+
+
+# ------------------------------------------------------------------------------ readings for verdicts
+def trained(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that passed the health gate (every row where no gate was applied)."""
+    return metrics[metrics["trained"].astype(bool)] if "trained" in metrics else metrics
+
+
+def seed_pairs(metrics: pd.DataFrame, a: str, b: str, ir: float, protocol: str, metric: str) -> pd.DataFrame:
+    """a and b of one metric, seed by seed (runs that trained only): value_a, value_b, their difference,
+    its test-image variance (a binomial bound from each run's images) and whether the seeds share a split."""
+    m = trained(metrics)
+    m = m[(m["imbalance_ratio"] == ir) & (m["protocol"] == protocol) & (m["metric"] == metric)]
+    cols = [c for c in ("value", "images", "split_seed") if c in m]
+    wide = {arm: m[m["arm"] == arm].set_index("seed")[cols] for arm in (a, b)}
+    both = wide[a].merge(wide[b], left_index=True, right_index=True, suffixes=("_a", "_b"))
+    both = both.dropna(subset=["value_a", "value_b"])
+    var = np.nan
+    if "images_a" in both:
+        var = sum(both[f"value_{x}"] * (1 - both[f"value_{x}"]) / both[f"images_{x}"] for x in "ab")
+    shared = "split_seed_a" in both and both["split_seed_a"].nunique() < len(both)
+    return both.assign(difference=both["value_a"] - both["value_b"], var=var, shared=shared)
+
+
+def difference_reading(pairs: pd.DataFrame, **keys) -> dict:
+    """The engine's reading of a - b over seeds, with the effect it could detect at 80 % power."""
+    var = pairs["var"].to_numpy(dtype=float) if len(pairs) else None
+    shared = bool(len(pairs)) and bool(pairs["shared"].iloc[0])
+    shared_var = float(np.nanmean(var)) if shared and var is not None and np.isfinite(var).any() else None
+    out = intervals.combine(pairs["difference"].to_numpy(dtype=float), var, shared_var=shared_var)
+    return {**keys, **out, "mde": intervals.detectable(out["se"], out["k"])}
+
+
+def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, primary=()) -> list[dict]:
+    """a - b for every IR, protocol and metric of `metric_labels`: kind 'claim' where `primary` (the
+    preset's pre-declared endpoints: dicts of a, b, metric, imbalance_ratio, protocol, claimed) names it,
+    with Holm-adjusted p-values over those; 'descriptive' for the rest."""
+    m = metrics[metrics["metric"].isin(list(metric_labels))]
+    out = []
+    for (ir, protocol, metric), _ in m.groupby(["imbalance_ratio", "protocol", "metric"], sort=True):
+        spec = next((p for p in primary if (p["a"], p["b"], p["metric"], float(p["imbalance_ratio"]), p["protocol"])
+                     == (a, b, metric, float(ir), protocol)), None)
+        r = difference_reading(seed_pairs(metrics, a, b, ir, protocol, metric), a=a, b=b, imbalance_ratio=ir,
+                               protocol=protocol, metric=metric, label=metric_labels[metric])
+        out.append({**r, "kind": "claim" if spec else "descriptive",
+                    "claimed": spec.get("claimed") if spec else None})
+    family = [r for r in out if r["kind"] == "claim"]
+    for r, adj in zip(family, intervals.holm([r["p"] for r in family])):
+        r.update(p_holm=float(adj), family=len(family))
+    return out
+
+
+def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protocol: str = "balanced") -> list[dict]:
+    """Per IR: the arm of highest mean (runs that trained), and the arms the data cannot tell from it:
+    each arm's paired difference from the best over their common seeds, Holm-adjusted across the arms
+    (p >= 0.05, or fewer than two common seeds: not told apart). Never interval overlap."""
+    m = trained(metrics)
+    m = m[(m["metric"] == metric) & (m["protocol"] == protocol)]
+    out = []
+    for ir, g in m.groupby("imbalance_ratio", sort=True):
+        means = g.groupby("arm", sort=False)["value"].mean().dropna().sort_values(ascending=False)
+        if means.empty:
+            continue
+        best = means.index[0]
+        diffs = [difference_reading(seed_pairs(metrics, best, arm, ir, protocol, metric), arm=arm)
+                 for arm in means.index[1:]]
+        adj = intervals.holm([d["p"] for d in diffs])
+        tied = [d["arm"] for d, p in zip(diffs, adj) if not (np.isfinite(p) and p < 0.05)]
+        out.append({"kind": "ranking", "imbalance_ratio": ir, "protocol": protocol, "metric": metric, "best": best,
+                    "best_mean": float(means.iloc[0]), "arms": len(means), "tied": tied,
+                    "k": int(g.groupby("arm")["seed"].nunique().max()),
+                    "differences": [{**d, "p_holm": float(p)} for d, p in zip(diffs, adj)]})
+    return out
+
+
+def readings_table(readings: list[dict]) -> pd.DataFrame:
+    """Claim / descriptive readings as a table (claims.csv, the report's primary table)."""
+    cols = ["kind", "imbalance_ratio", "protocol", "metric", "label", "a", "b", "mean", "low", "high", "k", "p",
+            "p_holm", "family", "mde", "claimed", "se", "df", "tau2", "sources"]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in readings], columns=cols)

@@ -41,7 +41,7 @@ def above_chance(summary: pd.DataFrame, num_classes: int, rules: Rules) -> tuple
     rows = summary[(summary["attack"] == "clean")]
     if "protocol" in rows and (rows["protocol"] == "balanced").any():
         rows = rows[rows["protocol"] == "balanced"]
-    if not len(rows) or "balanced_low" not in rows:
+    if not len(rows) or "balanced_low" not in rows or num_classes < 1:
         return None, float("nan")
     low = float(rows["balanced_low"].iloc[0])
     if not math.isfinite(low):
@@ -78,7 +78,7 @@ def finite_loss(history: list[dict]) -> bool | None:
 def run_health(summary: pd.DataFrame, history: list[dict], num_classes: int, rules: Rules = Rules()) -> dict:
     """One run's health record: the three checks, whether it trained, and why not."""
     chance, low = above_chance(summary, num_classes, rules)
-    rec = {"above_chance": chance, "balanced_accuracy_low": low, "chance": 1 / num_classes,
+    rec = {"above_chance": chance, "balanced_accuracy_low": low, "chance": 1 / num_classes if num_classes else np.nan,
            "levelled": levelled(history, rules), "finite_loss": finite_loss(history)}
     why, failed = [], [k for k in ("above_chance", "levelled", "finite_loss") if rec[k] is False]
     if rec["above_chance"] is False:
@@ -96,7 +96,8 @@ def read_run(run_dir: str | Path, rules: Rules = Rules()) -> dict:
     """run_health from a run folder: eval/summary.csv, eval/per_class.csv (C) and history.jsonl."""
     run_dir = Path(run_dir)
     summary = pd.read_csv(run_dir / "eval" / "summary.csv", keep_default_na=False, na_values=[""])
-    num_classes = int(pd.read_csv(run_dir / "eval" / "per_class.csv")["class"].nunique())
+    per_class = run_dir / "eval" / "per_class.csv"
+    num_classes = int(pd.read_csv(per_class)["class"].nunique()) if per_class.exists() else 0   # 0: not read
     return run_health(summary, read_history(run_dir), num_classes, rules)
 
 
@@ -120,7 +121,7 @@ def left_out(health: pd.DataFrame) -> str:
     bad = health[~health["trained"].astype(bool)]
     if bad.empty:
         return f"All {len(health)} runs passed the health gate."
-    parts = [f"{CHECKS.get(why, why)}: " + ", ".join(f"{a} IR {ir:g} seed {s}" for a, ir, s in
+    parts = [", ".join(CHECKS.get(c, c) for c in why.split(",")) + ": " + ", ".join(f"{a} IR {ir:g} seed {s}" for a, ir, s in
                                                       zip(g["arm"], g["imbalance_ratio"], g["seed"]))
              for why, g in bad.groupby("failed_checks", sort=False)]
     return (f"{len(bad)} of {len(health)} runs {DID_NOT_TRAIN} and are left out of rankings and claims: "

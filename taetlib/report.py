@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import compare, plots
+from . import compare, plots, verdicts
+from . import health as healthlib
 from .compare import tradeoff_points  # noqa: F401  (report.tradeoff_points: as before)
 from .runs import ARM_FILE, arm_name
 
@@ -172,12 +173,15 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     # 95 % interval: Hartung-Knapp over seeds on the logit scale (intervals.proportion); for a single run,
     # its own interval (bootstrap within classes, Wilson) where it has one, else Wilson on its images
     agg = compare.seed_means(metrics, keys, "value", "low", "high", n="images" if "images" in metrics else None)
+    if "trained" in metrics:   # the health gate: how many of the cell's runs did not train (kept, and marked)
+        bad = (~metrics["trained"].astype(bool)).groupby([metrics[k] for k in keys], sort=False, dropna=False).sum()
+        agg = agg.merge(bad.rename("did_not_train").reset_index(), on=keys, how="left")
     rank = {m: i for i, m in enumerate(METRICS)}
     agg["_m"] = agg["metric"].map(rank)
     return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
 
 
-def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
+def collect(status: pd.DataFrame, robust_attack: str | None, health: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per-run headline metrics of every finished run (tidy, run columns first), with the split each run
     drew (split_seed: seeds sharing one split share their test images) and the images behind each value."""
     cols = ["run", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
@@ -192,7 +196,11 @@ def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
                             int(classes))
             frames.append(m.assign(**{k: row[k] for k in cols}, split_seed=split))
     out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack", "images", "split_seed"]
-    return pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
+    out = pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
+    if health is not None:   # health.sweep_health: each run's gate, carried into every table
+        ok = dict(zip(health["run"].astype(str), health["trained"].astype(bool)))
+        out = out.assign(trained=[ok.get(str(r), True) for r in out["run"]])
+    return out
 
 
 # ------------------------------------------------------------------------------ views
@@ -261,8 +269,9 @@ TRADEOFF_TITLE = "Balanced accuracy vs balanced robustness ({attack}, {protocol}
 
 def tradeoff_figure(agg: pd.DataFrame, protocol: str) -> go.Figure:
     """The sweep report's first figure, and the README's: TAET's Figure 2 read off the aggregate table,
-    one point per arm (a panel per IR when several), its 95 % intervals as error bars both ways."""
-    p = _with_ir(compare.tradeoff_from_aggregate(agg, protocol))
+    one point per arm (a panel per IR when several), its 95 % intervals as error bars both ways; an arm
+    with runs that did not train is named so."""
+    p = _with_ir(compare.tradeoff_from_aggregate(compare.marked(agg), protocol))
     attack = robust_attack_in(agg)
     return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
                                                                                          protocol=protocol))
@@ -363,10 +372,41 @@ LEAD = {   # the report's first three sections: the answer, each number with its
     "per_class": ("Per-class robust recall per arm", "Error bars: 95 % intervals (Wilson for one run, t over "
                   "seeds for a mean). Hatched: each arm's weakest ceil(C/3) classes by robust recall "
                   "(metrics.weakest_k), whatever their frequency."),
-    "differences": ("Paired differences between arms", "a - b on the same test images: per seed a paired "
-                    "bootstrap within classes (stats.paired_difference), over seeds a t-interval. A reading is "
-                    "given only where the 95 % interval excludes 0."),
+    "differences": ("Paired differences between arms (descriptive)", "a - b on the same test images: per seed "
+                    "a paired bootstrap within classes (stats.paired_difference), over seeds the interval engine "
+                    "(Hartung-Knapp, taetlib.intervals). Not corrected for multiple comparisons: descriptive only; "
+                    "the primary comparisons above are the ones that can hold or be contradicted."),
 }
+
+
+def primary_section(sweep, metrics: pd.DataFrame | None, health: pd.DataFrame | None) -> list[str]:
+    """The page's first section: the pre-declared primary comparisons with Holm-adjusted p-values and their
+    verdicts (verdicts.sentence), the rankings by paired differences against the best arm, and the runs the
+    health gate left out."""
+    parts = ["<h2 id='primary'>Primary comparisons</h2>"]
+    if health is not None and len(health):
+        parts.append(f"<p>{html.escape(healthlib.left_out(health))}</p>")
+        bad = health[~health["trained"].astype(bool)]
+        if len(bad):
+            parts.append(_table_html(bad[["arm", "imbalance_ratio", "seed", "reason"]]))
+    if metrics is None or not len(metrics):
+        return parts + ["<p>No finished runs.</p>"]
+    primary = list(getattr(sweep, "primary", []) or [])
+    if not primary:
+        parts.append("<p>This sweep declares no primary comparisons: every comparison on this page is "
+                     "descriptive.</p>")
+    readings = []
+    for a, b in dict.fromkeys((p["a"], p["b"]) for p in primary):
+        if {a, b} <= set(metrics["arm"]):
+            labels = {p["metric"]: p["metric"].replace("_", " ") for p in primary if (p["a"], p["b"]) == (a, b)}
+            readings += [r for r in compare.claim_readings(metrics, a, b, labels, primary) if r["kind"] == "claim"]
+    if readings:
+        parts += ["<ul>" + "".join(f"<li>{html.escape(verdicts.sentence(r))}</li>" for r in readings) + "</ul>",
+                  _table_html(compare.readings_table(readings))]
+    parts.append("<h3>Rankings</h3><ul>" + "".join(
+        f"<li>{html.escape(verdicts.sentence(r))}</li>" for p in dict.fromkeys(metrics["protocol"])
+        for r in compare.rankings(metrics, "balanced_robustness", p)) + "</ul>")
+    return parts
 
 
 def _link(root: Path, p: Path) -> str:
@@ -391,11 +431,14 @@ def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
                    for n in CROSS_VIEWS if n not in ("methods_per_class", "tradeoff")]   # those two: above
 
 
-def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=()) -> Path:
-    """root/report.html, the answer first: (1) balanced accuracy vs balanced robustness per arm, (2)
-    per-class robust recall per arm with the weakest classes marked, (3) the paired differences between
-    arms (figure and table); then the aggregated tables, the other figures, the runs (failures with
-    their errors), the files, and last the settings, collapsed."""
+def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=(),
+                       metrics: pd.DataFrame | None = None, health: pd.DataFrame | None = None) -> Path:
+    """root/report.html, the answer first: the primary comparisons with Holm-adjusted p-values, the
+    rankings and the runs left out by the health gate; then (1) balanced accuracy vs balanced robustness
+    per arm, (2) per-class robust recall per arm with the weakest classes marked, (3) the paired
+    differences between arms (figure; the full pairwise table collapsed, on request); then the
+    aggregated tables, the other figures, the runs (failures with their errors), the files, and last the
+    settings, collapsed."""
     root = Path(root)
     done = [d for d in status[status["status"].isin(["done", "skipped"])]["run"]
             if (Path(d) / "eval" / "per_class.csv").exists()]
@@ -412,12 +455,13 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
              f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')} &middot; runs: "
              + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
-             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes]]
+             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], *primary_section(sweep, metrics, health)]
     for name, (title, text) in LEAD.items():
         parts += [f"<h2 id='{name}'>{title}</h2><p>{html.escape(text)} Robust attack: {html.escape(attack)}.</p>",
                   *[f for n, f in figs if n == name]]
     if len(diffs):
-        parts.append(_table_html(compare.differences_table(diffs)))
+        parts.append("<details id='pairwise'><summary>Every pair of arms (descriptive, uncorrected): the full "
+                     f"table, {len(diffs)} rows</summary>{_table_html(compare.differences_table(diffs))}</details>")
     for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
         parts += [f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(attack)})</h2>",
                   _table_html(compare.aggregate_wide(agg, protocol, METRICS))]

@@ -169,7 +169,8 @@ DEMO_SOURCES = {
     "TAET's 4 clean epochs come before them, extra (a comparison of losses, not of schedules; 4 : 10 is "
     "close to the paper's 40 : 60)",
     "taet_unit": "TAET with alpha = beta = gamma = 1: HARL's structure at CE's gradient scale (HARL's 0.1 weights "
-    "scale its gradient by about 0.1), so a difference between taet and taet_unit is the loss scale",
+    "scale its gradient by about 0.1); ten times the loss scale is also ten times the effective learning rate, so "
+    "a difference between taet and taet_unit does not isolate the scale",
     "robustlt_b": "0.5: the AIW ramp reaches the full radius at adversarial epoch 6 of 10; RobustLT's b = 0.8-1.0 "
     "assume 100 epochs, and b = 1.0 never reaches the radius within the run",
     "test_per_class": "300 test images per class (seeded, stratified; the long-tailed protocol is drawn inside "

@@ -24,7 +24,13 @@ def pts(x: float, sign: bool = True) -> str:
 
 
 def _interval(r: dict) -> str:
+    if not all(math.isfinite(r.get(x, float("nan"))) for x in ("low", "high")):
+        return f"{pts(r['mean'])} points (no interval: no test-image variance was recorded)"
     return f"{pts(r['mean'])} [{pts(r['low'])}, {pts(r['high'])}] points"
+
+
+def _seeds(r: dict) -> str:
+    return "in one seed" if r["k"] == 1 else f"over {r['k']} seeds"
 
 
 def _where(r: dict) -> str:
@@ -44,11 +50,11 @@ def _power(r: dict) -> str:
 
 
 def _claim(r: dict) -> str:
-    head = f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} over {r['k']} seeds"
+    head = f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} {_seeds(r)}"
     if r["k"] < 2:
-        return (f"{head}: one seed, so no verdict: the interval holds the test images only, not the spread "
-                "between seeds or data draws.")
-    p = f"Holm-adjusted p = {r['p_holm']:.3g} of {r['family']} primary comparisons"
+        return f"{head}: no verdict, as one seed's interval holds the test images only, not the seed or data spread."
+    p_text = "< 0.001" if r["p_holm"] < 0.001 else f"= {r['p_holm']:.3f}"
+    p = f"Holm-adjusted p {p_text} over {r['family']} primary comparisons; the interval is unadjusted"
     if r["p_holm"] < ALPHA:
         word = "holds" if r["mean"] > 0 else f"is contradicted ({r['b']} higher)"
         return f"{head} ({p}): the claim {word}.{_power(r)}"
@@ -58,8 +64,8 @@ def _claim(r: dict) -> str:
 
 
 def _descriptive(r: dict) -> str:
-    k = f" over {r['k']} seeds" if r["k"] != 1 else " (one seed: test images only)"
-    return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)}{k} (descriptive: not a "
+    k = f"over {r['k']} seeds" if r["k"] != 1 else "in one seed (test images only)"
+    return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} {k} (descriptive: not a "
             "pre-declared comparison, no verdict).")
 
 
@@ -75,13 +81,30 @@ def _ranking(r: dict) -> str:
     return f"{head}; {rest}."
 
 
+def _summary(r: dict) -> str:
+    claims = [x for x in r["readings"] if x["kind"] == "claim"]
+    if not claims:
+        return "No primary comparison was declared: every reading is descriptive."
+    if all(x["k"] < 2 for x in claims):
+        return f"One seed: none of the {len(claims)} primary comparisons can be settled."
+    holds = sum(x["p_holm"] < ALPHA and x["mean"] > 0 for x in claims)
+    against = sum(x["p_holm"] < ALPHA and x["mean"] < 0 for x in claims)
+    return (f"Of {len(claims)} primary comparisons (Holm-adjusted over the {len(claims)}), {holds} hold, {against} "
+            f"{'is' if against == 1 else 'are'} contradicted and {len(claims) - holds - against} "
+            f"{'is' if len(claims) - holds - against == 1 else 'are'} not settled; "
+            f"{len(r['readings']) - len(claims)} further readings are descriptive.")
+
+
 def sentence(r: dict) -> str:
-    """The one writer of verdict sentences: a reading of kind claim (primary), descriptive or ranking."""
+    """The one writer of verdict sentences: a reading of kind claim (primary), descriptive, ranking, or
+    summary (of a list of readings)."""
     kind = r["kind"]
+    if kind == "summary":
+        return _summary(r)
     if kind == "claim":
         return _claim(r)
     if kind == "descriptive":
         return _descriptive(r)
     if kind == "ranking":
         return _ranking(r)
-    raise ValueError(f"reading kind {kind!r}: expected claim, descriptive or ranking")
+    raise ValueError(f"reading kind {kind!r}: expected claim, descriptive, ranking or summary")

@@ -52,7 +52,7 @@ def _power(r: dict) -> str:
 def _claim(r: dict) -> str:
     head = f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} {_seeds(r)}"
     if r["k"] < 2:
-        return f"{head}: no verdict, as one seed's interval holds the test images only, not the seed or data spread."
+        return f"{head}: no verdict, as one seed's interval covers only the test images, not the seed or data spread."
     p_text = "< 0.001" if r["p_holm"] < 0.001 else f"= {r['p_holm']:.3f}"
     p = f"Holm-adjusted p {p_text} over {r['family']} primary comparisons; the interval is unadjusted"
     if r["p_holm"] < ALPHA:
@@ -74,7 +74,7 @@ def _ranking(r: dict) -> str:
     head = (f"{_where(r)}, {r['metric'].replace('_', ' ')}: highest mean {r['best']} ({pts(r['best_mean'], False)} %)"
             f" of {r['arms']} arms that trained")
     if r["k"] < 2:
-        return f"{head}; one seed, so no ranking (the intervals hold the test images only)."
+        return f"{head}; one seed, so no ranking (its intervals cover only the test images)."
     rest = ("every other arm is lower (Holm-adjusted paired differences, p < 0.05)" if not tied else
             f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
             f"{r['k']} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {r['arms']}")

@@ -213,3 +213,39 @@ def test_the_published_tables_are_the_published_csv_and_the_engine_reread():
     for r in readings:
         assert (verdicts.sentence(r) in top) == (r["kind"] == "claim")
     assert re.search(r"Wall time of the runs: \d+ min", text) and "cannot support" in text
+
+
+def test_write_reads_a_new_sweep_with_the_engine_and_leaves_out_runs_that_did_not_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "export_figure", lambda fig, path, **kw: Path(path).write_bytes(b"png"))
+    rng = np.random.default_rng(2)
+    rows, health_rows = [], []
+    for ir in (10.0, 100.0):
+        for arm, base in (("at_bsl", 0.45), ("taet", 0.40), ("pgd_at", 0.42)):
+            for seed in range(3):
+                dead = arm == "pgd_at" and seed == 2
+                run = f"r/{ir:g}/{arm}/{seed}"
+                health_rows.append({"run": run, "imbalance_ratio": ir, "arm": arm, "seed": seed, "trained": not dead,
+                                    "failed_checks": "above_chance" if dead else "", "reason": ""})
+                for protocol in ("balanced", "long_tailed"):
+                    for metric in (*results.TABLE, "clean_accuracy"):
+                        v = 0.1 if dead else float(np.clip(base + rng.normal(0, 0.02), 0, 1))
+                        rows.append({"run": run, "dataset": "d", "imbalance_ratio": ir, "method": arm, "robustlt": False,
+                                     "arm": arm, "seed": seed, "protocol": protocol, "metric": metric, "value": v,
+                                     "low": np.nan, "high": np.nan, "robust_attack": "pgd20", "images": 2000.0,
+                                     "split_seed": seed, "trained": not dead})
+    metrics = pd.DataFrame(rows)
+    from taetlib import report
+    root = tmp_path / "sweep"
+    root.mkdir()
+    metrics.to_csv(root / "metrics.csv", index=False)
+    report.aggregate(metrics).to_csv(root / "aggregate.csv", index=False)
+    pd.DataFrame(health_rows).to_csv(root / "health.csv", index=False)
+    pd.DataFrame({"run": [h["run"] for h in health_rows], "status": "done"}).to_csv(root / "runs.csv", index=False)
+    out = results.write(root, tmp_path / "out", command="make results", wall_seconds=600)
+    text = out["readme"]
+    claims = pd.read_csv(tmp_path / "out" / "claims.csv")
+    assert set(claims["kind"]) == {"claim", "descriptive"} and (claims["kind"] == "claim").sum() == 4
+    assert "2 of 18 runs did not train" in text and "pgd_at (1 of 3 runs did not train)" in text
+    assert "model seed, data draw, test images" in text and "Rankings (Holm-adjusted" in text
+    for r in out["claims"]:
+        assert verdicts.sentence(r) in text

@@ -150,8 +150,8 @@ def marked(agg: pd.DataFrame) -> pd.DataFrame:
         return agg
     bad = agg.groupby(["imbalance_ratio", "arm"], sort=False)["did_not_train"].transform("max").fillna(0)
     total = agg.groupby(["imbalance_ratio", "arm"], sort=False)["n"].transform("max")
-    label = [a if b == 0 else f"{a} ({health.DID_NOT_TRAIN})" if b >= n else f"{a} ({b:.0f} of {n:.0f} runs {health.DID_NOT_TRAIN})"
-             for a, b, n in zip(agg["arm"], bad, total)]
+    label = [a if b == 0 else f"{a} ({health.DID_NOT_TRAIN})" if b >= n
+             else f"{a} ({b:.0f} of {n:.0f} runs {health.DID_NOT_TRAIN})" for a, b, n in zip(agg["arm"], bad, total)]
     return agg.assign(arm=label)
 
 

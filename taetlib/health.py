@@ -111,8 +111,8 @@ def sweep_health(status: pd.DataFrame, rules: Rules = Rules()) -> pd.DataFrame:
         else:
             rows.append({**keys, "trained": False, "failed_checks": "run failed",
                          "reason": f"the run failed: {row.get('error') or row['status']}"})
-    cols = ["run", "imbalance_ratio", "arm", "seed", "trained", "failed_checks", "reason", "above_chance", "balanced_accuracy_low",
-            "chance", "levelled", "finite_loss"]
+    cols = ["run", "imbalance_ratio", "arm", "seed", "trained", "failed_checks", "reason", "above_chance",
+            "balanced_accuracy_low", "chance", "levelled", "finite_loss"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -121,8 +121,8 @@ def left_out(health: pd.DataFrame) -> str:
     bad = health[~health["trained"].astype(bool)]
     if bad.empty:
         return f"All {len(health)} runs passed the health gate."
-    parts = [", ".join(CHECKS.get(c, c) for c in why.split(",")) + ": " + ", ".join(f"{a} IR {ir:g} seed {s}" for a, ir, s in
-                                                      zip(g["arm"], g["imbalance_ratio"], g["seed"]))
+    parts = [", ".join(CHECKS.get(c, c) for c in why.split(",")) + ": "
+             + ", ".join(f"{a} IR {ir:g} seed {s}" for a, ir, s in zip(g["arm"], g["imbalance_ratio"], g["seed"]))
              for why, g in bad.groupby("failed_checks", sort=False)]
     return (f"{len(bad)} of {len(health)} runs {DID_NOT_TRAIN} and are left out of rankings and claims: "
             + "; ".join(parts) + ".")

@@ -368,10 +368,11 @@ STYLE = ("body{font-family:sans-serif;margin:2em} .tbl td,.tbl th{padding:2px 8p
          ".bad{color:#b00} pre{background:#f6f6f6;padding:1em}")
 LEAD = {   # the report's first three sections: the answer, each number with its 95 % interval
     "tradeoff": ("Balanced accuracy vs balanced robustness", "One point per arm; error bars: 95 % intervals in "
-                 "both directions (t over seeds; for one run, the bootstrap within classes)."),
-    "per_class": ("Per-class robust recall per arm", "Error bars: 95 % intervals (Wilson for one run, t over "
-                  "seeds for a mean). Hatched: each arm's weakest ceil(C/3) classes by robust recall "
-                  "(metrics.weakest_k), whatever their frequency."),
+                 "both directions (over seeds: the interval engine on the logit scale, taetlib.intervals; for one "
+                 "run, the bootstrap within classes, test images only)."),
+    "per_class": ("Per-class robust recall per arm", "Error bars: 95 % intervals (Wilson for one run; over seeds "
+                  "the interval engine on the logit scale). Hatched: each arm's weakest ceil(C/3) classes by robust "
+                  "recall (metrics.weakest_k), whatever their frequency."),
     "differences": ("Paired differences between arms (descriptive)", "a - b on the same test images: per seed "
                     "a paired bootstrap within classes (stats.paired_difference), over seeds the interval engine "
                     "(Hartung-Knapp, taetlib.intervals). Not corrected for multiple comparisons: descriptive only; "
@@ -463,7 +464,10 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
         parts.append("<details id='pairwise'><summary>Every pair of arms (descriptive, uncorrected): the full "
                      f"table, {len(diffs)} rows</summary>{_table_html(compare.differences_table(diffs))}</details>")
     for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
+        held = "; ".join(dict.fromkeys(str(x) for x in agg.loc[agg["protocol"] == protocol, "interval"] if x and
+                                       isinstance(x, str))) if "interval" in agg else ""
         parts += [f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(attack)})</h2>",
+                  f"<p>What the intervals hold: {html.escape(held or 'not recorded')}.</p>",
                   _table_html(compare.aggregate_wide(agg, protocol, METRICS))]
     if len(agg):
         parts.append("<p>Groups: " + "; ".join(f"<b>{m}</b>: {html.escape(d)}" for m, d in METRIC_GROUPS.items())

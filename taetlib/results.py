@@ -249,10 +249,12 @@ def reread(folder: str | Path, command: str = "python -m taetlib results --rerea
     health = (f"{len(weak)} arm-IR cells are marked 'did not train' (balanced accuracy not clearly above chance; "
               "read at the arm level): " + ", ".join(f"{a} (IR {ir:g})" for ir, a in zip(weak["imbalance_ratio"],
                                                                                          weak["arm"])) + ".")
-    text = readme(agg, readings, command=f"make results   # the runs\n{command}   # this re-read of their saved numbers",
+    text = readme(agg, readings,
+                  command=f"make results   # the runs\n{command}   # this re-read of their saved numbers",
                   timing=f"Wall time of the runs: {wall / 60:.0f} min for {timing.get('runs')} runs, `--jobs 2` on 2 "
                   f"cores. {timing.get('note', '')}" if wall else "Wall time: not recorded.",
-                  rankings={"balanced": ["Not re-read: the per-seed values that paired differences need were not kept."]},
+                  rankings={"balanced": ["Not re-read: the per-seed values that paired differences need were "
+                                         "not kept."]},
                   health=health, cannot=CANNOT)
     (folder / "README.md").write_text(text)
     return {"aggregate": agg, "claims": readings, "readme": text, "wall_seconds": wall}
@@ -302,7 +304,8 @@ def demo_section(root: str | Path, a: str = "taet", b: str = "at_bsl") -> str:
         f"{verdicts.sentence({'kind': 'summary', 'readings': readings})}\n",
         *[f"- {verdicts.sentence(r)}" for r in sorted(readings, key=lambda r: r["kind"] != "claim")],
         *[f"- {verdicts.sentence(r)}" for r in compare.rankings(metrics, "balanced_robustness", "balanced")],
-        f"- {healthlib.left_out(gate) if gate is not None else 'Health gate: not recorded for these runs (no health.csv).'}",
+        "- " + (healthlib.left_out(gate) if gate is not None else
+                "Health gate: not recorded for these runs (no health.csv)."),
         DEMO_MARKERS[1],
     ])
 

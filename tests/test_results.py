@@ -148,7 +148,8 @@ def test_a_three_seed_sweep_draws_three_splits(tmp_path):
     manifests = {}
     for config, _ in stages.values():
         lt = data.load_lt(RunConfig.from_dict(config))
-        manifests[lt.manifest["path"]] = (tuple(lt.manifest["indices"]["train"]), tuple(lt.manifest["indices"]["balanced"]))
+        ind = lt.manifest["indices"]
+        manifests[lt.manifest["path"]] = (tuple(ind["train"]), tuple(ind["balanced"]))
     assert len(manifests) == 3 and all(Path(p).exists() for p in manifests)
     assert len({v[0] for v in manifests.values()}) == 3 and len({v[1] for v in manifests.values()}) == 3
     fixed = Sweep(root=tmp_path / "fx", dataset="synthetic", irs=[10], arms=["pgd_at"], seeds=[0, 1, 2],
@@ -229,8 +230,9 @@ def test_write_reads_a_new_sweep_with_the_engine_and_leaves_out_runs_that_did_no
                 for protocol in ("balanced", "long_tailed"):
                     for metric in (*results.TABLE, "clean_accuracy"):
                         v = 0.1 if dead else float(np.clip(base + rng.normal(0, 0.02), 0, 1))
-                        rows.append({"run": run, "dataset": "d", "imbalance_ratio": ir, "method": arm, "robustlt": False,
-                                     "arm": arm, "seed": seed, "protocol": protocol, "metric": metric, "value": v,
+                        rows.append({"run": run, "dataset": "d", "imbalance_ratio": ir, "method": arm,
+                                     "robustlt": False, "arm": arm, "seed": seed, "protocol": protocol,
+                                     "metric": metric, "value": v,
                                      "low": np.nan, "high": np.nan, "robust_attack": "pgd20", "images": 2000.0,
                                      "split_seed": seed, "trained": not dead})
     metrics = pd.DataFrame(rows)

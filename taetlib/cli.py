@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, demo, results, evaluate, sweep."""
+"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -73,7 +73,7 @@ def preset_sweep(name: str, out: str) -> Sweep:
                        arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
                        config={k: v for k, v in p.config.items() if k != "dataset"},
                        method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
-                       preset=p.name)
+                       preset=p.name, primary=list(p.primary), health=dict(p.health))
 
 
 def cmd_demo(args) -> int:
@@ -84,7 +84,33 @@ def cmd_demo(args) -> int:
     print(f"\nSummary (%; robust = {attack}, tail = the rarest third of the classes):")
     print(table.to_string())
     print(f"\nreport: {result['report']}\nwall time: {time.time() - t0:.0f} s")
+    if result["ok"] and args.out == DEMO_OUT:   # the README's verdicts come from this run, never by hand
+        write_demo_section(args.out)
     return 0 if result["ok"] else 1
+
+
+DEMO_OUT = "runs/demo"
+
+
+def write_demo_section(run_dir: str) -> None:
+    readme = resolve("README.md")
+    if readme.exists() and results.update_section(readme, results.demo_section(resolve(run_dir)),
+                                                  results.DEMO_MARKERS):
+        print(f"updated the demo section of {readme}")
+
+
+def cmd_readme_section(args) -> int:
+    """The README's demo verdicts from a finished demo folder (or any sweep folder with the demo's arms)."""
+    section = results.demo_section(resolve(args.run_dir))
+    if args.print:
+        print(section)
+        return 0
+    readme = resolve("README.md")
+    if not results.update_section(readme, section, results.DEMO_MARKERS):
+        raise ConfigError(f"README {readme}: no {results.DEMO_MARKERS[0]} ... {results.DEMO_MARKERS[1]} markers; add "
+                          "them where the demo's verdicts belong.")
+    print(f"updated the demo section of {readme}")
+    return 0
 
 
 RESULTS_COMMAND = "make results   # = python -m taetlib results --jobs 2"
@@ -93,6 +119,10 @@ RESULTS_COMMAND = "make results   # = python -m taetlib results --jobs 2"
 def cmd_results(args) -> int:
     """Run (or resume) preset fmnist_lt_results and write the published folder. The wall time is kept in
     OUT/timing.json from the invocation that ran every run, so a later resume or rewrite keeps it."""
+    if args.reread:   # a folder written before the interval engine: its saved numbers, read again
+        written = results.reread(resolve(args.out))
+        update_results_section(written)
+        return 0
     t0 = time.time()
     s = preset_sweep("fmnist_lt_results", args.runs)
     result = sweep.run_sweep(s, jobs=args.jobs)
@@ -108,13 +138,17 @@ def cmd_results(args) -> int:
     recorded = json.loads(timing.read_text()) if timing.exists() else {}
     wall = recorded.get("wall_seconds")
     written = results.write(s.root, out, command=RESULTS_COMMAND, wall_seconds=wall, notes=recorded.get("note", ""))
-    readme = resolve("docs/results.md")   # the page that holds the generated section
-    if readme.exists() and results.update_readme(readme, results.readme_section(written["aggregate"],
-                                                                                written["claims"], wall)):
-        print(f"updated the results section of {readme}")
-    print("\n".join(results.verdict(written["claims"])))
+    update_results_section({**written, "wall_seconds": wall})
     print(f"\nwritten: {out} (README.md, aggregate.csv, claims.csv, tradeoff.png)")
     return 0
+
+
+def update_results_section(written: dict) -> None:
+    readme = resolve("docs/results.md")   # the page that holds the generated section
+    if readme.exists() and results.update_section(readme, results.readme_section(
+            written["aggregate"], written["claims"], written.get("wall_seconds"))):
+        print(f"updated the results section of {readme}")
+    print("\n".join(results.verdict(written["claims"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/results/fmnist_lt", help="the sweep's folder (resumes what it holds)")
     p.add_argument("--out", default="results/fmnist_lt", help="the published folder (committed)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--reread", action="store_true",
+                   help="run nothing: re-read --out's saved numbers with the interval engine (a folder from before it)")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("readme-section", help="write the README's demo verdicts from a finished demo folder")
+    p.add_argument("run_dir", nargs="?", default=DEMO_OUT, help="the demo's sweep folder (default: runs/demo)")
+    p.add_argument("--print", action="store_true", help="print the section instead of writing README.md")
+    p.set_defaults(func=cmd_readme_section)
 
     evaluate.add_cli(sub)  # each registers its own subcommand
     sweep.add_cli(sub)

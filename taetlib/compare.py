@@ -6,38 +6,61 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import metrics, stats
+from . import health, intervals, metrics, stats
 
-__all__ = ["ONE_RUN", "SEEDS_T", "TRADEOFF", "aggregate_wide", "difference_means", "differences_table", "means_as",
-           "paired_rows", "reading", "seed_means", "tradeoff_from_aggregate", "tradeoff_points", "with_weakest"]
+__all__ = ["ONE_RUN", "TRADEOFF", "aggregate_wide", "claim_readings", "difference_means", "difference_reading",
+           "differences_table", "marked", "means_as", "paired_rows", "rankings", "reading", "readings_table",
+           "seed_means", "seed_pairs", "tradeoff_from_aggregate", "tradeoff_points", "trained", "with_weakest"]
 
-SEEDS_T = "t over seeds"
 ONE_RUN = "one run"
 
 
+def _shared(g: pd.DataFrame) -> bool:
+    """The seeds of a group share one split (and its test images) when it has fewer split seeds than rows."""
+    return "split_seed" in g and g["split_seed"].nunique() < len(g)
+
+
+def _cell(g: pd.DataFrame, value: str, n: str | None, var: str | None) -> dict:
+    v = g[value].to_numpy(dtype=float)
+    shared = _shared(g)
+    if n is not None:   # a proportion: its interval stays inside [0, 1]
+        out = intervals.proportion(v, g[n].to_numpy(dtype=float), shared=shared)
+        sources = intervals.ONE_SEED if out["k"] == 1 else intervals.SHARED if shared else intervals.NESTED
+        return {"low": out["low"], "high": out["high"], "interval": sources if out["k"] else ""}
+    w = g[var].to_numpy(dtype=float) if var is not None else None
+    shared_var = float(np.nanmean(w)) if shared and w is not None and np.isfinite(w).any() else None
+    out = intervals.combine(v, w, shared_var=shared_var)
+    return {"low": out["low"], "high": out["high"], "interval": out["sources"], "p": out["p"], "se": out["se"]}
+
+
 def seed_means(table: pd.DataFrame, keys: list[str], value: str, low: str | None = None,
-               high: str | None = None) -> pd.DataFrame:
+               high: str | None = None, n: str | None = None, var: str | None = None) -> pd.DataFrame:
     """Per `keys`: mean, std (ddof 1), n of `value` over the rows (seeds), and a 95 % interval low / high
-    with what it is (`interval`): a t-interval over seeds for two or more (stats.t_half_width, as
-    stats.seed_interval); for one, that run's own interval from its `low` / `high` columns (bootstrap
-    within classes, Wilson, ...) when there is one."""
-    v = pd.to_numeric(table[value], errors="coerce").astype(float)
-    own = {f"_{k}": pd.to_numeric(table[c], errors="coerce").where(np.isfinite(v)) if c in table else np.nan
-           for k, c in (("low", low), ("high", high))}   # a run's own interval, only where its value is
-    g = table.assign(_v=v, **own).groupby(keys, sort=False, dropna=False)
-    out = g["_v"].agg(mean="mean", std="std", n="count")
-    half, n = stats.t_half_width(out["std"], out["n"]), out["n"].to_numpy()
-    lo = np.where(n >= 2, out["mean"] - half, np.where(n == 1, g["_low"].first(), np.nan))
-    hi = np.where(n >= 2, out["mean"] + half, np.where(n == 1, g["_high"].first(), np.nan))
-    kind = np.where(n >= 2, SEEDS_T, np.where(np.isfinite(lo), ONE_RUN, ""))
-    cols = [*keys, "mean", "std", "n", "low", "high", "interval"]
-    return out.assign(low=lo, high=hi, interval=kind).reset_index()[cols]
+    from the interval engine (taetlib.intervals), with `interval` saying which variance it holds.
+    `n` (a column of test images behind each value): a proportion, its interval inside [0, 1];
+    `var` (each value's test-image variance): Hartung-Knapp over seeds; neither: the t-interval over
+    seeds. One row: that run's own interval from its `low` / `high` columns when it has one (test images
+    only). Seeds that share one split get the test-image variance they share added (intervals.SHARED)."""
+    t = table.assign(_v=pd.to_numeric(table[value], errors="coerce").astype(float))
+    rows = []
+    for key, g in t.groupby(keys, sort=False, dropna=False):
+        g = g[np.isfinite(g["_v"])]
+        vals = g["_v"].to_numpy()
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row.update(mean=vals.mean() if len(vals) else np.nan, std=vals.std(ddof=1) if len(vals) > 1 else np.nan,
+                   n=len(vals), low=np.nan, high=np.nan, interval="")
+        if len(vals) == 1 and low in g and high in g and np.isfinite(float(g[low].iloc[0])):
+            row.update(low=float(g[low].iloc[0]), high=float(g[high].iloc[0]), interval=intervals.ONE_SEED)
+        elif len(vals) >= (1 if n else 2):
+            row.update({k: v for k, v in _cell(g, "_v", n, var).items() if k in ("low", "high", "interval")})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n", "low", "high", "interval"])
 
 
 def means_as(table: pd.DataFrame, keys: list[str], value: str, low: str | None = None,
-             high: str | None = None) -> pd.DataFrame:
+             high: str | None = None, n: str | None = None) -> pd.DataFrame:
     """`seed_means` with its columns named after `value`: value, value_std, value_low, value_high, n."""
-    return seed_means(table, keys, value, low, high).rename(
+    return seed_means(table, keys, value, low, high, n=n).rename(
         columns={"mean": value, "std": f"{value}_std", "low": f"{value}_low", "high": f"{value}_high"})
 
 
@@ -53,7 +76,8 @@ def tradeoff_points(summary: pd.DataFrame, protocol: str, attack: str) -> pd.Dat
     for m, a in TRADEOFF.items():
         rows = s[s["attack"] == (a or attack)]
         cols = {c: c for c in ("balanced_low", "balanced_high") if c in rows}
-        parts.append(means_as(rows, keys, "balanced", cols.get("balanced_low"), cols.get("balanced_high"))
+        parts.append(means_as(rows.rename(columns={"n": "images"}), keys, "balanced", cols.get("balanced_low"),
+                              cols.get("balanced_high"), n="images" if "n" in rows else None)
                      .rename(columns=lambda c, m=m: c.replace("balanced", m)).drop(columns="interval"))
     return _pair_up(parts, keys)
 
@@ -107,23 +131,38 @@ def paired_rows(preds: dict) -> list[dict]:
                 (ya, pa, ia), (yb, pb, ib) = preds[a], preds[b]
                 note = "" if np.array_equal(ya, yb) and np.array_equal(ia, ib) else "not on the same test images"
             d, lo, hi = stats.paired_difference(ya, pa, pb) if not note else (np.nan,) * 3
-            out.append({"a": a, "b": b, "note": note, "difference": d, "low": lo, "high": hi})
+            var = intervals.class_mean_variance(ya, (pa == ya).astype(float) - (pb == ya))[1] if not note else np.nan
+            out.append({"a": a, "b": b, "note": note, "difference": d, "low": lo, "high": hi, "var": var})
     return out
 
 
 def difference_means(per_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Paired differences per seed -> over seeds (`seed_means`: t over seeds, or the one run's bootstrap),
-    with the plain reading."""
-    out = seed_means(per_seed, [*keys, "a", "b", "note"], "difference", "low", "high")
+    """Paired differences per seed -> over seeds (`seed_means`: Hartung-Knapp over seeds, or the one run's
+    bootstrap), with the plain reading (descriptive: the report's full pairwise table)."""
+    var = "var" if "var" in per_seed else None
+    out = seed_means(per_seed, [*keys, "a", "b", "note"], "difference", "low", "high", var=var)
     out = out.rename(columns={"mean": "difference"})
     return out.assign(reading=[reading(a, b, lo, hi) for a, b, lo, hi in zip(out["a"], out["b"], out["low"],
                                                                                out["high"])])
 
 
 # ------------------------------------------------------------------------------ tables for the page
+def marked(agg: pd.DataFrame) -> pd.DataFrame:
+    """The aggregate with each arm that has runs failing the health gate named so in every table and
+    figure: 'arm (did not train)', or 'arm (1 of 3 runs did not train)'."""
+    if "did_not_train" not in agg or not len(agg):
+        return agg
+    bad = agg.groupby(["imbalance_ratio", "arm"], sort=False)["did_not_train"].transform("max").fillna(0)
+    total = agg.groupby(["imbalance_ratio", "arm"], sort=False)["n"].transform("max")
+    label = [a if b == 0 else f"{a} ({health.DID_NOT_TRAIN})" if b >= n
+             else f"{a} ({b:.0f} of {n:.0f} runs {health.DID_NOT_TRAIN})" for a, b, n in zip(agg["arm"], bad, total)]
+    return agg.assign(arm=label)
+
+
 def aggregate_wide(agg: pd.DataFrame, protocol: str, order: list[str]) -> pd.DataFrame:
     """One row per IR and arm, one column per metric (in `order`): 'mean ± std [low, high]' (n seeds)."""
-    a = agg[agg["protocol"] == protocol]
+    a = marked(agg)
+    a = a[a["protocol"] == protocol]
     lo = a["low"] if "low" in a else pd.Series(np.nan, index=a.index)
     hi = a["high"] if "high" in a else pd.Series(np.nan, index=a.index)
     cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") + ("" if pd.isna(lo_) else f" [{lo_:.4f}, {h:.4f}]")
@@ -144,3 +183,83 @@ def differences_table(diffs: pd.DataFrame) -> pd.DataFrame:
                          "metric": diffs["metric"], "a - b": [f"{a} - {b}" for a, b in zip(diffs["a"], diffs["b"])],
                          "difference [95 % interval]": cells, "seeds": diffs["n"], "interval": diffs["interval"],
                          "reading": diffs["reading"], "note": diffs["note"]})
+
+
+# ------------------------------------------------------------------------------ readings for verdicts
+def trained(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that passed the health gate (every row where no gate was applied)."""
+    return metrics[metrics["trained"].astype(bool)] if "trained" in metrics else metrics
+
+
+def seed_pairs(metrics: pd.DataFrame, a: str, b: str, ir: float, protocol: str, metric: str) -> pd.DataFrame:
+    """a and b of one metric, seed by seed (runs that trained only): value_a, value_b, their difference,
+    its test-image variance (a binomial bound from each run's images) and whether the seeds share a split."""
+    m = trained(metrics)
+    m = m[(m["imbalance_ratio"] == ir) & (m["protocol"] == protocol) & (m["metric"] == metric)]
+    cols = [c for c in ("value", "images", "split_seed") if c in m]
+    wide = {arm: m[m["arm"] == arm].set_index("seed")[cols] for arm in (a, b)}
+    both = wide[a].merge(wide[b], left_index=True, right_index=True, suffixes=("_a", "_b"))
+    both = both.dropna(subset=["value_a", "value_b"])
+    var = np.nan
+    if "images_a" in both:
+        var = sum(both[f"value_{x}"] * (1 - both[f"value_{x}"]) / both[f"images_{x}"] for x in "ab")
+    shared = "split_seed_a" in both and both["split_seed_a"].nunique() < len(both)
+    return both.assign(difference=both["value_a"] - both["value_b"], var=var, shared=shared)
+
+
+def difference_reading(pairs: pd.DataFrame, **keys) -> dict:
+    """The engine's reading of a - b over seeds, with the effect it could detect at 80 % power."""
+    var = pairs["var"].to_numpy(dtype=float) if len(pairs) else None
+    shared = bool(len(pairs)) and bool(pairs["shared"].iloc[0])
+    shared_var = float(np.nanmean(var)) if shared and var is not None and np.isfinite(var).any() else None
+    out = intervals.combine(pairs["difference"].to_numpy(dtype=float), var, shared_var=shared_var)
+    return {**keys, **out, "mde": intervals.detectable(out["se"], out["k"])}
+
+
+def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, primary=()) -> list[dict]:
+    """a - b for every IR, protocol and metric of `metric_labels`: kind 'claim' where `primary` (the
+    preset's pre-declared endpoints: dicts of a, b, metric, imbalance_ratio, protocol, claimed) names it,
+    with Holm-adjusted p-values over those; 'descriptive' for the rest."""
+    m = metrics[metrics["metric"].isin(list(metric_labels))]
+    out = []
+    for (ir, protocol, metric), _ in m.groupby(["imbalance_ratio", "protocol", "metric"], sort=True):
+        spec = next((p for p in primary if (p["a"], p["b"], p["metric"], float(p["imbalance_ratio"]), p["protocol"])
+                     == (a, b, metric, float(ir), protocol)), None)
+        r = difference_reading(seed_pairs(metrics, a, b, ir, protocol, metric), a=a, b=b, imbalance_ratio=ir,
+                               protocol=protocol, metric=metric, label=metric_labels[metric])
+        out.append({**r, "kind": "claim" if spec else "descriptive",
+                    "claimed": spec.get("claimed") if spec else None})
+    family = [r for r in out if r["kind"] == "claim"]
+    for r, adj in zip(family, intervals.holm([r["p"] for r in family])):
+        r.update(p_holm=float(adj), family=len(family))
+    return out
+
+
+def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protocol: str = "balanced") -> list[dict]:
+    """Per IR: the arm of highest mean (runs that trained), and the arms the data cannot tell from it:
+    each arm's paired difference from the best over their common seeds, Holm-adjusted across the arms
+    (p >= 0.05, or fewer than two common seeds: not told apart). Never interval overlap."""
+    m = trained(metrics)
+    m = m[(m["metric"] == metric) & (m["protocol"] == protocol)]
+    out = []
+    for ir, g in m.groupby("imbalance_ratio", sort=True):
+        means = g.groupby("arm", sort=False)["value"].mean().dropna().sort_values(ascending=False)
+        if means.empty:
+            continue
+        best = means.index[0]
+        diffs = [difference_reading(seed_pairs(metrics, best, arm, ir, protocol, metric), arm=arm)
+                 for arm in means.index[1:]]
+        adj = intervals.holm([d["p"] for d in diffs])
+        tied = [d["arm"] for d, p in zip(diffs, adj) if not (np.isfinite(p) and p < 0.05)]
+        out.append({"kind": "ranking", "imbalance_ratio": ir, "protocol": protocol, "metric": metric, "best": best,
+                    "best_mean": float(means.iloc[0]), "arms": len(means), "tied": tied,
+                    "k": int(g.groupby("arm")["seed"].nunique().max()),
+                    "differences": [{**d, "p_holm": float(p)} for d, p in zip(diffs, adj)]})
+    return out
+
+
+def readings_table(readings: list[dict]) -> pd.DataFrame:
+    """Claim / descriptive readings as a table (claims.csv, the report's primary table)."""
+    cols = ["kind", "imbalance_ratio", "protocol", "metric", "label", "a", "b", "mean", "low", "high", "k", "p",
+            "p_holm", "family", "mde", "claimed", "se", "df", "tau2", "sources"]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in readings], columns=cols)

@@ -52,6 +52,8 @@ class Sweep:
     robust_attack: str | None = None  # the attack behind the robust metrics (default: pgd20 or the first)
     preset: str | None = None
     cell_timeout: float | None = None  # seconds one notebook cell may take; None: no limit
+    primary: list = field(default_factory=list)    # pre-declared primary comparisons (presets.Preset.primary)
+    health: dict = field(default_factory=dict)     # health gate rules (health.Rules)
 
     def __post_init__(self):
         self.arms = [Arm.of(a) for a in self.arms]
@@ -73,6 +75,7 @@ class Sweep:
                          **self.method_overrides.get(arm.method, {}),
                          **arm.overrides, "method": arm.method, "imbalance_ratio": float(ir), "seed": int(seed),
                          "robustlt": arm.robustlt}
+                    d.setdefault("split_seed", int(seed))   # each seed draws its own data unless a preset fixes it
                     run = Run(d, run_path(self.root, self.dataset, ir, arm.method, arm.robustlt, seed, arm.name),
                               arm_spec=arm)
                     try:
@@ -86,7 +89,8 @@ class Sweep:
         return {"dataset": self.dataset, "irs": self.irs, "arms": [a.to_dict() for a in self.arms], "seeds": self.seeds,
                 "config": self.config, "method_overrides": self.method_overrides,
                 "ir_overrides": self.ir_overrides, "evaluation": self.evaluation,
-                "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
+                "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout,
+                "primary": list(self.primary), "health": self.health}
 
 
 def budget_problems(runs: list[Run]) -> list[str]:

@@ -14,9 +14,9 @@ from .errors import Registry, check_choice
 
 __all__ = ["ADT_LASAT_ARMS", "ADT_LASAT_AWP_SOURCES", "COMPARISON_METHODS", "COMPARISON_OVERRIDES",
            "COMPARISON_SOURCES", "DEMO_ARMS", "DEMO_CONFIG", "DEMO_SOURCES", "EVALUATION", "MART_OFFICIAL",
-           "PAPER_METHODS", "PAPER_SCHEDULE", "PAPER_SOURCES", "Preset", "PRESETS", "RESULTS_ARMS", "RESULTS_METHODS",
+           "PAPER_METHODS", "PAPER_SCHEDULE", "PAPER_SOURCES", "PRESETS", "Preset", "RESULTS_ARMS", "RESULTS_METHODS",
            "ROBUSTLT_CODE", "ROBUSTLT_IR50", "ROBUSTLT_SOURCES", "TAET_IR10_BALANCED", "TAET_IR10_TAIL",
-           "TAET_RELEASED_ATTACK", "TAET_UNIT", "arms", "describe", "get", "register"]
+           "TAET_RELEASED_ATTACK", "TAET_UNIT", "arms", "describe", "get", "register", "taet_claims"]
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,18 @@ class Preset:
     method_overrides: dict = field(default_factory=dict)  # method -> extra RunConfig overrides
     evaluation: dict = field(default_factory=lambda: dict(EVALUATION))  # evaluate() arguments
     ir_overrides: dict = field(default_factory=dict)   # IR -> RunConfig overrides (the same for every arm)
+    # pre-declared primary comparisons (a - b of a metric at an IR and protocol, with the paper's claimed
+    # effect): only these are Holm-adjusted and can hold or be contradicted; every other reading is descriptive
+    primary: tuple = ()
+    health: dict = field(default_factory=dict)   # health.Rules overrides: margin above chance, plateau, window
 
     def run_config(self, arm: Arm, imbalance_ratio: float, seed: int, **extra) -> dict:
         """The override dict of one run of this preset's sweep."""
         arm = Arm.of(arm)
-        return {**self.config, **self.ir_overrides.get(imbalance_ratio, {}),
-                **self.method_overrides.get(arm.method, {}), **arm.overrides, "method": arm.method,
-                "imbalance_ratio": float(imbalance_ratio), "seed": seed, "robustlt": arm.robustlt, **extra}
+        out = {**self.config, **self.ir_overrides.get(imbalance_ratio, {}), **self.method_overrides.get(arm.method, {}),
+               **arm.overrides, "method": arm.method,
+               "imbalance_ratio": float(imbalance_ratio), "seed": seed, "robustlt": arm.robustlt, **extra}
+        return {"split_seed": seed, **out}   # each seed draws its own data unless the preset fixes the split
 
 
 # TAET reports PGD-20/100 (and an L2 C&W); AT-BSL and RobustLT report AutoAttack: every paper preset runs all
@@ -133,6 +138,14 @@ ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 al
 PRESETS: dict[str, Preset] = Registry("preset")
 
 
+def taet_claims(irs, protocol: str) -> tuple:
+    """TAET's two claims as primary endpoints: TAET - AT-BSL balanced robustness (the paper: +8.6 points,
+    Figure 2, IR 10) and on TAET's tail, the rarer half of the classes (+8.4: its tail-class table)."""
+    return tuple({"a": "taet", "b": "at_bsl", "metric": m, "imbalance_ratio": float(ir), "protocol": protocol,
+                  "claimed": c} for ir in irs for m, c in (("balanced_robustness", 0.086),
+                                                            ("taet_tail_robustness", 0.084)))
+
+
 def arms(methods, robustlt=(False, True)) -> list[Arm]:
     """Every method, each without and with RobustLT (or as `robustlt` says)."""
     return [Arm(m, r) for m in methods for r in robustlt]
@@ -163,12 +176,18 @@ DEMO_SOURCES = {
     "TAET's 4 clean epochs come before them, extra (a comparison of losses, not of schedules; 4 : 10 is "
     "close to the paper's 40 : 60)",
     "taet_unit": "TAET with alpha = beta = gamma = 1: HARL's structure at CE's gradient scale (HARL's 0.1 weights "
-    "scale its gradient by about 0.1), so a difference between taet and taet_unit is the loss scale",
+    "scale its gradient by about 0.1); ten times the loss scale is also ten times the effective learning rate, so "
+    "a difference between taet and taet_unit does not isolate the scale",
     "robustlt_b": "0.5: the AIW ramp reaches the full radius at adversarial epoch 6 of 10; RobustLT's b = 0.8-1.0 "
     "assume 100 epochs, and b = 1.0 never reaches the radius within the run",
     "test_per_class": "300 test images per class (seeded, stratified; the long-tailed protocol is drawn inside "
     "them with its profile): PGD-20 on all 10,000 would take most of the 15 minutes; the time goes to training",
     "schedule": "papers' SGD 0.1/0.9/5e-4, lr x0.1 at 75% and 90% of the adversarial epochs",
+    "split_seed": "follows seed (the sweep's default): each seed draws its own training subsample and test images, "
+    "so the interval over seeds holds the data draw too",
+    "primary": "TAET - AT-BSL balanced robustness and TAET-tail robustness on the balanced test set: TAET's two "
+    "claims, Holm-adjusted; every other comparison is descriptive",
+    "health": "margin 0.05: a run whose balanced accuracy's lower bound is not 5 points above chance did not train",
 }
 DEMO_ARMS = [Arm("pgd_at"), Arm("at_bsl"), Arm("taet"), Arm("taet", True), TAET_UNIT]
 DEMO_CONFIG = {"dataset": "fashion_mnist", "model": "small_cnn", "eps": 0.1, "step_size": 0.04, "attack_steps": 3,
@@ -184,6 +203,8 @@ register(Preset(
     method_overrides={"taet": {"robustlt_b": 0.5}},
     evaluation={"attacks": ["clean", "fgsm", "pgd20"], "protocols": ["balanced", "long_tailed"],
                 "per_class": None, "curve_per_class": 50, "eps_sweep": []},
+    primary=taet_claims([10], "balanced"),
+    health={"margin": 0.05},
 ))
 register(Preset(
     name="fmnist_lt_cpu",
@@ -226,6 +247,8 @@ register(Preset(
     },
     evaluation={"attacks": ["clean", "fgsm", "pgd20"], "protocols": ["balanced", "long_tailed"], "per_class": None,
                 "curve_per_class": 30, "eps_sweep": [], "attack_params": {"pgd20": {"iterate": "any"}}},
+    primary=taet_claims([10, 100], "balanced"),
+    health={"margin": 0.05},
 ))
 
 # --------------------------------------------------------------------------- GPU: the papers

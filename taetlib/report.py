@@ -18,16 +18,17 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import compare, plots
+from . import compare, plots, verdicts
+from . import health as healthlib
 from .arms import arm_name
 from .figure_files import PLOTLYJS, save_html, write_plotlyjs
 from .runs import ARM_FILE
 
-__all__ = ["CROSS_VIEWS", "LEAD", "METRIC_GROUPS", "METRICS", "RUN_COLUMNS", "RUN_VIEWS", "SOURCE", "STYLE",
-           "TRADEOFF_TITLE", "aggregate", "arm_means", "collect", "counts_table", "cross_view", "explorer",
-           "find_runs", "load_runs", "paired_differences", "predictions", "robust_attack_in", "robust_attack_of",
-           "run_info", "run_metrics", "run_view", "sweep_figures", "tradeoff_figure", "views", "write_sweep_report",
-           "write_views"]
+__all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "RUN_COLUMNS", "RUN_VIEWS", "SHARE", "SOURCE", "STYLE",
+           "TRADEOFF_TITLE", "aggregate", "arm_means", "collect", "counts_table", "cross_view", "explorer", "find_runs",
+           "images_behind", "load_runs", "paired_differences", "predictions", "primary_section", "robust_attack_in",
+           "robust_attack_of", "run_info", "run_metrics", "run_view", "sweep_figures", "tradeoff_figure", "views",
+           "write_sweep_report", "write_views"]
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
@@ -134,9 +135,24 @@ SOURCE = {"clean_accuracy": "overall", "balanced_accuracy": "balanced", "robust_
           "worst_class_robustness": "worst_recall"}   # metric -> its column of evaluate's summary
 
 
-def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
+SHARE = {"tail_robustness": 1 / 3, "taet_tail_robustness": 1 / 2, "robustlt_tail_robustness": 0.8,
+         "weakest_k_robustness": 1 / 3, "worst_class_robustness": 0.0}   # the classes a group metric averages
+
+
+def images_behind(metric: str, n: float, num_classes: int) -> float:
+    """The test images a metric averages over (its interval's sample size): every image, or its group's
+    classes' share (ceil for thirds and halves, one class for the worst) of a protocol's n images."""
+    if metric not in SHARE:
+        return float(n)
+    k = max(1, int(np.ceil(SHARE[metric] * num_classes))) if SHARE[metric] else 1
+    return float(n) * k / num_classes
+
+
+def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None, num_classes: int = 10) -> pd.DataFrame:
     """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
-    metric, value). The group metrics average the classes METRIC_GROUPS names."""
+    metric, value, low, high, images). The group metrics average the classes METRIC_GROUPS names;
+    `images` is how many test images each averages over (on the long-tailed protocol an approximation:
+    its rare classes hold fewer)."""
     attack = robust_attack_of(summary, robust_attack)
     rows = []
     for protocol, s in summary.groupby("protocol", sort=False):
@@ -147,36 +163,52 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
 
         # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
         # before a column existed has no such metric
+        n = float(s["n"].iloc[0]) if "n" in s and len(s) else np.nan
         rows += [{"protocol": protocol, "metric": m, "robust_attack": attack,
-                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c) if c in s
-                     else np.nan for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
+                  "images": images_behind(m, n, num_classes),
+                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c)
+                     if c in s else np.nan
+                     for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
                  for m, col in SOURCE.items() if col in s]
     return pd.DataFrame(rows)
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds (ddof=1: NaN for one seed) per dataset, IR, arm, protocol and metric, with
-    a 95 % interval (low, high) and what it is (`interval`)."""
+    a 95 % interval (low, high, inside [0, 1]) and the variance it holds (`interval`: model seed, data
+    draw, test images; taetlib.intervals)."""
     keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
-    # 95 % interval: a t-interval over seeds; for a single run, that run's own interval (the bootstrap
-    # within classes for balanced metrics, Wilson for overall ones; none for the group metrics)
-    agg = compare.seed_means(metrics, keys, "value", "low", "high")
+    # 95 % interval: Hartung-Knapp over seeds on the logit scale (intervals.proportion); for a single run,
+    # its own interval (bootstrap within classes, Wilson) where it has one, else Wilson on its images
+    agg = compare.seed_means(metrics, keys, "value", "low", "high", n="images" if "images" in metrics else None)
+    if "trained" in metrics:   # the health gate: how many of the cell's runs did not train (kept, and marked)
+        bad = (~metrics["trained"].astype(bool)).groupby([metrics[k] for k in keys], sort=False, dropna=False).sum()
+        agg = agg.merge(bad.rename("did_not_train").reset_index(), on=keys, how="left")
     rank = {m: i for i, m in enumerate(METRICS)}
     agg["_m"] = agg["metric"].map(rank)
     return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
 
 
-def collect(status: pd.DataFrame, robust_attack: str | None) -> pd.DataFrame:
-    """Per-run headline metrics of every finished run (tidy, run columns first)."""
+def collect(status: pd.DataFrame, robust_attack: str | None, health: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-run headline metrics of every finished run (tidy, run columns first), with the split each run
+    drew (split_seed: seeds sharing one split share their test images) and the images behind each value."""
     cols = ["run", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
     frames = []
     for row in status[status["status"].isin(["done", "skipped"])].to_dict("records"):
-        f = Path(row["run"]) / "eval" / "summary.csv"
-        if f.exists():
-            m = run_metrics(pd.read_csv(f, keep_default_na=False, na_values=[""]), robust_attack)
-            frames.append(m.assign(**{k: row[k] for k in cols}))
-    out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack"]
-    return pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
+        ev = Path(row["run"]) / "eval"
+        if (ev / "summary.csv").exists():
+            classes = pd.read_csv(ev / "per_class.csv")["class"].nunique() if (ev / "per_class.csv").exists() else 10
+            config = Path(row["run"]) / "config.json"
+            split = json.loads(config.read_text()).get("split_seed", 0) if config.exists() else np.nan
+            m = run_metrics(pd.read_csv(ev / "summary.csv", keep_default_na=False, na_values=[""]), robust_attack,
+                            int(classes))
+            frames.append(m.assign(**{k: row[k] for k in cols}, split_seed=split))
+    out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack", "images", "split_seed"]
+    out = pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
+    if health is not None:   # health.sweep_health: each run's gate, carried into every table
+        ok = dict(zip(health["run"].astype(str), health["trained"].astype(bool)))
+        out = out.assign(trained=[ok.get(str(r), True) for r in out["run"]])
+    return out
 
 
 # ------------------------------------------------------------------------------ views
@@ -185,7 +217,7 @@ def arm_means(table: pd.DataFrame, by: list[str], value: str = "recall") -> pd.D
     keeping the `by` columns: a t-interval over seeds, or one run's own (Wilson for per-class recall)."""
     low, high = f"{value}_low", f"{value}_high"
     return compare.means_as(table, ["imbalance_ratio", "arm", *by], value, low if low in table else None,
-                            high if high in table else None)
+                            high if high in table else None, n="n" if value == "recall" and "n" in table else None)
 
 
 def paired_differences(tables: dict, attack: str) -> pd.DataFrame:
@@ -245,8 +277,9 @@ TRADEOFF_TITLE = "Balanced accuracy vs balanced robustness ({attack}, {protocol}
 
 def tradeoff_figure(agg: pd.DataFrame, protocol: str) -> go.Figure:
     """The sweep report's first figure, and the README's: TAET's Figure 2 read off the aggregate table,
-    one point per arm (a panel per IR when several), its 95 % intervals as error bars both ways."""
-    p = _with_ir(compare.tradeoff_from_aggregate(agg, protocol))
+    one point per arm (a panel per IR when several), its 95 % intervals as error bars both ways; an arm
+    with runs that did not train is named so."""
+    p = _with_ir(compare.tradeoff_from_aggregate(compare.marked(agg), protocol))
     attack = robust_attack_in(agg)
     return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
                                                                                          protocol=protocol))
@@ -343,14 +376,46 @@ STYLE = ("body{font-family:sans-serif;margin:2em} .tbl td,.tbl th{padding:2px 8p
          ".bad{color:#b00} pre{background:#f6f6f6;padding:1em}")
 LEAD = {   # the report's first three sections: the answer, each number with its 95 % interval
     "tradeoff": ("Balanced accuracy vs balanced robustness", "One point per arm; error bars: 95 % intervals in "
-                 "both directions (t over seeds; for one run, the bootstrap within classes)."),
-    "per_class": ("Per-class robust recall per arm", "Error bars: 95 % intervals (Wilson for one run, t over "
-                  "seeds for a mean). Hatched: each arm's weakest ceil(C/3) classes by robust recall "
-                  "(metrics.weakest_k), whatever their frequency."),
-    "differences": ("Paired differences between arms", "a - b on the same test images: per seed a paired "
-                    "bootstrap within classes (stats.paired_difference), over seeds a t-interval. A reading is "
-                    "given only where the 95 % interval excludes 0."),
+                 "both directions (over seeds: the interval engine on the logit scale, taetlib.intervals; for one "
+                 "run, the bootstrap within classes, test images only)."),
+    "per_class": ("Per-class robust recall per arm", "Error bars: 95 % intervals (Wilson for one run; over seeds "
+                  "the interval engine on the logit scale). Hatched: each arm's weakest ceil(C/3) classes by robust "
+                  "recall (metrics.weakest_k), whatever their frequency."),
+    "differences": ("Paired differences between arms (descriptive)", "a - b on the same test images: per seed "
+                    "a paired bootstrap within classes (stats.paired_difference), over seeds the interval engine "
+                    "(Hartung-Knapp, taetlib.intervals). Not corrected for multiple comparisons: descriptive only; "
+                    "the primary comparisons above are the ones that can hold or be contradicted."),
 }
+
+
+def primary_section(sweep, metrics: pd.DataFrame | None, health: pd.DataFrame | None) -> list[str]:
+    """The page's first section: the pre-declared primary comparisons with Holm-adjusted p-values and their
+    verdicts (verdicts.sentence), the rankings by paired differences against the best arm, and the runs the
+    health gate left out."""
+    parts = ["<h2 id='primary'>Primary comparisons</h2>"]
+    if health is not None and len(health):
+        parts.append(f"<p>{html.escape(healthlib.left_out(health))}</p>")
+        bad = health[~health["trained"].astype(bool)]
+        if len(bad):
+            parts.append(_table_html(bad[["arm", "imbalance_ratio", "seed", "reason"]]))
+    if metrics is None or not len(metrics):
+        return parts + ["<p>No finished runs.</p>"]
+    primary = list(getattr(sweep, "primary", []) or [])
+    if not primary:
+        parts.append("<p>This sweep declares no primary comparisons: every comparison on this page is "
+                     "descriptive.</p>")
+    readings = []
+    for a, b in dict.fromkeys((p["a"], p["b"]) for p in primary):
+        if {a, b} <= set(metrics["arm"]):
+            labels = {p["metric"]: p["metric"].replace("_", " ") for p in primary if (p["a"], p["b"]) == (a, b)}
+            readings += [r for r in compare.claim_readings(metrics, a, b, labels, primary) if r["kind"] == "claim"]
+    if readings:
+        parts += ["<ul>" + "".join(f"<li>{html.escape(verdicts.sentence(r))}</li>" for r in readings) + "</ul>",
+                  _table_html(compare.readings_table(readings))]
+    parts.append("<h3>Rankings</h3><ul>" + "".join(
+        f"<li>{html.escape(verdicts.sentence(r))}</li>" for p in dict.fromkeys(metrics["protocol"])
+        for r in compare.rankings(metrics, "balanced_robustness", p)) + "</ul>")
+    return parts
 
 
 def _link(root: Path, p: Path) -> str:
@@ -376,11 +441,14 @@ def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
                    for n in CROSS_VIEWS if n not in ("methods_per_class", "tradeoff")]   # those two: above
 
 
-def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=()) -> Path:
-    """root/report.html, the answer first: (1) balanced accuracy vs balanced robustness per arm, (2)
-    per-class robust recall per arm with the weakest classes marked, (3) the paired differences between
-    arms (figure and table); then the aggregated tables, the other figures, the runs (failures with
-    their errors), the files, and last the settings, collapsed."""
+def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=(),
+                       metrics: pd.DataFrame | None = None, health: pd.DataFrame | None = None) -> Path:
+    """root/report.html, the answer first: the primary comparisons with Holm-adjusted p-values, the
+    rankings and the runs left out by the health gate; then (1) balanced accuracy vs balanced robustness
+    per arm, (2) per-class robust recall per arm with the weakest classes marked, (3) the paired
+    differences between arms (figure; the full pairwise table collapsed, on request); then the
+    aggregated tables, the other figures, the runs (failures with their errors), the files, and last the
+    settings, collapsed."""
     root = Path(root)
     done = [d for d in status[status["status"].isin(["done", "skipped"])]["run"]
             if (Path(d) / "eval" / "per_class.csv").exists()]
@@ -397,14 +465,18 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
              f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')} &middot; runs: "
              + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
-             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes]]
+             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], *primary_section(sweep, metrics, health)]
     for name, (title, text) in LEAD.items():
         parts += [f"<h2 id='{name}'>{title}</h2><p>{html.escape(text)} Robust attack: {html.escape(attack)}.</p>",
                   *[f for n, f in figs if n == name]]
     if len(diffs):
-        parts.append(_table_html(compare.differences_table(diffs)))
+        parts.append("<details id='pairwise'><summary>Every pair of arms (descriptive, uncorrected): the full "
+                     f"table, {len(diffs)} rows</summary>{_table_html(compare.differences_table(diffs))}</details>")
     for protocol in (dict.fromkeys(agg["protocol"]) if len(agg) else []):
+        held = "; ".join(dict.fromkeys(str(x) for x in agg.loc[agg["protocol"] == protocol, "interval"] if x and
+                                       isinstance(x, str))) if "interval" in agg else ""
         parts += [f"<h2>Aggregate, {html.escape(protocol)} test set (robust attack: {html.escape(attack)})</h2>",
+                  f"<p>What the intervals hold: {html.escape(held or 'not recorded')}.</p>",
                   _table_html(compare.aggregate_wide(agg, protocol, METRICS))]
     if len(agg):
         parts.append("<p>Groups: " + "; ".join(f"<b>{m}</b>: {html.escape(d)}" for m, d in METRIC_GROUPS.items())

@@ -4,16 +4,15 @@
 - balanced accuracy / robustness: a 95 % percentile bootstrap that resamples within each class
   (scipy.stats.bootstrap with one sample per class: each is resampled on its own);
 - a paired difference of two arms attacked on the same images: the same bootstrap over the
-  per-image differences, so what two arms share cancels;
-- over seeds: mean, std and a t-interval.
+  per-image differences, so what two arms share cancels.
+These are one run's intervals (test images only); over seeds, intervals.py is the one engine.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["LEVEL", "N_RESAMPLES", "balanced_interval", "paired_difference", "seed_interval", "separated",
-           "stratified_bootstrap", "t_half_width", "wilson"]
+__all__ = ["LEVEL", "N_RESAMPLES", "balanced_interval", "paired_difference", "stratified_bootstrap", "wilson"]
 
 LEVEL = 0.95
 N_RESAMPLES = 2000   # percentile endpoints move by ~0.1 point between seeds at this size
@@ -63,28 +62,3 @@ def paired_difference(y_true, pred_a, pred_b, **kw) -> tuple[float, float, float
     hits_a = (np.asarray(pred_a).ravel() == y_true).astype(float)
     hits_b = (np.asarray(pred_b).ravel() == y_true).astype(float)
     return stratified_bootstrap(y_true, hits_a - hits_b, **kw)
-
-
-def t_half_width(std, n, level: float = LEVEL) -> np.ndarray:
-    """Half-width of the t-interval of a mean of n values with sample std `std` (vectorised; nan for n < 2)."""
-    std, n = np.asarray(std, dtype=float), np.asarray(n, dtype=float)
-    return np.where(n >= 2, stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1)) * std / np.sqrt(np.maximum(n, 1)),
-                    np.nan)
-
-
-def seed_interval(values, level: float = LEVEL) -> dict:
-    """mean, std (ddof 1), n and the t-interval of the mean over seeds; low/high are nan for one seed."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    mean = float(v.mean()) if n else float("nan")
-    if n < 2:
-        return {"mean": mean, "std": float("nan"), "n": n, "low": float("nan"), "high": float("nan")}
-    std = float(v.std(ddof=1))
-    half = float(t_half_width(std, n, level))
-    return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
-
-
-def separated(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """True when two (low, high) intervals do not overlap: only then is a ranking stated."""
-    return bool(a[1] < b[0] or b[1] < a[0])

@@ -2,11 +2,13 @@
 
 Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     sweep.json                              what was asked
-    <dataset>-ir<IR>/01_dataset_creation.ipynb   splits built once per IR, before any run
+    <dataset>-ir<IR>/[split_seed<S>/]01_dataset_creation.ipynb   splits built once per IR and split seed
+                                            (split_seed follows seed unless the config fixes it)
     <dataset>-ir<IR>/<method>[+robustlt]/seed<S>/  one run: executed notebooks 02 (TAET only),
         03, 04, config, history, checkpoints, eval/ tables, figures/; DONE.json written last
         (a run holding it is skipped), FAILED.json with the error when it failed
     runs.csv, metrics.csv, aggregate.csv    status per run; metrics per run; mean/std over seeds
+    health.csv                              each run's health gate (did it train, and why not)
     slurm/                                  with --launcher slurm: jobs.json (job id per run), one log folder per job
     report/                                 notebook 05 over all finished runs, its views as HTML
     report.html                             the comparison in one page
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import presets, report
+from . import health, presets, report
 from .arms import Arm
 from .config import RunConfig, parse_sets
 from .data import split_key
@@ -40,8 +42,8 @@ from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
 from .report import aggregate, collect, robust_attack_in
 from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN
 
-__all__ = ["DONE", "FAILED", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish", "prepare_data",
-           "recorded", "run_steps", "run_sweep", "slurm_from_args", "summary", "sweep_from_args", "unfinished"]
+__all__ = ["DONE", "FAILED", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish", "prepare_data", "recorded",
+           "run_steps", "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_from_args", "unfinished"]
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -116,6 +118,21 @@ def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dic
     return rec
 
 
+def stage_dirs(runs: list[Run]) -> dict[Path, tuple[dict, list[Run]]]:
+    """stage folder -> (the config that builds its split, the runs that read it): one per IR and split
+    seed (seeds draw their own split by default): <dataset>-ir<IR>/ when the IR has one split, else
+    <dataset>-ir<IR>/split_seed<S>/ per split."""
+    by_ir: dict = {}
+    for r in runs:
+        if not r.error:
+            by_ir.setdefault(r.dir.parents[1], {}).setdefault(r.config["split_seed"], []).append(r)
+    out = {}
+    for ir_dir, splits in by_ir.items():
+        for seed, members in splits.items():
+            out[ir_dir if len(splits) == 1 else ir_dir / f"split_seed{seed}"] = (members[0].config, members)
+    return out
+
+
 def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) -> dict:
     """Notebook 01 for one (dataset, IR): builds the split before the runs that share it start."""
     out, marker = group_dir / f"{NB_DATA}.ipynb", group_dir / DONE
@@ -157,10 +174,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | Non
     for note in budget_notes:
         log(f"budget: {note}")
 
-    groups = {}  # one dataset stage per IR, on the first valid config of that IR
-    for r in runs:
-        if not r.error:
-            groups.setdefault(r.dir.parents[1], r.config)
+    groups = stage_dirs(runs)   # one dataset stage per IR and split, on the first valid config of each
     t0 = time.time()
 
     def progress(rec):
@@ -172,11 +186,12 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | Non
         return finish(sweep, root, status, budget_notes, t0, log)
     log(f"sweep {root}: {len(runs)} runs, {len(groups)} dataset stage(s), "
         + (f"slurm ({slurm.cluster})" if slurm else f"jobs={jobs}"))
-    stages = pmap(prepare_data, [(g, c, sweep.cell_timeout) for g, c in groups.items()], jobs)
+    stages = pmap(prepare_data, [(g, c, sweep.cell_timeout) for g, (c, _) in groups.items()], jobs)
     stage_error = {Path(s["group"]): s["error"] for s in stages if s["error"]}
-    for r in runs:
-        if not r.error and r.dir.parents[1] in stage_error:
-            r.error = stage_error[r.dir.parents[1]]
+    for g, (_, members) in groups.items():
+        for r in members:
+            if not r.error and g in stage_error:
+                r.error = stage_error[g]
 
     if slurm is None:
         status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in runs], jobs,
@@ -207,7 +222,9 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | Non
 def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[str], t0: float, log=print) -> dict:
     """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html."""
     status.to_csv(root / "runs.csv", index=False)
-    metrics = collect(status, sweep.robust_attack)
+    gate = health.sweep_health(status, health.Rules.of(sweep.health))   # who trained: the rest is marked, left out
+    gate.to_csv(root / "health.csv", index=False)
+    metrics = collect(status, sweep.robust_attack, gate)
     metrics.to_csv(root / "metrics.csv", index=False)
     agg = aggregate(metrics) if len(metrics) else pd.DataFrame()
     agg.to_csv(root / "aggregate.csv", index=False)
@@ -222,7 +239,8 @@ def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[st
                                     interactive=False), sweep.cell_timeout)
         except Exception as e:
             notes.append(f"report notebook failed ({root / 'report' / NB_COMPARE}.ipynb): {error_text(e)}")
-    report_path = report.write_sweep_report(root, sweep, status, agg, [*notes, *(f"budget: {n}" for n in budget_notes)])
+    report_path = report.write_sweep_report(root, sweep, status, agg, [*notes, *(f"budget: {n}" for n in budget_notes)],
+                                            metrics=metrics, health=gate)
     failed = status[status["status"] == "failed"]
     log(summary(status, time.time() - t0, report_path, notes))
     return {"status": status, "metrics": metrics, "aggregate": agg, "report": report_path,
@@ -321,7 +339,8 @@ def sweep_from_args(args) -> Sweep:
                  seeds=args.seeds or ps.get("seeds") or [0], config=config,
                  method_overrides=dict(preset.method_overrides) if preset else {},
                  ir_overrides=dict(preset.ir_overrides) if preset else {}, evaluation=evaluation,
-                 robust_attack=args.robust_attack, preset=args.preset, cell_timeout=args.cell_timeout)
+                 robust_attack=args.robust_attack, preset=args.preset, cell_timeout=args.cell_timeout,
+                 primary=list(preset.primary) if preset else [], health=dict(preset.health) if preset else {})
 
 
 def cmd_sweep(args) -> int:

@@ -4,6 +4,7 @@ leads with the answer and keeps its settings last and collapsed, and the README 
 first figure exported by plotly's own write_image. Runs here are written with the real table functions
 (eval_result) from made-up predictions: no training."""
 import base64
+import html
 import importlib.util
 import json
 import re
@@ -14,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 
-from taetlib import compare, eval_result, figure_files, metrics, plan, plots, report, stats
+from taetlib import compare, eval_result, figure_files, intervals, metrics, plan, plots, report, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"c{i}" for i in range(6)]
@@ -104,8 +104,9 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
         for i, name in enumerate(tr.x):
             seeds = t[(t.arm == tr.name) & (t.imbalance_ratio == ir) & (t.class_name == name)].recall
             assert len(seeds) == 2 and y[i] == pytest.approx(seeds.mean())
-            low, high = scipy_stats.t.interval(0.95, 1, loc=seeds.mean(), scale=seeds.std(ddof=1) / np.sqrt(2))
-            assert y[i] + plus[i] == pytest.approx(high) and y[i] - minus[i] == pytest.approx(low)
+            engine = intervals.proportion(seeds, PER_CLASS)   # Hartung-Knapp on the logit scale: inside [0, 1]
+            assert y[i] + plus[i] == pytest.approx(engine["high"]) and y[i] - minus[i] == pytest.approx(engine["low"])
+            assert 0 <= engine["low"] < y[i] < engine["high"] <= 1
 
 
 def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
@@ -127,7 +128,7 @@ def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, 
     s = pd.read_csv(one_seed[1][0] / "eval" / "summary.csv").set_index(["protocol", "attack"])
     agg = report.aggregate(report.collect(status_of(one_seed[1]), None))
     row = agg[(agg.arm == "pgd_at") & (agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].iloc[0]
-    assert row.interval == "one run" and row.low == s.loc[("balanced", "pgd20"), "balanced_low"]
+    assert row.interval == intervals.ONE_SEED and row.low == s.loc[("balanced", "pgd20"), "balanced_low"]
 
 
 def test_sweep_lines_error_bars_are_the_seed_intervals(two_seeds):
@@ -138,7 +139,8 @@ def test_sweep_lines_error_bars_are_the_seed_intervals(two_seeds):
     for tr in fig.data:
         metric = "balanced_accuracy" if tr.xaxis == "x" else "balanced_robustness"
         want = a[(a.arm == tr.name) & (a.metric == metric)].sort_values("imbalance_ratio")
-        assert (want.interval == "t over seeds").all() and list(tr.x) == list(want.imbalance_ratio)
+        assert (want.interval == intervals.SHARED).all()   # both seeds on split_seed 0
+        assert list(tr.x) == list(want.imbalance_ratio)
         y, plus, minus = bars(tr)
         assert np.allclose(y + plus, want.high) and np.allclose(y - minus, want.low)
 
@@ -155,7 +157,7 @@ def test_paired_differences_read_only_where_the_interval_excludes_zero(tmp_path)
     row = d.loc[("balanced_robustness", "strong", "weak")]
     y, ps, pw = (report.predictions(runs[i], "balanced", "pgd20")[k] for i, k in ((1, 0), (1, 1), (0, 1)))
     assert (row.difference, row.low, row.high) == pytest.approx(stats.paired_difference(y, ps, pw))
-    assert row.low > 0 and row.reading == "strong higher" and row.interval == "one run"
+    assert row.low > 0 and row.reading == "strong higher" and row.interval == intervals.ONE_SEED
     assert d.loc[("balanced_robustness", "twin", "strong")].reading == ""   # 0 inside: no word
     close = d.loc[("balanced_robustness", "close", "strong")]
     assert close.low < 0 < close.high and close.reading == ""
@@ -210,13 +212,14 @@ def test_report_leads_with_the_answer_and_ends_with_collapsed_settings(two_seeds
     outline = Outline()
     outline.feed(page)
     h2 = [i for k, i in outline.items if k == "h2"]
-    assert h2[:3] == ["tradeoff", "per_class", "differences"] and h2[-3:] == ["more", "runs", "files"]
-    assert outline.items[-1] == ("details", "settings") and "open" not in outline.details[0]
+    assert h2[:4] == ["primary", "tradeoff", "per_class", "differences"] and h2[-3:] == ["more", "runs", "files"]
+    assert outline.items[-1] == ("details", "settings") and not any("open" in d for d in outline.details)
     assert page.index("<summary>Settings</summary>") > page.index("<h2 id='files'>")
     irs = "&quot;irs&quot;"   # a settings key, as the escaped JSON shows it: only inside the collapsed block
-    assert page.count(irs) == 1 and page.index("<details") < page.index(irs) < page.index("</details>")
+    settings = page.index("<details id='settings'>")
+    assert page.count(irs) == 1 and settings < page.index(irs) < page.index("</details>", settings)
     # the first figure stands under the first heading, and is the trade-off with the aggregate's intervals
-    assert outline.items[1] == ("fig", "fig0")
+    assert outline.items[2] == ("fig", "fig0")
     under, head = {}, None
     for k, i in outline.items:
         head = i if k == "h2" else head
@@ -236,7 +239,36 @@ def test_report_leads_with_the_answer_and_ends_with_collapsed_settings(two_seeds
     assert "taet - pgd_at" in page and len(diffs) == 2 * 2 * 2
     for r in diffs.itertuples():
         assert (r.reading != "") == (r.low > 0 or r.high < 0)
-    assert page.index("<h2 id='differences'>") < page.index("difference [95 % interval]") < page.index("Aggregate,")
+    assert page.index("<h2 id='differences'>") < page.index("<details id='pairwise'>") < page.index(
+        "difference [95 % interval]") < page.index("Aggregate,")   # the full pairwise table: collapsed, on request
+
+
+def test_report_leads_with_the_primary_comparisons_and_the_runs_left_out(tmp_path):
+    """Primary comparisons first with Holm-adjusted p-values and verdicts from verdicts.sentence; a run of
+    constant predictions did not train: named in the aggregate, left out of the ranking, counted."""
+    from taetlib import compare as cmp
+    from taetlib import health, verdicts
+    runs = [evaluated_run(tmp_path, arm, 10.0, s) for arm in ARMS for s in (0, 1, 2)]
+    runs.append(evaluated_run(tmp_path, "dead", 10.0, 0, (np.zeros(6), np.zeros(6))))   # never right: below chance
+    status = status_of(runs)
+    gate = health.sweep_health(status)
+    assert gate.set_index("arm").loc["dead", "trained"] == False and gate["trained"].sum() == 6   # noqa: E712
+    metrics = report.collect(status, None, gate)
+    agg = report.aggregate(metrics)
+    assert (agg[agg.arm == "dead"]["did_not_train"] == 1).all()
+    primary = [{"a": "taet", "b": "pgd_at", "metric": "balanced_robustness", "imbalance_ratio": 10.0,
+                "protocol": "balanced", "claimed": 0.05}]
+    s = plan.Sweep(tmp_path, "synthetic", [10], [("pgd_at", False), ("taet", False)], [0, 1, 2], primary=primary)
+    page = report.write_sweep_report(tmp_path, s, status, agg, [], metrics=metrics, health=gate).read_text()
+    (claim,) = [r for r in cmp.claim_readings(metrics, "taet", "pgd_at", {"balanced_robustness": "balanced robustness"},
+                                              primary) if r["kind"] == "claim"]
+    assert claim["family"] == 1 and claim["p_holm"] == pytest.approx(claim["p"])
+    first = page.index("<h2 id='primary'>")
+    assert first < page.index(html.escape(verdicts.sentence(claim))) < page.index("<h2 id='tradeoff'>")
+    assert "1 of 7 runs did not train" in page and "p_holm" in page
+    (rank,) = [r for r in cmp.rankings(metrics) if r["imbalance_ratio"] == 10.0]
+    assert rank["arms"] == 2 and "dead" not in [rank["best"], *rank["tied"]]
+    assert "dead (did not train)" in page
 
 
 # ------------------------------------------------------------------------------ static export and the README figure

@@ -7,15 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as st
+from statsmodels.stats.multitest import multipletests
 
-from taetlib import presets, results
+from taetlib import compare, intervals, presets, results, stats, verdicts
 from taetlib.plan import Sweep, budget_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "results" / "fmnist_lt"
 
 
-def metrics_frame(diffs: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
+def metrics_frame(diffs: dict, seeds=(0, 1, 2), arms=("at_bsl", "taet")) -> pd.DataFrame:
     """Per-run metrics of arms taet and at_bsl: at_bsl 0.5 everywhere, taet 0.5 + the given per-seed offsets."""
     rows = []
     for (ir, metric), offsets in diffs.items():
@@ -26,53 +27,154 @@ def metrics_frame(diffs: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_seed_differences_are_a_t_interval_over_the_per_seed_differences():
-    offsets = [0.02, 0.05, 0.03]
-    d = results.seed_differences(metrics_frame({(10.0, "balanced_robustness"): offsets}), "taet", "at_bsl")
-    r = d.iloc[0]
-    t = st.t.interval(0.95, 2, loc=np.mean(offsets), scale=st.sem(offsets))
-    assert r["difference"] == pytest.approx(np.mean(offsets))
-    assert (r["low"], r["high"]) == pytest.approx(t)
-    assert r["a"] == "taet" and r["b"] == "at_bsl" and r["n"] == 3
+PRIMARY = presets.taet_claims([10], "balanced")
 
 
-def test_the_verdict_says_a_word_only_where_the_interval_excludes_zero():
-    d = results.seed_differences(metrics_frame({
-        (10.0, "balanced_robustness"): [0.030, 0.032, 0.031],    # interval above 0: holds
-        (10.0, "taet_tail_robustness"): [-0.04, -0.05, -0.06],   # interval below 0: contradicted
-        (100.0, "balanced_robustness"): [0.05, -0.04, 0.01],     # spans 0: not shown
-    }), "taet", "at_bsl")
-    lines = results.verdict(d)
-    assert len(lines) == 3
-    assert "IR 10, claim 1" in lines[0] and "the claim holds" in lines[0]
-    assert "claim 2" in lines[1] and "contradicted" in lines[1]
-    assert "IR 100, claim 1" in lines[2] and "not shown" in lines[2]
+def test_claim_readings_are_the_t_interval_without_image_variances_and_holm_over_the_primaries():
+    offsets = {(10.0, "balanced_robustness"): [0.02, 0.05, 0.03], (10.0, "taet_tail_robustness"): [0.01, 0.06, -0.01],
+               (10.0, "weakest_k_robustness"): [0.0, 0.02, 0.01]}
+    rs = {r["metric"]: r for r in results.claim_readings(metrics_frame(offsets), primary=PRIMARY)}
+    r = rs["balanced_robustness"]
+    t = st.t.interval(0.95, 2, loc=np.mean(offsets[(10.0, "balanced_robustness")]),
+                      scale=st.sem(offsets[(10.0, "balanced_robustness")]))
+    assert (r["low"], r["high"]) == pytest.approx(t) and r["k"] == 3 and r["kind"] == "claim"
+    p = [rs[m]["p"] for m in ("balanced_robustness", "taet_tail_robustness")]
+    assert [rs[m]["p_holm"] for m in ("balanced_robustness", "taet_tail_robustness")] == pytest.approx(
+        list(multipletests(p, method="holm")[1]))
+    assert rs["weakest_k_robustness"]["kind"] == "descriptive" and "p_holm" not in rs["weakest_k_robustness"]
+    assert rs["balanced_robustness"]["claimed"] == 0.086 and rs["balanced_robustness"]["mde"] > 0
 
 
-def test_seed_differences_name_a_missing_arm():
+def test_claim_readings_name_a_missing_arm():
     with pytest.raises(KeyError, match="taet"):
-        results.seed_differences(metrics_frame({(10.0, "balanced_robustness"): [0.1, 0.1, 0.1]}).query(
-            "arm != 'taet'"), "taet", "at_bsl")
+        results.claim_readings(metrics_frame({(10.0, "balanced_robustness"): [0.1, 0.1, 0.1]}).query(
+            "arm != 'taet'"), primary=PRIMARY)
 
 
-def aggregate_frame() -> pd.DataFrame:
-    rows = []
-    for arm, (m, lo, hi) in {"a": (0.60, 0.58, 0.62), "b": (0.59, 0.57, 0.61), "c": (0.40, 0.38, 0.42)}.items():
-        rows.append({"imbalance_ratio": 10.0, "arm": arm, "protocol": "balanced", "metric": "balanced_robustness",
-                     "mean": m, "std": 0.01, "n": 3, "low": lo, "high": hi})
-    return pd.DataFrame(rows)
+def test_the_verdict_words_follow_the_adjusted_test_and_the_declaration():
+    rs = results.claim_readings(metrics_frame({
+        (10.0, "balanced_robustness"): [0.030, 0.032, 0.031],      # primary, significant: holds
+        (10.0, "taet_tail_robustness"): [0.05, -0.04, 0.01],       # primary, spans 0: not settled, with a bound
+        (10.0, "weakest_k_robustness"): [-0.040, -0.041, -0.042],  # not declared: descriptive, however clear
+    }), primary=PRIMARY)
+    lines = dict(zip([r["metric"] for r in rs], (verdicts.sentence(r) for r in rs)))
+    assert "the claim holds" in lines["balanced_robustness"] and "Holm-adjusted" in lines["balanced_robustness"]
+    tail = lines["taet_tail_robustness"]
+    assert "not settled" in tail and "at most +" in tail and "80 % power" in tail and "reach" in tail
+    assert "holds" not in tail and "contradicted" not in tail and "not shown" not in tail
+    assert "descriptive" in lines["weakest_k_robustness"] and "contradicted" not in lines["weakest_k_robustness"]
 
 
-def test_rankings_only_where_intervals_separate():
-    (line,) = results.leaders(aggregate_frame())
-    assert "highest mean balanced robustness: a (60.0)" in line
-    assert "not separable from it: b;" in line   # b overlaps a; c lies below
+def test_the_verdict_function_never_says_holds_or_contradicted_unless_primary_and_significant():
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        k = int(rng.integers(1, 6))
+        est = rng.normal(rng.normal(0, 0.05), rng.uniform(0.001, 0.05), k)
+        r = {**intervals.combine(est, np.full(k, rng.uniform(1e-5, 1e-3))), "a": "taet", "b": "at_bsl",
+             "imbalance_ratio": 10.0, "protocol": "balanced", "metric": "m", "label": "claim",
+             "kind": rng.choice(["claim", "descriptive"]), "claimed": 0.08}
+        r["mde"] = intervals.detectable(r["se"], r["k"])
+        r.update(p_holm=min(1.0, r["p"] * int(rng.integers(1, 5))), family=4)
+        text = verdicts.sentence(r)
+        says = "holds" in text or "contradicted" in text
+        assert says == (r["kind"] == "claim" and k >= 2 and r["p_holm"] < 0.05), text
 
 
-def test_the_table_shows_each_mean_with_its_interval_in_percent():
-    t = results.table(aggregate_frame(), "balanced", ["balanced_robustness"])
-    assert list(t["arm"]) == ["a", "b", "c"]
+def ranking_metrics(values: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"imbalance_ratio": 10.0, "protocol": "balanced", "metric": "balanced_robustness",
+                          "arm": arm, "seed": s, "value": v} for arm, vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_rankings_come_from_paired_differences_not_interval_overlap():
+    # seeds move every arm together: the arms' own intervals overlap widely, the paired differences do not
+    shift = np.array([0.0, 0.10, -0.08, 0.05])
+    m = ranking_metrics({"a": 0.50 + shift, "b": 0.45 + shift + [0.001, -0.001, 0.0, 0.001],
+                         "c": 0.499 + shift + [0.004, -0.003, 0.002, -0.002]})
+    (r,) = compare.rankings(m)
+    assert r["best"] == "a" and r["tied"] == ["c"] and r["arms"] == 3
+    own = {arm: intervals.hartung_knapp(g["value"].to_numpy()) for arm, g in m.groupby("arm")}
+    assert own["b"]["high"] > own["a"]["low"]   # overlap would have called b level with a
+    line = verdicts.sentence(r)
+    assert "cannot tell a from c" in line and "ranks 1-2 of 3" in line
+
+
+def test_a_constant_predictor_and_a_nan_loss_did_not_train_and_are_left_out_of_rankings():
+    from taetlib import health
+    y = np.repeat(np.arange(10), 100)
+    summary = pd.DataFrame([{"attack": "clean", "protocol": "balanced", "balanced": 0.1,
+                             "balanced_low": stats.balanced_interval(y, np.zeros_like(y))[1]}])
+    good = pd.DataFrame([{"attack": "clean", "protocol": "balanced", "balanced": 0.7, "balanced_low": 0.67}])
+    history = [{"epoch": e, "loss": 1.0 / (e + 1)} for e in range(5)]
+    constant = health.run_health(summary, history, 10)
+    nan_loss = health.run_health(good, history + [{"epoch": 5, "loss": float("nan")}], 10)
+    fine = health.run_health(good, history, 10)
+    assert not constant["trained"] and constant["above_chance"] is False and "chance" in constant["reason"]
+    assert not nan_loss["trained"] and nan_loss["finite_loss"] is False and fine["trained"]
+    m = ranking_metrics({"good": [0.40, 0.42, 0.41], "constant": [0.9, 0.9, 0.9], "diverged": [0.8, 0.8, 0.8]})
+    m["trained"] = ~m["arm"].isin(["constant", "diverged"])
+    (r,) = compare.rankings(m)
+    assert r["best"] == "good" and r["arms"] == 1 and r["tied"] == []
+
+
+def test_a_still_rising_validation_curve_fails_the_plateau_check():
+    from taetlib import health
+    rising = [{"epoch": e, "stage": "adversarial", "loss": 1.0, "test_clean_acc": [0.1 + 0.1 * e] * 10}
+              for e in range(5)]
+    flat = [{**r, "test_clean_acc": [0.6 + 0.001 * r["epoch"]] * 10} for r in rising]
+    assert health.levelled(rising, health.Rules()) is False and health.levelled(flat, health.Rules()) is True
+    assert health.levelled(rising[:2], health.Rules()) is None   # too few evaluations: not measured
+
+
+def test_the_table_shows_each_mean_with_its_interval_in_percent_and_marks_runs_that_did_not_train():
+    agg = pd.DataFrame([{"imbalance_ratio": 10.0, "arm": arm, "protocol": "balanced", "metric": "balanced_robustness",
+                         "mean": m, "std": 0.01, "n": 3, "low": m - 0.02, "high": m + 0.02, "did_not_train": bad}
+                        for arm, m, bad in (("a", 0.60, 0), ("b", 0.10, 3), ("c", 0.40, 1))])
+    t = results.table(agg, "balanced", ["balanced_robustness"])
+    assert list(t["arm"]) == ["a", "b (did not train)", "c (1 of 3 runs did not train)"]
     assert t.loc[0, "balanced_robustness"] == "60.0 [58.0, 62.0]"
+
+
+def test_a_three_seed_sweep_draws_three_splits(tmp_path):
+    from taetlib import data
+    from taetlib.config import RunConfig
+    s = Sweep(root=tmp_path / "sw", dataset="synthetic", irs=[10], arms=["pgd_at", "taet"], seeds=[0, 1, 2],
+              config={"n_max": 60, "test_per_class": 20, "data_root": str(tmp_path / "data")})
+    runs = s.plan()
+    assert sorted({r.config["split_seed"] for r in runs}) == [0, 1, 2]
+    from taetlib.sweep import stage_dirs
+    stages = stage_dirs(runs)
+    assert len(stages) == 3 and all(len(members) == 2 for _, members in stages.values())
+    manifests = {}
+    for config, _ in stages.values():
+        lt = data.load_lt(RunConfig.from_dict(config))
+        ind = lt.manifest["indices"]
+        manifests[lt.manifest["path"]] = (tuple(ind["train"]), tuple(ind["balanced"]))
+    assert len(manifests) == 3 and all(Path(p).exists() for p in manifests)
+    assert len({v[0] for v in manifests.values()}) == 3 and len({v[1] for v in manifests.values()}) == 3
+    fixed = Sweep(root=tmp_path / "fx", dataset="synthetic", irs=[10], arms=["pgd_at"], seeds=[0, 1, 2],
+                  config={"split_seed": 0}).plan()
+    assert {r.config["split_seed"] for r in fixed} == {0}   # a preset can still fix the split
+
+
+def test_the_demo_section_comes_from_the_verdict_function(tmp_path):
+    agg_rows, metric_rows = [], []
+    for arm, v in (("at_bsl", 0.58), ("taet", 0.49)):
+        for metric in results.CLAIMS:
+            agg_rows.append({"imbalance_ratio": 10.0, "arm": arm, "protocol": "balanced", "metric": metric, "mean": v,
+                             "std": np.nan, "n": 1, "low": v - 0.01, "high": v + 0.01, "interval": intervals.ONE_SEED})
+            metric_rows.append({"imbalance_ratio": 10.0, "arm": arm, "protocol": "balanced", "metric": metric,
+                                "seed": 0, "value": v, "images": 3000.0})
+    pd.DataFrame(agg_rows).to_csv(tmp_path / "aggregate.csv", index=False)
+    pd.DataFrame(metric_rows).to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "sweep.json").write_text('{"preset": "fmnist_lt_demo"}')
+    section = results.demo_section(tmp_path)
+    assert section.startswith(results.DEMO_MARKERS[0]) and section.endswith(results.DEMO_MARKERS[1])
+    assert "holds" not in section and "contradicted" not in section   # one seed: no verdict
+    assert "no verdict" in section and re.search(r"\ntaet +49\.0 \[48\.0, 50\.0\]\n", section)
+    readings = compare.claim_readings(pd.DataFrame(metric_rows), "taet", "at_bsl", results.CLAIMS,
+                                      presets.get("fmnist_lt_demo").primary)
+    for r in readings:
+        assert verdicts.sentence(r) in section
 
 
 def test_the_results_preset_sizes_its_budget_per_ir_equal_across_arms(tmp_path):
@@ -93,18 +195,58 @@ def test_the_results_preset_sizes_its_budget_per_ir_equal_across_arms(tmp_path):
 
 
 @pytest.mark.skipif(not (PUBLISHED / "aggregate.csv").exists(), reason="results/fmnist_lt/ not generated yet")
-def test_the_published_tables_are_the_published_csv():
-    """Every number in results/fmnist_lt/README.md and docs/results.md's results table comes from
-    the committed aggregate.csv and claims.csv: nothing typed by hand."""
+def test_the_published_tables_are_the_published_csv_and_the_engine_reread():
+    """Every number in results/fmnist_lt/README.md and docs/results.md's results section come from the
+    committed CSVs through the engine and the verdict function: nothing typed by hand."""
     agg = pd.read_csv(PUBLISHED / "aggregate.csv")
-    claims = pd.read_csv(PUBLISHED / "claims.csv")
+    assert ((agg["low"] >= 0) & (agg["high"] <= 1) & (agg["low"] <= agg["mean"]) & (agg["mean"] <= agg["high"])).all()
+    assert (agg.loc[agg["mean"] == 0, "high"] > 0).all()   # all-zero cells: a Wilson bound, never [0, 0]
+    readings = results.reread_claims(pd.read_csv(PUBLISHED / "seed_differences.csv"), agg,
+                                     presets.get(results.PRESET).primary)
     text = (PUBLISHED / "README.md").read_text()
     for protocol in ("balanced", "long_tailed"):
         assert results.markdown(results.table(agg, protocol)) in text
-    for line in results.verdict(claims) + results.leaders(agg):
-        assert line in text
+        for line in results.verdict(readings, protocol):
+            assert line in text
     top = (ROOT / "docs" / "results.md").read_text()
     assert results.markdown(results.table(agg, "balanced", results.HEADLINE)) in top
-    for line in results.verdict(claims):
-        assert line in top
-    assert re.search(r"Wall time: \d+ min", text)
+    for r in readings:
+        assert (verdicts.sentence(r) in top) == (r["kind"] == "claim")
+    assert re.search(r"Wall time of the runs: \d+ min", text) and "cannot support" in text
+
+
+def test_write_reads_a_new_sweep_with_the_engine_and_leaves_out_runs_that_did_not_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "export_figure", lambda fig, path, **kw: Path(path).write_bytes(b"png"))
+    rng = np.random.default_rng(2)
+    rows, health_rows = [], []
+    for ir in (10.0, 100.0):
+        for arm, base in (("at_bsl", 0.45), ("taet", 0.40), ("pgd_at", 0.42)):
+            for seed in range(3):
+                dead = arm == "pgd_at" and seed == 2
+                run = f"r/{ir:g}/{arm}/{seed}"
+                health_rows.append({"run": run, "imbalance_ratio": ir, "arm": arm, "seed": seed, "trained": not dead,
+                                    "failed_checks": "above_chance" if dead else "", "reason": ""})
+                for protocol in ("balanced", "long_tailed"):
+                    for metric in (*results.TABLE, "clean_accuracy"):
+                        v = 0.1 if dead else float(np.clip(base + rng.normal(0, 0.02), 0, 1))
+                        rows.append({"run": run, "dataset": "d", "imbalance_ratio": ir, "method": arm,
+                                     "robustlt": False, "arm": arm, "seed": seed, "protocol": protocol,
+                                     "metric": metric, "value": v,
+                                     "low": np.nan, "high": np.nan, "robust_attack": "pgd20", "images": 2000.0,
+                                     "split_seed": seed, "trained": not dead})
+    metrics = pd.DataFrame(rows)
+    from taetlib import report
+    root = tmp_path / "sweep"
+    root.mkdir()
+    metrics.to_csv(root / "metrics.csv", index=False)
+    report.aggregate(metrics).to_csv(root / "aggregate.csv", index=False)
+    pd.DataFrame(health_rows).to_csv(root / "health.csv", index=False)
+    pd.DataFrame({"run": [h["run"] for h in health_rows], "status": "done"}).to_csv(root / "runs.csv", index=False)
+    out = results.write(root, tmp_path / "out", command="make results", wall_seconds=600)
+    text = out["readme"]
+    claims = pd.read_csv(tmp_path / "out" / "claims.csv")
+    assert set(claims["kind"]) == {"claim", "descriptive"} and (claims["kind"] == "claim").sum() == 4
+    assert "2 of 18 runs did not train" in text and "pgd_at (1 of 3 runs did not train)" in text
+    assert "model seed, data draw, test images" in text and "Rankings (Holm-adjusted" in text
+    for r in out["claims"]:
+        assert verdicts.sentence(r) in text

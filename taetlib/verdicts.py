@@ -1,0 +1,112 @@
+"""Every verdict sentence the workbench writes comes from `sentence`, from one reading of the interval
+engine (compare.claim_readings, compare.rankings): the sweep report, the results README and the demo's
+README section. Nothing else words a verdict.
+
+The rules it keeps:
+- only a pre-declared primary comparison (the preset names it) with at least two seeds can 'hold' or be
+  'contradicted', and only when its Holm-adjusted p-value is below 0.05;
+- a primary comparison that is not significant gives the bound the data supports ('at most +1.2
+  points'), the smallest effect it could detect with 80 % power, and whether the paper's claimed
+  effect was within reach;
+- everything else is labelled descriptive; one seed gets no verdict at all (its interval holds the test
+  images only);
+- a ranking names the arms the data cannot tell from the best (Holm over the paired differences).
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = ["ALPHA", "pts", "sentence"]
+
+ALPHA = 0.05
+
+
+def pts(x: float, sign: bool = True) -> str:
+    return "nan" if x is None or not math.isfinite(x) else (f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}")
+
+
+def _interval(r: dict) -> str:
+    if not all(math.isfinite(r.get(x, float("nan"))) for x in ("low", "high")):
+        return f"{pts(r['mean'])} points (no interval: no test-image variance was recorded)"
+    return f"{pts(r['mean'])} [{pts(r['low'])}, {pts(r['high'])}] points"
+
+
+def _seeds(r: dict) -> str:
+    return "in one seed" if r["k"] == 1 else f"over {r['k']} seeds"
+
+
+def _where(r: dict) -> str:
+    return f"IR {r['imbalance_ratio']:g}, {r['protocol']} test set"
+
+
+def _power(r: dict) -> str:
+    mde = r.get("mde", float("nan"))
+    if not math.isfinite(mde):
+        return ""
+    text = f" The smallest difference this reading could detect with 80 % power is {pts(mde, False)} points"
+    claimed = r.get("claimed")
+    if claimed is not None and math.isfinite(claimed):
+        reach = "within" if abs(claimed) >= mde else "out of"
+        text += f"; the paper's claimed {pts(claimed)} was {reach} reach"
+    return text + "."
+
+
+def _claim(r: dict) -> str:
+    head = f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} {_seeds(r)}"
+    if r["k"] < 2:
+        return f"{head}: no verdict, as one seed's interval covers only the test images, not the seed or data spread."
+    p_text = "< 0.001" if r["p_holm"] < 0.001 else f"= {r['p_holm']:.3f}"
+    p = f"Holm-adjusted p {p_text} over {r['family']} primary comparisons; the interval is unadjusted"
+    if r["p_holm"] < ALPHA:
+        word = "holds" if r["mean"] > 0 else f"is contradicted ({r['b']} higher)"
+        return f"{head} ({p}): the claim {word}.{_power(r)}"
+    bound = (f"the data support an advantage of {r['a']} of at most {pts(r['high'])} points"
+             if r["high"] > 0 else f"{r['a']} is not ahead here")
+    return f"{head} ({p}): not settled; {bound}.{_power(r)}"
+
+
+def _descriptive(r: dict) -> str:
+    k = f"over {r['k']} seeds" if r["k"] != 1 else "in one seed (test images only)"
+    return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} {k} (descriptive: not a "
+            "pre-declared comparison, no verdict).")
+
+
+def _ranking(r: dict) -> str:
+    tied = r["tied"]
+    head = (f"{_where(r)}, {r['metric'].replace('_', ' ')}: highest mean {r['best']} ({pts(r['best_mean'], False)} %)"
+            f" of {r['arms']} arms that trained")
+    if r["k"] < 2:
+        return f"{head}; one seed, so no ranking (its intervals cover only the test images)."
+    rest = ("every other arm is lower (Holm-adjusted paired differences, p < 0.05)" if not tied else
+            f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
+            f"{r['k']} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {r['arms']}")
+    return f"{head}; {rest}."
+
+
+def _summary(r: dict) -> str:
+    claims = [x for x in r["readings"] if x["kind"] == "claim"]
+    if not claims:
+        return "No primary comparison was declared: every reading is descriptive."
+    if all(x["k"] < 2 for x in claims):
+        return f"One seed: none of the {len(claims)} primary comparisons can be settled."
+    holds = sum(x["p_holm"] < ALPHA and x["mean"] > 0 for x in claims)
+    against = sum(x["p_holm"] < ALPHA and x["mean"] < 0 for x in claims)
+    return (f"Of {len(claims)} primary comparisons (Holm-adjusted over the {len(claims)}), {holds} hold, {against} "
+            f"{'is' if against == 1 else 'are'} contradicted and {len(claims) - holds - against} "
+            f"{'is' if len(claims) - holds - against == 1 else 'are'} not settled; "
+            f"{len(r['readings']) - len(claims)} further readings are descriptive.")
+
+
+def sentence(r: dict) -> str:
+    """The one writer of verdict sentences: a reading of kind claim (primary), descriptive, ranking, or
+    summary (of a list of readings)."""
+    kind = r["kind"]
+    if kind == "summary":
+        return _summary(r)
+    if kind == "claim":
+        return _claim(r)
+    if kind == "descriptive":
+        return _descriptive(r)
+    if kind == "ranking":
+        return _ranking(r)
+    raise ValueError(f"reading kind {kind!r}: expected claim, descriptive, ranking or summary")

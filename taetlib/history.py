@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .stats import wilson
+
 
 def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFrame]:
     """fit()'s history records (one dict per epoch) -> {'scalars': ..., 'per_class': ...} tidy tables.
@@ -38,6 +40,34 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
     cw["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in cw["class"]]
     return {"scalars": pd.DataFrame(scalars, columns=["epoch", "stage", "metric", "value"]), "per_class": pc,
             "class_weight": cw}
+
+
+def per_class_epochs(records: list[dict], split: str = "test", kind: str = "pgd", class_names=()) -> pd.DataFrame:
+    """Class x epoch table of `<split>_<kind>_acc` with the Wilson 95 % interval of each value: rows are
+    the classes, columns (epoch, recall | low | high) for each epoch it was measured. The per-class image
+    counts come from the record (`<split>_n`), so the interval says how far 50 images let a recall swing."""
+    key, rows = f"{split}_{kind}_acc", []
+    measured = [r for r in records if r.get(key) is not None]
+    if not measured:
+        known = sorted({k.removesuffix("_acc") for r in records for k in r if k.endswith("_acc")})
+        raise ValueError(f"no epoch of this history measured {key!r}; measured: {known} (split_kind). "
+                         "Test and validation values need eval_every > 0.")
+    for r in measured:
+        n = r.get(f"{split}_n")
+        if n is None:
+            raise ValueError(f"epoch {r['epoch']} records {key} without its per-class counts ({split}_n): a history "
+                             "written before they were kept; its intervals cannot be computed.")
+        for c, (acc, m) in enumerate(zip(r[key], n)):
+            if acc is not None:
+                rows.append((r["epoch"], c, acc, *wilson(round(acc * m), m)))
+    tidy = pd.DataFrame(rows, columns=["epoch", "class", "recall", "low", "high"])
+    names = list(class_names)
+    tidy["class_name"] = [names[c] if c < len(names) else f"class {c}" for c in tidy["class"]]
+    table = tidy.pivot(index=["class", "class_name"], columns="epoch", values=["recall", "low", "high"])
+    table.columns = table.columns.swaplevel(0, 1)
+    epochs = sorted(tidy["epoch"].unique())
+    return table.reindex(columns=pd.MultiIndex.from_product([epochs, ["recall", "low", "high"]],
+                                                            names=["epoch", "value"]))
 
 
 def read_history(run_dir: str | Path) -> list[dict]:

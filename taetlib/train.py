@@ -211,9 +211,10 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     """
     run = build(cfg, data, Path(run_dir), model, stage)
     objective_state = restore(run, resume, init_checkpoint, new_plan, given_model=model is not None)
+    epochs = epochs_to_train(run, stop_after)
     prepare(run, data, objective_state)
     open_run_dir(run)
-    for epoch in epochs_to_train(run, stop_after):
+    for epoch in epochs:
         t0 = time.perf_counter()
         lr = set_lr(run, epoch)
         sums = train_epoch(run.net, run.objective, run.optimizer, run.train_batches, epoch, cfg, run.num_classes,

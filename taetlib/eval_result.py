@@ -60,6 +60,12 @@ def summary_table(table: pd.DataFrame, predictions: dict, train_counts, class_na
     return pd.DataFrame(rows)
 
 
+def eps_text(eps: float) -> str:
+    """A radius as RobustBench writes it: '8/255' where it is k/255, else the number."""
+    k = float(eps) * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) else f"{float(eps):g}"
+
+
 # ------------------------------------------------------------------------------ result
 @dataclass
 class EvalResult:
@@ -85,6 +91,8 @@ class EvalResult:
         np.savez_compressed(out / "predictions.npz", **{f"{p}/{a}/{k}": v for (p, a), d in self.predictions.items()
                                                          for k, v in d.items()})
         (out / "eval_config.json").write_text(json.dumps(self.config, indent=2, default=str) + "\n")
+        if "balanced" in set(self.summary.protocol) and len(set(self.summary.attack) - {"clean"}):
+            (out / "robustbench.json").write_text(json.dumps(self.robustbench(), indent=2) + "\n")
         if self.log:
             (out / "autoattack.log").write_text("\n".join(self.log) + "\n")
         return out
@@ -108,6 +116,44 @@ class EvalResult:
                    read("flags.csv", ("classes", "detail")), read("curves.csv"), preds,
                    json.loads((out / "eval_config.json").read_text()),
                    log.read_text().splitlines() if log.exists() else [])
+
+    def robustbench(self, protocol: str = "balanced", attack: str | None = None) -> dict:
+        """The evaluation as a RobustBench entry writes it (clean_acc, autoattack_acc: percent strings with
+        two decimals; eps as 'k/255' where it is one; n_ex; threat_model), on `protocol`'s test images,
+        extended with what a long-tailed comparison needs: balanced accuracy and robustness, the worst
+        class and every class's robust recall, each with its 95 % interval (percent). The robust fields
+        read `attack`: by default autoattack where it ran, else the strongest attack run (lowest accuracy)."""
+        s = self.summary[self.summary.protocol == protocol].set_index("attack")
+        if attack is None:
+            ran = s.drop(index="clean", errors="ignore")
+            attack = "autoattack" if "autoattack" in ran.index else str(ran["overall"].idxmin())
+        clean, rob = s.loc["clean"], s.loc[attack]
+        per = self.table[(self.table.protocol == protocol) & (self.table.attack == attack)]
+
+        def pct(v):
+            return round(100 * float(v), 2)
+        return {
+            "dataset": self.config.get("dataset"), "threat_model": "Linf", "eps": eps_text(rob["eps"]),
+            "n_ex": int(clean["n"]), "clean_acc": f"{pct(clean['overall']):.2f}",
+            "autoattack_acc": f"{pct(rob['overall']):.2f}" if attack == "autoattack" else None,
+            "robust_attack": attack, "robust_acc": f"{pct(rob['overall']):.2f}", "protocol": protocol,
+            "clean_acc_interval": [pct(clean["overall_low"]), pct(clean["overall_high"])],
+            "robust_acc_interval": [pct(rob["overall_low"]), pct(rob["overall_high"])],
+            "balanced_accuracy": pct(clean["balanced"]),
+            "balanced_accuracy_interval": [pct(clean["balanced_low"]), pct(clean["balanced_high"])],
+            "balanced_robustness": pct(rob["balanced"]),
+            "balanced_robustness_interval": [pct(rob["balanced_low"]), pct(rob["balanced_high"])],
+            "worst_class": {"class": int(rob["worst_class"]), "name": str(rob["worst_class_name"]),
+                            "robust_recall": pct(rob["worst_recall"]),
+                            "interval": [pct(v) for v in per.loc[per["class"] == rob["worst_class"],
+                                                                 ["recall_low", "recall_high"]].iloc[0]]},
+            "per_class_robust_recall": [{"class": int(r["class"]), "name": r["class_name"], "n": int(r["n"]),
+                                         "recall": pct(r["recall"]), "interval": [pct(r["recall_low"]),
+                                                                                  pct(r["recall_high"])]}
+                                        for _, r in per.iterrows()],
+            "intervals": "95 %: Wilson for accuracies and per-class recall, a bootstrap within classes for the "
+                         "balanced ones",
+        }
 
     def __repr__(self) -> str:
         cols = ["attack", "protocol", "eps", "n", "overall", "balanced", "head", "medium", "tail", "tail_taet",

@@ -7,6 +7,7 @@ as sweep.<name>, which re-exports them.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .arms import arm_name
@@ -19,6 +20,13 @@ NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
 
 # ------------------------------------------------------------------------------ the run folder
 ARM_FILE = "arm.json"   # the arm a sweep run belongs to: label, method, robustlt, overrides
+OUTSIDE = "outside"     # the method of a run folder that holds the evaluation of weights trained elsewhere
+JOINED = "JOINED.json"  # an outside evaluation joined to a sweep: its status row
+
+
+def joined_rows(root: str | Path) -> list[dict]:
+    """The status rows of the outside evaluations joined to the sweep in `root` (evaluate --join)."""
+    return [json.loads(p.read_text()) for p in sorted(resolve(root).glob(f"*/*/*/{JOINED}"))]
 
 
 def run_path(root: str | Path, dataset: str, imbalance_ratio: float, method: str, robustlt: bool,

@@ -42,6 +42,7 @@ from .report import (METRICS, aggregate, collect, robust_attack_in, robust_attac
 # the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
 from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name,
                    check_params, notebook_config, notebook_run_dir, run_path, stage1_checkpoint)  # noqa: F401
+from .runs import joined_rows
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -205,7 +206,11 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | Non
 
 
 def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[str], t0: float, log=print) -> dict:
-    """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html."""
+    """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html; weights
+    evaluated elsewhere and joined to the sweep (evaluate --join) count as runs of their arm."""
+    joined = joined_rows(root)
+    if joined:
+        status = pd.concat([status, pd.DataFrame(joined)], ignore_index=True)
     status.to_csv(root / "runs.csv", index=False)
     metrics = collect(status, sweep.robust_attack)
     metrics.to_csv(root / "metrics.csv", index=False)

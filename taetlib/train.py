@@ -312,7 +312,8 @@ def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_
         run.history, run.start = ck["history"], ck["epoch"] + 1
         if run.start < run.epochs.start:
             raise CheckpointError(f"{run.ckpt_path} ends at epoch {ck['epoch']} but stage {run.stage!r} starts at "
-                                  f"epoch {run.epochs.start}. Fix: finish the earlier stage first (stage='stabilization').")
+                                  f"epoch {run.epochs.start}. Fix: finish the earlier stage first "
+                                  "(stage='stabilization').")
         return ck.get("objective", {})
     if init_checkpoint is not None:
         ck = load_checkpoint(init_checkpoint, run.model)
@@ -464,7 +465,8 @@ def finish(run: Training) -> FitResult:
     if complete and run.cfg.select == "best_val_pgd":   # model.pt (what evaluation reads) is the selected epoch's
         best = best_epoch(run.history)
         if best is None:
-            raise bad("select", run.cfg.select, f"no adversarial epoch of {run.run_dir} was validated; set eval_every > 0.")
+            raise bad("select", run.cfg.select,
+                      f"no adversarial epoch of {run.run_dir} was validated; set eval_every > 0.")
         run.model.load_state_dict(load_checkpoint(run.run_dir / "best.pt", run.model)["model"])
         if run.dist.is_main:
             print(f"selected epoch {best} (best balanced PGD accuracy on the validation split)", flush=True)

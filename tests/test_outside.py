@@ -139,7 +139,8 @@ def test_the_robustbench_record_matches_the_predictions(evaluated):
     clean, pgd = result.predictions[("balanced", "clean")], result.predictions[("balanced", "pgd20")]
     assert record["n_ex"] == len(clean["y"]) == 100
     assert record["clean_acc"] == f"{100 * np.mean(clean['y'] == clean['pred']):.2f}"
-    assert record["robust_acc"] == f"{100 * np.mean(pgd['y'] == pgd['pred']):.2f}" and record["robust_attack"] == "pgd20"
+    assert record["robust_acc"] == f"{100 * np.mean(pgd['y'] == pgd['pred']):.2f}"
+    assert record["robust_attack"] == "pgd20"
     assert record["autoattack_acc"] is None and record["eps"] == "0.1" and record["threat_model"] == "Linf"
     recalls = [np.mean(pgd["pred"][pgd["y"] == c] == c) for c in range(10)]
     assert record["balanced_robustness"] == pytest.approx(100 * np.mean(recalls), abs=0.01)

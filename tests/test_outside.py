@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from taetlib import report
+from taetlib import sweep as sweep_mod
 from taetlib.cli import main
 from taetlib.config import ConfigError
 from taetlib.eval_result import eps_text
@@ -152,7 +153,7 @@ def test_the_robustbench_record_matches_the_predictions(evaluated):
     assert eps_text(8 / 255) == "8/255" and eps_text(0.1) == "0.1"
 
 
-def test_an_outside_evaluation_joins_a_sweep_as_an_arm(evaluated, trained):
+def test_an_outside_evaluation_joins_a_sweep_as_an_arm(evaluated, trained, monkeypatch):
     """A sweep's folder (its sweep.json as plan.Sweep writes it, one finished pgd_at run stood in by an
     evaluated run folder): the outside model is evaluated on the sweep's images with its settings, and
     the sweep's status, metrics and run tables then list it as an arm of its own."""
@@ -178,6 +179,14 @@ def test_an_outside_evaluation_joins_a_sweep_as_an_arm(evaluated, trained):
     assert set(metrics["arm"]) == {"mine_joined"} and "balanced_robustness" in set(metrics["metric"])
     tables = report.load_runs(report.find_runs(root))
     assert tables["runs"]["arm"].tolist() == ["mine_joined"]
+    # the sweep's aggregate step (notebook 05 left out: it runs under papermill) lists it as an arm
+    monkeypatch.setattr(sweep_mod, "execute", lambda *a, **k: None)
+    planned = pd.DataFrame([{**run.row(), "status": "failed", "seconds": 0.0, "error": "not run here",
+                             "notebook": ""} for run in sweep.plan()])
+    out = sweep_mod.finish(sweep, root, planned, [], 0.0, log=lambda *_: None)
+    assert out["status"]["arm"].tolist() == ["pgd_at", "mine_joined"]
+    assert set(out["aggregate"]["arm"]) == {"mine_joined"}
+    assert "mine_joined" in (root / "runs.csv").read_text() and "mine_joined" in out["report"].read_text()
     with pytest.raises(ConfigError, match="imbalance_ratio"):
         join_sweep(root, tmp / "mine.pt", "small_cnn", label="x", imbalance_ratio=50)
     with pytest.raises(ConfigError, match="no sweep.json"):

@@ -6,7 +6,9 @@ weights_only=True; it also holds the objective's state, e.g. LAS-AT's strategy n
 moment (kill -9 included) never leaves a half-written file under those names; history.jsonl is
 replaced after last.pt, so it never lists an epoch last.pt does not hold.
 Each epoch's randomness is seeded from (cfg.seed, epoch) and the data order is a pure function of
-the same pair, so running the same command again resumes from last.pt bit-identically on CPU.
+the same pair, so running the same command again resumes from last.pt bit-identically on CPU; so
+does a run trained in steps (stop_after) and one extended to more epochs (resume.py says when the
+plan allows it): each ends where one uninterrupted run of the final length ends.
 Everything that can refuse a run (config, data, model, checkpoints, run_dir writable and with room)
 is checked before the first file is written: a refused run leaves nothing behind.
 Inside the step nothing reads a value back to the host: losses and per-class hit counts accumulate

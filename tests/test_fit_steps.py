@@ -169,3 +169,19 @@ def test_the_epoch_line_counts_the_epochs_asked_for(root, tmp_path, capsys):
     record = {"stage": "adversarial", "loss": 1.0, "train_clean_acc": None, "train_adv_acc": None,
               "test_clean_acc": None, "seconds": 1.0, "images_per_s": 1.0}
     assert progress_line(record, (3, 4), 0).startswith("epoch 3/4 [adversarial]")
+
+
+def test_train_command_stops_continues_and_extends(tmp_path, capsys):
+    from taetlib.cli import main
+    args = ["train", "--run", str(tmp_path / "run"), "--set", "dataset=synthetic", f"data_root={tmp_path}",
+            "method=pgd_at", "n_max=20", "attack_steps=1", "eval_every=0", "device=cpu", "lr_milestones=[1.0]"]
+    assert main([*args, "epochs=2", "--stop-after", "1"]) == 0
+    assert "epoch 1/2" in capsys.readouterr().out and not (tmp_path / "run" / "model.pt").exists()
+    assert main([*args, "epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2/2" in out and "epoch 1/2" not in out and (tmp_path / "run" / "model.pt").exists()
+    assert main([*args, "epochs=4", "lr_milestones=[0.25]"]) == 2              # epoch 2's lr would move
+    assert "--new-plan" in capsys.readouterr().err
+    assert main([*args, "epochs=4", "lr_milestones=[0.25]", "--new-plan"]) == 0
+    assert [line.split(" [")[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("epoch ")] == ["epoch 3/4", "epoch 4/4"]

@@ -169,7 +169,7 @@ def test_03_harl_stage(stage1_run, tmp_path):
     assert (run / "figures" / "class_weight.html").exists()                   # and drawn
     text = text_of(nb)   # the epoch line counts the 2 adversarial epochs asked for, not the run's 3
     assert "epoch 1/2 [adversarial]" in text and "epoch 2/2 [adversarial]" in text and "/3 " not in text
-    shown = [o["data"]["text/plain"] for c in nb.cells for o in c.get("outputs", []) if "data" in o]
+    shown = [o["data"].get("text/plain", "") for c in nb.cells for o in c.get("outputs", []) if "data" in o]
     assert any("recall" in t and "low" in t and "high" in t for t in shown)  # the class x epoch table
 
 

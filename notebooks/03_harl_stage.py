@@ -65,6 +65,17 @@ result = nb.fit(cfg, lt, run, stage="adversarial" if two_stage else "all", init_
 live.finish(result.history);
 
 # %% [markdown]
+# ## Per class, epoch by epoch
+# Robust (PGD) recall of each class at each evaluated epoch, with its Wilson 95 % interval: on
+# `eval_per_class` images per class a recall moves a lot between epochs, and the interval says how
+# much of that movement the sample size alone allows. `result.per_class("train", "adv")` gives the
+# same table for the training batches, `result.per_class("test", "clean")` for clean images.
+
+# %%
+by_epoch = result.per_class("test", "pgd").round(3) if cfg.eval_every else "eval_every=0: no test evaluation"
+by_epoch
+
+# %% [markdown]
 # ## Last epoch per class
 
 # %%

@@ -52,7 +52,8 @@ def cmd_train(args) -> int:
         cfg = RunConfig.from_dict({**RunConfig.load(args.config).to_dict(), **sets})
     else:
         cfg = train_config(args.preset, sets)
-    train.fit(cfg, data.load_lt(cfg), args.run, stage=args.stage, init_checkpoint=args.init)
+    train.fit(cfg, data.load_lt(cfg), args.run, stage=args.stage, init_checkpoint=args.init,
+              stop_after=args.stop_after, new_plan=args.new_plan)
     return 0
 
 
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="a RunConfig JSON file (instead of --preset); --set overrides it")
     p.add_argument("--stage", default="all", choices=["all", "stabilization", "adversarial"])
     p.add_argument("--init", help="stage adversarial: the stage-1 run's last.pt to start from")
+    p.add_argument("--stop-after", type=int, help="train at most N epochs now; the same command continues")
+    p.add_argument("--new-plan", action="store_true",
+                   help="extend a run although the new epochs/lr_milestones change the plan of epochs it trained")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="the main job: the TAET comparison on real Fashion-MNIST-LT (CPU)")

@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import metrics, stats
 
-__all__ = ["EvalResult", "per_class_table", "summary_table"]
+__all__ = ["EvalResult", "eps_text", "per_class_epochs", "per_class_table", "summary_table"]
 
 
 def per_class_table(attack, protocol, eps, y, pred, class_names) -> pd.DataFrame:
@@ -62,6 +62,12 @@ def summary_table(table: pd.DataFrame, predictions: dict, train_counts, class_na
     return pd.DataFrame(rows)
 
 
+def eps_text(eps: float) -> str:
+    """A radius as RobustBench writes it: '8/255' where it is k/255, else the number."""
+    k = float(eps) * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) else f"{float(eps):g}"
+
+
 # ------------------------------------------------------------------------------ result
 @dataclass
 class EvalResult:
@@ -87,6 +93,8 @@ class EvalResult:
         np.savez_compressed(out / "predictions.npz", **{f"{p}/{a}/{k}": v for (p, a), d in self.predictions.items()
                                                          for k, v in d.items()})
         (out / "eval_config.json").write_text(json.dumps(self.config, indent=2, default=str) + "\n")
+        if "balanced" in set(self.summary.protocol) and len(set(self.summary.attack) - {"clean"}):
+            (out / "robustbench.json").write_text(json.dumps(self.robustbench(), indent=2) + "\n")
         if self.log:
             (out / "autoattack.log").write_text("\n".join(self.log) + "\n")
         return out
@@ -111,6 +119,44 @@ class EvalResult:
                    json.loads((out / "eval_config.json").read_text()),
                    log.read_text().splitlines() if log.exists() else [])
 
+    def robustbench(self, protocol: str = "balanced", attack: str | None = None) -> dict:
+        """The evaluation as a RobustBench entry writes it (clean_acc, autoattack_acc: percent strings with
+        two decimals; eps as 'k/255' where it is one; n_ex; threat_model), on `protocol`'s test images,
+        extended with what a long-tailed comparison needs: balanced accuracy and robustness, the worst
+        class and every class's robust recall, each with its 95 % interval (percent). The robust fields
+        read `attack`: by default autoattack where it ran, else the strongest attack run (lowest accuracy)."""
+        s = self.summary[self.summary.protocol == protocol].set_index("attack")
+        if attack is None:
+            ran = s.drop(index="clean", errors="ignore")
+            attack = "autoattack" if "autoattack" in ran.index else str(ran["overall"].idxmin())
+        clean, rob = s.loc["clean"], s.loc[attack]
+        per = self.table[(self.table.protocol == protocol) & (self.table.attack == attack)]
+
+        def pct(v):
+            return round(100 * float(v), 2)
+        return {
+            "dataset": self.config.get("dataset"), "threat_model": "Linf", "eps": eps_text(rob["eps"]),
+            "n_ex": int(clean["n"]), "clean_acc": f"{pct(clean['overall']):.2f}",
+            "autoattack_acc": f"{pct(rob['overall']):.2f}" if attack == "autoattack" else None,
+            "robust_attack": attack, "robust_acc": f"{pct(rob['overall']):.2f}", "protocol": protocol,
+            "clean_acc_interval": [pct(clean["overall_low"]), pct(clean["overall_high"])],
+            "robust_acc_interval": [pct(rob["overall_low"]), pct(rob["overall_high"])],
+            "balanced_accuracy": pct(clean["balanced"]),
+            "balanced_accuracy_interval": [pct(clean["balanced_low"]), pct(clean["balanced_high"])],
+            "balanced_robustness": pct(rob["balanced"]),
+            "balanced_robustness_interval": [pct(rob["balanced_low"]), pct(rob["balanced_high"])],
+            "worst_class": {"class": int(rob["worst_class"]), "name": str(rob["worst_class_name"]),
+                            "robust_recall": pct(rob["worst_recall"]),
+                            "interval": [pct(v) for v in per.loc[per["class"] == rob["worst_class"],
+                                                                 ["recall_low", "recall_high"]].iloc[0]]},
+            "per_class_robust_recall": [{"class": int(r["class"]), "name": r["class_name"], "n": int(r["n"]),
+                                         "recall": pct(r["recall"]), "interval": [pct(r["recall_low"]),
+                                                                                  pct(r["recall_high"])]}
+                                        for _, r in per.iterrows()],
+            "intervals": "95 %: Wilson for accuracies and per-class recall, a bootstrap within classes for the "
+                         "balanced ones",
+        }
+
     def __repr__(self) -> str:
         cols = ["attack", "protocol", "eps", "n", "overall", "balanced", "head", "medium", "tail", "tail_taet",
                 "weakest_k", "worst_class_name", "worst_recall", "raised_flags"]
@@ -119,3 +165,30 @@ class EvalResult:
         lines.append(f"sanity flags: {len(raised)} raised of {len(self.flags)} checks")
         lines += [f"  [{r.protocol}] {r.flag} ({r.attack}): {r.detail}" for r in raised.itertuples()]
         return "\n".join(lines)
+
+def per_class_epochs(records: list[dict], split: str = "test", kind: str = "pgd", class_names=()) -> pd.DataFrame:
+    """Class x epoch table of `<split>_<kind>_acc` with the Wilson 95 % interval of each value: rows are
+    the classes, columns (epoch, recall | low | high) for each epoch it was measured. The per-class image
+    counts come from the record (`<split>_n`), so the interval says how far 50 images let a recall swing."""
+    key, rows = f"{split}_{kind}_acc", []
+    measured = [r for r in records if r.get(key) is not None]
+    if not measured:
+        known = sorted({k.removesuffix("_acc") for r in records for k in r if k.endswith("_acc")})
+        raise ValueError(f"no epoch of this history measured {key!r}; measured: {known} (split_kind). "
+                         "Test and validation values need eval_every > 0.")
+    for r in measured:
+        n = r.get(f"{split}_n")
+        if n is None:
+            raise ValueError(f"epoch {r['epoch']} records {key} without its per-class counts ({split}_n): a history "
+                             "written before they were kept; its intervals cannot be computed.")
+        for c, (acc, m) in enumerate(zip(r[key], n)):
+            if acc is not None:
+                rows.append((r["epoch"], c, acc, *stats.wilson(round(acc * m), m)))
+    tidy = pd.DataFrame(rows, columns=["epoch", "class", "recall", "low", "high"])
+    names = list(class_names)
+    tidy["class_name"] = [names[c] if c < len(names) else f"class {c}" for c in tidy["class"]]
+    table = tidy.pivot(index=["class", "class_name"], columns="epoch", values=["recall", "low", "high"])
+    table.columns = table.columns.swaplevel(0, 1)
+    epochs = sorted(tidy["epoch"].unique())
+    return table.reindex(columns=pd.MultiIndex.from_product([epochs, ["recall", "low", "high"]],
+                                                            names=["epoch", "value"]))

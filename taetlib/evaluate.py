@@ -9,10 +9,13 @@ the tables and EvalResult in eval_result.py.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +32,13 @@ from .data import load_lt
 from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
+from .outside import load_weights
+from .runs import ARM_FILE, JOINED, OUTSIDE, run_path
 from .sanity import NOISE_Z, SMALL_N, sanity_flags, small_classes
 
-__all__ = ["add_cli", "evaluate", "evaluate_run"]
+__all__ = ["Attacked", "DATA_FIELDS", "EvalPlan", "OUTSIDE_ROOT", "add_cli", "assemble", "attack_curves", "attack_pool",
+           "data_config", "evaluate", "evaluate_run", "evaluate_weights", "join_sweep", "plan_evaluation",
+           "zero_gradient_tables"]
 
 
 # ------------------------------------------------------------------------------ the one call
@@ -72,103 +79,156 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     curve_per_class: run the curves on a seeded stratified subset of at most this many images per class
       (None = every image); the cheap way to keep the eps checks on a large test set.
     The model is moved to `device` (default: where its parameters are) and run in fp32 eval mode.
+    The test images are data's test protocols (fixed by dataset, n_max, test_per_class, split_seed and
+    imbalance_ratio through load_lt), then per_class with seed.
     """
+    plan = plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep)
+    device = torch.device(device if device is not None else next(model.parameters(), torch.empty(0)).device)
+    run = dict(batch_size=batch_size, device=device, seed=seed)
+    splits = {p: data.test[p].subset_per_class(per_class, seed) for p in plan.protocols}
+    pool, where = _pool(splits)   # each distinct test image is attacked once, every protocol read off it
+    with _eval_mode(model, device):
+        out = attack_pool(model, pool, where, plan, run)
+        attack_curves(model, pool, where, plan, run, curve_per_class, out)
+        out.zero_grad = zero_gradient_tables(model, pool, where, plan, batch_size, device)
+    config = {
+        "dataset": data.spec.name, "eps": plan.eps, "protocols": plan.protocols, "attacks": plan.params,
+        "eps_sweep": {f"{e:.6g}": p for e, p in plan.sweep.items()}, "curve_per_class": curve_per_class,
+        "curve_n": out.curve_n, "subset": {p: {"per_class": per_class, "seed": seed, "n": len(sp),
+                                               "counts": sp.counts(plan.C)} for p, sp in splits.items()},
+        "seed": seed, "batch_size": batch_size, "device": str(device), "dtype": "float32", "noise_z": NOISE_Z,
+        "seconds": {f"{p}/{a}": s for (p, a), s in out.seconds.items()},
+        "versions": _versions(), "split_manifest": getattr(data, "manifest", {}).get("path"),
+    }
+    return assemble(out, plan, data, config)
+
+
+@dataclass
+class EvalPlan:
+    """What evaluate() runs: the attacks with their full parameters, the curve radii, the classes."""
+    attacks: list[str]
+    protocols: list[str]
+    eps: float
+    params: dict
+    sweep: dict
+    names: tuple
+
+    @property
+    def C(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class Attacked:
+    """What the attacks produced, per protocol: tables, curves, predictions, seconds, log lines."""
+    tables: list = field(default_factory=list)
+    curves: list = field(default_factory=list)
+    curve_clean: list = field(default_factory=list)
+    zero_grad: list = field(default_factory=list)
+    warn_rows: list = field(default_factory=list)
+    log: list = field(default_factory=list)
+    predictions: dict = field(default_factory=dict)
+    pool_predictions: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    curve_n: int = 0
+
+
+def plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep) -> EvalPlan:
+    """Check the request and resolve every attack's parameters (and the curves') before anything runs."""
     attacks, protocols = _names(attacks), _names(protocols)
     attacks = ["clean", *[a for a in dict.fromkeys(attacks) if a != "clean"]]
     for p in protocols:
         check_choice("protocols", p, data.test)
     if per_class is not None and per_class < 1:
         raise bad("per_class", per_class, "must be >= 1, or None for the whole test set.")
-    C, names = data.num_classes, tuple(data.class_names)
+    C = data.num_classes
     eps = float(data.spec.default_eps if eps is None else eps)
     if eps < 0:
         raise bad("eps", eps, "must be >= 0 (L-inf radius in [0,1] pixel units, e.g. 8/255).")
     params = resolve_attacks(attacks, attack_params, eps, C)
     sweep_base = {**ATTACKS[SWEEP_ATTACK], **(attack_params or {}).get(SWEEP_ATTACK, {})}
     sweep = {e: fill_defaults(SWEEP_ATTACK, {**sweep_base, "eps": e}, e, C) for e in _sweep(eps_sweep, eps)}
-    if device is None:
-        device = next(model.parameters(), torch.empty(0)).device
-    device = torch.device(device)
+    return EvalPlan(attacks, protocols, eps, params, sweep, tuple(data.class_names))
 
-    tables, curves, zero_grad, warn_rows, log = [], [], [], [], []
-    predictions, seconds, subset = {}, {}, {}
-    run = dict(batch_size=batch_size, device=device, seed=seed)
-    splits = {p: data.test[p].subset_per_class(per_class, seed) for p in protocols}
-    for p, split in splits.items():
-        subset[p] = {"per_class": per_class, "seed": seed, "n": len(split), "counts": split.counts(C)}
-    # The protocols draw from one test set (the long-tailed one is a subset of the balanced one when
-    # both are whole): attack each distinct test image once, then read every protocol off that run.
-    pool, where = _pool(splits)
-    predictions_pool, curve_clean = {}, []
-    y_pool = pool.y.numpy()
-    with _eval_mode(model, device):
-        def attack_pool(name, p, records=None):
-            t0 = time.perf_counter()   # run_attack shows a tqdm bar while it runs; one line when done
-            pred = run_attack(name, model, pool.x, pool.y, p, log=records if records is not None else [], **run)
-            print(f"evaluate: {name} on {len(pool)} test images: {time.perf_counter() - t0:.0f} s, "
-                  f"accuracy {np.mean(pred == y_pool):.3f}", flush=True)
-            return pred, time.perf_counter() - t0
 
-        for name in attacks:
-            records = []
-            pred, secs = attack_pool(name, params[name], records)
-            predictions_pool[name] = pred
-            log += [f"{r.levelname} {r.getMessage()}" for r in records]
-            for protocol, at in where.items():
-                seconds[(protocol, name)] = secs  # one shared run serves every protocol
-                y_np, index = y_pool[at], pool.index.numpy()[at]
-                predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
-                tables.append(per_class_table(name, protocol, params[name].get("eps", 0.0), y_np, pred[at], names))
-                warn_rows += [{"protocol": protocol, "message": r.getMessage()}
-                              for r in records if r.levelno >= logging.WARNING]
-        # Robustness curves: on a seeded stratified subset of the pool when curve_per_class is set
-        # (each extra radius is a full PGD-20 run); the main radius reuses the pgd20 run above.
-        sel = np.arange(len(pool)) if curve_per_class is None else select_per_class(
-            y_pool, np.minimum(np.bincount(y_pool, minlength=C), curve_per_class), np.random.default_rng(seed))
-        inv = np.full(len(pool), -1)
-        inv[sel] = np.arange(len(sel))
-        for e, p in sweep.items():
-            if params.get(SWEEP_ATTACK) == p:  # the main pgd20 run is this sweep point
-                pred = predictions_pool[SWEEP_ATTACK][sel]
-            else:
-                pred = run_attack(SWEEP_ATTACK, model, pool.x[sel], pool.y[sel], p, **run)
-            for protocol, at in where.items():
-                mine = at[inv[at] >= 0]
-                y_np, index, pr = y_pool[mine], pool.index.numpy()[mine], pred[inv[mine]]
-                predictions[(protocol, f"{SWEEP_ATTACK}@eps={e:.6g}")] = {"y": y_np, "pred": pr, "index": index}
-                curves.append(per_class_table(SWEEP_ATTACK, protocol, e, y_np, pr, names))
-        for protocol, at in where.items():  # the reference of the eps=0 check, on the same images
-            mine = at[inv[at] >= 0]
-            curve_clean.append(per_class_table("clean", protocol, 0.0, y_pool[mine],
-                                               predictions_pool["clean"][mine], names))
-        zmask = zero_gradient_mask(model, pool.x, pool.y, batch_size=batch_size, device=device)
+def attack_pool(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run: dict) -> Attacked:
+    """Every attack once on the pool of test images; each protocol's tables and predictions read off it."""
+    out, y_pool = Attacked(), pool.y.numpy()
+    for name in plan.attacks:
+        records, t0 = [], time.perf_counter()   # run_attack shows a tqdm bar while it runs; one line when done
+        pred = run_attack(name, model, pool.x, pool.y, plan.params[name], log=records, **run)
+        secs = time.perf_counter() - t0
+        print(f"evaluate: {name} on {len(pool)} test images: {secs:.0f} s, accuracy {np.mean(pred == y_pool):.3f}",
+              flush=True)
+        out.pool_predictions[name] = pred
+        out.log += [f"{r.levelname} {r.getMessage()}" for r in records]
         for protocol, at in where.items():
-            y_np = y_pool[at]
-            zt = per_class_table("clean", protocol, 0.0, y_np, np.where(zmask[at], y_np, -1), names)  # count = zero
-            zero_grad.append(zt.rename(columns={"correct": "zero_gradient"}))
+            out.seconds[(protocol, name)] = secs  # one shared run serves every protocol
+            y_np, index = y_pool[at], pool.index.numpy()[at]
+            out.predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
+            out.tables.append(per_class_table(name, protocol, plan.params[name].get("eps", 0.0), y_np, pred[at],
+                                              plan.names))
+            out.warn_rows += [{"protocol": protocol, "message": r.getMessage()}
+                              for r in records if r.levelno >= logging.WARNING]
+    return out
 
-    table, curves = pd.concat(tables, ignore_index=True), pd.concat(curves, ignore_index=True)
+
+def attack_curves(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run: dict,
+                  curve_per_class: int | None, out: Attacked) -> None:
+    """The PGD-20 robustness curves, on a seeded stratified subset of the pool when curve_per_class is set
+    (each extra radius is a full PGD-20 run); the main radius reuses the pgd20 run; and the clean
+    reference of the eps=0 check on the same images."""
+    y_pool = pool.y.numpy()
+    sel = np.arange(len(pool)) if curve_per_class is None else select_per_class(
+        y_pool, np.minimum(np.bincount(y_pool, minlength=plan.C), curve_per_class),
+        np.random.default_rng(run["seed"]))
+    inv = np.full(len(pool), -1)
+    inv[sel] = np.arange(len(sel))
+    out.curve_n = int(len(sel))
+    for e, p in plan.sweep.items():
+        if plan.params.get(SWEEP_ATTACK) == p:  # the main pgd20 run is this sweep point
+            pred = out.pool_predictions[SWEEP_ATTACK][sel]
+        else:
+            pred = run_attack(SWEEP_ATTACK, model, pool.x[sel], pool.y[sel], p, **run)
+        for protocol, at in where.items():
+            mine = at[inv[at] >= 0]
+            y_np, index, pr = y_pool[mine], pool.index.numpy()[mine], pred[inv[mine]]
+            out.predictions[(protocol, f"{SWEEP_ATTACK}@eps={e:.6g}")] = {"y": y_np, "pred": pr, "index": index}
+            out.curves.append(per_class_table(SWEEP_ATTACK, protocol, e, y_np, pr, plan.names))
+    for protocol, at in where.items():
+        mine = at[inv[at] >= 0]
+        out.curve_clean.append(per_class_table("clean", protocol, 0.0, y_pool[mine],
+                                               out.pool_predictions["clean"][mine], plan.names))
+
+
+def zero_gradient_tables(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, batch_size: int,
+                         device) -> list:
+    """Per protocol and class: how many images give the attack a zero input gradient (gradient masking)."""
+    zmask = zero_gradient_mask(model, pool.x, pool.y, batch_size=batch_size, device=device)
+    tables = []
+    for protocol, at in where.items():
+        y_np = pool.y.numpy()[at]
+        zt = per_class_table("clean", protocol, 0.0, y_np, np.where(zmask[at], y_np, -1), plan.names)  # count = zero
+        tables.append(zt.rename(columns={"correct": "zero_gradient"}))
+    return tables
+
+
+def assemble(out: Attacked, plan: EvalPlan, data, config: dict) -> EvalResult:
+    """The per-class table, the sanity flags, the small-class warning and the summary."""
+    table, curves = pd.concat(out.tables, ignore_index=True), pd.concat(out.curves, ignore_index=True)
     table["train_count"] = table["class"].map(dict(enumerate(data.train_counts)))   # for recall-vs-frequency views
-    aa_warnings = pd.DataFrame(warn_rows, columns=["protocol", "message"])
-    flags = sanity_flags(table, curves, pd.concat(zero_grad, ignore_index=True), aa_warnings,
-                         pd.concat(curve_clean, ignore_index=True))
-    main_preds = {k: v for k, v in predictions.items() if k[1] in attacks}
+    aa_warnings = pd.DataFrame(out.warn_rows, columns=["protocol", "message"])
+    flags = sanity_flags(table, curves, pd.concat(out.zero_grad, ignore_index=True), aa_warnings,
+                         pd.concat(out.curve_clean, ignore_index=True))
+    main_preds = {k: v for k, v in out.predictions.items() if k[1] in plan.attacks}
     small = small_classes(table)
     for protocol, text in small.items():
         if text:
             warnings.warn(f"{data.spec.name} {protocol} protocol: classes with fewer than {SMALL_N} test images, "
                           f"whose recall moves by 1/n per image: {text}. Read per-class and tail numbers there as "
-                          "noise; the summary's small_classes column names them.", stacklevel=2)
-    summary = summary_table(table, main_preds, data.train_counts, names, flags, seconds, small)
-    config = {
-        "dataset": data.spec.name, "eps": eps, "protocols": protocols, "attacks": params,
-        "eps_sweep": {f"{e:.6g}": p for e, p in sweep.items()}, "curve_per_class": curve_per_class,
-        "curve_n": int(len(sel)), "subset": subset, "seed": seed,
-        "batch_size": batch_size, "device": str(device), "dtype": "float32", "noise_z": NOISE_Z,
-        "seconds": {f"{p}/{a}": s for (p, a), s in seconds.items()},
-        "versions": _versions(), "split_manifest": getattr(data, "manifest", {}).get("path"),
-    }
-    return EvalResult(table, summary, flags, curves, predictions, config, log)
+                          "noise; the summary's small_classes column names them.", stacklevel=3)
+    summary = summary_table(table, main_preds, data.train_counts, plan.names, flags, out.seconds, small)
+    return EvalResult(table, summary, flags, curves, out.predictions, config, out.log)
 
 
 def _pool(splits: dict) -> tuple:
@@ -194,11 +254,15 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "pyautoattack": getattr(pyautoattack, "__version__", "?")}
 
 
-# ------------------------------------------------------------------------------ runs and the subcommand
+# ------------------------------------------------------------------------------ runs, outside weights, the subcommand
 def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "long_tailed"), *,
                  out_dir=None, **kw) -> EvalResult:
     """Load a trained run (config.json + weights), evaluate it, save into run_dir/eval/ (or out_dir)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise bad("run", str(run_dir), f"{'holds no config.json' if run_dir.is_dir() else 'is no folder'}, so how "
+                  "its model was built is unknown. Fix: a folder `train --run` wrote; for weights trained "
+                  "elsewhere: evaluate --weights FILE --model NAME --dataset D.")
     cfg = RunConfig.load(run_dir / "config.json")
     kw.setdefault("device", resolve_device(cfg.device))
     result = evaluate(load_model(run_dir), load_lt(cfg), attacks, protocols, **kw)
@@ -207,10 +271,91 @@ def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "lo
     return result
 
 
+DATA_FIELDS = ("dataset", "imbalance_ratio", "n_max", "test_per_class", "split_seed", "data_root", "seed", "device")
+OUTSIDE_ROOT = "runs/outside"
+
+
+def data_config(dataset: str, model: str, settings: dict | None = None) -> RunConfig:
+    """The RunConfig that fixes the test images of an outside model (dataset, imbalance_ratio, n_max,
+    test_per_class, split_seed, data_root) and names it (model, seed); nothing else may be set."""
+    settings = dict(settings or {})
+    other = sorted(set(settings) - set(DATA_FIELDS))
+    if other:
+        raise bad(other[0], settings[other[0]], f"not a setting of an evaluation; weights trained elsewhere take only "
+                  f"{', '.join(DATA_FIELDS)} (what fixes the test images).")
+    return RunConfig.from_dict({**settings, "dataset": dataset, "model": model})
+
+
+def evaluate_weights(weights, model: str, dataset: str, attacks=("clean", "pgd20"),
+                     protocols=("balanced", "long_tailed"), *, normalization=None, head: str = "fc",
+                     settings: dict | None = None, label: str | None = None, out_root=OUTSIDE_ROOT,
+                     **kw) -> EvalResult:
+    """Evaluate a state_dict trained elsewhere, as architecture `model` (any name in the models registry,
+    a plugin's too) on `dataset`'s test images (settings: imbalance_ratio, n_max, test_per_class,
+    split_seed, ...; the same values give the same images). normalization: None (the file's own mean/std),
+    'dataset', 'none' or 'MEAN/STD'. Saved as a run folder, <out_root>/<dataset>-ir<IR>/<label>/seed<S>/
+    (config.json, arm.json, eval/ with robustbench.json), which a sweep's report lists as an arm when
+    out_root is the sweep's folder (join_sweep). label: default the weights file's name."""
+    cfg = data_config(dataset, model, settings)
+    label = label or _label(Path(weights).stem)
+    net, info = load_weights(weights, model, dataset, normalization=normalization, head=head)
+    kw.setdefault("device", resolve_device(cfg.device))
+    result = evaluate(net, load_lt(cfg), attacks, protocols, **kw)
+    result.config["weights"] = info
+    run_dir = run_path(out_root, cfg.dataset, cfg.imbalance_ratio, OUTSIDE, False, cfg.seed, label)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "method": OUTSIDE}, indent=2) + "\n")
+    (run_dir / ARM_FILE).write_text(json.dumps({"label": label, "method": OUTSIDE, "robustlt": False,
+                                                "overrides": {}, "weights": info}, indent=2) + "\n")
+    result.save(run_dir / "eval")
+    result.config["run_dir"] = str(run_dir)
+    return result
+
+
+def _label(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", stem).strip("_") or "outside"
+
+
+def join_sweep(root, weights, model: str, *, label: str, imbalance_ratio: float | None = None, seed: int = 0,
+               normalization=None, head: str = "fc", **kw) -> EvalResult:
+    """Evaluate outside weights as one more arm of the sweep in `root`: on its test images (its dataset,
+    IR, n_max, test_per_class, split_seed) with its evaluation (attacks, eps, per_class, ...); the run
+    folder lands in the sweep's layout with JOINED.json, so the sweep's next aggregate (`sweep ...
+    --aggregate-only`) lists it in runs.csv, the aggregate and report.html."""
+    root = Path(root)
+    if not (root / "sweep.json").is_file():
+        raise bad("join", str(root), "holds no sweep.json: not a sweep's folder. Fix: the --out of a sweep.")
+    sw = json.loads((root / "sweep.json").read_text())
+    irs = [float(i) for i in sw["irs"]]
+    if imbalance_ratio is None and len(irs) > 1:
+        raise bad("imbalance_ratio", None, f"the sweep in {root} has IRs {irs}; say which one the weights were "
+                  "trained at (--set imbalance_ratio=IR).")
+    ir = irs[0] if imbalance_ratio is None else float(imbalance_ratio)
+    check_choice("imbalance_ratio", ir, irs)
+    shared = {**sw.get("config", {}), **sw.get("ir_overrides", {}).get(str(ir), sw.get("ir_overrides", {}).get(ir, {}))}
+    settings = {k: v for k, v in shared.items() if k in DATA_FIELDS}
+    ev = dict(sw.get("evaluation", {}))
+    ev["seed"] = ev.pop("eval_seed", 0)
+    t0 = time.time()
+    result = evaluate_weights(weights, model, sw["dataset"], ev.pop("attacks", ("clean", "pgd20")),
+                              ev.pop("protocols", ("balanced", "long_tailed")), normalization=normalization,
+                              head=head, settings={**settings, "imbalance_ratio": ir, "seed": seed}, label=label,
+                              out_root=root, **{**ev, **kw})
+    run_dir = Path(result.config["run_dir"])
+    row = {"run": str(run_dir), "dataset": sw["dataset"], "imbalance_ratio": ir, "method": OUTSIDE,
+           "robustlt": False, "arm": label, "seed": seed, "status": "done", "seconds": round(time.time() - t0, 1),
+           "error": "", "notebook": ""}
+    (run_dir / JOINED).write_text(json.dumps(row, indent=2) + "\n")
+    return result
+
+
 def add_cli(subparsers) -> None:
-    """Register `python -m taetlib evaluate --run RUN --attacks pgd20,autoattack --protocols ...`."""
-    p = subparsers.add_parser("evaluate", help="attack a trained run; tables and predictions go to RUN/eval/")
-    p.add_argument("--run", required=True, help="run directory holding config.json and the weights")
+    """Register `python -m taetlib evaluate --run RUN ...` and `evaluate --weights FILE --model NAME --dataset D`."""
+    p = subparsers.add_parser("evaluate", help="attack a trained run (tables and predictions go to RUN/eval/), or "
+                                               "weights trained elsewhere")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory holding config.json and the weights")
+    src.add_argument("--weights", help="a state_dict file trained elsewhere (with --model and --dataset)")
     p.add_argument("--attacks", default="clean,pgd20", help=f"comma list of {sorted(ATTACKS)}")
     p.add_argument("--protocols", default="balanced,long_tailed", help="comma list of balanced, long_tailed")
     p.add_argument("--eps", type=float, help="L-inf radius in [0,1] pixels (default: the dataset's)")
@@ -222,7 +367,19 @@ def add_cli(subparsers) -> None:
     p.add_argument("--param", nargs="*", default=[], metavar="ATTACK.NAME=VALUE",
                    help="attack parameters, e.g. pgd20.step=0.002 autoattack.version=rand "
                         "autoattack.square.n_queries=1000")
-    p.add_argument("--out", help="output directory (default RUN/eval)")
+    p.add_argument("--out", help="output directory (default RUN/eval; with --weights the folder under which the "
+                                 f"run folder is made, default {OUTSIDE_ROOT})")
+    w = p.add_argument_group("weights trained elsewhere")
+    w.add_argument("--model", help="architecture, a name in the models registry (a plugin's too)")
+    w.add_argument("--dataset", help="dataset the weights were trained on")
+    w.add_argument("--normalization", help="what the network expects: dataset | none | MEAN/STD, e.g. "
+                                           "0.49,0.48,0.45/0.25,0.24,0.26 (default: the file's own mean/std)")
+    w.add_argument("--head", default="fc", help="classifier head the weights hold (fc, cosplus, he_norm)")
+    w.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help=f"what fixes the test images: {', '.join(DATA_FIELDS[1:])}")
+    w.add_argument("--label", help="the arm's name (default: the weights file's name)")
+    w.add_argument("--join", metavar="SWEEP_ROOT", help="evaluate as one more arm of this sweep, on its test images "
+                                                        "with its evaluation settings")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -234,9 +391,39 @@ def _cmd_evaluate(args) -> int:
         attack, name = key.split(".", 1)
         attack_params.setdefault(attack, {})[name] = value
     kw = {k: v for k, v in dict(eps=args.eps, per_class=args.per_class, device=args.device).items() if v is not None}
+    if args.weights:
+        return _cmd_weights(args, attack_params, kw)
     result = evaluate_run(args.run, args.attacks, args.protocols, out_dir=args.out, seed=args.seed,
                           batch_size=args.batch_size, attack_params=attack_params or None,
                           eps_sweep=args.eps_sweep, **kw)
     print(result)
     print(f"saved to {args.out or Path(args.run) / 'eval'}")
+    return 0
+
+
+def _cmd_weights(args, attack_params: dict, kw: dict) -> int:
+    for flag in ("model", "dataset"):
+        if getattr(args, flag) is None:
+            raise ConfigError(f"evaluate --weights {args.weights}: --{flag} is missing. Fix: --model NAME (an "
+                              f"architecture of the models registry) --dataset D (its test images).")
+    sets = parse_sets(args.set)
+    if args.join:
+        fixed = sorted(set(sets) - {"imbalance_ratio", "seed"})
+        if fixed:
+            raise bad(fixed[0], sets[fixed[0]], f"the sweep in {args.join} fixes it (--join takes only imbalance_ratio "
+                      "and seed).")
+        result = join_sweep(args.join, args.weights, args.model, label=args.label or _label(Path(args.weights).stem),
+                            imbalance_ratio=sets.pop("imbalance_ratio", None), seed=sets.pop("seed", 0),
+                            normalization=args.normalization, head=args.head, batch_size=args.batch_size,
+                            **{k: v for k, v in kw.items() if k == "device"})
+    else:
+        result = evaluate_weights(args.weights, args.model, args.dataset, args.attacks, args.protocols,
+                                  normalization=args.normalization, head=args.head, settings=sets, label=args.label,
+                                  out_root=args.out or OUTSIDE_ROOT, seed=args.seed, batch_size=args.batch_size,
+                                  attack_params=attack_params or None, eps_sweep=args.eps_sweep, **kw)
+    print(result)
+    print(f"weights: {result.config['weights']['keys_mapped']} tensors mapped "
+          f"(prefixes stripped: {result.config['weights']['prefixes_stripped'] or 'none'}), normalisation "
+          f"{result.config['weights']['normalization']}")
+    print(f"saved to {result.config['run_dir']} (eval/robustbench.json: the RobustBench record)")
     return 0

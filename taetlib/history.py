@@ -42,6 +42,8 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
             "class_weight": cw}
 
 
+
+
 def read_history(run_dir: str | Path) -> list[dict]:
     """A run's history.jsonl, with a TAET run's stage-1 epochs (stage1/) first where not carried over."""
     run_dir = Path(run_dir)

@@ -13,8 +13,8 @@ from jupyter_client.manager import AsyncKernelManager
 from .errors import ConfigError
 from .paths import PROJECT_ROOT
 
-__all__ = ["KERNEL", "NOTEBOOK_DIR", "QuietShutdownKernelManager", "check_kernel", "declared_parameters", "error_text",
-           "execute", "notebook_params"]
+__all__ = ["KERNEL", "NOTEBOOK_DIR", "PACKAGE_DIR", "PROBE", "QuietShutdownKernelManager", "check_kernel",
+           "declared_parameters", "error_text", "execute", "notebook_params"]
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
@@ -71,20 +71,32 @@ def execute(notebook: str, out: Path, params: dict, timeout: float | None = None
     return out
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent   # this checkout's taetlib: the one every kernel must import
+PROBE = "import sys; print(sys.prefix, flush=True); import taetlib; print(taetlib.__file__)"
+
+
 def check_kernel(name: str = KERNEL) -> None:
-    """papermill runs the Jupyter kernel `name`: it must be this environment's Python, or the
-    notebooks would import another taetlib (or none)."""
+    """papermill runs the Jupyter kernel `name`: it must be this environment's Python (compared as
+    resolved paths, so a venv reached through a symlink passes) and import this checkout's taetlib,
+    with the kernel's own environment and working folder (a PYTHONPATH in its spec, another
+    editable install would otherwise run another checkout's code under this one's name)."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # deferred with papermill
     fix = f"{sys.executable} -m ipykernel install --sys-prefix --name {name}"
     try:
-        argv = KernelSpecManager().get_kernel_spec(name).argv
+        spec = KernelSpecManager().get_kernel_spec(name)
     except NoSuchKernel:
         raise ConfigError(f"kernel={name!r}: no such Jupyter kernel. Fix: {fix}") from None
-    out = subprocess.run([argv[0], "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
-                         timeout=120)
-    if out.stdout.strip() != sys.prefix:
-        raise ConfigError(f"kernel={name!r} runs {argv[0]} (prefix {out.stdout.strip() or '?'}), not this "
-                          f"environment ({sys.prefix}). Fix: {fix}")
+    out = subprocess.run([spec.argv[0], "-c", PROBE], capture_output=True, text=True, timeout=120,
+                         cwd=NOTEBOOK_DIR, env={**os.environ, **(spec.env or {})})
+    prefix, _, where = out.stdout.strip().partition("\n")
+    if not prefix or Path(prefix).resolve() != Path(sys.prefix).resolve():
+        raise ConfigError(f"kernel={name!r} runs {spec.argv[0]} (prefix {prefix or '?'}), not this environment "
+                          f"({sys.prefix}). Fix: {fix}")
+    if out.returncode != 0 or Path(where).resolve().parent != PACKAGE_DIR:
+        found = Path(where).resolve().parent if where else (out.stderr.strip().splitlines() or ["?"])[-1]
+        raise ConfigError(f"kernel={name!r} imports taetlib from {found}, not this checkout's {PACKAGE_DIR}, so the "
+                          f"notebooks would run other code. Fix: remove the PYTHONPATH or other install that puts it "
+                          f"first for the kernel (its spec: {spec.resource_dir}), then {fix}")
 
 
 def error_text(e: BaseException) -> str:

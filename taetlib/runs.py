@@ -7,6 +7,7 @@ as sweep.<name>, which re-exports them.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .arms import arm_name
@@ -14,8 +15,8 @@ from .config import RunConfig, coerce
 from .errors import ConfigError
 from .paths import resolve
 
-__all__ = ["ARM_FILE", "NB_COMPARE", "NB_DATA", "NB_EVAL", "NB_STAGE1", "NB_TRAIN", "check_params", "notebook_config",
-           "notebook_run_dir", "run_path", "stage1_checkpoint"]
+__all__ = ["ARM_FILE", "JOINED", "NB_COMPARE", "NB_DATA", "NB_EVAL", "NB_STAGE1", "NB_TRAIN", "OUTSIDE", "check_params",
+           "joined_rows", "notebook_config", "notebook_run_dir", "run_path", "stage1_checkpoint"]
 
 NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
     "01_dataset_creation", "02_stabilization_stage", "03_harl_stage", "04_evaluation", "05_per_class_plots")
@@ -23,6 +24,13 @@ NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
 
 # ------------------------------------------------------------------------------ the run folder
 ARM_FILE = "arm.json"   # the arm a sweep run belongs to: label, method, robustlt, overrides
+OUTSIDE = "outside"     # the method of a run folder that holds the evaluation of weights trained elsewhere
+JOINED = "JOINED.json"  # an outside evaluation joined to a sweep: its status row
+
+
+def joined_rows(root: str | Path) -> list[dict]:
+    """The status rows of the outside evaluations joined to the sweep in `root` (evaluate --join)."""
+    return [json.loads(p.read_text()) for p in sorted(resolve(root).glob(f"*/*/*/{JOINED}"))]
 
 
 def run_path(root: str | Path, dataset: str, imbalance_ratio: float, method: str, robustlt: bool,

@@ -40,7 +40,7 @@ from .parallel import pmap
 from .paths import resolve
 from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
 from .report import aggregate, collect, robust_attack_in
-from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN
+from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
 
 __all__ = ["DONE", "FAILED", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish", "prepare_data", "recorded",
            "run_steps", "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_from_args", "unfinished"]
@@ -220,7 +220,11 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | Non
 
 
 def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[str], t0: float, log=print) -> dict:
-    """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html."""
+    """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html; weights
+    evaluated elsewhere and joined to the sweep (evaluate --join) count as runs of their arm."""
+    joined = joined_rows(root)
+    if joined:
+        status = pd.concat([status, pd.DataFrame(joined)], ignore_index=True)
     status.to_csv(root / "runs.csv", index=False)
     gate = health.sweep_health(status, health.Rules.of(sweep.health))   # who trained: the rest is marked, left out
     gate.to_csv(root / "health.csv", index=False)

@@ -6,7 +6,9 @@ weights_only=True; it also holds the objective's state, e.g. LAS-AT's strategy n
 moment (kill -9 included) never leaves a half-written file under those names; history.jsonl is
 replaced after last.pt, so it never lists an epoch last.pt does not hold.
 Each epoch's randomness is seeded from (cfg.seed, epoch) and the data order is a pure function of
-the same pair, so running the same command again resumes from last.pt bit-identically on CPU.
+the same pair, so running the same command again resumes from last.pt bit-identically on CPU; so
+does a run trained in steps (stop_after) and one extended to more epochs (resume.py says when the
+plan allows it): each ends where one uninterrupted run of the final length ends.
 Everything that can refuse a run (config, data, model, checkpoints, run_dir writable and with room)
 is checked before the first file is written: a refused run leaves nothing behind.
 Inside the step nothing reads a value back to the host: losses and per-class hit counts accumulate
@@ -24,9 +26,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -38,16 +41,18 @@ from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
 from .errors import bad
+from .eval_result import per_class_epochs
 from .methods import build_objective, model_head
 from .models import create_model, set_class_prior
+from .resume import Refused, check_resume
 from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
 
-__all__ = ["FitResult", "RESUME_IGNORES", "RUN_FILES", "TrainingDiverged", "check_run_dir", "count_hits",
-           "evaluate_per_class", "fit", "history_text", "peak_memory_mb", "per_class_acc", "progress_line",
-           "train_epoch"]
+__all__ = ["FitResult", "RUN_FILES", "Training", "TrainingDiverged", "build", "check_inputs", "check_run_dir",
+           "count_hits", "epoch_count", "epochs_to_train", "evaluate_epoch", "evaluate_per_class", "finish", "fit",
+           "history_text", "open_run_dir", "peak_memory_mb", "per_class_acc", "prepare", "progress_line",
+           "record_epoch", "report_epoch", "restore", "save_epoch", "set_lr", "train_epoch"]
 
-RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
 RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
 
 
@@ -60,6 +65,13 @@ class FitResult:
     model: nn.Module
     history: list[dict]
     run_dir: Path
+    class_names: tuple = ()
+    complete: bool = True      # False: stopped by stop_after before the stage's last epoch
+
+    def per_class(self, split: str = "test", kind: str = "pgd") -> pd.DataFrame:
+        """Class x epoch: the recall of each class at each epoch `split` ('test', 'val', 'train') was
+        measured with `kind` ('clean', 'pgd'; train: 'clean', 'adv'), with its Wilson 95 % interval."""
+        return per_class_epochs(self.history, split, kind, self.class_names)
 
 
 # ---------------------------------------------------------------- small pure helpers
@@ -132,19 +144,6 @@ def check_run_dir(run_dir: Path, model: nn.Module, objective_state: dict | None 
                   "space there, or choose a run directory on another disk.")
 
 
-def _check_resume(ck: dict, cfg: RunConfig, path: Path, dist: Dist) -> None:
-    # a field newer than the checkpoint counts as its default value
-    old, new, default = ck.get("cfg", {}), cfg.to_dict(), RunConfig().to_dict()
-    diff = {k: (old.get(k, default[k]), v) for k, v in new.items()
-            if k not in RESUME_IGNORES and old.get(k, default[k]) != v}
-    if diff:
-        raise CheckpointError(f"{path} belongs to a run with other settings {diff} (checkpoint, now). "
-                              "Fix: use a new run_dir, or resume=False to start this run over.")
-    if ck.get("world_size", 1) != dist.world_size and dist.is_main:   # allowed, but say what it costs
-        print(f"note: {path} was written by {ck.get('world_size', 1)} process(es), this run has {dist.world_size}: "
-              "per-rank batches differ, so the rest is not bit-identical to an uninterrupted run.")
-
-
 # ---------------------------------------------------------------- in-training evaluation
 def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, eps: float, steps: int,
                        random_start: str, device: torch.device, bf16: bool = False,
@@ -198,7 +197,8 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
 # ---------------------------------------------------------------- fit
 def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module | None = None,
         init_checkpoint: str | Path | None = None, stage: str = "all", resume: bool = True,
-        callback: Callable[[dict], None] | None = None) -> FitResult:
+        callback: Callable[[dict], None] | None = None, stop_after: int | None = None,
+        new_plan: bool = False) -> FitResult:
     """Train cfg.method on data.train into run_dir.
 
     stage: 'all' (the whole method), or for TAET 'stabilization' (epochs 1..S) / 'adversarial'
@@ -206,32 +206,90 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     init_checkpoint: weights to start from; when it ends right before this stage's first epoch, its
       optimizer state and history carry over too, so stage 1 then stage 2 equals one 'all' run.
     resume: continue from run_dir/last.pt when it exists (it takes precedence over init_checkpoint).
+      A config whose epochs (or lr_milestones, lr_gamma) differ from the checkpoint's extends the run,
+      where the plan of the epochs already trained stays (resume.py); new_plan=True accepts a new one.
+    stop_after: train at most this many epochs in this call and return (the next call continues);
+      model.pt is written only once the stage is complete.
     callback(record): called after each epoch (live plots); raising from it stops the run, and that
       epoch's checkpoint is already on disk.
     Test clean and PGD accuracy per class is measured every cfg.eval_every epochs and at the stage's last.
     Under torchrun (WORLD_SIZE > 1) this trains with DistributedDataParallel; cfg.batch_size stays the
     global batch, and only rank 0 writes files.
     """
-    # ---- check everything that can refuse the run before writing anything
+    run = build(cfg, data, Path(run_dir), model, stage)
+    objective_state = restore(run, resume, init_checkpoint, new_plan, given_model=model is not None)
+    epochs = epochs_to_train(run, stop_after)
+    prepare(run, data, objective_state)
+    open_run_dir(run)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        lr = set_lr(run, epoch)
+        sums = train_epoch(run.net, run.objective, run.optimizer, run.train_batches, epoch, cfg, run.num_classes,
+                           run.device)
+        record = record_epoch(run, epoch, lr, sums, t0)
+        evaluate_epoch(run, record)
+        save_epoch(run, record)
+        report_epoch(run, record, time.perf_counter() - t0)
+        if callback is not None:
+            callback(record)
+    return finish(run)
+
+
+@dataclass
+class Training:
+    """What fit's steps share: the run's settings, model, optimiser, data and the history so far."""
+    cfg: RunConfig
+    run_dir: Path
+    stage: str
+    epochs: range                      # the stage's absolute epochs
+    dist: Dist
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    class_names: tuple
+    history: list = field(default_factory=list)
+    start: int = 1                     # the first epoch this call trains
+    extension: dict | None = None      # set when this call extends a run (resume.check_resume)
+    objective: object = None
+    net: nn.Module | None = None       # the model as trained: compiled and / or DDP-wrapped
+    train_batches: Batches | None = None
+    val_batches: Batches | None = None
+    eval_batches: Batches | None = None
+    counts: dict = field(default_factory=dict)   # per-class image counts of the evaluated splits
+    eval_eps: float = 0.0
+    n_images: int = 0                  # training images per epoch (all ranks)
+    session_seconds: list = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
+# ---------------------------------------------------------------- fit's steps, in order
+def check_inputs(cfg: RunConfig, data: LTData) -> None:
     cfg.validate()
     if data.spec.name != cfg.dataset:
         raise bad("dataset", cfg.dataset, f"but the data passed in is {data.spec.name!r}; load it with load_lt(cfg).")
-    C = data.num_classes
-    empty = [c for c, n in enumerate(data.train.counts(C)) if n == 0]
+    empty = [c for c, n in enumerate(data.train.counts(data.num_classes)) if n == 0]
     if empty:
         raise bad("dataset", cfg.dataset, f"the training set has no sample of class(es) {empty}; every class needs "
                   "one. Fix: lower imbalance_ratio or raise n_max (load_lt(cfg) builds such a set).")
-    run_dir = Path(run_dir)
-    ckpt_path = run_dir / "last.pt"
+
+
+def build(cfg: RunConfig, data: LTData, run_dir: Path, model: nn.Module | None, stage: str) -> Training:
+    """Checks, the process group, the model (new, seeded alike on every rank, or the one given) and SGD."""
+    check_inputs(cfg, data)
     dist, device = distributed.setup(resolve_device(cfg.device))   # (rank 0 of 1 without torchrun)
     distributed.check(cfg, dist, device)
     epochs = stage_epochs(cfg, stage)
-
-    # ---- model and optimiser
-    given_model = model is not None
     if model is None:
         torch.manual_seed(cfg.seed)   # same initial weights on every rank
-        model = create_model(cfg.model, C, data.spec.in_channels, data.spec.mean, data.spec.std, head=model_head(cfg))
+        model = create_model(cfg.model, data.num_classes, data.spec.in_channels, data.spec.mean, data.spec.std,
+                             head=model_head(cfg))
     set_class_prior(model, data.train_counts)   # heads that keep it (RoBal-N's evaluation); others: no-op
     if cfg.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same state_dict keys as BatchNorm
@@ -240,140 +298,209 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
+    return Training(cfg, run_dir, stage, epochs, dist, device, model, optimizer, tuple(data.class_names),
+                    start=epochs.start)
 
-    # ---- where to start: resume > init_checkpoint > the given or a new model
-    history, start, objective_state = [], epochs.start, {}
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, model)
-        _check_resume(ck, cfg, ckpt_path, dist)
-        optimizer.load_state_dict(ck["optimizer"])
-        history, start, objective_state = ck["history"], ck["epoch"] + 1, ck.get("objective", {})
-        if start < epochs.start:
-            raise CheckpointError(f"{ckpt_path} ends at epoch {ck['epoch']} but stage {stage!r} starts at epoch "
-                                  f"{epochs.start}. Fix: finish the earlier stage first (stage='stabilization').")
-    elif init_checkpoint is not None:
-        ck = load_checkpoint(init_checkpoint, model)
-        if ck.get("epoch") == epochs.start - 1 and "optimizer" in ck:   # a true continuation
-            optimizer.load_state_dict(ck["optimizer"])
-            history, objective_state = ck.get("history", []), ck.get("objective", {})
-    elif stage == "adversarial" and cfg.stabilization_epochs > 0 and not given_model:
-        raise bad("stage", stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
-                                  "(or model=), or train with stage='all'.")
+
+def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_model: bool) -> dict:
+    """Where to start: run_dir/last.pt (resume or extend) > init_checkpoint > the given or a new model.
+    Loads weights, optimiser and history into `run`; returns the objective's saved state."""
+    if resume and run.ckpt_path.exists():
+        ck = load_checkpoint(run.ckpt_path, run.model)
+        try:
+            run.extension = check_resume(ck, run.cfg, run.ckpt_path, new_plan)
+        except Refused as e:
+            raise CheckpointError(str(e)) from None
+        if ck.get("world_size", 1) != run.dist.world_size and run.dist.is_main:   # allowed; say what it costs
+            print(f"note: {run.ckpt_path} was written by {ck.get('world_size', 1)} process(es), this run has "
+                  f"{run.dist.world_size}: per-rank batches differ, so the rest is not bit-identical to an "
+                  "uninterrupted run.")
+        run.optimizer.load_state_dict(ck["optimizer"])
+        run.history, run.start = ck["history"], ck["epoch"] + 1
+        if run.start < run.epochs.start:
+            raise CheckpointError(f"{run.ckpt_path} ends at epoch {ck['epoch']} but stage {run.stage!r} starts at "
+                                  f"epoch {run.epochs.start}. Fix: finish the earlier stage first "
+                                  "(stage='stabilization').")
+        return ck.get("objective", {})
+    if init_checkpoint is not None:
+        ck = load_checkpoint(init_checkpoint, run.model)
+        if ck.get("epoch") == run.epochs.start - 1 and "optimizer" in ck:   # a true continuation
+            run.optimizer.load_state_dict(ck["optimizer"])
+            run.history = ck.get("history", [])
+            return ck.get("objective", {})
+        return {}
+    if run.stage == "adversarial" and run.cfg.stabilization_epochs > 0 and not given_model:
+        raise bad("stage", run.stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
+                                      "(or model=), or train with stage='all'.")
+    return {}
+
+
+def prepare(run: Training, data: LTData, objective_state: dict) -> None:
+    """The objective (in its saved state), the batches, the wrapped net; then the run_dir checks."""
+    cfg, dist, C = run.cfg, run.dist, run.num_classes
     train_split, val_split = validation_split(data.train, cfg, C)   # val_split: None unless select needs it
     counts = data.train_counts if val_split is None else train_split.counts(C)   # the priors of what trains
-    objective = build_objective(cfg, counts, data.spec.default_eps)
+    run.objective = build_objective(cfg, counts, data.spec.default_eps)
     try:   # stateful objectives (LAS-AT's strategy network) continue where they were
-        objective.load_state_dict(objective_state)
+        run.objective.load_state_dict(objective_state)
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"the objective state in the checkpoint does not fit method {cfg.method!r} "
                               f"({' '.join(str(e).split())[:300]}). Fix: resume=False, or a new run_dir.") from e
-    objective.bind(optimizer)
-    distributed.check_same(dist, "the epoch to start from", start,
-                           f"put run_dir ({run_dir}) on a filesystem every node shares.")
-    check_run_dir(run_dir, model, objective.state_dict())
-
-    # ---- the run directory: only now is anything written (rank 0 writes, the others only train)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:   # a .tmp left by a kill mid-write is never read; removed here
-            (run_dir / f"{name}.tmp").unlink(missing_ok=True)
-        _save_atomic(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")
-        _save_atomic(history_text(history), run_dir / "history.jsonl")   # from the checkpoint: no half epochs
-
-    # ---- what the loop uses
-    train_batches = Batches(train_split, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
-                            seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
-    val_batches = val_split and Batches(distributed.shard(val_split, dist), cfg.batch_size, device, shuffle=False)
+    run.objective.bind(run.optimizer)
+    distributed.check_same(dist, "the epoch to start from", run.start,
+                           f"put run_dir ({run.run_dir}) on a filesystem every node shares.")
+    check_run_dir(run.run_dir, run.model, run.objective.state_dict())
+    run.train_batches = Batches(train_split, cfg.batch_size // dist.world_size, run.device, shuffle=True,
+                                augment=cfg.augment, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
-    eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, device, shuffle=False)
-    eval_eps = cfg.train_eps(data.spec.default_eps)
-    net = torch.compile(model) if cfg.compile else model
-    net = distributed.wrap(net, dist, device)   # DDP when distributed; the attack bypasses it (see DDP)
-    n_images, session_seconds = len(train_split), []
+    run.eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, run.device, shuffle=False)
+    run.counts["test"], run.eval_eps = eval_split.counts(C), cfg.train_eps(data.spec.default_eps)
+    run.n_images = len(train_split)
+    if val_split is not None:
+        run.val_batches = Batches(distributed.shard(val_split, dist), cfg.batch_size, run.device, shuffle=False)
+        run.counts["val"] = val_split.counts(C)
+    net = torch.compile(run.model) if cfg.compile else run.model
+    run.net = distributed.wrap(net, dist, run.device)   # DDP when distributed; the attack bypasses it (see DDP)
 
-    if start >= epochs.stop and dist.is_main:   # run again on a finished run: say so, and where it is
-        print(f"{run_dir}: already complete (epoch {start - 1} of {epochs.stop - 1}); nothing to train. Its files: "
-              f"{', '.join(n for n in RUN_FILES if (run_dir / n).exists())}. Use a new run_dir to train again.",
-              flush=True)
-    for epoch in range(start, epochs.stop):
-        # attack starts etc.: resume replays them; each rank its own stream (= the old one on one process)
-        torch.manual_seed(epoch_seed(cfg.seed, epoch) * dist.world_size + dist.rank)
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
 
-        # ---- one epoch: no host sync in here
-        loss_sum, parts_sum, tally, weights = train_epoch(net, objective, optimizer, train_batches, epoch, cfg, C,
-                                                          device)
+def open_run_dir(run: Training) -> None:
+    """Only now is anything written (rank 0 writes, the others only train): config.json and the history
+    the checkpoint holds. An extension drops model.pt, which no longer holds the run's final weights."""
+    if not run.dist.is_main:
+        return
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:   # a .tmp left by a kill mid-write is never read; removed here
+        (run.run_dir / f"{name}.tmp").unlink(missing_ok=True)
+    if run.extension is not None:
+        (run.run_dir / "model.pt").unlink(missing_ok=True)
+    _save_atomic(json.dumps(run.cfg.to_dict(), indent=2) + "\n", run.run_dir / "config.json")
+    _save_atomic(history_text(run.history), run.run_dir / "history.jsonl")   # from the checkpoint: no half epochs
+    if run.start >= run.epochs.stop:   # run again on a finished run: say so, and where it is
+        print(f"{run.run_dir}: already complete (epoch {run.start - 1} of {run.epochs.stop - 1}); nothing to train. "
+              f"Its files: {', '.join(n for n in RUN_FILES if (run.run_dir / n).exists())}. Use a new run_dir to "
+              "train again, or more epochs to extend it.", flush=True)
 
-        # ---- once per epoch: sum over ranks, read back, check, evaluate, record, save
-        distributed.all_sum(dist, loss_sum, tally, *parts_sum.values(), *([] if weights is None else [weights]))
-        distributed.sync_buffers(model, dist)   # every rank now holds the model rank 0 saves
-        n_batches = len(train_batches) * dist.world_size
-        loss = loss_sum.item() / n_batches
-        seconds = time.perf_counter() - t0
-        if not math.isfinite(loss):   # the same summed loss on every rank: all ranks stop together
-            kept = (f"{ckpt_path} still holds the last good epoch ({history[-1]['epoch']})"
-                    if ckpt_path.exists() and history else "no checkpoint was written")
-            raise TrainingDiverged(f"epoch {epoch}: mean training loss is {loss} (method {objective.name}, lr {lr:g}). "
-                                   f"Training stopped; {kept}. Fix: lower lr, check eps/step_size, or bf16=False.")
-        record = {"epoch": epoch, "stage": objective.stage(epoch), "lr": lr, "loss": loss,
-                  **{f"loss_{k}": v.item() / n_batches for k, v in parts_sum.items()},
-                  "class_weight": None if weights is None else per_class_acc(weights),   # sum / batches
-                  "train_clean_acc": per_class_acc(tally[0]), "train_adv_acc": per_class_acc(tally[1]),
-                  "test_clean_acc": None, "test_pgd_acc": None}
-        t1 = time.perf_counter()
-        if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs.stop - 1):
-            record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(   # monitoring only
-                net, eval_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
-                device=device, bf16=cfg.bf16, dist=dist)
-            if val_batches and record["stage"] != "stabilization":   # selection reads the validation split only
-                record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(
-                    net, val_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
-                    device=device, bf16=cfg.bf16, dist=dist)
-        record.update(seconds=seconds, eval_seconds=time.perf_counter() - t1, images_per_s=n_images / seconds,
-                      peak_mem_mb=peak_memory_mb(device))
-        history.append(record)
-        if dist.is_main and best_epoch(history) == epoch:   # before last.pt: a resume never lacks its best.pt
-            _save_atomic(model.state_dict(), run_dir / "best.pt")
-        if dist.is_main:   # checkpoint first, then the history that describes it
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
-                          "epoch": epoch, "cfg": cfg.to_dict(), "history": history, "world_size": dist.world_size,
-                          "objective": objective.state_dict()}, ckpt_path)
-            _save_atomic(history_text(history), run_dir / "history.jsonl")
-        session_seconds.append(time.perf_counter() - t0)
-        eta = (epochs.stop - 1 - epoch) * sum(session_seconds) / len(session_seconds)
-        if dist.is_main:
-            print(progress_line(record, cfg.total_epochs(), eta), flush=True)
-        if callback is not None:
-            callback(record)
 
-    if cfg.select == "best_val_pgd":   # model.pt (what evaluation reads) is the selected epoch's weights
-        best = best_epoch(history)
+def epochs_to_train(run: Training, stop_after: int | None) -> range:
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise bad("stop_after", stop_after, "must be an integer >= 1 (epochs to train in this call), or None.")
+    stop = run.epochs.stop if stop_after is None else min(run.epochs.stop, run.start + stop_after)
+    return range(run.start, stop)
+
+
+def set_lr(run: Training, epoch: int) -> float:
+    """Seed the epoch (attack starts etc.: resume replays them; each rank its own stream, = the old one on
+    one process), set its lr and reset the peak-memory counter."""
+    torch.manual_seed(epoch_seed(run.cfg.seed, epoch) * run.dist.world_size + run.dist.rank)
+    lr = lr_at(run.cfg, epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    return lr
+
+
+def record_epoch(run: Training, epoch: int, lr: float, sums: tuple, t0: float) -> dict:
+    """Sum the epoch's device tallies over ranks, read them back once, stop on a diverged loss, and
+    turn them into the epoch's history record."""
+    loss_sum, parts_sum, tally, weights = sums
+    distributed.all_sum(run.dist, loss_sum, tally, *parts_sum.values(), *([] if weights is None else [weights]))
+    distributed.sync_buffers(run.model, run.dist)   # every rank now holds the model rank 0 saves
+    n_batches = len(run.train_batches) * run.dist.world_size
+    loss = loss_sum.item() / n_batches
+    seconds = time.perf_counter() - t0   # after the read-back: the device's work included
+    if not math.isfinite(loss):   # the same summed loss on every rank: all ranks stop together
+        kept = (f"{run.ckpt_path} still holds the last good epoch ({run.history[-1]['epoch']})"
+                if run.ckpt_path.exists() and run.history else "no checkpoint was written")
+        raise TrainingDiverged(f"epoch {epoch}: mean training loss is {loss} (method {run.objective.name}, lr {lr:g}). "
+                               f"Training stopped; {kept}. Fix: lower lr, check eps/step_size, or bf16=False.")
+    record = {"epoch": epoch, "stage": run.objective.stage(epoch), "lr": lr, "loss": loss,
+              **{f"loss_{k}": v.item() / n_batches for k, v in parts_sum.items()},
+              "class_weight": None if weights is None else per_class_acc(weights),   # sum / batches
+              "train_clean_acc": per_class_acc(tally[0]), "train_adv_acc": per_class_acc(tally[1]),
+              "train_n": tally[:, 1].amax(0).tolist(), "test_clean_acc": None, "test_pgd_acc": None,
+              "seconds": seconds, "images_per_s": run.n_images / seconds}
+    if run.extension is not None and epoch == run.start:   # the first epoch past the old plan's say
+        record["extended"] = run.extension
+    return record
+
+
+def evaluate_epoch(run: Training, record: dict) -> None:
+    """Every cfg.eval_every epochs and at the stage's last: clean and PGD recall per class on the test
+    subset (monitoring only) and, for selection, on the validation split (adversarial epochs)."""
+    cfg, epoch, t0 = run.cfg, record["epoch"], time.perf_counter()
+    if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == run.epochs.stop - 1):
+        kw = dict(eps=run.eval_eps, steps=cfg.eval_pgd_steps,
+                  random_start=cfg.random_start, device=run.device, bf16=cfg.bf16, dist=run.dist)
+        record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(run.net, run.eval_batches,
+                                                                              run.num_classes, **kw)
+        record["test_n"] = run.counts["test"]
+        if run.val_batches and record["stage"] != "stabilization":   # selection reads the validation split only
+            record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(run.net, run.val_batches,
+                                                                                run.num_classes, **kw)
+            record["val_n"] = run.counts["val"]
+    record.update(eval_seconds=time.perf_counter() - t0, peak_mem_mb=peak_memory_mb(run.device))
+
+
+def save_epoch(run: Training, record: dict) -> None:
+    """Append the record; rank 0 writes best.pt (before last.pt: a resume never lacks its best.pt), then
+    last.pt, then the history that describes it."""
+    run.history.append(record)
+    if not run.dist.is_main:
+        return
+    epoch, cfg = record["epoch"], run.cfg
+    if best_epoch(run.history) == epoch:
+        _save_atomic(run.model.state_dict(), run.run_dir / "best.pt")
+    _save_atomic({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                  "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
+                  "epoch": epoch, "cfg": cfg.to_dict(), "history": run.history, "world_size": run.dist.world_size,
+                  "objective": run.objective.state_dict()}, run.ckpt_path)
+    _save_atomic(history_text(run.history), run.run_dir / "history.jsonl")
+
+
+def report_epoch(run: Training, record: dict, seconds: float) -> None:
+    run.session_seconds.append(seconds)
+    eta = (run.epochs.stop - 1 - record["epoch"]) * sum(run.session_seconds) / len(run.session_seconds)
+    if run.dist.is_main:
+        print(progress_line(record, epoch_count(run.cfg, record["epoch"]), eta), flush=True)
+
+
+def finish(run: Training) -> FitResult:
+    """Once the stage is complete: model.pt (the selected epoch's weights under select='best_val_pgd')."""
+    last = run.history[-1]["epoch"] if run.history else run.start - 1
+    complete = last >= run.epochs.stop - 1
+    if complete and run.cfg.select == "best_val_pgd":   # model.pt (what evaluation reads) is the selected epoch's
+        best = best_epoch(run.history)
         if best is None:
-            raise bad("select", cfg.select, f"no adversarial epoch of {run_dir} was validated; set eval_every > 0.")
-        model.load_state_dict(load_checkpoint(run_dir / "best.pt", model)["model"])
-        if dist.is_main:
+            raise bad("select", run.cfg.select,
+                      f"no adversarial epoch of {run.run_dir} was validated; set eval_every > 0.")
+        run.model.load_state_dict(load_checkpoint(run.run_dir / "best.pt", run.model)["model"])
+        if run.dist.is_main:
             print(f"selected epoch {best} (best balanced PGD accuracy on the validation split)", flush=True)
-    if dist.is_main:
-        _save_atomic(model.state_dict(), run_dir / "model.pt")
-    distributed.barrier(dist)   # every rank returns once model.pt is on disk
-    return FitResult(model=model, history=history, run_dir=run_dir)
+    if complete and run.dist.is_main:
+        _save_atomic(run.model.state_dict(), run.run_dir / "model.pt")
+    distributed.barrier(run.dist)   # every rank returns once model.pt is on disk
+    return FitResult(model=run.model, history=run.history, run_dir=run.run_dir, class_names=run.class_names,
+                     complete=complete)
 
 
+# ---------------------------------------------------------------- the epoch line
 def history_text(history: list[dict]) -> str:
     return "".join(json.dumps(r) + "\n" for r in history)
 
 
-def progress_line(r: dict, epochs: int, eta: float) -> str:
+def epoch_count(cfg: RunConfig, epoch: int) -> tuple[int, int]:
+    """(n, of): the epoch counted in what the user asked for: TAET's stage 1 (under the equal budget, the
+    stabilization_epochs before the adversarial ones) on its own, then the `epochs` epochs."""
+    before = cfg.clean_epochs_before()
+    return (epoch, before) if epoch <= before else (epoch - before, cfg.epochs)
+
+
+def progress_line(r: dict, count: tuple[int, int], eta: float) -> str:
     def acc(name):
         v = balanced(r[name])
         return "-" if v is None else f"{v:.3f}"
-    line = (f"epoch {r['epoch']}/{epochs} [{r['stage']}] loss {r['loss']:.4f} | "
+    line = (f"epoch {count[0]}/{count[1]} [{r['stage']}] loss {r['loss']:.4f} | "
             f"train clean {acc('train_clean_acc')} adv {acc('train_adv_acc')}")
     if r["test_clean_acc"] is not None:
         line += f" | test clean {acc('test_clean_acc')} pgd {acc('test_pgd_acc')}"

@@ -155,7 +155,7 @@ def test_02_stabilization_stage(tmp_path):
 def test_03_harl_stage(stage1_run, tmp_path):
     run = stage1_run
     stage1 = (run / "stage1" / "history.jsonl").read_text().splitlines()
-    execute("03_harl_stage", tmp_path, **smoke(tmp_path / "data"), run_dir=str(run))
+    nb = execute("03_harl_stage", tmp_path, **smoke(tmp_path / "data"), run_dir=str(run))
     lines = (run / "history.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     # stage 1 carried over, then `epochs` HARL epochs (budget_rule equal_adversarial: stage 1 is extra)
@@ -165,6 +165,10 @@ def test_03_harl_stage(stage1_run, tmp_path):
     assert len(records[-1]["class_weight"]) == 10                             # HARL's w_c, recorded
     assert (run / "model.pt").exists() and (run / "figures" / "per_class.html").exists()
     assert (run / "figures" / "class_weight.html").exists()                   # and drawn
+    text = text_of(nb)   # the epoch line counts the 2 adversarial epochs asked for, not the run's 3
+    assert "epoch 1/2 [adversarial]" in text and "epoch 2/2 [adversarial]" in text and "/3 " not in text
+    shown = [o["data"].get("text/plain", "") for c in nb.cells for o in c.get("outputs", []) if "data" in o]
+    assert any("recall" in t and "low" in t and "high" in t for t in shown)  # the class x epoch table
 
 
 @pytest.mark.slow

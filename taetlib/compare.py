@@ -248,7 +248,7 @@ def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protoco
         adj = intervals.holm([d["p"] for d in diffs])
         tied = [d["arm"] for d, p in zip(diffs, adj) if not (np.isfinite(p) and p < 0.05)]
         out.append({"kind": "ranking", "imbalance_ratio": ir, "protocol": protocol, "metric": metric, "best": best,
-                    "best_mean": float(means.iloc[0]), "arms": len(means), "tied": tied,
+                    "best_mean": float(means.iloc[0]), "arms": len(means), "tied": tied, "gated": "trained" in metrics,
                     "k": int(g.groupby("arm")["seed"].nunique().max()),
                     "differences": [{**d, "p_holm": float(p)} for d, p in zip(diffs, adj)]})
     return out

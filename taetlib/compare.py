@@ -1,15 +1,14 @@
-"""Tables that compare arms, each number with its 95 % interval (pure: tidy tables in, tables out):
-means over seeds, the balanced accuracy vs robustness points, each arm's weakest classes, and the
-paired differences between arms with a plain reading only where the interval excludes 0."""
+"""Tables that compare arms, each number with its 95 % interval from the interval engine (pure: tidy
+tables in, tables out): means over seeds, the balanced accuracy vs robustness points, each arm's
+weakest classes, the paired differences between arms (descriptive), and the readings verdicts are
+written from: TAET's claims with Holm over the preset's primary comparisons, and rankings by paired
+differences against the best arm. Runs the health gate failed are marked, and left out of readings."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from . import health, intervals, metrics, stats
-
-ONE_RUN = "one run"
-
 
 def _shared(g: pd.DataFrame) -> bool:
     """The seeds of a group share one split (and its test images) when it has fewer split seeds than rows."""

@@ -102,7 +102,11 @@ def write_demo_section(run_dir: str) -> None:
 
 def cmd_readme_section(args) -> int:
     """The README's demo verdicts from a finished demo folder (or any sweep folder with the demo's arms)."""
-    section = results.demo_section(resolve(args.run_dir))
+    root = resolve(args.run_dir)
+    if not (root / "aggregate.csv").exists():
+        raise ConfigError(f"run_dir={args.run_dir!r}: no aggregate.csv there; give a finished demo folder "
+                          "(`make demo` writes runs/demo).")
+    section = results.demo_section(root)
     if args.print:
         print(section)
         return 0
@@ -121,6 +125,8 @@ def cmd_results(args) -> int:
     """Run (or resume) preset fmnist_lt_results and write the published folder. The wall time is kept in
     OUT/timing.json from the invocation that ran every run, so a later resume or rewrite keeps it."""
     if args.reread:   # a folder written before the interval engine: its saved numbers, read again
+        if not (resolve(args.out) / "aggregate.csv").exists():
+            raise ConfigError(f"--out {args.out!r}: no aggregate.csv there to re-read; give a published results folder.")
         written = results.reread(resolve(args.out))
         update_results_section(written)
         return 0

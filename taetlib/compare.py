@@ -1,6 +1,8 @@
-"""Tables that compare arms, each number with its 95 % interval (pure: tidy tables in, tables out):
-means over seeds, the balanced accuracy vs robustness points, each arm's weakest classes, and the
-paired differences between arms with a plain reading only where the interval excludes 0."""
+"""Tables that compare arms, each number with its 95 % interval from the interval engine (pure: tidy
+tables in, tables out): means over seeds, the balanced accuracy vs robustness points, each arm's
+weakest classes, the paired differences between arms (descriptive), and the readings verdicts are
+written from: TAET's claims with Holm over the preset's primary comparisons, and rankings by paired
+differences against the best arm. Runs the health gate failed are marked, and left out of readings."""
 from __future__ import annotations
 
 import numpy as np
@@ -252,7 +254,7 @@ def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protoco
         adj = intervals.holm([d["p"] for d in diffs])
         tied = [d["arm"] for d, p in zip(diffs, adj) if not (np.isfinite(p) and p < 0.05)]
         out.append({"kind": "ranking", "imbalance_ratio": ir, "protocol": protocol, "metric": metric, "best": best,
-                    "best_mean": float(means.iloc[0]), "arms": len(means), "tied": tied,
+                    "best_mean": float(means.iloc[0]), "arms": len(means), "tied": tied, "gated": "trained" in metrics,
                     "k": int(g.groupby("arm")["seed"].nunique().max()),
                     "differences": [{**d, "p_holm": float(p)} for d, p in zip(diffs, adj)]})
     return out

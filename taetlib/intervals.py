@@ -75,8 +75,8 @@ def hartung_knapp(est, var=None, level: float = LEVEL, shared_var=None) -> dict:
             hk = hk + s
         se = np.sqrt(hk)
         half = stats.t.ppf((1 + level) / 2, np.maximum(df, 1)) * se
-        p = np.where(se > 0, 2 * stats.t.sf(np.abs(mu) / np.where(se > 0, se, 1), np.maximum(df, 1)),
-                     np.where(mu == 0, 1.0, 0.0))
+        # no spread and no image variance: nothing to test against (nan, never a certainty)
+        p = np.where(se > 0, 2 * stats.t.sf(np.abs(mu) / np.where(se > 0, se, 1), np.maximum(df, 1)), np.nan)
     return {"mean": mu, "se": se, "low": mu - half, "high": mu + half, "df": df, "p": p, "tau2": tau2,
             "k": k}
 

@@ -406,7 +406,11 @@ def primary_section(sweep, metrics: pd.DataFrame | None, health: pd.DataFrame | 
                      "descriptive.</p>")
     readings = []
     for a, b in dict.fromkeys((p["a"], p["b"]) for p in primary):
-        if {a, b} <= set(metrics["arm"]):
+        if not {a, b} <= set(metrics["arm"]):
+            parts.append(f"<p class='bad'>Primary comparison {html.escape(a)} - {html.escape(b)}: not read, this "
+                         "sweep has no finished runs of " + html.escape(", ".join(sorted({a, b} - set(metrics["arm"]))))
+                         + ".</p>")
+        else:
             labels = {p["metric"]: p["metric"].replace("_", " ") for p in primary if (p["a"], p["b"]) == (a, b)}
             readings += [r for r in compare.claim_readings(metrics, a, b, labels, primary) if r["kind"] == "claim"]
     if readings:

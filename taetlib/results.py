@@ -236,8 +236,8 @@ CANNOT = [
 
 def reread(folder: str | Path, command: str = "python -m taetlib results --reread") -> dict:
     """Re-read a results folder written before the engine from its saved numbers: aggregate.csv's intervals,
-    claims.csv as the engine's readings (the saved per-seed differences move to seed_differences.csv),
-    README.md with what they cannot support."""
+    claims.csv as the engine's readings (the saved per-seed differences move to seed_differences.csv), the
+    figure, and README.md with what they cannot support."""
     folder = Path(folder)
     saved_diffs = folder / "seed_differences.csv"
     if not saved_diffs.exists():   # the first re-read: claims.csv still holds the saved differences
@@ -248,6 +248,7 @@ def reread(folder: str | Path, command: str = "python -m taetlib results --rerea
     readings = reread_claims(saved, agg, p.primary)
     agg.to_csv(folder / "aggregate.csv", index=False)
     compare.readings_table(readings).to_csv(folder / "claims.csv", index=False)
+    export_figure(figure(agg), folder / "tradeoff.png", width=1100, height=760)   # its error bars: the new intervals
     timing = json.loads((folder / "timing.json").read_text()) if (folder / "timing.json").exists() else {}
     wall = timing.get("wall_seconds")
     weak = agg[agg["did_not_train"] > 0].drop_duplicates(["imbalance_ratio", "arm"])

@@ -74,7 +74,7 @@ def _descriptive(r: dict) -> str:
 def _ranking(r: dict) -> str:
     tied = r["tied"]
     head = (f"{_where(r)}, {r['metric'].replace('_', ' ')}: highest mean {r['best']} ({pts(r['best_mean'], False)} %)"
-            f" of {r['arms']} arms that trained")
+            f" of {r['arms']} arms{' that passed the health gate' if r.get('gated') else ''}")
     if r["k"] < 2:
         return f"{head}; one seed, so no ranking (its intervals cover only the test images)."
     rest = ("every other arm is lower (Holm-adjusted paired differences, p < 0.05)" if not tied else

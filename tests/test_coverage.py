@@ -104,6 +104,7 @@ def test_the_seed_t_interval_fails_on_one_fixed_test_set_and_the_engine_does_not
     assert 0.93 <= cover <= 0.985   # conservative: the shared part counts the per-image seed noise again
 
 
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.InvalidTestWarning")   # per-sample CIs only
 def test_hartung_knapp_equals_statsmodels_random_effect_wls():
     from statsmodels.stats.meta_analysis import combine_effects
     y, v = np.array([0.12, 0.31, 0.18, 0.02]), np.array([0.004, 0.009, 0.006, 0.003])

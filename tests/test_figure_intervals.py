@@ -1,6 +1,6 @@
 """Every number drawn with its uncertainty: the error bars of the figures are the interval columns of
-the tables (Wilson per class, bootstrap within classes for one run, t over seeds), the sweep report
-leads with the answer and keeps its settings last and collapsed, and the README figure is the report's
+the tables (Wilson per class, bootstrap within classes for one run, the interval engine over seeds), the
+sweep report leads with the answer and keeps its settings last and collapsed, and the README figure is the report's
 first figure exported by plotly's own write_image. Runs here are written with the real table functions
 (eval_result) from made-up predictions: no training."""
 import base64

@@ -250,3 +250,13 @@ def test_write_reads_a_new_sweep_with_the_engine_and_leaves_out_runs_that_did_no
     assert "model seed, data draw, test images" in text and "Rankings (Holm-adjusted" in text
     for r in out["claims"]:
         assert verdicts.sentence(r) in text
+
+
+def test_readme_section_and_reread_refuse_a_folder_without_results(tmp_path, capsys):
+    from taetlib import cli
+    readme_before = (ROOT / "README.md").read_text()
+    assert cli.main(["readme-section", str(tmp_path)]) == 2
+    assert cli.main(["results", "--reread", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "run_dir=" in err[0] and "--out" in err[1] and all("aggregate.csv" in e for e in err)
+    assert (ROOT / "README.md").read_text() == readme_before and list(tmp_path.iterdir()) == []

@@ -8,11 +8,14 @@ import time
 
 import pandas as pd
 
-from . import data, evaluate, presets, results, sweep, train
+from . import data, evaluate, presets, report, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import ConfigError, RunConfig, parse_sets
 from .data import ManifestError, MissingDataError
 from .report import METRICS, robust_attack_in
+from .train import TrainingDiverged
+
+EXIT_REFUSED, EXIT_DIVERGED = 2, 3   # docs/reliability.md lists every exit status
 
 
 def cmd_presets(args) -> int:
@@ -94,7 +97,7 @@ def cmd_results(args) -> int:
         return 1
     out = data.resolve(args.out)
     timing = out / "timing.json"
-    ran = int((result["status"]["status"] == "done").sum())
+    ran = report.status_counts(result["status"])["done"]
     if ran == len(result["status"]):   # this invocation ran the whole grid: its wall time is the grid's
         out.mkdir(parents=True, exist_ok=True)
         timing.write_text(json.dumps({"wall_seconds": round(time.time() - t0), "runs": ran, "jobs": args.jobs}))
@@ -146,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, ManifestError, MissingDataError, CheckpointError) as e:  # user errors: no traceback
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
+    except TrainingDiverged as e:   # the loss went NaN / inf: the last good checkpoint is kept
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
 
 
 if __name__ == "__main__":

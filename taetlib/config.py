@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -139,7 +141,13 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            d = json.loads(Path(path).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise bad("config", str(path), f"is not a JSON file ({e}). Fix: restore it, or write it again.") from None
+        if not isinstance(d, dict):
+            raise bad("config", str(path), f"holds a {type(d).__name__}, not the JSON object of a RunConfig.")
+        return cls.from_dict(d)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":
@@ -189,8 +197,7 @@ class RunConfig:
             raise bad("lr_milestones", self.lr_milestones, "must be fractions of the epochs in (0, 1].")
         if self.eval_every < 0:
             raise bad("eval_every", self.eval_every, "must be >= 0 (0 turns in-training evaluation off).")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise bad("device", self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+        check_device_name(self.device)
         return self
 
     def _validate_zoo(self) -> None:
@@ -237,6 +244,12 @@ class RunConfig:
         return self.train_eps(dataset_default) / 4 if self.step_size is None else self.step_size
 
 
+def check_device_name(device: str) -> None:
+    """The device's spelling; whether this machine has it is distributed.resolve_device's to say."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,4})?", device):
+        raise bad("device", device, "use 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index, e.g. cuda:0).")
+
+
 def coerce(name: str, value, hint):
     """Accept a value only if it fits the annotation; ints widen to floats, nothing else converts."""
     origin = typing.get_origin(hint)
@@ -258,7 +271,10 @@ def coerce(name: str, value, hint):
         (item,) = typing.get_args(hint)
         return [coerce(name, v, item) for v in value]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        number = float(value) if not isinstance(value, int) or abs(value) < 2**1023 else math.inf
+        if not math.isfinite(number):   # NaN passes every range check (each comparison is False)
+            raise bad(name, value, "expected a finite number, got NaN or infinity (or an int beyond a float).")
+        return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint in (bool, str) and isinstance(value, hint):
@@ -279,6 +295,6 @@ def parse_sets(pairs: list[str]) -> dict:
         k, v = pair.split("=", 1)
         try:
             out[k] = json.loads(v)
-        except json.JSONDecodeError:
+        except ValueError:   # not JSON (or an int past Python's digit limit): the string itself
             out[k] = v
     return out

@@ -30,6 +30,7 @@ from .data import load_lt
 from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
+from .runlock import holds_run_lock
 from .sanity import NOISE_Z, ORDER, SMALL_N, above_noise, sanity_flags, small_classes  # noqa: F401  (importable from evaluate too)
 
 
@@ -194,12 +195,16 @@ def _versions() -> dict:
 
 
 # ------------------------------------------------------------------------------ runs and the subcommand
+@holds_run_lock("run_dir")   # no training writes the weights while they are read, nor another evaluation eval/
 def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "long_tailed"), *,
                  out_dir=None, **kw) -> EvalResult:
     """Load a trained run (config.json + weights), evaluate it, save into run_dir/eval/ (or out_dir)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise bad("run", str(run_dir), "no config.json there, so no trained run. Fix: give the folder that "
+                                       "`train --run` or a sweep wrote (it holds config.json and model.pt).")
     cfg = RunConfig.load(run_dir / "config.json")
-    kw.setdefault("device", resolve_device(cfg.device))
+    kw["device"] = resolve_device(str(kw.get("device") or cfg.device))   # refuses a GPU this machine lacks
     result = evaluate(load_model(run_dir), load_lt(cfg), attacks, protocols, **kw)
     result.config["run_dir"] = str(run_dir)
     result.save(out_dir if out_dir is not None else run_dir / "eval")

@@ -40,6 +40,7 @@ from .distributed import Dist, resolve_device
 from .errors import bad
 from .methods import build_objective, model_head
 from .models import create_model, set_class_prior
+from .runlock import holds_run_lock
 from .schedule import STAGES, epoch_seed, lr_at, stage_epochs  # noqa: F401  (train.lr_at etc.: as before)
 from .selection import balanced, best_epoch, validation_split
 
@@ -192,6 +193,7 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
 
 
 # ---------------------------------------------------------------- fit
+@holds_run_lock("run_dir")   # one writer per run folder; a second one is refused naming the holder's PID
 def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module | None = None,
         init_checkpoint: str | Path | None = None, stage: str = "all", resume: bool = True,
         callback: Callable[[dict], None] | None = None) -> FitResult:

@@ -125,9 +125,10 @@ class RunConfig:
         unknown = [k for k in d if k not in names]
         if unknown:
             k = unknown[0]
-            close = difflib.get_close_matches(k, names, n=1)
+            close = difflib.get_close_matches(str(k), names, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise bad(k, d[k], f"unknown parameter.{hint} Known: {sorted(names)}")
+            shown_k = k if isinstance(k, str) and k.isidentifier() else repr(k)   # keeps the message one line
+            raise bad(shown_k, d[k], f"unknown parameter.{hint} Known: {sorted(names)}")
         return cls(**d)
 
     def replace(self, **changes) -> "RunConfig":
@@ -276,6 +277,8 @@ def coerce(name: str, value, hint):
             raise bad(name, value, "expected a finite number, got NaN or infinity (or an int beyond a float).")
         return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 2**63:   # beyond torch's int64, and past 4300 digits not even JSON can write it
+            raise bad(name, value, "expected a whole number of magnitude below 2**63.")
         return value
     if hint in (bool, str) and isinstance(value, hint):
         return value

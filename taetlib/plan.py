@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .arms import Arm
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, coerce
 from .runs import arm_name, run_path
 from .schedule import unequal_budgets
 
@@ -51,6 +51,7 @@ class Sweep:
     cell_timeout: float | None = None  # seconds one notebook cell may take; None: no limit
 
     def __post_init__(self):
+        self.irs, self.seeds = coerce("irs", self.irs, list[float]), coerce("seeds", self.seeds, list[int])
         self.arms = [Arm.of(a) for a in self.arms]
         self.ir_overrides = {float(k): v for k, v in self.ir_overrides.items()}   # JSON keys are strings
         labels = [a.name for a in self.arms]

@@ -333,7 +333,8 @@ def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[st
 
 def summary(status: pd.DataFrame, seconds: float, report_path: Path | None, notes=()) -> str:
     counts = report.status_counts(status)
-    lines = [f"sweep finished in {seconds:.0f}s: " + ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed"))]
+    lines = [f"sweep finished in {seconds:.0f}s: "
+             + ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed"))]
     for row in status[status["status"] == "failed"].to_dict("records"):
         see = f" (see {row['notebook']})" if row["notebook"] else ""
         lines.append(f"  FAILED {row['run']}: {row['error']}{see}")

@@ -27,6 +27,7 @@ from taetlib.plan import Sweep
 from taetlib.sweep import check_plan
 
 ROOT = Path(__file__).resolve().parents[1]
+CLI_FUZZ = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
 FUZZ = settings(database=DirectoryBasedExampleDatabase(ROOT / ".hypothesis"), deadline=timedelta(seconds=20),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 HINTS = typing.get_type_hints(RunConfig)
@@ -168,7 +169,7 @@ def cli_outcome(argv: list[str], capsys) -> int:
     return code
 
 
-@settings(FUZZ, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(FUZZ, max_examples=25, suppress_health_check=CLI_FUZZ)
 @given(pairs=set_strings())
 def test_train_on_the_command_line_refuses_or_would_train_and_writes_nothing(tmp_path, capsys, pairs):
     run = tmp_path / "run"
@@ -176,7 +177,7 @@ def test_train_on_the_command_line_refuses_or_would_train_and_writes_nothing(tmp
     assert not run.exists()
 
 
-@settings(FUZZ, max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(FUZZ, max_examples=15, suppress_health_check=CLI_FUZZ)
 @given(arms=st.lists(arm_texts(), min_size=1, max_size=3), irs=st.lists(st.sampled_from(
     ["10", "0", "-1", "nan", "inf", "1e999", "abc", "2.5"]), min_size=1, max_size=2), pairs=set_strings())
 def test_sweep_dry_run_on_the_command_line_exits_0_or_2_and_writes_nothing(tmp_path, capsys, arms, irs, pairs):

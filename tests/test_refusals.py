@@ -128,7 +128,8 @@ def test_slurm_without_sbatch_is_refused_before_anything_is_submitted(tmp_path, 
 
 def test_a_robust_attack_that_is_not_run_is_a_bad_cell(tmp_path):
     s = sweep.Sweep(tmp_path / "sw", "synthetic", [10], [("pgd_at", False)], [0], robust_attack="autoattack")
-    with pytest.raises(ConfigError, match=r"evaluation: robust_attack='autoattack': unknown; choose one of \['pgd20'\]"):
+    want = r"evaluation: robust_attack='autoattack': unknown; choose one of \['pgd20'\]"
+    with pytest.raises(ConfigError, match=want):
         sweep.check_plan(s)
 
 

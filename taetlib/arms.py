@@ -35,8 +35,9 @@ class Arm:
         if bad_keys:
             raise ConfigError(f"arm {self.name!r} overrides {bad_keys}: the arm's method/robustlt and the sweep's "
                               "axes (imbalance_ratio, seed) are set by the sweep, not by overrides.")
-        if not LABEL.match(self.name):
-            raise ConfigError(f"arm label={self.name!r}: use letters, digits and _ . + - only (it names a folder).")
+        if not LABEL.match(self.name) or self.name in (".", ".."):
+            raise ConfigError(f"arm label={self.name!r}: use letters, digits and _ . + - only, and not '.' or '..' "
+                              "(it names a folder).")
 
     @property
     def name(self) -> str:
@@ -63,7 +64,7 @@ class Arm:
                 raise ConfigError(f"--arms {text!r}: override {pair!r} is not KEY=VALUE.")
             try:
                 overrides[key] = json.loads(value)
-            except json.JSONDecodeError:
+            except ValueError:   # not JSON (or an int past Python's digit limit): the string itself
                 overrides[key] = value
         return cls(method, bool(plus), overrides, label)
 

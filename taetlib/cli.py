@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 
-from . import data, evaluate, presets, results, sweep, train
+from . import data, evaluate, presets, report, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import RunConfig, parse_sets
 from .data import ManifestError, MissingDataError
@@ -16,9 +16,13 @@ from .errors import ConfigError
 from .paths import resolve
 from .plan import Sweep
 from .report import METRICS, robust_attack_in
+from .train import TrainingDiverged
 
-__all__ = ["RESULTS_COMMAND", "cmd_demo", "cmd_presets", "cmd_results", "cmd_train", "main", "preset_sweep",
-           "summary_frame", "train_config"]
+EXIT_REFUSED, EXIT_DIVERGED = 2, 3   # docs/reliability.md lists every exit status
+
+__all__ = ["DEMO_OUT", "EXIT_DIVERGED", "EXIT_REFUSED", "RESULTS_COMMAND", "cmd_demo", "cmd_presets",
+           "cmd_readme_section", "cmd_results", "cmd_train", "main", "preset_sweep", "summary_frame", "train_config",
+           "update_results_section", "write_demo_section"]
 
 
 def cmd_presets(args) -> int:
@@ -126,7 +130,8 @@ def cmd_results(args) -> int:
     OUT/timing.json from the invocation that ran every run, so a later resume or rewrite keeps it."""
     if args.reread:   # a folder written before the interval engine: its saved numbers, read again
         if not (resolve(args.out) / "aggregate.csv").exists():
-            raise ConfigError(f"--out {args.out!r}: no aggregate.csv there to re-read; give a published results folder.")
+            raise ConfigError(f"--out {args.out!r}: no aggregate.csv there to re-read; give a published results "
+                              "folder.")
         written = results.reread(resolve(args.out))
         update_results_section(written)
         return 0
@@ -138,7 +143,7 @@ def cmd_results(args) -> int:
         return 1
     out = resolve(args.out)
     timing = out / "timing.json"
-    ran = int((result["status"]["status"] == "done").sum())
+    ran = report.status_counts(result["status"])["done"]
     if ran == len(result["status"]):   # this invocation ran the whole grid: its wall time is the grid's
         out.mkdir(parents=True, exist_ok=True)
         timing.write_text(json.dumps({"wall_seconds": round(time.time() - t0), "runs": ran, "jobs": args.jobs}))
@@ -205,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, ManifestError, MissingDataError, CheckpointError) as e:  # user errors: no traceback
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
+    except TrainingDiverged as e:   # the loss went NaN / inf: the last good checkpoint is kept
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
 
 
 if __name__ == "__main__":

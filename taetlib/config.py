@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from .errors import FIELD_CHECKS, REGISTRIES, ConfigError, bad, check_choice
 
-__all__ = ["BUDGET_RULES", "RunConfig", "coerce", "parse_sets"]
+__all__ = ["BUDGET_RULES", "RunConfig", "check_device_name", "coerce", "parse_sets"]
 
 BUDGET_RULES = ("equal_adversarial", "released")
 
@@ -125,9 +127,10 @@ class RunConfig:
         unknown = [k for k in d if k not in names]
         if unknown:
             k = unknown[0]
-            close = difflib.get_close_matches(k, names, n=1)
+            close = difflib.get_close_matches(str(k), names, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise bad(k, d[k], f"unknown parameter.{hint} Known: {sorted(names)}")
+            shown_k = k if isinstance(k, str) and k.isidentifier() else repr(k)   # keeps the message one line
+            raise bad(shown_k, d[k], f"unknown parameter.{hint} Known: {sorted(names)}")
         return cls(**d)
 
     def replace(self, **changes) -> RunConfig:
@@ -141,7 +144,13 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            d = json.loads(Path(path).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise bad("config", str(path), f"is not a JSON file ({e}). Fix: restore it, or write it again.") from None
+        if not isinstance(d, dict):
+            raise bad("config", str(path), f"holds a {type(d).__name__}, not the JSON object of a RunConfig.")
+        return cls.from_dict(d)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> RunConfig:
@@ -194,8 +203,7 @@ class RunConfig:
             raise bad("lr_milestones", self.lr_milestones, "must be fractions of the epochs in (0, 1].")
         if self.eval_every < 0:
             raise bad("eval_every", self.eval_every, "must be >= 0 (0 turns in-training evaluation off).")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise bad("device", self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+        check_device_name(self.device)
         return self
 
     def _validate_awp_adt_lasat(self) -> None:
@@ -242,6 +250,12 @@ class RunConfig:
         return self.train_eps(dataset_default) / 4 if self.step_size is None else self.step_size
 
 
+def check_device_name(device: str) -> None:
+    """The device's spelling; whether this machine has it is distributed.resolve_device's to say."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,4})?", device):
+        raise bad("device", device, "use 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index, e.g. cuda:0).")
+
+
 def coerce(name: str, value, hint):
     """Accept a value only if it fits the annotation; ints widen to floats, nothing else converts."""
     origin = typing.get_origin(hint)
@@ -263,8 +277,13 @@ def coerce(name: str, value, hint):
         (item,) = typing.get_args(hint)
         return [coerce(name, v, item) for v in value]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        number = float(value) if not isinstance(value, int) or abs(value) < 2**1023 else math.inf
+        if not math.isfinite(number):   # NaN passes every range check (each comparison is False)
+            raise bad(name, value, "expected a finite number, got NaN or infinity (or an int beyond a float).")
+        return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 2**63:   # beyond torch's int64, and past 4300 digits not even JSON can write it
+            raise bad(name, value, "expected a whole number of magnitude below 2**63.")
         return value
     if hint in (bool, str) and isinstance(value, hint):
         return value
@@ -284,6 +303,6 @@ def parse_sets(pairs: list[str]) -> dict:
         k, v = pair.split("=", 1)
         try:
             out[k] = json.loads(v)
-        except json.JSONDecodeError:
+        except ValueError:   # not JSON (or an int past Python's digit limit): the string itself
             out[k] = v
     return out

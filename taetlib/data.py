@@ -27,7 +27,7 @@ from .config import RunConfig
 from .errors import Registry, bad, check_choice
 from .paths import resolve
 
-__all__ = ["DATASETS", "DatasetSpec", "DERMA_HOW", "FMNIST_FILES", "FMNIST_HOW", "FMNIST_SYSTEM_DIR", "LTData",
+__all__ = ["DATASETS", "DERMA_HOW", "DatasetSpec", "FMNIST_FILES", "FMNIST_HOW", "FMNIST_SYSTEM_DIR", "LTData",
            "ManifestError", "MissingDataError", "PROTOCOLS", "Raw", "SYNTHETIC", "build_manifest", "check_manifest",
            "ensure_fashion_mnist", "load_lt", "longtail_counts", "manifest_path", "read_cifar10", "read_cifar100",
            "read_dermamnist", "read_fashion_mnist", "read_synthetic", "register", "save_manifest", "source_hash",

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .batches import Split
-from .config import RunConfig
+from .config import RunConfig, check_device_name
 from .errors import bad
 
 __all__ = ["DDP", "Dist", "all_sum", "barrier", "check", "check_same", "launched", "resolve_device", "setup", "shard",
@@ -64,10 +64,20 @@ def launched() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """cfg.device -> a torch device: 'auto' is CUDA where there is one, else the CPU."""
+    """cfg.device -> a torch device: 'auto' is CUDA where there is one, else the CPU. A CUDA device this
+    machine lacks is refused (ConfigError) before anything is built or written."""
+    check_device_name(str(name))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise bad("device", name, "this machine has no CUDA device. Fix: device='auto' or device='cpu'.")
+        if device.index is not None and device.index >= count:
+            raise bad("device", name, f"this machine has {count} CUDA device(s), cuda:0 .. cuda:{count - 1}. "
+                                      "Fix: one of those, device='cuda' or device='auto'.")
+    return device
 
 
 def setup(device: torch.device) -> tuple[Dist, torch.device]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 
-__all__ = ["ConfigError", "FIELD_CHECKS", "REGISTRIES", "Registry", "bad", "check_choice"]
+__all__ = ["ConfigError", "FIELD_CHECKS", "REGISTRIES", "Registry", "bad", "check_choice", "shown"]
 
 
 class ConfigError(ValueError):
@@ -19,7 +19,16 @@ class ConfigError(ValueError):
 
 
 def bad(field_name: str, value, fix: str) -> ConfigError:
-    return ConfigError(f"{field_name}={value!r}: {fix}")
+    return ConfigError(f"{field_name}={shown(value)}: {fix}")
+
+
+def shown(value, limit: int = 200) -> str:
+    """repr(value), cut to `limit` characters: one error line stays one readable line."""
+    try:
+        text = repr(value)
+    except ValueError:   # an int too long for str() (Python's 4300-digit limit)
+        text = f"<{type(value).__name__} of {value.bit_length() if isinstance(value, int) else '?'} bits>"
+    return text if len(text) <= limit else text[:limit - 5] + " ...)"
 
 
 def check_choice(field_name: str, value, allowed) -> None:

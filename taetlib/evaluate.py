@@ -33,6 +33,7 @@ from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
 from .outside import load_weights
+from .runlock import holds_run_lock
 from .runs import ARM_FILE, JOINED, OUTSIDE, run_path
 from .sanity import NOISE_Z, SMALL_N, sanity_flags, small_classes
 
@@ -255,6 +256,7 @@ def _versions() -> dict:
 
 
 # ------------------------------------------------------------------------------ runs, outside weights, the subcommand
+@holds_run_lock("run_dir")   # no training writes the weights while they are read, nor another evaluation eval/
 def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "long_tailed"), *,
                  out_dir=None, **kw) -> EvalResult:
     """Load a trained run (config.json + weights), evaluate it, save into run_dir/eval/ (or out_dir)."""
@@ -264,7 +266,7 @@ def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "lo
                   "its model was built is unknown. Fix: a folder `train --run` wrote; for weights trained "
                   "elsewhere: evaluate --weights FILE --model NAME --dataset D.")
     cfg = RunConfig.load(run_dir / "config.json")
-    kw.setdefault("device", resolve_device(cfg.device))
+    kw["device"] = resolve_device(str(kw.get("device") or cfg.device))   # refuses a GPU this machine lacks
     result = evaluate(load_model(run_dir), load_lt(cfg), attacks, protocols, **kw)
     result.config["run_dir"] = str(run_dir)
     result.save(out_dir if out_dir is not None else run_dir / "eval")

@@ -14,9 +14,9 @@ from torch import nn
 
 from .errors import Registry, check_choice
 
-__all__ = ["BasicBlock", "CosPlus", "Head", "HEADS", "HENorm", "MODELS", "Normalized", "PreActBlock", "ResNet",
-           "WideResNet", "classifier", "create_model", "features_and_logits", "preact_resnet18", "register",
-           "resnet18", "set_class_prior", "small_cnn", "wrn_28_10", "wrn_34_10"]
+__all__ = ["BasicBlock", "CosPlus", "HEADS", "HENorm", "Head", "MODELS", "Normalized", "PreActBlock", "ResNet",
+           "WideResNet", "classifier", "create_model", "features_and_logits", "preact_resnet18", "register", "resnet18",
+           "set_class_prior", "small_cnn", "wrn_28_10", "wrn_34_10"]
 
 MODELS: dict[str, Callable[[int, int], nn.Module]] = Registry("model")
 

@@ -2,6 +2,7 @@
 and `execute`, which runs one into its executed copy (the run's record)."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -34,9 +35,10 @@ class QuietShutdownKernelManager(AsyncKernelManager):
     interrupt_kernel = _async_interrupt_kernel
 
 
-def declared_parameters(notebook: str) -> set[str]:
+@functools.cache   # a sweep checks its plan against them once per cell
+def declared_parameters(notebook: str) -> frozenset[str]:
     import papermill as pm  # heavy optional import, deferred for start-up time
-    return set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb")))
+    return frozenset(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{notebook}.ipynb")))
 
 
 def notebook_params(notebook: str, config: dict, **other) -> dict:

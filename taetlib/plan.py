@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .arms import Arm, arm_name
-from .config import RunConfig
+from .config import RunConfig, coerce
 from .errors import ConfigError
 from .runs import run_path
 from .schedule import unequal_budgets
 
-__all__ = ["DEFAULT_EVALUATION", "Run", "Sweep", "SWEEP_AXES", "budget_problems"]
+__all__ = ["DEFAULT_EVALUATION", "Run", "SWEEP_AXES", "Sweep", "budget_problems"]
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
@@ -56,6 +56,7 @@ class Sweep:
     health: dict = field(default_factory=dict)     # health gate rules (health.Rules)
 
     def __post_init__(self):
+        self.irs, self.seeds = coerce("irs", self.irs, list[float]), coerce("seeds", self.seeds, list[int])
         self.arms = [Arm.of(a) for a in self.arms]
         self.ir_overrides = {float(k): v for k, v in self.ir_overrides.items()}   # JSON keys are strings
         labels = [a.name for a in self.arms]

@@ -26,7 +26,7 @@ from .figure_files import save_html
 from .history import history_tables
 from .metrics import class_groups
 
-__all__ = ["GROUP_ORDER", "HEADLESS_ENV", "LivePlot", "LOSS_PARTS", "TEMPLATE", "WEAK_PATTERN", "accuracy_figure",
+__all__ = ["GROUP_ORDER", "HEADLESS_ENV", "LOSS_PARTS", "LivePlot", "TEMPLATE", "WEAK_PATTERN", "accuracy_figure",
            "class_weight_figure", "confusion_heatmap", "confusion_table", "counts_bars", "difference_forest",
            "eps_curves", "error_bars", "group_bars", "history_lines", "is_headless", "live_plot", "loss_figure",
            "per_class_bars", "per_class_figure", "per_class_lines", "recall_vs_count", "sample_grid", "show",

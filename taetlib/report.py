@@ -27,8 +27,8 @@ from .runs import ARM_FILE
 __all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "RUN_COLUMNS", "RUN_VIEWS", "SHARE", "SOURCE", "STYLE",
            "TRADEOFF_TITLE", "aggregate", "arm_means", "collect", "counts_table", "cross_view", "explorer", "find_runs",
            "images_behind", "load_runs", "paired_differences", "predictions", "primary_section", "robust_attack_in",
-           "robust_attack_of", "run_info", "run_metrics", "run_view", "sweep_figures", "tradeoff_figure", "views",
-           "write_sweep_report", "write_views"]
+           "robust_attack_of", "run_info", "run_metrics", "run_view", "status_counts", "sweep_figures",
+           "tradeoff_figure", "views", "write_sweep_report", "write_views"]
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
@@ -445,6 +445,16 @@ def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
                    for n in CROSS_VIEWS if n not in ("methods_per_class", "tradeoff")]   # those two: above
 
 
+def status_counts(status: pd.DataFrame) -> dict[str, int]:
+    """Runs done by this invocation, skipped (finished by an earlier one: runs.csv's `resumed`, or the
+    older status 'skipped') and failed."""
+    resumed = (status["resumed"].fillna(False).astype(bool) if "resumed" in status
+               else pd.Series(False, index=status.index)) | (status["status"] == "skipped")
+    done = status["status"] == "done"
+    return {"done": int((done & ~resumed).sum()), "skipped": int(resumed.sum()),
+            "failed": int((status["status"] == "failed").sum())}
+
+
 def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=(),
                        metrics: pd.DataFrame | None = None, health: pd.DataFrame | None = None) -> Path:
     """root/report.html, the answer first: the primary comparisons with Holm-adjusted p-values, the
@@ -459,7 +469,7 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     tables = load_runs(done) if done else None
     attack = robust_attack_in(agg)
     diffs = paired_differences(tables, attack) if tables is not None else pd.DataFrame()
-    counts = status["status"].value_counts().to_dict()
+    counts = status_counts(status)
     runs = status.assign(run=[Path(r).relative_to(root).as_posix() if Path(r).is_relative_to(root) else r
                               for r in status["run"]], seconds=status["seconds"].round(0).astype(int))
     figs = [(name, f"<h3>{html.escape(title)}</h3>" + fig.to_html(full_html=False, include_plotlyjs=False,
@@ -468,7 +478,7 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
 
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
              f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')} &middot; runs: "
-             + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
+             + ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed")) + "</p>",
              *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], *primary_section(sweep, metrics, health)]
     for name, (title, text) in LEAD.items():
         parts += [f"<h2 id='{name}'>{title}</h2><p>{html.escape(text)} Robust attack: {html.escape(attack)}.</p>",

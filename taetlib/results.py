@@ -162,7 +162,7 @@ def readme_section(agg: pd.DataFrame, readings: list[dict], wall_seconds: float 
     return "\n".join([
         MARKERS[0],
         f"`make results` ran {agg['n'].max():.0f} seeds of every arm at IR {irs}{wall} "
-        "([results/fmnist_lt/](results/fmnist_lt/README.md): both test protocols, every metric, the figure, and "
+        "([results/fmnist_lt/](../results/fmnist_lt/README.md): both test protocols, every metric, the figure, and "
         "what these numbers cannot support). Balanced test set, % with 95 % intervals (logit scale, inside [0, 100]); "
         "robustness is PGD-20 (any-iterate):\n",
         markdown(table(agg, "balanced", HEADLINE)),

@@ -10,6 +10,9 @@ row they concern. They catch broken evaluations, gradient masking above all:
   zero_gradients         samples whose input gradient is exactly zero (a masked, e.g. quantised,
                          model): gradient attacks cannot work there.
   autoattack_warnings    warnings pyautoattack logged (its own checks: zero gradients, randomness...).
+  one_class_only         clean recall is 1 on one class and 0 on every other: the model answers one
+                         class whatever the image (a constant output, the plainest gradient masking;
+                         robust = clean there measures nothing, and its input gradient may not be zero).
 Not a failure but a warning (small_classes): classes with fewer than SMALL_N test images in a protocol.
 One image moves their recall by 1/n and a 95 % interval spans about +-1/sqrt(n) (+-18 points at 30), so
 per-class and tail numbers there mean little (CIFAR-100-LT's long-tailed tail, DermaMNIST's balanced set).
@@ -116,12 +119,28 @@ def sanity_flags(table: pd.DataFrame, curves: pd.DataFrame, zero_grad: pd.DataFr
                 detail += "; classes " + ", ".join(f"{c} ({nm}) {k}/{n}" for c, nm, k, n in
                                                    zip(hit["class"], hit.class_name, hit.zero_gradient, hit.n))
             rows.append(_flag("zero_gradients", "all", protocol, hit["class"].tolist(), len(hit) > 0, detail))
-        # 6. pyautoattack's own warnings
+        # 6. a one-class (constant) predictor
+        if len(clean):
+            rows.append(_one_class_only(clean, protocol))
+        # 7. pyautoattack's own warnings
         if warnings is not None and "autoattack" in set(tab.attack):
             w = warnings[warnings.protocol == protocol]["message"].tolist()
             rows.append(_flag("autoattack_warnings", "autoattack", protocol, [], len(w) > 0,
                               " | ".join(dict.fromkeys(w)) or "no warnings"))
     return pd.DataFrame(rows, columns=["flag", "attack", "protocol", "classes", "raised", "detail"])
+
+
+def _one_class_only(clean: pd.DataFrame, protocol: str) -> dict:
+    seen = clean[clean.n > 0]
+    hit = seen[seen.correct > 0]
+    raised = len(seen) > 1 and len(hit) == 1 and hit.correct.iloc[0] == hit.n.iloc[0]
+    if not raised:
+        return _flag("one_class_only", "all", protocol, [], False,
+                     f"clean recall is above 0 on {len(hit)} of {len(seen)} classes")
+    c, name = hit["class"].iloc[0], hit.class_name.iloc[0]
+    return _flag("one_class_only", "all", protocol, [c], True,
+                 f"clean recall is 1 on class {c} ({name}) and 0 on the {len(seen) - 1} others: the model answers "
+                 "one class whatever the image (a constant output); robust = clean there measures nothing")
 
 
 def small_classes(table: pd.DataFrame) -> dict[str, str]:

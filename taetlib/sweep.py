@@ -21,18 +21,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
 from . import health, presets, report
 from .arms import Arm
+from .attack_suite import resolve_attacks
 from .config import RunConfig, parse_sets
 from .data import split_key
-from .errors import ConfigError
+from .errors import ConfigError, bad, check_choice
 from .figure_files import write_plotlyjs
 from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
 from .notebook_exec import check_kernel, declared_parameters, error_text, execute, notebook_params
@@ -40,10 +44,13 @@ from .parallel import pmap
 from .paths import resolve
 from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
 from .report import aggregate, collect, robust_attack_in
-from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
+from .runlock import RunLocked, run_lock
+from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, check_params, joined_rows
 
-__all__ = ["DONE", "FAILED", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish", "prepare_data", "recorded",
-           "run_steps", "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_from_args", "unfinished"]
+__all__ = ["DONE", "EVALUATION_TYPES", "FAILED", "Started", "add_cli", "check_plan", "cmd_sweep", "config_hash",
+           "execute_run", "finish", "plan_problems", "prepare_data", "recorded", "run_steps", "run_sweep",
+           "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args", "sweep_local",
+           "sweep_slurm", "unfinished"]
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -85,21 +92,26 @@ def unfinished(run: Run, where: str) -> dict:
 
 
 def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dict:
-    """One run, start to finish; never raises: the outcome is the returned status row."""
+    """One run, start to finish, holding its folder's lock (runlock.py); never raises: the outcome is the
+    returned status row. A folder another live process holds is recorded failed and left alone."""
+    try:
+        with run_lock(run.dir):
+            return _execute_locked(run, evaluation, timeout)
+    except RunLocked as e:
+        return {**run.row(), "status": "failed", "seconds": 0.0, "error": error_text(e), "notebook": ""}
+
+
+def _execute_locked(run: Run, evaluation: dict, timeout: float | None) -> dict:
     row, t0 = run.row(), time.time()
     done, failed = run.dir / DONE, run.dir / FAILED
-    if run.error:  # invalid settings, or its dataset stage failed: recorded, never started
+    if run.error:  # its dataset stage failed: recorded, never started
         rec = {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
         run.dir.mkdir(parents=True, exist_ok=True)
         failed.write_text(json.dumps(rec, indent=2))
         return rec
-    digest = config_hash(run.config)
-    if done.exists():
-        before = json.loads(done.read_text()).get("config_hash")
-        if before == digest:
-            return {**row, "status": "skipped", "seconds": 0.0, "error": "", "notebook": ""}
-        return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
-                "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
+    if done.exists():   # finished by an earlier invocation: its record (status, seconds) is kept
+        rec = recorded(run)
+        return {**rec, "resumed": True} if rec["status"] == "done" else rec
     run.dir.mkdir(parents=True, exist_ok=True)
     failed.unlink(missing_ok=True)
     if run.arm_spec is not None:   # the report reads the arm's label from here
@@ -114,7 +126,7 @@ def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dic
         failed.write_text(json.dumps({**rec, "traceback": traceback.format_exc()[-4000:]}, indent=2))
         return rec
     rec = {**row, "status": "done", "seconds": round(time.time() - t0, 1), "error": "", "notebook": ""}
-    done.write_text(json.dumps({**rec, "config_hash": digest}, indent=2))  # written last: the run is complete
+    done.write_text(json.dumps({**rec, "config_hash": config_hash(run.config)}, indent=2))  # last: it is complete
     return rec
 
 
@@ -150,81 +162,174 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
     return {"group": str(group_dir), "error": ""}
 
 
-# ------------------------------------------------------------------------------ the sweep
-def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | None = None,
-              aggregate_only: bool = False) -> dict:
-    """Runs (or skips) every run, then aggregates and writes the report. Returns the tables and
-    `ok` (False when any run failed). `slurm`: one submitit job per unfinished run instead of the
-    local pool; unless it waits, this returns once they are submitted (`submitted`: the jobs) and
-    `aggregate_only` later reads what the runs recorded and writes the aggregate and the report."""
-    check_kernel()
-    unknown = sorted(set(sweep.evaluation) - declared_parameters(NB_EVAL))
+# ------------------------------------------------------------------------------ the plan, checked first
+EVALUATION_TYPES = {"attacks": list[str], "protocols": list[str], "eps": Optional[float],   # notebook 04's
+                    "eps_sweep": Optional[list[float]], "per_class": Optional[int],        # parameters
+                    "curve_per_class": Optional[int], "attack_params": dict, "eval_seed": int}
+
+
+def _check_evaluation(evaluation: dict, robust_attack: str | None) -> None:
+    unknown = sorted(set(evaluation) - declared_parameters(NB_EVAL))
     if unknown:
         raise ConfigError(f"evaluation {unknown}: not parameters of notebook {NB_EVAL} "
                           f"(it takes {sorted(declared_parameters(NB_EVAL))}).")
+    ev = check_params(**{k: (v, EVALUATION_TYPES[k]) for k, v in evaluation.items() if k in EVALUATION_TYPES})
+    attacks = ev.get("attacks", DEFAULT_EVALUATION["attacks"])
+    for protocol in ev.get("protocols") or []:
+        check_choice("protocols", protocol, ("balanced", "long_tailed"))
+    for name in ("per_class", "curve_per_class"):
+        if ev.get(name) is not None and ev[name] < 1:
+            raise bad(name, ev[name], "must be >= 1, or None for every test image.")
+    resolve_attacks(attacks, ev.get("attack_params"), 8 / 255 if ev.get("eps") is None else ev["eps"], 10)
+    if robust_attack is not None:
+        check_choice("robust_attack", robust_attack, [a for a in attacks if a != "clean"])
+
+
+def _check_launcher(slurm: SlurmSettings) -> None:
+    if slurm.cpus_per_run is not None and (not isinstance(slurm.cpus_per_run, int) or slurm.cpus_per_run < 1):
+        raise bad("cpus_per_run (--cpus-per-run)", slurm.cpus_per_run, "expected a whole number >= 1.")
+    empty = [k for k, v in slurm.extra.items() if not k or v in ("", None)]
+    if empty:
+        raise bad("--sbatch", empty, "each setting needs a name and a value, e.g. --sbatch account=my_lab.")
+    if slurm.cluster == "slurm" and shutil.which("sbatch") is None:
+        raise bad("--launcher", "slurm", "no `sbatch` on this machine's PATH: submit from the cluster's login node, "
+                                         "or --submitit-cluster local to run the jobs here.")
+
+
+def plan_problems(sweep: Sweep, runs: list[Run], slurm: SlurmSettings | None = None) -> list[tuple[str, str]]:
+    """Every bad cell of a sweep, as (where, what): each run whose RunConfig does not validate (an unknown
+    arm, an IR below 1, ...), the evaluation and the launcher's settings."""
+    root = resolve(sweep.root)
+    out = [(str(r.dir.relative_to(root)), r.error.removeprefix("ConfigError: ")) for r in runs if r.error]
+    for where, check in (("evaluation", lambda: _check_evaluation(sweep.evaluation, sweep.robust_attack)),
+                         ("launcher", lambda: slurm and _check_launcher(slurm))):
+        try:
+            check()
+        except ConfigError as e:
+            out.append((where, str(e)))
+    return out
+
+
+def check_plan(sweep: Sweep, slurm: SlurmSettings | None = None) -> list[Run]:
+    """The sweep's runs, once every cell validates; else one ConfigError listing every bad cell (the same
+    problem in many cells once, with its cells), before anything is written or submitted."""
+    runs = sweep.plan()
+    problems: dict[str, list[str]] = {}
+    for where, what in plan_problems(sweep, runs, slurm):
+        problems.setdefault(what, []).append(where)
+    if problems:
+        cells = sum(len(w) for w in problems.values())
+        raise ConfigError(f"the sweep plan has {cells} bad cell(s); nothing was written or started: " + " | ".join(
+            f"{', '.join(w)}: {what}" for what, w in problems.items()))
+    return runs
+
+
+# ------------------------------------------------------------------------------ the sweep's three modes
+@dataclass
+class Started:
+    """What every mode begins with: the checked plan, its folder (sweep.json written), the dataset stages."""
+    root: Path
+    runs: list[Run]
+    budget_notes: list[str]
+    groups: dict   # stage folder -> (its config, its runs): one per IR and split (stage_dirs)
+    t0: float
+
+
+def _start(sweep: Sweep, slurm: SlurmSettings | None, log) -> Started:
+    runs = check_plan(sweep, slurm)
+    check_kernel()
     root = resolve(sweep.root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2, default=str) + "\n")
     write_plotlyjs(root)  # one copy for every run's HTML figures (plots.save_html links the nearest)
-    runs = sweep.plan()
-    for r in runs:
-        if r.error:
-            log(f"invalid run {r.dir.relative_to(root)}: {r.error}")
     budget_notes = budget_problems(runs)
     for note in budget_notes:
         log(f"budget: {note}")
-
     groups = stage_dirs(runs)   # one dataset stage per IR and split, on the first valid config of each
-    t0 = time.time()
+    return Started(root, runs, budget_notes, groups, time.time())
 
-    def progress(rec):
-        rel = Path(rec["run"]).relative_to(root)
-        log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
 
-    if aggregate_only:
-        status = pd.DataFrame([recorded(r) or unfinished(r, root / "slurm") for r in runs])
-        return finish(sweep, root, status, budget_notes, t0, log)
-    log(f"sweep {root}: {len(runs)} runs, {len(groups)} dataset stage(s), "
-        + (f"slurm ({slurm.cluster})" if slurm else f"jobs={jobs}"))
-    stages = pmap(prepare_data, [(g, c, sweep.cell_timeout) for g, (c, _) in groups.items()], jobs)
+def _prepare(sweep: Sweep, st: Started, jobs: int) -> None:
+    """Notebook 01 per IR and split; a failed stage fails the runs that read it."""
+    stages = pmap(prepare_data, [(g, c, sweep.cell_timeout) for g, (c, _) in st.groups.items()], jobs)
     stage_error = {Path(s["group"]): s["error"] for s in stages if s["error"]}
-    for g, (_, members) in groups.items():
+    for g, (_, members) in st.groups.items():
         for r in members:
             if not r.error and g in stage_error:
                 r.error = stage_error[g]
 
-    if slurm is None:
-        status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in runs], jobs,
-                                   progress))
-        return finish(sweep, root, status, budget_notes, t0, log)
-    # slurm: finished runs are skipped here (no job), invalid ones recorded, the rest submitted
-    rows = {}
-    for r in runs:
+
+def _progress(root: Path, log):
+    def progress(rec):
+        rel = Path(rec["run"]).relative_to(root)
+        log(f"[{rec['status']:7s}] {rel} {rec['seconds']:.0f}s {rec['error']}".rstrip())
+    return progress
+
+
+def sweep_local(sweep: Sweep, jobs: int = 1, log=print) -> dict:
+    """Every run in a process pool here (`jobs` at once; finished runs are kept), then the aggregate and
+    the report. Returns the tables and `ok` (False when any run failed)."""
+    st = _start(sweep, None, log)
+    log(f"sweep {st.root}: {len(st.runs)} runs, {len(st.groups)} dataset stage(s), jobs={jobs}")
+    _prepare(sweep, st, jobs)
+    status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in st.runs], jobs,
+                               _progress(st.root, log)))
+    return finish(sweep, st.root, status, st.budget_notes, st.t0, log)
+
+
+def sweep_slurm(sweep: Sweep, slurm: SlurmSettings, jobs: int = 1, log=print) -> dict:
+    """One submitit job per unfinished run. Unless slurm.wait (or the local cluster), returns once they are
+    submitted (`submitted`: the jobs); sweep_aggregate later reads what they recorded."""
+    st = _start(sweep, slurm, log)
+    log(f"sweep {st.root}: {len(st.runs)} runs, {len(st.groups)} dataset stage(s), slurm ({slurm.cluster})")
+    _prepare(sweep, st, jobs)   # dataset stages here, `jobs` at once
+    rows = {}   # finished runs are kept (no job), those whose dataset stage failed recorded, the rest submitted
+    for r in st.runs:
         if r.error:
             rows[r.dir] = execute_run(r, sweep.evaluation)   # records FAILED.json, starts nothing
-        elif (r.dir / DONE).exists():   # finished: skipped, or with other settings: failed (as execute_run says)
+        elif (r.dir / DONE).exists():   # finished: kept, or with other settings: failed (as execute_run says)
             rec = recorded(r)
-            rows[r.dir] = {**rec, "status": "skipped", "seconds": 0.0} if rec["status"] == "done" else rec
-    todo = [r for r in runs if r.dir not in rows]
-    jobs_ = submit_runs(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in todo], slurm, root / "slurm")
+            rows[r.dir] = {**rec, "resumed": True} if rec["status"] == "done" else rec
+    todo = [r for r in st.runs if r.dir not in rows]
+    jobs_ = submit_runs(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in todo], slurm,
+                        st.root / "slurm")
     log(f"submitted {len(jobs_)} job(s) ({', '.join(j.job_id for j in jobs_[:3])}{' ...' if len(jobs_) > 3 else ''}), "
-        f"{len(rows)} run(s) skipped or invalid; logs in {root / 'slurm'}")
+        f"{len(rows)} run(s) skipped or invalid; logs in {st.root / 'slurm'}")
     if not (slurm.wait or slurm.cluster == "local"):   # local jobs have no queue to come back to: it waits
         log("when the jobs are done: the same sweep command with --aggregate-only writes the aggregate and report")
         return {"status": pd.DataFrame(list(rows.values())), "submitted": jobs_, "ok": True}
+    progress = _progress(st.root, log)
     for r, job in zip(todo, jobs_):
         rows[r.dir] = job_result(job, r) or recorded(r) or unfinished(r, job.paths.stdout)
         progress(rows[r.dir])
-    status = pd.DataFrame([rows[r.dir] for r in runs])
-    return finish(sweep, root, status, budget_notes, t0, log)
+    status = pd.DataFrame([rows[r.dir] for r in st.runs])
+    return finish(sweep, st.root, status, st.budget_notes, st.t0, log)
+
+
+def sweep_aggregate(sweep: Sweep, log=print) -> dict:
+    """Run nothing: read what the runs recorded (a run with no record failed), write the aggregate and report."""
+    st = _start(sweep, None, log)
+    status = pd.DataFrame([recorded(r) or unfinished(r, st.root / "slurm") for r in st.runs])
+    return finish(sweep, st.root, status, st.budget_notes, st.t0, log)
+
+
+def run_sweep(sweep: Sweep, jobs: int = 1, log=print, slurm: SlurmSettings | None = None,
+              aggregate_only: bool = False) -> dict:
+    """The mode asked for: sweep_aggregate, sweep_slurm (with `slurm`) or sweep_local."""
+    if aggregate_only:
+        return sweep_aggregate(sweep, log)
+    return sweep_local(sweep, jobs, log) if slurm is None else sweep_slurm(sweep, slurm, jobs, log)
 
 
 def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[str], t0: float, log=print) -> dict:
     """runs.csv, metrics.csv, aggregate.csv, notebook 05 over the finished runs, and report.html; weights
-    evaluated elsewhere and joined to the sweep (evaluate --join) count as runs of their arm."""
+    evaluated elsewhere and joined to the sweep (evaluate --join) count as runs of their arm. runs.csv keeps a
+    resumed run's record (done, its seconds); `resumed` says it finished earlier."""
     joined = joined_rows(root)
     if joined:
         status = pd.concat([status, pd.DataFrame(joined)], ignore_index=True)
+    status = status.assign(resumed=status.get("resumed", pd.Series(False, index=status.index))
+                           .astype("boolean").fillna(False).astype(bool))
     status.to_csv(root / "runs.csv", index=False)
     gate = health.sweep_health(status, health.Rules.of(sweep.health))   # who trained: the rest is marked, left out
     gate.to_csv(root / "health.csv", index=False)
@@ -252,9 +357,9 @@ def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[st
 
 
 def summary(status: pd.DataFrame, seconds: float, report_path: Path | None, notes=()) -> str:
-    counts = status["status"].value_counts().to_dict()
-    lines = [f"sweep finished in {seconds:.0f}s: " + ", ".join(f"{counts.get(s, 0)} {s}"
-                                                               for s in ("done", "skipped", "failed"))]
+    counts = report.status_counts(status)
+    lines = [f"sweep finished in {seconds:.0f}s: "
+             + ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed"))]
     for row in status[status["status"] == "failed"].to_dict("records"):
         see = f" (see {row['notebook']})" if row["notebook"] else ""
         lines.append(f"  FAILED {row['run']}: {row['error']}{see}")
@@ -349,12 +454,19 @@ def sweep_from_args(args) -> Sweep:
 
 def cmd_sweep(args) -> int:
     sweep = sweep_from_args(args)
-    if args.dry_run:
+    slurm = slurm_from_args(args) if args.launcher == "slurm" else None
+    if args.dry_run:   # the plan, then the same check a real start makes: exit 2 when it would refuse
         for r in sweep.plan():
             print(f"{r.dir}  {'INVALID: ' + r.error if r.error else ''}")
+        check_plan(sweep, None if args.aggregate_only else slurm)
         return 0
-    slurm = slurm_from_args(args) if args.launcher == "slurm" else None
-    return 0 if run_sweep(sweep, jobs=args.jobs, slurm=slurm, aggregate_only=args.aggregate_only)["ok"] else 1
+    if args.aggregate_only:
+        result = sweep_aggregate(sweep)
+    elif slurm is not None:
+        result = sweep_slurm(sweep, slurm, args.jobs)
+    else:
+        result = sweep_local(sweep, args.jobs)
+    return 0 if result["ok"] else 1
 
 
 def slurm_from_args(args) -> SlurmSettings:

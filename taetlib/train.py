@@ -45,6 +45,7 @@ from .eval_result import per_class_epochs
 from .methods import build_objective, model_head
 from .models import create_model, set_class_prior
 from .resume import Refused, check_resume
+from .runlock import holds_run_lock
 from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
 
@@ -195,6 +196,7 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
 
 
 # ---------------------------------------------------------------- fit
+@holds_run_lock("run_dir")   # one writer per run folder; a second one is refused naming the holder's PID
 def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module | None = None,
         init_checkpoint: str | Path | None = None, stage: str = "all", resume: bool = True,
         callback: Callable[[dict], None] | None = None, stop_after: int | None = None,

@@ -222,8 +222,11 @@ def test_killed_sweep_redoes_only_unfinished_runs(tmp_path):
     redone = runs_logged()
     assert redone[0] == first[2] and len(redone) == 2 and not set(redone) & set(finished), (redone, again.stdout)
     with open(out / "runs.csv") as f:
-        status = {row["run"]: row["status"] for row in csv.DictReader(f)}
-    assert status == {**{r: "skipped" for r in finished}, **{r: "done" for r in redone}}
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    status = {r: (row["status"], row["resumed"]) for r, row in rows.items()}
+    assert status == {**{r: ("done", "True") for r in finished}, **{r: ("done", "False") for r in redone}}
+    for r in finished:   # the record of the earlier invocation: its time, not 0
+        assert float(rows[r]["seconds"]) == json.loads((Path(r) / "DONE.json").read_text())["seconds"] > 0
 
 
 POOL = """

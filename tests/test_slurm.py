@@ -102,7 +102,8 @@ def test_a_2x2_grid_through_submitit_finishes_skips_and_aggregates(tmp_path, one
     capsys.readouterr()
     assert cli.main(argv) == 0   # again: every run finished, so no job is submitted
     assert "submitted 0 job(s)" in capsys.readouterr().out
-    assert (pd.read_csv(out / "runs.csv").status == "skipped").all()
+    again = pd.read_csv(out / "runs.csv")
+    assert (again.status == "done").all() and again.resumed.all() and (again.seconds == status.seconds).all()
 
     gone = out / "synthetic-ir10" / "at_bsl" / "seed0" / sweep.DONE
     gone.unlink()   # as if its job were still running: aggregate-only says so and reports the rest

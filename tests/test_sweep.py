@@ -80,11 +80,15 @@ def test_unknown_evaluation_setting_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "sw").exists()
 
 
-def test_dry_run_prints_plan(tmp_path, capsys):
-    rc = cli.main(["sweep", "--dataset", "synthetic", "--irs", "10", "--methods", "pgd_at", "bogus",
-                   "--out", str(tmp_path), "--dry-run"])
-    out = capsys.readouterr().out
-    assert rc == 0 and "synthetic-ir10/pgd_at/seed0" in out and "INVALID" in out and "bogus" in out
+def test_dry_run_prints_plan_and_exits_2_when_it_is_invalid(tmp_path, capsys):
+    argv = ["sweep", "--dataset", "synthetic", "--irs", "10", "--methods", "pgd_at", "bogus", "--out",
+            str(tmp_path / "sw"), "--dry-run"]
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 2 and "synthetic-ir10/pgd_at/seed0" in out and "INVALID" in out and "bogus" in out
+    assert err.startswith("error: the sweep plan has 1 bad cell(s)") and err.count("\n") == 1, err
+    assert cli.main([a for a in argv if a != "bogus"]) == 0 and "INVALID" not in capsys.readouterr().out
+    assert not (tmp_path / "sw").exists()
 
 
 # ------------------------------------------------------------------------------ notebook side
@@ -131,15 +135,18 @@ def test_stage1_checkpoint_checks_settings(tmp_path):
 
 
 # ------------------------------------------------------------------------------ bookkeeping
-def test_finished_runs_are_skipped_and_failed_ones_recorded(tmp_path):
+def test_finished_runs_keep_their_record_and_failed_ones_are_recorded(tmp_path):
     s = plan.Sweep(tmp_path, "synthetic", [10], [("pgd_at", False), ("bogus", False)], [0])
     good, bad = s.plan()
     rec = sweep.execute_run(bad, {})
     assert rec["status"] == "failed" and "bogus" in rec["error"]
     assert json.loads((bad.dir / sweep.FAILED).read_text())["error"] == rec["error"]
     good.dir.mkdir(parents=True)
-    (good.dir / sweep.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(good.config)}))
-    assert sweep.execute_run(good, {})["status"] == "skipped"
+    (good.dir / sweep.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(good.config), "seconds": 42.5}))
+    rec = sweep.execute_run(good, {})   # a resumed sweep keeps the earlier run's status and time
+    assert (rec["status"], rec["seconds"], rec["resumed"]) == ("done", 42.5, True)
+    assert report.status_counts(pd.DataFrame([rec, {**rec, "resumed": False}])) == {"done": 1, "skipped": 1,
+                                                                                    "failed": 0}
     good.config = {**good.config, "epochs": 7}  # same folder, other settings: never silently reused
     rec = sweep.execute_run(good, {})
     assert rec["status"] == "failed" and "other settings" in rec["error"]

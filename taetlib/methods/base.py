@@ -26,7 +26,7 @@ from ..collectives import sum_over_ranks
 from ..config import RunConfig
 from ..errors import FIELD_CHECKS, Registry, bad
 
-__all__ = ["Attack", "ATTACK_LOSS", "EVAL_SETUP", "METHOD_HEAD", "Objective", "OBJECTIVES", "StepOut",
+__all__ = ["ATTACK_LOSS", "Attack", "EVAL_SETUP", "METHOD_HEAD", "OBJECTIVES", "Objective", "StepOut",
            "build_objective", "class_means", "cpb_scale", "field_check", "kl", "model_head", "prepare_for_eval",
            "register", "robustlt", "start_logits_if_clean"]
 

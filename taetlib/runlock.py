@@ -22,6 +22,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
+__all__ = ["LOCK_FILE", "RunLocked", "holds_run_lock", "run_lock"]
+
 LOCK_FILE = ".lock"
 _HELD: dict[Path, int] = {}   # folder -> how many times this process holds it (nesting)
 

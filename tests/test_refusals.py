@@ -8,14 +8,14 @@ import shutil
 import pandas as pd
 import pytest
 import torch
+from conftest import run_notebook
+from test_hostile_inputs import BASE, snapshot
 from torch import nn
 
-from conftest import run_notebook
 from taetlib import cli, sweep
 from taetlib import evaluate as ev
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
-from test_hostile_inputs import BASE, snapshot
 
 
 def train_argv(run, data_root, **kw) -> list[str]:

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_hostile_inputs import BASE, snapshot
 
 from taetlib import cli, sweep
 from taetlib.plan import Run
 from taetlib.runlock import LOCK_FILE, RunLocked, run_lock
-from test_hostile_inputs import BASE, snapshot
 
 HOLD = textwrap.dedent("""
     import subprocess, sys, time

@@ -10,6 +10,7 @@ the code and then pinned here with @example, which the repository keeps (the dat
 """
 import dataclasses
 import json
+import types
 import typing
 from datetime import timedelta
 from pathlib import Path
@@ -46,7 +47,7 @@ anything = st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(st.
 def typed(hint) -> st.SearchStrategy:
     """Values near the field's own type (so most examples reach the range checks), and now and then any."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, __import__("types").UnionType):
+    if origin in (typing.Union, types.UnionType):
         return st.one_of(*[st.none() if a is type(None) else typed(a) for a in args])
     if origin is list:
         return st.lists(typed(args[0]), max_size=5)

@@ -6,3 +6,7 @@ model) are imported here, so those registries are full whichever taetlib module 
 __version__ = "0.1.0"
 
 from . import batches, data, methods, models  # noqa: F401,E402  (they fill errors.REGISTRIES)
+
+from .plugins import load_entry_points  # noqa: E402  (after the registries: entry points register into them)
+
+load_entry_points()   # installed packages' `taetlib.plugins` entry points

@@ -45,6 +45,3 @@ class Registry(dict):
 
 
 REGISTRIES: dict[str, Registry] = {}  # setting -> its registry
-# range checks of RunConfig fields that belong to a registered thing (an objective's own hyperparameters):
-# each takes the config and raises ConfigError; RunConfig.validate runs them all
-FIELD_CHECKS: list = []

@@ -37,11 +37,13 @@ from .parallel import pmap
 from .plan import DEFAULT_EVALUATION, SWEEP_AXES, Run, Sweep, budget_problems  # noqa: F401  (sweep.Sweep: as before)
 from .paths import resolve
 from .plots import write_plotlyjs
+from .plugins import load_plugins
 from .report import (METRICS, aggregate, collect, robust_attack_in, robust_attack_of,  # noqa: F401  (as before)
                      run_metrics)
 # the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
 from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name,
                    check_params, notebook_config, notebook_run_dir, run_path, stage1_checkpoint)  # noqa: F401
+from .schedule import has_clean_stage
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -53,7 +55,7 @@ def config_hash(config: dict) -> str:
 def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
     """The notebooks of one run, in order, with their parameters."""
     common = {"run_dir": str(run.dir), "interactive": False}
-    steps = [NB_STAGE1] if run.config["method"] == "taet" else []
+    steps = [NB_STAGE1] if has_clean_stage(RunConfig.from_dict(run.config)) else []
     steps += [NB_TRAIN, NB_EVAL]
     return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
 
@@ -290,6 +292,9 @@ def sweep_from_args(args) -> Sweep:
         preset = presets.get(args.preset)
     pc, ps = (preset.config, preset.sweep) if preset else ({}, {})
     config = {**pc, **parse_sets(args.set)}
+    plugins = getattr(args, "plugin", [])   # --plugin: recorded in sweep.json and every run's config.json
+    if plugins:
+        config["plugins"] = list(dict.fromkeys([*config.get("plugins", []), *load_plugins(plugins)]))
     dataset = args.dataset or config.pop("dataset", None) or "fashion_mnist"
     config.pop("dataset", None)
     variants = [True] if args.robustlt_only else [False, True] if args.robustlt else [False]

@@ -37,7 +37,7 @@ from .checkpoints import CheckpointError, load_checkpoint, load_model  # noqa: F
 from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
-from .errors import bad
+from .errors import ConfigError, bad
 from .methods import build_objective, model_head
 from .models import create_model, set_class_prior
 from .schedule import STAGES, epoch_seed, lr_at, stage_epochs  # noqa: F401  (train.lr_at etc.: as before)
@@ -128,9 +128,17 @@ def check_run_dir(run_dir: Path, model: nn.Module, objective_state: dict | None 
                   "space there, or choose a run directory on another disk.")
 
 
+def _as_saved(old: dict) -> dict:
+    """A checkpoint's settings as this version writes them (method_args), or as they are if they no longer load."""
+    try:
+        return RunConfig.from_dict(old).to_dict()
+    except ConfigError:
+        return old
+
+
 def _check_resume(ck: dict, cfg: RunConfig, path: Path, dist: Dist) -> None:
-    # a field newer than the checkpoint counts as its default value
-    old, new, default = ck.get("cfg", {}), cfg.to_dict(), RunConfig().to_dict()
+    # a field newer than the checkpoint counts as its default value; taetlib 0.1's flat keys map as on load
+    old, new, default = _as_saved(ck.get("cfg", {})), cfg.to_dict(), RunConfig().to_dict()
     diff = {k: (old.get(k, default[k]), v) for k, v in new.items()
             if k not in RESUME_IGNORES and old.get(k, default[k]) != v}
     if diff:
@@ -252,7 +260,7 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         if ck.get("epoch") == epochs.start - 1 and "optimizer" in ck:   # a true continuation
             optimizer.load_state_dict(ck["optimizer"])
             history, objective_state = ck.get("history", []), ck.get("objective", {})
-    elif stage == "adversarial" and cfg.stabilization_epochs > 0 and not given_model:
+    elif stage == "adversarial" and cfg.clean_stage_epochs() > 0 and not given_model:
         raise bad("stage", stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
                                   "(or model=), or train with stage='all'.")
     train_split, val_split = validation_split(data.train, cfg, C)   # val_split: None unless select needs it

@@ -22,7 +22,7 @@ from taetlib.config import ConfigError, RunConfig
 from taetlib.data import Batches, Split, epoch_generator, load_lt
 from taetlib.distributed import Dist
 from taetlib.evaluate import per_class_table, run_attack
-from taetlib.methods.longtail import TAET
+from taetlib.methods.taet import TAET
 from taetlib.models import Normalized, create_model
 from taetlib.train import evaluate_per_class, fit, load_checkpoint, load_model
 

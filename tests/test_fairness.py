@@ -7,7 +7,7 @@ import torch
 
 from taetlib import metrics
 from taetlib.methods import class_means
-from taetlib.methods.longtail import harl_class_weights, harl_terms
+from taetlib.methods.taet import harl_class_weights, harl_terms
 
 
 # ------------------------------------------------------------------ named groups
@@ -122,7 +122,7 @@ def adversarial_lrs(cfg):
     """The lr of each adversarial epoch a config trains."""
     from taetlib.train import lr_at, stage_epochs
     epochs = stage_epochs(cfg, "all")
-    return [lr_at(cfg, e) for e in epochs if not (cfg.method == "taet" and e <= cfg.stabilization_epochs)]
+    return [lr_at(cfg, e) for e in epochs if not e <= cfg.clean_stage_epochs()]
 
 
 def test_equal_budget_gives_taet_the_baselines_adversarial_epochs_and_lrs(tmp_path):

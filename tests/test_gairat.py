@@ -61,9 +61,9 @@ def test_eps_zero_gives_kappa_k_for_correct_samples():
 
 
 def test_begin_epoch_default_and_robustlt():
-    assert begin_epoch(RunConfig(method="gairat", epochs=120)) == 60
-    assert begin_epoch(RunConfig(method="gairat", epochs=100)) == 50
-    assert begin_epoch(RunConfig(method="gairat", epochs=100, gairat_begin_epoch=60)) == 60
+    assert begin_epoch(RunConfig(method="gairat", epochs=120).hparams, 120) == 60
+    assert begin_epoch(RunConfig(method="gairat", epochs=100).hparams, 100) == 50
+    assert begin_epoch(RunConfig(method="gairat", epochs=100, gairat_begin_epoch=60).hparams, 100) == 60
     obj = gairat(robustlt=True)
     assert obj.name == "robustlt(gairat)" and obj.attack.class_scale is not None
 

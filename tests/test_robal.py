@@ -9,7 +9,7 @@ from taetlib.attacks import pgd
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
 from taetlib.methods import build_objective, model_head
-from taetlib.methods.robal import margins_and_bias, taus
+from taetlib.methods.robal import margins_and_bias
 from taetlib.models import classifier, create_model
 
 from zoo_helpers import smoke_fit
@@ -72,9 +72,9 @@ def test_attack_is_plain_ce_on_the_raw_cosine_logits():
 
 
 def test_variants_and_their_official_taus():
-    assert taus(RunConfig(method="robal")) == (0.3, 1.5)
-    assert taus(RunConfig(method="robal", robal_variant="N")) == (0.0, 1.2)
-    assert taus(RunConfig(method="robal", robal_variant="N", robal_tau_b=2.0)) == (0.0, 2.0)
+    assert RunConfig(method="robal").hparams.taus() == (0.3, 1.5)
+    assert RunConfig(method="robal", robal_variant="N").hparams.taus() == (0.0, 1.2)
+    assert RunConfig(method="robal", robal_variant="N", robal_tau_b=2.0).hparams.taus() == (0.0, 2.0)
     m, b = robal(robal_variant="N").margins, robal(robal_variant="N").bias
     assert torch.allclose(m, torch.full((3,), 0.1)) and torch.allclose(b, margins_and_bias(N3, 10, 0.1, 0, 1.2)[1])
 

@@ -38,7 +38,7 @@ def test_plan_records_invalid_runs_and_refuses_axes_in_set(tmp_path):
     bad = [r for r in runs if r.error]
     assert len(bad) == 4 and all("method='nonsense'" in r.error for r in bad)
     good = [r for r in runs if not r.error][0]
-    assert good.config["imbalance_ratio"] == 10.0 and good.config["epochs"] == 2 and "harl_alpha" in good.config
+    assert good.config["imbalance_ratio"] == 10.0 and good.config["epochs"] == 2 and "alpha" in good.config["method_args"]
     with pytest.raises(ConfigError, match="sweep axes"):
         sweep.Sweep(tmp_path, "synthetic", [10], [("taet", False)], [0], config={"seed": 3}).plan()
 
@@ -66,8 +66,8 @@ def test_cli_arguments_and_presets(tmp_path):
                                        "taet_unit=taet:harl_alpha=1,harl_beta=1,harl_gamma=1", "--out", str(tmp_path)))
     plan = {r.arm: r for r in arms.plan()}
     assert set(plan) == {"pgd_at", "taet_unit"} and plan["taet_unit"].dir.parent.name == "taet_unit"
-    assert {k: plan["taet_unit"].config[k] for k in ("method", "harl_alpha", "harl_beta")} == \
-        {"method": "taet", "harl_alpha": 1.0, "harl_beta": 1.0}
+    unit = plan["taet_unit"].config
+    assert unit["method"] == "taet" and (unit["method_args"]["alpha"], unit["method_args"]["beta"]) == (1.0, 1.0)
     with pytest.raises(ConfigError, match="appear twice"):
         sweep.sweep_from_args(parse("--dataset", "synthetic", "--arms", "taet", "taet"))
 
@@ -89,7 +89,7 @@ def test_dry_run_prints_plan(tmp_path, capsys):
 # ------------------------------------------------------------------------------ notebook side
 def test_notebook_config_names_the_bad_parameter():
     ok = sweep.notebook_config({"dataset": "synthetic", "epochs": 3, "stabilization_epochs": 1}, {"harl_beta": 0.2})
-    assert ok.epochs == 3 and ok.harl_beta == 0.2
+    assert ok.epochs == 3 and ok.method_args["beta"] == 0.2
     with pytest.raises(ConfigError, match=r"imbalance_ratio='ten': expected float"):
         sweep.notebook_config({"imbalance_ratio": "ten"})
     with pytest.raises(ConfigError, match=r"epoch.*Did you mean 'epochs'"):
@@ -110,7 +110,11 @@ def test_notebook_params_split_declared_and_extra():
     cfg = sweep.RunConfig(dataset="synthetic").to_dict()
     p = sweep.notebook_params(sweep.NB_TRAIN, cfg, run_dir="/r", interactive=False, attacks=["clean"])
     assert p["dataset"] == "synthetic" and p["run_dir"] == "/r" and "attacks" not in p
-    assert "harl_alpha" in p["extra"] and "dataset" not in p["extra"]
+    assert p["extra"]["method_args"]["alpha"] == 0.1 and "dataset" not in p["extra"]
+    # a method setting the notebook declares by its 0.1 name comes out of method_args, so they never disagree
+    assert p["stabilization_epochs"] == 40 and "stabilization_epochs" not in p["extra"]["method_args"]
+    assert sweep.notebook_config({k: v for k, v in p.items() if k not in ("extra", "run_dir", "interactive")},
+                                 p["extra"]) == sweep.RunConfig.from_dict(cfg)
     assert set(p) - {"extra", "run_dir", "interactive"} <= sweep.declared_parameters(sweep.NB_TRAIN)
     with pytest.raises(ConfigError, match="takes no parameters"):
         sweep.notebook_params(sweep.NB_EVAL, {"harl_alpha": 0.1})

@@ -7,7 +7,7 @@ from torch import nn
 
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
-from taetlib.methods import OBJECTIVES
+from taetlib.method_spec import METHODS
 from taetlib.models import create_model
 from taetlib.train import (CheckpointError, TrainingDiverged, balanced, fit, load_checkpoint, load_model, lr_at,
                            stage_epochs)
@@ -80,7 +80,7 @@ def test_stage_errors(root, tmp_path):
     cfg = tiny(root)
     with pytest.raises(ConfigError, match="init_checkpoint"):
         fit(cfg, load_lt(cfg), tmp_path, stage="adversarial")
-    with pytest.raises(ConfigError, match="only TAET has stages"):
+    with pytest.raises(ConfigError, match="has no clean stage"):
         stage_epochs(tiny(root, method="pgd_at", robustlt=False), "stabilization")
     assert stage_epochs(tiny(root, epochs=10, stabilization_epochs=4), "adversarial") == range(5, 11)
 
@@ -172,7 +172,7 @@ def host_sync_is_an_error():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
-@pytest.mark.parametrize("method, robustlt", [(m, False) for m in sorted(OBJECTIVES)] + [("taet", True)])
+@pytest.mark.parametrize("method, robustlt", [(m, False) for m in sorted(METHODS)] + [("taet", True)])
 def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
     """A whole epoch of train_epoch (batches, augmentation, attack, step, tallies) under bf16 and
     channels_last, with every host sync made an error."""

@@ -61,7 +61,7 @@ def test_cifar10_presets_hold_the_zoo_and_every_arm_is_a_valid_run(ir):
         assert cfg.method == method and cfg.robustlt == robust
     if ir == 50:   # RobustLT's own AWP settings there
         cfg = RunConfig.from_dict(p.run_config(plain["awp", False], ir, 0))
-        assert (cfg.awp_gamma, cfg.awp_ascent) == (0.005, "robustlt")
+        assert (cfg.method_args["gamma"], cfg.method_args["ascent"]) == (0.005, "robustlt")
 
 
 def test_step_cost_benchmark_states_each_zoo_rows_own_floor():

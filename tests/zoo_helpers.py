@@ -30,6 +30,6 @@ def smoke_fit(tmp_path, **kw):
     x = data.test["balanced"].take(list(range(8))).float()
     with torch.no_grad():   # load_model gives the weights fit trained (its method's evaluation view aside)
         trained = result.model.eval()
-        if cfg.method != "robal" or cfg.robal_variant == "R":
+        if cfg.method != "robal" or cfg.method_args["variant"] == "R":
             assert torch.allclose(loaded(x), trained(x), atol=1e-5)
     return cfg, result, loaded, x

@@ -7,7 +7,7 @@ has more than one dimension (conv and linear weights: no BatchNorm weights, no b
 w <- w + v, CE(f_w(x_adv), y) backpropagated and optimizer.step() by fit(), then after_step: w <- w - v.
 So weight decay and momentum act at w + v, as in the official loop.
 
-awp_ascent picks d_l (both are reimplementations' code, both kept because they change the numbers):
+The `ascent` setting picks d_l (both are reimplementations' code, both kept because they change the numbers):
 - 'official' (csdongxian/AWP AT_AWP/utils_awp.py): d = grad_w CE(f_w(x_adv), y), taken in train mode
   (batch statistics) on a proxy copy whose BatchNorm updates never reach the model. Here the gradient
   is taken on the model itself with its BatchNorm buffers saved and restored around that pass.
@@ -25,12 +25,16 @@ adds the same v, the one the global batch gives; without that each rank's weight
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..collectives import all_mean
-from .base import StepOut, _clean_logits, register
+from ..errors import check_choice
+from ..method_spec import MethodArgs, arg_error, register
+from .base import StepOut, _clean_logits
 from .classic import PGDAT
 
 EPS = 1e-20   # official utils_awp.py
@@ -124,6 +128,20 @@ class AWP(PGDAT):
         return {**super().describe(), "awp": {"gamma": self.gamma, "warmup": self.warmup, "ascent": self.ascent}}
 
 
-@register("awp")
-def _awp(cfg, counts, attack):
-    return AWP(attack, len(counts), cfg.awp_gamma, cfg.awp_warmup, cfg.awp_ascent)
+@dataclass(frozen=True)
+class AWPArgs(MethodArgs):
+    gamma: float = 0.01           # relative weight perturbation (official AT-AWP; RobustLT 0.005)
+    warmup: int = 0               # epochs trained without the perturbation
+    ascent: str = "official"      # official (normalised CE gradient) | robustlt (a training-optimiser step)
+
+    def __post_init__(self):
+        check_choice("method_args.ascent", self.ascent, ("official", "robustlt"))
+        for name in ("gamma", "warmup"):
+            if getattr(self, name) < 0:
+                raise arg_error(name, getattr(self, name), "must be >= 0.")
+
+
+@register("awp", args=AWPArgs, aliases={"awp_gamma": "gamma", "awp_warmup": "warmup", "awp_ascent": "ascent"})
+def _awp(args, cfg, counts, attack):
+    """AWP (Wu et al.): PGD-AT at adversarially perturbed weights."""
+    return AWP(attack, len(counts), args.gamma, args.warmup, args.ascent)

@@ -4,8 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dataclasses import dataclass
+
 from ..attacks import bn_eval
-from .base import Objective, StepOut, _clean_logits, kl, register
+from ..method_spec import MethodArgs, arg_error, register
+from .base import Objective, StepOut, _clean_logits, kl
 
 
 class PGDAT(Objective):
@@ -21,6 +24,7 @@ class PGDAT(Objective):
 class TRADES(Objective):
     """CE(f(x), y) + beta * KL(f(x) || f(x_adv)); x_adv maximises the KL to the eval-mode f(x)."""
     name = "trades"
+    attack_loss_name = "kl"
 
     def __init__(self, attack, num_classes, beta: float):
         super().__init__(attack, num_classes)
@@ -57,16 +61,29 @@ class MART(Objective):
                        {"bce": bce.detach(), "kl": weighted_kl.detach()})
 
 
+@dataclass(frozen=True)
+class BetaArgs(MethodArgs):
+    beta: float = 6.0   # weight of the KL term (TRADES paper; MART's WRN setting)
+
+    def __post_init__(self):
+        if self.beta < 0:
+            raise arg_error("beta", self.beta, "must be >= 0 (the KL term's weight; the papers use 6).")
+
+
 @register("pgd_at")
-def _pgd_at(cfg, counts, attack):
+def _pgd_at(args, cfg, counts, attack):
+    """PGD-AT (Madry et al.): cross-entropy on PGD examples."""
     return PGDAT(attack, len(counts))
 
 
-@register("trades", attack_loss="kl")
-def _trades(cfg, counts, attack):
-    return TRADES(attack, len(counts), cfg.trades_beta)
+# the attack maximises KL to the batch's clean prediction, a loss TRADES builds per batch: attack_loss=None
+@register("trades", args=BetaArgs, attack_loss=None, aliases={"trades_beta": "beta"})
+def _trades(args, cfg, counts, attack):
+    """TRADES (Zhang et al.): clean CE + beta KL(clean || adversarial)."""
+    return TRADES(attack, len(counts), args.beta)
 
 
-@register("mart")
-def _mart(cfg, counts, attack):
-    return MART(attack, len(counts), cfg.mart_beta)
+@register("mart", args=BetaArgs, aliases={"mart_beta": "beta"})
+def _mart(args, cfg, counts, attack):
+    """MART (Wang et al.): boosted CE on PGD examples + beta KL weighted by misclassification."""
+    return MART(attack, len(counts), args.beta)

@@ -6,18 +6,20 @@ x'_0..x'_{K-1} the model classified correctly (counted during the attack, before
     L = mean_i w~_i CE(z(x'_i), y_i)   from the 1-based epoch begin_epoch on; plain PGD-AT CE before.
 
 Defaults: lambda = -1, the Tanh weight, a fixed lambda. The official begin_epoch is 60 of 120 epochs;
-gairat_begin_epoch=None keeps that ratio (round(epochs / 2), 50 of 100), an int sets the epoch.
+begin_epoch=None keeps that ratio (round(epochs / 2), 50 of 100), an int sets the epoch.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import bad
-from .base import Objective, StepOut, _clean_logits, field_check, register
+from ..errors import bad
+from ..method_spec import MethodArgs, arg_error, register
+from .base import Objective, StepOut, _clean_logits
 
 
 def gair_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
@@ -27,8 +29,8 @@ def gair_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
     return w * len(w) / w.sum()
 
 
-def begin_epoch(cfg) -> int:
-    return round(cfg.epochs / 2) if cfg.gairat_begin_epoch is None else cfg.gairat_begin_epoch
+def begin_epoch(args: "GAIRATArgs", epochs: int) -> int:
+    return round(epochs / 2) if args.begin_epoch is None else args.begin_epoch
 
 
 class GAIRAT(Objective):
@@ -50,20 +52,26 @@ class GAIRAT(Objective):
         return StepOut(loss, _clean_logits(self.attack, start_logits), logits, parts)
 
 
-@field_check
-def _check(cfg) -> None:
-    if not math.isfinite(cfg.gairat_lambda):
-        raise bad("gairat_lambda", cfg.gairat_lambda, "must be a finite number (official -1.0).")
-    if cfg.method != "gairat":
-        return
-    if cfg.attack_steps < 2:
-        raise bad("attack_steps", cfg.attack_steps, "GAIRAT's weights divide by floor(K/2): use K >= 2 attack steps.")
-    if cfg.gairat_begin_epoch is not None and not 1 <= cfg.gairat_begin_epoch <= cfg.epochs:
-        raise bad("gairat_begin_epoch", cfg.gairat_begin_epoch,
-                  f"must lie in [1, epochs={cfg.epochs}] (the first epoch with GAIR weights), or None for "
-                  "round(epochs / 2), the official 60 of 120.")
+@dataclass(frozen=True)
+class GAIRATArgs(MethodArgs):
+    lam: float = -1.0              # the Tanh weight's lambda (official -1, fixed)
+    begin_epoch: int | None = None  # first (1-based) epoch with GAIR weights; None = round(epochs / 2)
+
+    def __post_init__(self):
+        if not math.isfinite(self.lam):
+            raise arg_error("lam", self.lam, "must be a finite number (official -1.0).")
+
+    def check(self, cfg) -> None:
+        if cfg.attack_steps < 2:
+            raise bad("attack_steps", cfg.attack_steps, "GAIRAT's weights divide by floor(K/2): use K >= 2 attack "
+                                                        "steps.")
+        if self.begin_epoch is not None and not 1 <= self.begin_epoch <= cfg.epochs:
+            raise arg_error("begin_epoch", self.begin_epoch,
+                            f"must lie in [1, epochs={cfg.epochs}] (the first epoch with GAIR weights), or None for "
+                            "round(epochs / 2), the official 60 of 120.")
 
 
-@register("gairat")
-def _gairat(cfg, counts, attack):
-    return GAIRAT(attack, len(counts), cfg.gairat_lambda, begin_epoch(cfg))
+@register("gairat", args=GAIRATArgs, aliases={"gairat_lambda": "lam", "gairat_begin_epoch": "begin_epoch"})
+def _gairat(args, cfg, counts, attack):
+    """GAIRAT (Zhang et al.): PGD-AT whose CE is reweighted by each sample's distance to the boundary."""
+    return GAIRAT(attack, len(counts), args.lam, begin_epoch(args, cfg.epochs))

@@ -7,14 +7,17 @@ with s = 10, m = 0.2 (the official CIFAR-10 command). Evaluation attacks the sca
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
-from ..config import bad
-from .base import Objective, StepOut, _clean_logits, field_check, register
+from ..method_spec import MethodArgs, arg_error, register
+from .base import Objective, StepOut, _clean_logits
 
 
 class HE(Objective):
     name = "he"
+    attack_loss_name = "he_scaled_ce"
 
     def __init__(self, attack, num_classes, s: float, m: float):
         super().__init__(attack, num_classes)
@@ -30,14 +33,20 @@ class HE(Objective):
         return StepOut(loss, _clean_logits(self.attack, start_logits), logits)
 
 
-@field_check
-def _check(cfg) -> None:
-    if cfg.he_s <= 0:
-        raise bad("he_s", cfg.he_s, "must be > 0 (the logit scale s; official CIFAR-10 command: 10).")
-    if cfg.he_m < 0:
-        raise bad("he_m", cfg.he_m, "must be >= 0 (the angular margin m; official 0.2).")
+@dataclass(frozen=True)
+class HEArgs(MethodArgs):
+    s: float = 10.0   # logit scale (official CIFAR-10 command)
+    m: float = 0.2    # angular margin
+
+    def __post_init__(self):
+        if self.s <= 0:
+            raise arg_error("s", self.s, "must be > 0 (the logit scale s; official CIFAR-10 command: 10).")
+        if self.m < 0:
+            raise arg_error("m", self.m, "must be >= 0 (the angular margin m; official 0.2).")
 
 
-@register("he", attack_loss="he_scaled_ce", head="he_norm")
-def _he(cfg, counts, attack):
-    return HE(attack, len(counts), cfg.he_s, cfg.he_m)
+# the attack maximises CE(s z, y), with the s of each run: HE passes it per batch (attack_loss=None)
+@register("he", args=HEArgs, attack_loss=None, head="he_norm", aliases={"he_s": "s", "he_m": "m"})
+def _he(args, cfg, counts, attack):
+    """HE (Pang et al.): PGD-AT with hypersphere embedding (normalised features and weights, margin m)."""
+    return HE(attack, len(counts), args.s, args.m)

@@ -40,6 +40,7 @@ State (strategy network, its optimiser, the step counter) goes into last.pt thro
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,10 +48,11 @@ from torch import Tensor, nn
 
 from ..attacks import bn_eval
 from ..collectives import all_mean, broadcast_buffers
-from ..errors import REGISTRIES  # data.DATASETS, filed by the setting it names (methods sit below data)
+from ..errors import REGISTRIES, bad, check_choice  # REGISTRIES: data.DATASETS (methods sit below data)
+from ..method_spec import MethodArgs, arg_error, register
 from ..models import MODELS
 from .awp import unwrap
-from .base import Objective, StepOut, register
+from .base import Objective, StepOut
 
 REWARD_RESTARTS = 2            # official attack_pgd(..., 10, 2)
 REWARD_SCALES = (4.0, 2.0)     # official R2_param, R3_param
@@ -253,14 +255,57 @@ class LASAT(Objective):
         return StepOut(smoothed_ce(logits, y, self.smoothing), None, logits)
 
 
-@register("las_at")
-def _las_at(cfg, counts, attack):
-    unit = cfg.lasat_unit if cfg.lasat_unit is not None else attack.eps / 8
+@dataclass(frozen=True)
+class LASATArgs(MethodArgs):
+    eps_choices: list[int] = field(default_factory=lambda: list(range(3, 16)))   # in units of `unit`
+    step_choices: list[int] = field(default_factory=lambda: list(range(1, 6)))   # in units of `unit`
+    iter_choices: list[int] = field(default_factory=lambda: list(range(3, 15)))  # attack steps
+    unit: float | None = None      # eps unit (None: eps / 8, i.e. 1/255 at eps 8/255)
+    interval: int = 20             # strategy update every N training steps
+    policy_lr: float = 1e-4        # strategy SGD lr (no momentum)
+    clip: float = 1.0              # strategy gradient-norm clip
+    smoothing: float = 0.7         # label-smoothing factor (target on the true class)
+    reward: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # reward weights a, b, c
+    reward_steps: int = 10         # PGD steps of the reward's robustness term (2 restarts)
+    strategy_model: str = "resnet18"   # the strategy network's trunk (a models registry name)
+
+    def __post_init__(self):
+        check_choice("method_args.strategy_model", self.strategy_model, MODELS)
+        for name in ("interval", "policy_lr", "clip", "reward_steps"):
+            if getattr(self, name) <= 0:
+                raise arg_error(name, getattr(self, name), "must be > 0.")
+        for name in ("eps_choices", "step_choices", "iter_choices"):
+            v = getattr(self, name)
+            if not v or min(v) < 1:
+                raise arg_error(name, v, "must be a non-empty list of integers >= 1 (LAS-AT's strategy picks one per "
+                                         "sample; eps and step choices are in units of `unit`).")
+        if self.unit is not None and self.unit <= 0:
+            raise arg_error("unit", self.unit, "must be > 0, or None for eps / 8.")
+        if not 0 < self.smoothing <= 1:
+            raise arg_error("smoothing", self.smoothing,
+                            "must lie in (0, 1]: the target probability of the true class (official 0.7; 1 = plain CE).")
+        if len(self.reward) != 3:
+            raise arg_error("reward", self.reward, "must be the three weights [a, b, c] of the loss, robust-accuracy "
+                                                   "and clean-accuracy rewards (official [1, 1, 1]).")
+
+    def check(self, cfg) -> None:
+        if cfg.robustlt:
+            raise bad("robustlt", cfg.robustlt, "LAS-AT's strategy network picks every sample's eps itself, so "
+                      "RobustLT has no eps to set (scaling the picked one would be a new method). Fix: "
+                      "robustlt=False with method='las_at'.")
+
+
+@register("las_at", args=LASATArgs, aliases={f"lasat_{n}": n for n in (
+    "eps_choices", "step_choices", "iter_choices", "unit", "interval", "policy_lr", "clip", "smoothing", "reward",
+    "reward_steps", "strategy_model")})
+def _las_at(args, cfg, counts, attack):
+    """LAS-AT (Jia et al.): a strategy network picks each sample's attack and learns it by REINFORCE."""
+    unit = args.unit if args.unit is not None else attack.eps / 8
     with torch.random.fork_rng(devices=[]):   # the same initial strategy network on every rank and resume
         torch.manual_seed(cfg.seed)
-        policy = StrategyNet(cfg.lasat_strategy_model, REGISTRIES["dataset"][cfg.dataset].in_channels,
-                             (1, len(cfg.lasat_eps_choices), len(cfg.lasat_iter_choices), len(cfg.lasat_step_choices)))
-    return LASAT(attack, len(counts), policy=policy, eps_choices=[c * unit for c in cfg.lasat_eps_choices],
-                 step_choices=[c * unit for c in cfg.lasat_step_choices], iter_choices=cfg.lasat_iter_choices,
-                 interval=cfg.lasat_interval, policy_lr=cfg.lasat_policy_lr, clip=cfg.lasat_clip,
-                 smoothing=cfg.lasat_smoothing, reward_weights=cfg.lasat_reward, reward_steps=cfg.lasat_reward_steps)
+        policy = StrategyNet(args.strategy_model, REGISTRIES["dataset"][cfg.dataset].in_channels,
+                             (1, len(args.eps_choices), len(args.iter_choices), len(args.step_choices)))
+    return LASAT(attack, len(counts), policy=policy, eps_choices=[c * unit for c in args.eps_choices],
+                 step_choices=[c * unit for c in args.step_choices], iter_choices=args.iter_choices,
+                 interval=args.interval, policy_lr=args.policy_lr, clip=args.clip, smoothing=args.smoothing,
+                 reward_weights=args.reward, reward_steps=args.reward_steps)

@@ -12,13 +12,16 @@ plain CE when BatchNorm is in eval mode, so the attack is plain CE and keeps no 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import check_choice
+from ..errors import check_choice
+from ..method_spec import MethodArgs, register
 from ..models import features_and_logits
-from .base import StepOut, _clean_logits, field_check, register
+from .base import StepOut, _clean_logits
 from .longtail import ATBSL
 
 TAIL_RULES = ("index", "rarest")
@@ -84,11 +87,15 @@ class REAT(ATBSL):
                        {"bsl": bsl.detach(), "tail": tail.detach()})
 
 
-@field_check
-def _check(cfg) -> None:
-    check_choice("reat_tail", cfg.reat_tail, TAIL_RULES)
+@dataclass(frozen=True)
+class REATArgs(MethodArgs):
+    tail: str = "index"   # index (official: classes C//3*2+1..C-1) | rarest (as many, fewest training images)
+
+    def __post_init__(self):
+        check_choice("method_args.tail", self.tail, TAIL_RULES)
 
 
-@register("reat")
-def _reat(cfg, counts, attack):
-    return REAT(attack, len(counts), counts, cfg.reat_tail)
+@register("reat", args=REATArgs, aliases={"reat_tail": "tail"})
+def _reat(args, cfg, counts, attack):
+    """REAT (Li et al.): balanced softmax + the TAIL feature term on PGD examples."""
+    return REAT(attack, len(counts), counts, args.tail)

@@ -52,6 +52,17 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def finished_with_these_settings(run: Run, done: dict) -> bool:
+    """Whether a run's DONE.json record is of run.config: its hash, or for a run finished by taetlib 0.1 (whose
+    config.json spelled method settings as flat keys, so another hash) the settings its config.json holds."""
+    if done.get("config_hash") == config_hash(run.config):
+        return True
+    try:
+        return RunConfig.load(run.dir / "config.json").to_dict() == run.config
+    except (OSError, ValueError):   # no config.json, or one that no longer loads: not these settings
+        return False
+
+
 def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
     """The notebooks of one run, in order, with their parameters."""
     common = {"run_dir": str(run.dir), "interactive": False}
@@ -68,7 +79,7 @@ def recorded(run: Run) -> dict | None:
         return {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
     if done.exists():
         rec = json.loads(done.read_text())
-        if rec.get("config_hash") == config_hash(run.config):
+        if finished_with_these_settings(run, rec):
             return {**row, "status": "done", "seconds": rec.get("seconds", 0.0), "error": "", "notebook": ""}
         return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
                 "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
@@ -95,8 +106,7 @@ def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dic
         return rec
     digest = config_hash(run.config)
     if done.exists():
-        before = json.loads(done.read_text()).get("config_hash")
-        if before == digest:
+        if finished_with_these_settings(run, json.loads(done.read_text())):
             return {**row, "status": "skipped", "seconds": 0.0, "error": "", "notebook": ""}
         return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
                 "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}

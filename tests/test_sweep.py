@@ -148,6 +148,22 @@ def test_finished_runs_are_skipped_and_failed_ones_recorded(tmp_path):
     assert rec["status"] == "failed" and "other settings" in rec["error"]
 
 
+def test_a_run_finished_by_taetlib_0_1_is_still_finished(tmp_path):
+    """0.1 wrote config.json with flat method settings and hashed that form into DONE.json: a resumed sweep
+    reads the run's config.json instead of redoing (or refusing) it."""
+    old = json.loads((Path(__file__).parent / "data" / "config_v0_taet.json").read_text())
+    shared = {k: v for k, v in old.items() if k not in (*sweep.SWEEP_AXES, "dataset")}
+    (run,) = sweep.Sweep(tmp_path, old["dataset"], [old["imbalance_ratio"]], [("taet", False)], [old["seed"]],
+                         config=shared).plan()
+    assert not run.error and sweep.config_hash(run.config) != sweep.config_hash(old)
+    run.dir.mkdir(parents=True)
+    (run.dir / "config.json").write_text(json.dumps(old))
+    (run.dir / sweep.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(old)}))
+    assert sweep.recorded(run)["status"] == "done" and sweep.execute_run(run, {})["status"] == "skipped"
+    run.config = {**run.config, "method_args": {**run.config["method_args"], "alpha": 0.4}}
+    assert "other settings" in sweep.execute_run(run, {})["error"]
+
+
 def summary_table(clean, robust, tail):
     rows = []
     for protocol in ("balanced", "long_tailed"):

@@ -55,7 +55,8 @@ class RunConfig:
     robal_tau_p: float = 0.1               # RoBal-N evaluation: z = s * cos - tau_p * ln pi
     he_s: float = 10.0                     # HE scale s (official CIFAR-10 command)
     he_m: float = 0.2                      # HE angular margin m
-    gairat_lambda: float = -1.0            # GAIR Tanh weight's lambda
+    gairat_lambda: float = -1.0            # GAIR weight's lambda (tanh and sigmoid)
+    gairat_weight: str = "tanh"            # GAIR weight function: tanh (official default) | sigmoid | discrete
     gairat_begin_epoch: int | None = None  # first (1-based) epoch with GAIR weights; None = round(epochs / 2)
     awp_gamma: float = 0.01                # AWP: relative weight perturbation (official AT-AWP; RobustLT 0.005)
     awp_warmup: int = 0                    # AWP: epochs trained without the perturbation
@@ -74,6 +75,7 @@ class RunConfig:
     lasat_smoothing: float = 0.7           # LAS-AT: label-smoothing factor (target on the true class)
     lasat_reward: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # LAS-AT reward weights a, b, c
     lasat_reward_steps: int = 10           # LAS-AT: PGD steps of the reward's robustness term (2 restarts)
+    lasat_reward_early_stop: bool = True   # LAS-AT: the reward PGD stops once all are misclassified (official)
     lasat_strategy_model: str = "resnet18"  # LAS-AT: the strategy network's trunk (a models registry name)
     robustlt: bool = False                 # wrap the objective in RobustLT (CPB + AIW)
     robustlt_a: float = 0.3
@@ -82,7 +84,8 @@ class RunConfig:
     eps: float | None = None
     step_size: float | None = None
     attack_steps: int = 10
-    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL) | uniform | uniform_pos (RoBal) | none
+    random_start: str = "auto"             # auto (the method's released code) | normal | uniform | uniform_pos | none
+    clamp_start: bool | None = None        # clamp x_0 into ball and [0,1] before the 1st forward; None = method's
     attack_bn: str = "eval"                # BatchNorm in the training attack: eval (TAET/AT-BSL code) | batch (RobustLT)
     # --- schedule (papers' defaults)
     epochs: int = 100                      # adversarial epochs under budget_rule=equal_adversarial
@@ -147,7 +150,7 @@ class RunConfig:
         for name in ("dataset", "model", "method", "augment"):
             REGISTRIES[name].check(getattr(self, name))
         check_choice("harl_absent_classes", self.harl_absent_classes, ("zero", "exclude"))
-        check_choice("random_start", self.random_start, ("normal", "uniform", "uniform_pos", "none"))
+        check_choice("random_start", self.random_start, ("auto", "normal", "uniform", "uniform_pos", "none"))
         check_choice("head", self.head, ("auto", *REGISTRIES["head"]))
         for check in FIELD_CHECKS:   # the objectives' own fields (methods/*.py register their checks)
             check(self)

@@ -55,7 +55,8 @@ PAPER_SOURCES = {
     "*_robustlt_code use those",
     "checkpoint": "the last epoch (TAET, RobustLT); AT-BSL's script picks the best test PGD-20 epoch, which "
     "this workbench never does (select=best_val_pgd picks on a validation split of the training set)",
-    "random_start": "TAET / AT-BSL code: 0.001 * N(0, 1)",
+    "random_start, clamp_start": "each method's released code (random_start='auto'): TAET / AT-BSL / TRADES / MART "
+    "0.001 * N(0, 1), not clamped before the first forward",
     "trades_beta, mart_beta": "TRADES and MART papers: beta = 6 (MART's WRN setting); the arm mart_official "
     "runs MART's ResNet-18 script settings: beta 5, lr 0.01, weight decay 3.5e-3 (train_resnet.py)",
     "bsl_tau": "AT-BSL paper: tau = 1",
@@ -67,22 +68,18 @@ PAPER_METHODS = ["taet", "at_bsl", "pgd_at", "trades", "mart"]
 # The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
 # (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
 ZOO_METHODS = ["reat", "robal", "he", "gairat"]
-ZOO_OVERRIDES = {
-    "reat": {"random_start": "uniform"},
-    "robal": {"attack_steps": 5, "random_start": "uniform_pos"},
-    "gairat": {"random_start": "uniform"},
-}
+ZOO_OVERRIDES = {"robal": {"attack_steps": 5}}   # each start is the method's own (random_start='auto')
 ZOO_SOURCES = {
     "zoo protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
     "100 epochs, 8/255, 2/255) and its own loss and attack settings (METHODS-ZOO.md)",
-    "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps); its RBL attack "
+    "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps) (unclamped); its RBL attack "
     "loss gives the plain-CE iterates (eval-mode BN), so the attack is plain CE",
     "robal": "wutong16/Adversarial_Long-Tail robal_R_train.yaml (= RobustLT's robal_cifar10.yaml): RoBal-R, "
-    "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (RobustLT: U(-eps, eps))",
+    "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (unclamped; RobustLT: U(-eps, eps))",
     "he": "ShawnXYang/AT_HE CIFAR-10/README.md PGD-AT + HE command: s 10, m 0.2; normalised features and unit "
-    "weight rows; PGD-10 on CE(s z) from x + 0.001 N(0, 1), the common protocol's start",
+    "weight rows; PGD-10 on CE(s z) from x + 0.001 N(0, 1) (unclamped), the common protocol's start",
     "gairat": "zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training GAIRAT.py: Tanh weights, lambda -1 "
-    "(fixed), GA-PGD-10 from U(-eps, eps); GAIR from epoch 50 of 100 (gairat_begin_epoch=None: half the epochs, "
+    "(fixed), GA-PGD-10 from U(-eps, eps) clamped to [0,1]; GAIR from epoch 50 of 100 (gairat_begin_epoch=None: half the epochs, "
     "as the official 60 of 120)",
 }
 # METHODS-ZOO.md: ADT (ADT_EXP) and LAS-AT are in TAET's comparison; LAS-AT picks eps itself, so it has no
@@ -232,7 +229,7 @@ for ir in (10, 20, 50, 100):
                     ", each with and without RobustLT, ADT (with and without) and LAS-AT" +
                     (", AWP" if ir == 50 else "") + " (GPU)",
         config={"dataset": "cifar10", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
-                "stabilization_epochs": 40, "budget_rule": "released", "random_start": "normal", **PAPER_SCHEDULE},
+                "stabilization_epochs": 40, "budget_rule": "released", **PAPER_SCHEDULE},
         sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), *ZOO_TAET_ARMS, *(arms(["awp"]) if ir == 50 else []),
                                                    TAET_UNIT, MART_OFFICIAL,
                                                    *([TAET_RELEASED_ATTACK] if ir == 10 else [])]},
@@ -255,11 +252,13 @@ for ir in (10, 50):
     ))
 # RobustLT's own code, as released: WRN-28-10, batch-statistic BN and a uniform start in the attack,
 # Nesterov SGD, AutoAugment (CIFAR10 policy) for AT-BSL, three seeds; a/b per its configs
-ROBUSTLT_CODE = {"model": "wrn_28_10", "attack_bn": "batch", "random_start": "uniform", "nesterov": True}
+ROBUSTLT_CODE = {"model": "wrn_28_10", "attack_bn": "batch", "random_start": "uniform", "clamp_start": True,
+                 "nesterov": True}
 ROBUSTLT_SOURCES = {
     **PAPER_SOURCES,
-    "model, attack_bn, random_start, nesterov": "RobustLT code: WRN-28-10; core/methods/utils.py attacks with "
-    "train-mode BN (running stats frozen) from U(-eps, eps); core/trainer/parser.py: Nesterov momentum",
+    "model, attack_bn, random_start, clamp_start, nesterov": "RobustLT code: WRN-28-10; core/methods/utils.py "
+    "attacks with train-mode BN (running stats frozen) from U(-eps, eps) clamped to [0,1] before the first forward "
+    "(L114-119); core/trainer/parser.py: Nesterov momentum",
     "augment (at_bsl)": "RobustLT configs atbsl_*.yaml: augment aua (AutoAugment, CIFAR10 policy)",
     "robustlt_a, robustlt_b": "RobustLT configs: a = 0.3, b = 0.8 on CIFAR-10 (b = 1.0 with TAET); a = 0.4, "
     "b = 0.6 for every method on CIFAR-100",

@@ -110,7 +110,7 @@ def test_subset_is_seeded_stratified_and_recorded(result, data, tmp_path):
     cfg = json.loads((tmp_path / "eval_config.json").read_text())
     assert cfg["subset"]["balanced"] == {"per_class": 10, "seed": 3, "n": 100, "counts": [10] * 10}
     assert cfg["attacks"]["pgd20"] == {"eps": 0.05, "step": 0.05 / 8, "steps": 20, "loss": "ce",
-                                       "random_start": "uniform", "iterate": "last"}
+                                       "random_start": "uniform", "clamp_start": True, "iterate": "last"}
     assert cfg["attacks"]["cw20"]["loss"] == "cw" and cfg["attacks"]["pgd100"]["steps"] == 100
     idx = np.load(tmp_path / "predictions.npz")["long_tailed/pgd20/index"]
     full = data.test["long_tailed"]
@@ -183,7 +183,7 @@ def test_noise_rule():
 def test_unknown_attack_or_parameter_is_a_clear_error(model, data):
     with pytest.raises(ConfigError, match=r"attacks='pgd21'.*'pgd20'"):
         ev.evaluate(model, data, ["pgd21"])
-    with pytest.raises(ConfigError, match=r"stepsize.*\['eps', 'iterate', 'loss', 'random_start', 'step', 'steps'\]"):
+    with pytest.raises(ConfigError, match=r"stepsize.*\['clamp_start', 'eps', 'iterate', 'loss', 'random_start', 'step', 'steps'\]"):
         ev.evaluate(model, data, ["pgd20"], attack_params={"pgd20": {"stepsize": 0.01}})
     with pytest.raises(ConfigError, match="n_querys"):
         ev.evaluate(model, data, ["autoattack"], attack_params={"autoattack": {"square.n_querys": 10}})
@@ -199,7 +199,7 @@ def test_parameters_override_by_name_and_autoattack_versions():
     p = ev.resolve_attacks(["pgd100", "autoattack"], {"pgd100": {"step": 0.002, "random_start": "none"},
                                                       "autoattack": {"attacks": ["apgd-ce", "square"]}}, 0.1, 7)
     assert p["pgd100"] == {"eps": 0.1, "step": 0.002, "steps": 100, "loss": "ce", "random_start": "none",
-                           "iterate": "last"}
+                           "clamp_start": True, "iterate": "last"}
     aa = p["autoattack"]
     assert aa["version"] == "custom" and aa["attacks"] == ["apgd-ce", "square"]
     assert aa["apgd_targeted.n_target_classes"] == 6 and aa["fab.n_target_classes"] == 6  # C - 1

@@ -8,8 +8,9 @@ family module registers its objectives on import, so importing this package fill
 from . import classic, longtail, reat, robal, he, gairat, awp, adt, lasat  # noqa: F401  (register their objectives)
 from .adt import ADT
 from .awp import AWP
-from .base import (ATTACK_LOSS, METHOD_HEAD, OBJECTIVES, Attack, Objective, StepOut, aiw_ramp, build_objective,
-                   check_fields, class_means, cpb_scale, kl, model_head, prepare_for_eval, register, robustlt)
+from .base import (ATTACK_LOSS, METHOD_HEAD, OBJECTIVES, Attack, Objective, StepOut, aiw_ramp, attack_start,
+                   build_objective, check_fields, class_means, cpb_scale, kl, model_head, prepare_for_eval, register,
+                   robustlt)
 from .classic import MART, PGDAT, TRADES
 from .gairat import GAIRAT
 from .he import HE
@@ -18,7 +19,7 @@ from .longtail import ATBSL, TAET, harl
 from .reat import REAT
 from .robal import RoBal
 
-__all__ = ["ATTACK_LOSS", "METHOD_HEAD", "OBJECTIVES", "Attack", "Objective", "StepOut", "aiw_ramp",
+__all__ = ["ATTACK_LOSS", "METHOD_HEAD", "OBJECTIVES", "Attack", "Objective", "StepOut", "aiw_ramp", "attack_start",
            "build_objective", "check_fields", "class_means", "cpb_scale", "kl", "model_head", "prepare_for_eval",
            "register", "robustlt", "MART", "PGDAT", "TRADES", "ATBSL", "TAET", "harl", "GAIRAT", "HE", "REAT", "RoBal",
            "ADT", "AWP", "LASAT"]

@@ -16,6 +16,8 @@ awp_ascent picks d_l (both are reimplementations' code, both kept because they c
   normalisation), and the running BatchNorm statistics keep that forward pass. RobustLT's optimiser is
   Nesterov SGD; here it is the library's (plain momentum) optimiser.
 
+Training attack start (AT_AWP/train_cifar10.py attack_pgd, L78-89): delta ~ U(-eps, eps), clamped so that
+x + delta lies in [0,1] before the first forward (random_start='uniform', clamp_start=True: the default).
 Deviation from the official code, as for every library method: the attack runs with BatchNorm in eval
 mode (official AT-AWP attacks in train mode, so it updates the running statistics).
 
@@ -106,7 +108,7 @@ class AWP(PGDAT):
         self.optimizer = optimizer
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         if epoch > self.warmup:   # official: 0-based epoch >= awp_warmup
             self._v = awp_perturbation(unwrap(model), x_adv, y, self.gamma, self.ascent, self.optimizer)
             with torch.no_grad():
@@ -124,6 +126,6 @@ class AWP(PGDAT):
         return {**super().describe(), "awp": {"gamma": self.gamma, "warmup": self.warmup, "ascent": self.ascent}}
 
 
-@register("awp")
+@register("awp", start=("uniform", True))
 def _awp(cfg, counts, attack):
     return AWP(attack, len(counts), cfg.awp_gamma, cfg.awp_warmup, cfg.awp_ascent)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import aiw_ramp, pgd
+from ..attacks import PGDTrace, aiw_ramp, pgd_trace
 from ..collectives import sum_over_ranks
 from ..config import RunConfig
 from ..errors import FIELD_CHECKS, Registry, bad
@@ -44,6 +44,7 @@ class Attack:
     step: float
     steps: int
     start: str = "normal"
+    clamp_start: bool = False          # project x_0 before the first forward (attacks._start_point)
     loss: str = "ce"                  # what the attack maximises ("kl" for TRADES, built per batch)
     class_scale: Tensor | None = None  # eps_c / eps per class (CPB)
     ramp_epochs: float | None = None   # b * T (AIW)
@@ -60,12 +61,11 @@ class Attack:
         s = self.class_scale[y] * aiw_ramp(epoch - self.ramp_start, self.ramp_epochs)
         return self.eps * s, self.step * s
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None, kappa: bool = False):
-        """-> (x_adv, logits at the attack's start point), and with kappa=True also the per-sample count
-        of correctly classified iterates (pgd's return_kappa)."""
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None) -> PGDTrace:
+        """x_adv with the start point's logits and GAIRAT's kappa (attacks.pgd_trace)."""
         eps, step = self.radius(y, epoch)
-        return pgd(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
-                   random_start=self.start, return_logits=True, return_kappa=kappa, bn=self.bn)
+        return pgd_trace(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
+                         random_start=self.start, clamp_start=self.clamp_start, bn=self.bn)
 
 
 def cpb_scale(counts: list[int], a: float) -> Tensor:
@@ -148,7 +148,8 @@ class Objective:
         """What this objective trains with, for logs and notebooks."""
         a = self.attack
         attack = None if a is None else {"eps": a.eps, "step": a.step, "steps": a.steps, "loss": a.loss,
-                                         "start": a.start, "robustlt": a.class_scale is not None}
+                                         "start": a.start, "clamp_start": a.clamp_start,
+                                         "robustlt": a.class_scale is not None}
         return {"name": self.name, "attack": attack, "clean_epochs": self.clean_epochs}
 
 
@@ -159,17 +160,22 @@ OBJECTIVES: dict[str, Callable[[RunConfig, list[int], Attack], Objective]] = Reg
 ATTACK_LOSS: dict[str, str] = {}   # what each objective's attack maximises; CE when absent
 METHOD_HEAD: dict[str, str] = {}   # the classifier head an objective trains (models.HEADS); fc when absent
 EVAL_SETUP: dict[str, Callable[[nn.Module, RunConfig], None]] = {}   # evaluation-time model change, if any
+RELEASED_START = ("normal", False)   # TAET / AT-BSL / TRADES / MART code: x + 0.001 N(0,1), not clamped
+METHOD_START: dict[str, tuple[str, bool]] = {}   # (random_start, clamp_start) of each method's released code
 
 
 def register(name: str, attack_loss: str = "ce", head: str = "fc",
-             eval_setup: Callable[[nn.Module, RunConfig], None] | None = None):
+             eval_setup: Callable[[nn.Module, RunConfig], None] | None = None,
+             start: tuple[str, bool] = RELEASED_START):
     """Decorator for an objective factory `(cfg, train_counts, attack) -> Objective`. head: the
     classifier head the method needs (create_model builds it); eval_setup(model, cfg): what
-    load_model does to a trained model before it is evaluated (RoBal-N's post-hoc logits)."""
+    load_model does to a trained model before it is evaluated (RoBal-N's post-hoc logits); start: the
+    training attack's (random_start, clamp_start) in the method's released code, its default."""
     def deco(factory):
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} is registered twice")
         OBJECTIVES[name] = factory
+        METHOD_START[name] = start
         if attack_loss != "ce":
             ATTACK_LOSS[name] = attack_loss
         if head != "fc":
@@ -189,6 +195,14 @@ def field_check(fn: Callable[[RunConfig], None]):
 def check_fields(cfg: RunConfig) -> None:
     for fn in FIELD_CHECKS:
         fn(cfg)
+
+
+def attack_start(cfg: RunConfig) -> tuple[str, bool]:
+    """(random_start, clamp_start) of cfg's training attack: random_start='auto' and clamp_start=None take
+    the method's released code (register's `start`)."""
+    own_start, own_clamp = METHOD_START.get(cfg.method, RELEASED_START)
+    return (own_start if cfg.random_start == "auto" else cfg.random_start,
+            own_clamp if cfg.clamp_start is None else cfg.clamp_start)
 
 
 def model_head(cfg: RunConfig) -> str:
@@ -237,9 +251,9 @@ def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs
 
 def build_objective(cfg: RunConfig, train_counts: list[int], default_eps: float) -> Objective:
     """The objective cfg.method names, with its attack from cfg (eps None = the dataset default)."""
-    attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps),
-                    steps=cfg.attack_steps, start=cfg.random_start, loss=ATTACK_LOSS.get(cfg.method, "ce"),
-                    bn=cfg.attack_bn)
+    start, clamp = attack_start(cfg)
+    attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps), steps=cfg.attack_steps,
+                    start=start, clamp_start=clamp, loss=ATTACK_LOSS.get(cfg.method, "ce"), bn=cfg.attack_bn)
     objective = OBJECTIVES[cfg.method](cfg, list(train_counts), attack)
     if cfg.robustlt:
         # released: the ramp runs over all epochs, stage 1 included (RobustLT's code); equal_adversarial:

@@ -1,4 +1,8 @@
-"""Long-tail objectives: AT-BSL (balanced softmax) and TAET (clean stabilisation, then HARL)."""
+"""Long-tail objectives: AT-BSL (balanced softmax) and TAET (clean stabilisation, then HARL).
+
+Training attack start, as both released loops have it (the default): x + 0.001 N(0,1), fed to the first
+forward unclamped, projected only after each step (TAET code/HARL.py L37-45; AT-BSL at_bsl_loss.py L23-31).
+"""
 from __future__ import annotations
 
 import torch
@@ -54,7 +58,7 @@ class ATBSL(Objective):
         self.shift = tau * torch.log(torch.tensor(counts, dtype=torch.float32))
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         logits = model(x_adv)
         if self.shift.device != logits.device:
             self.shift = self.shift.to(logits.device)
@@ -71,7 +75,7 @@ class TAET(Objective):
         self.weights, self.absent = (alpha, beta, gamma), absent
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         logits = model(x_adv)
         # HARL's class means over the global batch under DDP (per rank they would not be 1-GPU TAET)
         L, present = class_means(F.cross_entropy(logits, y, reduction="none"), y, self.num_classes, global_batch=True)

@@ -7,6 +7,8 @@ balanced softmax on x_adv plus the "TAIL" term on penultimate features,
 
 The official KL is nn.KLDivLoss(size_average='none'): a truthy legacy flag, so reduction 'mean' over
 all B*D elements, one scalar per anchor; that is what gives the term this collapsed form.
+Training attack start (loss_functions.py REAT(), L46-55): x + U(-eps, eps), fed to the first forward as
+drawn (not clamped), projected only after each step; the default (random_start='auto').
 The attack's RBL loss (class-weighted CE with positive weights) gives the same sign-PGD iterates as
 plain CE when BatchNorm is in eval mode, so the attack is plain CE and keeps no a_c counters.
 """
@@ -73,7 +75,7 @@ class REAT(ATBSL):
         self.tail[tail_classes(counts, tail_rule)] = True
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         feats, logits = features_and_logits(model, x_adv)
         if self.w.device != logits.device:   # moved once, then cached
             self.w, self.tail = self.w.to(logits.device), self.tail.to(logits.device)
@@ -89,6 +91,6 @@ def _check(cfg) -> None:
     check_choice("reat_tail", cfg.reat_tail, TAIL_RULES)
 
 
-@register("reat")
+@register("reat", start=("uniform", False))
 def _reat(cfg, counts, attack):
     return REAT(attack, len(counts), counts, cfg.reat_tail)

@@ -14,6 +14,8 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from taetlib import evaluate as ev
+from taetlib.attack_suite import ATTACKS, AttackSpec
+from taetlib.attacks import pgd
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
 from taetlib.models import Normalized, create_model
@@ -205,6 +207,24 @@ def test_parameters_override_by_name_and_autoattack_versions():
     assert aa["apgd_targeted.n_target_classes"] == 6 and aa["fab.n_target_classes"] == 6  # C - 1
     rand = ev.resolve_attacks(["autoattack"], {"autoattack": {"version": "rand"}}, 0.1, 10)["autoattack"]
     assert rand["version"] == "rand" and rand["attacks"] is None
+
+
+def test_every_attack_is_one_spec_and_the_pgd_start_clamp_is_an_evaluation_option(model, data):
+    for name, spec in ATTACKS.items():   # each spec's own defaults pass its own check
+        assert isinstance(spec, AttackSpec) and callable(spec.run)
+        spec.check(name, dict(spec.defaults))
+    with pytest.raises(ConfigError, match=r"\['clamp_start'\]='yes'"):
+        ev.resolve_attacks(["pgd20"], {"pgd20": {"clamp_start": "yes"}}, 0.1, 10)
+    with pytest.raises(ConfigError, match=r"\['clamp_start'\]=False.*iterate='any'"):
+        ev.resolve_attacks(["pgd20"], {"pgd20": {"clamp_start": False, "iterate": "any"}}, 0.1, 10)
+    # AT-BSL's evaluation: a uniform start fed unclamped; the parameter reaches pgd()
+    x, y = data.test["balanced"].x[:64], data.test["balanced"].y[:64]
+    p = ev.resolve_attacks(["pgd20"], {"pgd20": {"clamp_start": False, "steps": 3}}, 0.1, 10)["pgd20"]
+    got = ev.run_attack("pgd20", model, x, y, p, seed=5, batch_size=64)
+    torch.manual_seed(5)
+    x_adv = pgd(model, x.float() / 255, y, eps=0.1, step=0.1 / 8, steps=3, clamp_start=False)
+    with torch.no_grad():
+        assert np.array_equal(got, model(x_adv).argmax(1).numpy())
 
 
 # ---------------------------------------------------------------------------- AutoAttack

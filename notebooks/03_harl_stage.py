@@ -2,8 +2,8 @@
 # # 03 · TAET stage 2: HARL (or any baseline)
 # TAET: loads the stage-1 checkpoint from notebook 02 and trains HARL on adversarial inputs
 # (loss = alpha BCL + beta HDL + gamma RCEL), optionally inside RobustLT (`robustlt=True`).
-# Any other method (`ce`, `pgd_at`, `trades`, `mart`, `at_bsl`, `reat`, `robal`, `he`, `gairat`, `awp`, `adt`, `las_at`)
-# trains here from scratch; its own settings (`awp_gamma`, `adt_steps`, `lasat_interval`, ...) go
+# Any other method (`ce`, `pgd_at`, `trades`, `mart`, `at_bsl`, `reat`, `robal`, `he`, `gairat`, `awp`, `adt`, `las_at`,
+# `cfa`, `dafa`) trains here from scratch; its own settings (`awp_gamma`, `adt_steps`, `lasat_interval`, ...) go
 # in `extra`. Live per-class clean and robust curves and the loss components per epoch.
 
 # %% tags=["parameters"]
@@ -15,7 +15,7 @@ n_max: Optional[int] = 800  # head-class size (None: the dataset's own)
 test_per_class: Optional[int] = 300  # cap of the balanced test set per class (None: all)
 data_root: str = 'data'  # dataset files and data/splits manifests
 model: str = 'small_cnn'  # small_cnn | resnet18 | preact_resnet18 | wrn_28_10 | wrn_34_10
-method: str = 'taet'  # ce | pgd_at | trades | mart | at_bsl | taet | reat | robal | he | gairat | awp | adt | las_at
+method: str = 'taet'  # ce | pgd_at | trades | mart | at_bsl | taet | reat | robal | he | gairat | awp | adt | las_at | cfa | dafa
 robustlt: bool = False  # wrap the objective in RobustLT (class-wise eps, ramp)
 stabilization_epochs: int = 4  # TAET stage 1 (clean CE) epochs
 epochs: int = 10  # adversarial epochs (budget_rule equal_adversarial: TAET's stage 1 comes before them)

@@ -77,6 +77,17 @@ class RunConfig:
     lasat_reward_steps: int = 10           # LAS-AT: PGD steps of the reward's robustness term (2 restarts)
     lasat_reward_early_stop: bool = True   # LAS-AT: the reward PGD stops once all are misclassified (official)
     lasat_strategy_model: str = "resnet18"  # LAS-AT: the strategy network's trunk (a models registry name)
+    cfa_base: str = "trades"               # CFA: trades (official default mode) | at
+    cfa_ccm: bool = True                   # CFA: class-wise calibrated margin (eps_c)
+    cfa_ccr: bool | None = None            # CFA: class-wise calibrated TRADES weight; None = on for trades
+    cfa_lambda1: float = 0.5               # CFA: CCM's lambda_1
+    cfa_lambda2: float = 0.5               # CFA: CCR's lambda_2
+    cfa_beta: float = 6.0                  # CFA: TRADES beta
+    cfa_begin: int = 10                    # CFA: calibration from the epoch after this one
+    cfa_class_acc: str = "official"        # CFA: r_c as official (C * correct_c / N) | recall (correct_c / n_c)
+    dafa_lambda: float = 1.0               # DAFA: weight scale (official CIFAR-10; 1.5 on CIFAR-100)
+    dafa_warmup: int | None = None         # DAFA: the epoch that sets the weights; None = 70/110 of the epochs
+    dafa_beta: float = 6.0                 # DAFA: TRADES beta
     robustlt: bool = False                 # wrap the objective in RobustLT (CPB + AIW)
     robustlt_a: float = 0.3
     robustlt_b: float = 0.8

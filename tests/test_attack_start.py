@@ -43,7 +43,8 @@ def uniform_clamped(x):   # GAIRAT GA_PGD (numpy's uniform there), AWP attack_pg
 RELEASED = {"pgd_at": normal_unclamped, "trades": normal_unclamped, "mart": normal_unclamped,
             "at_bsl": normal_unclamped, "taet": normal_unclamped, "he": normal_unclamped,
             "reat": uniform_unclamped, "robal": uniform_pos_unclamped,
-            "gairat": uniform_clamped, "awp": uniform_clamped}
+            "gairat": uniform_clamped, "awp": uniform_clamped,
+            "cfa": normal_unclamped, "dafa": normal_unclamped}   # CFA attack.py L80/L123, DAFA losses.py L39-40
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,4 @@ def test_config_overrides_the_methods_start():
     assert attack_start(RunConfig(method="gairat")) == ("uniform", True)
     assert attack_start(RunConfig(method="taet", random_start="uniform", clamp_start=True)) == ("uniform", True)
     assert attack_start(RunConfig(method="robal", clamp_start=True)) == ("uniform_pos", True)
+    assert attack_start(RunConfig(method="cfa", cfa_base="at")) == ("uniform", True)   # CFA attack.py L41-47

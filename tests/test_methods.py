@@ -120,7 +120,7 @@ def test_robustlt_refuses_clean_training():
 # ---------------------------------------------------------------- objectives: attacks and losses
 def test_registry_names():
     assert set(OBJECTIVES) == {"ce", "pgd_at", "trades", "mart", "at_bsl", "taet", "reat", "robal", "he", "gairat",
-                               "awp", "adt", "las_at"}
+                               "awp", "adt", "las_at", "cfa", "dafa"}
 
 
 def test_each_objective_states_its_attack_from_the_config():

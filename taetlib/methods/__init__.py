@@ -5,13 +5,15 @@ family module registers its objectives on import, so importing this package fill
 """
 # registration order is the order the notebooks list the methods in: the paper's five, then the rest of
 # TAET's comparison (METHODS-ZOO.md)
-from . import classic, longtail, reat, robal, he, gairat, awp, adt, lasat  # noqa: F401  (register their objectives)
+from . import classic, longtail, reat, robal, he, gairat, awp, adt, lasat, cfa, dafa  # noqa: F401  (register them)
 from .adt import ADT
 from .awp import AWP
 from .base import (ATTACK_LOSS, METHOD_HEAD, OBJECTIVES, Attack, Objective, StepOut, aiw_ramp, attack_start,
                    build_objective, check_fields, class_means, cpb_scale, kl, model_head, prepare_for_eval, register,
                    robustlt)
+from .cfa import CFA
 from .classic import MART, PGDAT, TRADES
+from .dafa import DAFA
 from .gairat import GAIRAT
 from .he import HE
 from .lasat import LASAT
@@ -22,4 +24,4 @@ from .robal import RoBal
 __all__ = ["ATTACK_LOSS", "METHOD_HEAD", "OBJECTIVES", "Attack", "Objective", "StepOut", "aiw_ramp", "attack_start",
            "build_objective", "check_fields", "class_means", "cpb_scale", "kl", "model_head", "prepare_for_eval",
            "register", "robustlt", "MART", "PGDAT", "TRADES", "ATBSL", "TAET", "harl", "GAIRAT", "HE", "REAT", "RoBal",
-           "ADT", "AWP", "LASAT"]
+           "ADT", "AWP", "LASAT", "CFA", "DAFA"]

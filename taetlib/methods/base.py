@@ -161,12 +161,13 @@ ATTACK_LOSS: dict[str, str] = {}   # what each objective's attack maximises; CE 
 METHOD_HEAD: dict[str, str] = {}   # the classifier head an objective trains (models.HEADS); fc when absent
 EVAL_SETUP: dict[str, Callable[[nn.Module, RunConfig], None]] = {}   # evaluation-time model change, if any
 RELEASED_START = ("normal", False)   # TAET / AT-BSL / TRADES / MART code: x + 0.001 N(0,1), not clamped
-METHOD_START: dict[str, tuple[str, bool]] = {}   # (random_start, clamp_start) of each method's released code
+# (random_start, clamp_start) of each method's released code, or cfg -> that pair where a setting picks the loop
+METHOD_START: dict[str, tuple[str, bool] | Callable[[RunConfig], tuple[str, bool]]] = {}
 
 
 def register(name: str, attack_loss: str = "ce", head: str = "fc",
              eval_setup: Callable[[nn.Module, RunConfig], None] | None = None,
-             start: tuple[str, bool] = RELEASED_START):
+             start: tuple[str, bool] | Callable[[RunConfig], tuple[str, bool]] = RELEASED_START):
     """Decorator for an objective factory `(cfg, train_counts, attack) -> Objective`. head: the
     classifier head the method needs (create_model builds it); eval_setup(model, cfg): what
     load_model does to a trained model before it is evaluated (RoBal-N's post-hoc logits); start: the
@@ -200,7 +201,8 @@ def check_fields(cfg: RunConfig) -> None:
 def attack_start(cfg: RunConfig) -> tuple[str, bool]:
     """(random_start, clamp_start) of cfg's training attack: random_start='auto' and clamp_start=None take
     the method's released code (register's `start`)."""
-    own_start, own_clamp = METHOD_START.get(cfg.method, RELEASED_START)
+    own = METHOD_START.get(cfg.method, RELEASED_START)
+    own_start, own_clamp = own(cfg) if callable(own) else own
     return (own_start if cfg.random_start == "auto" else cfg.random_start,
             own_clamp if cfg.clamp_start is None else cfg.clamp_start)
 

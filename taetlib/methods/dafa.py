@@ -1,0 +1,117 @@
+"""DAFA (Lee, Lee, Lee, Yoon, ICLR 2024): distance-aware fair adversarial training, as its official code computes
+it (rucy74/DAFA @ c60ba83: losses.py trades_loss L15-83, utils.py calculate_class_weights L35-53, train.py
+L88-94 and L234-235, arguments.py L57-62, scripts/trades_dafa.sh).
+
+TRADES until the end of the warm-up epoch W. During epoch W the softmax of every training sample's adversarial
+logits (the training step's own train-mode forward) is kept; after it, with P_ij the mean probability that
+class i's samples give class j (P_ii: how well class i holds up), each class gets the weight
+    w_i = 1 + lambda * sum_{j != i} ( P_ij P_jj  if P_ii < P_jj  else  -P_ji P_ii ),
+fixed for the rest of training (a harder class gains from its similar, easier classes, which lose as much).
+From epoch W + 1 on, sample i is attacked within w_{y_i} eps with step w_{y_i} alpha (the KL attack of TRADES,
+eval mode, from x + 0.001 N(0,1) unclamped), and
+    L = mean_i w_{y_i} CE(z(x_i), y_i) + beta * mean_i KL(p(x_i) || p(x'_i)).
+Before that w = 1: plain TRADES. A class absent from epoch W's data has P_i. = 0 here (the official code
+assumes every class present).
+CIFAR-10 settings (scripts/trades_dafa.sh, arguments.py): lambda 1.0 (CIFAR-100 and STL-10: 1.5), W = 70 of
+110 epochs, beta 6, eps 0.031, step 0.007, PGD-10, lr 0.1 (x0.1 for the last 10 epochs, x0.01 for the last 5),
+SGD 0.9 / 5e-4, batch 128. dafa_warmup=None keeps the ratio 70 / 110 of the run's epochs.
+The official code's other base loss (--loss pgd, madry_loss) takes a second, unweighted step every iteration;
+only the TRADES base, the published method, is here. RobustLT does not compose: DAFA sets each class's
+radius itself (config refuses robustlt=True).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..attacks import bn_eval, pgd_trace
+from ..config import bad
+from .base import Objective, StepOut, field_check, kl, register
+from .epoch_tally import EpochTally
+
+WARMUP_SHARE = 70 / 110   # official: warm-up 70 of 110 epochs
+
+
+def class_similarity(prob_sums: Tensor, counts: Tensor) -> Tensor:
+    """P [C, C]: row i the mean predicted distribution of class i's samples (0 for a class without any)."""
+    return prob_sums / counts.clamp(min=1)[:, None]
+
+
+def dafa_weights(P: Tensor, lam: float) -> Tensor:
+    """w_i = 1 + lambda sum_{j != i} (P_ij P_jj if P_ii < P_jj else -P_ji P_ii)."""
+    d = P.diagonal()
+    harder = d[:, None] < d[None, :]                                   # [i, j]: class i is the harder one
+    terms = torch.where(harder, P * d[None, :], -P.T * d[:, None])
+    terms = terms * (1 - torch.eye(len(d), dtype=P.dtype, device=P.device))
+    return 1 + lam * terms.sum(1)
+
+
+def warmup_epochs(cfg) -> int:
+    return round(cfg.epochs * WARMUP_SHARE) if cfg.dafa_warmup is None else cfg.dafa_warmup
+
+
+class DAFA(Objective):
+    name = "dafa"
+    picks_eps = True   # robustlt() refuses it
+
+    def __init__(self, attack, num_classes, *, lam: float, warmup: int, beta: float):
+        super().__init__(attack, num_classes)
+        self.lam, self.warmup, self.beta = lam, warmup, beta
+        self.tally = EpochTally(num_classes, width=num_classes)
+        self.weights: Tensor | None = None   # None until the warm-up epoch is closed
+
+    def state_dict(self) -> dict:
+        return {"tally": self.tally.state_dict(), "weights": None if self.weights is None else self.weights.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.tally.load_state_dict(state["tally"])
+            self.weights = state["weights"]
+
+    def _roll(self, epoch: int) -> None:
+        """Past the warm-up epoch: its kept probabilities give the weights, once."""
+        if self.weights is None and epoch > self.warmup and self.tally.epoch == self.warmup:
+            sums, counts = self.tally.close()
+            self.weights = dafa_weights(class_similarity(sums, counts), self.lam).float()
+        self.tally.epoch = epoch
+
+    def loss(self, model, x, y, epoch):
+        self._roll(epoch)
+        w = torch.ones(len(y), device=x.device) if self.weights is None else self.weights.to(x.device)[y]
+        a = self.attack
+        with bn_eval(model), torch.no_grad():
+            target = model(x)
+        x_adv = pgd_trace(model, x, y, eps=a.eps * w, step=a.step * w, steps=a.steps, loss=lambda z, _y: kl(target, z),
+                          random_start=a.start, clamp_start=a.clamp_start, bn=a.bn).x_adv
+        logits_adv = model(x_adv)   # official order: adversarial forward first (BatchNorm's running statistics)
+        logits = model(x)
+        natural = (F.cross_entropy(logits, y, reduction="none") * w).mean()
+        robust = kl(logits, logits_adv).mean()
+        if epoch == self.warmup:
+            self.tally.add(y, F.softmax(logits_adv.detach().float(), 1))
+        return StepOut(natural + self.beta * robust, logits, logits_adv,
+                       {"natural": natural.detach(), "robust": robust.detach()})
+
+    def describe(self):
+        w = None if self.weights is None else self.weights.tolist()
+        return {**super().describe(), "dafa": {"lambda": self.lam, "warmup": self.warmup, "weights": w}}
+
+
+@field_check
+def _check(cfg) -> None:
+    if cfg.method == "dafa" and cfg.robustlt:
+        raise bad("robustlt", cfg.robustlt, "DAFA sets every class's eps itself, so RobustLT has no eps to set; "
+                                            "use robustlt=False with method='dafa'.")
+    if cfg.dafa_lambda < 0:
+        raise bad("dafa_lambda", cfg.dafa_lambda, "must be >= 0 (official CIFAR-10: 1.0).")
+    if cfg.dafa_beta < 0:
+        raise bad("dafa_beta", cfg.dafa_beta, "must be >= 0 (official 6).")
+    if cfg.method == "dafa" and cfg.dafa_warmup is not None and not 1 <= cfg.dafa_warmup < cfg.epochs:
+        raise bad("dafa_warmup", cfg.dafa_warmup, f"must lie in [1, epochs={cfg.epochs}) (the epoch whose predictions "
+                  "set the weights), or None for 70/110 of the epochs, the official 70 of 110.")
+
+
+@register("dafa")
+def _dafa(cfg, counts, attack):
+    return DAFA(attack, len(counts), lam=cfg.dafa_lambda, warmup=warmup_epochs(cfg), beta=cfg.dafa_beta)

@@ -89,7 +89,7 @@ def test_cfa_state_resumes_and_loads_weights_only():
     buf.seek(0)
     again = cfa(random_start="none")
     again.load_state_dict(torch.load(buf, weights_only=True))
-    assert torch.equal(again.r, obj.r) and torch.equal(again.tally.sums, obj.tally.sums)
+    assert torch.equal(again.classwise, obj.classwise) and torch.equal(again.tally.sums, obj.tally.sums)
     assert torch.allclose(again.class_eps_beta(3, x.device)[0], obj.class_eps_beta(3, x.device)[0])
 
 
@@ -149,12 +149,12 @@ def test_dafa_sets_weights_after_the_warmup_epoch_and_scales_each_class_radius()
     obj = build_objective(RunConfig(method="dafa", eps=EPS, step_size=2 / 255, attack_steps=2, epochs=5,
                                     dafa_warmup=2, random_start="none"), [10, 10, 10], EPS)
     obj.step(copy.deepcopy(model), x, y, 1)
-    assert obj.weights is None and float(obj.tally.counts.sum()) == 0   # only the warm-up epoch is kept
+    assert obj.classwise is None and float(obj.tally.counts.sum()) == 0   # only the warm-up epoch is kept
     out = obj.step(model, x, y, 2)
     obj.step(model, x, y, 3)
     sums = torch.zeros(3, 3, dtype=torch.float64).index_add_(0, y, torch.softmax(out.adv_logits.double(), 1))
     want = dafa_weights(class_similarity(sums, torch.full((3,), 10.0, dtype=torch.float64)), 1.0).float()
-    assert torch.allclose(obj.weights, want, atol=1e-6)
+    assert torch.allclose(obj.classwise, want, atol=1e-6)
     assert not torch.allclose(want, torch.ones(3), atol=1e-3)
     # past the warm-up, steps larger than any radius end on w_y eps (the official per-class radius and step)
     seen = []
@@ -163,7 +163,7 @@ def test_dafa_sets_weights_after_the_warmup_epoch_and_scales_each_class_radius()
     obj.attack.start = "normal"
     obj.step(model, x, y, 4)
     reach = (seen[-2] - x).abs().flatten(1).amax(1)   # official order: x_adv's forward, then x's
-    assert torch.allclose(reach, EPS * obj.weights[y], atol=1e-6)
+    assert torch.allclose(reach, EPS * obj.classwise[y], atol=1e-6)
 
 
 # ---------------------------------------------------------------- training: smoke run and exact resume
@@ -174,19 +174,9 @@ def test_smoke_run_and_resume_is_bit_identical(tmp_path, method, extra):
     """Three epochs whose last two are calibrated from the one before; a run stopped after epoch 1 and resumed
     (the epoch's open tally in last.pt) ends with the same weights and losses, bit for bit."""
     from taetlib.data import load_lt
-    from taetlib.train import fit
-    from zoo_helpers import smoke_fit
+    from zoo_helpers import smoke_fit, stopped_and_resumed
     cfg, full, _, _ = smoke_fit(tmp_path / "full", method=method, epochs=3, **extra)
-    data = load_lt(cfg)
-
-    def stop(record):
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    torch.set_num_threads(1)   # as smoke_fit trains
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, data, tmp_path / "resumed", callback=stop)
-    resumed = fit(cfg, data, tmp_path / "resumed")
+    resumed = stopped_and_resumed(cfg, load_lt(cfg), tmp_path / "resumed")
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]

@@ -17,6 +17,7 @@ from taetlib.methods.lasat import (StrategyNet, categorical, policy_loss, reward
                                    strategy_attack)
 from taetlib.models import create_model
 from taetlib.train import CheckpointError, fit, load_checkpoint
+from zoo_helpers import stopped_and_resumed
 
 COUNTS = [100, 60, 40, 30, 20, 15, 10, 10, 10, 10]
 
@@ -339,14 +340,7 @@ def test_smoke_run_and_resume_is_bit_identical(tmp_path):
     policy = ck["objective"]["policy"]
     assert ck["objective"]["steps"] == 3 * -(-len(data.train) // 32)
     assert any(not torch.equal(policy[k], initial[k]) for k in policy)   # it learned
-
-    def stop(record):
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, data, tmp_path / "resumed", callback=stop)
-    resumed = fit(cfg, data, tmp_path / "resumed")
+    resumed = stopped_and_resumed(cfg, data, tmp_path / "resumed")
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]

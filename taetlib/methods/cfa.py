@@ -31,8 +31,8 @@ from torch import Tensor
 
 from ..attacks import bn_eval, pgd_trace
 from ..config import bad, check_choice
-from .base import Objective, StepOut, field_check, kl, register
-from .epoch_tally import EpochTally
+from .base import StepOut, field_check, kl, register
+from .epoch_tally import Calibrated
 
 BASES = ("trades", "at")
 CLASS_ACC = ("official", "recall")
@@ -62,7 +62,8 @@ def calibrated_trades(logits: Tensor, logits_adv: Tensor, y: Tensor, b: Tensor) 
     return ((1 - b) * natural + b * robust).mean(), natural.detach().mean(), robust.detach().mean()
 
 
-class CFA(Objective):
+class CFA(Calibrated):
+    """classwise: r_c of the last closed epoch."""
     name = "cfa"
     picks_eps = True   # robustlt() refuses it
 
@@ -71,29 +72,19 @@ class CFA(Objective):
         super().__init__(attack, num_classes)
         self.base, self.ccm, self.ccr, self.beta, self.begin = base, ccm, ccr, beta, begin
         self.lambdas, self.class_acc = (lambda_1, lambda_2), class_acc
-        self.tally = EpochTally(num_classes)
-        self.r: Tensor | None = None   # the last closed epoch's r_c
-
-    def state_dict(self) -> dict:
-        return {"tally": self.tally.state_dict(), "r": None if self.r is None else self.r.cpu()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            self.tally.load_state_dict(state["tally"])
-            self.r = state["r"]
 
     def _roll(self, epoch: int) -> None:
         """At an epoch's first step: the previous epoch's r_c."""
         if self.tally.epoch is not None and epoch != self.tally.epoch:
             correct, counts = self.tally.close()
-            self.r = class_robust_acc(correct[:, 0], counts, self.class_acc).float()
+            self.classwise = class_robust_acc(correct[:, 0], counts, self.class_acc).float()
         self.tally.epoch = epoch
 
     def class_eps_beta(self, epoch: int, device) -> tuple[Tensor, Tensor]:
         """(eps_c, b_c) for this epoch."""
         C = self.num_classes
-        calibrate = epoch > self.begin and self.r is not None
-        r = self.r.to(device) if calibrate else None
+        calibrate = epoch > self.begin and self.classwise is not None
+        r = self.classwise.to(device) if calibrate else None
         eps = calibrated_eps(r, self.attack.eps, self.lambdas[0]) if calibrate and self.ccm else \
             torch.full((C,), self.attack.eps, device=device)
         beta = calibrated_beta(r, self.beta, self.lambdas[1]) if calibrate and self.ccr else \

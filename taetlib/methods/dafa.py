@@ -27,8 +27,8 @@ from torch import Tensor
 
 from ..attacks import bn_eval, pgd_trace
 from ..config import bad
-from .base import Objective, StepOut, field_check, kl, register
-from .epoch_tally import EpochTally
+from .base import StepOut, field_check, kl, register
+from .epoch_tally import Calibrated
 
 WARMUP_SHARE = 70 / 110   # official: warm-up 70 of 110 epochs
 
@@ -51,34 +51,25 @@ def warmup_epochs(cfg) -> int:
     return round(cfg.epochs * WARMUP_SHARE) if cfg.dafa_warmup is None else cfg.dafa_warmup
 
 
-class DAFA(Objective):
+class DAFA(Calibrated):
+    """classwise: the class weights w, None until the warm-up epoch is closed."""
     name = "dafa"
     picks_eps = True   # robustlt() refuses it
 
     def __init__(self, attack, num_classes, *, lam: float, warmup: int, beta: float):
-        super().__init__(attack, num_classes)
+        super().__init__(attack, num_classes, width=num_classes)
         self.lam, self.warmup, self.beta = lam, warmup, beta
-        self.tally = EpochTally(num_classes, width=num_classes)
-        self.weights: Tensor | None = None   # None until the warm-up epoch is closed
-
-    def state_dict(self) -> dict:
-        return {"tally": self.tally.state_dict(), "weights": None if self.weights is None else self.weights.cpu()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            self.tally.load_state_dict(state["tally"])
-            self.weights = state["weights"]
 
     def _roll(self, epoch: int) -> None:
         """Past the warm-up epoch: its kept probabilities give the weights, once."""
-        if self.weights is None and epoch > self.warmup and self.tally.epoch == self.warmup:
+        if self.classwise is None and epoch > self.warmup and self.tally.epoch == self.warmup:
             sums, counts = self.tally.close()
-            self.weights = dafa_weights(class_similarity(sums, counts), self.lam).float()
+            self.classwise = dafa_weights(class_similarity(sums, counts), self.lam).float()
         self.tally.epoch = epoch
 
     def loss(self, model, x, y, epoch):
         self._roll(epoch)
-        w = torch.ones(len(y), device=x.device) if self.weights is None else self.weights.to(x.device)[y]
+        w = torch.ones(len(y), device=x.device) if self.classwise is None else self.classwise.to(x.device)[y]
         a = self.attack
         with bn_eval(model), torch.no_grad():
             target = model(x)
@@ -94,7 +85,7 @@ class DAFA(Objective):
                        {"natural": natural.detach(), "robust": robust.detach()})
 
     def describe(self):
-        w = None if self.weights is None else self.weights.tolist()
+        w = None if self.classwise is None else self.classwise.tolist()
         return {**super().describe(), "dafa": {"lambda": self.lam, "warmup": self.warmup, "weights": w}}
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..collectives import sum_over_ranks
+from .base import Objective
 
 
 class EpochTally:
@@ -39,3 +40,22 @@ class EpochTally:
 
     def load_state_dict(self, state: dict) -> None:
         self.sums, self.counts, self.epoch = state["sums"], state["counts"], state["epoch"]
+
+
+class Calibrated(Objective):
+    """An objective that tallies each epoch by class and derives a per-class tensor `classwise` from a closed
+    epoch (CFA's r_c, DAFA's weights); both go into last.pt."""
+
+    def __init__(self, attack, num_classes: int, width: int = 1):
+        super().__init__(attack, num_classes)
+        self.tally = EpochTally(num_classes, width)
+        self.classwise: Tensor | None = None   # None until an epoch has been closed
+
+    def state_dict(self) -> dict:
+        return {"tally": self.tally.state_dict(),
+                "classwise": None if self.classwise is None else self.classwise.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.tally.load_state_dict(state["tally"])
+            self.classwise = state["classwise"]

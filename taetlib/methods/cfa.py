@@ -20,8 +20,10 @@ CIFAR-10 settings (train.py arguments, README command): lambda_1 = lambda_2 = 0.
 Not implemented: FAWA, the fairness-aware weight average (train.py L243-258: an EMA of the weights, decay 0.88,
 updated only in epochs whose worst class robust accuracy on a held-out validation split reaches a threshold).
 It needs a per-epoch validation attack inside fit; the model trained here is CFA's main model, not its
-FAWA model. Deviation, as for AWP: the official AT-mode attack runs in train mode, here BatchNorm is in
-eval mode. RobustLT does not compose: CCM sets each class's radius itself (config refuses robustlt=True).
+FAWA model. Deviations, stated: the official AT-mode attack runs in train mode (as AWP's), here BatchNorm is
+in eval mode; official TRADES mode runs the clean batch through the train-mode model twice (CE, then the KL's
+target), here once, so BatchNorm's running statistics get one update fewer per step.
+RobustLT does not compose: CCM sets each class's radius itself (config refuses robustlt=True).
 """
 from __future__ import annotations
 

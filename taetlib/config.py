@@ -48,7 +48,8 @@ class RunConfig:
     eps: float | None = None
     step_size: float | None = None
     attack_steps: int = 10
-    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL) | uniform | uniform_pos (RoBal) | none
+    random_start: str = "auto"             # auto (the method's released code) | normal | uniform | uniform_pos | none
+    clamp_start: bool | None = None        # clamp x_0 into ball and [0,1] before the 1st forward; None = method's
     attack_bn: str = "eval"                # BatchNorm in the training attack: eval (TAET/AT-BSL code) | batch (RobustLT)
     # --- schedule (papers' defaults)
     epochs: int = 100                      # adversarial epochs under budget_rule=equal_adversarial
@@ -154,7 +155,7 @@ class RunConfig:
         # registries live beside what they register; taetlib/__init__.py imports those modules
         for name in ("dataset", "model", "method", "augment"):
             REGISTRIES[name].check(getattr(self, name))
-        check_choice("random_start", self.random_start, ("normal", "uniform", "uniform_pos", "none"))
+        check_choice("random_start", self.random_start, ("auto", "normal", "uniform", "uniform_pos", "none"))
         check_choice("head", self.head, ("auto", *REGISTRIES["head"]))
         spec = REGISTRIES["method"][self.method]
         if self.head not in ("auto", spec.head):

@@ -19,6 +19,7 @@ from .errors import Registry, bad
 # what pgd() maximises by name (attacks._loss_fn); anything else must be a callable(logits, y) -> per-sample
 # loss, or None where the objective passes its own loss every batch (TRADES' KL to the clean prediction)
 PGD_LOSSES = ("ce", "cw")
+RELEASED_START = ("normal", False)   # TAET / AT-BSL / TRADES / MART code: x + 0.001 N(0,1), not clamped
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class MethodSpec:
     aliases: dict = field(default_factory=dict)   # RunConfig key of taetlib <= 0.1 -> its args field
     clean_stage: str | None = None       # the args field counting clean epochs before the attack (TAET's stage 1)
     summary: str = ""                    # one line for listings (the factory's docstring by default)
+    # the training attack's (random_start, clamp_start) in the method's released code, or args -> that pair
+    # where a setting picks the loop (CFA's base); random_start='auto' and clamp_start=None take it
+    start: Any = RELEASED_START
 
     def __post_init__(self):
         if not (dataclasses.is_dataclass(self.args) and issubclass(self.args, MethodArgs)
@@ -76,14 +80,15 @@ METHODS: dict[str, MethodSpec] = Registry("method")
 
 
 def register(name: str, *, args: type = NoArgs, head: str = "fc", eval_setup: Callable | None = None,
-             attack_loss: Any = "ce", aliases: dict | None = None, clean_stage: str | None = None):
+             attack_loss: Any = "ce", aliases: dict | None = None, clean_stage: str | None = None,
+             start: Any = RELEASED_START):
     """Decorator for a method's factory `(args, cfg, train_counts, attack) -> Objective`: files its MethodSpec
     in METHODS under `name`. Everything else (RunConfig, the CLI, sweeps, notebooks) reads the spec."""
     def deco(factory):
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         METHODS[name] = MethodSpec(name, factory, args, head, eval_setup, attack_loss, dict(aliases or {}),
-                                   clean_stage, (factory.__doc__ or "").strip().split("\n")[0])
+                                   clean_stage, (factory.__doc__ or "").strip().split("\n")[0], start)
         return factory
     return deco
 

@@ -38,7 +38,7 @@ from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
 from .errors import ConfigError, bad
-from .methods import build_objective, model_head
+from .methods import attack_start, build_objective, model_head
 from .models import create_model, set_class_prior
 from .schedule import STAGES, epoch_seed, lr_at, stage_epochs  # noqa: F401  (train.lr_at etc.: as before)
 from .selection import balanced, best_epoch, validation_split
@@ -332,11 +332,11 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         t1 = time.perf_counter()
         if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs.stop - 1):
             record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(   # monitoring only
-                net, eval_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
+                net, eval_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=attack_start(cfg)[0],
                 device=device, bf16=cfg.bf16, dist=dist)
             if val_batches and record["stage"] != "stabilization":   # selection reads the validation split only
                 record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(
-                    net, val_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=cfg.random_start,
+                    net, val_batches, C, eps=eval_eps, steps=cfg.eval_pgd_steps, random_start=attack_start(cfg)[0],
                     device=device, bf16=cfg.bf16, dist=dist)
         record.update(seconds=seconds, eval_seconds=time.perf_counter() - t1, images_per_s=n_images / seconds,
                       peak_mem_mb=peak_memory_mb(device))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from taetlib.attacks import pgd
+from taetlib.attacks import PGDTrace, pgd
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
 from taetlib.methods import build_objective, model_head
@@ -44,7 +44,7 @@ def two_point_model(z_clean, z_adv):
 
 def test_total_loss_hand_value():
     obj = robal()
-    obj.attack = lambda model, x, y, epoch, **kw: (torch.tensor([[0.0, 1.0]]), None)
+    obj.attack = lambda model, x, y, epoch, **kw: PGDTrace(torch.tensor([[0.0, 1.0]]), None, torch.zeros(1))
     out = obj.step(two_point_model([0.5, 0.2, -0.1], [0.1, 0.4, -0.2]), torch.tensor([[1.0, 0.0]]),
                    torch.tensor([0]), epoch=1)
     assert abs(float(out.parts["kl"]) - 0.03395943) < 1e-7

@@ -179,8 +179,10 @@ def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
     from taetlib.data import Batches
     from taetlib.methods import build_objective, model_head
     from taetlib.train import train_epoch
-    # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too
-    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True, lasat_interval=2)
+    # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too, without the official reward
+    # PGD's early stop, which reads a flag back every iteration by design
+    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True, lasat_interval=2,
+               lasat_reward_early_stop=False)
     data, device = load_lt(cfg), torch.device("cuda")
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, 1, head=model_head(cfg)).to(device).to(memory_format=torch.channels_last)

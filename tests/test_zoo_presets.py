@@ -7,6 +7,7 @@ from taetlib import cli, presets, sweep
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.method_spec import METHODS
+from taetlib.methods import attack_start
 from taetlib.presets import ZOO_METHODS, ZOO_OVERRIDES
 
 ZOO = ["reat", "robal", "he", "gairat"]
@@ -29,7 +30,8 @@ def test_sweep_accepts_them():
     args = p.parse_args(["sweep", "--preset", "cifar10_lt_ir10", "--methods", *ZOO, "--robustlt"])
     runs = sweep.sweep_from_args(args).plan()
     assert len(runs) == 2 * len(ZOO) and not [r.error for r in runs if r.error]
-    assert {r.config["random_start"] for r in runs if r.config["method"] == "robal"} == {"uniform_pos"}
+    robal = [RunConfig.from_dict(r.config) for r in runs if r.config["method"] == "robal"]
+    assert {attack_start(cfg) for cfg in robal} == {("uniform_pos", False)}   # the official start, unclamped
 
 
 @pytest.mark.parametrize("method", ZOO)

@@ -56,6 +56,7 @@ def test_cifar10_presets_hold_the_zoo_and_every_arm_is_a_valid_run(ir):
     arms = set(plain)
     assert {("adt", False), ("adt", True), ("las_at", False)} <= arms and ("las_at", True) not in arms
     assert (("awp", False) in arms) == (ir == 50)   # AWP: RobustLT's table (IR 50), not TAET's
+    assert {("cfa", False), ("dafa", False)} <= arms and not {("cfa", True), ("dafa", True)} & arms
     for method, robust in arms:
         cfg = RunConfig.from_dict(p.run_config(plain[method, robust], ir, 0))
         assert cfg.method == method and cfg.robustlt == robust

@@ -33,3 +33,17 @@ def smoke_fit(tmp_path, **kw):
         if cfg.method != "robal" or cfg.method_args["variant"] == "R":
             assert torch.allclose(loaded(x), trained(x), atol=1e-5)
     return cfg, result, loaded, x
+
+
+def stopped_and_resumed(cfg, data, run_dir):
+    """fit interrupted after epoch 1 (a KeyboardInterrupt from the callback), then resumed to the end."""
+    def stop(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+    try:
+        fit(cfg, data, run_dir, callback=stop)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted after epoch 1")
+    return fit(cfg, data, run_dir)

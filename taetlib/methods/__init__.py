@@ -6,12 +6,14 @@ A new method is one file here plus its name in the import line below (docs/addin
 """
 # registration order is the order listings show the methods in: the paper's five, then the rest of
 # TAET's comparison
-from . import classic, longtail, taet, reat, robal, he, gairat, awp, adt, lasat  # noqa: F401  (register their specs)
+from . import classic, longtail, taet, reat, robal, he, gairat, awp, adt, lasat, cfa, dafa  # noqa: F401  (register them)
 from .adt import ADT
 from .awp import AWP
-from .base import (Attack, Objective, StepOut, aiw_ramp, build_objective, class_means, cpb_scale, kl, model_head,
-                   prepare_for_eval, robustlt)
+from .base import (Attack, Objective, StepOut, aiw_ramp, attack_start, build_objective, class_means, cpb_scale, kl,
+                   model_head, prepare_for_eval, robustlt)
+from .cfa import CFA
 from .classic import MART, PGDAT, TRADES
+from .dafa import DAFA
 from .gairat import GAIRAT
 from .he import HE
 from .lasat import LASAT
@@ -20,6 +22,6 @@ from .reat import REAT
 from .robal import RoBal
 from .taet import TAET, harl
 
-__all__ = ["Attack", "Objective", "StepOut", "aiw_ramp", "build_objective", "class_means", "cpb_scale", "kl",
-           "model_head", "prepare_for_eval", "robustlt", "MART", "PGDAT", "TRADES", "ATBSL", "TAET", "harl", "GAIRAT",
-           "HE", "REAT", "RoBal", "ADT", "AWP", "LASAT"]
+__all__ = ["Attack", "Objective", "StepOut", "aiw_ramp", "attack_start", "build_objective", "class_means", "cpb_scale",
+           "kl", "model_head", "prepare_for_eval", "robustlt", "MART", "PGDAT", "TRADES", "ATBSL", "TAET", "harl",
+           "GAIRAT", "HE", "REAT", "RoBal", "ADT", "AWP", "LASAT", "CFA", "DAFA"]

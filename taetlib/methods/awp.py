@@ -16,6 +16,8 @@ The `ascent` setting picks d_l (both are reimplementations' code, both kept beca
   normalisation), and the running BatchNorm statistics keep that forward pass. RobustLT's optimiser is
   Nesterov SGD; here it is the library's (plain momentum) optimiser.
 
+Training attack start (AT_AWP/train_cifar10.py attack_pgd, L78-89): delta ~ U(-eps, eps), clamped so that
+x + delta lies in [0,1] before the first forward (random_start='uniform', clamp_start=True: the default).
 Deviation from the official code, as for every library method: the attack runs with BatchNorm in eval
 mode (official AT-AWP attacks in train mode, so it updates the running statistics).
 
@@ -110,7 +112,7 @@ class AWP(PGDAT):
         self.optimizer = optimizer
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         if epoch > self.warmup:   # official: 0-based epoch >= awp_warmup
             self._v = awp_perturbation(unwrap(model), x_adv, y, self.gamma, self.ascent, self.optimizer)
             with torch.no_grad():
@@ -141,7 +143,7 @@ class AWPArgs(MethodArgs):
                 raise arg_error(name, getattr(self, name), "must be >= 0.")
 
 
-@register("awp", args=AWPArgs, aliases={"awp_gamma": "gamma", "awp_warmup": "warmup", "awp_ascent": "ascent"})
+@register("awp", args=AWPArgs, start=("uniform", True), aliases={"awp_gamma": "gamma", "awp_warmup": "warmup", "awp_ascent": "ascent"})
 def _awp(args, cfg, counts, attack):
     """AWP (Wu et al.): PGD-AT at adversarially perturbed weights."""
     return AWP(attack, len(counts), args.gamma, args.warmup, args.ascent)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import LossArg, aiw_ramp, pgd
+from ..attacks import LossArg, PGDTrace, aiw_ramp, pgd_trace
 from ..collectives import sum_over_ranks
 from ..config import RunConfig
 from ..errors import bad
@@ -45,6 +45,7 @@ class Attack:
     step: float
     steps: int
     start: str = "normal"
+    clamp_start: bool = False          # project x_0 before the first forward (attacks._start_point)
     loss: LossArg | None = "ce"       # what the attack maximises; None: the objective passes it per batch (TRADES)
     class_scale: Tensor | None = None  # eps_c / eps per class (CPB)
     ramp_epochs: float | None = None   # b * T (AIW)
@@ -61,14 +62,13 @@ class Attack:
         s = self.class_scale[y] * aiw_ramp(epoch - self.ramp_start, self.ramp_epochs)
         return self.eps * s, self.step * s
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None, kappa: bool = False):
-        """-> (x_adv, logits at the attack's start point), and with kappa=True also the per-sample count
-        of correctly classified iterates (pgd's return_kappa)."""
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None) -> PGDTrace:
+        """x_adv with the start point's logits and GAIRAT's kappa (attacks.pgd_trace)."""
         eps, step = self.radius(y, epoch)
         if loss is None and self.loss is None:
             raise ValueError("this attack's loss is built per batch (MethodSpec attack_loss=None): pass loss=.")
-        return pgd(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
-                   random_start=self.start, return_logits=True, return_kappa=kappa, bn=self.bn)
+        return pgd_trace(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
+                         random_start=self.start, clamp_start=self.clamp_start, bn=self.bn)
 
 
 def cpb_scale(counts: list[int], a: float) -> Tensor:
@@ -155,12 +155,21 @@ class Objective:
             return {"name": self.name, "attack": None, "clean_epochs": self.clean_epochs}
         loss = self.attack_loss_name or (a.loss if isinstance(a.loss, str) else getattr(a.loss, "__name__", "custom"))
         attack = {"eps": a.eps, "step": a.step, "steps": a.steps, "loss": loss, "start": a.start,
-                  "robustlt": a.class_scale is not None}
+                  "clamp_start": a.clamp_start, "robustlt": a.class_scale is not None}
         return {"name": self.name, "attack": attack, "clean_epochs": self.clean_epochs}
 
 
 
 # ---------------------------------------------------------------- reading the spec
+def attack_start(cfg: RunConfig) -> tuple[str, bool]:
+    """(random_start, clamp_start) of cfg's training attack: random_start='auto' and clamp_start=None take
+    the method's released code (its MethodSpec.start)."""
+    own = METHODS[cfg.method].start
+    own_start, own_clamp = own(cfg.hparams) if callable(own) else own
+    return (own_start if cfg.random_start == "auto" else cfg.random_start,
+            own_clamp if cfg.clamp_start is None else cfg.clamp_start)
+
+
 def model_head(cfg: RunConfig) -> str:
     """The classifier head of cfg's model: cfg.head, or for 'auto' the method's own (fc for most)."""
     return METHODS[cfg.method].head if cfg.head == "auto" else cfg.head
@@ -201,8 +210,9 @@ def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs
 def build_objective(cfg: RunConfig, train_counts: list[int], default_eps: float) -> Objective:
     """The objective cfg.method names, with its attack from cfg (eps None = the dataset default)."""
     spec = METHODS[cfg.method]
-    attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps),
-                    steps=cfg.attack_steps, start=cfg.random_start, loss=spec.attack_loss, bn=cfg.attack_bn)
+    start, clamp = attack_start(cfg)
+    attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps), steps=cfg.attack_steps,
+                    start=start, clamp_start=clamp, loss=spec.attack_loss, bn=cfg.attack_bn)
     objective = spec.factory(cfg.hparams, cfg, list(train_counts), attack)
     if cfg.robustlt:
         # released: the ramp runs over all epochs, stage 1 included (RobustLT's code); equal_adversarial:

@@ -1,4 +1,10 @@
-"""The balanced-data baselines: PGD-AT (Madry), TRADES and MART."""
+"""The balanced-data baselines: PGD-AT (Madry), TRADES and MART.
+
+Training attack start, as the released loops have it (the default, random_start='auto'): x + 0.001 N(0,1),
+fed to the first forward unclamped and projected only after each step: TRADES trades.py L31-41, MART
+mart.py L20-30, and the common protocol PGD-AT trains under here (TAET code/HARL.py L37-45, AT-BSL
+at_bsl_loss.py L23-31). Madry's own uniform start is random_start='uniform', clamp_start=True.
+"""
 from __future__ import annotations
 
 import torch
@@ -16,7 +22,7 @@ class PGDAT(Objective):
     name = "pgd_at"
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         logits = model(x_adv)
         return StepOut(F.cross_entropy(logits, y), _clean_logits(self.attack, start_logits), logits)
 
@@ -33,7 +39,7 @@ class TRADES(Objective):
     def loss(self, model, x, y, epoch):
         with bn_eval(model), torch.no_grad():
             target = model(x)   # the attack's fixed reference distribution
-        x_adv, _ = self.attack(model, x, y, epoch, loss=lambda z, _y: kl(target, z))
+        x_adv, _, _ = self.attack(model, x, y, epoch, loss=lambda z, _y: kl(target, z))
         logits, logits_adv = model(x), model(x_adv)
         natural, robust = F.cross_entropy(logits, y), kl(logits, logits_adv).mean()
         return StepOut(natural + self.beta * robust, logits, logits_adv,
@@ -50,7 +56,7 @@ class MART(Objective):
         self.beta = beta
 
     def loss(self, model, x, y, epoch):
-        x_adv, _ = self.attack(model, x, y, epoch)
+        x_adv, _, _ = self.attack(model, x, y, epoch)
         logits, logits_adv = model(x), model(x_adv)
         p_adv = F.softmax(logits_adv, 1)
         top_wrong = p_adv.scatter(1, y[:, None], 0.0).amax(1)

@@ -3,7 +3,9 @@
 
     attack: maximise CE(s z(x'), y)  (HELoss with cm = 0)      training: CE(s (z(x') - m onehot(y)), y)
 
-with s = 10, m = 0.2 (the official CIFAR-10 command). Evaluation attacks the scale-1 cosines as they are.
+with s = 10, m = 0.2 (the official CIFAR-10 command). Training attack start (CIFAR-10/losses.py pgd_loss,
+L79-91): x + 0.001 N(0,1) fed to the first forward unclamped, projected after each step (the default).
+Evaluation attacks the scale-1 cosines as they are.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ class HE(Objective):
         return F.cross_entropy(self.s * logits, y, reduction="none")
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch, loss=self.attack_loss)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch, loss=self.attack_loss)
         logits = model(x_adv)
         loss = F.cross_entropy(self.s * (logits - self.m * F.one_hot(y, self.num_classes)), y)
         return StepOut(loss, _clean_logits(self.attack, start_logits), logits)

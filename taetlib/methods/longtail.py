@@ -1,4 +1,8 @@
-"""AT-BSL (balanced softmax on adversarial examples); TAET is in taet.py."""
+"""AT-BSL (balanced softmax on adversarial examples); TAET is in taet.py.
+
+Training attack start, as the released loop has it (the default): x + 0.001 N(0,1), fed to the first
+forward unclamped, projected only after each step (AT-BSL at_bsl_loss.py L23-31).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ class ATBSL(Objective):
         self.shift = tau * torch.log(torch.tensor(counts, dtype=torch.float32))
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         logits = model(x_adv)
         if self.shift.device != logits.device:
             self.shift = self.shift.to(logits.device)

@@ -7,6 +7,8 @@ balanced softmax on x_adv plus the "TAIL" term on penultimate features,
 
 The official KL is nn.KLDivLoss(size_average='none'): a truthy legacy flag, so reduction 'mean' over
 all B*D elements, one scalar per anchor; that is what gives the term this collapsed form.
+Training attack start (loss_functions.py REAT(), L46-55): x + U(-eps, eps), fed to the first forward as
+drawn (not clamped), projected only after each step; the default (random_start='auto').
 The attack's RBL loss (class-weighted CE with positive weights) gives the same sign-PGD iterates as
 plain CE when BatchNorm is in eval mode, so the attack is plain CE and keeps no a_c counters.
 """
@@ -76,7 +78,7 @@ class REAT(ATBSL):
         self.tail[tail_classes(counts, tail_rule)] = True
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         feats, logits = features_and_logits(model, x_adv)
         if self.w.device != logits.device:   # moved once, then cached
             self.w, self.tail = self.w.to(logits.device), self.tail.to(logits.device)
@@ -95,7 +97,7 @@ class REATArgs(MethodArgs):
         check_choice("method_args.tail", self.tail, TAIL_RULES)
 
 
-@register("reat", args=REATArgs, aliases={"reat_tail": "tail"})
+@register("reat", args=REATArgs, start=("uniform", False), aliases={"reat_tail": "tail"})
 def _reat(args, cfg, counts, attack):
     """REAT (Li et al.): balanced softmax + the TAIL feature term on PGD examples."""
     return REAT(attack, len(counts), counts, args.tail)

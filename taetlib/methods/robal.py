@@ -8,8 +8,9 @@ The attack maximises plain CE on the raw scale-1 logits: no s, margin or prior. 
 RobustLT's) evaluates the trained model as it is. RoBal-N trains with tau_m = 0, tau_b = 1.2 and is
 evaluated through post-hoc logits z = s cos - tau_p ln pi (load_model, so evaluate_run and notebook 04,
 applies them; fit's in-training test accuracy is of the training head).
-The official training attack starts one-sided, x + eps U[0,1) (random_start='uniform_pos', the
-presets' choice); RobustLT's starts from U(-eps, eps) (random_start='uniform').
+The official training attack starts one-sided, x + eps U[0,1), and feeds that start to the first forward
+unclamped (methods/train_modes.py add_reg_train, L204-214: projected only after each step): the default.
+RobustLT's starts from U(-eps, eps) clamped to [0,1] (random_start='uniform', clamp_start=True).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class RoBal(Objective):
         return F.cross_entropy(u, y)
 
     def loss(self, model, x, y, epoch):
-        x_adv, _ = self.attack(model, x, y, epoch)      # plain CE on the raw logits
+        x_adv, _, _ = self.attack(model, x, y, epoch)      # plain CE on the raw logits
         logits, logits_adv = model(x), model(x_adv)
         if self.margins.device != logits.device:       # moved once, then cached
             self.margins, self.bias = self.margins.to(logits.device), self.bias.to(logits.device)
@@ -91,7 +92,7 @@ def eval_setup(model, args: RoBalArgs) -> None:
                 head.posthoc(args.s, args.tau_p)
 
 
-@register("robal", args=RoBalArgs, head="cosplus", eval_setup=eval_setup,
+@register("robal", args=RoBalArgs, head="cosplus", eval_setup=eval_setup, start=("uniform_pos", False),
           aliases={f"robal_{n}": n for n in ("variant", "s", "m", "tau_m", "tau_b", "beta", "tau_p")})
 def _robal(args, cfg, counts, attack):
     """RoBal (Wu et al.): margin CE with a prior bias on a cosine head + TRADES-KL, on PGD examples."""

@@ -5,6 +5,9 @@
 BCL their balanced mean, HDL their variance around it, RCEL the sum of squared shares L_c / sum_j L_j
 . Stage 1 is `stabilization_epochs` of clean CE; budget_rule decides whether it counts
 inside `epochs` (released) or comes before them (equal_adversarial).
+
+Training attack start, as the released loop has it (the default): x + 0.001 N(0,1), fed to the first
+forward unclamped, projected only after each step (TAET code/HARL.py L37-45).
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ class TAET(Objective):
         self.weights, self.absent = (alpha, beta, gamma), absent
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         logits = model(x_adv)
         # HARL's class means over the global batch under DDP (per rank they would not be 1-GPU TAET)
         L, present = class_means(F.cross_entropy(logits, y, reduction="none"), y, self.num_classes, global_batch=True)

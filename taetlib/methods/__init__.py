@@ -6,7 +6,7 @@ A new method is one file here plus its name in the import line below (docs/addin
 """
 # registration order is the order listings show the methods in: the paper's five, then the rest of
 # TAET's comparison
-from . import classic, longtail, taet, reat, robal, he, gairat, awp, adt, lasat, cfa, dafa  # noqa: F401  (register them)
+from . import classic, longtail, taet, reat, robal, he, gairat, awp, adt, lasat, cfa, dafa  # noqa: F401  (specs)
 from .adt import ADT
 from .awp import AWP
 from .base import (Attack, Objective, StepOut, aiw_ramp, attack_start, build_objective, class_means, cpb_scale, kl,

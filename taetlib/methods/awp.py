@@ -143,7 +143,8 @@ class AWPArgs(MethodArgs):
                 raise arg_error(name, getattr(self, name), "must be >= 0.")
 
 
-@register("awp", args=AWPArgs, start=("uniform", True), aliases={"awp_gamma": "gamma", "awp_warmup": "warmup", "awp_ascent": "ascent"})
+@register("awp", args=AWPArgs, start=("uniform", True),
+          aliases={"awp_gamma": "gamma", "awp_warmup": "warmup", "awp_ascent": "ascent"})
 def _awp(args, cfg, counts, attack):
     """AWP (Wu et al.): PGD-AT at adversarially perturbed weights."""
     return AWP(attack, len(counts), args.gamma, args.warmup, args.ascent)

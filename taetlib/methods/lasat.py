@@ -293,7 +293,8 @@ class LASATArgs(MethodArgs):
             raise arg_error("unit", self.unit, "must be > 0, or None for eps / 8.")
         if not 0 < self.smoothing <= 1:
             raise arg_error("smoothing", self.smoothing,
-                            "must lie in (0, 1]: the target probability of the true class (official 0.7; 1 = plain CE).")
+                            "must lie in (0, 1]: the target probability of the true class (official 0.7; "
+                            "1 = plain CE).")
         if len(self.reward) != 3:
             raise arg_error("reward", self.reward, "must be the three weights [a, b, c] of the loss, robust-accuracy "
                                                    "and clean-accuracy rewards (official [1, 1, 1]).")

@@ -2,22 +2,22 @@
 # # 03 · TAET stage 2: HARL (or any baseline)
 # TAET: loads the stage-1 checkpoint from notebook 02 and trains HARL on adversarial inputs
 # (loss = alpha BCL + beta HDL + gamma RCEL), optionally inside RobustLT (`robustlt=True`).
-# Any other method (`ce`, `pgd_at`, `trades`, `mart`, `at_bsl`, `reat`, `robal`, `he`, `gairat`, `awp`, `adt`, `las_at`)
-# trains here from scratch; its own settings (`awp_gamma`, `adt_steps`, `lasat_interval`, ...) go
-# in `extra`. Live per-class clean and robust curves and the loss components per epoch.
+# Any other method (`python -m taetlib list methods` lists them, a plugin's too) trains here from scratch;
+# its own settings go in `extra` as `{'method_args': {...}}` or `{'<method>.<setting>': value}`
+# (e.g. `{'awp.gamma': 0.005}`). Live per-class clean and robust curves and the loss components per epoch.
 
 # %% tags=["parameters"]
 from typing import Optional  # for the annotations below
 
-dataset: str = 'fashion_mnist'  # fashion_mnist | cifar10 | cifar100 | dermamnist | synthetic
+dataset: str = 'fashion_mnist'  # a data.DATASETS name (an unknown one is refused with the list)
 imbalance_ratio: float = 10.0  # n_max / n_min of the training set
 n_max: Optional[int] = 800  # head-class size (None: the dataset's own)
 test_per_class: Optional[int] = 300  # cap of the balanced test set per class (None: all)
 data_root: str = 'data'  # dataset files and data/splits manifests
-model: str = 'small_cnn'  # small_cnn | resnet18 | preact_resnet18 | wrn_28_10 | wrn_34_10
-method: str = 'taet'  # ce | pgd_at | trades | mart | at_bsl | taet | reat | robal | he | gairat | awp | adt | las_at
+model: str = 'small_cnn'  # a models.MODELS name (python -m taetlib list models)
+method: str = 'taet'  # a method_spec.METHODS name (python -m taetlib list methods)
 robustlt: bool = False  # wrap the objective in RobustLT (class-wise eps, ramp)
-stabilization_epochs: int = 4  # TAET stage 1 (clean CE) epochs
+stabilization_epochs: int = 4  # TAET stage 1 (clean CE) epochs (method_args; other methods ignore it)
 epochs: int = 10  # adversarial epochs (budget_rule equal_adversarial: TAET's stage 1 comes before them)
 eps: Optional[float] = 0.1  # training L-inf radius in [0,1] pixels (None: the dataset's)
 step_size: Optional[float] = 0.04  # PGD step (None: eps / 4)
@@ -28,7 +28,7 @@ eval_every: int = 2  # test clean and PGD per class every N epochs (0: never)
 eval_per_class: Optional[int] = 100  # test images per class for that in-training check
 device: str = 'auto'  # auto | cpu | cuda | cuda:N
 seed: int = 0
-extra: dict = {}  # any other RunConfig field, e.g. {'harl_absent_classes': 'exclude'}
+extra: dict = {}  # any other RunConfig field or method setting, e.g. {'taet.absent_classes': 'exclude'}
 run_dir: str = ''  # empty: runs/interactive/<dataset>-ir<IR>/<method>/seed<S>
 interactive: Optional[bool] = None  # None: widgets in JupyterLab, static when headless
 
@@ -54,7 +54,7 @@ lt.train_counts
 # ## Train
 
 # %%
-two_stage = cfg.method == "taet" and cfg.stabilization_epochs > 0
+two_stage = cfg.clean_stage_epochs() > 0   # TAET: stage 1 came from notebook 02
 init = nb.stage1_checkpoint(run, cfg) if two_stage else None
 views = {"loss": nb.loss_figure, "accuracy": nb.accuracy_figure, "per_class": nb.per_class_figure}
 if cfg.method == "taet":   # HARL's w_c: below zero, that class's adversarial loss is pushed up

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,31 +20,66 @@ from tqdm import tqdm
 from . import attacks as atk
 from .errors import Registry, bad, check_choice
 
-__all__ = ["AA_ATTACKS", "AA_SUBATTACKS", "AA_VERSIONS", "ATTACKS", "ITERATES", "STEP_FRACTION", "SWEEP_ATTACK",
-           "fill_defaults", "resolve_attacks", "run_attack", "zero_gradient_mask"]
+__all__ = ["AA_ATTACKS", "AA_DERIVED", "AA_SUBATTACKS", "AA_VERSIONS", "ATTACKS", "AttackSpec", "ITERATES", "PGD_ARGS",
+           "STARTS", "STEP_FRACTION", "SWEEP_ATTACK", "fill_defaults", "resolve_attacks", "run_attack",
+           "zero_gradient_mask"]
 
 STEP_FRACTION = 1 / 8  # PGD step = eps / 8: 1/255 at 8/255, the TAET and RobustLT evaluation code
-
-# ------------------------------------------------------------------------------ attack registry
-# Defaults of every attack's parameters; None = derived: eps from evaluate(), step = eps * STEP_FRACTION.
-# iterate: "last" reads x_K (the released evaluation code); "any" counts an image broken once any iterate
-# is misclassified and drops it from the batch then (AutoAttack's counting; never weaker, and cheaper).
-_PGD = {"eps": None, "step": None, "steps": 20, "loss": "ce", "random_start": "uniform", "iterate": "last"}
-ITERATES = ("last", "any")
-ATTACKS: dict[str, dict] = Registry("attacks", {
-    "clean": {},
-    "fgsm": {"eps": None},
-    "pgd20": dict(_PGD),
-    "pgd100": {**_PGD, "steps": 100},
-    "cw20": {**_PGD, "loss": "cw"},  # PGD on the CW margin loss, kappa 0
-    # Also any "<sub>.<attribute>" of pyautoattack's sub-attacks, e.g. "square.n_queries": 1000.
-    # n_target_classes of apgd_targeted and fab default to min(9, C - 1).
-    "autoattack": {"eps": None, "version": "standard", "attacks": None, "norm": "Linf"},
-})
 AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 AA_SUBATTACKS = ("apgd", "apgd_targeted", "fab", "square")
+AA_DERIVED = ("apgd_targeted.n_target_classes", "fab.n_target_classes")   # set by _aa_derive
+ITERATES = ("last", "any")
+STARTS = ("uniform", "normal", "uniform_pos", "none")
 SWEEP_ATTACK = "pgd20"  # the attack the eps sweep repeats at every radius
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One evaluation attack: its parameters' defaults (None: derived from the evaluation's eps by `derive`),
+    the check that refuses a bad name or value before any attack runs, and how it runs."""
+    defaults: dict
+    run: Callable[..., np.ndarray]   # (name, model, x uint8, y, params, *, batch_size, device, seed, log) -> preds
+    check: Callable[[str, dict], None]   # (name, params with defaults) -> None, or raise bad(...)
+    derive: Callable[[dict, float, int], dict]   # (params, eps, num_classes) -> params with derived values
+
+
+# ------------------------------------------------------------------------------ checks
+def _check_names(name: str, params: dict, extra: tuple[str, ...] = ()) -> None:
+    """Unknown parameter names fail before any attack runs, naming the allowed ones."""
+    for key in params:
+        if key not in ATTACKS[name].defaults:
+            allowed = sorted(ATTACKS[name].defaults) + list(extra)
+            raise bad(f"attack_params[{name!r}]", key, f"unknown parameter of {name}; choose from {allowed}.")
+
+
+def _check_radius(where: str, p: dict) -> None:
+    for key in ("eps", "step"):
+        v = p.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and v >= 0):
+            raise bad(f"{where}[{key!r}]", v, "must be a number >= 0 (L-inf, [0,1] pixel units).")
+
+
+def _check_pgd(name: str, p: dict) -> None:
+    """PGD's parameters, before an hour of the attacks listed before it has run."""
+    _check_names(name, p)
+    where = f"attack_params[{name!r}]"
+    _check_radius(where, p)
+    if not (isinstance(p["steps"], int) and p["steps"] >= 1):
+        raise bad(f"{where}['steps']", p["steps"], "must be an integer >= 1.")
+    if not callable(p["loss"]):
+        check_choice(f"{where}['loss']", p["loss"], ("ce", "cw"))
+    check_choice(f"{where}['iterate']", p["iterate"], ITERATES)
+    check_choice(f"{where}['random_start']", p["random_start"], STARTS)
+    check_choice(f"{where}['clamp_start']", p["clamp_start"], (True, False))
+    if p["iterate"] == "any" and not p["clamp_start"]:
+        raise bad(f"{where}['clamp_start']", p["clamp_start"], "iterate='any' counts the start as an iterate, and an "
+                  "unclamped start may lie outside [0,1]; use clamp_start=True or iterate='last'.")
+
+
+def _check_fgsm(name: str, p: dict) -> None:
+    _check_names(name, p)
+    _check_radius(f"attack_params[{name!r}]", p)
 
 
 def _aa_attributes(sub: str) -> set[str]:
@@ -51,57 +88,48 @@ def _aa_attributes(sub: str) -> set[str]:
     return set(vars(getattr(probe, sub)))
 
 
-def _check_params(name: str, params: dict) -> None:
-    """Unknown parameter names fail before any attack runs, naming the allowed ones."""
-    for key in params:
-        if name == "autoattack" and "." in key:
+def _check_autoattack(name: str, p: dict) -> None:
+    where = f"attack_params[{name!r}]"
+    for key in p:
+        if "." in key and key not in AA_DERIVED:
             sub, attr = key.split(".", 1)
-            check_choice(f"attack_params['autoattack'] sub-attack in {key!r}", sub, AA_SUBATTACKS)
-            check_choice(f"attack_params['autoattack'][{key!r}] attribute", attr, _aa_attributes(sub))
-        elif key not in ATTACKS[name]:
-            allowed = sorted(ATTACKS[name]) + (["<sub-attack>.<attribute>"] if name == "autoattack" else [])
-            raise bad(f"attack_params[{name!r}]", key, f"unknown parameter of {name}; choose from {allowed}.")
-    if name == "autoattack":
-        if "version" in params:
-            check_choice("attack_params['autoattack']['version']", params["version"], AA_VERSIONS)
-        for a in params.get("attacks") or []:
-            check_choice("attack_params['autoattack']['attacks'] item", a, AA_ATTACKS)
-        if params.get("attacks") and params.get("version", "custom") != "custom":
-            raise bad("attack_params['autoattack']['version']", params["version"],
-                      "an explicit attack list needs version='custom' (or leave version out).")
+            check_choice(f"{where} sub-attack in {key!r}", sub, AA_SUBATTACKS)
+            check_choice(f"{where}[{key!r}] attribute", attr, _aa_attributes(sub))
+    _check_names(name, {k: v for k, v in p.items() if "." not in k}, ("<sub-attack>.<attribute>",))
+    _check_radius(where, p)
+    check_choice(f"{where}['version']", p["version"], AA_VERSIONS)
+    for a in p["attacks"] or []:
+        check_choice(f"{where}['attacks'] item", a, AA_ATTACKS)
+    if p["attacks"] and p["version"] not in ("custom", ATTACKS[name].defaults["version"]):
+        raise bad(f"{where}['version']", p["version"],
+                  "an explicit attack list needs version='custom' (or leave version out).")
+    check_choice(f"{where}['norm']", p["norm"], ("Linf", "L2", "L1"))
+
+
+# ------------------------------------------------------------------------------ derived values
+def _derive_radius(p: dict, eps: float, num_classes: int) -> dict:
+    """eps None: the evaluation's; step None: eps * STEP_FRACTION."""
+    if "eps" in p and p["eps"] is None:
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise bad("eps", eps, "must be a number >= 0 (L-inf, [0,1] pixel units).")
+        p["eps"] = float(eps)
+    if "step" in p and p["step"] is None:
+        p["step"] = p["eps"] * STEP_FRACTION
+    return p
+
+
+def _aa_derive(p: dict, eps: float, num_classes: int) -> dict:
+    p = _derive_radius(p, eps, num_classes)
+    if p["attacks"]:
+        p["attacks"], p["version"] = list(p["attacks"]), "custom"
+    for key in AA_DERIVED:   # pyautoattack's default of 9 target classes breaks with fewer classes
+        p.setdefault(key, min(9, num_classes - 1))
+    return p
 
 
 def fill_defaults(name: str, params: dict, eps: float, num_classes: int) -> dict:
     """Derived defaults: eps, step = eps * STEP_FRACTION, AutoAttack's target-class counts."""
-    p = dict(params)
-    if "eps" in p and p["eps"] is None:
-        p["eps"] = float(eps)
-    if "step" in p and p["step"] is None:
-        p["step"] = p["eps"] * STEP_FRACTION
-    if name == "autoattack":
-        if p["attacks"]:
-            p["attacks"], p["version"] = list(p["attacks"]), "custom"
-        for sub in ("apgd_targeted", "fab"):  # pyautoattack's default of 9 breaks with fewer classes
-            p.setdefault(f"{sub}.n_target_classes", min(9, num_classes - 1))
-    return p
-
-
-def _check_values(name: str, p: dict) -> None:
-    """Bad values fail before any attack runs, not after an hour of the attacks listed before them."""
-    where = f"attack_params[{name!r}]"
-    for key in ("eps", "step"):
-        if key in p and not (isinstance(p[key], (int, float)) and p[key] >= 0):
-            raise bad(f"{where}[{key!r}]", p[key], "must be a number >= 0 (L-inf, [0,1] pixel units).")
-    if "steps" in p and not (isinstance(p["steps"], int) and p["steps"] >= 1):
-        raise bad(f"{where}['steps']", p["steps"], "must be an integer >= 1.")
-    if "loss" in p and not callable(p["loss"]):
-        check_choice(f"{where}['loss']", p["loss"], ("ce", "cw"))
-    if "iterate" in p:
-        check_choice(f"{where}['iterate']", p["iterate"], ITERATES)
-    if "random_start" in p:
-        check_choice(f"{where}['random_start']", p["random_start"], ("uniform", "normal", "none"))
-    if "norm" in p:
-        check_choice(f"{where}['norm']", p["norm"], ("Linf", "L2", "L1"))
+    return ATTACKS[name].derive(dict(params), eps, num_classes)
 
 
 def resolve_attacks(names, attack_params: dict | None, eps: float, num_classes: int) -> dict[str, dict]:
@@ -110,12 +138,11 @@ def resolve_attacks(names, attack_params: dict | None, eps: float, num_classes: 
     attack_params = attack_params or {}
     for name in [*names, *attack_params]:
         check_choice("attacks", name, ATTACKS)
-    for name, params in attack_params.items():
-        _check_params(name, params)
-    resolved = {n: fill_defaults(n, {**ATTACKS[n], **attack_params.get(n, {})}, eps, num_classes)
-                for n in dict.fromkeys([*names, *attack_params])}
-    for name, p in resolved.items():
-        _check_values(name, p)
+    resolved = {}
+    for name in dict.fromkeys([*attack_params, *names]):   # the user's settings are checked first
+        p = {**ATTACKS[name].defaults, **attack_params.get(name, {})}
+        ATTACKS[name].check(name, p)
+        resolved[name] = fill_defaults(name, p, eps, num_classes)
     return {n: resolved[n] for n in names}
 
 
@@ -140,6 +167,30 @@ def _batched_predictions(model, x, y, batch_size, device, perturb, name: str) ->
         with torch.no_grad():
             preds.append(model(out).argmax(1).cpu())
     return torch.cat(preds).numpy()
+
+
+def _per_batch(perturb_of: Callable) -> Callable[..., np.ndarray]:
+    """An attack's run from perturb_of(model, params) -> perturb(xb, yb), applied batch by batch."""
+    def run(name, model, x, y, params, *, batch_size, device, seed, log):   # seeded by run_attack
+        return _batched_predictions(model, x, y, batch_size, device, perturb_of(model, params), name)
+    return run
+
+
+def _clean(model, p):
+    return lambda xb, yb: xb
+
+
+def _fgsm(model, p):
+    return lambda xb, yb: atk.fgsm(model, xb, yb, eps=p["eps"])
+
+
+PGD_ARGS = ("eps", "step", "steps", "loss", "random_start", "clamp_start")
+
+
+def _pgd(model, p):
+    fn = atk.pgd_any if p["iterate"] == "any" else atk.pgd
+    kw = {k: p[k] for k in PGD_ARGS}
+    return lambda xb, yb: fn(model, xb, yb, **kw)
 
 
 class _ListHandler(logging.Handler):
@@ -167,7 +218,7 @@ def _captured(logger_name: str):
         logger.propagate = saved[1]
 
 
-def _autoattack(model, x, y, p, *, batch_size, device, seed, log: list) -> np.ndarray:
+def _autoattack(name, model, x, y, p, *, batch_size, device, seed: int, log: list) -> np.ndarray:
     import pyautoattack  # heavy optional import, deferred for start-up time
     aa = pyautoattack.AutoAttack(model, attacks=p["attacks"], device=device, eps=p["eps"], norm=p["norm"],
                                  seed=seed, version=p["version"])
@@ -186,6 +237,26 @@ def _autoattack(model, x, y, p, *, batch_size, device, seed, log: list) -> np.nd
     return y_adv.cpu().numpy()
 
 
+# ------------------------------------------------------------------------------ the registry
+# iterate: "last" reads x_K (the released evaluation code); "any" counts an image broken once any iterate
+# is misclassified and drops it from the batch then (AutoAttack's counting; never weaker, and cheaper).
+# Start: U(-eps, eps) clamped into [0,1] before the first forward, as torchattacks' PGD (TAET's evaluation)
+# and RobustLT's attack; AT-BSL's pgd_attack.py feeds it unclamped (clamp_start=False).
+_PGD = {"eps": None, "step": None, "steps": 20, "loss": "ce", "random_start": "uniform", "clamp_start": True,
+        "iterate": "last"}
+ATTACKS: dict[str, AttackSpec] = Registry("attacks", {
+    "clean": AttackSpec({}, _per_batch(_clean), _check_names, _derive_radius),
+    "fgsm": AttackSpec({"eps": None}, _per_batch(_fgsm), _check_fgsm, _derive_radius),
+    "pgd20": AttackSpec(dict(_PGD), _per_batch(_pgd), _check_pgd, _derive_radius),
+    "pgd100": AttackSpec({**_PGD, "steps": 100}, _per_batch(_pgd), _check_pgd, _derive_radius),
+    "cw20": AttackSpec({**_PGD, "loss": "cw"}, _per_batch(_pgd), _check_pgd, _derive_radius),  # CW margin, kappa 0
+    # Also any "<sub>.<attribute>" of pyautoattack's sub-attacks, e.g. "square.n_queries": 1000.
+    # n_target_classes of apgd_targeted and fab default to min(9, C - 1).
+    "autoattack": AttackSpec({"eps": None, "version": "standard", "attacks": None, "norm": "Linf"},
+                             _autoattack, _check_autoattack, _aa_derive),
+})
+
+
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict, *,
                batch_size: int = 256, device="cpu", seed: int = 0, log: list | None = None) -> np.ndarray:
     """Per-sample predictions of `model` under attack `name` on uint8 images x (model in eval mode)."""
@@ -193,17 +264,7 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pa
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         torch.manual_seed(seed)  # each attack starts from the same seed, whatever ran before
-        if name == "autoattack":
-            return _autoattack(model, x, y, params, batch_size=batch_size, device=dev, seed=seed, log=log)
-        if name == "clean":
-            perturb = lambda xb, yb: xb  # noqa: E731
-        elif name == "fgsm":
-            perturb = lambda xb, yb: atk.fgsm(model, xb, yb, eps=params["eps"])  # noqa: E731
-        else:
-            keys = ("eps", "step", "steps", "loss", "random_start")
-            pgd = atk.pgd_any if params.get("iterate", "last") == "any" else atk.pgd
-            perturb = lambda xb, yb: pgd(model, xb, yb, **{k: params[k] for k in keys})  # noqa: E731
-        return _batched_predictions(model, x, y, batch_size, dev, perturb, name)
+        return ATTACKS[name].run(name, model, x, y, params, batch_size=batch_size, device=dev, seed=seed, log=log)
 
 
 def zero_gradient_mask(model, x, y, *, batch_size=256, device="cpu") -> np.ndarray:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BN_MODES", "LossArg", "aiw_ramp", "bn_batch_stats", "bn_eval", "cw_margin", "fgsm", "pgd", "pgd_any"]
+__all__ = ["BN_MODES", "LossArg", "PGDTrace", "aiw_ramp", "bn_batch_stats", "bn_eval", "cw_margin", "fgsm", "pgd",
+           "pgd_any", "pgd_trace"]
 
 LossArg = str | Callable[[Tensor, Tensor], Tensor]  # "ce" | "cw" | (logits, y) -> per-sample loss
 
@@ -76,9 +78,9 @@ def _per_sample(v: float | Tensor, x: Tensor) -> float | Tensor:
 
 
 def _start(x: Tensor, eps: float | Tensor, random_start: str) -> Tensor:
-    if random_start == "normal":            # released TAET / AT-BSL / TRADES code
+    if random_start == "normal":            # released TAET / AT-BSL / TRADES / MART code, official HE
         return x + 0.001 * torch.randn_like(x)
-    if random_start == "uniform":           # Madry; RobustLT code
+    if random_start == "uniform":           # Madry; REAT, GAIRAT, AWP and RobustLT code
         return x + (2 * torch.rand_like(x) - 1) * eps
     if random_start == "uniform_pos":       # official RoBal code: one-sided, x + eps * U[0,1)
         return x + torch.rand_like(x) * eps
@@ -87,45 +89,64 @@ def _start(x: Tensor, eps: float | Tensor, random_start: str) -> Tensor:
     raise ValueError(f"random_start={random_start!r}: use 'normal', 'uniform', 'uniform_pos' or 'none'.")
 
 
-def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
-        steps: int, loss: LossArg = "ce", random_start: str = "uniform",
-        return_logits: bool = False, return_kappa: bool = False, bn: str = "eval"):
-    """PGD L-inf: x_{k+1} = Proj_{B(x,eps) & [0,1]}(x_k + step * sign(grad L(f(x_k), y))).
+def _start_point(x: Tensor, eps, random_start: str, clamp_start: bool, lo: Tensor, hi: Tensor) -> Tensor:
+    """x_0. clamp_start=True projects it onto the eps-ball and [0,1] before the first forward pass (GAIRAT,
+    AWP, RobustLT, torchattacks); False feeds it as drawn, so pixels at 0 or 1 may start outside [0,1]
+    (TAET, AT-BSL, TRADES, MART, HE, REAT, RoBal): their loops project only after the first step."""
+    x0 = _start(x, eps, random_start)
+    return torch.clamp(x0, lo, hi) if clamp_start else x0
 
-    Returns the detached x_adv; with return_logits=True also the (detached) logits of the first
-    forward pass, i.e. at the start point x_0 (None if steps == 0), so a caller that wants clean-ish
-    accuracy needs no extra forward. With return_kappa=True also kappa [B] (long, on x's device): how
-    many of the iterates x_0..x_{K-1} the model classified correctly, each counted before its update
-    (GAIRAT's geometry value; x_K is never checked). eps == 0 returns x exactly.
-    bn: 'eval' (running statistics: TAET, AT-BSL, TRADES, MART code) or 'batch' (RobustLT's code).
-    """
+
+class PGDTrace(NamedTuple):
+    """What a training objective reads off one PGD run besides x_adv."""
+    x_adv: Tensor                   # detached, inside the eps-ball and [0,1]
+    start_logits: Tensor | None     # detached logits of the first forward pass, at x_0 (None if steps == 0)
+    kappa: Tensor                   # [B] long: iterates x_0..x_{K-1} classified correctly (GAIRAT's geometry value)
+
+
+def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
+        steps: int, loss: LossArg = "ce", random_start: str = "uniform", clamp_start: bool = True,
+        bn: str = "eval") -> Tensor:
+    """PGD L-inf: x_{k+1} = Proj_{B(x,eps) & [0,1]}(x_k + step * sign(grad L(f(x_k), y))); returns the
+    detached x_adv (eps == 0 returns x exactly). The defaults are Madry's and torchattacks': a uniform start
+    clamped before the first forward. clamp_start=False is the released loops of TAET and its baselines
+    (see _start_point). bn: 'eval' (running statistics: TAET, AT-BSL, TRADES, MART code) or 'batch'
+    (RobustLT's code). pgd_trace returns what training reads besides x_adv."""
+    return pgd_trace(model, x, y, eps=eps, step=step, steps=steps, loss=loss, random_start=random_start,
+                     clamp_start=clamp_start, bn=bn).x_adv
+
+
+def pgd_trace(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
+              steps: int, loss: LossArg = "ce", random_start: str = "uniform", clamp_start: bool = True,
+              bn: str = "eval") -> PGDTrace:
+    """pgd() with its trace: the logits at the start point (so a caller that wants clean-ish accuracy needs
+    no extra forward) and kappa, each iterate x_0..x_{K-1} counted before its update (x_K is never checked),
+    on the device: no host sync."""
     loss_fn = _loss_fn(loss)
     x = x.detach()
     eps, step = _per_sample(eps, x), _per_sample(step, x)
     # The eps-ball and [0,1] are both boxes, so one clamp onto their intersection projects onto both.
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
-    x_adv = torch.clamp(_start(x, eps, random_start), lo, hi)
+    x_adv = _start_point(x, eps, random_start, clamp_start, lo, hi)
     first_logits = None
-    kappa = torch.zeros(len(x), dtype=torch.long, device=x.device) if return_kappa else None
+    kappa = torch.zeros(len(x), dtype=torch.long, device=x.device)
     with BN_MODES[bn](model), torch.enable_grad():
         for k in range(steps):
             x_adv.requires_grad_(True)
             logits = model(x_adv)
             if k == 0:
                 first_logits = logits.detach()
-            if kappa is not None:   # on the device: no host sync
-                kappa += logits.detach().argmax(1) == y
+            kappa += logits.detach().argmax(1) == y
             # sum, not mean: each sample's gradient sign is its own, independent of batch size
             (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), x_adv)
             x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)
-    x_adv = x_adv.detach()
-    out = (x_adv,) + ((first_logits,) if return_logits else ()) + ((kappa,) if return_kappa else ())
-    return out if len(out) > 1 else x_adv
+    # projected already after any step; with no step, an unclamped start is projected here
+    return PGDTrace(torch.clamp(x_adv.detach(), lo, hi), first_logits, kappa)
 
 
 def pgd_any(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
-            steps: int, loss: LossArg = "ce", random_start: str = "uniform", bn: str = "eval",
-            return_counts: bool = False):
+            steps: int, loss: LossArg = "ce", random_start: str = "uniform", clamp_start: bool = True,
+            bn: str = "eval", return_counts: bool = False):
     """Any-iterate PGD: the same iterates as pgd(), but an image counts as broken once any iterate
     x_0..x_K is misclassified, and it leaves the batch then (AutoAttack counts robustness this way).
 
@@ -135,12 +156,16 @@ def pgd_any(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step
     and it costs less: pass k runs only on the images still unbroken. return_counts=True adds a long
     tensor [K+1]: how many images entered each pass (the last is x_K's forward, without a gradient).
     Shrinking the batch reads a mask on the host every step: an evaluation attack, not a training one.
+    The start must be clamped: an unclamped x_0 may lie outside [0,1], so it is no image to count as broken.
     """
+    if not clamp_start:
+        raise ValueError("pgd_any counts x_0 as an iterate, so it needs clamp_start=True (an unclamped start may "
+                         "lie outside [0,1]); use pgd() for an unclamped start.")
     loss_fn = _loss_fn(loss)
     x = x.detach()
     eps, step = _per_sample(eps, x), _per_sample(step, x)
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
-    x_adv = torch.clamp(_start(x, eps, random_start), lo, hi)
+    x_adv = _start_point(x, eps, random_start, clamp_start, lo, hi)
     out, pred = x_adv.clone(), y.clone()
     idx, counts = torch.arange(len(x), device=x.device), []
     with BN_MODES[bn](model):

@@ -12,17 +12,19 @@ from . import data, evaluate, presets, report, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import RunConfig, parse_sets
 from .data import ManifestError, MissingDataError
-from .errors import ConfigError
+from .errors import REGISTRIES, ConfigError, check_choice
+from .method_spec import METHODS
 from .paths import resolve
 from .plan import Sweep
+from .plugins import PluginNotFound, load_plugins
 from .report import METRICS, robust_attack_in
 from .train import TrainingDiverged
 
 EXIT_REFUSED, EXIT_DIVERGED = 2, 3   # docs/reliability.md lists every exit status
 
-__all__ = ["DEMO_OUT", "EXIT_DIVERGED", "EXIT_REFUSED", "RESULTS_COMMAND", "cmd_demo", "cmd_presets",
+__all__ = ["DEMO_OUT", "EXIT_DIVERGED", "EXIT_REFUSED", "RESULTS_COMMAND", "cmd_demo", "cmd_list", "cmd_presets",
            "cmd_readme_section", "cmd_results", "cmd_train", "main", "preset_sweep", "summary_frame", "train_config",
-           "update_results_section", "write_demo_section"]
+           "update_results_section", "with_plugins", "write_demo_section"]
 
 
 def cmd_presets(args) -> int:
@@ -33,6 +35,19 @@ def cmd_presets(args) -> int:
                           "sources": p.sources, "reported": p.reported}, indent=2, default=str))
     else:
         print(presets.describe())
+    return 0
+
+
+def cmd_list(args) -> int:
+    """The names a registry holds (after --plugin imports); methods with their own settings and defaults."""
+    if args.registry is None:
+        print("\n".join(f"{name}: {len(reg)}" for name, reg in sorted(REGISTRIES.items())))
+        return 0
+    which = args.registry if args.registry in REGISTRIES else args.registry.removesuffix("s")   # methods: method
+    check_choice("registry", which, REGISTRIES)
+    for name in REGISTRIES[which]:
+        spec = METHODS[name] if which == "method" else None
+        print(name if spec is None else f"{name}: {spec.summary}\n    method_args {spec.defaults()}")
     return 0
 
 
@@ -47,15 +62,22 @@ def train_config(preset: str | None, sets: dict) -> RunConfig:
     return RunConfig.from_dict({**base, **sets})
 
 
+def with_plugins(cfg: RunConfig, plugins: list[str]) -> RunConfig:
+    """cfg recording the --plugin modules too (config.json names them: notebooks and jobs import them)."""
+    new = [p for p in load_plugins(plugins) if p not in cfg.plugins]
+    return cfg.replace(plugins=[*cfg.plugins, *new]) if new else cfg
+
+
 def cmd_train(args) -> int:
     sets = parse_sets(args.set)
     if args.config and args.preset:
         raise ConfigError(f"train --config {args.config} --preset {args.preset}: give one of them "
                           "(--set adds to either).")
     if args.config:   # a whole RunConfig (a sweep run's, under torchrun), --set on top
-        cfg = RunConfig.from_dict({**RunConfig.load(args.config).to_dict(), **sets})
+        cfg = RunConfig.load(args.config).replace(**sets)
     else:
         cfg = train_config(args.preset, sets)
+    cfg = with_plugins(cfg, args.plugin)
     train.fit(cfg, data.load_lt(cfg), args.run, stage=args.stage, init_checkpoint=args.init,
               stop_after=args.stop_after, new_plan=args.new_plan)
     return 0
@@ -171,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_presets)
 
+    p = sub.add_parser("list", help="the names a registry holds: methods (with their settings), models, ...")
+    p.add_argument("registry", nargs="?", help="method, model, dataset, head, augment, ... (none: every registry)")
+    p.set_defaults(func=cmd_list)
+
     p = sub.add_parser("train", help="train one run into a run directory")
     p.add_argument("--run", required=True, help="run directory (resumes if it holds a checkpoint)")
     p.add_argument("--preset", help="start from a preset's settings")
@@ -205,10 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_cli(sub)  # each registers its own subcommand
     sweep.add_cli(sub)
 
-    args = parser.parse_args(argv)
+    plugin_parser = argparse.ArgumentParser(add_help=False)
+    plugin_parser.add_argument("--plugin", action="append", default=[])
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="(anywhere on the line, repeatable) import a module or .py file that registers methods, "
+                             "models or datasets; train and sweep record it in config.json / sweep.json")
+    plugins, rest = plugin_parser.parse_known_args(argv)
+    args = parser.parse_args(rest)
+    args.plugin = plugins.plugin
     try:
+        load_plugins(args.plugin)
         return int(args.func(args) or 0)
-    except (ConfigError, ManifestError, MissingDataError, CheckpointError) as e:  # user errors: no traceback
+    except (ConfigError, ManifestError, MissingDataError, CheckpointError, PluginNotFound) as e:  # user errors
         print(f"error: {e}", file=sys.stderr)
         return EXIT_REFUSED
     except TrainingDiverged as e:   # the loss went NaN / inf: the last good checkpoint is kept

@@ -2,7 +2,8 @@
 
 Flat on purpose: a papermill `parameters` cell, a sweep's override dict and a saved config.json
 all map 1:1 onto it. Validation names the bad field, the value and the fix. Names (dataset, model,
-method, augment) are checked against the registries filed in errors.REGISTRIES.
+method, augment) are checked against the registries filed in errors.REGISTRIES. The one mapping is
+`method_args`, the method's own hyperparameters, checked against its MethodSpec (method_spec.py).
 """
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import FIELD_CHECKS, REGISTRIES, ConfigError, bad, check_choice
+from .errors import REGISTRIES, ConfigError, bad, check_choice
+from .plugins import PluginNotFound, load_plugins
 
-__all__ = ["BUDGET_RULES", "RunConfig", "check_device_name", "coerce", "parse_sets"]
+__all__ = ["BUDGET_RULES", "RunConfig", "build_args", "check_device_name", "coerce", "parse_sets"]
 
 BUDGET_RULES = ("equal_adversarial", "released")
 
 
-@dataclass
+@dataclass(init=False)   # __init__ below also maps a method's own settings into method_args
 class RunConfig:
     # --- data
     dataset: str = "fashion_mnist"
@@ -38,47 +40,10 @@ class RunConfig:
     head: str = "auto"                     # classifier: auto (the method's own: robal cosplus, he he_norm, else fc)
     # --- method (objective) and its knobs
     method: str = "taet"
-    stabilization_epochs: int = 40         # TAET stage 1 (clean CE) length
-    # equal_adversarial: `epochs` are adversarial epochs for every method, and TAET's stage 1 comes
-    # before them, extra, at the initial lr; released: stage 1 is part of `epochs` (TAET's 40 + 60)
+    method_args: dict = field(default_factory=dict)   # the method's own hyperparameters (its MethodSpec.args)
+    # equal_adversarial: `epochs` are adversarial epochs for every method, and a method's clean stage (TAET's
+    # stage 1) comes before them, extra, at the initial lr; released: stage 1 is part of `epochs` (TAET's 40 + 60)
     budget_rule: str = "equal_adversarial"
-    harl_alpha: float = 0.1
-    harl_beta: float = 0.1
-    harl_gamma: float = 0.1
-    harl_absent_classes: str = "zero"      # zero (released code) | exclude (S_C = classes present)
-    trades_beta: float = 6.0
-    mart_beta: float = 6.0
-    bsl_tau: float = 1.0
-    reat_tail: str = "index"               # REAT tail: index (code: classes C//3*2+1..C-1) | rarest (as many, fewest)
-    robal_variant: str = "R"               # R (RoBal-R, RobustLT's) | N (RoBal-N: post-hoc logits at evaluation)
-    robal_s: float = 10.0                  # margin-CE scale s (also RoBal-N's evaluation scale)
-    robal_m: float = 0.1                   # base margin m
-    robal_tau_m: float | None = None       # class-aware margin; None = the variant's (R 0.3, N 0)
-    robal_tau_b: float | None = None       # prior bias; None = the variant's (R 1.5, N 1.2)
-    robal_beta: float = 6.0                # TRADES-KL weight
-    robal_tau_p: float = 0.1               # RoBal-N evaluation: z = s * cos - tau_p * ln pi
-    he_s: float = 10.0                     # HE scale s (official CIFAR-10 command)
-    he_m: float = 0.2                      # HE angular margin m
-    gairat_lambda: float = -1.0            # GAIR Tanh weight's lambda
-    gairat_begin_epoch: int | None = None  # first (1-based) epoch with GAIR weights; None = round(epochs / 2)
-    awp_gamma: float = 0.01                # AWP: relative weight perturbation (official AT-AWP; RobustLT 0.005)
-    awp_warmup: int = 0                    # AWP: epochs trained without the perturbation
-    awp_ascent: str = "official"           # official (normalised CE gradient) | robustlt (a training-optimiser step)
-    adt_lambda: float = 0.01               # ADT_EXP: entropy weight
-    adt_steps: int = 7                     # ADT_EXP: inner Adam steps
-    adt_samples: int = 5                   # ADT_EXP: samples per inner step
-    adt_lr: float = 0.3                    # ADT_EXP: inner Adam lr (in tanh-argument space)
-    lasat_eps_choices: list[int] = field(default_factory=lambda: list(range(3, 16)))   # LAS-AT, in lasat_unit
-    lasat_step_choices: list[int] = field(default_factory=lambda: list(range(1, 6)))   # LAS-AT, in lasat_unit
-    lasat_iter_choices: list[int] = field(default_factory=lambda: list(range(3, 15)))  # LAS-AT attack steps
-    lasat_unit: float | None = None        # LAS-AT: eps unit (None: eps / 8, i.e. 1/255 at eps 8/255)
-    lasat_interval: int = 20               # LAS-AT: strategy update every N training steps
-    lasat_policy_lr: float = 1e-4          # LAS-AT: strategy SGD lr (no momentum)
-    lasat_clip: float = 1.0                # LAS-AT: strategy gradient-norm clip
-    lasat_smoothing: float = 0.7           # LAS-AT: label-smoothing factor (target on the true class)
-    lasat_reward: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # LAS-AT reward weights a, b, c
-    lasat_reward_steps: int = 10           # LAS-AT: PGD steps of the reward's robustness term (2 restarts)
-    lasat_strategy_model: str = "resnet18"  # LAS-AT: the strategy network's trunk (a models registry name)
     robustlt: bool = False                 # wrap the objective in RobustLT (CPB + AIW)
     robustlt_a: float = 0.3
     robustlt_b: float = 0.8
@@ -86,8 +51,9 @@ class RunConfig:
     eps: float | None = None
     step_size: float | None = None
     attack_steps: int = 10
-    random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL) | uniform | uniform_pos (RoBal) | none
-    attack_bn: str = "eval"                # training attack's BatchNorm: eval (TAET/AT-BSL code) | batch (RobustLT)
+    random_start: str = "auto"             # auto (the method's released code) | normal | uniform | uniform_pos | none
+    clamp_start: bool | None = None        # clamp x_0 into ball and [0,1] before the 1st forward; None = method's
+    attack_bn: str = "eval"                # training attack BatchNorm: eval (TAET/AT-BSL code) | batch (RobustLT)
     # --- schedule (papers' defaults)
     epochs: int = 100                      # adversarial epochs under budget_rule=equal_adversarial
     batch_size: int = 128
@@ -112,6 +78,46 @@ class RunConfig:
     compile: bool = False
     sync_bn: bool = False                  # SyncBatchNorm across DDP ranks (GPUs; torchrun runs only)
     seed: int = 0
+    # --- plugins: modules or .py files imported before anything else is read (they register methods, models,
+    # datasets); recorded here so every notebook kernel and cluster job of the run imports them too
+    plugins: list[str] = field(default_factory=list)
+
+    def __init__(self, **settings):
+        """Settings by field name. A method's own hyperparameters go in `method_args`, or one by one as
+        `method_args.<name>` (the config's method), `<method>.<name>` (any method: applied when it is the
+        config's, checked and left out otherwise, so one shared sweep config can hold several methods'), or
+        under their RunConfig names of taetlib 0.1 (harl_alpha, stabilization_epochs: MethodSpec.aliases).
+        The one-by-one forms override `method_args`; among them the later key wins."""
+        plugins = coerce("plugins", settings.get("plugins", []), list[str])
+        try:   # first: a plugin may register the method
+            settings = {**settings, "plugins": load_plugins(plugins)}
+        except PluginNotFound as e:
+            raise bad("plugins", plugins, str(e)) from None
+        known = {f.name: f for f in dataclasses.fields(self)}
+        settings, given_as = _gather_method_args(settings, known)
+        unknown = [k for k in settings if k not in known]
+        if unknown:
+            k = unknown[0]
+            names = [*known, *_method_keys(settings.get("method", self.method))]
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            shown_k = k if isinstance(k, str) and k.isidentifier() else repr(k)   # keeps the message one line
+            raise bad(shown_k, settings[k], f"unknown parameter.{hint} Known: {sorted(known)}, and a method's own "
+                                      "settings as method_args.<name> or <method>.<name>.")
+        for name, f in known.items():
+            if name in settings:
+                value = settings[name]
+            else:
+                value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            setattr(self, name, value)
+        try:
+            self.__post_init__()
+        except ConfigError as e:   # name a method setting as it was given (harl_alpha, not method_args.alpha)
+            field_name, eq, rest = str(e).partition("=")
+            name = field_name.removeprefix("method_args.")
+            if eq and name in given_as and field_name != name:
+                raise ConfigError(f"{given_as[name]}={rest}") from None
+            raise
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -122,19 +128,16 @@ class RunConfig:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        """Build from a plain dict, refusing unknown names and values of the wrong type."""
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            k = unknown[0]
-            close = difflib.get_close_matches(str(k), names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            shown_k = k if isinstance(k, str) and k.isidentifier() else repr(k)   # keeps the message one line
-            raise bad(shown_k, d[k], f"unknown parameter.{hint} Known: {sorted(names)}")
+        """Build from a plain dict (config.json, a sweep's overrides), refusing unknown names and values of
+        the wrong type; keys of taetlib 0.1 map onto method_args (see __init__)."""
         return cls(**d)
 
     def replace(self, **changes) -> RunConfig:
-        return RunConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with `changes`; a new method starts from its own defaults unless method_args is given."""
+        base = self.to_dict()
+        if changes.get("method", self.method) != self.method:
+            base.pop("method_args")
+        return RunConfig.from_dict({**base, **changes})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -152,16 +155,25 @@ class RunConfig:
             raise bad("config", str(path), f"holds a {type(d).__name__}, not the JSON object of a RunConfig.")
         return cls.from_dict(d)
 
+    @property
+    def hparams(self):
+        """The method's hyperparameters as its frozen MethodArgs dataclass."""
+        return build_args(REGISTRIES["method"][self.method], self.method_args)
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> RunConfig:
         # registries live beside what they register; taetlib/__init__.py imports those modules
         for name in ("dataset", "model", "method", "augment"):
             REGISTRIES[name].check(getattr(self, name))
-        check_choice("harl_absent_classes", self.harl_absent_classes, ("zero", "exclude"))
-        check_choice("random_start", self.random_start, ("normal", "uniform", "uniform_pos", "none"))
+        check_choice("random_start", self.random_start, ("auto", "normal", "uniform", "uniform_pos", "none"))
         check_choice("head", self.head, ("auto", *REGISTRIES["head"]))
-        for check in FIELD_CHECKS:   # the objectives' own fields (methods/*.py register their checks)
-            check(self)
+        spec = REGISTRIES["method"][self.method]
+        if self.head not in ("auto", spec.head):
+            raise bad("head", self.head, f"method={self.method!r} trains the {spec.head!r} head; use head='auto' "
+                                         f"(the method's own) or head={spec.head!r}.")
+        args = build_args(spec, self.method_args)
+        self.method_args = dataclasses.asdict(args)   # every setting, defaults filled: config.json says all
+        args.check(self)
         check_choice("attack_bn", self.attack_bn, ("eval", "batch"))
         check_choice("select", self.select, ("last", "best_val_pgd"))
         if self.select != "last" and not 0 < self.val_fraction < 1:
@@ -188,13 +200,6 @@ class RunConfig:
             if v is not None and v < 1:
                 raise bad(name, v, "must be >= 1, or None for no cap.")
         check_choice("budget_rule", self.budget_rule, BUDGET_RULES)
-        released_taet = self.method == "taet" and self.budget_rule == "released"
-        if released_taet and not 0 <= self.stabilization_epochs <= self.epochs:
-            raise bad("stabilization_epochs", self.stabilization_epochs,
-                      f"must lie in [0, epochs={self.epochs}] (budget_rule='released' counts stage 1 inside epochs).")
-        if self.method == "taet" and self.stabilization_epochs < 0:
-            raise bad("stabilization_epochs", self.stabilization_epochs, "must be >= 0.")
-        self._validate_awp_adt_lasat()
         if not 0 <= self.robustlt_a <= 1:
             raise bad("robustlt_a", self.robustlt_a, "must lie in [0, 1] (0 = no class-wise balancing).")
         if self.robustlt_b <= 0:
@@ -206,39 +211,15 @@ class RunConfig:
         check_device_name(self.device)
         return self
 
-    def _validate_awp_adt_lasat(self) -> None:
-        """AWP, ADT and LAS-AT settings (docs/methods.md §3, §6, §7)."""
-        check_choice("awp_ascent", self.awp_ascent, ("official", "robustlt"))
-        check_choice("lasat_strategy_model", self.lasat_strategy_model, REGISTRIES["model"])
-        for name in ("awp_gamma", "adt_lambda", "awp_warmup"):
-            if getattr(self, name) < 0:
-                raise bad(name, getattr(self, name), "must be >= 0.")
-        for name in ("adt_steps", "adt_samples", "adt_lr", "lasat_interval", "lasat_policy_lr", "lasat_clip",
-                     "lasat_reward_steps"):
-            if getattr(self, name) <= 0:
-                raise bad(name, getattr(self, name), "must be > 0.")
-        for name in ("lasat_eps_choices", "lasat_step_choices", "lasat_iter_choices"):
-            v = getattr(self, name)
-            if not v or min(v) < 1:
-                raise bad(name, v, "must be a non-empty list of integers >= 1 (LAS-AT's strategy picks one per "
-                                   "sample; eps and step choices are in units of lasat_unit).")
-        if self.lasat_unit is not None and self.lasat_unit <= 0:
-            raise bad("lasat_unit", self.lasat_unit, "must be > 0, or None for eps / 8.")
-        if not 0 < self.lasat_smoothing <= 1:
-            raise bad("lasat_smoothing", self.lasat_smoothing,
-                      "must lie in (0, 1]: the target probability of the true class (official 0.7; 1 = plain CE).")
-        if len(self.lasat_reward) != 3:
-            raise bad("lasat_reward", self.lasat_reward, "must be the three weights [a, b, c] of the loss, robust-"
-                                                         "accuracy and clean-accuracy rewards (official [1, 1, 1]).")
-        if self.robustlt and self.method == "las_at":
-            raise bad("robustlt", self.robustlt, "LAS-AT's strategy network picks every sample's eps itself, so "
-                      "RobustLT has no eps to set (scaling the picked one would be a new method). Fix: "
-                      "robustlt=False with method='las_at'.")
-
     # ------------------------------------------------------------------ derived values
+    def clean_stage_epochs(self) -> int:
+        """The clean epochs the method trains before its attack (TAET's stage 1); 0 for most methods."""
+        stage = REGISTRIES["method"][self.method].clean_stage
+        return self.method_args[stage] if stage else 0
+
     def clean_epochs_before(self) -> int:
         """Clean epochs trained before the adversarial budget starts (TAET's stage 1 under equal_adversarial)."""
-        return self.stabilization_epochs if self.method == "taet" and self.budget_rule == "equal_adversarial" else 0
+        return self.clean_stage_epochs() if self.budget_rule == "equal_adversarial" else 0
 
     def total_epochs(self) -> int:
         return self.epochs + self.clean_epochs_before()
@@ -287,6 +268,8 @@ def coerce(name: str, value, hint):
         return value
     if hint in (bool, str) and isinstance(value, hint):
         return value
+    if hint is dict and isinstance(value, dict):
+        return dict(value)
     raise bad(name, value, f"expected {_type_name(hint)}, got {type(value).__name__}.")
 
 
@@ -306,3 +289,62 @@ def parse_sets(pairs: list[str]) -> dict:
         except ValueError:   # not JSON (or an int past Python's digit limit): the string itself
             out[k] = v
     return out
+
+
+# ------------------------------------------------------------------ a method's own settings
+def build_args(spec, raw: dict):
+    """spec.args from a mapping: unknown names refused with the method's own listed, types as RunConfig's."""
+    names = spec.field_names()
+    for k, v in raw.items():
+        if k not in names:
+            close = difflib.get_close_matches(k, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise bad(f"method_args.{k}", v, f"not a setting of method {spec.name!r}, which takes "
+                                             f"{names or 'none'}.{hint}")
+    hints = typing.get_type_hints(spec.args)
+    return spec.args(**{k: coerce(f"method_args.{k}", v, hints[k]) for k, v in raw.items()})
+
+
+def _method_keys(method: str) -> list[str]:
+    spec = REGISTRIES["method"].get(method)
+    return [f"method_args.{n}" for n in spec.field_names()] + list(spec.aliases) if spec else []
+
+
+def _one_by_one(key: str, method: str) -> tuple[str, str] | None:
+    """(method, args field) a settings key names one by one, or None for any other key."""
+    if key.startswith("method_args."):
+        return method, key.removeprefix("method_args.")
+    owner, dot, name = key.partition(".")
+    if dot and owner in REGISTRIES["method"]:
+        return owner, name
+    for spec in REGISTRIES["method"].values():
+        if key in spec.aliases:
+            return spec.name, spec.aliases[key]
+    return None
+
+
+def _gather_method_args(settings: dict, fields: dict) -> tuple[dict, dict]:
+    """settings with the method's own settings gathered into method_args, and {args field: the key it was
+    given as}; those of other methods are checked against their spec (a shared sweep config holds several
+    methods') and left out."""
+    method = settings.get("method", RunConfig.method)
+    mine = dict(coerce("method_args", settings.get("method_args", {}), dict))
+    others: dict[str, dict] = {}
+    out, given_as = {}, {}
+    for key, value in settings.items():
+        where = None if key in fields else _one_by_one(key, method)
+        if where is None:
+            out[key] = value
+        elif where[0] == method:
+            mine[where[1]], given_as[where[1]] = value, key
+        else:
+            others.setdefault(where[0], {})[where[1]] = (key, value)
+    for owner, given in others.items():
+        try:
+            build_args(REGISTRIES["method"][owner], {name: v for name, (_, v) in given.items()})
+        except ConfigError as e:
+            keys = [k for k, _ in given.values()]
+            raise ConfigError(f"{e} (given as {keys}, settings of method {owner!r})") from None
+    if mine or "method_args" in settings:
+        out["method_args"] = mine
+    return out, given_as

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 
-__all__ = ["ConfigError", "FIELD_CHECKS", "REGISTRIES", "Registry", "bad", "check_choice", "shown"]
+__all__ = ["ConfigError", "REGISTRIES", "Registry", "bad", "check_choice", "shown"]
 
 
 class ConfigError(ValueError):
@@ -56,6 +56,3 @@ class Registry(dict):
 
 
 REGISTRIES: dict[str, Registry] = {}  # setting -> its registry
-# range checks of RunConfig fields that belong to a registered thing (an objective's own hyperparameters):
-# each takes the config and raises ConfigError; RunConfig.validate runs them all
-FIELD_CHECKS: list = []

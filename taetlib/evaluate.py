@@ -147,7 +147,7 @@ def plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps
     if eps < 0:
         raise bad("eps", eps, "must be >= 0 (L-inf radius in [0,1] pixel units, e.g. 8/255).")
     params = resolve_attacks(attacks, attack_params, eps, C)
-    sweep_base = {**ATTACKS[SWEEP_ATTACK], **(attack_params or {}).get(SWEEP_ATTACK, {})}
+    sweep_base = {**ATTACKS[SWEEP_ATTACK].defaults, **(attack_params or {}).get(SWEEP_ATTACK, {})}
     sweep = {e: fill_defaults(SWEEP_ATTACK, {**sweep_base, "eps": e}, e, C) for e in _sweep(eps_sweep, eps)}
     return EvalPlan(attacks, protocols, eps, params, sweep, tuple(data.class_names))
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import submitit
 
+from .config import RunConfig
 from .errors import ConfigError
 
 __all__ = ["CLUSTERS", "RUN_CONFIG", "RunJob", "SlurmSettings", "executor", "job_result", "submit_runs",
@@ -85,7 +86,7 @@ def train_commands(run_dir: Path, config: dict, gpus: int) -> list[list[str]]:
         return []
     base = ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "taetlib", "--", "train",
             "--config", str(run_dir / RUN_CONFIG)]
-    if config["method"] == "taet" and config.get("stabilization_epochs", 0) > 0:
+    if RunConfig.from_dict(config).clean_stage_epochs() > 0:   # plugins load first: the job's own import
         return [[*base, "--run", str(run_dir / "stage1"), "--stage", "stabilization"],
                 [*base, "--run", str(run_dir), "--stage", "adversarial",
                  "--init", str(run_dir / "stage1" / "last.pt")]]

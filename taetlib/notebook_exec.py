@@ -12,6 +12,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 from .errors import ConfigError
+from .method_spec import METHODS
 from .paths import PROJECT_ROOT
 
 __all__ = ["KERNEL", "NOTEBOOK_DIR", "PACKAGE_DIR", "PROBE", "QuietShutdownKernelManager", "check_kernel",
@@ -45,6 +46,7 @@ def notebook_params(notebook: str, config: dict, **other) -> dict:
     """Parameters for `notebook`: RunConfig fields it declares go in by name, the others in its
     `extra` dict; `other` (run_dir, attacks, ...) only where the notebook declares them."""
     declared = declared_parameters(notebook)
+    config = _declared_method_args(config, declared)
     params = {k: v for k, v in config.items() if k in declared}
     rest = {k: v for k, v in config.items() if k not in declared}
     if "extra" in declared:
@@ -53,6 +55,20 @@ def notebook_params(notebook: str, config: dict, **other) -> dict:
         raise ConfigError(f"notebook {notebook} takes no parameters {sorted(rest)} (and has no `extra`).")
     params.update({k: v for k, v in other.items() if k in declared})
     return params
+
+
+def _declared_method_args(config: dict, declared: set[str]) -> dict:
+    """The method's own settings a notebook declares by name (notebook 02's stabilization_epochs: the spec's
+    alias) taken out of method_args, so the parameter and method_args never say two things."""
+    spec = METHODS.get(config.get("method"))
+    if spec is None or not config.get("method_args"):
+        return config
+    args, out = dict(config["method_args"]), dict(config)
+    for alias, name in spec.aliases.items():
+        if alias in declared and name in args:
+            out[alias] = args.pop(name)
+    out["method_args"] = args
+    return out
 
 
 def execute(notebook: str, out: Path, params: dict, timeout: float | None = None) -> Path:

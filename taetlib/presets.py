@@ -13,10 +13,11 @@ from .arms import Arm
 from .errors import Registry, check_choice
 
 __all__ = ["ADT_LASAT_ARMS", "ADT_LASAT_AWP_SOURCES", "COMPARISON_METHODS", "COMPARISON_OVERRIDES",
-           "COMPARISON_SOURCES", "DEMO_ARMS", "DEMO_CONFIG", "DEMO_SOURCES", "EVALUATION", "MART_OFFICIAL",
-           "PAPER_METHODS", "PAPER_SCHEDULE", "PAPER_SOURCES", "PRESETS", "Preset", "RESULTS_ARMS", "RESULTS_METHODS",
-           "ROBUSTLT_CODE", "ROBUSTLT_IR50", "ROBUSTLT_SOURCES", "TAET_IR10_BALANCED", "TAET_IR10_TAIL",
-           "TAET_RELEASED_ATTACK", "TAET_UNIT", "arms", "describe", "get", "register", "taet_claims"]
+           "COMPARISON_SOURCES", "DEMO_ARMS", "DEMO_CONFIG", "DEMO_SOURCES", "EVALUATION", "FAIRNESS_ARMS",
+           "FAIRNESS_METHODS", "FAIRNESS_SOURCES", "MART_OFFICIAL", "PAPER_METHODS", "PAPER_SCHEDULE", "PAPER_SOURCES",
+           "PRESETS", "Preset", "RESULTS_ARMS", "RESULTS_METHODS", "ROBUSTLT_CODE", "ROBUSTLT_IR50", "ROBUSTLT_SOURCES",
+           "TAET_IR10_BALANCED", "TAET_IR10_TAIL", "TAET_RELEASED_ATTACK", "TAET_UNIT", "arms", "describe", "get",
+           "register", "taet_claims"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ PAPER_SOURCES = {
     "*_robustlt_code use those",
     "checkpoint": "the last epoch (TAET, RobustLT); AT-BSL's script picks the best test PGD-20 epoch, which "
     "this workbench never does (select=best_val_pgd picks on a validation split of the training set)",
-    "random_start": "TAET / AT-BSL code: 0.001 * N(0, 1)",
+    "random_start, clamp_start": "each method's released code (random_start='auto'): TAET / AT-BSL / TRADES / MART "
+    "0.001 * N(0, 1), not clamped before the first forward",
     "trades_beta, mart_beta": "TRADES and MART papers: beta = 6 (MART's WRN setting); the arm mart_official "
     "runs MART's ResNet-18 script settings: beta 5, lr 0.01, weight decay 3.5e-3 (train_resnet.py)",
     "bsl_tau": "AT-BSL paper: tau = 1",
@@ -78,27 +80,39 @@ PAPER_METHODS = ["taet", "at_bsl", "pgd_at", "trades", "mart"]
 # The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
 # (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
 COMPARISON_METHODS = ["reat", "robal", "he", "gairat"]
-COMPARISON_OVERRIDES = {
-    "reat": {"random_start": "uniform"},
-    "robal": {"attack_steps": 5, "random_start": "uniform_pos"},
-    "gairat": {"random_start": "uniform"},
-}
+COMPARISON_OVERRIDES = {"robal": {"attack_steps": 5}}   # each start is the method's own (random_start='auto')
 COMPARISON_SOURCES = {
     "comparison protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
     "100 epochs, 8/255, 2/255) and its own loss and attack settings (docs/methods.md)",
-    "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps); its RBL attack "
+    "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps) (unclamped); its RBL "
+    "attack "
     "loss gives the plain-CE iterates (eval-mode BN), so the attack is plain CE",
     "robal": "wutong16/Adversarial_Long-Tail robal_R_train.yaml (= RobustLT's robal_cifar10.yaml): RoBal-R, "
-    "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (RobustLT: U(-eps, eps))",
+    "CosPlus head, s 10, m 0.1, tau_m 0.3, tau_b 1.5, beta 6; PGD-5 from x + eps U[0,1) (unclamped; RobustLT: "
+    "U(-eps, eps))",
     "he": "ShawnXYang/AT_HE CIFAR-10/README.md PGD-AT + HE command: s 10, m 0.2; normalised features and unit "
-    "weight rows; PGD-10 on CE(s z) from x + 0.001 N(0, 1), the common protocol's start",
+    "weight rows; PGD-10 on CE(s z) from x + 0.001 N(0, 1) (unclamped), the common protocol's start",
     "gairat": "zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training GAIRAT.py: Tanh weights, lambda -1 "
-    "(fixed), GA-PGD-10 from U(-eps, eps); GAIR from epoch 50 of 100 (gairat_begin_epoch=None: half the epochs, "
+    "(fixed), GA-PGD-10 from U(-eps, eps) clamped to [0,1]; GAIR from epoch 50 of 100 (gairat_begin_epoch=None: "
+    "half the epochs, "
     "as the official 60 of 120)",
 }
 # docs/methods.md: ADT (ADT_EXP) and LAS-AT are in TAET's comparison; LAS-AT picks eps itself, so it has no
 # RobustLT arm. AWP is not in TAET's table but one of RobustLT's base methods (its table: IR 50).
 ADT_LASAT_ARMS = [Arm("adt"), Arm("adt", True), Arm("las_at")]
+# The class-wise robust-fairness baselines, TAET's natural opponents on the weak classes. Each sets every class's
+# radius itself (CFA's margins, DAFA's weights), so neither has a RobustLT arm.
+FAIRNESS_METHODS = ["cfa", "dafa"]
+FAIRNESS_ARMS = [Arm(m) for m in FAIRNESS_METHODS]
+FAIRNESS_SOURCES = {
+    "cfa_*": "CFA code (PKU-ML/CFA train.py, attack.py) on CIFAR-10: TRADES mode (the code's default) with CCM "
+    "and CCR, lambda_1 = lambda_2 = 0.5 (README command), calibration from epoch 10, beta 6; class accuracy as its "
+    "logger computes it (C * correct_c / N). FAWA (the weight average) is not implemented",
+    "dafa_*": "DAFA code (rucy74/DAFA scripts/trades_dafa.sh, arguments.py) on CIFAR-10: TRADES base, lambda 1.0, "
+    "warm-up 70 of 110 epochs (dafa_warmup=None keeps that ratio: 64 of 100), beta 6",
+    "fairness protocol": "both train with the common schedule and attack above (8/255, 2/255, 10 steps); their own "
+    "code: CFA PreActResNet-18, 200 epochs, 2/255; DAFA 110 epochs, 0.031 / 0.007",
+}
 ADT_LASAT_AWP_SOURCES = {
     "adt_lambda, adt_steps, adt_samples, adt_lr": "ADT code (adt_exp.py): lambda 0.01, 7 steps x 5 samples, "
     "Adam lr 0.3 betas (0, 0)",
@@ -219,14 +233,14 @@ register(Preset(
 # The published CPU table (results/fmnist_lt/, `make results`): every landed method, with and without
 # RobustLT where it composes (LAS-AT picks its own eps), and the taet_unit control, at IR 10 and 100, 3 seeds.
 RESULTS_METHODS = ["pgd_at", "trades", "mart", "at_bsl", "reat", "robal", "he", "gairat", "awp", "adt", "taet"]
-RESULTS_ARMS = [*arms(RESULTS_METHODS), Arm("las_at"), TAET_UNIT]
+RESULTS_ARMS = [*arms(RESULTS_METHODS), Arm("las_at"), *FAIRNESS_ARMS, TAET_UNIT]
 register(Preset(
     name="fmnist_lt_results",
     description="make results: every landed method (with and without RobustLT where it composes) and taet_unit on "
                 "real Fashion-MNIST-LT IR 10 and 100, 3 seeds, equal adversarial budgets (CPU, ~85 min at --jobs 2)",
     config={**DEMO_CONFIG, "n_max": 500, "epochs": 6, "stabilization_epochs": 3, "test_per_class": 200,
             "robustlt_b": 0.5, "adt_steps": 3, "adt_samples": 1, "lasat_iter_choices": [1, 2, 3, 4, 5],
-            "lasat_reward_steps": 3, "lasat_strategy_model": "small_cnn"},
+            "lasat_reward_steps": 3, "lasat_strategy_model": "small_cnn", "cfa_begin": 1},
     sweep={"irs": [10, 100], "seeds": [0, 1, 2], "arms": RESULTS_ARMS},
     ir_overrides={100: {"epochs": 12, "stabilization_epochs": 6}},
     sources={
@@ -242,6 +256,8 @@ register(Preset(
         "lasat_strategy_model": "small_cnn: the strategy network on the target's trunk, as LAS-AT's code does with "
         "ResNet-18 on CIFAR",
         "robustlt_b": "0.5 for every RobustLT arm: the AIW ramp reaches the full radius at adversarial epoch 4 of 6",
+        "cfa_begin": "1: CFA calibrates from epoch 2 (its official 10 of 200 would never start within 6 epochs); "
+        "DAFA's warm-up keeps its official share, 70/110 of the epochs (4 of 6, 8 of 12)",
         "evaluation": "clean, FGSM and PGD-20 with the any-iterate reading (an image is broken once any iterate is "
         "misclassified; never weaker than last-iterate, about half its cost here: benchmarks/eval_cost.py)",
     },
@@ -258,14 +274,16 @@ for ir in (10, 20, 50, 100):
         name=f"cifar10_lt_ir{ir}",
         description=f"CIFAR-10-LT IR {ir}, ResNet-18, 100 epochs: TAET (40 CE + 60 HARL), AT-BSL, PGD-AT, TRADES, "
                     "MART" + (", " + ", ".join(COMPARISON_METHODS) if ir == 10 else "") +
-                    ", each with and without RobustLT, ADT (with and without) and LAS-AT" +
+                    ", each with and without RobustLT, ADT (with and without), LAS-AT, CFA and DAFA" +
                     (", AWP" if ir == 50 else "") + " (GPU)",
         config={"dataset": "cifar10", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
-                "stabilization_epochs": 40, "budget_rule": "released", "random_start": "normal", **PAPER_SCHEDULE},
-        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), *ADT_LASAT_ARMS,
-                                                   *(arms(["awp"]) if ir == 50 else []), TAET_UNIT, MART_OFFICIAL,
+                "stabilization_epochs": 40, "budget_rule": "released", **PAPER_SCHEDULE},
+        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), *ADT_LASAT_ARMS, *FAIRNESS_ARMS,
+                                                   *(arms(["awp"]) if ir == 50 else []),
+                                                   TAET_UNIT, MART_OFFICIAL,
                                                    *([TAET_RELEASED_ATTACK] if ir == 10 else [])]},
-        sources={**PAPER_SOURCES, **ADT_LASAT_AWP_SOURCES, **(COMPARISON_SOURCES if ir == 10 else {})},
+        sources={**PAPER_SOURCES, **ADT_LASAT_AWP_SOURCES, **FAIRNESS_SOURCES,
+                 **(COMPARISON_SOURCES if ir == 10 else {})},
         reported=({"taet_tail_classes_lt_test_pgd20": TAET_IR10_TAIL, "taet_figure2_balanced": TAET_IR10_BALANCED}
                   if ir == 10 else {"robustlt_ir50_wrn28_10": ROBUSTLT_IR50} if ir == 50 else {}),
         method_overrides={"taet": {"robustlt_b": 1.0}, **(COMPARISON_OVERRIDES if ir == 10 else {}),
@@ -284,11 +302,13 @@ for ir in (10, 50):
     ))
 # RobustLT's own code, as released: WRN-28-10, batch-statistic BN and a uniform start in the attack,
 # Nesterov SGD, AutoAugment (CIFAR10 policy) for AT-BSL, three seeds; a/b per its configs
-ROBUSTLT_CODE = {"model": "wrn_28_10", "attack_bn": "batch", "random_start": "uniform", "nesterov": True}
+ROBUSTLT_CODE = {"model": "wrn_28_10", "attack_bn": "batch", "random_start": "uniform", "clamp_start": True,
+                 "nesterov": True}
 ROBUSTLT_SOURCES = {
     **PAPER_SOURCES,
-    "model, attack_bn, random_start, nesterov": "RobustLT code: WRN-28-10; core/methods/utils.py attacks with "
-    "train-mode BN (running stats frozen) from U(-eps, eps); core/trainer/parser.py: Nesterov momentum",
+    "model, attack_bn, random_start, clamp_start, nesterov": "RobustLT code: WRN-28-10; core/methods/utils.py "
+    "attacks with train-mode BN (running stats frozen) from U(-eps, eps) clamped to [0,1] before the first forward "
+    "(L114-119); core/trainer/parser.py: Nesterov momentum",
     "augment (at_bsl)": "RobustLT configs atbsl_*.yaml: augment aua (AutoAugment, CIFAR10 policy)",
     "robustlt_a, robustlt_b": "RobustLT configs: a = 0.3, b = 0.8 on CIFAR-10 (b = 1.0 with TAET); a = 0.4, "
     "b = 0.6 for every method on CIFAR-100",

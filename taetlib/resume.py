@@ -33,7 +33,7 @@ def epoch_plan(cfg: RunConfig, epoch: int) -> dict:
     if cfg.robustlt:   # as build_objective sets the ramp up
         plan["aiw"] = aiw_ramp(epoch - cfg.clean_epochs_before(), cfg.robustlt_b * cfg.epochs)
     if cfg.method == "gairat":
-        plan["gair_weights"] = epoch >= begin_epoch(cfg)
+        plan["gair_weights"] = epoch >= begin_epoch(cfg.hparams, cfg.epochs)
     return plan
 
 
@@ -45,10 +45,19 @@ def _checkpoint_config(ck: dict) -> RunConfig | None:
         return None
 
 
+def _as_saved(old: dict) -> dict:
+    """A checkpoint's settings as this version writes them (method_args), or as they are if they no longer load."""
+    try:
+        return RunConfig.from_dict(old).to_dict()
+    except ConfigError:
+        return old
+
+
 def check_resume(ck: dict, cfg: RunConfig, path: Path, new_plan: bool = False) -> dict | None:
     """Refuse a checkpoint written under other settings; None for a plain resume, or the extension's
     record ({'epochs': [old, new], 'plan': 'unchanged' | 'new', ...}) when only the schedule changed."""
-    old, new, default = ck.get("cfg", {}), cfg.to_dict(), RunConfig().to_dict()
+    # taetlib 0.1's flat method keys map onto method_args as on load
+    old, new, default = _as_saved(ck.get("cfg", {})), cfg.to_dict(), RunConfig().to_dict()
     diff = {k: (old.get(k, default[k]), v) for k, v in new.items()
             if k not in RESUME_IGNORES and old.get(k, default[k]) != v}
     if not diff:

@@ -1,6 +1,7 @@
 """The epochs a run trains and the lr of each: pure functions of the RunConfig.
 
-budget_rule='equal_adversarial' puts TAET's stage 1 before the adversarial epochs, at the initial lr,
+budget_rule='equal_adversarial' puts a method's clean stage (TAET's stage 1) before the adversarial epochs, at the
+initial lr,
 so every method's adversarial epochs run on the same lr sequence; 'released' counts stage 1 inside
 `epochs` under one schedule, as TAET's released code does (40 + 60 of 100).
 """
@@ -9,8 +10,9 @@ from __future__ import annotations
 from .attacks import aiw_ramp
 from .config import RunConfig
 from .errors import bad, check_choice
+from .method_spec import METHODS
 
-__all__ = ["STAGES", "budget", "epoch_seed", "lr_at", "stage_epochs", "unequal_budgets"]
+__all__ = ["STAGES", "budget", "epoch_seed", "has_clean_stage", "lr_at", "stage_epochs", "unequal_budgets"]
 
 STAGES = ("all", "stabilization", "adversarial")
 
@@ -29,17 +31,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def has_clean_stage(cfg: RunConfig) -> bool:
+    """Whether the method trains in two stages, clean then adversarial (TAET; MethodSpec.clean_stage)."""
+    return METHODS[cfg.method].clean_stage is not None
+
+
 def stage_epochs(cfg: RunConfig, stage: str) -> range:
     """The absolute epochs a stage covers (TAET: stabilisation 1..S, adversarial S+1..T)."""
     check_choice("stage", stage, STAGES)
     if stage == "all":
         return range(1, cfg.total_epochs() + 1)
-    if cfg.method != "taet":
-        raise bad("stage", stage, f"only TAET has stages; method={cfg.method!r} trains with stage='all'.")
-    S = cfg.stabilization_epochs
+    if not has_clean_stage(cfg):
+        raise bad("stage", stage, f"method={cfg.method!r} has no clean stage (TAET's stage 1); train with stage='all'.")
+    S = cfg.clean_stage_epochs()
     if stage == "stabilization":
         if S == 0:
-            raise bad("stage", stage, "stabilization_epochs=0: there is no stage 1; use stage='adversarial' or 'all'.")
+            raise bad("stage", stage, "the clean stage has 0 epochs (stabilization_epochs=0): use stage='adversarial' "
+                                      "or 'all'.")
         return range(1, S + 1)
     return range(S + 1, cfg.total_epochs() + 1)
 
@@ -47,8 +55,8 @@ def stage_epochs(cfg: RunConfig, stage: str) -> range:
 def budget(cfg: RunConfig) -> dict:
     """What a run's adversarial phase gets: its epochs, their lr sequence, the clean epochs before it,
     and the AIW intensity RobustLT reaches at the last epoch (1.0 = the full radius)."""
-    adv = [] if cfg.method == "ce" else list(stage_epochs(cfg, "adversarial" if cfg.method == "taet" else "all"))
-    out = {"adversarial_epochs": len(adv), "clean_epochs": cfg.stabilization_epochs if cfg.method == "taet" else 0,
+    adv = [] if cfg.method == "ce" else list(stage_epochs(cfg, "adversarial" if has_clean_stage(cfg) else "all"))
+    out = {"adversarial_epochs": len(adv), "clean_epochs": cfg.clean_stage_epochs(),
            "lrs": [lr_at(cfg, e) for e in adv], "aiw_final": None}
     if cfg.robustlt and adv:   # the ramp as methods.robustlt sets it up
         out["aiw_final"] = aiw_ramp(adv[-1] - cfg.clean_epochs_before(), cfg.robustlt_b * cfg.epochs)

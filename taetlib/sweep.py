@@ -43,14 +43,16 @@ from .notebook_exec import check_kernel, declared_parameters, error_text, execut
 from .parallel import pmap
 from .paths import resolve
 from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
+from .plugins import load_plugins
 from .report import aggregate, collect, robust_attack_in
 from .runlock import RunLocked, run_lock
 from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, check_params, joined_rows
+from .schedule import has_clean_stage
 
 __all__ = ["DONE", "EVALUATION_TYPES", "FAILED", "Started", "add_cli", "check_plan", "cmd_sweep", "config_hash",
-           "execute_run", "finish", "plan_problems", "prepare_data", "recorded", "run_steps", "run_sweep",
-           "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args", "sweep_local",
-           "sweep_slurm", "unfinished"]
+           "execute_run", "finish", "finished_with_these_settings", "plan_problems", "prepare_data", "recorded",
+           "run_steps", "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args",
+           "sweep_local", "sweep_slurm", "unfinished"]
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -59,10 +61,21 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def finished_with_these_settings(run: Run, done: dict) -> bool:
+    """Whether a run's DONE.json record is of run.config: its hash, or for a run finished by taetlib 0.1 (whose
+    config.json spelled method settings as flat keys, so another hash) the settings its config.json holds."""
+    if done.get("config_hash") == config_hash(run.config):
+        return True
+    try:
+        return RunConfig.load(run.dir / "config.json").to_dict() == run.config
+    except (OSError, ValueError):   # no config.json, or one that no longer loads: not these settings
+        return False
+
+
 def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
     """The notebooks of one run, in order, with their parameters."""
     common = {"run_dir": str(run.dir), "interactive": False}
-    steps = [NB_STAGE1] if run.config["method"] == "taet" else []
+    steps = [NB_STAGE1] if has_clean_stage(RunConfig.from_dict(run.config)) else []
     steps += [NB_TRAIN, NB_EVAL]
     return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
 
@@ -75,7 +88,7 @@ def recorded(run: Run) -> dict | None:
         return {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
     if done.exists():
         rec = json.loads(done.read_text())
-        if rec.get("config_hash") == config_hash(run.config):
+        if finished_with_these_settings(run, rec):
             return {**row, "status": "done", "seconds": rec.get("seconds", 0.0), "error": "", "notebook": ""}
         return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
                 "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
@@ -418,6 +431,9 @@ def sweep_from_args(args) -> Sweep:
         preset = presets.get(args.preset)
     pc, ps = (preset.config, preset.sweep) if preset else ({}, {})
     config = {**pc, **parse_sets(args.set)}
+    plugins = getattr(args, "plugin", [])   # --plugin: recorded in sweep.json and every run's config.json
+    if plugins:
+        config["plugins"] = list(dict.fromkeys([*config.get("plugins", []), *load_plugins(plugins)]))
     dataset = args.dataset or config.pop("dataset", None) or "fashion_mnist"
     config.pop("dataset", None)
     variants = [True] if args.robustlt_only else [False, True] if args.robustlt else [False]

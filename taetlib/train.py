@@ -42,7 +42,7 @@ from .data import LTData
 from .distributed import Dist, resolve_device
 from .errors import bad
 from .eval_result import per_class_epochs
-from .methods import build_objective, model_head
+from .methods import attack_start, build_objective, model_head
 from .models import create_model, set_class_prior
 from .resume import Refused, check_resume
 from .runlock import holds_run_lock
@@ -331,7 +331,7 @@ def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_
             run.history = ck.get("history", [])
             return ck.get("objective", {})
         return {}
-    if run.stage == "adversarial" and run.cfg.stabilization_epochs > 0 and not given_model:
+    if run.stage == "adversarial" and run.cfg.clean_stage_epochs() > 0 and not given_model:
         raise bad("stage", run.stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
                                       "(or model=), or train with stage='all'.")
     return {}
@@ -433,7 +433,7 @@ def evaluate_epoch(run: Training, record: dict) -> None:
     cfg, epoch, t0 = run.cfg, record["epoch"], time.perf_counter()
     if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == run.epochs.stop - 1):
         kw = dict(eps=run.eval_eps, steps=cfg.eval_pgd_steps,
-                  random_start=cfg.random_start, device=run.device, bf16=cfg.bf16, dist=run.dist)
+                  random_start=attack_start(cfg)[0], device=run.device, bf16=cfg.bf16, dist=run.dist)
         record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(run.net, run.eval_batches,
                                                                               run.num_classes, **kw)
         record["test_n"] = run.counts["test"]

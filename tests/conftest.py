@@ -13,7 +13,7 @@ import torch
 from taetlib.checkpoints import load_model
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
-from taetlib.methods import model_head
+from taetlib.methods.base import model_head
 from taetlib.models import classifier
 from taetlib.train import fit
 
@@ -116,7 +116,7 @@ def smoke_fit(tiny_config):
         x = data.test["balanced"].take(list(range(8))).float()
         with torch.no_grad():   # load_model gives the weights fit trained (its method's evaluation view aside)
             trained = result.model.eval()
-            if cfg.method != "robal" or cfg.robal_variant == "R":
+            if cfg.method != "robal" or cfg.method_args["variant"] == "R":
                 assert torch.allclose(loaded(x), trained(x), atol=1e-5)
         return cfg, result, loaded, x
     return run
@@ -149,3 +149,17 @@ def run_notebook(name: str, params: dict, until: str | None = None) -> dict:
         if until is not None and until in ns:
             break
     return ns
+
+
+def stopped_and_resumed(cfg, data, run_dir):
+    """fit interrupted after epoch 1 (a KeyboardInterrupt from the callback), then resumed to the end."""
+    def stop(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+    try:
+        fit(cfg, data, run_dir, callback=stop)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted after epoch 1")
+    return fit(cfg, data, run_dir)

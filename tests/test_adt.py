@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
-from taetlib.methods import build_objective
 from taetlib.methods.adt import adt_exp, neg_log_density, optimise_distribution
+from taetlib.methods.base import build_objective
 from taetlib.models import create_model
 from taetlib.train import fit
 

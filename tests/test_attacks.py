@@ -3,10 +3,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taetlib.attacks import bn_eval, cw_margin, fgsm, pgd, pgd_any
+from taetlib.attacks import bn_eval, cw_margin, fgsm, pgd, pgd_any, pgd_trace
 from taetlib.models import create_model
 
-STARTS = ("normal", "uniform", "none")
+STARTS = ("normal", "uniform", "uniform_pos", "none")
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,12 @@ def _ce(model, x, y):
 @pytest.mark.parametrize("start", STARTS)
 @pytest.mark.parametrize("loss", ("ce", "cw"))
 @pytest.mark.parametrize("per_sample", (False, True))
-def test_pgd_stays_in_ball_and_box(setup, start, loss, per_sample):
+@pytest.mark.parametrize("clamp", (True, False))
+def test_pgd_stays_in_ball_and_box(setup, start, loss, per_sample, clamp):
     model, x, y = setup
     eps = torch.linspace(0, 0.1, len(x)) if per_sample else 0.1
     x_adv = pgd(model, x, y, eps=eps, step=eps / 2 if per_sample else 0.05, steps=3, loss=loss,
-                random_start=start)
+                random_start=start, clamp_start=clamp)
     bound = eps.view(-1, 1, 1, 1) if per_sample else eps
     assert ((x_adv - x).abs() <= bound + 1e-7).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -50,11 +51,14 @@ def test_per_sample_eps_each_sample_uses_its_own_radius(setup):
 
 
 @pytest.mark.parametrize("start", STARTS)
-def test_zero_eps_returns_x_exactly(setup, start):
+@pytest.mark.parametrize("clamp", (True, False))
+@pytest.mark.parametrize("steps", (0, 2))
+def test_zero_eps_returns_x_exactly(setup, start, clamp, steps):
     model, x, y = setup
-    assert torch.equal(pgd(model, x, y, eps=0.0, step=0.0, steps=2, random_start=start), x)
+    kw = dict(steps=steps, random_start=start, clamp_start=clamp)
+    assert torch.equal(pgd(model, x, y, eps=0.0, step=0.0, **kw), x)
     zeros = torch.zeros(len(x))
-    assert torch.equal(pgd(model, x, y, eps=zeros, step=zeros, steps=2, random_start=start), x)
+    assert torch.equal(pgd(model, x, y, eps=zeros, step=zeros, **kw), x)
 
 
 @pytest.mark.parametrize("start", STARTS)
@@ -110,10 +114,10 @@ def test_fgsm_is_one_signed_step(setup):
 
 def test_return_logits_are_the_start_point_logits(setup):
     model, x, y = setup
-    _, logits = pgd(model, x, y, eps=0.1, step=0.05, steps=2, random_start="none", return_logits=True)
+    logits = pgd_trace(model, x, y, eps=0.1, step=0.05, steps=2, random_start="none").start_logits
     with torch.no_grad(), bn_eval(model):
         assert torch.allclose(logits, model(x), atol=1e-6)
-    assert pgd(model, x, y, eps=0.1, step=0.05, steps=0, return_logits=True)[1] is None
+    assert pgd_trace(model, x, y, eps=0.1, step=0.05, steps=0).start_logits is None
 
 
 def test_bad_arguments_are_named(setup):

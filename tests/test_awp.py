@@ -13,8 +13,8 @@ from taetlib import distributed
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
-from taetlib.methods import Attack, build_objective
 from taetlib.methods.awp import AWP, awp_perturbation, perturbed_weights
+from taetlib.methods.base import Attack, build_objective
 from taetlib.models import create_model
 from taetlib.train import fit
 
@@ -127,6 +127,63 @@ def test_robustlt_ascent_is_a_step_of_the_training_optimiser(cnn_batch, nesterov
         assert torch.allclose(v, want[name], atol=1e-7, rtol=1e-4), name
     official = awp_perturbation(copy.deepcopy(model), x, y, 0.005, "official")
     assert not torch.allclose(official[-1][1], got[-1][1], rtol=0.1)   # the two ascents differ
+
+
+def robustlt_update(model, opt, x, y, gamma):
+    """RobustLT AdvWeightPerturb.update (core/methods/awp.py L35-55) read literally, x_adv = x: the trainer's
+    train-mode loss forward, the model and optimiser copied after it, a step of the optimiser on -loss, the
+    normalised weight difference, both restored, w + gamma diff, the training step, w - gamma diff. Its logging
+    forwards after the step (L56-58) are the trainer's, not AWP's, and are left out."""
+    loss = F.cross_entropy(model(x), y)
+    origin_model, origin_opt = copy.deepcopy(model), copy.deepcopy(opt.state_dict())
+    opt.zero_grad()
+    (-loss).backward()
+    opt.step()
+    diff = {}
+    for (k, old), new in zip(origin_model.state_dict().items(), model.state_dict().values()):
+        if old.dim() > 1 and "weight" in k:
+            d = new - old
+            diff[k] = old.norm() / (d.norm() + 1e-20) * d
+    model.load_state_dict(origin_model.state_dict())
+    opt.load_state_dict(origin_opt)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, d in diff.items():
+            params[k].add_(gamma * d)
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for k, d in diff.items():
+            params[k].add_(-gamma * d)
+
+
+def test_robustlt_ascent_whole_update_matches_robustlts_own(cnn_batch):
+    """Three steps of taetlib's AWP (awp_ascent='robustlt') through the objective, the optimiser and
+    after_step, against RobustLT's update: weights, BatchNorm buffers and momentum buffers agree."""
+    model, x, y = cnn_batch
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    opt.zero_grad()
+    F.cross_entropy(model(torch.rand_like(x)), y).backward()
+    opt.step()   # a momentum buffer that points somewhere
+    ref, ref_opt = copy_with_optimizer(model, opt)
+    plain, plain_opt = copy_with_optimizer(model, opt)   # gamma 0: the same steps without AWP
+    obj = AWP(NO_ATTACK, 10, gamma=0.005, warmup=0, ascent="robustlt")
+    obj.bind(opt)
+    for _ in range(3):
+        out = obj.step(model, x, y, epoch=1)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        obj.after_step(model)
+        robustlt_update(ref, ref_opt, x, y, 0.005)
+        robustlt_update(plain, plain_opt, x, y, 0.0)
+    for (k, v), w in zip(model.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(v.float(), w.float(), atol=1e-6), k
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.allclose(opt.state[p]["momentum_buffer"], ref_opt.state[q]["momentum_buffer"], atol=1e-6)
+    assert not torch.allclose(model.net[0].weight, plain.net[0].weight, atol=1e-5)   # the perturbation mattered
 
 
 def test_robustlt_ascent_keeps_the_ascent_pass_in_batchnorm(cnn_batch):

@@ -26,7 +26,7 @@ from taetlib.data import load_lt
 from taetlib.distributed import Dist
 from taetlib.errors import ConfigError
 from taetlib.eval_result import per_class_table
-from taetlib.methods.longtail import TAET
+from taetlib.methods.taet import TAET
 from taetlib.models import Normalized, create_model
 from taetlib.train import evaluate_per_class, fit
 

@@ -4,7 +4,7 @@ registered method."""
 import re
 from pathlib import Path
 
-from taetlib.methods import OBJECTIVES
+from taetlib.method_spec import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -55,7 +55,7 @@ def test_the_readme_is_a_front_page():
 
 def test_methods_page_covers_every_registered_method():
     text = (ROOT / "docs" / "methods.md").read_text()
-    missing = [m for m in OBJECTIVES if f"`{m}`" not in text]
+    missing = [m for m in METHODS if f"`{m}`" not in text]
     assert missing == []
     for section in range(8):   # §0..§7, which the modules and tests cite
         assert f"§{section}" in text

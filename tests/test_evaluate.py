@@ -15,6 +15,8 @@ from torch import nn
 
 from taetlib import attack_suite, eval_result, sanity
 from taetlib import evaluate as ev
+from taetlib.attack_suite import ATTACKS, AttackSpec
+from taetlib.attacks import pgd
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
@@ -102,7 +104,7 @@ def test_subset_is_seeded_stratified_and_recorded(result, data, tmp_path):
     cfg = json.loads((tmp_path / "eval_config.json").read_text())
     assert cfg["subset"]["balanced"] == {"per_class": 10, "seed": 3, "n": 100, "counts": [10] * 10}
     assert cfg["attacks"]["pgd20"] == {"eps": 0.05, "step": 0.05 / 8, "steps": 20, "loss": "ce",
-                                       "random_start": "uniform", "iterate": "last"}
+                                       "random_start": "uniform", "clamp_start": True, "iterate": "last"}
     assert cfg["attacks"]["cw20"]["loss"] == "cw" and cfg["attacks"]["pgd100"]["steps"] == 100
     idx = np.load(tmp_path / "predictions.npz")["long_tailed/pgd20/index"]
     full = data.test["long_tailed"]
@@ -175,7 +177,8 @@ def test_noise_rule():
 def test_unknown_attack_or_parameter_is_a_clear_error(model, data):
     with pytest.raises(ConfigError, match=r"attacks='pgd21'.*'pgd20'"):
         ev.evaluate(model, data, ["pgd21"])
-    with pytest.raises(ConfigError, match=r"stepsize.*\['eps', 'iterate', 'loss', 'random_start', 'step', 'steps'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"stepsize.*\['clamp_start', 'eps', 'iterate', 'loss', 'random_start', 'step', 'steps'\]"):
         ev.evaluate(model, data, ["pgd20"], attack_params={"pgd20": {"stepsize": 0.01}})
     with pytest.raises(ConfigError, match="n_querys"):
         ev.evaluate(model, data, ["autoattack"], attack_params={"autoattack": {"square.n_querys": 10}})
@@ -191,12 +194,30 @@ def test_parameters_override_by_name_and_autoattack_versions():
     p = attack_suite.resolve_attacks(["pgd100", "autoattack"], {"pgd100": {"step": 0.002, "random_start": "none"},
                                                       "autoattack": {"attacks": ["apgd-ce", "square"]}}, 0.1, 7)
     assert p["pgd100"] == {"eps": 0.1, "step": 0.002, "steps": 100, "loss": "ce", "random_start": "none",
-                           "iterate": "last"}
+                           "clamp_start": True, "iterate": "last"}
     aa = p["autoattack"]
     assert aa["version"] == "custom" and aa["attacks"] == ["apgd-ce", "square"]
     assert aa["apgd_targeted.n_target_classes"] == 6 and aa["fab.n_target_classes"] == 6  # C - 1
     rand = attack_suite.resolve_attacks(["autoattack"], {"autoattack": {"version": "rand"}}, 0.1, 10)["autoattack"]
     assert rand["version"] == "rand" and rand["attacks"] is None
+
+
+def test_every_attack_is_one_spec_and_the_pgd_start_clamp_is_an_evaluation_option(model, data):
+    for name, spec in ATTACKS.items():   # each spec's own defaults pass its own check
+        assert isinstance(spec, AttackSpec) and callable(spec.run)
+        spec.check(name, dict(spec.defaults))
+    with pytest.raises(ConfigError, match=r"\['clamp_start'\]='yes'"):
+        attack_suite.resolve_attacks(["pgd20"], {"pgd20": {"clamp_start": "yes"}}, 0.1, 10)
+    with pytest.raises(ConfigError, match=r"\['clamp_start'\]=False.*iterate='any'"):
+        attack_suite.resolve_attacks(["pgd20"], {"pgd20": {"clamp_start": False, "iterate": "any"}}, 0.1, 10)
+    # AT-BSL's evaluation: a uniform start fed unclamped; the parameter reaches pgd()
+    x, y = data.test["balanced"].x[:64], data.test["balanced"].y[:64]
+    p = attack_suite.resolve_attacks(["pgd20"], {"pgd20": {"clamp_start": False, "steps": 3}}, 0.1, 10)["pgd20"]
+    got = attack_suite.run_attack("pgd20", model, x, y, p, seed=5, batch_size=64)
+    torch.manual_seed(5)
+    x_adv = pgd(model, x.float() / 255, y, eps=0.1, step=0.1 / 8, steps=3, clamp_start=False)
+    with torch.no_grad():
+        assert np.array_equal(got, model(x_adv).argmax(1).numpy())
 
 
 # ---------------------------------------------------------------------------- AutoAttack

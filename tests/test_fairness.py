@@ -9,7 +9,7 @@ import torch
 
 from taetlib import metrics
 from taetlib.methods import class_means
-from taetlib.methods.longtail import harl_class_weights, harl_terms
+from taetlib.methods.taet import harl_class_weights, harl_terms
 
 
 # ------------------------------------------------------------------ named groups
@@ -81,14 +81,14 @@ def test_autoaugment_uses_the_cifar10_policy():
 def test_batch_stat_attack_uses_batch_statistics_and_freezes_running_ones():
     from torch import nn
 
-    from taetlib.attacks import pgd
+    from taetlib.attacks import pgd_trace
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     model.train()
     x, y = torch.rand(16, 12), torch.randint(0, 3, (16,))
     model(x * 3 + 1)   # running stats far from this batch's, so eval and batch modes differ
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    adv = {bn: pgd(model, x, y, eps=0.3, step=0.1, steps=3, random_start="none", return_logits=True, bn=bn)
+    adv = {bn: pgd_trace(model, x, y, eps=0.3, step=0.1, steps=3, random_start="none", bn=bn)
            for bn in ("eval", "batch")}
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k            # nothing moved, num_batches_tracked included
@@ -122,7 +122,7 @@ def adversarial_lrs(cfg):
     """The lr of each adversarial epoch a config trains."""
     from taetlib.schedule import lr_at, stage_epochs
     epochs = stage_epochs(cfg, "all")
-    return [lr_at(cfg, e) for e in epochs if not (cfg.method == "taet" and e <= cfg.stabilization_epochs)]
+    return [lr_at(cfg, e) for e in epochs if not e <= cfg.clean_stage_epochs()]
 
 
 def test_equal_budget_gives_taet_the_baselines_adversarial_epochs_and_lrs(tmp_path, budget_cfg):

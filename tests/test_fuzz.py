@@ -51,6 +51,10 @@ def typed(hint) -> st.SearchStrategy:
         return st.one_of(*[st.none() if a is type(None) else typed(a) for a in args])
     if origin is list:
         return st.lists(typed(args[0]), max_size=5)
+    if hint is dict or origin is dict:   # method_args: the method's own names (or not) with any values
+        names = st.one_of(st.sampled_from(["alpha", "beta", "gamma", "lam", "variant", "begin_epoch"]),
+                          st.text(max_size=8))
+        return st.one_of(st.dictionaries(names, anything, max_size=3), anything)
     near = {int: numbers.filter(lambda v: isinstance(v, int)), float: numbers, bool: st.booleans(),
             str: st.one_of(st.sampled_from(CHOICES), st.text(max_size=10))}[hint]
     return st.one_of(near, near, near, anything)

@@ -12,9 +12,14 @@ from taetlib.methods.gairat import begin_epoch, gair_weights
 from taetlib.models import create_model
 
 
-def official_gair(num_steps, kappa, lam):
-    """GAIR.py's Tanh branch, read literally."""
-    reweight = ((lam + (int(num_steps / 2) - kappa) * 5 / (int(num_steps / 2))).tanh() + 1) / 2
+def official_gair(num_steps, kappa, lam, func="Tanh"):
+    """GAIR.py's three branches, read literally."""
+    if func == "Tanh":
+        reweight = ((lam + (int(num_steps / 2) - kappa) * 5 / (int(num_steps / 2))).tanh() + 1) / 2
+    elif func == "Sigmoid":
+        reweight = (lam + (int(num_steps / 2) - kappa) * 5 / (int(num_steps / 2))).sigmoid()
+    elif func == "Discrete":
+        reweight = ((num_steps + 1) - kappa) / (num_steps + 1)
     return reweight * len(reweight) / reweight.sum()
 
 
@@ -26,6 +31,28 @@ def test_gair_weights_hand_values():
     for steps, lam in ((10, -1.0), (3, 0.5), (5, -2.0)):
         kappa = torch.arange(steps + 1)
         assert torch.allclose(gair_weights(kappa, steps, lam), official_gair(steps, kappa.float(), lam), atol=1e-6)
+
+
+def test_sigmoid_and_discrete_weights_hand_values():
+    # K = 10, lambda = -1: a = 4 - kappa -> sigmoid(4, -1, -6); discrete (11 - kappa) / 11 = 1, 6/11, 1/11
+    kappa = torch.tensor([0, 5, 10])
+    got = gair_weights(kappa, 10, -1.0, "sigmoid")
+    assert torch.allclose(got, torch.tensor([2.350388, 0.643694, 0.005918]), atol=1e-6)
+    assert torch.allclose(gair_weights(kappa, 10, -1.0, "discrete"), torch.tensor([11 / 6, 1.0, 1 / 6]), atol=1e-6)
+    assert torch.equal(gair_weights(kappa, 10, 3.0, "discrete"), gair_weights(kappa, 10, -1.0, "discrete"))
+    got = gair_weights(torch.tensor([0, 3, 7, 10]), 10, -1.0, "sigmoid")
+    assert torch.allclose(got, torch.tensor([2.228089, 1.658697, 0.107604, 0.005610]), atol=1e-6)
+    for fn, official in (("sigmoid", "Sigmoid"), ("discrete", "Discrete")):
+        for steps, lam in ((10, -1.0), (3, 0.5), (5, -2.0)):
+            kappa = torch.arange(steps + 1)
+            want = official_gair(steps, kappa.float(), lam, official)
+            assert torch.allclose(gair_weights(kappa, steps, lam, fn), want, atol=1e-6), (fn, steps, lam)
+
+
+def test_weight_function_reaches_the_loss_and_bad_names_are_refused():
+    with pytest.raises(ConfigError, match="gairat_weight='Tanh'"):
+        RunConfig(method="gairat", gairat_weight="Tanh")
+    assert gairat(gairat_weight="sigmoid").weight == "sigmoid"
 
 
 def gairat(**kw):
@@ -43,7 +70,7 @@ def test_loss_is_plain_pgd_at_before_begin_epoch_and_weighted_from_it():
     after = obj.step(copy.deepcopy(model), x, y, 3)
     z = after.adv_logits
     ce = F.cross_entropy(z, y, reduction="none")
-    _, _, kappa = obj.attack(copy.deepcopy(model), x, y, 3, kappa=True)
+    kappa = obj.attack(copy.deepcopy(model), x, y, 3).kappa
     assert 0 < float(kappa.float().std())   # the samples differ in kappa: the weights are not all 1
     assert torch.allclose(after.loss, (gair_weights(kappa, 4, -1.0) * ce).mean(), atol=1e-6)
     assert not torch.allclose(after.loss, plain.loss, atol=1e-3)
@@ -60,9 +87,9 @@ def test_eps_zero_gives_kappa_k_for_correct_samples():
 
 
 def test_begin_epoch_default_and_robustlt():
-    assert begin_epoch(RunConfig(method="gairat", epochs=120)) == 60
-    assert begin_epoch(RunConfig(method="gairat", epochs=100)) == 50
-    assert begin_epoch(RunConfig(method="gairat", epochs=100, gairat_begin_epoch=60)) == 60
+    assert begin_epoch(RunConfig(method="gairat", epochs=120).hparams, 120) == 60
+    assert begin_epoch(RunConfig(method="gairat", epochs=100).hparams, 100) == 50
+    assert begin_epoch(RunConfig(method="gairat", epochs=100, gairat_begin_epoch=60).hparams, 100) == 60
     obj = gairat(robustlt=True)
     assert obj.name == "robustlt(gairat)" and obj.attack.class_scale is not None
 

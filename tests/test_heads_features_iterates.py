@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taetlib.attacks import _start, pgd
+from taetlib.attacks import _start, pgd, pgd_trace
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
 from taetlib.models import MODELS, CosPlus, HENorm, classifier, create_model, features_and_logits, set_class_prior
@@ -116,13 +116,12 @@ def test_kappa_counts_correct_iterates_before_each_update():
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, 1)
     x, y = torch.rand(24, 1, 28, 28), torch.randint(0, 10, (24,))
-    x_adv, logits, kappa = pgd(model, x, y, eps=0.1, step=0.03, steps=4, random_start="none",
-                               return_logits=True, return_kappa=True)
+    x_adv, logits, kappa = pgd_trace(model, x, y, eps=0.1, step=0.03, steps=4, random_start="none")
     assert kappa.dtype == torch.long and torch.equal(kappa, reference_kappa(copy.deepcopy(model), x, y, 0.1, 0.03, 4))
     assert torch.equal(x_adv, pgd(model, x, y, eps=0.1, step=0.03, steps=4, random_start="none"))
     assert int(kappa.max()) > 0   # the comparison above is not between two all-zero counts
     correct = (model.eval()(x).argmax(1) == y).long()
-    _, k0 = pgd(model, x, y, eps=0.0, step=0.0, steps=5, random_start="none", return_kappa=True)
+    k0 = pgd_trace(model, x, y, eps=0.0, step=0.0, steps=5, random_start="none").kappa
     assert torch.equal(k0, 5 * correct)   # eps 0: every iterate is x
 
 
@@ -135,7 +134,8 @@ def test_uniform_pos_start_is_one_sided():
     assert abs(float(d.mean()) - 0.05) < 0.005
     d = _start(x, 0.1, "uniform") - x
     assert float(d.min()) < 0 < float(d.max())
-    x_adv = pgd(create_model("small_cnn", 10, 1), torch.ones(2, 1, 28, 28), torch.tensor([0, 1]), eps=0.1, step=0.0,
-                steps=1, random_start="uniform_pos")
-    assert torch.equal(x_adv, torch.ones(2, 1, 28, 28))   # clamped to [0, 1]
+    for clamp in (True, False):   # projected after the step either way
+        x_adv = pgd(create_model("small_cnn", 10, 1), torch.ones(2, 1, 28, 28), torch.tensor([0, 1]), eps=0.1,
+                    step=0.0, steps=1, random_start="uniform_pos", clamp_start=clamp)
+        assert torch.equal(x_adv, torch.ones(2, 1, 28, 28))   # clamped to [0, 1]
     assert RunConfig(random_start="uniform_pos").random_start == "uniform_pos"

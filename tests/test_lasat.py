@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import stopped_and_resumed
 from torch import nn
 
 from taetlib.checkpoints import CheckpointError, load_checkpoint
@@ -186,6 +187,27 @@ def test_reward_pgd_matches_the_official_in_train_mode(batch):
     assert 0 < correct and (b(x + want).argmax(1) == y).sum() < correct   # a real attack on a real model
 
 
+def test_reward_pgd_stops_early_as_the_official_and_the_option_runs_on(batch):
+    """A radius that breaks every sample within a few steps: the official loop stops there, which shows in the
+    train-mode copy's BatchNorm statistics (one forward fewer per skipped iteration); early_stop=False runs on."""
+    model, x, y = batch
+    a, b, c = (copy.deepcopy(model).train() for _ in range(3))
+    torch.manual_seed(3)
+    got = reward_pgd(a, x, y, 0.5, 0.25, steps=10, restarts=2)
+    torch.manual_seed(3)
+    want = official_attack_pgd(b, x, y, 0.5, 0.25, 10, 2)
+    torch.manual_seed(3)
+    reward_pgd(c, x, y, 0.5, 0.25, steps=10, restarts=2, early_stop=False)
+    assert torch.allclose(got, want, atol=1e-6)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-6), k
+    def forwards(m):   # train-mode forwards the copy's first BatchNorm counted
+        return int(next(n for n in m.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)).num_batches_tracked)
+    before = forwards(model)
+    assert forwards(a) < forwards(c) == before + 2 * (10 + 1)   # stopped early; else 10 + 1 forwards a restart
+    assert RunConfig(method="las_at").hparams.reward_early_stop
+
+
 # ---------------------------------------------------------------- the strategy update and its state
 def objective_and_optimizer(model, **kw):
     obj = build_objective(cfg_for(**{"lasat_iter_choices": [1, 2, 3], "lasat_reward_steps": 2, **kw}), COUNTS, 0.1)
@@ -329,14 +351,7 @@ def test_smoke_run_and_resume_is_bit_identical(tmp_path, tiny):
     policy = ck["objective"]["policy"]
     assert ck["objective"]["steps"] == 3 * -(-len(data.train) // 32)
     assert any(not torch.equal(policy[k], initial[k]) for k in policy)   # it learned
-
-    def stop(record):
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, data, tmp_path / "resumed", callback=stop)
-    resumed = fit(cfg, data, tmp_path / "resumed")
+    resumed = stopped_and_resumed(cfg, data, tmp_path / "resumed")
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from taetlib.attacks import aiw_ramp, pgd
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
-from taetlib.methods import OBJECTIVES, build_objective, cpb_scale, harl, kl, robustlt
+from taetlib.method_spec import METHODS
+from taetlib.methods import Attack, build_objective, cpb_scale, harl, kl, robustlt
 from taetlib.models import create_model
 
 COUNTS = [500, 300, 180, 110, 65, 40, 24, 15, 9, 5]
@@ -119,21 +120,39 @@ def test_robustlt_refuses_clean_training():
 
 
 # ---------------------------------------------------------------- objectives: attacks and losses
-def test_registry_names():
-    assert set(OBJECTIVES) == {"ce", "pgd_at", "trades", "mart", "at_bsl", "taet", "reat", "robal", "he", "gairat",
-                               "awp", "adt", "las_at"}
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_spec_states_an_attack_loss_pgd_takes(batch, method):
+    """The spec's attack_loss is the training Attack's loss: pgd must accept it as it is (TRADES and HE once
+    named 'kl' / 'he_scaled_ce' there, which pgd refuses; only their own per-batch loss hid it)."""
+    model, x, y = batch
+    loss = METHODS[method].attack_loss
+    if loss is None:   # the objective passes its own loss every batch; the Attack refuses to guess one
+        with pytest.raises(ValueError, match="per batch"):
+            Attack(eps=EPS, step=EPS / 4, steps=1, loss=None)(model, x, y, 1)
+    else:
+        x_adv = pgd(model, x, y, eps=EPS, step=EPS / 4, steps=1, loss=loss)
+        assert x_adv.shape == x.shape and (x_adv - x).abs().max() <= EPS + 1e-6
+    obj = build_objective(cfg_for(method), COUNTS, EPS)
+    assert obj.attack is None or obj.attack.loss is loss
+
+
+def test_a_spec_with_a_loss_pgd_refuses_is_refused_at_registration():
+    from taetlib.method_spec import MethodSpec
+    with pytest.raises(ValueError, match="attack_loss='kl' is no loss pgd"):
+        MethodSpec("x", lambda *a: None, attack_loss="kl")
 
 
 def test_each_objective_states_its_attack_from_the_config():
     cfg = cfg_for("trades", eps=0.05, attack_steps=7, random_start="uniform")
     a = build_objective(cfg, COUNTS, EPS).attack
-    assert (a.eps, a.step, a.steps, a.start, a.loss) == (0.05, 0.0125, 7, "uniform", "kl")
+    assert (a.eps, a.step, a.steps, a.start, a.loss) == (0.05, 0.0125, 7, "uniform", None)
+    assert build_objective(cfg, COUNTS, EPS).describe()["attack"]["loss"] == "kl"
     a = build_objective(cfg_for("at_bsl", step_size=0.01), COUNTS, EPS).attack
     assert (a.eps, a.step, a.loss) == (EPS, 0.01, "ce")
     assert build_objective(cfg_for("ce"), COUNTS, EPS).attack is None
 
 
-@pytest.mark.parametrize("method", sorted(OBJECTIVES))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_objective_steps(batch, method):
     model, x, y = batch
     obj = build_objective(cfg_for(method), COUNTS, EPS)
@@ -260,7 +279,7 @@ def test_attack_object_is_not_shared_by_robustlt(method):
                for k, v in before.items())
     keep = ("eps", "step", "steps", "start", "loss")
     assert [getattr(wrapped.attack, k) for k in keep] == [before[k] for k in keep]
-    assert wrapped.attack.loss == ("kl" if method == "trades" else "ce")
+    assert wrapped.attack.loss == (None if method in ("trades", "he") else "ce")
     assert torch.equal(wrapped.attack.class_scale, cpb_scale(COUNTS, 0.3)) and wrapped.attack.ramp_epochs == 10.0
     y = torch.arange(10)
     assert base.attack.radius(y, 5) == (EPS, EPS / 4)

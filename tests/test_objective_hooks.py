@@ -56,12 +56,13 @@ def test_cifar10_presets_hold_the_comparison_and_every_arm_is_a_valid_run(ir):
     arms = set(plain)
     assert {("adt", False), ("adt", True), ("las_at", False)} <= arms and ("las_at", True) not in arms
     assert (("awp", False) in arms) == (ir == 50)   # AWP: RobustLT's table (IR 50), not TAET's
+    assert {("cfa", False), ("dafa", False)} <= arms and not {("cfa", True), ("dafa", True)} & arms
     for method, robust in arms:
         cfg = RunConfig.from_dict(p.run_config(plain[method, robust], ir, 0))
         assert cfg.method == method and cfg.robustlt == robust
     if ir == 50:   # RobustLT's own AWP settings there
         cfg = RunConfig.from_dict(p.run_config(plain["awp", False], ir, 0))
-        assert (cfg.awp_gamma, cfg.awp_ascent) == (0.005, "robustlt")
+        assert (cfg.method_args["gamma"], cfg.method_args["ascent"]) == (0.005, "robustlt")
 
 
 def test_step_cost_benchmark_states_each_comparison_rows_own_floor():

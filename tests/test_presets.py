@@ -11,7 +11,8 @@ import torch
 
 from taetlib import attack_suite, data, presets, sweep
 from taetlib.config import RunConfig
-from taetlib.methods import OBJECTIVES, build_objective
+from taetlib.method_spec import METHODS
+from taetlib.methods import build_objective
 from taetlib.models import create_model
 from taetlib.notebook_exec import declared_parameters
 from taetlib.runs import NB_EVAL
@@ -59,7 +60,7 @@ def test_every_preset_builds_every_arm(name):
 
 
 # ---------------------------------------------------------------- the docs say the same
-METHOD = {m.replace("_", "-").upper(): m for m in OBJECTIVES}   # PGD-AT -> pgd_at: the docs' spelling
+METHOD = {m.replace("_", "-").upper(): m for m in METHODS}   # PGD-AT -> pgd_at: the docs' spelling
 DATASET = {"CIFAR-10-LT": "cifar10", "CIFAR-100-LT": "cifar100", "DermaMNIST": "dermamnist"}
 
 
@@ -110,9 +111,10 @@ def test_the_preset_table_lists_every_preset_with_its_settings():
                 assert data.DATASETS[cfg.dataset].natural, name
             for key in ("model", "epochs", "stabilization_epochs", "eps"):
                 if key in facts:
-                    assert getattr(cfg, key) == pytest.approx(facts[key]), (name, key)
+                    got = cfg.clean_stage_epochs() if key == "stabilization_epochs" else getattr(cfg, key)
+                    assert got == pytest.approx(facts[key]), (name, key)
             if "harl_epochs" in facts:
-                assert cfg.epochs - cfg.stabilization_epochs == facts["harl_epochs"], name
+                assert cfg.epochs - cfg.clean_stage_epochs() == facts["harl_epochs"], name
             if "methods" in facts:
                 assert {m for m, _ in arms} == facts["methods"], name
             if facts["both_robustlt"]:
@@ -132,7 +134,7 @@ def test_the_demo_paragraph_is_the_demo_preset():
     assert f"eps {cfg.eps:g}, {cfg.epochs} adversarial epochs with a {cfg.attack_steps}-step" in text
     assert f"(budget rule `{cfg.budget_rule}`)" in text and cfg.budget_rule == "equal_adversarial"
     m = re.search(r"TAET \((\d+) clean-CE epochs, then (\d+) HARL epochs\)", text)
-    assert m and (cfg.stabilization_epochs, cfg.epochs) == (int(m.group(1)), int(m.group(2)))
+    assert m and (cfg.clean_stage_epochs(), cfg.epochs) == (int(m.group(1)), int(m.group(2)))
     assert "compares PGD-AT, AT-BSL, TAET" in text and "TAET + RobustLT and the control `taet_unit`" in text
     assert {a.name for a in p.sweep["arms"]} == {"pgd_at", "at_bsl", "taet", "taet+robustlt", "taet_unit"}
     assert "under clean inputs, FGSM and PGD-20 (eps 0.1, step eps/8)" in text

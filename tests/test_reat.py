@@ -128,7 +128,7 @@ def test_reat_attack_is_plain_ce_and_training_uses_penultimate_features():
 def test_reat_config_is_checked():
     with pytest.raises(ConfigError, match="reat_tail='tail'"):
         RunConfig(method="reat", reat_tail="tail")
-    assert RunConfig(method="reat", reat_tail="rarest").reat_tail == "rarest"
+    assert RunConfig(method="reat", reat_tail="rarest").method_args["tail"] == "rarest"
 
 
 def test_reat_composes_with_robustlt():

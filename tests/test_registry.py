@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taetlib import attack_suite, batches, data, methods, models, presets
+from taetlib import attack_suite, batches, data, method_spec, models, presets
 from taetlib.config import RunConfig
 from taetlib.errors import REGISTRIES, ConfigError, Registry
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_registry_is_filed_under_its_setting():
-    filed = {"augment": batches.AUGMENTS, "dataset": data.DATASETS, "method": methods.OBJECTIVES,
+    filed = {"augment": batches.AUGMENTS, "dataset": data.DATASETS, "method": method_spec.METHODS,
              "model": models.MODELS, "preset": presets.PRESETS, "attacks": attack_suite.ATTACKS}
     for setting, registry in filed.items():
         assert isinstance(registry, Registry) and registry.setting == setting

@@ -189,9 +189,6 @@ def test_the_results_preset_sizes_its_budget_per_ir_equal_across_arms(tmp_path):
     assert budget_problems(runs) == []   # every arm of an IR: the same adversarial epochs and lr sequence
     assert p.run_config("taet", 100, 0)["stabilization_epochs"] == 6
     assert p.evaluation["attack_params"]["pgd20"]["iterate"] == "any"
-    methods = {a.method for a in p.sweep["arms"]}
-    from taetlib.methods import OBJECTIVES
-    assert methods == set(OBJECTIVES) - {"ce"}   # every landed adversarial method is in the grid
 
 
 @pytest.mark.skipif(not (PUBLISHED / "aggregate.csv").exists(), reason="results/fmnist_lt/ not generated yet")

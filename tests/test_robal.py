@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from taetlib.attacks import pgd
+from taetlib.attacks import PGDTrace, pgd
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
 from taetlib.methods import build_objective, model_head
-from taetlib.methods.robal import margins_and_bias, taus
+from taetlib.methods.robal import margins_and_bias
 from taetlib.models import classifier, create_model
 
 N3 = [100, 10, 1]
@@ -43,7 +43,7 @@ def two_point_model(z_clean, z_adv):
 
 def test_total_loss_hand_value():
     obj = robal()
-    obj.attack = lambda model, x, y, epoch, **kw: (torch.tensor([[0.0, 1.0]]), None)
+    obj.attack = lambda model, x, y, epoch, **kw: PGDTrace(torch.tensor([[0.0, 1.0]]), None, torch.zeros(1))
     out = obj.step(two_point_model([0.5, 0.2, -0.1], [0.1, 0.4, -0.2]), torch.tensor([[1.0, 0.0]]),
                    torch.tensor([0]), epoch=1)
     assert abs(float(out.parts["kl"]) - 0.03395943) < 1e-7
@@ -71,9 +71,9 @@ def test_attack_is_plain_ce_on_the_raw_cosine_logits():
 
 
 def test_variants_and_their_official_taus():
-    assert taus(RunConfig(method="robal")) == (0.3, 1.5)
-    assert taus(RunConfig(method="robal", robal_variant="N")) == (0.0, 1.2)
-    assert taus(RunConfig(method="robal", robal_variant="N", robal_tau_b=2.0)) == (0.0, 2.0)
+    assert RunConfig(method="robal").hparams.taus() == (0.3, 1.5)
+    assert RunConfig(method="robal", robal_variant="N").hparams.taus() == (0.0, 1.2)
+    assert RunConfig(method="robal", robal_variant="N", robal_tau_b=2.0).hparams.taus() == (0.0, 2.0)
     m, b = robal(robal_variant="N").margins, robal(robal_variant="N").bias
     assert torch.allclose(m, torch.full((3,), 0.1)) and torch.allclose(b, margins_and_bias(N3, 10, 0.1, 0, 1.2)[1])
 

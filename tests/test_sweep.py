@@ -39,7 +39,8 @@ def test_plan_records_invalid_runs_and_refuses_axes_in_set(tmp_path):
     bad = [r for r in runs if r.error]
     assert len(bad) == 4 and all("method='nonsense'" in r.error for r in bad)
     good = [r for r in runs if not r.error][0]
-    assert good.config["imbalance_ratio"] == 10.0 and good.config["epochs"] == 2 and "harl_alpha" in good.config
+    assert good.config["imbalance_ratio"] == 10.0 and good.config["epochs"] == 2
+    assert "alpha" in good.config["method_args"]
     with pytest.raises(ConfigError, match="sweep axes"):
         plan.Sweep(tmp_path, "synthetic", [10], [("taet", False)], [0], config={"seed": 3}).plan()
 
@@ -67,8 +68,8 @@ def test_cli_arguments_and_presets(tmp_path):
                                        "taet_unit=taet:harl_alpha=1,harl_beta=1,harl_gamma=1", "--out", str(tmp_path)))
     plan = {r.arm: r for r in arms.plan()}
     assert set(plan) == {"pgd_at", "taet_unit"} and plan["taet_unit"].dir.parent.name == "taet_unit"
-    assert {k: plan["taet_unit"].config[k] for k in ("method", "harl_alpha", "harl_beta")} == \
-        {"method": "taet", "harl_alpha": 1.0, "harl_beta": 1.0}
+    unit = plan["taet_unit"].config
+    assert unit["method"] == "taet" and (unit["method_args"]["alpha"], unit["method_args"]["beta"]) == (1.0, 1.0)
     with pytest.raises(ConfigError, match="appear twice"):
         sweep.sweep_from_args(parse("--dataset", "synthetic", "--arms", "taet", "taet"))
 
@@ -94,7 +95,7 @@ def test_dry_run_prints_plan_and_exits_2_when_it_is_invalid(tmp_path, capsys):
 # ------------------------------------------------------------------------------ notebook side
 def test_notebook_config_names_the_bad_parameter():
     ok = runs.notebook_config({"dataset": "synthetic", "epochs": 3, "stabilization_epochs": 1}, {"harl_beta": 0.2})
-    assert ok.epochs == 3 and ok.harl_beta == 0.2
+    assert ok.epochs == 3 and ok.method_args["beta"] == 0.2
     with pytest.raises(ConfigError, match=r"imbalance_ratio='ten': expected float"):
         runs.notebook_config({"imbalance_ratio": "ten"})
     with pytest.raises(ConfigError, match=r"epoch.*Did you mean 'epochs'"):
@@ -115,7 +116,11 @@ def test_notebook_params_split_declared_and_extra():
     cfg = RunConfig(dataset="synthetic").to_dict()
     p = notebook_exec.notebook_params(runs.NB_TRAIN, cfg, run_dir="/r", interactive=False, attacks=["clean"])
     assert p["dataset"] == "synthetic" and p["run_dir"] == "/r" and "attacks" not in p
-    assert "harl_alpha" in p["extra"] and "dataset" not in p["extra"]
+    assert p["extra"]["method_args"]["alpha"] == 0.1 and "dataset" not in p["extra"]
+    # a method setting the notebook declares by its 0.1 name comes out of method_args, so they never disagree
+    assert p["stabilization_epochs"] == 40 and "stabilization_epochs" not in p["extra"]["method_args"]
+    assert runs.notebook_config({k: v for k, v in p.items() if k not in ("extra", "run_dir", "interactive")},
+                                 p["extra"]) == RunConfig.from_dict(cfg)
     assert set(p) - {"extra", "run_dir", "interactive"} <= notebook_exec.declared_parameters(runs.NB_TRAIN)
     with pytest.raises(ConfigError, match="takes no parameters"):
         notebook_exec.notebook_params(runs.NB_EVAL, {"harl_alpha": 0.1})
@@ -150,6 +155,23 @@ def test_finished_runs_keep_their_record_and_failed_ones_are_recorded(tmp_path):
     good.config = {**good.config, "epochs": 7}  # same folder, other settings: never silently reused
     rec = sweep.execute_run(good, {})
     assert rec["status"] == "failed" and "other settings" in rec["error"]
+
+
+def test_a_run_finished_by_taetlib_0_1_is_still_finished(tmp_path):
+    """0.1 wrote config.json with flat method settings and hashed that form into DONE.json: a resumed sweep
+    reads the run's config.json instead of redoing (or refusing) it."""
+    old = json.loads((Path(__file__).parent / "data" / "config_v0_taet.json").read_text())
+    shared = {k: v for k, v in old.items() if k not in (*plan.SWEEP_AXES, "dataset")}
+    (run,) = plan.Sweep(tmp_path, old["dataset"], [old["imbalance_ratio"]], [("taet", False)], [old["seed"]],
+                         config=shared).plan()
+    assert not run.error and sweep.config_hash(run.config) != sweep.config_hash(old)
+    run.dir.mkdir(parents=True)
+    (run.dir / "config.json").write_text(json.dumps(old))
+    (run.dir / sweep.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(old)}))
+    rec = sweep.execute_run(run, {})   # kept, not redone: runs.csv keeps its record and says it was resumed
+    assert sweep.recorded(run)["status"] == "done" and rec["status"] == "done" and rec["resumed"]
+    run.config = {**run.config, "method_args": {**run.config["method_args"], "alpha": 0.4}}
+    assert "other settings" in sweep.execute_run(run, {})["error"]
 
 
 def summary_table(clean, robust, tail):

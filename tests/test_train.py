@@ -10,7 +10,7 @@ from taetlib.checkpoints import CheckpointError, load_checkpoint, load_model
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
-from taetlib.methods import OBJECTIVES
+from taetlib.method_spec import METHODS
 from taetlib.models import create_model
 from taetlib.schedule import lr_at, stage_epochs
 from taetlib.selection import balanced
@@ -83,7 +83,7 @@ def test_stage_errors(root, tmp_path, tiny):
     cfg = tiny(root)
     with pytest.raises(ConfigError, match="init_checkpoint"):
         fit(cfg, load_lt(cfg), tmp_path, stage="adversarial")
-    with pytest.raises(ConfigError, match="only TAET has stages"):
+    with pytest.raises(ConfigError, match="has no clean stage"):
         stage_epochs(tiny(root, method="pgd_at", robustlt=False), "stabilization")
     assert stage_epochs(tiny(root, epochs=10, stabilization_epochs=4), "adversarial") == range(5, 11)
 
@@ -175,15 +175,17 @@ def host_sync_is_an_error():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
-@pytest.mark.parametrize("method, robustlt", [(m, False) for m in sorted(OBJECTIVES)] + [("taet", True)])
+@pytest.mark.parametrize("method, robustlt", [(m, False) for m in sorted(METHODS)] + [("taet", True)])
 def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt, tiny):
     """A whole epoch of train_epoch (batches, augmentation, attack, step, tallies) under bf16 and
     channels_last, with every host sync made an error."""
     from taetlib.batches import Batches
     from taetlib.methods import build_objective, model_head
     from taetlib.train import train_epoch
-    # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too
-    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True, lasat_interval=2)
+    # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too, without the official reward
+    # PGD's early stop, which reads a flag back every iteration by design
+    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True, lasat_interval=2,
+               lasat_reward_early_stop=False)
     data, device = load_lt(cfg), torch.device("cuda")
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, 1, head=model_head(cfg)).to(device).to(memory_format=torch.channels_last)

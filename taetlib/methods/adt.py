@@ -14,20 +14,22 @@ running sum. The gradients go to (mu, rho) only (the official backward also fill
 which the training step then zeroes: wasted work, no effect). No projection: tanh bounds the radius.
 
 eps comes from the training attack's radius, so RobustLT composes (per-sample eps [B,1,1,1]; at the
-AIW ramp's start eps = 0 and x' = x). attack_steps and step_size play no part: adt_steps and adt_lr do.
+AIW ramp's start eps = 0 and x' = x). attack_steps and step_size play no part: its own steps and lr do.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import _per_sample, bn_eval
-from .base import Objective, StepOut, register
+from ..method_spec import MethodArgs, arg_error, register
+from .base import Objective, StepOut
 
-__all__ = ["ADT", "adt_exp", "neg_log_density", "optimise_distribution"]
+__all__ = ["ADT", "ADTArgs", "adt_exp", "neg_log_density", "optimise_distribution"]
 
 
 def neg_log_density(n: Tensor, sigma: Tensor, a: Tensor) -> Tensor:
@@ -93,6 +95,23 @@ class ADT(Objective):
         return {**d, "adt": {"steps": self.steps, "samples": self.samples, "lr": self.lr, "lambda": self.lam}}
 
 
-@register("adt")
-def _adt(cfg, counts, attack):
-    return ADT(attack, len(counts), cfg.adt_steps, cfg.adt_samples, cfg.adt_lr, cfg.adt_lambda)
+@dataclass(frozen=True)
+class ADTArgs(MethodArgs):
+    lam: float = 0.01   # entropy weight
+    steps: int = 7      # inner Adam steps
+    samples: int = 5    # samples per inner step
+    lr: float = 0.3     # inner Adam lr (in tanh-argument space)
+
+    def __post_init__(self):
+        if self.lam < 0:
+            raise arg_error("lam", self.lam, "must be >= 0 (the entropy weight; official 0.01).")
+        for name in ("steps", "samples", "lr"):
+            if getattr(self, name) <= 0:
+                raise arg_error(name, getattr(self, name), "must be > 0.")
+
+
+@register("adt", args=ADTArgs, aliases={"adt_lambda": "lam", "adt_steps": "steps", "adt_samples": "samples",
+                                        "adt_lr": "lr"})
+def _adt(args, cfg, counts, attack):
+    """ADT_EXP (Dong et al.): CE on a sample of a learned per-pixel adversarial distribution."""
+    return ADT(attack, len(counts), args.steps, args.samples, args.lr, args.lam)

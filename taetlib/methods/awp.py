@@ -7,7 +7,7 @@ has more than one dimension (conv and linear weights: no BatchNorm weights, no b
 w <- w + v, CE(f_w(x_adv), y) backpropagated and optimizer.step() by fit(), then after_step: w <- w - v.
 So weight decay and momentum act at w + v, as in the official loop.
 
-awp_ascent picks d_l (both are reimplementations' code, both kept because they change the numbers):
+The `ascent` setting picks d_l (both are reimplementations' code, both kept because they change the numbers):
 - 'official' (csdongxian/AWP AT_AWP/utils_awp.py): d = grad_w CE(f_w(x_adv), y), taken in train mode
   (batch statistics) on a proxy copy whose BatchNorm updates never reach the model. Here the gradient
   is taken on the model itself with its BatchNorm buffers saved and restored around that pass.
@@ -16,6 +16,8 @@ awp_ascent picks d_l (both are reimplementations' code, both kept because they c
   normalisation), and the running BatchNorm statistics keep that forward pass. RobustLT's optimiser is
   Nesterov SGD; here it is the library's (plain momentum) optimiser.
 
+Training attack start (AT_AWP/train_cifar10.py attack_pgd, L78-89): delta ~ U(-eps, eps), clamped so that
+x + delta lies in [0,1] before the first forward (random_start='uniform', clamp_start=True: the default).
 Deviation from the official code, as for every library method: the attack runs with BatchNorm in eval
 mode (official AT-AWP attacks in train mode, so it updates the running statistics).
 
@@ -25,15 +27,19 @@ adds the same v, the one the global batch gives; without that each rank's weight
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..collectives import all_mean
-from .base import StepOut, register, start_logits_if_clean
+from ..errors import check_choice
+from ..method_spec import MethodArgs, arg_error, register
+from .base import StepOut, start_logits_if_clean
 from .classic import PGDAT
 
-__all__ = ["AWP", "EPS", "awp_perturbation", "optimizer_direction", "perturbed_weights", "unwrap"]
+__all__ = ["AWP", "AWPArgs", "EPS", "awp_perturbation", "optimizer_direction", "perturbed_weights", "unwrap"]
 
 EPS = 1e-20   # official utils_awp.py
 
@@ -108,7 +114,7 @@ class AWP(PGDAT):
         self.optimizer = optimizer
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         if epoch > self.warmup:   # official: 0-based epoch >= awp_warmup
             self._v = awp_perturbation(unwrap(model), x_adv, y, self.gamma, self.ascent, self.optimizer)
             with torch.no_grad():
@@ -126,6 +132,21 @@ class AWP(PGDAT):
         return {**super().describe(), "awp": {"gamma": self.gamma, "warmup": self.warmup, "ascent": self.ascent}}
 
 
-@register("awp")
-def _awp(cfg, counts, attack):
-    return AWP(attack, len(counts), cfg.awp_gamma, cfg.awp_warmup, cfg.awp_ascent)
+@dataclass(frozen=True)
+class AWPArgs(MethodArgs):
+    gamma: float = 0.01           # relative weight perturbation (official AT-AWP; RobustLT 0.005)
+    warmup: int = 0               # epochs trained without the perturbation
+    ascent: str = "official"      # official (normalised CE gradient) | robustlt (a training-optimiser step)
+
+    def __post_init__(self):
+        check_choice("method_args.ascent", self.ascent, ("official", "robustlt"))
+        for name in ("gamma", "warmup"):
+            if getattr(self, name) < 0:
+                raise arg_error(name, getattr(self, name), "must be >= 0.")
+
+
+@register("awp", args=AWPArgs, start=("uniform", True),
+          aliases={"awp_gamma": "gamma", "awp_warmup": "warmup", "awp_ascent": "ascent"})
+def _awp(args, cfg, counts, attack):
+    """AWP (Wu et al.): PGD-AT at adversarially perturbed weights."""
+    return AWP(attack, len(counts), args.gamma, args.warmup, args.ascent)

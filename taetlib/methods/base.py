@@ -8,27 +8,26 @@ Train "clean" logits of the attack-only objectives (pgd_at, at_bsl, taet stage 2
 attack's first forward pass: at x + 0.001*N(0,1) for random_start='normal', at x for 'none', with
 BatchNorm in eval mode. A uniform start is not clean, so those objectives then report none.
 
-Each objective module registers its factories here with `register`; methods/__init__.py imports
-them all, so the registry is complete once `taetlib.methods` is imported.
+Each method module registers its factory with method_spec.register (its MethodSpec); methods/__init__.py
+imports them all, so METHODS is complete once `taetlib.methods` is imported.
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import aiw_ramp, pgd
+from ..attacks import LossArg, PGDTrace, aiw_ramp, pgd_trace
 from ..collectives import sum_over_ranks
 from ..config import RunConfig
-from ..errors import FIELD_CHECKS, Registry, bad
+from ..errors import bad
+from ..method_spec import METHODS, register
 
-__all__ = ["ATTACK_LOSS", "Attack", "EVAL_SETUP", "METHOD_HEAD", "OBJECTIVES", "Objective", "StepOut",
-           "build_objective", "class_means", "cpb_scale", "field_check", "kl", "model_head", "prepare_for_eval",
-           "register", "robustlt", "start_logits_if_clean"]
+__all__ = ["Attack", "Objective", "StepOut", "attack_start", "build_objective", "class_means", "cpb_scale", "kl",
+           "model_head", "prepare_for_eval", "robustlt", "start_logits_if_clean"]
 
 
 @dataclass
@@ -48,7 +47,8 @@ class Attack:
     step: float
     steps: int
     start: str = "normal"
-    loss: str = "ce"                  # what the attack maximises ("kl" for TRADES, built per batch)
+    clamp_start: bool = False          # project x_0 before the first forward (attacks._start_point)
+    loss: LossArg | None = "ce"       # what the attack maximises; None: the objective passes it per batch (TRADES)
     class_scale: Tensor | None = None  # eps_c / eps per class (CPB)
     ramp_epochs: float | None = None   # b * T (AIW)
     bn: str = "eval"                   # BatchNorm while attacking: eval | batch (RobustLT's code)
@@ -64,12 +64,13 @@ class Attack:
         s = self.class_scale[y] * aiw_ramp(epoch - self.ramp_start, self.ramp_epochs)
         return self.eps * s, self.step * s
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None, kappa: bool = False):
-        """-> (x_adv, logits at the attack's start point), and with kappa=True also the per-sample count
-        of correctly classified iterates (pgd's return_kappa)."""
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, loss=None) -> PGDTrace:
+        """x_adv with the start point's logits and GAIRAT's kappa (attacks.pgd_trace)."""
         eps, step = self.radius(y, epoch)
-        return pgd(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
-                   random_start=self.start, return_logits=True, return_kappa=kappa, bn=self.bn)
+        if loss is None and self.loss is None:
+            raise ValueError("this attack's loss is built per batch (MethodSpec attack_loss=None): pass loss=.")
+        return pgd_trace(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
+                         random_start=self.start, clamp_start=self.clamp_start, bn=self.bn)
 
 
 def cpb_scale(counts: list[int], a: float) -> Tensor:
@@ -114,6 +115,7 @@ def start_logits_if_clean(attack: Attack, start_logits: Tensor | None) -> Tensor
 class Objective:
     """Base: clean CE. Subclasses override `loss`; TAET sets clean_epochs (stage 1)."""
     name = "ce"
+    attack_loss_name: str | None = None   # describe()'s name of a loss the objective passes per batch (TRADES)
 
     def __init__(self, attack: Attack | None, num_classes: int, clean_epochs: int = 0):
         self.attack, self.num_classes, self.clean_epochs = attack, num_classes, clean_epochs
@@ -152,68 +154,41 @@ class Objective:
     def describe(self) -> dict:
         """What this objective trains with, for logs and notebooks."""
         a = self.attack
-        attack = None if a is None else {"eps": a.eps, "step": a.step, "steps": a.steps, "loss": a.loss,
-                                         "start": a.start, "robustlt": a.class_scale is not None}
+        if a is None:
+            return {"name": self.name, "attack": None, "clean_epochs": self.clean_epochs}
+        loss = self.attack_loss_name or (a.loss if isinstance(a.loss, str) else getattr(a.loss, "__name__", "custom"))
+        attack = {"eps": a.eps, "step": a.step, "steps": a.steps, "loss": loss, "start": a.start,
+                  "clamp_start": a.clamp_start, "robustlt": a.class_scale is not None}
         return {"name": self.name, "attack": attack, "clean_epochs": self.clean_epochs}
 
 
 
-# ---------------------------------------------------------------- registry
-# name -> factory(cfg, train_counts, attack) -> Objective; each objective module registers its own.
-OBJECTIVES: dict[str, Callable[[RunConfig, list[int], Attack], Objective]] = Registry("method")
-ATTACK_LOSS: dict[str, str] = {}   # what each objective's attack maximises; CE when absent
-METHOD_HEAD: dict[str, str] = {}   # the classifier head an objective trains (models.HEADS); fc when absent
-EVAL_SETUP: dict[str, Callable[[nn.Module, RunConfig], None]] = {}   # evaluation-time model change, if any
-
-
-def register(name: str, attack_loss: str = "ce", head: str = "fc",
-             eval_setup: Callable[[nn.Module, RunConfig], None] | None = None):
-    """Decorator for an objective factory `(cfg, train_counts, attack) -> Objective`. head: the
-    classifier head the method needs (create_model builds it); eval_setup(model, cfg): what
-    load_model does to a trained model before it is evaluated (RoBal-N's post-hoc logits)."""
-    def deco(factory):
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} is registered twice")
-        OBJECTIVES[name] = factory
-        if attack_loss != "ce":
-            ATTACK_LOSS[name] = attack_loss
-        if head != "fc":
-            METHOD_HEAD[name] = head
-        if eval_setup is not None:
-            EVAL_SETUP[name] = eval_setup
-        return factory
-    return deco
-
-
-def field_check(fn: Callable[[RunConfig], None]):
-    """Decorator: a range check RunConfig.validate runs on every config (raise `bad(...)`)."""
-    FIELD_CHECKS.append(fn)
-    return fn
+# ---------------------------------------------------------------- reading the spec
+def attack_start(cfg: RunConfig) -> tuple[str, bool]:
+    """(random_start, clamp_start) of cfg's training attack: random_start='auto' and clamp_start=None take
+    the method's released code (its MethodSpec.start)."""
+    own = METHODS[cfg.method].start
+    own_start, own_clamp = own(cfg.hparams) if callable(own) else own
+    return (own_start if cfg.random_start == "auto" else cfg.random_start,
+            own_clamp if cfg.clamp_start is None else cfg.clamp_start)
 
 
 def model_head(cfg: RunConfig) -> str:
     """The classifier head of cfg's model: cfg.head, or for 'auto' the method's own (fc for most)."""
-    return METHOD_HEAD.get(cfg.method, "fc") if cfg.head == "auto" else cfg.head
-
-
-@field_check
-def _check_head(cfg: RunConfig) -> None:
-    need = METHOD_HEAD.get(cfg.method)
-    if need is not None and cfg.head not in ("auto", need):
-        raise bad("head", cfg.head, f"method={cfg.method!r} trains the {need!r} head; use head='auto' (the "
-                                    f"method's own) or head={need!r}.")
+    return METHODS[cfg.method].head if cfg.head == "auto" else cfg.head
 
 
 def prepare_for_eval(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """The model as cfg's method evaluates it (unchanged for all but RoBal-N)."""
-    setup = EVAL_SETUP.get(cfg.method)
+    setup = METHODS[cfg.method].eval_setup
     if setup is not None:
-        setup(model, cfg)
+        setup(model, cfg.hparams)
     return model
 
 
 @register("ce")
-def _ce(cfg, counts, attack):
+def _ce(args, cfg, counts, attack):
+    """Clean cross-entropy (no attack)."""
     return Objective(None, len(counts))
 
 
@@ -238,10 +213,11 @@ def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs
 
 def build_objective(cfg: RunConfig, train_counts: list[int], default_eps: float) -> Objective:
     """The objective cfg.method names, with its attack from cfg (eps None = the dataset default)."""
-    attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps),
-                    steps=cfg.attack_steps, start=cfg.random_start, loss=ATTACK_LOSS.get(cfg.method, "ce"),
-                    bn=cfg.attack_bn)
-    objective = OBJECTIVES[cfg.method](cfg, list(train_counts), attack)
+    spec = METHODS[cfg.method]
+    start, clamp = attack_start(cfg)
+    attack = Attack(eps=cfg.train_eps(default_eps), step=cfg.train_step(default_eps), steps=cfg.attack_steps,
+                    start=start, clamp_start=clamp, loss=spec.attack_loss, bn=cfg.attack_bn)
+    objective = spec.factory(cfg.hparams, cfg, list(train_counts), attack)
     if cfg.robustlt:
         # released: the ramp runs over all epochs, stage 1 included (RobustLT's code); equal_adversarial:
         # over the adversarial epochs, which every arm then gets on the same ramp

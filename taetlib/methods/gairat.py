@@ -2,70 +2,93 @@
 PGD-AT whose per-sample CE is reweighted by the geometry value kappa_i, the number of PGD iterates
 x'_0..x'_{K-1} the model classified correctly (counted during the attack, before each update):
 
-    w_i = (tanh(lambda + 5 (floor(K/2) - kappa_i) / floor(K/2)) + 1) / 2,   w~_i = B w_i / sum_j w_j
-    L = mean_i w~_i CE(z(x'_i), y_i)   from the 1-based epoch begin_epoch on; plain PGD-AT CE before.
+    w~_i = B w_i / sum_j w_j,   L = mean_i w~_i CE(z(x'_i), y_i)
+from the 1-based epoch begin_epoch on; plain PGD-AT CE before. The official weight functions (GAIR.py L5-17),
+with a_i = lambda + 5 (floor(K/2) - kappa_i) / floor(K/2):
+    tanh (default): w_i = (tanh(a_i) + 1) / 2,   sigmoid: w_i = sigmoid(a_i),
+    discrete: w_i = (K + 1 - kappa_i) / (K + 1)   (lambda plays no part)
 
-Defaults: lambda = -1, the Tanh weight, a fixed lambda. The official begin_epoch is 60 of 120 epochs;
-gairat_begin_epoch=None keeps that ratio (round(epochs / 2), 50 of 100), an int sets the epoch.
+Training attack start (attack_generator.py GA_PGD, category 'Madry', L27-28): x + U(-eps, eps) clamped to
+[0,1] before the first forward (random_start='uniform', clamp_start=True: the default).
+Defaults: lambda = -1, the tanh weight, a fixed lambda (the official linear and piecewise lambda schedules
+are not implemented). The official begin_epoch is 60 of 120 epochs;
+begin_epoch=None keeps that ratio (round(epochs / 2), 50 of 100), an int sets the epoch.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import bad
-from .base import Objective, StepOut, field_check, register, start_logits_if_clean
+from ..errors import bad, check_choice
+from ..method_spec import MethodArgs, arg_error, register
+from .base import Objective, StepOut, start_logits_if_clean
 
-__all__ = ["GAIRAT", "begin_epoch", "gair_weights"]
+__all__ = ["GAIRAT", "GAIRATArgs", "WEIGHTS", "begin_epoch", "gair_weights"]
+
+WEIGHTS = ("tanh", "sigmoid", "discrete")   # the official weight_assignment_function choices
 
 
-def gair_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
-    """The official Tanh weights, normalised to mean 1 over the batch (more weight near the boundary)."""
-    half = steps // 2
-    w = (torch.tanh(lam + 5 * (half - kappa.float()) / half) + 1) / 2
+def gair_weights(kappa: Tensor, steps: int, lam: float, fn: str = "tanh") -> Tensor:
+    """GAIR's weights, normalised to mean 1 over the batch (more weight near the boundary)."""
+    if fn == "discrete":   # lambda plays no part
+        w = (steps + 1 - kappa.float()) / (steps + 1)
+    else:
+        half = steps // 2
+        a = lam + 5 * (half - kappa.float()) / half
+        w = (torch.tanh(a) + 1) / 2 if fn == "tanh" else torch.sigmoid(a)
     return w * len(w) / w.sum()
 
 
-def begin_epoch(cfg) -> int:
-    return round(cfg.epochs / 2) if cfg.gairat_begin_epoch is None else cfg.gairat_begin_epoch
+def begin_epoch(args: GAIRATArgs, epochs: int) -> int:
+    return round(epochs / 2) if args.begin_epoch is None else args.begin_epoch
 
 
 class GAIRAT(Objective):
     name = "gairat"
 
-    def __init__(self, attack, num_classes, lam: float, begin: int):
+    def __init__(self, attack, num_classes, lam: float, begin: int, weight: str = "tanh"):
         super().__init__(attack, num_classes)
-        self.lam, self.begin = lam, begin
+        self.lam, self.begin, self.weight = lam, begin, weight
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits, kappa = self.attack(model, x, y, epoch, kappa=True)
+        x_adv, start_logits, kappa = self.attack(model, x, y, epoch)
         logits = model(x_adv)
         ce = F.cross_entropy(logits, y, reduction="none")
         parts = {"ce": ce.detach().mean(), "kappa": kappa.float().mean()}
         if epoch >= self.begin:
-            loss = (gair_weights(kappa, self.attack.steps, self.lam) * ce).mean()
+            loss = (gair_weights(kappa, self.attack.steps, self.lam, self.weight) * ce).mean()
         else:
             loss = ce.mean()
         return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits, parts)
 
 
-@field_check
-def _check(cfg) -> None:
-    if not math.isfinite(cfg.gairat_lambda):
-        raise bad("gairat_lambda", cfg.gairat_lambda, "must be a finite number (official -1.0).")
-    if cfg.method != "gairat":
-        return
-    if cfg.attack_steps < 2:
-        raise bad("attack_steps", cfg.attack_steps, "GAIRAT's weights divide by floor(K/2): use K >= 2 attack steps.")
-    if cfg.gairat_begin_epoch is not None and not 1 <= cfg.gairat_begin_epoch <= cfg.epochs:
-        raise bad("gairat_begin_epoch", cfg.gairat_begin_epoch,
-                  f"must lie in [1, epochs={cfg.epochs}] (the first epoch with GAIR weights), or None for "
-                  "round(epochs / 2), the official 60 of 120.")
+@dataclass(frozen=True)
+class GAIRATArgs(MethodArgs):
+    lam: float = -1.0              # the weight's lambda, tanh and sigmoid (official -1, fixed)
+    weight: str = "tanh"           # weight function: tanh (official default) | sigmoid | discrete
+    begin_epoch: int | None = None  # first (1-based) epoch with GAIR weights; None = round(epochs / 2)
+
+    def __post_init__(self):
+        check_choice("method_args.weight", self.weight, WEIGHTS)
+        if not math.isfinite(self.lam):
+            raise arg_error("lam", self.lam, "must be a finite number (official -1.0).")
+
+    def check(self, cfg) -> None:
+        if cfg.attack_steps < 2:
+            raise bad("attack_steps", cfg.attack_steps, "GAIRAT's weights divide by floor(K/2): use K >= 2 attack "
+                                                        "steps.")
+        if self.begin_epoch is not None and not 1 <= self.begin_epoch <= cfg.epochs:
+            raise arg_error("begin_epoch", self.begin_epoch,
+                            f"must lie in [1, epochs={cfg.epochs}] (the first epoch with GAIR weights), or None for "
+                            "round(epochs / 2), the official 60 of 120.")
 
 
-@register("gairat")
-def _gairat(cfg, counts, attack):
-    return GAIRAT(attack, len(counts), cfg.gairat_lambda, begin_epoch(cfg))
+@register("gairat", args=GAIRATArgs, start=("uniform", True),
+          aliases={"gairat_lambda": "lam", "gairat_weight": "weight", "gairat_begin_epoch": "begin_epoch"})
+def _gairat(args, cfg, counts, attack):
+    """GAIRAT (Zhang et al.): PGD-AT whose CE is reweighted by each sample's distance to the boundary."""
+    return GAIRAT(attack, len(counts), args.lam, begin_epoch(args, cfg.epochs), args.weight)

@@ -26,9 +26,10 @@ Units: the eps and step choices are integers times `unit` (default eps_train / 8
 8/255, so the official {3..15} and {1..5} map to the same fractions of eps on any dataset); the start
 radius and the reward PGD use the training eps and step (official 8/255 and 2/255).
 
-Deviations, stated: the official reward PGD stops iterating once no sample is classified correctly;
-here the remaining iterations run and change nothing but the copy's BatchNorm statistics (no host
-read-back). The official policy LR scheduler never decays (its milestones count training steps, it
+The reward PGD stops a restart once no sample is classified correctly, as the official one does
+(reward_early_stop=True, the default; it reads a flag back to the host every iteration); False runs
+the remaining iterations, which move nothing but the look-ahead copy's BatchNorm statistics.
+Deviations, stated: the official policy LR scheduler never decays (its milestones count training steps, it
 steps every `interval`): a constant lr here. The official strategy trunk reads raw pixels (its mean 0,
 std 1): so does this one. Under DDP each rank computes the reward on its own batch with its own
 look-ahead copy; the policy gradients are averaged over ranks and rank 0's strategy BatchNorm
@@ -40,6 +41,7 @@ State (strategy network, its optimiser, the step counter) goes into last.pt thro
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,13 +49,14 @@ from torch import Tensor, nn
 
 from ..attacks import bn_eval
 from ..collectives import all_mean, broadcast_buffers
-from ..errors import REGISTRIES  # data.DATASETS, filed by the setting it names (methods sit below data)
+from ..errors import REGISTRIES, bad, check_choice  # REGISTRIES: data.DATASETS (methods sit below data)
+from ..method_spec import MethodArgs, arg_error, register
 from ..models import MODELS
 from .awp import unwrap
-from .base import Objective, StepOut, register
+from .base import Objective, StepOut
 
-__all__ = ["HEADS", "LASAT", "REWARD_RESTARTS", "REWARD_SCALES", "StrategyNet", "categorical", "policy_loss", "reward",
-           "reward_pgd", "smoothed_ce", "strategy_attack"]
+__all__ = ["HEADS", "LASAT", "LASATArgs", "REWARD_RESTARTS", "REWARD_SCALES", "StrategyNet", "categorical",
+           "policy_loss", "reward", "reward_pgd", "smoothed_ce", "strategy_attack"]
 
 REWARD_RESTARTS = 2            # official attack_pgd(..., 10, 2)
 REWARD_SCALES = (4.0, 2.0)     # official R2_param, R3_param
@@ -108,10 +111,12 @@ def strategy_attack(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, step: T
 
 
 def reward_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, step: float, steps: int,
-               restarts: int = REWARD_RESTARTS) -> Tensor:
-    """Official attack_pgd, in the model's current mode (the look-ahead copy: train mode): per restart a
-    U(-eps, eps) start; a sample moves only while classified correctly; keep each sample's highest-loss
-    restart. Returns delta."""
+               restarts: int = REWARD_RESTARTS, early_stop: bool = True) -> Tensor:
+    """Official attack_pgd (L240-266), in the model's current mode (the look-ahead copy: train mode): per
+    restart a U(-eps, eps) start clamped to [0,1]; a sample moves only while classified correctly; keep each
+    sample's highest-loss restart. Returns delta. early_stop (official): a restart stops at the first forward
+    that finds no sample classified correctly, one host read-back per iteration; without it the remaining
+    iterations run, moving nothing but the train-mode copy's BatchNorm statistics."""
     x = x.detach()
     best_loss, best = torch.zeros(len(x), device=x.device), torch.zeros_like(x)
     with torch.enable_grad():
@@ -120,9 +125,13 @@ def reward_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, step: float, 
             for _ in range(steps):
                 delta.requires_grad_(True)
                 out = model(x + delta)
+                correct = out.argmax(1) == y
+                if early_stop and not bool(correct.any()):
+                    break
                 (grad,) = torch.autograd.grad(F.cross_entropy(out, y), delta)
                 moved = _box(_box(delta.detach() + step * grad.sign(), -eps, eps), -x, 1 - x)
-                delta = torch.where((out.argmax(1) == y).view(-1, 1, 1, 1), moved, delta.detach())
+                delta = torch.where(correct.view(-1, 1, 1, 1), moved, delta.detach())
+            delta = delta.detach()
             with torch.no_grad():
                 loss = F.cross_entropy(model(x + delta), y, reduction="none")
             take = loss >= best_loss
@@ -160,7 +169,7 @@ class LASAT(Objective):
 
     def __init__(self, attack, num_classes, *, policy: StrategyNet, eps_choices: list[float],
                  step_choices: list[float], iter_choices: list[int], interval: int, policy_lr: float, clip: float,
-                 smoothing: float, reward_weights: list[float], reward_steps: int):
+                 smoothing: float, reward_weights: list[float], reward_steps: int, reward_early_stop: bool = True):
         super().__init__(attack, num_classes)
         self.policy = policy
         self.policy_opt = torch.optim.SGD(policy.parameters(), lr=policy_lr)   # official SGD_without_momentum
@@ -169,6 +178,7 @@ class LASAT(Objective):
         self.max_iters = max(iter_choices)
         self.interval, self.clip, self.smoothing = interval, clip, smoothing
         self.reward_weights, self.reward_steps = tuple(reward_weights), reward_steps
+        self.reward_early_stop = reward_early_stop
         self.steps = 0                     # training steps taken (official curr_step)
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -229,7 +239,8 @@ class LASAT(Objective):
                               weight_decay=group["weight_decay"])
         smoothed_ce(ahead(x_adv), y, self.smoothing).backward()
         opt.step()
-        delta = reward_pgd(ahead, x, y, self.attack.eps, self.attack.step, self.reward_steps)
+        delta = reward_pgd(ahead, x, y, self.attack.eps, self.attack.step, self.reward_steps,
+                           early_stop=self.reward_early_stop)
         ahead.eval()
         with torch.no_grad():
             rob = (ahead(x + delta).argmax(1) == y).float().mean()
@@ -256,14 +267,59 @@ class LASAT(Objective):
         return StepOut(smoothed_ce(logits, y, self.smoothing), None, logits)
 
 
-@register("las_at")
-def _las_at(cfg, counts, attack):
-    unit = cfg.lasat_unit if cfg.lasat_unit is not None else attack.eps / 8
+@dataclass(frozen=True)
+class LASATArgs(MethodArgs):
+    eps_choices: list[int] = field(default_factory=lambda: list(range(3, 16)))   # in units of `unit`
+    step_choices: list[int] = field(default_factory=lambda: list(range(1, 6)))   # in units of `unit`
+    iter_choices: list[int] = field(default_factory=lambda: list(range(3, 15)))  # attack steps
+    unit: float | None = None      # eps unit (None: eps / 8, i.e. 1/255 at eps 8/255)
+    interval: int = 20             # strategy update every N training steps
+    policy_lr: float = 1e-4        # strategy SGD lr (no momentum)
+    clip: float = 1.0              # strategy gradient-norm clip
+    smoothing: float = 0.7         # label-smoothing factor (target on the true class)
+    reward: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])   # reward weights a, b, c
+    reward_steps: int = 10         # PGD steps of the reward's robustness term (2 restarts)
+    reward_early_stop: bool = True  # the reward PGD stops once all are misclassified (official)
+    strategy_model: str = "resnet18"   # the strategy network's trunk (a models registry name)
+
+    def __post_init__(self):
+        check_choice("method_args.strategy_model", self.strategy_model, MODELS)
+        for name in ("interval", "policy_lr", "clip", "reward_steps"):
+            if getattr(self, name) <= 0:
+                raise arg_error(name, getattr(self, name), "must be > 0.")
+        for name in ("eps_choices", "step_choices", "iter_choices"):
+            v = getattr(self, name)
+            if not v or min(v) < 1:
+                raise arg_error(name, v, "must be a non-empty list of integers >= 1 (LAS-AT's strategy picks one per "
+                                         "sample; eps and step choices are in units of `unit`).")
+        if self.unit is not None and self.unit <= 0:
+            raise arg_error("unit", self.unit, "must be > 0, or None for eps / 8.")
+        if not 0 < self.smoothing <= 1:
+            raise arg_error("smoothing", self.smoothing,
+                            "must lie in (0, 1]: the target probability of the true class (official 0.7; "
+                            "1 = plain CE).")
+        if len(self.reward) != 3:
+            raise arg_error("reward", self.reward, "must be the three weights [a, b, c] of the loss, robust-accuracy "
+                                                   "and clean-accuracy rewards (official [1, 1, 1]).")
+
+    def check(self, cfg) -> None:
+        if cfg.robustlt:
+            raise bad("robustlt", cfg.robustlt, "LAS-AT's strategy network picks every sample's eps itself, so "
+                      "RobustLT has no eps to set (scaling the picked one would be a new method). Fix: "
+                      "robustlt=False with method='las_at'.")
+
+
+@register("las_at", args=LASATArgs, start=("uniform", True), aliases={f"lasat_{n}": n for n in (
+    "eps_choices", "step_choices", "iter_choices", "unit", "interval", "policy_lr", "clip", "smoothing", "reward",
+    "reward_steps", "reward_early_stop", "strategy_model")})
+def _las_at(args, cfg, counts, attack):
+    """LAS-AT (Jia et al.): a strategy network picks each sample's attack and learns it by REINFORCE."""
+    unit = args.unit if args.unit is not None else attack.eps / 8
     with torch.random.fork_rng(devices=[]):   # the same initial strategy network on every rank and resume
         torch.manual_seed(cfg.seed)
-        policy = StrategyNet(cfg.lasat_strategy_model, REGISTRIES["dataset"][cfg.dataset].in_channels,
-                             (1, len(cfg.lasat_eps_choices), len(cfg.lasat_iter_choices), len(cfg.lasat_step_choices)))
-    return LASAT(attack, len(counts), policy=policy, eps_choices=[c * unit for c in cfg.lasat_eps_choices],
-                 step_choices=[c * unit for c in cfg.lasat_step_choices], iter_choices=cfg.lasat_iter_choices,
-                 interval=cfg.lasat_interval, policy_lr=cfg.lasat_policy_lr, clip=cfg.lasat_clip,
-                 smoothing=cfg.lasat_smoothing, reward_weights=cfg.lasat_reward, reward_steps=cfg.lasat_reward_steps)
+        policy = StrategyNet(args.strategy_model, REGISTRIES["dataset"][cfg.dataset].in_channels,
+                             (1, len(args.eps_choices), len(args.iter_choices), len(args.step_choices)))
+    return LASAT(attack, len(counts), policy=policy, eps_choices=[c * unit for c in args.eps_choices],
+                 step_choices=[c * unit for c in args.step_choices], iter_choices=args.iter_choices,
+                 interval=args.interval, policy_lr=args.policy_lr, clip=args.clip, smoothing=args.smoothing,
+                 reward_weights=args.reward, reward_steps=args.reward_steps, reward_early_stop=args.reward_early_stop)

@@ -7,21 +7,26 @@ balanced softmax on x_adv plus the "TAIL" term on penultimate features,
 
 The official KL is nn.KLDivLoss(size_average='none'): a truthy legacy flag, so reduction 'mean' over
 all B*D elements, one scalar per anchor; that is what gives the term this collapsed form.
+Training attack start (loss_functions.py REAT(), L46-55): x + U(-eps, eps), fed to the first forward as
+drawn (not clamped), projected only after each step; the default (random_start='auto').
 The attack's RBL loss (class-weighted CE with positive weights) gives the same sign-PGD iterates as
 plain CE when BatchNorm is in eval mode, so the attack is plain CE and keeps no a_c counters.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import check_choice
+from ..method_spec import MethodArgs, register
 from ..models import features_and_logits
-from .base import StepOut, field_check, register, start_logits_if_clean
+from .base import StepOut, start_logits_if_clean
 from .longtail import ATBSL
 
-__all__ = ["REAT", "TAIL_RULES", "rbl_weights", "tail_classes", "tail_term"]
+__all__ = ["REAT", "REATArgs", "TAIL_RULES", "rbl_weights", "tail_classes", "tail_term"]
 
 TAIL_RULES = ("index", "rarest")
 
@@ -75,7 +80,7 @@ class REAT(ATBSL):
         self.tail[tail_classes(counts, tail_rule)] = True
 
     def loss(self, model, x, y, epoch):
-        x_adv, start_logits = self.attack(model, x, y, epoch)
+        x_adv, start_logits, _ = self.attack(model, x, y, epoch)
         feats, logits = features_and_logits(model, x_adv)
         if self.w.device != logits.device:   # moved once, then cached
             self.w, self.tail = self.w.to(logits.device), self.tail.to(logits.device)
@@ -86,11 +91,15 @@ class REAT(ATBSL):
                        {"bsl": bsl.detach(), "tail": tail.detach()})
 
 
-@field_check
-def _check(cfg) -> None:
-    check_choice("reat_tail", cfg.reat_tail, TAIL_RULES)
+@dataclass(frozen=True)
+class REATArgs(MethodArgs):
+    tail: str = "index"   # index (official: classes C//3*2+1..C-1) | rarest (as many, fewest training images)
+
+    def __post_init__(self):
+        check_choice("method_args.tail", self.tail, TAIL_RULES)
 
 
-@register("reat")
-def _reat(cfg, counts, attack):
-    return REAT(attack, len(counts), counts, cfg.reat_tail)
+@register("reat", args=REATArgs, start=("uniform", False), aliases={"reat_tail": "tail"})
+def _reat(args, cfg, counts, attack):
+    """REAT (Li et al.): balanced softmax + the TAIL feature term on PGD examples."""
+    return REAT(attack, len(counts), counts, args.tail)

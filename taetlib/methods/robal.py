@@ -8,19 +8,23 @@ The attack maximises plain CE on the raw scale-1 logits: no s, margin or prior. 
 RobustLT's) evaluates the trained model as it is. RoBal-N trains with tau_m = 0, tau_b = 1.2 and is
 evaluated through post-hoc logits z = s cos - tau_p ln pi (load_model, so evaluate_run and notebook 04,
 applies them; fit's in-training test accuracy is of the training head).
-The official training attack starts one-sided, x + eps U[0,1) (random_start='uniform_pos', the
-presets' choice); RobustLT's starts from U(-eps, eps) (random_start='uniform').
+The official training attack starts one-sided, x + eps U[0,1), and feeds that start to the first forward
+unclamped (methods/train_modes.py add_reg_train, L204-214: projected only after each step): the default.
+RobustLT's starts from U(-eps, eps) clamped to [0,1] (random_start='uniform', clamp_start=True).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import bad, check_choice
+from ..errors import check_choice
+from ..method_spec import MethodArgs, arg_error, register
 from ..models import CosPlus
-from .base import Objective, StepOut, field_check, kl, register
+from .base import Objective, StepOut, kl
 
-__all__ = ["RoBal", "VARIANTS", "eval_setup", "margins_and_bias", "taus"]
+__all__ = ["RoBal", "RoBalArgs", "VARIANTS", "eval_setup", "margins_and_bias"]
 
 VARIANTS = {"R": {"tau_m": 0.3, "tau_b": 1.5}, "N": {"tau_m": 0.0, "tau_b": 1.2}}   # the official configs
 
@@ -46,7 +50,7 @@ class RoBal(Objective):
         return F.cross_entropy(u, y)
 
     def loss(self, model, x, y, epoch):
-        x_adv, _ = self.attack(model, x, y, epoch)      # plain CE on the raw logits
+        x_adv, _, _ = self.attack(model, x, y, epoch)      # plain CE on the raw logits
         logits, logits_adv = model(x), model(x_adv)
         if self.margins.device != logits.device:       # moved once, then cached
             self.margins, self.bias = self.margins.to(logits.device), self.bias.to(logits.device)
@@ -56,34 +60,43 @@ class RoBal(Objective):
                        {"margin": margin.detach(), "kl": robust.detach()})
 
 
-def taus(cfg) -> tuple[float, float]:
-    """(tau_m, tau_b): the config's, or where None the variant's official value."""
-    v = VARIANTS[cfg.robal_variant]
-    return (v["tau_m"] if cfg.robal_tau_m is None else cfg.robal_tau_m,
-            v["tau_b"] if cfg.robal_tau_b is None else cfg.robal_tau_b)
+@dataclass(frozen=True)
+class RoBalArgs(MethodArgs):
+    variant: str = "R"            # R (RoBal-R, RobustLT's) | N (RoBal-N: post-hoc logits at evaluation)
+    s: float = 10.0               # margin-CE scale s (also RoBal-N's evaluation scale)
+    m: float = 0.1                # base margin m
+    tau_m: float | None = None    # class-aware margin; None = the variant's (R 0.3, N 0)
+    tau_b: float | None = None    # prior bias; None = the variant's (R 1.5, N 1.2)
+    beta: float = 6.0             # TRADES-KL weight
+    tau_p: float = 0.1            # RoBal-N evaluation: z = s * cos - tau_p * ln pi
+
+    def __post_init__(self):
+        check_choice("method_args.variant", self.variant, VARIANTS)
+        if self.s <= 0:
+            raise arg_error("s", self.s, "must be > 0 (the margin CE's logit scale; official 10).")
+        for name, official in (("m", 0.1), ("tau_m", "0.3 (R) / 0 (N)"), ("tau_b", "1.5 (R) / 1.2 (N)"),
+                               ("beta", 6.0), ("tau_p", 0.1)):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise arg_error(name, v, f"must be >= 0 (official {official}).")
+
+    def taus(self) -> tuple[float, float]:
+        """(tau_m, tau_b): the given ones, or where None the variant's official value."""
+        v = VARIANTS[self.variant]
+        return (v["tau_m"] if self.tau_m is None else self.tau_m, v["tau_b"] if self.tau_b is None else self.tau_b)
 
 
-def eval_setup(model, cfg) -> None:
+def eval_setup(model, args: RoBalArgs) -> None:
     """RoBal-N is evaluated through the official PostProc classifier: s * cos - tau_p * ln pi."""
-    if cfg.robal_variant == "N":
+    if args.variant == "N":
         for head in model.modules():
             if isinstance(head, CosPlus):
-                head.posthoc(cfg.robal_s, cfg.robal_tau_p)
+                head.posthoc(args.s, args.tau_p)
 
 
-@field_check
-def _check(cfg) -> None:
-    check_choice("robal_variant", cfg.robal_variant, VARIANTS)
-    if cfg.robal_s <= 0:
-        raise bad("robal_s", cfg.robal_s, "must be > 0 (the margin CE's logit scale; official 10).")
-    for name, official in (("robal_m", 0.1), ("robal_tau_m", "0.3 (R) / 0 (N)"), ("robal_tau_b", "1.5 (R) / 1.2 (N)"),
-                           ("robal_beta", 6.0), ("robal_tau_p", 0.1)):
-        v = getattr(cfg, name)
-        if v is not None and v < 0:
-            raise bad(name, v, f"must be >= 0 (official {official}).")
-
-
-@register("robal", head="cosplus", eval_setup=eval_setup)
-def _robal(cfg, counts, attack):
-    tau_m, tau_b = taus(cfg)
-    return RoBal(attack, len(counts), counts, cfg.robal_s, cfg.robal_m, tau_m, tau_b, cfg.robal_beta)
+@register("robal", args=RoBalArgs, head="cosplus", eval_setup=eval_setup, start=("uniform_pos", False),
+          aliases={f"robal_{n}": n for n in ("variant", "s", "m", "tau_m", "tau_b", "beta", "tau_p")})
+def _robal(args, cfg, counts, attack):
+    """RoBal (Wu et al.): margin CE with a prior bias on a cosine head + TRADES-KL, on PGD examples."""
+    tau_m, tau_b = args.taus()
+    return RoBal(attack, len(counts), counts, args.s, args.m, tau_m, tau_b, args.beta)

@@ -166,6 +166,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
         "batch_size": batch_size, "device": str(device), "dtype": "float32", "noise_z": NOISE_Z,
         "seconds": {f"{p}/{a}": s for (p, a), s in seconds.items()},
         "versions": _versions(), "split_manifest": getattr(data, "manifest", {}).get("path"),
+        "class_order": getattr(data, "manifest", {}).get("class_order", "label"),
     }
     return EvalResult(table, summary, flags, curves, predictions, config, log)
 

@@ -32,7 +32,7 @@ class Run:
         c = self.config
         return {"run": str(self.dir), "dataset": c.get("dataset"), "imbalance_ratio": c.get("imbalance_ratio"),
                 "method": c.get("method"), "robustlt": bool(c.get("robustlt", False)), "arm": self.arm,
-                "seed": c.get("seed")}
+                "seed": c.get("seed"), "class_order": c.get("class_order", "label")}
 
 
 @dataclass

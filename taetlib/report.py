@@ -368,6 +368,17 @@ def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
                    for n in CROSS_VIEWS if n not in ("methods_per_class", "tradeoff")]   # those two: above
 
 
+def class_order_line(status: pd.DataFrame) -> str:
+    """Which classes the profile made rare (RunConfig.class_order), per arm where the arms differ."""
+    orders = status.get("class_order", pd.Series(["label"] * len(status))).fillna("label")
+    per_arm = dict(zip(status["arm"], orders)) if "arm" in status else {}
+    if len(set(orders)) <= 1:
+        text = f"Class order: {orders.iloc[0] if len(orders) else 'label'} (which classes the profile makes rare)."
+    else:
+        text = "Class order per arm: " + ", ".join(f"{a}: {o}" for a, o in per_arm.items()) + "."
+    return f"<p>{html.escape(text)}</p>"
+
+
 def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=()) -> Path:
     """root/report.html, the answer first: (1) balanced accuracy vs balanced robustness per arm, (2)
     per-class robust recall per arm with the weakest classes marked, (3) the paired differences between
@@ -389,7 +400,7 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
              f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')} &middot; runs: "
              + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
-             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes]]
+             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], class_order_line(status)]
     for name, (title, text) in LEAD.items():
         parts += [f"<h2 id='{name}'>{title}</h2><p>{html.escape(text)} Robust attack: {html.escape(attack)}.</p>",
                   *[f for n, f in figs if n == name]]

@@ -123,7 +123,7 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
     if marker.exists() and json.loads(marker.read_text()).get("split_hash") == key:
         return {"group": str(group_dir), "error": ""}
     try:
-        split = {k: config[k] for k in ("dataset", "n_max", "test_per_class", "split_seed", "data_root")}
+        split = {k: config[k] for k in ("dataset", "n_max", "test_per_class", "split_seed", "class_order", "data_root")}
         params = notebook_params(NB_DATA, split, irs=[config["imbalance_ratio"]], out_dir=str(group_dir),
                                  interactive=False)
         execute(NB_DATA, out, params, timeout)

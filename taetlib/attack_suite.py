@@ -35,7 +35,11 @@ ATTACKS: dict[str, dict] = Registry("attacks", {
     # Also any "<sub>.<attribute>" of pyautoattack's sub-attacks, e.g. "square.n_queries": 1000.
     # n_target_classes of apgd_targeted and fab default to min(9, C - 1).
     "autoattack": {"eps": None, "version": "standard", "attacks": None, "norm": "Linf"},
+    # one pyautoattack sub-attack alone, so its per-image predictions sit beside PGD's (worst_case.py)
+    "apgd_ce": {"eps": None, "norm": "Linf"},
+    "apgd_t": {"eps": None, "norm": "Linf"},
 })
+AA_SINGLE = {"apgd_ce": "apgd-ce", "apgd_t": "apgd-t"}   # attack name -> its pyautoattack name
 AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 AA_SUBATTACKS = ("apgd", "apgd_targeted", "fab", "square")
@@ -51,7 +55,7 @@ def _aa_attributes(sub: str) -> set[str]:
 def _check_params(name: str, params: dict) -> None:
     """Unknown parameter names fail before any attack runs, naming the allowed ones."""
     for key, value in params.items():
-        if name == "autoattack" and "." in key:
+        if name in ("autoattack", *AA_SINGLE) and "." in key:
             sub, attr = key.split(".", 1)
             check_choice(f"attack_params['autoattack'] sub-attack in {key!r}", sub, AA_SUBATTACKS)
             check_choice(f"attack_params['autoattack'][{key!r}] attribute", attr, _aa_attributes(sub))
@@ -75,7 +79,9 @@ def fill_defaults(name: str, params: dict, eps: float, num_classes: int) -> dict
         p["eps"] = float(eps)
     if "step" in p and p["step"] is None:
         p["step"] = p["eps"] * STEP_FRACTION
-    if name == "autoattack":
+    if name in AA_SINGLE:
+        p.update(version="custom", attacks=[AA_SINGLE[name]])
+    if name in ("autoattack", *AA_SINGLE):
         if p["attacks"]:
             p["attacks"], p["version"] = list(p["attacks"]), "custom"
         for sub in ("apgd_targeted", "fab"):  # pyautoattack's default of 9 breaks with fewer classes
@@ -190,7 +196,7 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pa
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         torch.manual_seed(seed)  # each attack starts from the same seed, whatever ran before
-        if name == "autoattack":
+        if name in ("autoattack", *AA_SINGLE):
             return _autoattack(model, x, y, params, batch_size=batch_size, device=dev, seed=seed, log=log)
         if name == "clean":
             perturb = lambda xb, yb: xb  # noqa: E731

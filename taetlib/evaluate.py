@@ -31,6 +31,7 @@ from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
 from .sanity import NOISE_Z, ORDER, SMALL_N, above_noise, sanity_flags, small_classes  # noqa: F401  (importable from evaluate too)
+from .worst_case import NAME as WORST, check_components, worst_case as combine
 
 
 # ------------------------------------------------------------------------------ the one call
@@ -60,7 +61,7 @@ def _eval_mode(model: nn.Module, device):
 def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("balanced",), *,
              eps: float | None = None, per_class: int | None = None, seed: int = 0, batch_size: int = 256,
              device=None, attack_params: dict | None = None, eps_sweep=None,
-             curve_per_class: int | None = None) -> EvalResult:
+             curve_per_class: int | None = None, worst_case=()) -> EvalResult:
     """Attack `model` on `data`'s test protocols; per-class table, summary, sanity flags, predictions.
 
     attacks: names from ATTACKS (list or "a,b"); 'clean' is always added (every check compares with it).
@@ -70,6 +71,8 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     eps_sweep: radii of the PGD-20 robustness curves (default 0, eps/2, eps; 0 and eps are always added).
     curve_per_class: run the curves on a seeded stratified subset of at most this many images per class
       (None = every image); the cheap way to keep the eps checks on a large test set.
+    worst_case: two or more of `attacks` (e.g. pgd20, apgd_ce, apgd_t) read together as one more row,
+      'worst_case': an image counts as robust only if every one of them left it correctly classified.
     The model is moved to `device` (default: where its parameters are) and run in fp32 eval mode.
     """
     attacks, protocols = _names(attacks), _names(protocols)
@@ -83,6 +86,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     if eps < 0:
         raise bad("eps", eps, "must be >= 0 (L-inf radius in [0,1] pixel units, e.g. 8/255).")
     params = resolve_attacks(attacks, attack_params, eps, C)
+    worst_case = check_components(_names(worst_case), attacks) if worst_case else []
     sweep_base = {**ATTACKS[SWEEP_ATTACK], **(attack_params or {}).get(SWEEP_ATTACK, {})}
     sweep = {e: fill_defaults(SWEEP_ATTACK, {**sweep_base, "eps": e}, e, C) for e in _sweep(eps_sweep, eps)}
     if device is None:
@@ -108,18 +112,24 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
                   f"accuracy {np.mean(pred == y_pool):.3f}", flush=True)
             return pred, time.perf_counter() - t0
 
+        def record(name, pred, secs, attack_eps, records=()):
+            for protocol, at in where.items():
+                seconds[(protocol, name)] = secs  # one shared run serves every protocol
+                y_np, index = y_pool[at], pool.index.numpy()[at]
+                predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
+                tables.append(per_class_table(name, protocol, attack_eps, y_np, pred[at], names))
+                warn_rows.extend({"protocol": protocol, "message": r.getMessage()}
+                                 for r in records if r.levelno >= logging.WARNING)
+
         for name in attacks:
             records = []
             pred, secs = attack_pool(name, params[name], records)
             predictions_pool[name] = pred
             log += [f"{r.levelname} {r.getMessage()}" for r in records]
-            for protocol, at in where.items():
-                seconds[(protocol, name)] = secs  # one shared run serves every protocol
-                y_np, index = y_pool[at], pool.index.numpy()[at]
-                predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
-                tables.append(per_class_table(name, protocol, params[name].get("eps", 0.0), y_np, pred[at], names))
-                warn_rows += [{"protocol": protocol, "message": r.getMessage()}
-                              for r in records if r.levelno >= logging.WARNING]
+            record(name, pred, secs, params[name].get("eps", 0.0), records)
+        if worst_case:   # robust only if robust to every one of them, image by image
+            record(WORST, combine(y_pool, {a: predictions_pool[a] for a in worst_case}),
+                   sum(seconds[(protocols[0], a)] for a in worst_case), eps)
         # Robustness curves: on a seeded stratified subset of the pool when curve_per_class is set
         # (each extra radius is a full PGD-20 run); the main radius reuses the pgd20 run above.
         sel = np.arange(len(pool)) if curve_per_class is None else select_per_class(
@@ -151,7 +161,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     aa_warnings = pd.DataFrame(warn_rows, columns=["protocol", "message"])
     flags = sanity_flags(table, curves, pd.concat(zero_grad, ignore_index=True), aa_warnings,
                          pd.concat(curve_clean, ignore_index=True))
-    main_preds = {k: v for k, v in predictions.items() if k[1] in attacks}
+    main_preds = {k: v for k, v in predictions.items() if k[1] in [*attacks, *([WORST] if worst_case else [])]}
     small = small_classes(table)
     for protocol, text in small.items():
         if text:
@@ -161,7 +171,8 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     summary = summary_table(table, main_preds, data.train_counts, names, flags, seconds, small)
     config = {
         "dataset": data.spec.name, "eps": eps, "protocols": protocols, "attacks": params,
-        "eps_sweep": {f"{e:.6g}": p for e, p in sweep.items()}, "curve_per_class": curve_per_class,
+        "eps_sweep": {f"{e:.6g}": p for e, p in sweep.items()}, "worst_case": worst_case,
+        "curve_per_class": curve_per_class,
         "curve_n": int(len(sel)), "subset": subset, "seed": seed,
         "batch_size": batch_size, "device": str(device), "dtype": "float32", "noise_z": NOISE_Z,
         "seconds": {f"{p}/{a}": s for (p, a), s in seconds.items()},
@@ -216,6 +227,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--eps", type=float, help="L-inf radius in [0,1] pixels (default: the dataset's)")
     p.add_argument("--eps-sweep", help="comma list of radii for the PGD-20 robustness curves")
     p.add_argument("--per-class", type=int, help="seeded stratified subset: at most this many per class")
+    p.add_argument("--worst-case", default="", help="comma list of two or more of --attacks read together, image by "
+                   "image, as the row worst_case (e.g. pgd20,apgd_ce,apgd_t)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the run's)")
@@ -236,7 +249,7 @@ def _cmd_evaluate(args) -> int:
     kw = {k: v for k, v in dict(eps=args.eps, per_class=args.per_class, device=args.device).items() if v is not None}
     result = evaluate_run(args.run, args.attacks, args.protocols, out_dir=args.out, seed=args.seed,
                           batch_size=args.batch_size, attack_params=attack_params or None,
-                          eps_sweep=args.eps_sweep, **kw)
+                          eps_sweep=args.eps_sweep, worst_case=args.worst_case, **kw)
     print(result)
     print(f"saved to {args.out or Path(args.run) / 'eval'}")
     return 0

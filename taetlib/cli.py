@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, demo, results, evaluate, sweep."""
+"""`python -m taetlib ...`: presets, train, demo, results, evaluate, sweep, tune."""
 from __future__ import annotations
 
 import argparse
@@ -66,7 +66,7 @@ def preset_sweep(name: str, out: str) -> sweep.Sweep:
                        arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
                        config={k: v for k, v in p.config.items() if k != "dataset"},
                        method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
-                       preset=p.name)
+                       preset=p.name, tuning=p.tuning)
 
 
 def cmd_demo(args) -> int:
@@ -110,7 +110,7 @@ def cmd_results(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands=()) -> int:
     parser = argparse.ArgumentParser(prog="python -m taetlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate.add_cli(sub)  # each registers its own subcommand
     sweep.add_cli(sub)
+    for add_cli in commands:   # those registered from above cli (__main__: tuning's tune)
+        add_cli(sub)
 
     args = parser.parse_args(argv)
     try:

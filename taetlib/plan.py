@@ -3,6 +3,7 @@ what makes the comparison unfair (unequal adversarial budgets), before anything 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from .runs import arm_name, run_path
 from .schedule import unequal_budgets
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
+TUNING_FILE = "tuning/tuning.json"   # a sweep's tuning record, under its root
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
 
 
@@ -49,6 +51,7 @@ class Sweep:
     robust_attack: str | None = None  # the attack behind the robust metrics (default: pgd20 or the first)
     preset: str | None = None
     cell_timeout: float | None = None  # seconds one notebook cell may take; None: no limit
+    tuning: dict | None = None         # the equal tuning budget (tuning.py); its choices: root/tuning/tuning.json
 
     def __post_init__(self):
         self.arms = [Arm.of(a) for a in self.arms]
@@ -58,17 +61,20 @@ class Sweep:
         if twice:
             raise ConfigError(f"arms {twice} appear twice: give each arm its own label (LABEL=METHOD:...).")
 
-    def plan(self) -> list[Run]:
+    def plan(self, tuned: bool = True) -> list[Run]:
+        """Every run with its config; with a tuning spec (and `tuned`), each arm's value chosen by tuning."""
         bad_axes = sorted(set(self.config) & set(SWEEP_AXES))
         if bad_axes:
             raise ConfigError(f"--set {bad_axes}: these are sweep axes; use --irs/--methods/--arms/--seeds/--robustlt.")
+        choices = self.tuned_choices() if tuned and self.tuning else {}
         runs = []
         for ir in self.irs:
             for arm in self.arms:
-                for seed in self.seeds:   # config < IR < method < arm overrides < the sweep's axes
+                for seed in self.seeds:   # config < IR < method < arm < tuned < the sweep's axes
                     d = {**self.config, "dataset": self.dataset, **self.ir_overrides.get(float(ir), {}),
                          **self.method_overrides.get(arm.method, {}),
-                         **arm.overrides, "method": arm.method, "imbalance_ratio": float(ir), "seed": int(seed),
+                         **arm.overrides, **choices.get(f"{float(ir):g}", {}).get(arm.name, {}),
+                         "method": arm.method, "imbalance_ratio": float(ir), "seed": int(seed),
                          "robustlt": arm.robustlt}
                     run = Run(d, run_path(self.root, self.dataset, ir, arm.method, arm.robustlt, seed, arm.name),
                               arm_spec=arm)
@@ -79,11 +85,29 @@ class Sweep:
                     runs.append(run)
         return runs
 
+    def tuned_choices(self) -> dict:
+        """{IR: {arm: overrides}} from root/tuning/tuning.json, made with this sweep's tuning spec."""
+        path = Path(self.root) / TUNING_FILE
+        fix = f"run `python -m taetlib tune{f' --preset {self.preset}' if self.preset else ''} --out {self.root}` first"
+        if not path.exists():
+            raise ConfigError(f"tuning={self.tuning}: this sweep tunes each arm on a validation split, and {path} "
+                              f"does not exist yet; {fix}.")
+        rec = json.loads(path.read_text())
+        if rec.get("spec") != self.tuning:
+            raise ConfigError(f"tuning: {path} was made with {rec.get('spec')}, this sweep asks for {self.tuning}; "
+                              f"delete {path.parent} and {fix}.")
+        missing = [f"IR {float(ir):g} {a.name}" for ir in self.irs for a in self.arms
+                   if a.name not in rec["choices"].get(f"{float(ir):g}", {})]
+        if missing:
+            raise ConfigError(f"tuning: {path} holds no choice for {missing}; {fix}.")
+        return {ir: {arm: c["overrides"] for arm, c in arms.items()} for ir, arms in rec["choices"].items()}
+
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "irs": self.irs, "arms": [a.to_dict() for a in self.arms], "seeds": self.seeds,
                 "config": self.config, "method_overrides": self.method_overrides,
                 "ir_overrides": self.ir_overrides, "evaluation": self.evaluation,
-                "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout}
+                "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout,
+                "tuning": self.tuning}
 
 
 def budget_problems(runs: list[Run]) -> list[str]:

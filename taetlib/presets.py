@@ -24,6 +24,7 @@ class Preset:
     method_overrides: dict = field(default_factory=dict)  # method -> extra RunConfig overrides
     evaluation: dict = field(default_factory=lambda: dict(EVALUATION))  # evaluate() arguments
     ir_overrides: dict = field(default_factory=dict)   # IR -> RunConfig overrides (the same for every arm)
+    tuning: dict | None = None   # the equal tuning budget every arm gets (tuning.TuningSpec's fields); None: none
 
     def run_config(self, arm: Arm, imbalance_ratio: float, seed: int, **extra) -> dict:
         """The override dict of one run of this preset's sweep."""

@@ -320,7 +320,8 @@ def sweep_from_args(args) -> Sweep:
                  seeds=args.seeds or ps.get("seeds") or [0], config=config,
                  method_overrides=dict(preset.method_overrides) if preset else {},
                  ir_overrides=dict(preset.ir_overrides) if preset else {}, evaluation=evaluation,
-                 robust_attack=args.robust_attack, preset=args.preset, cell_timeout=args.cell_timeout)
+                 robust_attack=args.robust_attack, preset=args.preset, cell_timeout=args.cell_timeout,
+                 tuning=preset.tuning if preset else None)
 
 
 def cmd_sweep(args) -> int:

@@ -280,8 +280,10 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     train_batches = Batches(train_split, cfg.batch_size // dist.world_size, device, shuffle=True, augment=cfg.augment,
                             seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     val_batches = val_split and Batches(distributed.shard(val_split, dist), cfg.batch_size, device, shuffle=False)
-    eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
-    eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, device, shuffle=False)
+    eval_batches = None   # eval_every=0 reads nothing of the test set (tuning.py trains without one)
+    if cfg.eval_every:
+        eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
+        eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, device, shuffle=False)
     eval_eps = cfg.train_eps(data.spec.default_eps)
     net = torch.compile(model) if cfg.compile else model
     net = distributed.wrap(net, dist, device)   # DDP when distributed; the attack bypasses it (see DDP)

@@ -66,7 +66,7 @@ def preset_sweep(name: str, out: str) -> sweep.Sweep:
                        arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
                        config={k: v for k, v in p.config.items() if k != "dataset"},
                        method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
-                       preset=p.name, tuning=p.tuning)
+                       preset=p.name, tuning=p.tuning, robust_attack=p.robust_attack)
 
 
 def cmd_demo(args) -> int:

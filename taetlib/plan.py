@@ -110,14 +110,16 @@ class Sweep:
                 "tuning": self.tuning}
 
 
-def budget_problems(runs: list[Run]) -> list[str]:
+def budget_problems(runs: list[Run], tuned: bool = False) -> list[str]:
     """Unequal adversarial budgets, or RobustLT ramps that never reach the radius, among the valid runs
-    of each (IR, seed): stated in the log and the report, since they make a comparison unfair."""
+    of each (IR, seed): stated in the log and the report, since they make a comparison unfair. `tuned`:
+    each arm's lr was chosen by tuning (the same grid for every arm), so the lr sequences are compared
+    relative to each arm's lr."""
     groups: dict = {}
     for r in runs:
         if not r.error:
             groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})[r.arm] = RunConfig.from_dict(r.config)
     notes = []
     for (ir, seed), configs in groups.items():
-        notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs)]
+        notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs, relative_lr=tuned)]
     return notes

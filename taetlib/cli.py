@@ -20,7 +20,8 @@ def cmd_presets(args) -> int:
         p = presets.get(args.name)
         print(json.dumps({"name": p.name, "description": p.description, "config": p.config, "sweep": p.sweep,
                           "method_overrides": p.method_overrides, "evaluation": p.evaluation,
-                          "sources": p.sources, "reported": p.reported}, indent=2, default=str))
+                          "sources": p.sources, "reported": p.reported, "tuning": p.tuning,
+                          "robust_attack": p.robust_attack, "primary": p.primary}, indent=2, default=str))
     else:
         print(presets.describe())
     return 0

@@ -379,6 +379,24 @@ def class_order_line(status: pd.DataFrame) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
+def tuning_section(root: Path) -> str:
+    """The equal tuning budget's record (root/tuning/tuning.json, tuning.py): each arm's chosen value, and
+    what the tuning cost; empty when the sweep did not tune."""
+    path = root / "tuning" / "tuning.json"
+    if not path.exists():
+        return ""
+    rec = json.loads(path.read_text())
+    rows = pd.DataFrame([{"imbalance_ratio": ir, "arm": arm, "param": c["param"], "value": c["value"],
+                          "factor": c["factor"], "val_balanced_robustness": c["val_balanced_robustness"]}
+                         for ir, arms in rec["choices"].items() for arm, c in arms.items()])
+    cost = rec["cost"]
+    text = (f"Each arm's value was chosen once, on seed {rec['seed']}, by balanced {rec['attack']} robustness on a "
+            f"validation split ({rec['validation']}), from the same number of values for every arm; "
+            f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
+            "(tuning/tuning.csv lists them).")
+    return f"<h2 id='tuning'>Tuning</h2><p>{html.escape(text)}</p>" + _table_html(rows)
+
+
 def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=()) -> Path:
     """root/report.html, the answer first: (1) balanced accuracy vs balanced robustness per arm, (2)
     per-class robust recall per arm with the weakest classes marked, (3) the paired differences between
@@ -400,7 +418,8 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
              f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')} &middot; runs: "
              + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "skipped", "failed")) + "</p>",
-             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], class_order_line(status)]
+             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], class_order_line(status),
+             tuning_section(root)]
     for name, (title, text) in LEAD.items():
         parts += [f"<h2 id='{name}'>{title}</h2><p>{html.escape(text)} Robust attack: {html.escape(attack)}.</p>",
                   *[f for n, f in figs if n == name]]

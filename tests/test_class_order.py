@@ -89,3 +89,12 @@ def test_a_natural_dataset_takes_no_order(tmp_path):
     write_fake_dermamnist(tmp_path)
     with pytest.raises(ConfigError, match="class_order='permutation'.*natural imbalance"):
         load_lt(RunConfig(dataset="dermamnist", class_order="permutation", data_root=str(tmp_path)))
+
+
+def test_the_sweep_report_says_which_classes_are_rare():
+    import pandas as pd
+    from taetlib.report import class_order_line
+    one = pd.DataFrame({"arm": ["taet", "at_bsl"], "class_order": ["label", "label"]})
+    assert "Class order: label" in class_order_line(one)
+    two = pd.DataFrame({"arm": ["taet", "taet-hard_rarest"], "class_order": ["label", "hard_rarest"]})
+    assert "taet-hard_rarest: hard_rarest" in class_order_line(two)

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from taetlib import tuning
+from taetlib import report, tuning
 from taetlib.arms import Arm
 from taetlib.config import ConfigError, RunConfig
 from taetlib.data import load_lt
@@ -97,6 +97,9 @@ def test_tuning_chooses_on_validation_never_reads_the_test_set_and_the_sweep_use
     # every run of the tuning seed trained on the training set less the validation split, with eval_every=0
     cfgs = [json.loads(p.read_text())["config"] for p in (tmp_path / "sw" / "tuning").rglob("point.json")]
     assert len(cfgs) == 4 and all(c["eval_every"] == 0 and c["seed"] == 3 for c in cfgs)
+
+    page = report.tuning_section(tmp_path / "sw")   # the sweep report states the choices and the cost
+    assert "4 tuning runs" in page and "taet" in page and "loss_scale" in page and report.tuning_section(tmp_path) == ""
 
     runs = sweep.plan()   # every seed gets the chosen value
     chosen = record["choices"]["10"]

@@ -96,3 +96,25 @@ def test_worst_case_of_real_attacks_is_never_more_robust_than_any_of_them(model,
     y = saved["balanced/pgd20/y"]
     again = worst_case(y, {a: saved[f"balanced/{a}/pred"] for a in DEFAULT})
     assert np.array_equal(again, saved["balanced/worst_case/pred"])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:synthetic")
+def test_a_run_read_on_the_worst_case_gives_the_claims_the_worst_case(tmp_path):
+    """evaluate_run (what notebook 04 calls) with worst_case, then the sweep's headline metrics read with
+    robust_attack='worst_case', as the study presets ask."""
+    from taetlib.report import run_metrics
+    from taetlib.train import fit
+    cfg = RunConfig(dataset="synthetic", model="small_cnn", method="pgd_at", epochs=2, attack_steps=2, n_max=60,
+                    test_per_class=20, eps=0.05, eval_every=0, augment="none", data_root=str(tmp_path / "data"))
+    fit(cfg, load_lt(cfg), tmp_path / "run")
+    fewer = {"apgd_ce": {"apgd.n_iter": 10}, "apgd_t": {"apgd_targeted.n_iter": 10,
+                                                       "apgd_targeted.n_target_classes": 2}}
+    r = ev.evaluate_run(tmp_path / "run", ["clean", *DEFAULT], ["balanced"], worst_case=DEFAULT, eps_sweep=[],
+                        attack_params=fewer, per_class=10)
+    read = {a: run_metrics(r.summary, a).set_index("metric")["value"] for a in [*DEFAULT, "worst_case"]}
+    assert (read["worst_case"]["robust_accuracy"] == r.summary.set_index("attack").loc["worst_case", "overall"])
+    for a in DEFAULT:
+        for m in ("robust_accuracy", "balanced_robustness", "worst_class_robustness"):
+            assert read["worst_case"][m] <= read[a][m], (a, m)
+    assert (tmp_path / "run" / "eval" / "summary.csv").read_text().count("worst_case") == 1

@@ -1,4 +1,4 @@
-# Two commands matter: `make demo` (the main job) and `make test`.
+# Two commands matter: `make demo` (the main job) and `make test`; `make check` is the quick gate before a commit.
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
@@ -8,7 +8,7 @@ SHELL   := /bin/bash
 # pip's noise about local mirror folders on some machines; real errors still fail the pipe
 QUIET   := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup test demo lab notebooks clean
+.PHONY: setup check lint types test demo lab notebooks clean
 
 setup: $(STAMP)
 	@# Chromium for tests/test_lab_browser.py (Playwright launches it by path: it cannot download browsers here)
@@ -28,6 +28,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
+# Lint, types and the fast tests: a style slip or a broken import fails here in seconds, before the full suite.
+check: lint types
+	$(VPY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+types: $(STAMP)
+	$(VENV)/bin/mypy
+
 demo: $(STAMP)
 	$(VPY) -m taetlib demo
 
@@ -44,4 +54,4 @@ notebooks: $(STAMP)
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace --log-level WARN notebooks/*.ipynb
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

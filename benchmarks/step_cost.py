@@ -55,14 +55,14 @@ ROWS = {  # label -> config changes
     "las_at (step)": dict(method="las_at", lasat_interval=10**9),
     "las_at (update)": dict(method="las_at", lasat_interval=1),
 }
-ZOO = RunConfig(method="las_at")   # the zoo's defaults, for the own floors
-LASAT_K = max(ZOO.lasat_iter_choices)
+OWN = RunConfig(method="las_at")   # AWP, ADT and LAS-AT defaults, for the own floors
+LASAT_K = max(OWN.lasat_iter_choices)
 OWN_FLOOR = {  # row -> (own floor's label, what it holds)
     "awp": ("floor+proxy", "K attack + proxy fwd/bwd + step"),
-    "adt": ("floor(ADT)", f"{ZOO.adt_steps}x{ZOO.adt_samples} passes + step"),
+    "adt": ("floor(ADT)", f"{OWN.adt_steps}x{OWN.adt_samples} passes + step"),
     "las_at (step)": ("floor(LAS step)", f"{LASAT_K} attack + strategy fwd + step"),
     "las_at (update)": ("floor(LAS update)", f"+ strategy fwd/bwd + {LASAT_K} attack + look-ahead step "
-                                             f"+ {ZOO.lasat_reward_steps}x2 PGD + 5 fwd"),
+                                             f"+ {OWN.lasat_reward_steps}x2 PGD + 5 fwd"),
 }
 # rows whose training step runs the model on x and on x_adv: their own floor has one clean step more
 TWO_PASSES = ("trades", "mart", "robal")
@@ -100,7 +100,7 @@ def input_grads(model, x, y, k):
 
 
 def own_floors(model, opt, k, strategy):
-    """The zoo rows' own floors (module docstring); strategy: the LAS-AT strategy network."""
+    """The AWP, ADT and LAS-AT rows' own floors (module docstring); strategy: the LAS-AT strategy network."""
     clean = train_step(model, opt, lambda x, y: F.cross_entropy(model(x), y))
 
     def awp(x, y):
@@ -109,7 +109,7 @@ def own_floors(model, opt, k, strategy):
         clean(x, y)
 
     def adt(x, y):
-        input_grads(model, x, y, ZOO.adt_steps * ZOO.adt_samples)
+        input_grads(model, x, y, OWN.adt_steps * OWN.adt_samples)
         clean(x, y)
 
     def las_step(x, y):
@@ -124,7 +124,7 @@ def own_floors(model, opt, k, strategy):
         input_grads(model, x, y, LASAT_K)
         ahead = copy.deepcopy(model).train()
         F.cross_entropy(ahead(x), y).backward()
-        for _ in range(2 * ZOO.lasat_reward_steps):   # train mode, as the reward PGD
+        for _ in range(2 * OWN.lasat_reward_steps):   # train mode, as the reward PGD
             xr = x.detach().requires_grad_(True)
             torch.autograd.grad(F.cross_entropy(ahead(xr), y), xr)
         with torch.no_grad():
@@ -206,7 +206,7 @@ def main() -> None:
             what = ("1 training pass, no attack" if k == "ce" else
                     f"K attack passes + {1 + extra} training pass{'es (x, x_adv)' if extra else ''}")
         print(f"{k:<18} {1e3 * t:9.1f} {t / med['clean step']:8.2f} {t / med['floor']:8.3f} {t / own:12.3f}  {what}")
-    n = ZOO.lasat_interval
+    n = OWN.lasat_interval
     amortised = ((n - 1) * med["las_at (step)"] + med["las_at (update)"]) / n
     own = ((n - 1) * med["floor(LAS step)"] + med["floor(LAS update)"]) / n
     print(f"las_at amortised over its interval of {n} steps: {1e3 * amortised:.1f} ms/step, "

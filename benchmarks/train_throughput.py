@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from taetlib.attacks import bn_eval, pgd  # noqa: E402
+from taetlib.batches import Batches, Split  # noqa: E402
 from taetlib.config import RunConfig  # noqa: E402
-from taetlib.data import Batches, Split, longtail_counts  # noqa: E402
+from taetlib.data import longtail_counts  # noqa: E402
 from taetlib.methods import build_objective  # noqa: E402
 from taetlib.models import create_model  # noqa: E402
 from taetlib.train import train_epoch  # noqa: E402

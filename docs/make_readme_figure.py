@@ -1,6 +1,6 @@
 """Draws docs/demo.png, the README's figure: the first figure of the sweep report (`report.tradeoff_figure`:
 balanced accuracy vs balanced robustness under PGD-20, one point per arm, 95 % intervals both ways) on the
-balanced test set, written by plotly's own `write_image` (`plots.export_figure`).
+balanced test set, written by plotly's own `write_image` (`figure_files.export_figure`).
 
     python docs/make_readme_figure.py                          # from docs/demo_aggregate.csv (committed)
     python docs/make_readme_figure.py runs/demo/aggregate.csv  # from a fresh `make demo` (copied there first)
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from taetlib import plots, report
+from taetlib import figure_files, report
 
 DOCS = Path(__file__).resolve().parent
 NUMBERS = DOCS / "demo_aggregate.csv"
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> Path:
     source = Path(argv[0]) if argv else NUMBERS
     if source.resolve() != NUMBERS.resolve():
         shutil.copyfile(source, NUMBERS)
-    return plots.export_figure(figure(pd.read_csv(NUMBERS)), FIGURE, width=820, height=460)
+    return figure_files.export_figure(figure(pd.read_csv(NUMBERS)), FIGURE, width=820, height=460)
 
 
 if __name__ == "__main__":

@@ -19,20 +19,20 @@ out_dir: str = ''  # where figures go as HTML (empty: runs/interactive/datasets)
 interactive: Optional[bool] = None  # None: widgets in JupyterLab, static when headless
 
 # %%
-from taetlib import data, plots, report, sweep
+from taetlib import notebook as nb
 
-opts = sweep.check_params(irs=(irs, list[float]), samples_per_class=(samples_per_class, int),
-                          out_dir=(out_dir, str), interactive=(interactive, Optional[bool]))
+opts = nb.check_params(irs=(irs, list[float]), samples_per_class=(samples_per_class, int),
+                       out_dir=(out_dir, str), interactive=(interactive, Optional[bool]))
 split = dict(dataset=dataset, n_max=n_max, test_per_class=test_per_class, split_seed=split_seed,
              class_order=class_order, data_root=data_root)
-configs = [sweep.notebook_config({**split, "imbalance_ratio": ir}) for ir in opts["irs"]]
-figures = data.resolve(out_dir or "runs/interactive/datasets")
+configs = [nb.notebook_config({**split, "imbalance_ratio": ir}) for ir in opts["irs"]]
+figures = nb.resolve(out_dir or "runs/interactive/datasets")
 
 # %% [markdown]
 # ## Build (or reuse) the splits
 
 # %%
-splits = {cfg.imbalance_ratio: data.load_lt(cfg) for cfg in configs}
+splits = {cfg.imbalance_ratio: nb.load_lt(cfg) for cfg in configs}
 for ir, lt in splits.items():
     print(f"IR {ir:g}: {len(lt.train)} training images, test {[len(s) for s in lt.test.values()]} "
           f"-> {lt.manifest['path']}\n  class order {class_order}, most to least frequent: "
@@ -42,16 +42,16 @@ for ir, lt in splits.items():
 # ## Per-class counts: training set and both test protocols
 
 # %%
-counts = report.counts_table(splits)
+counts = nb.counts_table(splits)
 counts.pivot_table(index=["class", "class_name"], columns=["split", "imbalance_ratio"], values="count", sort=False)
 
 # %%
-plots.show(plots.counts_bars(counts), figures / "class_counts.html", interactive=interactive);
+nb.show(nb.counts_bars(counts), figures / "class_counts.html", interactive=interactive);
 
 # %% [markdown]
 # ## Sample training images per class
 
 # %%
 first = next(iter(splits.values()))
-plots.show(plots.sample_grid(first.train.x, first.train.y, first.classes, samples_per_class),
-           figures / "samples.html", interactive=interactive);
+nb.show(nb.sample_grid(first.train.x, first.train.y, first.classes, samples_per_class),
+        figures / "samples.html", interactive=interactive);

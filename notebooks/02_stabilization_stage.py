@@ -31,33 +31,33 @@ run_dir: str = ''  # empty: runs/interactive/<dataset>-ir<IR>/<method>/seed<S>
 interactive: Optional[bool] = None  # None: widgets in JupyterLab, static when headless
 
 # %%
-from taetlib import data, plots, sweep, train
+from taetlib import notebook as nb
 
 params = dict(dataset=dataset, imbalance_ratio=imbalance_ratio, n_max=n_max,
               test_per_class=test_per_class, data_root=data_root, model=model, method=method,
               robustlt=robustlt, stabilization_epochs=stabilization_epochs, epochs=epochs, eps=eps,
               step_size=step_size, attack_steps=attack_steps, batch_size=batch_size, lr=lr,
               eval_every=eval_every, eval_per_class=eval_per_class, device=device, seed=seed)
-cfg = sweep.notebook_config(params, extra)
-opts = sweep.check_params(run_dir=(run_dir, str), interactive=(interactive, Optional[bool]))
-run = sweep.notebook_run_dir(run_dir, cfg)
+cfg = nb.notebook_config(params, extra)
+opts = nb.check_params(run_dir=(run_dir, str), interactive=(interactive, Optional[bool]))
+run = nb.notebook_run_dir(run_dir, cfg)
 print("run folder:", run)
 cfg
 
 # %%
-lt = data.load_lt(cfg)
+lt = nb.load_lt(cfg)
 lt.train_counts
 
 # %% [markdown]
 # ## Train stage 1
 
 # %%
-live = plots.live_plot({"stage1_loss": plots.loss_figure, "stage1_accuracy": plots.accuracy_figure,
-                        "stage1_per_class": plots.per_class_figure},
-                       out_dir=run / "figures", interactive=interactive, class_names=lt.classes)
-result = train.fit(cfg, lt, run / "stage1", stage="stabilization", callback=live)
+live = nb.live_plot({"stage1_loss": nb.loss_figure, "stage1_accuracy": nb.accuracy_figure,
+                     "stage1_per_class": nb.per_class_figure},
+                    out_dir=run / "figures", interactive=interactive, class_names=lt.classes)
+result = nb.fit(cfg, lt, run / "stage1", stage="stabilization", callback=live)
 live.finish(result.history);
 
 # %%
 print("stage-1 checkpoint:", run / "stage1" / "last.pt")
-plots.history_tables(result.history)["scalars"].pivot_table(index="epoch", columns="metric", values="value")
+nb.history_tables(result.history)["scalars"].pivot_table(index="epoch", columns="metric", values="value")

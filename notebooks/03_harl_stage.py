@@ -33,21 +33,21 @@ run_dir: str = ''  # empty: runs/interactive/<dataset>-ir<IR>/<method>/seed<S>
 interactive: Optional[bool] = None  # None: widgets in JupyterLab, static when headless
 
 # %%
-from taetlib import data, plots, sweep, train
+from taetlib import notebook as nb
 
 params = dict(dataset=dataset, imbalance_ratio=imbalance_ratio, n_max=n_max,
               test_per_class=test_per_class, data_root=data_root, model=model, method=method,
               robustlt=robustlt, stabilization_epochs=stabilization_epochs, epochs=epochs, eps=eps,
               step_size=step_size, attack_steps=attack_steps, batch_size=batch_size, lr=lr,
               eval_every=eval_every, eval_per_class=eval_per_class, device=device, seed=seed)
-cfg = sweep.notebook_config(params, extra)
-opts = sweep.check_params(run_dir=(run_dir, str), interactive=(interactive, Optional[bool]))
-run = sweep.notebook_run_dir(run_dir, cfg)
+cfg = nb.notebook_config(params, extra)
+opts = nb.check_params(run_dir=(run_dir, str), interactive=(interactive, Optional[bool]))
+run = nb.notebook_run_dir(run_dir, cfg)
 print("run folder:", run)
 cfg
 
 # %%
-lt = data.load_lt(cfg)
+lt = nb.load_lt(cfg)
 lt.train_counts
 
 # %% [markdown]
@@ -55,18 +55,18 @@ lt.train_counts
 
 # %%
 two_stage = cfg.method == "taet" and cfg.stabilization_epochs > 0
-init = sweep.stage1_checkpoint(run, cfg) if two_stage else None
-views = {"loss": plots.loss_figure, "accuracy": plots.accuracy_figure, "per_class": plots.per_class_figure}
+init = nb.stage1_checkpoint(run, cfg) if two_stage else None
+views = {"loss": nb.loss_figure, "accuracy": nb.accuracy_figure, "per_class": nb.per_class_figure}
 if cfg.method == "taet":   # HARL's w_c: below zero, that class's adversarial loss is pushed up
-    views["class_weight"] = plots.class_weight_figure
-live = plots.live_plot(views, out_dir=run / "figures", interactive=interactive, class_names=lt.classes)
-result = train.fit(cfg, lt, run, stage="adversarial" if two_stage else "all", init_checkpoint=init,
-                   callback=live)
+    views["class_weight"] = nb.class_weight_figure
+live = nb.live_plot(views, out_dir=run / "figures", interactive=interactive, class_names=lt.classes)
+result = nb.fit(cfg, lt, run, stage="adversarial" if two_stage else "all", init_checkpoint=init,
+                callback=live)
 live.finish(result.history);
 
 # %% [markdown]
 # ## Last epoch per class
 
 # %%
-per_class = plots.history_tables(result.history[-1:], lt.classes)["per_class"]
+per_class = nb.history_tables(result.history[-1:], lt.classes)["per_class"]
 per_class.pivot_table(index=["class", "class_name"], columns=["split", "kind"], values="value")

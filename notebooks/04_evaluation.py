@@ -20,20 +20,19 @@ eval_seed: int = 0
 interactive: Optional[bool] = None  # None: widgets in JupyterLab, static when headless
 
 # %%
-from taetlib import data, evaluate, plots, sweep
+from taetlib import notebook as nb
 
-opts = sweep.check_params(run_dir=(run_dir, str), attacks=(attacks, list[str]), protocols=(protocols, list[str]),
-                          eps=(eps, Optional[float]), eps_sweep=(eps_sweep, Optional[list[float]]),
-                          per_class=(per_class, Optional[int]), curve_per_class=(curve_per_class, Optional[int]),
-                          attack_params=(attack_params, dict), worst_case=(worst_case, list[str]),
-                          eval_seed=(eval_seed, int),
-                          interactive=(interactive, Optional[bool]))
-run = data.resolve(run_dir)
+opts = nb.check_params(run_dir=(run_dir, str), attacks=(attacks, list[str]), protocols=(protocols, list[str]),
+                       eps=(eps, Optional[float]), eps_sweep=(eps_sweep, Optional[list[float]]),
+                       per_class=(per_class, Optional[int]), curve_per_class=(curve_per_class, Optional[int]),
+                       attack_params=(attack_params, dict), worst_case=(worst_case, list[str]),
+                       eval_seed=(eval_seed, int), interactive=(interactive, Optional[bool]))
+run = nb.resolve(run_dir)
 
 # %%
-result = evaluate.evaluate_run(run, attacks, protocols, eps=eps, eps_sweep=eps_sweep, per_class=per_class,
-                               curve_per_class=curve_per_class, seed=eval_seed, attack_params=attack_params or None,
-                               worst_case=worst_case)
+result = nb.evaluate_run(run, attacks, protocols, eps=eps, eps_sweep=eps_sweep, per_class=per_class,
+                         curve_per_class=curve_per_class, seed=eval_seed, attack_params=attack_params or None,
+                         worst_case=worst_case)
 result
 
 # %% [markdown]
@@ -56,7 +55,7 @@ result.flags.sort_values("raised", ascending=False)
 result.table.pivot_table(index=["class", "class_name"], columns=["protocol", "attack"], values="recall", sort=False)
 
 # %%
-plots.show(plots.per_class_bars(result.table, color="attack", facet_col="protocol"),
-           run / "figures" / "eval_per_class.html", interactive=interactive);
-plots.show(plots.eps_curves(result.curves, facet_col="protocol"), run / "figures" / "eval_eps_curves.html",
-           interactive=interactive);
+nb.show(nb.per_class_bars(result.table, color="attack", facet_col="protocol"),
+        run / "figures" / "eval_per_class.html", interactive=interactive);
+nb.show(nb.eps_curves(result.curves, facet_col="protocol"), run / "figures" / "eval_eps_curves.html",
+        interactive=interactive);

@@ -18,27 +18,27 @@ out_dir: str = ''  # where views go as HTML (empty: <runs_root>/report)
 interactive: Optional[bool] = None  # None: widgets in JupyterLab, static when headless
 
 # %%
-from taetlib import data, plots, report, sweep
+from taetlib import notebook as nb
 
-opts = sweep.check_params(runs=(runs, list[str]), runs_root=(runs_root, str), attack=(attack, str),
-                          protocol=(protocol, str), run=(run, str), out_dir=(out_dir, str),
-                          interactive=(interactive, Optional[bool]))
-tables = report.load_runs([data.resolve(r) for r in runs] or report.find_runs(data.resolve(runs_root)))
-out = data.resolve(out_dir or f"{runs_root}/report")
+opts = nb.check_params(runs=(runs, list[str]), runs_root=(runs_root, str), attack=(attack, str),
+                       protocol=(protocol, str), run=(run, str), out_dir=(out_dir, str),
+                       interactive=(interactive, Optional[bool]))
+tables = nb.load_runs([nb.resolve(r) for r in runs] or nb.find_runs(nb.resolve(runs_root)))
+out = nb.resolve(out_dir or f"{runs_root}/report")
 tables["runs"]
 
 # %% [markdown]
 # ## Views
 
 # %%
-if plots.is_headless(interactive):
+if nb.is_headless(interactive):
     label = run or tables["runs"]["label"].iloc[0]
-    for fig in report.views(tables, label, attack, protocol).values():
-        plots.show(fig, interactive=False)
-    written = report.write_views(tables, out, attack)
+    for fig in nb.views(tables, label, attack, protocol).values():
+        nb.show(fig, interactive=False)
+    written = nb.write_views(tables, out, attack)
     print(f"{len(written)} views written under {out}")
 else:
-    report.explorer(tables, attack, protocol)
+    nb.explorer(tables, attack, protocol)
 
 # %% [markdown]
 # ## Summary table of every run

@@ -3,6 +3,7 @@
 The modules that fill the registries RunConfig checks names against (augment, dataset, method,
 model) are imported here, so those registries are full whichever taetlib module is imported first.
 """
-__version__ = "0.1.0"
+from . import batches, data, methods, models  # noqa: F401  (they fill errors.REGISTRIES)
 
-from . import batches, data, methods, models  # noqa: F401,E402  (they fill errors.REGISTRIES)
+__version__ = "0.1.0"   # the one version string: pyproject.toml reads it
+__all__ = ["__version__"]

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
+__all__ = ["Arm", "LABEL", "arm_name"]
+
 LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")   # a label is a folder name of the sweep layout
 
 
@@ -44,7 +46,7 @@ class Arm:
         return {"label": self.name, "method": self.method, "robustlt": self.robustlt, "overrides": self.overrides}
 
     @classmethod
-    def parse(cls, text: str) -> "Arm":
+    def parse(cls, text: str) -> Arm:
         """'METHOD[+robustlt]' or 'LABEL=METHOD[+robustlt][:KEY=VALUE,...]' (values parse as JSON), e.g.
         taet_unit=taet:harl_alpha=1,harl_beta=1,harl_gamma=1"""
         head, _, sets = text.partition(":")
@@ -66,7 +68,7 @@ class Arm:
         return cls(method, bool(plus), overrides, label)
 
     @classmethod
-    def of(cls, a) -> "Arm":
+    def of(cls, a) -> Arm:
         """An Arm from an Arm, a (method, robustlt) pair, a dict (to_dict's form) or parse's text."""
         if isinstance(a, Arm):
             return a

@@ -18,6 +18,9 @@ from tqdm import tqdm
 from . import attacks as atk
 from .errors import Registry, bad, check_choice
 
+__all__ = ["AA_ATTACKS", "AA_SINGLE", "AA_SUBATTACKS", "AA_VERSIONS", "ATTACKS", "ITERATES", "STEP_FRACTION",
+           "SWEEP_ATTACK", "fill_defaults", "resolve_attacks", "run_attack", "zero_gradient_mask"]
+
 STEP_FRACTION = 1 / 8  # PGD step = eps / 8: 1/255 at 8/255, the TAET and RobustLT evaluation code
 
 # ------------------------------------------------------------------------------ attack registry
@@ -54,7 +57,7 @@ def _aa_attributes(sub: str) -> set[str]:
 
 def _check_params(name: str, params: dict) -> None:
     """Unknown parameter names fail before any attack runs, naming the allowed ones."""
-    for key, value in params.items():
+    for key in params:
         if name in ("autoattack", *AA_SINGLE) and "." in key:
             sub, attr = key.split(".", 1)
             check_choice(f"attack_params['autoattack'] sub-attack in {key!r}", sub, AA_SUBATTACKS)

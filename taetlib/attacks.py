@@ -5,12 +5,14 @@ may be floats or per-sample tensors [B] (RobustLT gives every sample its class's
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+__all__ = ["BN_MODES", "LossArg", "aiw_ramp", "bn_batch_stats", "bn_eval", "cw_margin", "fgsm", "pgd", "pgd_any"]
 
 LossArg = str | Callable[[Tensor, Tensor], Tensor]  # "ce" | "cw" | (logits, y) -> per-sample loss
 
@@ -40,8 +42,8 @@ def bn_batch_stats(model: nn.Module):
     try:
         yield model
     finally:
-        for m, training in modes:
-            m.training = training
+        for module, training in modes:
+            module.training = training
         for m, tracked in norms:
             m.track_running_stats = tracked
 

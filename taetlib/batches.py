@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 from .errors import ConfigError, Registry, check_choice
 
+__all__ = ["AUGMENTS", "Batches", "Split", "crop_flip", "epoch_generator", "policy_augment", "policy_op",
+           "select_per_class", "shard_order"]
+
 # name -> what it does to a training batch (Batches.epoch applies them)
 AUGMENTS = Registry("augment", {
     "none": "no augmentation",
@@ -51,12 +54,12 @@ class Split:
     def float(self) -> torch.Tensor:
         return self.x.float().div_(255)
 
-    def take(self, idx) -> "Split":
+    def take(self, idx) -> Split:
         idx = torch.as_tensor(idx, dtype=torch.long)
         base = self.index if self.index is not None else torch.arange(len(self))
         return Split(self.x[idx], self.y[idx], base[idx])
 
-    def subset_per_class(self, k: int | None, seed: int = 0) -> "Split":
+    def subset_per_class(self, k: int | None, seed: int = 0) -> Split:
         """Seeded stratified subset: at most k samples of each class (None = everything)."""
         if k is None:
             return self

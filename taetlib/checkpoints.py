@@ -14,15 +14,20 @@ from .config import RunConfig
 from .methods import model_head, prepare_for_eval
 from .models import create_model
 
+__all__ = ["CheckpointError", "load_checkpoint", "load_model"]
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that does not fit the model or the run; the message says why and what to do."""
 
 
-def _num_classes(state: dict) -> int | None:
+def _num_classes(state: dict) -> int:
     """Output size of the last 2-D weight in the state dict: the classifier's rows."""
     mats = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    return int(mats[-1].shape[0]) if mats else None
+    if not mats:
+        raise CheckpointError("the checkpoint holds no 2-D weight, so no classifier: "
+                              "Fix: load a model.pt / last.pt written by taetlib's fit().")
+    return int(mats[-1].shape[0])
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict:

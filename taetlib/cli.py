@@ -10,9 +10,15 @@ import pandas as pd
 
 from . import data, evaluate, presets, results, sweep, train
 from .checkpoints import CheckpointError
-from .config import ConfigError, RunConfig, parse_sets
+from .config import RunConfig, parse_sets
 from .data import ManifestError, MissingDataError
+from .errors import ConfigError
+from .paths import resolve
+from .plan import Sweep
 from .report import METRICS, robust_attack_in
+
+__all__ = ["RESULTS_COMMAND", "cmd_demo", "cmd_presets", "cmd_results", "cmd_train", "main", "preset_sweep",
+           "summary_frame", "train_config"]
 
 
 def cmd_presets(args) -> int:
@@ -41,7 +47,8 @@ def train_config(preset: str | None, sets: dict) -> RunConfig:
 def cmd_train(args) -> int:
     sets = parse_sets(args.set)
     if args.config and args.preset:
-        raise ConfigError(f"train --config {args.config} --preset {args.preset}: give one of them (--set adds to either).")
+        raise ConfigError(f"train --config {args.config} --preset {args.preset}: give one of them "
+                          "(--set adds to either).")
     if args.config:   # a whole RunConfig (a sweep run's, under torchrun), --set on top
         cfg = RunConfig.from_dict({**RunConfig.load(args.config).to_dict(), **sets})
     else:
@@ -58,12 +65,12 @@ def summary_frame(aggregate):
     return (t[[m for m in METRICS if m in t.columns]] * 100).round(2)
 
 
-def preset_sweep(name: str, out: str) -> sweep.Sweep:
+def preset_sweep(name: str, out: str) -> Sweep:
     """A preset's whole sweep into `out`, on real Fashion-MNIST (installed first where it can be)."""
     folder = data.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
     p = presets.get(name)
     print(f"Fashion-MNIST: {folder}\n{p.description}", flush=True)
-    return sweep.Sweep(root=data.resolve(out), dataset=p.config["dataset"], irs=p.sweep["irs"],
+    return Sweep(root=resolve(out), dataset=p.config["dataset"], irs=p.sweep["irs"],
                        arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
                        config={k: v for k, v in p.config.items() if k != "dataset"},
                        method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
@@ -93,7 +100,7 @@ def cmd_results(args) -> int:
     if not result["ok"]:
         print("some runs failed (runs.csv says which); the results folder is left as it was", file=sys.stderr)
         return 1
-    out = data.resolve(args.out)
+    out = resolve(args.out)
     timing = out / "timing.json"
     ran = int((result["status"]["status"] == "done").sum())
     if ran == len(result["status"]):   # this invocation ran the whole grid: its wall time is the grid's
@@ -102,7 +109,7 @@ def cmd_results(args) -> int:
     recorded = json.loads(timing.read_text()) if timing.exists() else {}
     wall = recorded.get("wall_seconds")
     written = results.write(s.root, out, command=RESULTS_COMMAND, wall_seconds=wall, notes=recorded.get("note", ""))
-    readme = data.resolve("README.md")
+    readme = resolve("docs/results.md")   # the page that holds the generated section
     if readme.exists() and results.update_readme(readme, results.readme_section(written["aggregate"],
                                                                                 written["claims"], wall)):
         print(f"updated the results section of {readme}")
@@ -133,7 +140,8 @@ def main(argv: list[str] | None = None, commands=()) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("results", help="the published CPU table: run preset fmnist_lt_results, write results/fmnist_lt/")
+    p = sub.add_parser("results",
+                       help="the published CPU table: run preset fmnist_lt_results, write results/fmnist_lt/")
     p.add_argument("--runs", default="runs/results/fmnist_lt", help="the sweep's folder (resumes what it holds)")
     p.add_argument("--out", default="results/fmnist_lt", help="the published folder (committed)")
     p.add_argument("--jobs", type=int, default=2)

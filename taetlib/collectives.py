@@ -7,6 +7,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+__all__ = ["SumOverRanks", "all_mean", "broadcast_buffers", "sum_over_ranks"]
+
 
 def _grouped() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -8,6 +8,9 @@ import pandas as pd
 
 from . import metrics, stats
 
+__all__ = ["ONE_RUN", "SEEDS_T", "TRADEOFF", "aggregate_wide", "difference_means", "differences_table", "means_as",
+           "paired_rows", "reading", "seed_means", "tradeoff_from_aggregate", "tradeoff_points", "with_weakest"]
+
 SEEDS_T = "t over seeds"
 ONE_RUN = "one run"
 
@@ -51,7 +54,7 @@ def tradeoff_points(summary: pd.DataFrame, protocol: str, attack: str) -> pd.Dat
         rows = s[s["attack"] == (a or attack)]
         cols = {c: c for c in ("balanced_low", "balanced_high") if c in rows}
         parts.append(means_as(rows, keys, "balanced", cols.get("balanced_low"), cols.get("balanced_high"))
-                     .rename(columns=lambda c: c.replace("balanced", m)).drop(columns="interval"))
+                     .rename(columns=lambda c, m=m: c.replace("balanced", m)).drop(columns="interval"))
     return _pair_up(parts, keys)
 
 
@@ -123,8 +126,8 @@ def aggregate_wide(agg: pd.DataFrame, protocol: str, order: list[str]) -> pd.Dat
     a = agg[agg["protocol"] == protocol]
     lo = a["low"] if "low" in a else pd.Series(np.nan, index=a.index)
     hi = a["high"] if "high" in a else pd.Series(np.nan, index=a.index)
-    cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") + ("" if pd.isna(l) else f" [{l:.4f}, {h:.4f}]")
-            for m, s, l, h in zip(a["mean"], a["std"], lo, hi)]
+    cell = [f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}") + ("" if pd.isna(lo_) else f" [{lo_:.4f}, {h:.4f}]")
+            for m, s, lo_, h in zip(a["mean"], a["std"], lo, hi)]
     wide = a.assign(cell=cell).pivot_table(index=["imbalance_ratio", "arm", "n"], columns="metric", values="cell",
                                            aggfunc="first", sort=False)
     wide = wide[[m for m in order if m in wide.columns]].reset_index().rename(columns={"n": "seeds"})

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .errors import FIELD_CHECKS, REGISTRIES, ConfigError, bad, check_choice
 
+__all__ = ["BUDGET_RULES", "RunConfig", "coerce", "parse_sets", "check_class_order"]
+
 BUDGET_RULES = ("equal_adversarial", "released")
 
 
@@ -86,7 +88,7 @@ class RunConfig:
     step_size: float | None = None
     attack_steps: int = 10
     random_start: str = "normal"           # normal (0.001*N(0,1), TAET/AT-BSL) | uniform | uniform_pos (RoBal) | none
-    attack_bn: str = "eval"                # BatchNorm in the training attack: eval (TAET/AT-BSL code) | batch (RobustLT)
+    attack_bn: str = "eval"                # training attack's BatchNorm: eval (TAET/AT-BSL code) | batch (RobustLT)
     # --- schedule (papers' defaults)
     epochs: int = 100                      # adversarial epochs under budget_rule=equal_adversarial
     batch_size: int = 128
@@ -120,7 +122,7 @@ class RunConfig:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         """Build from a plain dict, refusing unknown names and values of the wrong type."""
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = [k for k in d if k not in names]
@@ -131,7 +133,7 @@ class RunConfig:
             raise bad(k, d[k], f"unknown parameter.{hint} Known: {sorted(names)}")
         return cls(**d)
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict:
@@ -141,11 +143,11 @@ class RunConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         # registries live beside what they register; taetlib/__init__.py imports those modules
         for name in ("dataset", "model", "method", "augment"):
             REGISTRIES[name].check(getattr(self, name))
@@ -158,11 +160,13 @@ class RunConfig:
         check_choice("attack_bn", self.attack_bn, ("eval", "batch"))
         check_choice("select", self.select, ("last", "best_val_pgd"))
         if self.select != "last" and not 0 < self.val_fraction < 1:
-            raise bad("val_fraction", self.val_fraction, "must lie in (0, 1): the share of each class held out for selection.")
+            raise bad("val_fraction", self.val_fraction,
+                      "must lie in (0, 1): the share of each class held out for selection.")
         if self.select != "last" and self.eval_every == 0:
             raise bad("select", self.select, "selects among validated epochs; set eval_every > 0 (e.g. 5).")
         if self.nesterov and self.momentum <= 0:
-            raise bad("nesterov", self.nesterov, f"needs momentum > 0 (momentum={self.momentum}); set momentum or nesterov=False.")
+            raise bad("nesterov", self.nesterov,
+                      f"needs momentum > 0 (momentum={self.momentum}); set momentum or nesterov=False.")
         if self.imbalance_ratio < 1:
             raise bad("imbalance_ratio", self.imbalance_ratio,
                       "must be >= 1 (n_max / n_min; 1 means balanced). Use e.g. 10 or 100.")
@@ -179,12 +183,13 @@ class RunConfig:
             if v is not None and v < 1:
                 raise bad(name, v, "must be >= 1, or None for no cap.")
         check_choice("budget_rule", self.budget_rule, BUDGET_RULES)
-        if self.method == "taet" and self.budget_rule == "released" and not 0 <= self.stabilization_epochs <= self.epochs:
+        released_taet = self.method == "taet" and self.budget_rule == "released"
+        if released_taet and not 0 <= self.stabilization_epochs <= self.epochs:
             raise bad("stabilization_epochs", self.stabilization_epochs,
                       f"must lie in [0, epochs={self.epochs}] (budget_rule='released' counts stage 1 inside epochs).")
         if self.method == "taet" and self.stabilization_epochs < 0:
             raise bad("stabilization_epochs", self.stabilization_epochs, "must be >= 0.")
-        self._validate_zoo()
+        self._validate_awp_adt_lasat()
         if not 0 <= self.robustlt_a <= 1:
             raise bad("robustlt_a", self.robustlt_a, "must lie in [0, 1] (0 = no class-wise balancing).")
         if self.robustlt_b <= 0:
@@ -197,8 +202,8 @@ class RunConfig:
             raise bad("device", self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         return self
 
-    def _validate_zoo(self) -> None:
-        """AWP, ADT and LAS-AT settings (METHODS-ZOO.md sections 3, 6 and 7)."""
+    def _validate_awp_adt_lasat(self) -> None:
+        """AWP, ADT and LAS-AT settings (docs/methods.md §3, §6, §7)."""
         check_choice("awp_ascent", self.awp_ascent, ("official", "robustlt"))
         check_choice("lasat_strategy_model", self.lasat_strategy_model, REGISTRIES["model"])
         for name in ("awp_gamma", "adt_lambda", "awp_warmup"):

@@ -3,7 +3,7 @@
 Each registered dataset reads its official on-disk format into uint8 arrays. `load_lt(cfg)` turns
 one into a long-tailed training set plus two test protocols (balanced, long-tailed), recorded in a
 manifest under data/splits/ with a sha256 of the source files. Split and the on-device batching
-(Batches) live in batches.py; they are importable from here too.
+(Batches) live in batches.py.
 """
 from __future__ import annotations
 
@@ -14,19 +14,24 @@ import os
 import pickle
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import (AUGMENTS, Batches, Split, crop_flip, epoch_generator,  # noqa: F401  (importable from data too)
-                      select_per_class, shard_order)
+from .batches import Split, select_per_class
 from .config import RunConfig
 from .errors import Registry, bad, check_choice
-from .paths import PROJECT_ROOT, resolve  # noqa: F401  (data.resolve: the path helper the notebooks call)
+from .paths import resolve
+
+__all__ = ["DATASETS", "DatasetSpec", "DERMA_HOW", "FMNIST_FILES", "FMNIST_HOW", "FMNIST_SYSTEM_DIR", "LTData",
+           "ManifestError", "MissingDataError", "PROTOCOLS", "Raw", "SYNTHETIC", "build_manifest", "check_manifest",
+           "ensure_fashion_mnist", "load_lt", "longtail_counts", "manifest_path", "read_cifar10", "read_cifar100",
+           "read_dermamnist", "read_fashion_mnist", "read_synthetic", "register", "save_manifest", "source_hash",
+           "split_key", "CLASS_ORDERS", "by_rank", "class_ranking"]
 
 PROTOCOLS = ("balanced", "long_tailed")
 
@@ -88,12 +93,15 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims)).copy()
 
 
-FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-FMNIST_HOW = ("  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist (files land in /usr/share/datasets/fashion-mnist)\n"
+FMNIST_HOW = ("  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
+              "(files land in /usr/share/datasets/fashion-mnist)\n"
               "  - or put the four idx files (optionally .gz) from https://github.com/zalandoresearch/fashion-mnist "
               "in data/fashion-mnist/\n"
-              "  - or, with internet: python -c \"import torchvision; torchvision.datasets.FashionMNIST('data', download=True)\"")
+              "  - or, with internet: python -c "
+              "\"import torchvision; torchvision.datasets.FashionMNIST('data', download=True)\"")
 
 
 def _find_idx(dirs: list[Path]) -> tuple[Path, list[Path]] | None:
@@ -147,6 +155,8 @@ def ensure_fashion_mnist(root: str | Path = "data", log=print) -> Path:
     if hit is None:
         read_fashion_mnist(root)  # tries torchvision's download, else raises MissingDataError with the ways
         hit = _find_idx(dirs)
+    if hit is None:
+        raise MissingDataError(f"Fashion-MNIST: no idx files in {', '.join(map(str, dirs))}. Get them:\n{FMNIST_HOW}")
     return hit[0]
 
 
@@ -156,7 +166,8 @@ def _unpickle(path: Path) -> dict:
 
 
 def _cifar_how(folder: str, tv_class: str) -> str:
-    return (f"  - with internet: python -c \"import torchvision; torchvision.datasets.{tv_class}('data', download=True)\"\n"
+    return (f"  - with internet: python -c "
+            f"\"import torchvision; torchvision.datasets.{tv_class}('data', download=True)\"\n"
             f"  - or download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
             f"so that data/{folder}/ holds its files")
 
@@ -188,7 +199,8 @@ def read_cifar100(root: Path) -> Raw:
                        "fine_label_names", "CIFAR100")
 
 
-DERMA_HOW = ("  - with internet: python -c \"import medmnist; medmnist.DermaMNIST(split='train', root='data', download=True)\"\n"
+DERMA_HOW = ("  - with internet: python -c "
+             "\"import medmnist; medmnist.DermaMNIST(split='train', root='data', download=True)\"\n"
              "  - or download dermamnist.npz from https://zenodo.org/records/10519652 and put it in data/")
 
 
@@ -209,7 +221,8 @@ def read_dermamnist(root: Path) -> Raw:
     return Raw(xtr, ytr, xte, yte, (path,), tuple(labels[str(i)] for i in range(len(labels))))
 
 
-SYNTHETIC = dict(classes=10, train_per_class=600, test_per_class=200, size=28, seed=1234, amplitude=0.22, noise=0.12)
+SYNTHETIC: dict = dict(classes=10, train_per_class=600, test_per_class=200, size=28, seed=1234, amplitude=0.22,
+                       noise=0.12)
 
 
 def read_synthetic(root: Path) -> Raw:
@@ -217,8 +230,8 @@ def read_synthetic(root: Path) -> Raw:
     p = SYNTHETIC
     g = np.random.default_rng(p["seed"])
     coarse = g.standard_normal((p["classes"], 1, 7, 7)).astype(np.float32)
-    templates = F.interpolate(torch.from_numpy(coarse), size=p["size"], mode="bilinear", align_corners=False)
-    templates = ((templates + templates.flip(-1)) / 2).numpy()  # symmetric: flips keep the class
+    smooth = F.interpolate(torch.from_numpy(coarse), size=p["size"], mode="bilinear", align_corners=False)
+    templates = ((smooth + smooth.flip(-1)) / 2).numpy()  # symmetric: flips keep the class
 
     def make(n_per_class):
         y = np.repeat(np.arange(p["classes"]), n_per_class)

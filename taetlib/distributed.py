@@ -37,9 +37,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .batches import Split
-from .collectives import all_mean, broadcast_buffers  # noqa: F401  (distributed.all_mean: as before)
 from .config import RunConfig
 from .errors import bad
+
+__all__ = ["DDP", "Dist", "all_sum", "barrier", "check", "check_same", "launched", "resolve_device", "setup", "shard",
+           "sync_buffers", "teardown", "wrap"]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 
+__all__ = ["ConfigError", "FIELD_CHECKS", "REGISTRIES", "Registry", "bad", "check_choice"]
+
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the field, the value and the fix."""

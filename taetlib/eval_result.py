@@ -12,6 +12,8 @@ import pandas as pd
 
 from . import metrics, stats
 
+__all__ = ["EvalResult", "per_class_table", "summary_table"]
+
 
 def per_class_table(attack, protocol, eps, y, pred, class_names) -> pd.DataFrame:
     """One row per class: n, correct, recall and its Wilson 95 % interval (recall_low, recall_high)."""
@@ -90,7 +92,7 @@ class EvalResult:
         return out
 
     @classmethod
-    def load(cls, out_dir) -> "EvalResult":
+    def load(cls, out_dir) -> EvalResult:
         out = Path(out_dir)
 
         def read(name, text=()):  # text columns: "" stays "", not NaN; "3" stays "3", not 3

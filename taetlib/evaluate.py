@@ -5,13 +5,13 @@ per-sample predictions; every number is computed from them by metrics.py, and th
 the tables (predictions.npz), so any metric can be recomputed without attacking again.
 `evaluate_run(run_dir)` does the same for a trained run folder; `python -m taetlib evaluate` calls it.
 The attacks by name are in attack_suite.py, the sanity flags in sanity.py (its docstring lists them),
-the tables and EvalResult in eval_result.py; their names are importable from here too.
+the tables and EvalResult in eval_result.py.
 """
 from __future__ import annotations
 
 import logging
-import warnings
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from . import attacks as atk
-from .attack_suite import (AA_ATTACKS, AA_SUBATTACKS, AA_VERSIONS, ATTACKS, STEP_FRACTION,  # noqa: F401  (as before)
-                           SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask)
+from .attack_suite import ATTACKS, SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask
 from .batches import Split, select_per_class
 from .checkpoints import load_model
 from .config import RunConfig, parse_sets
@@ -30,8 +29,12 @@ from .data import load_lt
 from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
 from .eval_result import EvalResult, per_class_table, summary_table
-from .sanity import NOISE_Z, ORDER, SMALL_N, above_noise, sanity_flags, small_classes  # noqa: F401  (importable from evaluate too)
-from .worst_case import NAME as WORST, check_components, worst_case as combine
+from .sanity import NOISE_Z, SMALL_N, sanity_flags, small_classes
+from .worst_case import NAME as WORST
+from .worst_case import check_components
+from .worst_case import worst_case as combine
+
+__all__ = ["add_cli", "evaluate", "evaluate_run"]
 
 
 # ------------------------------------------------------------------------------ the one call

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+__all__ = ["NO_BROWSER", "NO_KALEIDO", "PLOTLYJS", "export_figure", "plotlyjs_src", "save_html", "write_plotlyjs"]
+
 PLOTLYJS = "plotly.min.js"
 NO_BROWSER = ("plotly's image export (kaleido) found no Chrome / Chromium to draw {path} with. Install one: "
               "`sudo apt-get install chromium` (Debian / Ubuntu) or `plotly_get_chrome`; or point BROWSER_PATH "

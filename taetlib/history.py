@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+__all__ = ["history_tables", "read_history"]
+
 
 def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFrame]:
     """fit()'s history records (one dict per epoch) -> {'scalars': ..., 'per_class': ...} tidy tables.

@@ -27,7 +27,10 @@ from pathlib import Path
 
 import submitit
 
-from .config import ConfigError
+from .errors import ConfigError
+
+__all__ = ["CLUSTERS", "RUN_CONFIG", "RunJob", "SlurmSettings", "executor", "job_result", "submit_runs",
+           "train_commands"]
 
 CLUSTERS = ("slurm", "local")
 RUN_CONFIG = "launcher-config.json"   # the run's RunConfig, read by `taetlib train --config` under torchrun

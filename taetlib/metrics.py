@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["GROUPINGS", "balanced_accuracy", "balanced_robustness", "class_groups", "group_means", "overall_accuracy",
+           "per_class_counts", "per_class_recall", "summarize", "weakest_k", "worst_class"]
+
 
 def _as_int_array(a) -> np.ndarray:
     if hasattr(a, "detach"):  # torch tensor

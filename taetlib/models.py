@@ -6,13 +6,17 @@ Every model takes [0,1] pixels and normalises inside, so attacks and eps live in
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import Registry, check_choice
+
+__all__ = ["BasicBlock", "CosPlus", "Head", "HEADS", "HENorm", "MODELS", "Normalized", "PreActBlock", "ResNet",
+           "WideResNet", "classifier", "create_model", "features_and_logits", "preact_resnet18", "register",
+           "resnet18", "set_class_prior", "small_cnn", "wrn_28_10", "wrn_34_10"]
 
 MODELS: dict[str, Callable[[int, int], nn.Module]] = Registry("model")
 
@@ -26,6 +30,8 @@ def register(name: str):
 
 class Normalized(nn.Module):
     """(x - mean) / std in front of a network; mean/std are buffers so they travel in state_dict."""
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -50,12 +56,13 @@ def create_model(name: str, num_classes: int, in_channels: int = 3,
     net = MODELS[name](num_classes, in_channels)
     if head != "fc":
         fc = classifier(net)
+        assert isinstance(fc, nn.Linear)   # a fresh network ends in nn.Linear
         parent, _, attr = _name_of(net, fc).rpartition(".")
         setattr(net.get_submodule(parent), attr, HEADS[head](fc.in_features, fc.out_features))
     return Normalized(net, mean, std)
 
 
-# ---------------------------------------------------------------- classifier heads (METHODS-ZOO H1, H2)
+# ---------------------------------------------------------------- classifier heads (docs/methods.md H1, H2)
 class Head(nn.Module):
     """A classifier head that replaces the last nn.Linear: features [B, D] -> logits [B, C]."""
 
@@ -65,6 +72,7 @@ class CosPlus(Head):
     Its bias is a frozen zero in the official code, so it is left out. W ~ U(-1/sqrt(D), 1/sqrt(D)).
     log_prior (ln of the training class frequencies, filled by fit) serves RoBal-N's evaluation,
     z = s * cos - tau_p * ln pi, which `posthoc(s, tau_p)` switches on."""
+    log_prior: torch.Tensor
 
     def __init__(self, in_features: int, num_classes: int, gamma: float = 0.03125):
         super().__init__()

@@ -13,6 +13,9 @@ from jupyter_client.manager import AsyncKernelManager
 from .errors import ConfigError
 from .paths import PROJECT_ROOT
 
+__all__ = ["KERNEL", "NOTEBOOK_DIR", "QuietShutdownKernelManager", "check_kernel", "declared_parameters", "error_text",
+           "execute", "notebook_params"]
+
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "python3"  # installed into the venv by `make setup` (ipykernel install --sys-prefix)
 
@@ -85,6 +88,7 @@ def check_kernel(name: str = KERNEL) -> None:
 
 
 def error_text(e: BaseException) -> str:
-    if hasattr(e, "ename"):  # PapermillExecutionError: the notebook's own exception
-        return f"{e.ename}: {e.evalue}"
+    ename = getattr(e, "ename", None)   # PapermillExecutionError: the notebook's own exception
+    if ename is not None:
+        return f"{ename}: {getattr(e, 'evalue', '')}"
     return f"{type(e).__name__}: {e}"

@@ -10,6 +10,8 @@ import threading
 
 import torch
 
+__all__ = ["pmap"]
+
 
 def _claim_slot(slots, threads: int, gpus: int) -> None:
     """Worker start: one slot per worker; with several GPUs each worker gets its own."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["PROJECT_ROOT", "resolve"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -7,10 +7,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .arms import Arm
-from .config import ConfigError, RunConfig
-from .runs import arm_name, run_path
+from .arms import Arm, arm_name
+from .config import RunConfig
+from .errors import ConfigError
+from .runs import run_path
 from .schedule import unequal_budgets
+
+__all__ = ["DEFAULT_EVALUATION", "Run", "Sweep", "SWEEP_AXES", "budget_problems", "TUNING_FILE"]
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 TUNING_FILE = "tuning/tuning.json"   # a sweep's tuning record, under its root
@@ -118,7 +121,8 @@ def budget_problems(runs: list[Run], tuned: bool = False) -> list[str]:
     groups: dict = {}
     for r in runs:
         if not r.error:
-            groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})[r.arm] = RunConfig.from_dict(r.config)
+            cell = groups.setdefault((r.config["imbalance_ratio"], r.config["seed"]), {})
+            cell[r.arm] = RunConfig.from_dict(r.config)
     notes = []
     for (ir, seed), configs in groups.items():
         notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs, relative_lr=tuned)]

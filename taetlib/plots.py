@@ -22,9 +22,15 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .figure_files import PLOTLYJS, export_figure, plotlyjs_src, save_html, write_plotlyjs  # noqa: F401  (as before)
-from .history import history_tables, read_history  # noqa: F401  (plots.read_history: as before)
+from .figure_files import save_html
+from .history import history_tables
 from .metrics import class_groups
+
+__all__ = ["GROUP_ORDER", "HEADLESS_ENV", "LivePlot", "LOSS_PARTS", "TEMPLATE", "WEAK_PATTERN", "accuracy_figure",
+           "class_weight_figure", "confusion_heatmap", "confusion_table", "counts_bars", "difference_forest",
+           "eps_curves", "error_bars", "group_bars", "history_lines", "is_headless", "live_plot", "loss_figure",
+           "per_class_bars", "per_class_figure", "per_class_lines", "recall_vs_count", "sample_grid", "show",
+           "summary_groups", "sweep_lines", "tradeoff_scatter", "with_groups"]
 
 HEADLESS_ENV = "TAET_HEADLESS"  # the sweep sets it: papermill gives the kernel no sign of its own
 TEMPLATE = "plotly_white"
@@ -289,7 +295,8 @@ def per_class_bars(table: pd.DataFrame, color: str = "attack", facet_col: str | 
     return fig.update_layout(title=title, yaxis_title="recall")
 
 
-def recall_vs_count(table: pd.DataFrame, color: str = "arm", title: str = "Robust recall vs training count") -> go.Figure:
+def recall_vs_count(table: pd.DataFrame, color: str = "arm",
+                    title: str = "Robust recall vs training count") -> go.Figure:
     """One point per class (and `color`): recall against the class's training count on a log axis, so a
     weak class that is not rare (Shirt in Fashion-MNIST-LT, cat in CIFAR-10-LT) stands out from the tail."""
     if table.empty or "train_count" not in table:

@@ -3,7 +3,7 @@
 Each preset is RunConfig overrides plus the sweep it implies (IRs x arms x seeds; an arm is a
 method, with or without RobustLT, with its own overrides and label: arms.Arm), the source of every
 setting, the budget rule it uses and why, and the numbers the papers report for it
-(../shared/METHODS.md), so a reproduction can be held against them.
+(docs/methods.md), so a reproduction can be held against them.
 """
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from dataclasses import dataclass, field
 
 from .arms import Arm
 from .errors import Registry, check_choice
+
+__all__ = ["ADT_LASAT_ARMS", "ADT_LASAT_AWP_SOURCES", "COMPARISON_METHODS", "COMPARISON_OVERRIDES",
+           "COMPARISON_SOURCES", "DEMO_ARMS", "DEMO_CONFIG", "DEMO_SOURCES", "EVALUATION", "MART_OFFICIAL",
+           "PAPER_METHODS", "PAPER_SCHEDULE", "PAPER_SOURCES", "Preset", "PRESETS", "RESULTS_ARMS", "RESULTS_METHODS",
+           "ROBUSTLT_CODE", "ROBUSTLT_IR50", "ROBUSTLT_SOURCES", "TAET_IR10_BALANCED", "TAET_IR10_TAIL",
+           "TAET_RELEASED_ATTACK", "TAET_UNIT", "arms", "describe", "get", "register", "STAGE1_SHARE", "taet_stage1",
+           "STUDY_EPOCHS", "STUDY_CONFIG", "STUDY_TUNING", "STUDY_EVALUATION", "STUDY_SOURCES", "STUDY_A_ARMS",
+           "STUDY_A_PRIMARY", "HARD_RAREST", "STUDY_B_ARMS", "STUDY_B_PRIMARY"]
 
 
 @dataclass(frozen=True)
@@ -31,13 +39,13 @@ class Preset:
     def run_config(self, arm: Arm, imbalance_ratio: float, seed: int, **extra) -> dict:
         """The override dict of one run of this preset's sweep."""
         arm = Arm.of(arm)
-        return {**self.config, **self.ir_overrides.get(imbalance_ratio, {}), **self.method_overrides.get(arm.method, {}),
-                **arm.overrides, "method": arm.method,
+        return {**self.config, **self.ir_overrides.get(imbalance_ratio, {}),
+                **self.method_overrides.get(arm.method, {}), **arm.overrides, "method": arm.method,
                 "imbalance_ratio": float(imbalance_ratio), "seed": seed, "robustlt": arm.robustlt, **extra}
 
 
 # TAET reports PGD-20/100 (and an L2 C&W); AT-BSL and RobustLT report AutoAttack: every paper preset runs all
-EVALUATION = {"attacks": ["clean", "fgsm", "pgd20", "pgd100", "cw20", "autoattack"],
+EVALUATION: dict = {"attacks": ["clean", "fgsm", "pgd20", "pgd100", "cw20", "autoattack"],
               "protocols": ["balanced", "long_tailed"], "per_class": None}
 PAPER_SCHEDULE = {"epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                   "lr_milestones": [0.75, 0.9], "lr_gamma": 0.1}
@@ -76,15 +84,15 @@ def taet_stage1(adversarial_epochs: int) -> int:
     return round(adversarial_epochs * STAGE1_SHARE)
 # The rest of TAET's comparison (Fig. 2), each with its loss hyperparameters from its official code
 # (RunConfig defaults) and the common protocol above; their own training attacks where they differ.
-ZOO_METHODS = ["reat", "robal", "he", "gairat"]
-ZOO_OVERRIDES = {
+COMPARISON_METHODS = ["reat", "robal", "he", "gairat"]
+COMPARISON_OVERRIDES = {
     "reat": {"random_start": "uniform"},
     "robal": {"attack_steps": 5, "random_start": "uniform_pos"},
     "gairat": {"random_start": "uniform"},
 }
-ZOO_SOURCES = {
-    "zoo protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
-    "100 epochs, 8/255, 2/255) and its own loss and attack settings (METHODS-ZOO.md)",
+COMPARISON_SOURCES = {
+    "comparison protocol": "TAET ships no code for its baselines; each runs with the common protocol above (ResNet-18, "
+    "100 epochs, 8/255, 2/255) and its own loss and attack settings (docs/methods.md)",
     "reat": "GuanlinLee/REAT loss_functions.py: BSL (tau 1) + TAIL, PGD-10 from U(-eps, eps); its RBL attack "
     "loss gives the plain-CE iterates (eval-mode BN), so the attack is plain CE",
     "robal": "wutong16/Adversarial_Long-Tail robal_R_train.yaml (= RobustLT's robal_cifar10.yaml): RoBal-R, "
@@ -95,17 +103,17 @@ ZOO_SOURCES = {
     "(fixed), GA-PGD-10 from U(-eps, eps); GAIR from epoch 50 of 100 (gairat_begin_epoch=None: half the epochs, "
     "as the official 60 of 120)",
 }
-# METHODS-ZOO.md: ADT (ADT_EXP) and LAS-AT are in TAET's comparison; LAS-AT picks eps itself, so it has no
+# docs/methods.md: ADT (ADT_EXP) and LAS-AT are in TAET's comparison; LAS-AT picks eps itself, so it has no
 # RobustLT arm. AWP is not in TAET's table but one of RobustLT's base methods (its table: IR 50).
-ZOO_TAET_ARMS = [Arm("adt"), Arm("adt", True), Arm("las_at")]
-ZOO2_SOURCES = {
+ADT_LASAT_ARMS = [Arm("adt"), Arm("adt", True), Arm("las_at")]
+ADT_LASAT_AWP_SOURCES = {
     "adt_lambda, adt_steps, adt_samples, adt_lr": "ADT code (adt_exp.py): lambda 0.01, 7 steps x 5 samples, "
     "Adam lr 0.3 betas (0, 0)",
     "lasat_*": "LAS-AT code and README (CIFAR-10): eps {3..15}/255, steps {3..14}, step {1..5}/255, strategy "
     "ResNet-18 updated every 20 steps (SGD 1e-4, clip 1), label smoothing 0.7, reward PGD-10 x 2 restarts",
     "awp_gamma, awp_ascent (IR 50)": "RobustLT's AWP (configs/cifar10lf/awp_cifar10.yaml, core/methods/awp.py): "
     "gamma 0.005, ascent by a step of the training optimiser",
-    "zoo training protocol": "TAET ships no code for these baselines: each method's own loss settings with this "
+    "comparison training protocol": "TAET ships no code for these baselines: each method's own loss settings with this "
     "preset's common schedule and attack",
 }
 
@@ -131,7 +139,7 @@ ROBUSTLT_IR50 = {  # WRN-28-10, balanced test set: natural all / tail, PGD-20 al
     "at_bsl": {"base": (77.09, 72.48, 37.98, 28.60), "+robustlt": (77.61, 73.83, 42.11, 35.98),
                "autoattack all/tail": {"base": (34.57, 24.84), "+robustlt": (37.49, 30.70)}},
     "RoBal": {"base": (72.73, 67.15, 32.29, 22.19), "+robustlt": (74.63, 70.32, 36.08, 29.19)},
-    "awp": {"base natural / pgd20, all classes": (59.66, 28.50)},   # RobustLT Table R-1 (METHODS-ZOO.md 0.2)
+    "awp": {"base natural / pgd20, all classes": (59.66, 28.50)},   # RobustLT Table R-1 (docs/methods.md)
 }
 
 PRESETS: dict[str, Preset] = Registry("preset")
@@ -319,22 +327,22 @@ register(Preset(
 
 # --------------------------------------------------------------------------- GPU: the papers
 for ir in (10, 20, 50, 100):
-    methods = PAPER_METHODS + (ZOO_METHODS if ir == 10 else [])   # IR 10: TAET's whole comparison
+    methods = PAPER_METHODS + (COMPARISON_METHODS if ir == 10 else [])   # IR 10: TAET's whole comparison
     register(Preset(
         name=f"cifar10_lt_ir{ir}",
         description=f"CIFAR-10-LT IR {ir}, ResNet-18, 100 epochs: TAET (40 CE + 60 HARL), AT-BSL, PGD-AT, TRADES, "
-                    "MART" + (", " + ", ".join(ZOO_METHODS) if ir == 10 else "") +
+                    "MART" + (", " + ", ".join(COMPARISON_METHODS) if ir == 10 else "") +
                     ", each with and without RobustLT, ADT (with and without) and LAS-AT" +
                     (", AWP" if ir == 50 else "") + " (GPU)",
         config={"dataset": "cifar10", "model": "resnet18", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10,
                 "stabilization_epochs": 40, "budget_rule": "released", "random_start": "normal", **PAPER_SCHEDULE},
-        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), *ZOO_TAET_ARMS, *(arms(["awp"]) if ir == 50 else []),
-                                                   TAET_UNIT, MART_OFFICIAL,
+        sweep={"irs": [ir], "seeds": [0], "arms": [*arms(methods), *ADT_LASAT_ARMS,
+                                                   *(arms(["awp"]) if ir == 50 else []), TAET_UNIT, MART_OFFICIAL,
                                                    *([TAET_RELEASED_ATTACK] if ir == 10 else [])]},
-        sources={**PAPER_SOURCES, **ZOO2_SOURCES, **(ZOO_SOURCES if ir == 10 else {})},
+        sources={**PAPER_SOURCES, **ADT_LASAT_AWP_SOURCES, **(COMPARISON_SOURCES if ir == 10 else {})},
         reported=({"taet_tail_classes_lt_test_pgd20": TAET_IR10_TAIL, "taet_figure2_balanced": TAET_IR10_BALANCED}
                   if ir == 10 else {"robustlt_ir50_wrn28_10": ROBUSTLT_IR50} if ir == 50 else {}),
-        method_overrides={"taet": {"robustlt_b": 1.0}, **(ZOO_OVERRIDES if ir == 10 else {}),
+        method_overrides={"taet": {"robustlt_b": 1.0}, **(COMPARISON_OVERRIDES if ir == 10 else {}),
                           "awp": {"awp_gamma": 0.005, "awp_ascent": "robustlt"}},
     ))
 for ir in (10, 50):

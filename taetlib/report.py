@@ -19,8 +19,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import compare, plots
-from .compare import tradeoff_points  # noqa: F401  (report.tradeoff_points: as before)
-from .runs import ARM_FILE, arm_name
+from .arms import arm_name
+from .figure_files import PLOTLYJS, save_html, write_plotlyjs
+from .runs import ARM_FILE
+
+__all__ = ["CROSS_VIEWS", "LEAD", "METRIC_GROUPS", "METRICS", "RUN_COLUMNS", "RUN_VIEWS", "SOURCE", "STYLE",
+           "TRADEOFF_TITLE", "aggregate", "arm_means", "collect", "counts_table", "cross_view", "explorer",
+           "find_runs", "load_runs", "paired_differences", "predictions", "robust_attack_in", "robust_attack_of",
+           "run_info", "run_metrics", "run_view", "sweep_figures", "tradeoff_figure", "views", "write_sweep_report",
+           "write_views", "class_order_line", "tuning_section"]
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
@@ -76,7 +83,7 @@ def load_runs(run_dirs) -> dict[str, pd.DataFrame]:
         raise FileNotFoundError("no runs to compare: pass run folders, or a runs_root holding evaluated runs "
                                 "(notebook 04 writes <run>/eval/).")
     frames: dict[str, list] = {k: [] for k in ("per_class", "summary", "curves", "flags")}
-    infos = []
+    infos: list[dict] = []
     for d in run_dirs:
         if not (d / "eval" / "per_class.csv").exists():
             raise FileNotFoundError(f"{d}: no eval/per_class.csv; run notebook 04 (or `python -m taetlib "
@@ -117,7 +124,7 @@ def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
 
 def robust_attack_in(table: pd.DataFrame) -> str:
     """The robust attack a sweep's metrics or aggregate table was read with (pgd20 where it names none)."""
-    named = table["robust_attack"].dropna() if "robust_attack" in table else ()
+    named = table["robust_attack"].dropna() if "robust_attack" in table else pd.Series(dtype=object)
     return named.iloc[0] if len(named) else "pgd20"
 
 
@@ -141,8 +148,8 @@ def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None) -> pd.D
         # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
         # before a column existed has no such metric
         rows += [{"protocol": protocol, "metric": m, "robust_attack": attack,
-                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c)
-                     if c in s else np.nan for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
+                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c) if c in s
+                     else np.nan for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
                  for m, col in SOURCE.items() if col in s]
     return pd.DataFrame(rows)
 
@@ -269,7 +276,7 @@ def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure
         return plots.group_bars(m, color="arm", facet_col="attack",
                                 title=f"Head / medium / tail mean recall, clean and {attack} ({protocol})")
     if name == "tradeoff":
-        p = _with_ir(tradeoff_points(tables["summary"], protocol, attack))
+        p = _with_ir(compare.tradeoff_points(tables["summary"], protocol, attack))
         return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
                                                                                              protocol=protocol))
     raise ValueError(f"view={name!r}: choose one of {CROSS_VIEWS}")
@@ -292,10 +299,10 @@ def write_views(tables: dict, out_dir: str | Path, attack: str) -> list[Path]:
     for protocol in protocols:
         for n in CROSS_VIEWS:
             fig = cross_view(tables, n, attack, protocol)
-            paths.append(plots.save_html(fig, out_dir / f"{n}_{protocol}_{attack}.html"))
+            paths.append(save_html(fig, out_dir / f"{n}_{protocol}_{attack}.html"))
         for label in tables["runs"]["label"]:
             for n in RUN_VIEWS:
-                paths.append(plots.save_html(run_view(tables, n, label, attack, protocol),
+                paths.append(save_html(run_view(tables, n, label, attack, protocol),
                                              out_dir / "runs" / _slug(label) / f"{n}_{protocol}_{attack}.html"))
     return paths
 
@@ -357,14 +364,15 @@ def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
     protocols = list(dict.fromkeys(agg["protocol"])) if len(agg) else []
     evaluated = list(dict.fromkeys(tables["per_class"]["protocol"])) if tables is not None else []
     figs = [("tradeoff", f"{p} test set", tradeoff_figure(agg, p)) for p in protocols]
-    figs += [("per_class", f"{p} test set", cross_view(tables, "methods_per_class", attack, p)) for p in evaluated]
+    figs += [("per_class", f"{p} test set", cross_view(tables or {}, "methods_per_class", attack, p))
+             for p in evaluated]
     for p in evaluated:
         d = _with_ir(diffs[diffs["protocol"] == p])
         figs.append(("differences", f"{p} test set", plots.difference_forest(
             d, color=_ir_facet(d), title=f"Paired differences a - b ({attack}, {p} test set; 95 % intervals)")))
     figs += [("more", f"Headline metrics vs IR ({p})", plots.sweep_lines(
         agg[agg["protocol"] == p], title=f"Mean over seeds, 95 % intervals ({p})")) for p in protocols]
-    return figs + [("more", f"{n} ({p})", cross_view(tables, n, attack, p)) for p in evaluated
+    return figs + [("more", f"{n} ({p})", cross_view(tables or {}, n, attack, p)) for p in evaluated
                    for n in CROSS_VIEWS if n not in ("methods_per_class", "tradeoff")]   # those two: above
 
 
@@ -440,9 +448,9 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     settings = html.escape(json.dumps(sweep.to_dict(), indent=2, default=str))
     parts.append(f"<details id='settings'><summary>Settings</summary><pre>{settings}</pre></details>")
 
-    plots.write_plotlyjs(root)  # one copy beside the page: it works offline
+    write_plotlyjs(root)  # one copy beside the page: it works offline
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep report</title>"
-            f"<script src='{plots.PLOTLYJS}'></script><style>{STYLE}</style></head><body>\n"
+            f"<script src='{PLOTLYJS}'></script><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
     path = root / "report.html"
     path.write_text(page)

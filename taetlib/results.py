@@ -20,9 +20,12 @@ import pandas as pd
 from . import compare, report, stats
 from .figure_files import export_figure
 
+__all__ = ["CLAIMS", "HEADERS", "HEADLINE", "MARKERS", "NAMES", "TABLE", "figure", "in_short", "leaders", "markdown",
+           "readme", "readme_section", "seed_differences", "table", "update_readme", "verdict", "write"]
+
 TABLE = ["balanced_accuracy", "balanced_robustness", "taet_tail_robustness", "weakest_k_robustness",
          "worst_class_robustness"]
-HEADLINE = TABLE[:4]   # the top-level README's columns
+HEADLINE = TABLE[:4]   # docs/results.md's columns
 MARKERS = ("<!-- results:fmnist_lt -->", "<!-- /results:fmnist_lt -->")   # its generated section
 CLAIMS = {"balanced_robustness": "claim 1: balanced robustness",
           "taet_tail_robustness": "claim 2: TAET's tail classes (the rarer half), robust",
@@ -139,7 +142,8 @@ def readme(agg, diffs, runs, *, command: str, wall_seconds: float | None, notes:
     parts = [
         "# Fashion-MNIST-LT: every method, measured on a CPU\n",
         f"```bash\n{command}\n```\n",
-        f"Wall time: {wall} for {len(done)} of {len(runs)} runs, `--jobs 2` on 2 cores.{(' ' + notes) if notes else ''}\n",
+        f"Wall time: {wall} for {len(done)} of {len(runs)} runs, `--jobs 2` on 2 cores."
+        f"{(' ' + notes) if notes else ''}\n",
         "Numbers are % (mean over seeds [95 % t-interval over seeds]). Robustness is PGD-20 at eps 0.1, any-iterate "
         "reading. TAET tail: the rarer half of the classes; weakest-k: each run's weakest ceil(C/3) = 4 classes. "
         "`aggregate.csv` holds every metric with mean, std, n, low and high; `claims.csv` the differences below.\n",
@@ -162,13 +166,13 @@ def readme(agg, diffs, runs, *, command: str, wall_seconds: float | None, notes:
 
 
 def readme_section(agg: pd.DataFrame, diffs: pd.DataFrame, wall_seconds: float | None) -> str:
-    """The top-level README's results section (between MARKERS): the balanced table and the verdict."""
+    """docs/results.md's generated section (between MARKERS): the balanced table and the verdict."""
     wall = f" in {wall_seconds / 60:.0f} min on 2 cores" if wall_seconds else ""
     irs = " and ".join(f"{v:g}" for v in sorted(agg["imbalance_ratio"].unique()))
     return "\n".join([
         MARKERS[0],
         f"`make results` ran {agg['n'].max():.0f} seeds of every arm at IR {irs}{wall} "
-        "([results/fmnist_lt/](results/fmnist_lt/README.md): both test protocols, every metric, the figure). "
+        "([results/fmnist_lt/](../results/fmnist_lt/README.md): both test protocols, every metric, the figure). "
         "Balanced test set, % with 95 % t-intervals over seeds; robustness is PGD-20 (any-iterate):\n",
         markdown(table(agg, "balanced", HEADLINE)),
         f"\nTAET's claims, as measured (TAET - AT-BSL, per-seed differences, t-interval over seeds). In short: "
@@ -179,7 +183,7 @@ def readme_section(agg: pd.DataFrame, diffs: pd.DataFrame, wall_seconds: float |
 
 
 def update_readme(path: str | Path, section: str) -> bool:
-    """Replace the text between MARKERS in `path` (the top-level README); False when it has no markers."""
+    """Replace the text between MARKERS in `path` (docs/results.md); False when it has no markers."""
     path = Path(path)
     text = path.read_text()
     if MARKERS[0] not in text or MARKERS[1] not in text:

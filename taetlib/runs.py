@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .arms import arm_name
-from .config import ConfigError, RunConfig, coerce
+from .config import RunConfig, coerce
+from .errors import ConfigError
 from .paths import resolve
+
+__all__ = ["ARM_FILE", "NB_COMPARE", "NB_DATA", "NB_EVAL", "NB_STAGE1", "NB_TRAIN", "check_params", "notebook_config",
+           "notebook_run_dir", "run_path", "stage1_checkpoint"]
 
 NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
     "01_dataset_creation", "02_stabilization_stage", "03_harl_stage", "04_evaluation", "05_per_class_plots")

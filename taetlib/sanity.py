@@ -25,6 +25,8 @@ import pandas as pd
 
 from .attack_suite import SWEEP_ATTACK
 
+__all__ = ["NOISE_Z", "ORDER", "SMALL_N", "above_noise", "sanity_flags", "small_classes"]
+
 NOISE_Z = 2.0
 # Pairs (stronger, weaker): the stronger one must not score above the weaker one beyond noise.
 ORDER = (("pgd20", "fgsm"), ("pgd100", "pgd20"), ("autoattack", "pgd20"), ("autoattack", "pgd100"),

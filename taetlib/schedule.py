@@ -10,6 +10,8 @@ from .attacks import aiw_ramp
 from .config import RunConfig
 from .errors import bad, check_choice
 
+__all__ = ["STAGES", "budget", "epoch_seed", "lr_at", "stage_epochs", "unequal_budgets"]
+
 STAGES = ("all", "stabilization", "adversarial")
 
 
@@ -64,7 +66,8 @@ def unequal_budgets(configs: dict[str, RunConfig], relative_lr: bool = False) ->
               for k, b in budgets.items()}
     if len(shapes) > 1:
         problems.append("adversarial budgets differ: " + "; ".join(
-            f"{k}: {b['adversarial_epochs']} epochs at lr {[f'{lr:g}' for lr in b['lrs']]}" for k, b in budgets.items()))
+            f"{k}: {b['adversarial_epochs']} epochs at lr {[f'{lr:g}' for lr in b['lrs']]}"
+            for k, b in budgets.items()))
     for label, b in budgets.items():
         if b["aiw_final"] is not None and b["aiw_final"] < 1:
             cfg = configs[label]

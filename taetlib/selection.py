@@ -8,6 +8,8 @@ import numpy as np
 from .batches import Split, select_per_class
 from .config import RunConfig
 
+__all__ = ["balanced", "best_epoch", "validation_split", "hold_out"]
+
 
 def balanced(acc: list | None) -> float | None:
     """Mean of the per-class values measured (None where a class was not seen)."""

@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+__all__ = ["LEVEL", "N_RESAMPLES", "balanced_interval", "paired_difference", "seed_interval", "separated",
+           "stratified_bootstrap", "t_half_width", "wilson"]
+
 LEVEL = 0.95
 N_RESAMPLES = 2000   # percentile endpoints move by ~0.1 point between seeds at this size
 

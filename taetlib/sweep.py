@@ -12,7 +12,7 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     report.html                             the comparison in one page
 One run's folder and the notebook side of the contract are in runs.py, papermill and the kernel in
 notebook_exec.py, the parallel map in parallel.py, the Slurm launcher (submitit) in launchers.py, the
-headline metrics and the report page in report.py; their names are importable from here too.
+headline metrics and the report page in report.py; import each name from its own module.
 """
 from __future__ import annotations
 
@@ -28,20 +28,20 @@ import pandas as pd
 
 from . import presets, report
 from .arms import Arm
-from .config import ConfigError, RunConfig, parse_sets
+from .config import RunConfig, parse_sets
 from .data import split_key
+from .errors import ConfigError
+from .figure_files import write_plotlyjs
 from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
-from .notebook_exec import (KERNEL, check_kernel, declared_parameters, error_text, execute,  # noqa: F401
-                            notebook_params)  # (sweep.execute, sweep.KERNEL: as before)
+from .notebook_exec import check_kernel, declared_parameters, error_text, execute, notebook_params
 from .parallel import pmap
-from .plan import DEFAULT_EVALUATION, SWEEP_AXES, Run, Sweep, budget_problems  # noqa: F401  (sweep.Sweep: as before)
 from .paths import resolve
-from .plots import write_plotlyjs
-from .report import (METRICS, aggregate, collect, robust_attack_in, robust_attack_of,  # noqa: F401  (as before)
-                     run_metrics)
-# the notebooks call sweep.check_params, sweep.notebook_config, sweep.notebook_run_dir, sweep.stage1_checkpoint
-from .runs import (ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, arm_name,
-                   check_params, notebook_config, notebook_run_dir, run_path, stage1_checkpoint)  # noqa: F401
+from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
+from .report import aggregate, collect, robust_attack_in
+from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN
+
+__all__ = ["DONE", "FAILED", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish", "prepare_data",
+           "recorded", "run_steps", "run_sweep", "slurm_from_args", "summary", "sweep_from_args", "unfinished"]
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -271,7 +271,8 @@ def add_cli(subparsers) -> None:
     g.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: a process pool on this machine (--jobs); slurm: one job per unfinished run")
     g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
-    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES", help="wall-clock limit of one run's job")
+    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES",
+                   help="wall-clock limit of one run's job")
     g.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of one run's job (> 1: torchrun inside the job)")
     g.add_argument("--cpus-per-run", type=int, help="CPUs of one run's job (default: 8 per GPU)")
     g.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")

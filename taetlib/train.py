@@ -23,9 +23,9 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -33,15 +33,19 @@ from torch import Tensor, nn
 from . import distributed
 from .attacks import bn_eval, pgd
 from .batches import Batches
-from .checkpoints import CheckpointError, load_checkpoint, load_model  # noqa: F401  (train.load_model: as before)
+from .checkpoints import CheckpointError, load_checkpoint
 from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
 from .errors import bad
 from .methods import build_objective, model_head
 from .models import create_model, set_class_prior
-from .schedule import STAGES, epoch_seed, lr_at, stage_epochs  # noqa: F401  (train.lr_at etc.: as before)
+from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
+
+__all__ = ["FitResult", "RESUME_IGNORES", "RUN_FILES", "TrainingDiverged", "check_run_dir", "count_hits",
+           "evaluate_per_class", "fit", "history_text", "peak_memory_mb", "per_class_acc", "progress_line",
+           "train_epoch"]
 
 RESUME_IGNORES = ("device", "compile")   # may differ between a run and its resume
 RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir

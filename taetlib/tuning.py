@@ -28,10 +28,10 @@ import pandas as pd
 from . import presets
 from .attack_suite import resolve_attacks, run_attack
 from .checkpoints import load_model
-from .config import ConfigError, RunConfig
+from .config import RunConfig
 from .data import LTData, load_lt
 from .distributed import resolve_device
-from .errors import bad, check_choice
+from .errors import ConfigError, bad, check_choice
 from .metrics import balanced_accuracy
 from .parallel import pmap
 from .paths import resolve
@@ -39,6 +39,9 @@ from .plan import TUNING_FILE, Run, Sweep
 from .schedule import budget
 from .selection import hold_out
 from .train import TrainingDiverged, fit
+
+__all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "grid", "preset_tuning_budgets", "tune",
+           "tune_point", "tuning_budget", "tuning_points", "validation_data"]
 
 PARAMS = ("lr", "loss_scale")
 # the fields one loss scale multiplies together: HARL's alpha, beta, gamma (alpha / (2 beta), where a class
@@ -56,7 +59,7 @@ class TuningSpec:
     seed: int | None = None                        # the seed tuned on (None: the sweep's first)
 
     @classmethod
-    def of(cls, d: dict) -> "TuningSpec":
+    def of(cls, d: dict) -> TuningSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

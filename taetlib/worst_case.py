@@ -11,6 +11,8 @@ import numpy as np
 
 from .errors import bad
 
+__all__ = ["DEFAULT", "NAME", "check_components", "worst_case"]
+
 NAME = "worst_case"                              # its attack name in evaluate's tables
 DEFAULT = ("pgd20", "apgd_ce", "apgd_t")         # the study's combination
 

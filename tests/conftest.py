@@ -1,11 +1,26 @@
-"""Shared fixtures: small files in the exact on-disk formats the real loaders read, and a notebook's
-cells run in this process."""
+"""Shared fixtures: one thread for the suite, RunConfigs that train in seconds, a smoke training run, small
+files in the exact on-disk formats the real loaders read, and a notebook's cells run in this process."""
+import math
+import os
 import pickle
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from taetlib.checkpoints import load_model
+from taetlib.config import RunConfig
+from taetlib.data import load_lt
+from taetlib.methods import model_head
+from taetlib.models import classifier
+from taetlib.train import fit
+
+# ~160 synthetic images (IR 10, 40 in the head class), 3 batches of 64, two epochs of a 2-step attack, no
+# in-training evaluation, on the CPU: a run in seconds. Tests override what they exercise.
+TINY = dict(dataset="synthetic", imbalance_ratio=10.0, n_max=40, epochs=2, attack_steps=2, batch_size=64, lr=0.05,
+            eval_every=0, device="cpu")
 
 
 def free_port() -> int:
@@ -64,12 +79,47 @@ def write_fake_dermamnist(root: Path, seed: int = 0) -> Path:
 def one_thread():
     """The suite's models are tiny: one thread runs them fastest, and a second one only spins against
     the other jobs of a busy 2-core runner (measured under load: tests/test_train.py 189 s with the
-    default threads, 28 s with one). Processes the tests start get OMP_NUM_THREADS=1 from them."""
-    import torch
-    before = torch.get_num_threads()
+    default threads, 28 s with one). Processes the tests start (ranks, kernels, jobs) inherit
+    OMP_NUM_THREADS=1 from this one; both are restored at the end."""
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A factory: tiny_config(data_root, **overrides) -> a RunConfig that trains in seconds (TINY)."""
+    def make(root, **kw) -> RunConfig:
+        return RunConfig(**{**TINY, "data_root": str(root), **kw})
+    return make
+
+
+@pytest.fixture
+def smoke_fit(tiny_config):
+    """A factory: smoke_fit(tmp_path, **overrides) trains two epochs of a method on TINY; checks the losses are
+    finite and that load_model rebuilds the trained head and reproduces the trained model's outputs.
+    Returns (cfg, FitResult, the loaded model, 8 test images)."""
+    def run(tmp_path, **kw):
+        cfg = tiny_config(tmp_path / "data", **{"robustlt_b": 1.0, **kw})
+        data = load_lt(cfg)
+        result = fit(cfg, data, tmp_path / "run", resume=False)
+        assert all(math.isfinite(r["loss"]) for r in result.history)
+        loaded = load_model(tmp_path / "run")
+        head = type(classifier(loaded)).__name__
+        assert head == {"fc": "Linear", "cosplus": "CosPlus", "he_norm": "HENorm"}[model_head(cfg)]
+        x = data.test["balanced"].take(list(range(8))).float()
+        with torch.no_grad():   # load_model gives the weights fit trained (its method's evaluation view aside)
+            trained = result.model.eval()
+            if cfg.method != "robal" or cfg.robal_variant == "R":
+                assert torch.allclose(loaded(x), trained(x), atol=1e-5)
+        return cfg, result, loaded, x
+    return run
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""ADT_EXP (METHODS-ZOO.md section 6): the spec's hand values, the never-zeroed inner gradients, the
+"""ADT_EXP (docs/methods.md §6): the spec's hand values, the never-zeroed inner gradients, the
 official loop read literally, the radius, RobustLT composition and a smoke run."""
 import math
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
 from taetlib.methods.adt import adt_exp, neg_log_density, optimise_distribution
 from taetlib.models import create_model

@@ -67,7 +67,9 @@ def test_pgd_increases_the_loss(setup, start):
 def test_cw_lowers_the_margin_and_callable_loss_is_maximised(setup):
     model, x, y = setup
     with torch.no_grad(), bn_eval(model):
-        margin = lambda z: -cw_margin(model(z), y)   # z_y - max_other, clipped at 0
+        def margin(z):   # z_y - max_other, clipped at 0
+            return -cw_margin(model(z), y)
+
         x_cw = pgd(model, x, y, eps=0.1, step=0.025, steps=5, loss="cw")
         assert margin(x_cw).sum() < margin(x).sum()
     # a callable loss is maximised: minus CE drives the CE down
@@ -146,9 +148,9 @@ def linear_problem(n=64, eps=None):
 
 
 def test_fgsm_and_pgd20_reach_the_analytic_optimum_of_a_linear_model():
-    from taetlib import evaluate as ev
+    from taetlib import attack_suite
     model, x, xf, y, eps, x_star = linear_problem()
-    params = ev.resolve_attacks(["fgsm", "pgd20"], None, eps, 2)   # the evaluation suite's own settings
+    params = attack_suite.resolve_attacks(["fgsm", "pgd20"], None, eps, 2)   # the evaluation suite's own settings
     assert params["pgd20"]["step"] == eps / 8 and params["pgd20"]["random_start"] == "uniform"
     with torch.no_grad():
         best_loss = F.cross_entropy(model(x_star), y, reduction="none")
@@ -161,7 +163,7 @@ def test_fgsm_and_pgd20_reach_the_analytic_optimum_of_a_linear_model():
         with torch.no_grad():
             assert torch.allclose(F.cross_entropy(model(x_adv), y, reduction="none"), best_loss, atol=1e-5)
     for name in ("fgsm", "pgd20"):   # and the predictions evaluate() counts are the optimum's
-        assert (ev.run_attack(name, model, x, y, params[name]) == best_pred).all(), name
+        assert (attack_suite.run_attack(name, model, x, y, params[name]) == best_pred).all(), name
 
 
 @pytest.mark.parametrize("per_sample", (False, True))

@@ -1,7 +1,6 @@
-"""AWP (METHODS-ZOO.md section 3): the spec's hand values, BatchNorm untouched by the proxy pass, the step
+"""AWP (docs/methods.md §3): the spec's hand values, BatchNorm untouched by the proxy pass, the step
 taken at w + v and undone, RobustLT's optimiser-step ascent, warm-up, DDP and a smoke run."""
 import copy
-import os
 
 import pytest
 import torch
@@ -11,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib import distributed
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import Attack, build_objective
 from taetlib.methods.awp import AWP, awp_perturbation, perturbed_weights
 from taetlib.models import create_model
@@ -178,7 +178,6 @@ def _rank(rank, world, path, out):
 
 @pytest.mark.slow
 def test_ddp_ranks_add_the_same_perturbation_the_global_batch_gives(tmp_path):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_rank, args=(2, tmp_path / "store", tmp_path / "v"), nprocs=2, join=True)
     v0, v1 = (torch.load(f"{tmp_path / 'v'}.{r}", weights_only=True) for r in (0, 1))
     g = torch.Generator().manual_seed(1)

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from taetlib import data
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
 from taetlib.data import load_lt, longtail_counts
+from taetlib.errors import ConfigError
 
 HARD = ("Shirt", "Pullover", "Coat", "T-shirt/top")   # the weakest Fashion-MNIST classes, Shirt the weakest
 needs_fmnist = pytest.mark.skipif(not data._find_idx([data.FMNIST_SYSTEM_DIR]),
@@ -93,6 +94,7 @@ def test_a_natural_dataset_takes_no_order(tmp_path):
 
 def test_the_sweep_report_says_which_classes_are_rare():
     import pandas as pd
+
     from taetlib.report import class_order_line
     one = pd.DataFrame({"arm": ["taet", "at_bsl"], "class_order": ["label", "label"]})
     assert "Class order: label" in class_order_line(one)

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 
 
 def test_defaults_validate_and_roundtrip(tmp_path):

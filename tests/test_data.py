@@ -4,11 +4,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
-from taetlib import data
-from taetlib.config import ConfigError, RunConfig
-from taetlib.data import Batches, MissingDataError, ManifestError, load_lt, longtail_counts
 from conftest import write_fake_cifar, write_fake_dermamnist
+
+from taetlib import batches, data
+from taetlib.batches import Batches
+from taetlib.config import RunConfig
+from taetlib.data import ManifestError, MissingDataError, load_lt, longtail_counts
+from taetlib.errors import ConfigError
 
 CIFAR10_IR10 = [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]
 CIFAR10_IR100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
@@ -200,7 +202,7 @@ def test_batches_cover_the_split_once_and_are_reproducible(tmp_path):
 def test_crop_flip_is_a_real_crop_and_flip():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
-    out = data.crop_flip(x, 2, g)
+    out = batches.crop_flip(x, 2, g)
     xp = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):  # every output is some shifted window of the padded input, maybe mirrored
         windows = [xp[i, :, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]

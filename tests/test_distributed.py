@@ -13,18 +13,22 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from conftest import free_port
 from torch import nn
 
-from conftest import free_port
 from taetlib import distributed
+from taetlib.attack_suite import run_attack
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
-from taetlib.data import Batches, Split, epoch_generator, load_lt
+from taetlib.batches import Batches, Split, epoch_generator
+from taetlib.checkpoints import load_checkpoint, load_model
+from taetlib.config import RunConfig
+from taetlib.data import load_lt
 from taetlib.distributed import Dist
-from taetlib.evaluate import per_class_table, run_attack
+from taetlib.errors import ConfigError
+from taetlib.eval_result import per_class_table
 from taetlib.methods.longtail import TAET
 from taetlib.models import Normalized, create_model
-from taetlib.train import evaluate_per_class, fit, load_checkpoint, load_model
+from taetlib.train import evaluate_per_class, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +130,7 @@ def test_two_gloo_processes_train_and_count_like_one_process(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "taetlib", "--", "train", "--run", str(run), "--set", *SETTINGS, f"data_root={data_root}"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("epoch 3/3") == 1   # rank 0 alone reports
     ck = load_checkpoint(run / "last.pt")
@@ -218,7 +222,7 @@ def two_rank_runs(tmp_path_factory):
     jobs = [{"name": n, "cfg": c.to_dict(), **({"stop_after": 2} if n == "stopped" else {})} for n, c in cfgs.items()]
     script = tmp / "rank.py"
     script.write_text(RANK_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2",
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp), json.dumps(jobs), str(Path(__file__).parent)],
                               cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,

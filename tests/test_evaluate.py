@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
+from taetlib import attack_suite, eval_result, sanity
 from taetlib import evaluate as ev
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.models import Normalized, create_model
 
 
@@ -34,16 +36,6 @@ class Quantised(nn.Module):
 
     def forward(self, x):
         return self.net(torch.round(x * 4) / 4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core runner OpenMP's spinning
-    threads made these tests 10-50x slower (measured); restored afterwards for the other modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +109,7 @@ def test_subset_is_seeded_stratified_and_recorded(result, data, tmp_path):
     assert set(idx) <= set(full.index.tolist())  # positions in the source test set
     again = full.subset_per_class(10, seed=3)
     assert np.array_equal(idx, again.index.numpy())
-    loaded = ev.EvalResult.load(tmp_path)
+    loaded = eval_result.EvalResult.load(tmp_path)
     pd.testing.assert_frame_equal(loaded.table, result.table, check_dtype=False)
     pd.testing.assert_frame_equal(loaded.flags, result.flags)
     pd.testing.assert_frame_equal(loaded.summary, result.summary, check_dtype=False)
@@ -157,12 +149,12 @@ def test_a_raised_flag_names_attack_and_classes():
     weak = np.where(np.arange(150) % 2 == 0, y, -1)      # 50% of every class survives pgd20
     strong = weak.copy()
     strong[50:100] = 1                                   # ...but all of class 1 survives pgd100
-    table = pd.concat([ev.per_class_table("clean", "balanced", 0, y, y, names),
-                       ev.per_class_table("pgd20", "balanced", 0.1, y, weak, names),
-                       ev.per_class_table("pgd100", "balanced", 0.1, y, strong, names)])
-    curves = pd.concat([ev.per_class_table("pgd20", "balanced", e, y, p, names)
+    table = pd.concat([eval_result.per_class_table("clean", "balanced", 0, y, y, names),
+                       eval_result.per_class_table("pgd20", "balanced", 0.1, y, weak, names),
+                       eval_result.per_class_table("pgd100", "balanced", 0.1, y, strong, names)])
+    curves = pd.concat([eval_result.per_class_table("pgd20", "balanced", e, y, p, names)
                         for e, p in ((0.0, y), (0.05, weak), (0.1, strong))])  # rises at 0.1, class 1
-    flags = ev.sanity_flags(table, curves).set_index("flag")
+    flags = sanity.sanity_flags(table, curves).set_index("flag")
     f = flags.loc["pgd100_above_pgd20"]
     assert f.raised and f.attack == "pgd100" and f.classes == "1" and "1 (c1)" in f.detail
     f = flags.loc["rises_with_eps"]
@@ -172,11 +164,11 @@ def test_a_raised_flag_names_attack_and_classes():
 
 def test_noise_rule():
     # one sample of 20 is noise; half the class is not; nothing is above itself
-    assert not ev.above_noise(0.55, 0.50, 20)
-    assert ev.above_noise(1.0, 0.5, 20)
-    assert not ev.above_noise(0.3, 0.3, 1000)
-    assert not ev.above_noise(1.0, 0.0, 0)   # an absent class never raises
-    assert list(ev.above_noise([0.9, 0.52], [0.5, 0.5], [100, 100])) == [True, False]
+    assert not sanity.above_noise(0.55, 0.50, 20)
+    assert sanity.above_noise(1.0, 0.5, 20)
+    assert not sanity.above_noise(0.3, 0.3, 1000)
+    assert not sanity.above_noise(1.0, 0.0, 0)   # an absent class never raises
+    assert list(sanity.above_noise([0.9, 0.52], [0.5, 0.5], [100, 100])) == [True, False]
 
 
 # ---------------------------------------------------------------------------- registry and errors
@@ -196,14 +188,14 @@ def test_unknown_attack_or_parameter_is_a_clear_error(model, data):
 
 
 def test_parameters_override_by_name_and_autoattack_versions():
-    p = ev.resolve_attacks(["pgd100", "autoattack"], {"pgd100": {"step": 0.002, "random_start": "none"},
+    p = attack_suite.resolve_attacks(["pgd100", "autoattack"], {"pgd100": {"step": 0.002, "random_start": "none"},
                                                       "autoattack": {"attacks": ["apgd-ce", "square"]}}, 0.1, 7)
     assert p["pgd100"] == {"eps": 0.1, "step": 0.002, "steps": 100, "loss": "ce", "random_start": "none",
                            "iterate": "last"}
     aa = p["autoattack"]
     assert aa["version"] == "custom" and aa["attacks"] == ["apgd-ce", "square"]
     assert aa["apgd_targeted.n_target_classes"] == 6 and aa["fab.n_target_classes"] == 6  # C - 1
-    rand = ev.resolve_attacks(["autoattack"], {"autoattack": {"version": "rand"}}, 0.1, 10)["autoattack"]
+    rand = attack_suite.resolve_attacks(["autoattack"], {"autoattack": {"version": "rand"}}, 0.1, 10)["autoattack"]
     assert rand["version"] == "rand" and rand["attacks"] is None
 
 
@@ -305,8 +297,8 @@ def test_any_iterate_never_reads_more_robust_than_last_iterate(model, data, atta
     x, y = data.test["balanced"].x, data.test["balanced"].y
     preds = {}
     for iterate in ("last", "any"):
-        p = ev.resolve_attacks([attack], {attack: {"iterate": iterate}}, 0.1, data.num_classes)[attack]
-        preds[iterate] = ev.run_attack(attack, model, x, y, p, seed=3, batch_size=64)
+        p = attack_suite.resolve_attacks([attack], {attack: {"iterate": iterate}}, 0.1, data.num_classes)[attack]
+        preds[iterate] = attack_suite.run_attack(attack, model, x, y, p, seed=3, batch_size=64)
     right = {k: v == y.numpy() for k, v in preds.items()}
     assert not (right["any"] & ~right["last"]).any()
     assert 0 < right["any"].mean() <= right["last"].mean() < 1, {k: v.mean() for k, v in right.items()}
@@ -314,7 +306,7 @@ def test_any_iterate_never_reads_more_robust_than_last_iterate(model, data, atta
 
 def test_any_iterate_is_a_named_option_with_a_checked_value(model, data):
     with pytest.raises(ConfigError, match=r"attack_params\['pgd20'\]\['iterate'\].*'first'"):
-        ev.resolve_attacks(["pgd20"], {"pgd20": {"iterate": "first"}}, 0.1, 10)
+        attack_suite.resolve_attacks(["pgd20"], {"pgd20": {"iterate": "first"}}, 0.1, 10)
     r = ev.evaluate(model, data, ["pgd20"], ["balanced"], per_class=5, eps_sweep=[],
                     attack_params={"pgd20": {"iterate": "any"}})
     assert r.config["attacks"]["pgd20"]["iterate"] == "any"

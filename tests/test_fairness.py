@@ -1,6 +1,8 @@
 """Fair comparisons: the papers' groups, HARL's per-class weights, equal adversarial budgets."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -104,45 +106,43 @@ def test_batch_stat_attack_uses_batch_statistics_and_freezes_running_ones():
 
 
 def test_nesterov_needs_momentum():
-    from taetlib.config import ConfigError, RunConfig
+    from taetlib.config import RunConfig
+    from taetlib.errors import ConfigError
     with pytest.raises(ConfigError, match="nesterov=True: needs momentum > 0"):
         RunConfig(method="pgd_at", nesterov=True, momentum=0.0)
 
 
 # ------------------------------------------------------------------ equal adversarial budget
-def _cfg(tmp_path, **kw):
-    from taetlib.config import RunConfig
-    base = dict(dataset="synthetic", data_root=str(tmp_path), imbalance_ratio=10.0, n_max=40, epochs=6,
-                stabilization_epochs=2, attack_steps=2, batch_size=64, lr=0.1, eval_every=0, device="cpu",
-                lr_milestones=[0.75, 0.9])
-    return RunConfig(**{**base, **kw})
+@pytest.fixture
+def budget_cfg(tiny_config):
+    return partial(tiny_config, epochs=6, stabilization_epochs=2, lr=0.1, lr_milestones=[0.75, 0.9])
 
 
 def adversarial_lrs(cfg):
     """The lr of each adversarial epoch a config trains."""
-    from taetlib.train import lr_at, stage_epochs
+    from taetlib.schedule import lr_at, stage_epochs
     epochs = stage_epochs(cfg, "all")
     return [lr_at(cfg, e) for e in epochs if not (cfg.method == "taet" and e <= cfg.stabilization_epochs)]
 
 
-def test_equal_budget_gives_taet_the_baselines_adversarial_epochs_and_lrs(tmp_path):
-    pgd_at, taet = _cfg(tmp_path, method="pgd_at"), _cfg(tmp_path, method="taet")
+def test_equal_budget_gives_taet_the_baselines_adversarial_epochs_and_lrs(tmp_path, budget_cfg):
+    pgd_at, taet = budget_cfg(tmp_path, method="pgd_at"), budget_cfg(tmp_path, method="taet")
     assert adversarial_lrs(taet) == adversarial_lrs(pgd_at) == pytest.approx([0.1] * 4 + [0.01, 0.001])
     assert taet.total_epochs() == 8 and pgd_at.total_epochs() == 6
-    from taetlib.train import lr_at
+    from taetlib.schedule import lr_at
     assert [lr_at(taet, e) for e in (1, 2)] == [0.1, 0.1]          # stage 1 at the initial lr, extra
     # the released rule: stage 1 inside the same 6 epochs, so TAET gets 4 adversarial epochs, 2 at lr 0.1
-    released = _cfg(tmp_path, method="taet", budget_rule="released")
+    released = budget_cfg(tmp_path, method="taet", budget_rule="released")
     assert adversarial_lrs(released) == pytest.approx([0.1, 0.1, 0.01, 0.001])
 
 
-def test_aiw_ramp_spans_the_adversarial_epochs_under_an_equal_budget(tmp_path):
+def test_aiw_ramp_spans_the_adversarial_epochs_under_an_equal_budget(tmp_path, budget_cfg):
     from taetlib.methods import build_objective
     y = torch.tensor([0])
     # equal: (t_adv - 1) / (0.5 * 6) over HARL's epochs 3..8; released: (t - 1) / (1.0 * 6) from epoch 1
     for rule, expected in (("equal_adversarial", [0, 1 / 3, 2 / 3, 1, 1, 1]),
                            ("released", [2 / 6, 3 / 6, 4 / 6, 5 / 6])):
-        cfg = _cfg(tmp_path, method="taet", robustlt=True, robustlt_b=(0.5 if rule != "released" else 1.0),
+        cfg = budget_cfg(tmp_path, method="taet", robustlt=True, robustlt_b=(0.5 if rule != "released" else 1.0),
                    budget_rule=rule, eps=0.1)
         ob = build_objective(cfg, [40, 4], default_eps=0.1)
         head = ob.attack.class_scale[0].item()
@@ -150,11 +150,12 @@ def test_aiw_ramp_spans_the_adversarial_epochs_under_an_equal_budget(tmp_path):
         assert ramp == pytest.approx(expected), rule
 
 
-def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path):
+def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path, budget_cfg):
     from taetlib.data import load_lt
-    from taetlib.plots import class_weight_figure, history_tables
+    from taetlib.history import history_tables
+    from taetlib.plots import class_weight_figure
     from taetlib.train import fit
-    cfg = _cfg(tmp_path, method="taet", epochs=2, stabilization_epochs=1, nesterov=True)
+    cfg = budget_cfg(tmp_path, method="taet", epochs=2, stabilization_epochs=1, nesterov=True)
     res = fit(cfg, load_lt(cfg), tmp_path / "run", resume=False)
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
     assert res.history[0]["class_weight"] is None                  # stage 1 is clean CE
@@ -170,12 +171,13 @@ def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path):
 
 # ------------------------------------------------------------------ checkpoint selection
 @pytest.mark.slow
-def test_selection_reads_a_validation_split_never_the_test_set(tmp_path):
+def test_selection_reads_a_validation_split_never_the_test_set(tmp_path, budget_cfg):
     import dataclasses
 
     from taetlib.data import load_lt
-    from taetlib.train import fit, validation_split
-    cfg = _cfg(tmp_path, method="pgd_at", epochs=3, select="best_val_pgd", val_fraction=0.2, eval_every=1,
+    from taetlib.selection import validation_split
+    from taetlib.train import fit
+    cfg = budget_cfg(tmp_path, method="pgd_at", epochs=3, select="best_val_pgd", val_fraction=0.2, eval_every=1,
                eval_per_class=5, eval_pgd_steps=2)
     lt = load_lt(cfg)
     train, val = validation_split(lt.train, cfg, 10)
@@ -200,7 +202,8 @@ def test_selection_reads_a_validation_split_never_the_test_set(tmp_path):
 
 
 def test_selection_needs_validated_epochs():
-    from taetlib.config import ConfigError, RunConfig
+    from taetlib.config import RunConfig
+    from taetlib.errors import ConfigError
     with pytest.raises(ConfigError, match="select='best_val_pgd': selects among validated epochs"):
         RunConfig(method="pgd_at", select="best_val_pgd", eval_every=0)
 
@@ -225,9 +228,9 @@ def test_recall_vs_count_plots_each_class_at_its_training_count():
     assert fig.layout.xaxis.type == "log"
 
 
-def test_a_capped_long_tailed_test_set_lies_inside_the_balanced_one(tmp_path):
+def test_a_capped_long_tailed_test_set_lies_inside_the_balanced_one(tmp_path, budget_cfg):
     from taetlib.data import load_lt
-    lt = load_lt(_cfg(tmp_path, method="pgd_at", test_per_class=20))
+    lt = load_lt(budget_cfg(tmp_path, method="pgd_at", test_per_class=20))
     bal, ltt = lt.test["balanced"], lt.test["long_tailed"]
     assert bal.counts(10) == [20] * 10 and ltt.counts(10) == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
     assert set(ltt.index.tolist()) <= set(bal.index.tolist())
@@ -245,7 +248,7 @@ def test_training_a_finished_run_again_says_it_is_complete(tmp_path, capsys):
     assert "already complete (epoch 1 of 1)" in again and "model.pt" in again and "epoch 1/1" not in again
 
 
-def test_comparisons_report_unequal_budgets_and_short_ramps(tmp_path):
+def test_comparisons_report_unequal_budgets_and_short_ramps(tmp_path, budget_cfg):
     from taetlib import presets
     from taetlib.plan import Sweep, budget_problems
     from taetlib.schedule import budget, unequal_budgets
@@ -253,11 +256,11 @@ def test_comparisons_report_unequal_budgets_and_short_ramps(tmp_path):
     s = Sweep(tmp_path, "fashion_mnist", demo.sweep["irs"], demo.sweep["arms"], demo.sweep["seeds"],
               config={k: v for k, v in demo.config.items() if k != "dataset"}, method_overrides=demo.method_overrides)
     assert budget_problems(s.plan()) == []                       # the demo is fair by construction
-    taet = budget(_cfg(tmp_path, method="taet", robustlt=True, robustlt_b=0.5))
+    taet = budget(budget_cfg(tmp_path, method="taet", robustlt=True, robustlt_b=0.5))
     assert taet["adversarial_epochs"] == 6 and taet["clean_epochs"] == 2 and taet["aiw_final"] == 1.0
-    released, ramp = _cfg(tmp_path, method="taet", budget_rule="released"), _cfg(tmp_path, method="taet",
+    released, ramp = budget_cfg(tmp_path, method="taet", budget_rule="released"), budget_cfg(tmp_path, method="taet",
                                                                                   robustlt=True, robustlt_b=1.0)
-    problems = unequal_budgets({"pgd_at": _cfg(tmp_path, method="pgd_at"), "taet": released, "ramp": ramp})
+    problems = unequal_budgets({"pgd_at": budget_cfg(tmp_path, method="pgd_at"), "taet": released, "ramp": ramp})
     assert len(problems) == 2
     assert problems[0].startswith("adversarial budgets differ") and "taet: 4 epochs" in problems[0]
     assert problems[1].startswith("ramp: RobustLT's AIW ramp ends at 0.83 of the radius")

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 import taetlib.train as train_mod
-from taetlib.config import ConfigError, RunConfig
+from taetlib.checkpoints import load_checkpoint
 from taetlib.data import load_lt
-from taetlib.train import fit, load_checkpoint
+from taetlib.errors import ConfigError
+from taetlib.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 epochs of ~200 synthetic images: ~0.3 s an epoch
@@ -39,7 +40,7 @@ def train_cmd(run: Path, data_root: Path, method: str) -> list[str]:
 
 
 def env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "PYTHONPATH": str(ROOT)}   # OMP_NUM_THREADS=1 comes with os.environ (conftest)
 
 
 def history(run: Path) -> list[dict]:
@@ -109,14 +110,10 @@ def test_kill_9_then_same_command_resumes_bit_identically(uninterrupted, tmp_pat
 
 
 # ---------------------------------------------------------------- disk
-def tiny(root, **kw):
-    return RunConfig(**{**dict(dataset="synthetic", data_root=str(root), imbalance_ratio=5.0, n_max=30, epochs=2,
-                               method="pgd_at", attack_steps=1, batch_size=64, eval_every=0, device="cpu"), **kw})
-
-
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    cfg = tiny(tmp_path_factory.mktemp("data"))
+def small(tmp_path_factory, tiny_config):
+    cfg = tiny_config(tmp_path_factory.mktemp("data"), imbalance_ratio=5.0, n_max=30, method="pgd_at", attack_steps=1,
+                      lr=0.1)
     return cfg, load_lt(cfg)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from taetlib import compare, eval_result, metrics, plots, report, stats, sweep
+from taetlib import compare, eval_result, figure_files, metrics, plan, plots, report, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"c{i}" for i in range(6)]
@@ -109,13 +109,14 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
 
 
 def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
-    for root, runs in (one_seed, two_seeds):
-        agg = sweep.aggregate(sweep.collect(status_of(runs), None))
+    for _, runs in (one_seed, two_seeds):
+        agg = report.aggregate(report.collect(status_of(runs), None))
         fig = report.tradeoff_figure(agg, "balanced")
         assert len(fig.data) == 2 * agg.imbalance_ratio.nunique()
         for tr in fig.data:
             ir = 10.0 if tr.xaxis == "x" else 100.0
-            row = agg[(agg.arm == tr.name) & (agg.protocol == "balanced") & (agg.imbalance_ratio == ir)].set_index("metric")
+            row = agg[(agg.arm == tr.name) & (agg.protocol == "balanced") & (agg.imbalance_ratio == ir)]
+            row = row.set_index("metric")
             for axis, metric in (("x", "balanced_accuracy"), ("y", "balanced_robustness")):
                 v, plus, minus = bars(tr, axis)
                 assert v[0] == pytest.approx(row.loc[metric, "mean"])
@@ -124,13 +125,13 @@ def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, 
                 assert plus[0] > 0 and minus[0] > 0
     # one seed: the run's own bootstrap interval, as in its summary.csv
     s = pd.read_csv(one_seed[1][0] / "eval" / "summary.csv").set_index(["protocol", "attack"])
-    agg = sweep.aggregate(sweep.collect(status_of(one_seed[1]), None))
+    agg = report.aggregate(report.collect(status_of(one_seed[1]), None))
     row = agg[(agg.arm == "pgd_at") & (agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].iloc[0]
     assert row.interval == "one run" and row.low == s.loc[("balanced", "pgd20"), "balanced_low"]
 
 
 def test_sweep_lines_error_bars_are_the_seed_intervals(two_seeds):
-    agg = sweep.aggregate(sweep.collect(status_of(two_seeds[1]), None))
+    agg = report.aggregate(report.collect(status_of(two_seeds[1]), None))
     a = agg[(agg.protocol == "balanced") & agg.metric.isin(["balanced_accuracy", "balanced_robustness"])]
     fig = plots.sweep_lines(a)
     assert len(fig.data) == 4
@@ -203,8 +204,8 @@ def plotted(page: str, div_id: str) -> list[dict]:
 def test_report_leads_with_the_answer_and_ends_with_collapsed_settings(two_seeds):
     root, runs = two_seeds
     status = status_of(runs)
-    agg = sweep.aggregate(sweep.collect(status, None))
-    s = sweep.Sweep(root, "synthetic", [10, 100], [("pgd_at", False), ("taet", False)], [0, 1])
+    agg = report.aggregate(report.collect(status, None))
+    s = plan.Sweep(root, "synthetic", [10, 100], [("pgd_at", False), ("taet", False)], [0, 1])
     page = report.write_sweep_report(root, s, status, agg, []).read_text()
     outline = Outline()
     outline.feed(page)
@@ -242,14 +243,14 @@ def test_report_leads_with_the_answer_and_ends_with_collapsed_settings(two_seeds
 def test_export_figure_writes_png_and_svg_and_names_the_fix_without_a_browser(tmp_path, monkeypatch):
     fig = plots.tradeoff_scatter(pd.DataFrame({"arm": ["a", "b"], "balanced_accuracy": [0.7, 0.6],
                                                "balanced_robustness": [0.4, 0.5]}), title="export me")
-    png = plots.export_figure(fig, tmp_path / "f.png", width=400, height=300, scale=1, timeout=60)
+    png = figure_files.export_figure(fig, tmp_path / "f.png", width=400, height=300, scale=1, timeout=60)
     head = png.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(head[16:20], "big") == 400
-    svg = plots.export_figure(fig, tmp_path / "f.svg", width=400, height=300, timeout=60).read_text()
+    svg = figure_files.export_figure(fig, tmp_path / "f.svg", width=400, height=300, timeout=60).read_text()
     assert svg.startswith("<svg") and "export me" in svg
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))   # what a machine without a browser sees
     with pytest.raises(RuntimeError, match=r"apt-get install chromium.*make setup"):
-        plots.export_figure(fig, tmp_path / "g.png")
+        figure_files.export_figure(fig, tmp_path / "g.png")
     assert not (tmp_path / "g.png").exists()
 
 

@@ -1,16 +1,15 @@
-"""GAIRAT: the hand-computed weights of METHODS-ZOO.md 4.7, the loss before and after begin_epoch."""
+"""GAIRAT: hand-computed weights of docs/methods.md §4, the loss before and after begin_epoch."""
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
 from taetlib.methods.gairat import begin_epoch, gair_weights
 from taetlib.models import create_model
-
-from zoo_helpers import smoke_fit
 
 
 def official_gair(num_steps, kappa, lam):
@@ -77,7 +76,7 @@ def test_bad_settings_name_the_field(changes, field):
         RunConfig(method="gairat", epochs=10, **changes)
 
 
-def test_gairat_trains_on_synthetic_data(tmp_path):
+def test_gairat_trains_on_synthetic_data(tmp_path, smoke_fit):
     _, result, _, _ = smoke_fit(tmp_path, method="gairat", random_start="uniform", gairat_begin_epoch=2, robustlt=True)
     assert {"loss_ce", "loss_kappa"} <= set(result.history[-1])
     assert 0 <= result.history[-1]["loss_kappa"] <= 2

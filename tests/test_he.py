@@ -1,4 +1,4 @@
-"""HE: the hand-computed values of METHODS-ZOO.md 5.7, the official HELoss, the attack's scaled CE."""
+"""HE: hand-computed values of docs/methods.md §5, the official HELoss, the attack's scaled CE."""
 import copy
 
 import pytest
@@ -7,11 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective, model_head
 from taetlib.models import classifier, create_model
-
-from zoo_helpers import smoke_fit
 
 
 def he(**kw):
@@ -86,7 +85,7 @@ def test_head_and_robustlt():
     assert obj.name == "robustlt(he)" and obj.attack.class_scale is not None
 
 
-def test_he_trains_on_synthetic_data(tmp_path):
+def test_he_trains_on_synthetic_data(tmp_path, smoke_fit):
     cfg, result, loaded, x = smoke_fit(tmp_path, method="he", robustlt=True)
     assert torch.allclose(classifier(loaded).weight.norm(dim=1), torch.ones(10), atol=1e-5)
     with torch.no_grad():

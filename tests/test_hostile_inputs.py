@@ -10,19 +10,21 @@ import pickle
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
-
 from conftest import run_notebook, write_fake_cifar
+
 from taetlib import cli
-from taetlib.config import ConfigError, RunConfig
+from taetlib.checkpoints import CheckpointError
+from taetlib.config import RunConfig
 from taetlib.data import ManifestError, load_lt
+from taetlib.errors import ConfigError
 from taetlib.models import create_model
-from taetlib.train import CheckpointError, fit
+from taetlib.train import fit
 
 # a run of 2 tiny epochs: what every case below would start, were it not refused
 BASE = dict(dataset="synthetic", imbalance_ratio=5.0, n_max=30, test_per_class=10, epochs=2, method="pgd_at",
@@ -186,7 +188,8 @@ CASES = [
          r"Fix: build the model"),
     Case("tampered_init_checkpoint", "notebook", stage2_from(tampered),
          CheckpointError, r"checkpoint .*stage1/last\.pt holds objects other than tensors.*refused unread and "
-                          r"nothing in it ran \(Weights only load failed", r"Fix: use a last\.pt / model\.pt written by taetlib"),
+                          r"nothing in it ran \(Weights only load failed",
+         r"Fix: use a last\.pt / model\.pt written by taetlib"),
     Case("tampered_last_pt_on_resume", "cli", resume(tampered),
          CheckpointError, r"checkpoint .*run/last\.pt holds objects other than tensors", r"Fix: use a last\.pt"),
     Case("tampered_model_pt_in_a_finished_run", "cli", evaluate("--attacks", "clean", model_pt=tampered),
@@ -199,14 +202,16 @@ CASES = [
          r"Fix: restore it, or delete it"),
     # ---- data
     Case("manifest_hash_does_not_match_its_data", "cli", changed_cifar,
-         ManifestError, r"split manifest .*cifar10-ir5-nmax20-test10-seed0\.json: source_sha256 .* does not match the data",
+         ManifestError,
+         r"split manifest .*cifar10-ir5-nmax20-test10-seed0\.json: source_sha256 .* does not match the data",
          r"delete the manifest to rebuild it, or restore the original files"),
     Case("ir_leaves_a_class_without_training_samples", "notebook",
          notebook("02_stabilization_stage", n_max=5, imbalance_ratio=100.0),
          ConfigError, r"imbalance_ratio=100\.0: leaves class\(es\) \[.*9\] of synthetic with no training sample",
          r"lower imbalance_ratio or raise n_max"),
     Case("data_files_hold_no_training_image_of_a_class", "cli", cifar_without_a_class,
-         ConfigError, r"dataset='cifar10': its training data .*data_batch_1.* holds no image of class\(es\) \['3 \(cat\)'\]",
+         ConfigError,
+         r"dataset='cifar10': its training data .*data_batch_1.* holds no image of class\(es\) \['3 \(cat\)'\]",
          r"Fix: check the files are complete"),
     Case("fit_on_a_training_set_missing_a_class", "api", fit_on_a_set_missing_a_class,
          ConfigError, r"dataset='synthetic': the training set has no sample of class\(es\) \[9\]",

@@ -143,6 +143,121 @@ def test_no_import_deferred_to_dodge_a_circle():
     assert not silent, "a deferred import must say why on its line (e.g. heavy, optional):\n" + "\n".join(silent)
 
 
+# ---------------------------------------------------------------------------------------- one home per name
+REPO = PACKAGE.parent
+GATHERERS = {"taetlib.notebook"}   # the notebooks' one import gathers on purpose; so does each package's __init__
+
+
+def defined_names(tree: ast.Module) -> set[str]:
+    """The names a module binds itself at its top level (definitions and assignments, not imports)."""
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            continue   # a script's own variables, not the module's names
+        for n in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.add(n.name)
+            elif isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+                out |= {t.id for tg in targets for t in ast.walk(tg) if isinstance(t, ast.Name)}
+    return out
+
+
+def taken_names(root: Path, files: list[Path]) -> list[tuple[str, str, str]]:
+    """(where, module, name) for each name a file takes from a module of `root`: `from pkg.mod import name`,
+    and `mod.name` where `from pkg import mod` bound mod."""
+    modules = {name for name, (path, _) in read_package(root).items() if path.name != "__init__.py"}
+    out = []
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        me = module_name(path, root) if path.is_relative_to(root) else ""
+        bound = {}   # local name -> module of root
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = me.split(".")
+                base = base[:len(base) - node.level + (1 if path.name == "__init__.py" else 0)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            for a in node.names:
+                if f"{stem}.{a.name}" in modules:
+                    bound[a.asname or a.name] = f"{stem}.{a.name}"
+                elif stem in modules:
+                    out.append((f"{path.relative_to(REPO)}:{node.lineno}", stem, a.name))
+        out += [(f"{path.relative_to(REPO)}:{node.lineno}", bound[node.value.id], node.attr) for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                and not node.attr.startswith("__")]
+    return out
+
+
+def borrowed_names(root: Path, files: list[Path]) -> list[str]:
+    """Each place a file takes a name from a module of `root` that only imported it from another."""
+    defined = {name: defined_names(tree) for name, (path, tree) in read_package(root).items()
+               if path.name != "__init__.py" and name not in GATHERERS}
+    return sorted({f"{where}: {m}.{n}" for where, m, n in taken_names(root, files) if m in defined
+                   and n not in defined[m]})
+
+
+def declared_all(tree: ast.Module) -> list[str] | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return None
+
+
+def all_problems(root: Path, files: list[Path]) -> list[str]:
+    """Each module declares __all__; it lists names the module defines (a gatherer: names it imports), and
+    every public name another file takes from the module."""
+    out, listed = [], {}
+    for name, (path, tree) in read_package(root).items():
+        if path.name == "__main__.py":
+            continue
+        listed[name] = declared_all(tree)
+        if listed[name] is None:
+            out.append(f"{name}: no __all__")
+        elif path.name != "__init__.py" and name not in GATHERERS:
+            out += [f"{name}: __all__ lists {n}, which it does not define" for n in
+                    sorted(set(listed[name]) - defined_names(tree))]
+    for where, m, n in taken_names(root, files):
+        if listed.get(m) is not None and not n.startswith("_") and n not in listed[m]:
+            out.append(f"{where}: takes {m}.{n}, which {m}.__all__ does not list")
+    return sorted(set(out))
+
+
+def repo_files() -> list[Path]:
+    return [p for d in ("taetlib", "tests", "benchmarks", "docs", "notebooks") for p in (REPO / d).rglob("*.py")]
+
+
+def test_each_name_is_taken_from_its_home():
+    """No alias re-exports: a name is imported from the module that defines it, wherever it is used."""
+    borrowed = borrowed_names(PACKAGE, repo_files())
+    assert not borrowed, "taken from a module that only imports it (import it from its home):\n" + "\n".join(borrowed)
+
+
+def test_each_module_lists_what_others_take_from_it():
+    problems = all_problems(PACKAGE, repo_files())
+    assert not problems, "\n".join(problems)
+
+
+def test_reader_sees_a_borrowed_name(tmp_path):
+    root = write_package(tmp_path, {"home.py": "def f():\n    pass\n", "alias.py": "from .home import f\nX = 1\n",
+                                    "use.py": "from .alias import X, f\nfrom . import alias\nalias.f()\nalias.X\n"})
+    global REPO
+    repo, REPO = REPO, tmp_path
+    try:
+        assert borrowed_names(root, sorted(root.glob("*.py"))) == ["pkg/use.py:1: pkg.alias.f",
+                                                                    "pkg/use.py:3: pkg.alias.f"]
+        (root / "home.py").write_text("__all__ = ['f', 'g']\ndef f():\n    pass\ndef h():\n    pass\n")
+        (root / "use.py").write_text("__all__ = []\nfrom .home import f, h\n")
+        assert all_problems(root, sorted(root.glob("*.py"))) == [
+            "pkg.alias: no __all__", "pkg.home: __all__ lists g, which it does not define",
+            "pkg/use.py:2: takes pkg.home.h, which pkg.home.__all__ does not list", "pkg: no __all__"]
+    finally:
+        REPO = repo
+
+
 # ---------------------------------------------------------------------------------------- the reader itself
 def write_package(tmp_path: Path, files: dict[str, str]) -> Path:
     root = tmp_path / "pkg"
@@ -182,10 +297,13 @@ def test_reader_tells_our_deferred_imports_from_others(tmp_path, line, ours):
     assert [o for _, _, _, o in deferred_imports(root)] == [ours]
 
 
-def readme_layout() -> dict[str, tuple[str, set[str]]]:
-    """The README's layout table: module -> (floor, the modules it says that module imports)."""
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def layout_table() -> dict[str, tuple[str, set[str]]]:
+    """docs/architecture.md's module table: module -> (floor, the modules it says that module imports)."""
     rows = {}
-    for line in (PACKAGE.parent / "README.md").read_text().splitlines():
+    for line in ARCHITECTURE.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[1].startswith("`") and (cells[0].isdigit() or cells[0] == "above"):
             name = cells[1].strip("`").rstrip("/")
@@ -193,16 +311,16 @@ def readme_layout() -> dict[str, tuple[str, set[str]]]:
     return rows
 
 
-def test_the_readme_layout_table_is_the_house():
-    """Every module in the README's table, on its floor, with the imports it has: the table a newcomer reads."""
+def test_the_architecture_table_is_the_house():
+    """Every module in docs/architecture.md's table, on its floor, with the imports it has: what a newcomer reads."""
     folded = rooms(GRAPH, "taetlib")
     floor = floors(folded)
     short = lambda m: "__init__" if m == "taetlib" else m.removeprefix("taetlib.")   # noqa: E731
     want = {short(m): ("above" if short(m) == "__main__" else str(f), {short(d) for d in folded[m]})
             for m, f in floor.items()}
-    got = readme_layout()
-    assert got.keys() == want.keys(), f"missing from the README: {sorted(want.keys() - got.keys())}; " \
+    got = layout_table()
+    assert got.keys() == want.keys(), f"missing from {ARCHITECTURE.name}: {sorted(want.keys() - got.keys())}; " \
                                       f"not modules: {sorted(got.keys() - want.keys())}"
     wrong = {m: (got[m], want[m]) for m in want if got[m] != want[m]}
-    assert not wrong, "README rows (floor, imports) that differ from the code (README, code):\n" + \
+    assert not wrong, f"{ARCHITECTURE.name} rows (floor, imports) that differ from the code (doc, code):\n" + \
         "\n".join(f"{m}: {g} != {w}" for m, (g, w) in sorted(wrong.items()))

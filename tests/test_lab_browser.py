@@ -8,7 +8,7 @@ another protocol picked in the dropdown redraws the figures.
 
 Needs Chromium (Debian's /usr/bin/chromium, launched by path: Playwright cannot download browsers here)
 and pytest-playwright; skipped, saying so, without either. Screenshots go to pytest's tmp_path (their
-folder is printed when a test fails); TAET_LAB_SCREENSHOTS=docs also writes the README's to docs/.
+folder is printed when a test fails); TAET_LAB_SCREENSHOTS=docs also writes docs/notebooks.md's to docs/.
 """
 import json
 import os
@@ -25,10 +25,9 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from conftest import free_port
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
-
-from conftest import free_port
 from test_notebooks import smoke
 
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").TimeoutError
@@ -42,7 +41,7 @@ NB_DIR = ROOT / "notebooks"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--disable-background-networking"]
-SHOTS_ENV = "TAET_LAB_SCREENSHOTS"  # e.g. docs: where the README's screenshots are written
+SHOTS_ENV = "TAET_LAB_SCREENSHOTS"  # e.g. docs: where docs/notebooks.md's screenshots are written
 RUN_TIMEOUT_MS = 300_000           # one notebook's Run All; a stall fails, not the whole CI budget
 # Lab's own settings for this server: every cell in the DOM (no virtual scrolling), no news pop-up
 LAB_SETTINGS = {"@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},

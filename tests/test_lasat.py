@@ -1,8 +1,9 @@
-"""LAS-AT (METHODS-ZOO.md section 7): the spec's hand values, the official batch attack and reward PGD read
+"""LAS-AT (docs/methods.md §7): the spec's hand values, the official batch attack and reward PGD read
 literally, the REINFORCE update, the state in last.pt with a bit-identical resume, RobustLT refused, and a
 smoke run."""
 import copy
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,13 +11,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.checkpoints import CheckpointError, load_checkpoint
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective, robustlt
-from taetlib.methods.lasat import (StrategyNet, categorical, policy_loss, reward, reward_pgd, smoothed_ce,
-                                   strategy_attack)
+from taetlib.methods.lasat import (
+    StrategyNet,
+    categorical,
+    policy_loss,
+    reward,
+    reward_pgd,
+    smoothed_ce,
+    strategy_attack,
+)
 from taetlib.models import create_model
-from taetlib.train import CheckpointError, fit, load_checkpoint
+from taetlib.train import fit
 
 COUNTS = [100, 60, 40, 30, 20, 15, 10, 10, 10, 10]
 
@@ -298,14 +308,15 @@ def test_robustlt_and_bad_settings_are_refused():
 
 
 # ---------------------------------------------------------------- training: smoke run and exact resume
-def tiny(root, **kw):
-    return cfg_for(data_root=str(root), imbalance_ratio=5.0, n_max=40, epochs=3, batch_size=32, eval_every=3,
-                   eval_per_class=5, eval_pgd_steps=2, device="cpu", lasat_interval=2, lasat_iter_choices=[1, 2, 3],
-                   lasat_reward_steps=2, **kw)
+@pytest.fixture
+def tiny(tiny_config):
+    return partial(tiny_config, method="las_at", eps=0.1, lasat_strategy_model="small_cnn", imbalance_ratio=5.0,
+                   epochs=3, batch_size=32, eval_every=3, eval_per_class=5, eval_pgd_steps=2, lasat_interval=2,
+                   lasat_iter_choices=[1, 2, 3], lasat_reward_steps=2, attack_steps=10, lr=0.1)   # their defaults
 
 
 @pytest.mark.slow
-def test_smoke_run_and_resume_is_bit_identical(tmp_path):
+def test_smoke_run_and_resume_is_bit_identical(tmp_path, tiny):
     """The strategy network changes during the run and is in last.pt; a run stopped after epoch 1 and
     resumed ends with the same target and strategy networks, bit for bit."""
     cfg = tiny(tmp_path / "data")

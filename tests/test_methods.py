@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
-from taetlib.methods import (OBJECTIVES, aiw_ramp, build_objective, cpb_scale, harl, kl, robustlt)
+from taetlib.attacks import aiw_ramp, pgd
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
+from taetlib.methods import OBJECTIVES, build_objective, cpb_scale, harl, kl, robustlt
 from taetlib.models import create_model
 
 COUNTS = [500, 300, 180, 110, 65, 40, 24, 15, 9, 5]
@@ -38,7 +39,7 @@ def harl_loop(loss, y, C, absent):
     classes = list(range(C)) if absent == "zero" else present
     bcl = sum(L[c] for c in classes) / len(classes)
     hdl = sum((L[c] - bcl) ** 2 for c in classes) / len(classes)
-    rcel = sum((l / sum(L)) ** 2 for l in L)
+    rcel = sum((loss / sum(L)) ** 2 for loss in L)
     return {"bcl": bcl, "hdl": hdl, "rcel": rcel}
 
 
@@ -255,7 +256,8 @@ def test_attack_object_is_not_shared_by_robustlt(method):
     before = copy.deepcopy(vars(base.attack))
     wrapped = robustlt(base, COUNTS, 0.3, 1.0, 10)
     assert wrapped.attack is not base.attack and vars(base.attack).keys() == before.keys()
-    assert all(getattr(base.attack, k) is None if v is None else getattr(base.attack, k) == v for k, v in before.items())
+    assert all(getattr(base.attack, k) is None if v is None else getattr(base.attack, k) == v
+               for k, v in before.items())
     keep = ("eps", "step", "steps", "start", "loss")
     assert [getattr(wrapped.attack, k) for k in keep] == [before[k] for k in keep]
     assert wrapped.attack.loss == ("kl" if method == "trades" else "ce")

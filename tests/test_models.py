@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from taetlib.config import ConfigError
+from taetlib.errors import ConfigError
 from taetlib.models import MODELS, create_model
 
 

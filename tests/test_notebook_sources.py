@@ -23,6 +23,7 @@ import papermill as pm
 import pytest
 from jupytext.config import load_jupytext_config
 
+from taetlib import notebook as facade
 from taetlib.attack_suite import ATTACKS
 from taetlib.config import RunConfig
 from taetlib.data import DATASETS
@@ -190,7 +191,8 @@ def test_committed_stripped_with_one_parameters_cell(name):
     assert "# %% tags=[\"parameters\"]" in (NB_DIR / f"{name}.py").read_text()   # the tag, in the .py too
     assert parameter_problems(nb) == [], name
     assert nb.metadata.kernelspec.name == "python3"
-    assert parameters(nb)["interactive"] == ("Optional[bool]", None, "None: widgets in JupyterLab, static when headless")
+    interactive = ("Optional[bool]", None, "None: widgets in JupyterLab, static when headless")
+    assert parameters(nb)["interactive"] == interactive
 
 
 def test_parameters_are_typed_and_inspectable():
@@ -211,7 +213,8 @@ def test_run_config_parameters_are_the_demo_presets_and_passed_on(name):
 
 def test_stages_02_and_03_take_the_same_parameters():
     """Stage 2 checks that stage 1 ran with the same settings: one list of fields, one validation cell."""
-    code02, code03 = ([c.source for c in NOTEBOOKS[n].cells if c.cell_type == "code"][:2] for n in (NB_STAGE1, NB_TRAIN))
+    code02, code03 = ([c.source for c in NOTEBOOKS[n].cells if c.cell_type == "code"][:2]
+                      for n in (NB_STAGE1, NB_TRAIN))
     assert code02 == code03
     assert "imbalance_ratio" in parameters(NOTEBOOKS[NB_STAGE1])
 
@@ -224,6 +227,40 @@ def test_evaluation_defaults_to_the_run_03_trains():
     params03 = {f: v for f, (_, v, _) in parameters(NOTEBOOKS[NB_TRAIN]).items() if f in DEMO}
     run03 = notebook_run_dir(parameters(NOTEBOOKS[NB_TRAIN])["run_dir"][1], RunConfig.from_dict(params03))
     assert resolve(parameters(NOTEBOOKS[NB_EVAL])["run_dir"][1]) == run03
+
+
+
+def facade_problems(nb) -> list[str]:
+    """A notebook reaches taetlib through one import, `from taetlib import notebook as nb`, and calls only
+    the names taetlib.notebook lists in __all__."""
+    tree = ast.parse("\n".join(c.source for c in nb.cells if c.cell_type == "code"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.split(".")[0] == "taetlib"]
+        elif isinstance(node, ast.ImportFrom):
+            ours = (node.module or "").split(".")[0] == "taetlib"
+            names = [] if not ours else [f"{node.module}.{a.name}" + (f" as {a.asname}" if a.asname else "")
+                                         for a in node.names]
+        else:
+            continue
+        out += [f"imports {n} (want: from taetlib import notebook as nb)" for n in names
+                if n != "taetlib.notebook as nb"]
+    called = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+              and isinstance(n.value, ast.Name) and n.value.id == "nb"}
+    out += [f"calls nb.{n}, which taetlib.notebook does not list" for n in sorted(called - set(facade.__all__))]
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebooks_import_only_the_facade(name):
+    assert facade_problems(NOTEBOOKS[name]) == []
+
+
+def test_the_facade_lists_what_the_notebooks_call_and_holds_it():
+    called = {p for name in NAMES for p in re.findall(r"\bnb\.(\w+)", (NB_DIR / f"{name}.py").read_text())}
+    assert called == set(facade.__all__), "taetlib.notebook lists names no notebook calls, or misses some"
+    assert all(callable(getattr(facade, n)) for n in facade.__all__)
 
 
 # ------------------------------------------------------------------------------ JupyterLab, and the checks' teeth
@@ -304,3 +341,11 @@ def test_choice_check_sees_a_stale_list():
     problems_ = choice_problems(nbs)
     assert len(problems_) == 2 and problems_[0].startswith(f"{NB_STAGE1}: method lists")
     assert problems_[1].startswith(f"{NB_TRAIN}'s introduction")
+
+
+def test_facade_check_sees_a_second_import_and_an_unlisted_name():
+    nb = copy(NOTEBOOKS[NB_EVAL])
+    nb.cells[2].source = "from taetlib import plots\nimport taetlib.data\n" + nb.cells[2].source + "\nnb.attack(1)"
+    assert facade_problems(nb) == ["imports taetlib.plots (want: from taetlib import notebook as nb)",
+                                   "imports taetlib.data (want: from taetlib import notebook as nb)",
+                                   "calls nb.attack, which taetlib.notebook does not list"]

@@ -11,9 +11,9 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import pytest
-
 from conftest import run_notebook
-from taetlib import notebook_exec, sweep
+
+from taetlib import notebook_exec
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.evaluate import evaluate_run
@@ -21,18 +21,16 @@ from taetlib.train import fit
 
 
 def test_kernel_is_this_environment():
-    sweep.check_kernel()  # raises unless kernel 'python3' runs this venv's python
+    notebook_exec.check_kernel()  # raises unless kernel 'python3' runs this venv's python
 
 
 # ------------------------------------------------------------------------------ execution
 # Each notebook test starts from folders its own fixtures build with the library (a stage-1 run, a
 # trained run, an evaluated run), never from what another notebook test left: one failure stays one.
 @pytest.fixture(scope="module", autouse=True)
-def one_thread_kernels():
-    """Kernels inherit OMP_NUM_THREADS: one thread runs these tiny models fastest, and never spins against
-    other jobs (this process has one thread already: conftest)."""
+def headless_kernels():
+    """Kernels run headless (and inherit OMP_NUM_THREADS=1 from this process: conftest.one_thread)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("TAET_HEADLESS", "1")  # sweep.execute sets it for its kernels; unset again after this module
         yield
 
@@ -46,23 +44,23 @@ def smoke(data_root: Path) -> dict:
 
 def execute(name, where: Path, **params):
     """The sweep's papermill call runs the notebook with `params`; the executed copy goes to `where`."""
-    return nbformat.read(sweep.execute(name, where / f"{name}.ipynb", params), as_version=4)
+    return nbformat.read(notebook_exec.execute(name, where / f"{name}.ipynb", params), as_version=4)
 
 
 def test_kernels_talk_over_unix_sockets_without_the_tcp_warning(tmp_path, monkeypatch, capfd):
-    """sweep.execute's kernel listens on ipc sockets: it says so itself, and the stderr it shares with its caller
-    (file descriptor 2) holds no "[IPKernelApp] WARNING | Kernel is running over TCP without encryption"."""
+    """notebook_exec.execute's kernel listens on ipc sockets: it says so itself, and the stderr it shares with its
+    caller (file descriptor 2) holds no "[IPKernelApp] WARNING | Kernel is running over TCP without encryption"."""
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("import sys\nfrom ipykernel.kernelapp import IPKernelApp\n"
                                   "print('transport:', IPKernelApp.instance().transport, x)\n"
                                   "print('to stderr', file=sys.stderr)")])
-    nb.metadata.kernelspec = {"name": sweep.KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.metadata.kernelspec = {"name": notebook_exec.KERNEL, "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "tiny.ipynb")
     monkeypatch.setattr(notebook_exec, "NOTEBOOK_DIR", tmp_path)
     monkeypatch.setenv("TAET_HEADLESS", "1")  # what execute sets, undone after the test
     capfd.readouterr()
-    done = nbformat.read(sweep.execute("tiny", tmp_path / "out" / "tiny.ipynb", {"x": 2}), as_version=4)
+    done = nbformat.read(notebook_exec.execute("tiny", tmp_path / "out" / "tiny.ipynb", {"x": 2}), as_version=4)
     seen = capfd.readouterr()
     assert "Kernel is running over TCP" not in seen.err, seen.err
     assert "transport: ipc 2" in seen.out                       # stdout_file: the kernel's prints still come through
@@ -72,7 +70,7 @@ def test_kernels_talk_over_unix_sockets_without_the_tcp_warning(tmp_path, monkey
 
 def test_a_finished_notebook_shuts_its_kernel_down_without_an_interrupt(tmp_path, monkeypatch, capfd):
     """jupyter_client interrupts every kernel it shuts down; one caught in a handler printed "[IPKernelApp]
-    ERROR | KeyboardInterrupt caught in kernel." after runs that went well. sweep.execute's kernels are
+    ERROR | KeyboardInterrupt caught in kernel." after runs that went well. notebook_exec.execute's kernels are
     shut down by request alone (the signal itself counted here), and are gone after it."""
     from jupyter_client.manager import KernelManager
     sent, real = [], KernelManager._async_interrupt_kernel
@@ -82,13 +80,13 @@ def test_a_finished_notebook_shuts_its_kernel_down_without_an_interrupt(tmp_path
         await real(self)
     monkeypatch.setattr(KernelManager, "_async_interrupt_kernel", counted)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint('pid', os.getpid())")])
-    nb.metadata.kernelspec = {"name": sweep.KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.metadata.kernelspec = {"name": notebook_exec.KERNEL, "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "tiny.ipynb")
     monkeypatch.setattr(notebook_exec, "NOTEBOOK_DIR", tmp_path)
     monkeypatch.setenv("TAET_HEADLESS", "1")
     for i in range(3):
         capfd.readouterr()
-        done = nbformat.read(sweep.execute("tiny", tmp_path / f"out{i}.ipynb", {}), as_version=4)
+        done = nbformat.read(notebook_exec.execute("tiny", tmp_path / f"out{i}.ipynb", {}), as_version=4)
         err = capfd.readouterr().err
         assert sent == [] and "KeyboardInterrupt" not in err, (sent, err)
         pid = int(done.cells[-1].outputs[0].text.split()[1])
@@ -195,8 +193,8 @@ def test_05_per_class_plots(evaluated_run, tmp_path):
 @pytest.mark.slow
 def test_wrong_parameter_type_names_the_parameter(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as e:
-        execute("02_stabilization_stage", tmp_path / "rejected", **{**smoke(tmp_path / "data"), "imbalance_ratio": "ten"},
-                run_dir=str(tmp_path / "bad"))
+        execute("02_stabilization_stage", tmp_path / "rejected",
+                **{**smoke(tmp_path / "data"), "imbalance_ratio": "ten"}, run_dir=str(tmp_path / "bad"))
     assert e.value.ename == "ConfigError" and "imbalance_ratio='ten'" in e.value.evalue
     assert "expected float" in e.value.evalue
     with pytest.raises(pm.PapermillExecutionError) as e:

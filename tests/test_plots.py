@@ -7,7 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from taetlib import plots, report, stats
+from taetlib import compare, figure_files, plots, report, stats
+from taetlib.history import history_tables, read_history
 
 CLASSES = [f"c{i}" for i in range(6)]
 COUNTS = [60, 40, 25, 15, 10, 6]
@@ -30,7 +31,7 @@ def history(epochs=3, stage="adversarial"):
 
 # ------------------------------------------------------------------------------ history
 def test_history_tables_are_tidy():
-    t = plots.history_tables(history(), CLASSES)
+    t = history_tables(history(), CLASSES)
     s, pc = t["scalars"], t["per_class"]
     assert list(s.columns) == ["epoch", "stage", "metric", "value"]
     assert {"loss", "loss_bcl", "loss_hdl", "loss_rcel", "lr", "train_clean_acc", "test_pgd_acc"} <= set(s.metric)
@@ -45,12 +46,12 @@ def test_history_tables_are_tidy():
 
 
 def test_history_figures_and_empty_history():
-    t = plots.history_tables(history())
+    t = history_tables(history())
     for fn in (plots.loss_figure, plots.accuracy_figure, plots.per_class_figure):
         assert isinstance(fn(t), go.Figure) and len(fn(t).data) > 0
     names = {tr.name for tr in plots.loss_figure(t).data}
     assert names == {"adversarial"}  # coloured by stage
-    empty = plots.history_tables([])
+    empty = history_tables([])
     for fn in (plots.loss_figure, plots.accuracy_figure, plots.per_class_figure):
         assert "no epoch yet" in fn(empty).layout.title.text
 
@@ -60,7 +61,7 @@ def test_read_history_puts_stage1_first(tmp_path):
     s1, s2 = history(2, "stabilization"), [dict(r, epoch=r["epoch"] + 2) for r in history(2)]
     (tmp_path / "stage1" / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in s1))
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in s2))
-    assert [r["epoch"] for r in plots.read_history(tmp_path)] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2, 3, 4]
 
 
 def test_live_plot_headless_writes_html(tmp_path, monkeypatch):
@@ -89,14 +90,14 @@ def test_live_plot_interactive_updates_widgets(capsys):
     records = history()
     for k, r in enumerate(records, 1):
         live(r)  # each FigureWidget redrawn in place with every epoch so far
-        tables = plots.history_tables(records[:k])
+        tables = history_tables(records[:k])
         for name, fn in views.items():
             assert traces(live.widgets[name]) == traces(fn(tables)), (name, k)
     loss = live.widgets["loss"].data[0]   # the first panel: the loss itself, per epoch
     assert loss.name == "adversarial" and list(loss.x) == [1, 2, 3] and list(loss.y) == [2.0, 1.0, 2 / 3]
     final = live.finish()
     assert set(final) == {"loss", "per_class"}
-    assert traces(final["loss"]) == traces(plots.loss_figure(plots.history_tables(records)))
+    assert traces(final["loss"]) == traces(plots.loss_figure(history_tables(records)))
 
 
 def test_live_plot_without_figure_widgets_redraws_into_output_widgets(monkeypatch):
@@ -106,14 +107,14 @@ def test_live_plot_without_figure_widgets_redraws_into_output_widgets(monkeypatc
             raise ImportError("anywidget")
 
     shown = []
-    monkeypatch.setattr(plots.go, "FigureWidget", NoAnywidget)
+    monkeypatch.setattr(go, "FigureWidget", NoAnywidget)
     monkeypatch.setattr(plots, "show", lambda fig, *a, **k: shown.append(fig))
     live = plots.live_plot({"loss": plots.loss_figure}, interactive=True)
     assert type(live.widgets["loss"]).__name__ == "Output"
     records = history()
     for k, r in enumerate(records, 1):
         live(r)
-        assert len(shown) == k and traces(shown[-1]) == traces(plots.loss_figure(plots.history_tables(records[:k])))
+        assert len(shown) == k and traces(shown[-1]) == traces(plots.loss_figure(history_tables(records[:k])))
 
 
 def test_is_headless(monkeypatch):
@@ -273,7 +274,7 @@ def test_load_runs_stacks_tables(runs, tmp_path):
 
 def test_views_and_tradeoff_points(runs, tmp_path):
     t = report.load_runs(runs)
-    pts = report.tradeoff_points(t["summary"], "balanced", "pgd20")
+    pts = compare.tradeoff_points(t["summary"], "balanced", "pgd20")
     assert len(pts) == 4  # one point per arm and IR, seeds averaged
     taet = pts[(pts.arm == "taet") & (pts.imbalance_ratio == 10)].iloc[0]
     assert taet.balanced_accuracy == pytest.approx(np.linspace(0.9, 0.4, 6).mean(), abs=0.02)
@@ -289,7 +290,7 @@ def test_views_and_tradeoff_points(runs, tmp_path):
 def test_explorer_redraws_the_views_the_dropdowns_pick(runs, monkeypatch):
     t = report.load_runs(runs)
     shown = []
-    monkeypatch.setattr(report.plots, "show", lambda fig, *a, **k: shown.append(fig.to_json()))
+    monkeypatch.setattr(plots, "show", lambda fig, *a, **k: shown.append(fig.to_json()))
 
     def drawn(label, attack, protocol):
         return [f.to_json() for f in report.views(t, label, attack, protocol).values()]
@@ -309,20 +310,20 @@ def test_explorer_redraws_the_views_the_dropdowns_pick(runs, monkeypatch):
 
 
 def test_html_figures_share_one_plotlyjs(tmp_path):
-    plots.write_plotlyjs(tmp_path)
+    figure_files.write_plotlyjs(tmp_path)
     fig = plots.per_class_bars(per_class("clean", "balanced", [0.5] * 6))
-    deep = plots.save_html(fig, tmp_path / "ir10" / "taet" / "seed0" / "figures" / "x.html")
+    deep = figure_files.save_html(fig, tmp_path / "ir10" / "taet" / "seed0" / "figures" / "x.html")
     assert 'src="../../../../plotly.min.js"' in deep.read_text()
     assert not (deep.parent / "plotly.min.js").exists()
-    far = plots.save_html(fig, tmp_path / "a" / "b" / "c" / "d" / "e" / "x.html")  # beyond 4 levels: own copy
+    far = figure_files.save_html(fig, tmp_path / "a" / "b" / "c" / "d" / "e" / "x.html")  # beyond 4 levels: own copy
     assert (far.parent / "plotly.min.js").exists()
 
 
 def test_many_arms_get_distinct_colours_and_every_panel_its_axis_title():
     # 24 arms (the results grid) outrun plotly's 10 default colours: no two may share one
     arms = [f"arm{i:02d}" for i in range(24)]
-    pts = pd.DataFrame({"arm": arms * 2, "imbalance_ratio": [10] * 24 + [100] * 24, "IR": ["IR 10"] * 24 + ["IR 100"] * 24,
-                        "balanced_accuracy": 0.5, "balanced_robustness": 0.3})
+    pts = pd.DataFrame({"arm": arms * 2, "imbalance_ratio": [10] * 24 + [100] * 24,
+                        "IR": ["IR 10"] * 24 + ["IR 100"] * 24, "balanced_accuracy": 0.5, "balanced_robustness": 0.3})
     fig = plots.tradeoff_scatter(pts, facet_col="IR")
     colours = {t.name: t.marker.color for t in fig.data}
     assert len(colours) == 24 and len(set(colours.values())) == 24

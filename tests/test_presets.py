@@ -1,6 +1,7 @@
 """Every preset is valid here, though the GPU ones never run here: each builds a valid RunConfig, its
 objective and its model for every arm, a sweep plan without an invalid run, and an evaluation the
-notebook takes. Their key settings are the ones the README's tables and demo paragraph state."""
+notebook takes. Their key settings are the ones docs/reproducing.md's table and docs/results.md's demo
+paragraph state."""
 import argparse
 import re
 from pathlib import Path
@@ -8,12 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from taetlib import data, evaluate, presets, sweep
+from taetlib import attack_suite, data, presets, sweep
 from taetlib.config import RunConfig
 from taetlib.methods import OBJECTIVES, build_objective
 from taetlib.models import create_model
+from taetlib.notebook_exec import declared_parameters
+from taetlib.runs import NB_EVAL
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+REPRODUCING = (DOCS / "reproducing.md").read_text()
+RESULTS = (DOCS / "results.md").read_text()
 
 
 def plan_of(name: str) -> list:
@@ -46,23 +51,24 @@ def test_every_preset_builds_every_arm(name):
     assert out.shape == (2, spec.num_classes)
     # the evaluation: parameters notebook 04 declares, attacks and protocols it knows
     ev = p.evaluation
-    assert set(ev) <= sweep.declared_parameters(sweep.NB_EVAL), sorted(set(ev) - sweep.declared_parameters(sweep.NB_EVAL))
+    declared = declared_parameters(NB_EVAL)
+    assert set(ev) <= declared, sorted(set(ev) - declared)
     assert set(ev["protocols"]) <= set(data.PROTOCOLS)
-    resolved = evaluate.resolve_attacks(ev["attacks"], ev.get("attack_params"), spec.default_eps, spec.num_classes)
+    resolved = attack_suite.resolve_attacks(ev["attacks"], ev.get("attack_params"), spec.default_eps, spec.num_classes)
     assert list(resolved) == ev["attacks"] and "pgd20" in resolved
 
 
-# ---------------------------------------------------------------- the README says the same
-METHOD = {m.replace("_", "-").upper(): m for m in OBJECTIVES}   # PGD-AT -> pgd_at: the README's spelling
+# ---------------------------------------------------------------- the docs say the same
+METHOD = {m.replace("_", "-").upper(): m for m in OBJECTIVES}   # PGD-AT -> pgd_at: the docs' spelling
 DATASET = {"CIFAR-10-LT": "cifar10", "CIFAR-100-LT": "cifar100", "DermaMNIST": "dermamnist"}
 
 
-def readme_table() -> list[tuple[list[str], str]]:
-    """The rows of the README's preset table: (preset names, set-up text). `cifar10_lt_ir10`, `_ir20`
+def preset_table() -> list[tuple[list[str], str]]:
+    """The rows of docs/reproducing.md's preset table: (preset names, set-up text). `cifar10_lt_ir10`, `_ir20`
     abbreviates cifar10_lt_ir20."""
-    section = README.split("## Reproducing the papers on a GPU", 1)[1]
+    section = REPRODUCING
     rows = re.findall(r"^\| (`[^|]+) \| ([^|]+) \|$", section, re.M)
-    assert rows, "no preset table in the README"
+    assert rows, "no preset table in docs/reproducing.md"
     out = []
     for names, setup in rows:
         names = re.findall(r"`([^`]+)`", names)
@@ -71,8 +77,8 @@ def readme_table() -> list[tuple[list[str], str]]:
     return out
 
 
-def test_the_readme_table_lists_every_preset_with_its_settings():
-    rows = readme_table()
+def test_the_preset_table_lists_every_preset_with_its_settings():
+    rows = preset_table()
     assert sorted(n for names, _ in rows for n in names) == sorted(presets.PRESETS)
     facts: dict = {}
     for names, setup in rows:
@@ -115,14 +121,15 @@ def test_the_readme_table_lists_every_preset_with_its_settings():
                 assert p.sweep["irs"] == [int(m.group(1))], name
 
 
-def test_the_readme_demo_paragraph_is_the_demo_preset():
-    text = " ".join(README.split("## What `make demo` does", 1)[1].split("## Fair comparisons", 1)[0].split())
+def test_the_demo_paragraph_is_the_demo_preset():
+    text = " ".join(RESULTS.split("## What `make demo` does", 1)[1].split("\n## ", 1)[0].split())
     p = presets.get("fmnist_lt_demo")
     cfg = RunConfig.from_dict(p.config)
     m = re.search(r"preset `(\w+)`\): real Fashion-MNIST-LT at IR (\d+) \(n_max (\d+),", text)
     assert m and m.group(1) == p.name and cfg.dataset == "fashion_mnist", text
     assert p.sweep["irs"] == [int(m.group(2))] and cfg.n_max == int(m.group(3))
-    assert f"`{cfg.model}`" in text and f"eps {cfg.eps:g}, {cfg.epochs} adversarial epochs with a {cfg.attack_steps}-step" in text
+    assert f"`{cfg.model}`" in text
+    assert f"eps {cfg.eps:g}, {cfg.epochs} adversarial epochs with a {cfg.attack_steps}-step" in text
     assert f"(budget rule `{cfg.budget_rule}`)" in text and cfg.budget_rule == "equal_adversarial"
     m = re.search(r"TAET \((\d+) clean-CE epochs, then (\d+) HARL epochs\)", text)
     assert m and (cfg.stabilization_epochs, cfg.epochs) == (int(m.group(1)), int(m.group(2)))
@@ -130,5 +137,5 @@ def test_the_readme_demo_paragraph_is_the_demo_preset():
     assert {a.name for a in p.sweep["arms"]} == {"pgd_at", "at_bsl", "taet", "taet+robustlt", "taet_unit"}
     assert "under clean inputs, FGSM and PGD-20 (eps 0.1, step eps/8)" in text
     assert p.evaluation["attacks"] == ["clean", "fgsm", "pgd20"] and cfg.eps == 0.1
-    assert evaluate.STEP_FRACTION == 1 / 8 and p.evaluation["per_class"] is None
+    assert attack_suite.STEP_FRACTION == 1 / 8 and p.evaluation["per_class"] is None
     assert f"on {cfg.test_per_class} test images per class" in text

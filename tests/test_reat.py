@@ -1,4 +1,4 @@
-"""REAT: the hand-computed values of METHODS-ZOO.md 2.7, the official loop form of TAIL, the RBL no-op."""
+"""REAT: hand-computed values of docs/methods.md §2, the official loop form of TAIL, the RBL no-op."""
 import math
 
 import pytest
@@ -7,12 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
 from taetlib.methods.reat import rbl_weights, tail_classes, tail_term
 from taetlib.models import create_model, features_and_logits
-
-from zoo_helpers import smoke_fit
 
 COUNTS4 = [40, 20, 10, 5]
 Z = torch.tensor([[2, .5, .1, -1], [.3, .2, .1, .4], [1, 0, 0, 0]])
@@ -110,14 +109,16 @@ def test_rbl_attack_gives_the_plain_ce_iterates_bit_for_bit():
     for trial in range(2):
         a = torch.randint(1, 600, (10,), generator=torch.Generator().manual_seed(trial)).tolist()
         w = rbl_weights(counts, a).float()
-        rbl = lambda z, t: w[t] * F.cross_entropy(z, t, reduction="none") / w[t].sum()   # noqa: E731
+        def rbl(z, t, w=w):
+            return w[t] * F.cross_entropy(z, t, reduction="none") / w[t].sum()
+
         assert torch.equal(pgd(model, x, y, loss=rbl, **kw), pgd(model, x, y, loss="ce", **kw)), trial
 
 
 def test_reat_attack_is_plain_ce_and_training_uses_penultimate_features():
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, 1)
-    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    x = torch.rand(16, 1, 28, 28)
     feats, logits = features_and_logits(model, x)
     assert feats.shape == (16, 256) and torch.allclose(logits, model.net[-1](feats))
     obj = build_objective(RunConfig(method="reat", random_start="none", attack_steps=2), [100] * 10, 0.1)
@@ -135,6 +136,6 @@ def test_reat_composes_with_robustlt():
     assert obj.name == "robustlt(reat)" and obj.attack.class_scale is not None and obj.tail.any()
 
 
-def test_reat_trains_on_synthetic_data(tmp_path):
+def test_reat_trains_on_synthetic_data(tmp_path, smoke_fit):
     _, result, _, _ = smoke_fit(tmp_path, method="reat", random_start="uniform", robustlt=True)
     assert {"loss_bsl", "loss_tail"} <= set(result.history[-1])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from taetlib import attack_suite, batches, data, methods, models, presets
-from taetlib.config import ConfigError, RunConfig
-from taetlib.errors import REGISTRIES, Registry
+from taetlib.config import RunConfig
+from taetlib.errors import REGISTRIES, ConfigError, Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""RoBal: the hand-computed values of METHODS-ZOO.md 1.7, its plain-CE attack, RoBal-N's evaluation."""
+"""RoBal: hand-computed values of docs/methods.md §1, its plain-CE attack, RoBal-N's evaluation."""
 import copy
 
 import pytest
@@ -6,13 +6,12 @@ import torch
 from torch import nn
 
 from taetlib.attacks import pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import build_objective, model_head
 from taetlib.methods.robal import margins_and_bias, taus
 from taetlib.models import classifier, create_model
-
-from zoo_helpers import smoke_fit
 
 N3 = [100, 10, 1]
 
@@ -94,14 +93,14 @@ def test_head_comes_with_the_method_and_robustlt_composes():
     assert obj.name == "robustlt(robal)" and obj.attack.class_scale is not None and obj.attack.steps == 10
 
 
-def test_robal_r_trains_and_evaluates_unchanged(tmp_path):
+def test_robal_r_trains_and_evaluates_unchanged(tmp_path, smoke_fit):
     cfg, result, loaded, x = smoke_fit(tmp_path, method="robal", attack_steps=2, random_start="uniform_pos",
                                        robustlt=True)
     assert {"loss_margin", "loss_kl"} <= set(result.history[-1])
     assert classifier(loaded).tau_p == 0.0
 
 
-def test_robal_n_is_evaluated_through_posthoc_logits(tmp_path):
+def test_robal_n_is_evaluated_through_posthoc_logits(tmp_path, smoke_fit):
     cfg, result, loaded, x = smoke_fit(tmp_path, method="robal", robal_variant="N", attack_steps=2)
     head = classifier(result.model)
     counts = torch.tensor(load_lt(cfg).train_counts, dtype=torch.float32)

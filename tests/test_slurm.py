@@ -3,8 +3,8 @@ multi-GPU job, and real jobs through submitit's local executor: the same code pa
 each job a subprocess running the papermill pipeline of one run."""
 import argparse
 import json
-import shlex
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import submitit
 
-from taetlib import cli, launchers, sweep
-from taetlib.config import ConfigError
+from taetlib import cli, launchers, report, sweep
+from taetlib.errors import ConfigError
 
 SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--eval-param", "pgd20.steps=3",
          "--set", "n_max=60", "test_per_class=20", "epochs=2", "stabilization_epochs=1", "attack_steps=2",
@@ -25,11 +25,6 @@ def parse(*argv):
     p = argparse.ArgumentParser()
     sweep.add_cli(p.add_subparsers(dest="command"))
     return p.parse_args(["sweep", *argv])
-
-
-@pytest.fixture
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # jobs and their kernels inherit it
 
 
 # ------------------------------------------------------------------------------ fast: what is submitted
@@ -101,7 +96,7 @@ def test_a_2x2_grid_through_submitit_finishes_skips_and_aggregates(tmp_path, one
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())
     assert len({j["job"] for j in jobs}) == 4 and {j["run"] for j in jobs} == set(status.run)
     agg = pd.read_csv(out / "aggregate.csv")
-    assert len(agg) == 2 * 2 * 2 * len(sweep.METRICS) and set(agg.arm) == {"pgd_at", "at_bsl"}
+    assert len(agg) == 2 * 2 * 2 * len(report.METRICS) and set(agg.arm) == {"pgd_at", "at_bsl"}
     assert (out / "report.html").exists()
 
     capsys.readouterr()
@@ -142,8 +137,9 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, o
     assert "requeu" in log.lower(), log[-2000:]
 
 
-def test_the_readme_cluster_commands_parse(tmp_path):
-    section = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("## On a Slurm cluster", 1)[1]
+def test_the_cluster_page_commands_parse(tmp_path):
+    page = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
+    section = page.read_text().split("## On a Slurm cluster", 1)[1]
     commands = [c for c in section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ").splitlines()
                 if c.startswith("python -m taetlib sweep")]
     assert len(commands) == 3

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, report, sweep
-from taetlib.config import ConfigError
+from taetlib import cli, notebook_exec, plan, report, runs, sweep
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +27,12 @@ def parse(*argv):
 
 # ------------------------------------------------------------------------------ planning
 def test_run_layout(tmp_path):
-    assert sweep.run_path(tmp_path, "cifar10", 10.0, "taet", True, 2) == tmp_path / "cifar10-ir10/taet+robustlt/seed2"
-    assert sweep.run_path(tmp_path, "cifar10", 2.5, "at_bsl", False, 0).parent.parent.name == "cifar10-ir2.5"
+    assert runs.run_path(tmp_path, "cifar10", 10.0, "taet", True, 2) == tmp_path / "cifar10-ir10/taet+robustlt/seed2"
+    assert runs.run_path(tmp_path, "cifar10", 2.5, "at_bsl", False, 0).parent.parent.name == "cifar10-ir2.5"
 
 
 def test_plan_records_invalid_runs_and_refuses_axes_in_set(tmp_path):
-    s = sweep.Sweep(tmp_path, "synthetic", [10, 100], [("taet", False), ("nonsense", False)], [0, 1],
+    s = plan.Sweep(tmp_path, "synthetic", [10, 100], [("taet", False), ("nonsense", False)], [0, 1],
                     config={"epochs": 2, "stabilization_epochs": 1})
     runs = s.plan()
     assert len(runs) == 8
@@ -40,7 +41,7 @@ def test_plan_records_invalid_runs_and_refuses_axes_in_set(tmp_path):
     good = [r for r in runs if not r.error][0]
     assert good.config["imbalance_ratio"] == 10.0 and good.config["epochs"] == 2 and "harl_alpha" in good.config
     with pytest.raises(ConfigError, match="sweep axes"):
-        sweep.Sweep(tmp_path, "synthetic", [10], [("taet", False)], [0], config={"seed": 3}).plan()
+        plan.Sweep(tmp_path, "synthetic", [10], [("taet", False)], [0], config={"seed": 3}).plan()
 
 
 def test_cli_arguments_and_presets(tmp_path):
@@ -73,7 +74,7 @@ def test_cli_arguments_and_presets(tmp_path):
 
 
 def test_unknown_evaluation_setting_is_refused_before_anything_runs(tmp_path):
-    s = sweep.Sweep(tmp_path / "sw", "synthetic", [10], [("pgd_at", False)], [0], evaluation={"per_clas": 5})
+    s = plan.Sweep(tmp_path / "sw", "synthetic", [10], [("pgd_at", False)], [0], evaluation={"per_clas": 5})
     with pytest.raises(ConfigError, match=r"\['per_clas'\]: not parameters of notebook 04_evaluation"):
         sweep.run_sweep(s)
     assert not (tmp_path / "sw").exists()
@@ -88,50 +89,50 @@ def test_dry_run_prints_plan(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ notebook side
 def test_notebook_config_names_the_bad_parameter():
-    ok = sweep.notebook_config({"dataset": "synthetic", "epochs": 3, "stabilization_epochs": 1}, {"harl_beta": 0.2})
+    ok = runs.notebook_config({"dataset": "synthetic", "epochs": 3, "stabilization_epochs": 1}, {"harl_beta": 0.2})
     assert ok.epochs == 3 and ok.harl_beta == 0.2
     with pytest.raises(ConfigError, match=r"imbalance_ratio='ten': expected float"):
-        sweep.notebook_config({"imbalance_ratio": "ten"})
+        runs.notebook_config({"imbalance_ratio": "ten"})
     with pytest.raises(ConfigError, match=r"epoch.*Did you mean 'epochs'"):
-        sweep.notebook_config({}, {"epoch": 3})
+        runs.notebook_config({}, {"epoch": 3})
     with pytest.raises(ConfigError, match=r"extra=.*expected a dict"):
-        sweep.notebook_config({}, ["epochs", 3])
+        runs.notebook_config({}, ["epochs", 3])
     with pytest.raises(ConfigError, match=r"sets \['epochs'\]"):
-        sweep.notebook_config({"epochs": 3}, {"epochs": 4})
+        runs.notebook_config({"epochs": 3}, {"epochs": 4})
     from typing import Optional
-    assert sweep.check_params(irs=([10, 20.5], list[float]))["irs"] == [10.0, 20.5]
+    assert runs.check_params(irs=([10, 20.5], list[float]))["irs"] == [10.0, 20.5]
     with pytest.raises(ConfigError, match=r"irs='10': expected a list"):
-        sweep.check_params(irs=("10", list[float]))
+        runs.check_params(irs=("10", list[float]))
     with pytest.raises(ConfigError, match=r"interactive='no'"):
-        sweep.check_params(interactive=("no", Optional[bool]))
+        runs.check_params(interactive=("no", Optional[bool]))
 
 
 def test_notebook_params_split_declared_and_extra():
-    cfg = sweep.RunConfig(dataset="synthetic").to_dict()
-    p = sweep.notebook_params(sweep.NB_TRAIN, cfg, run_dir="/r", interactive=False, attacks=["clean"])
+    cfg = RunConfig(dataset="synthetic").to_dict()
+    p = notebook_exec.notebook_params(runs.NB_TRAIN, cfg, run_dir="/r", interactive=False, attacks=["clean"])
     assert p["dataset"] == "synthetic" and p["run_dir"] == "/r" and "attacks" not in p
     assert "harl_alpha" in p["extra"] and "dataset" not in p["extra"]
-    assert set(p) - {"extra", "run_dir", "interactive"} <= sweep.declared_parameters(sweep.NB_TRAIN)
+    assert set(p) - {"extra", "run_dir", "interactive"} <= notebook_exec.declared_parameters(runs.NB_TRAIN)
     with pytest.raises(ConfigError, match="takes no parameters"):
-        sweep.notebook_params(sweep.NB_EVAL, {"harl_alpha": 0.1})
+        notebook_exec.notebook_params(runs.NB_EVAL, {"harl_alpha": 0.1})
 
 
 def test_stage1_checkpoint_checks_settings(tmp_path):
-    cfg = sweep.RunConfig(dataset="synthetic", epochs=4, stabilization_epochs=2)
+    cfg = RunConfig(dataset="synthetic", epochs=4, stabilization_epochs=2)
     with pytest.raises(FileNotFoundError, match="02_stabilization_stage"):
-        sweep.stage1_checkpoint(tmp_path, cfg)
+        runs.stage1_checkpoint(tmp_path, cfg)
     (tmp_path / "stage1").mkdir()
     (tmp_path / "stage1" / "last.pt").write_bytes(b"")
     cfg.replace(lr=0.05).save(tmp_path / "stage1" / "config.json")
     with pytest.raises(ConfigError, match=r"'lr': \(0.05, 0.1\)"):
-        sweep.stage1_checkpoint(tmp_path, cfg)
+        runs.stage1_checkpoint(tmp_path, cfg)
     cfg.replace(device="cpu").save(tmp_path / "stage1" / "config.json")
-    assert sweep.stage1_checkpoint(tmp_path, cfg) == tmp_path / "stage1" / "last.pt"
+    assert runs.stage1_checkpoint(tmp_path, cfg) == tmp_path / "stage1" / "last.pt"
 
 
 # ------------------------------------------------------------------------------ bookkeeping
 def test_finished_runs_are_skipped_and_failed_ones_recorded(tmp_path):
-    s = sweep.Sweep(tmp_path, "synthetic", [10], [("pgd_at", False), ("bogus", False)], [0])
+    s = plan.Sweep(tmp_path, "synthetic", [10], [("pgd_at", False), ("bogus", False)], [0])
     good, bad = s.plan()
     rec = sweep.execute_run(bad, {})
     assert rec["status"] == "failed" and "bogus" in rec["error"]
@@ -156,25 +157,26 @@ def summary_table(clean, robust, tail):
 
 
 def test_run_metrics_and_aggregate():
-    m = sweep.run_metrics(summary_table(0.8, 0.4, 0.2))
+    m = report.run_metrics(summary_table(0.8, 0.4, 0.2))
     got = m[m.protocol == "balanced"].set_index("metric")["value"]
     assert got.to_dict() == pytest.approx({"clean_accuracy": 0.85, "balanced_accuracy": 0.8, "robust_accuracy": 0.45,
                                            "balanced_robustness": 0.4, "tail_robustness": 0.2,
                                            "taet_tail_robustness": 0.21, "robustlt_tail_robustness": 0.22,
                                            "weakest_k_robustness": 0.1, "worst_class_robustness": 0.05})
     assert set(m.robust_attack) == {"pgd20"}
-    assert sweep.run_metrics(summary_table(0.8, 0.4, 0.2), "fgsm")["value"].isna().sum() == 2 * (len(sweep.METRICS) - 2)
+    missing = report.run_metrics(summary_table(0.8, 0.4, 0.2), "fgsm")["value"].isna().sum()
+    assert missing == 2 * (len(report.METRICS) - 2)
 
     frames = []
     for seed, (c, r) in enumerate([(0.8, 0.4), (0.7, 0.3)]):
-        frames.append(sweep.run_metrics(summary_table(c, r, 0.1)).assign(
+        frames.append(report.run_metrics(summary_table(c, r, 0.1)).assign(
             run=f"r{seed}", dataset="synthetic", imbalance_ratio=10.0, method="taet", robustlt=False, arm="taet",
             seed=seed))
-    agg = sweep.aggregate(pd.concat(frames))
-    assert len(agg) == 2 * len(sweep.METRICS) and (agg.n == 2).all()
+    agg = report.aggregate(pd.concat(frames))
+    assert len(agg) == 2 * len(report.METRICS) and (agg.n == 2).all()
     row = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(0.75) and row["std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
-    assert list(agg[agg.protocol == "balanced"].metric) == sweep.METRICS
+    assert list(agg[agg.protocol == "balanced"].metric) == report.METRICS
 
 
 def test_collect_aggregate_and_report_from_saved_runs(tmp_path):
@@ -189,11 +191,11 @@ def test_collect_aggregate_and_report_from_saved_runs(tmp_path):
 
     status = pd.DataFrame([row(d, d.parts[-2]) | {"seed": int(d.name[4:])} for d in runs]
                           + [row(tmp_path / "x", "mart", "failed", "ConfigError: boom")])
-    metrics = sweep.collect(status, None)
+    metrics = report.collect(status, None)
     assert len(metrics) == 8 * 2 * 5 and set(metrics.robust_attack) == {"pgd20"}
-    agg = sweep.aggregate(metrics)
+    agg = report.aggregate(metrics)
     assert len(agg) == 2 * 2 * 2 * 5 and (agg.n == 2).all()
-    s = sweep.Sweep(tmp_path, "synthetic", [10, 100], [("taet", False), ("pgd_at", False)], [0, 1])
+    s = plan.Sweep(tmp_path, "synthetic", [10, 100], [("taet", False), ("pgd_at", False)], [0, 1])
     page = report.write_sweep_report(tmp_path, s, status, agg, ["report notebook failed: x"]).read_text()
     assert "8 done, 0 skipped, 1 failed" in page and "ConfigError: boom" in page and "report notebook failed" in page
     assert page.count("Aggregate,") == 2 and "balanced_robustness" in page and "± " in page
@@ -205,7 +207,7 @@ def fake_evaluation(notebook, out, params, *_, **__):
     """Stands in for papermill: notebook 04 leaves eval/summary.csv as evaluate() writes it, with numbers
     drawn from the run folder's name (so seeds differ); the other notebooks leave only their folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    if notebook != sweep.NB_EVAL:
+    if notebook != runs.NB_EVAL:
         return out
     run = Path(params["run_dir"])
     g = np.random.default_rng(zlib.crc32(str(run).encode()))
@@ -244,7 +246,7 @@ def test_aggregate_csv_holds_the_mean_and_std_of_each_runs_summary(tmp_path, mon
     as written to disk, against the runs' own summary.csv files, 3 seeds per arm."""
     monkeypatch.setattr(sweep, "execute", fake_evaluation)
     monkeypatch.setattr(sweep, "check_kernel", lambda *a: None)
-    s = sweep.Sweep(tmp_path / "sw", "synthetic", [10, 100], [("taet", False), ("pgd_at", False), ("pgd_at", True)],
+    s = plan.Sweep(tmp_path / "sw", "synthetic", [10, 100], [("taet", False), ("pgd_at", False), ("pgd_at", True)],
                     [0, 1, 2], config={"epochs": 2, "stabilization_epochs": 1})
     assert sweep.run_sweep(s, log=lambda *_: None)["ok"]
     got = pd.read_csv(tmp_path / "sw" / "aggregate.csv")
@@ -262,7 +264,7 @@ def printed_summary(stdout: str) -> dict[tuple[str, str, str], float]:
     """The demo's closing table as printed (pandas to_string: protocol shown on its first row only)."""
     lines = stdout.split("Summary (%")[1].split("\nreport:")[0].strip().splitlines()[1:]
     metrics, out, protocol = lines[0].split()[1:], {}, None
-    assert metrics == [m for m in sweep.METRICS if m in metrics], lines[0]   # the summary's columns, in order
+    assert metrics == [m for m in report.METRICS if m in metrics], lines[0]   # the summary's columns, in order
     for line in lines[2:]:   # after the header and the index-names line
         words = line.split()
         if len(words) == len(metrics) + 2:
@@ -294,11 +296,6 @@ SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--e
          "eval_every=0", "batch_size=64", "device=cpu"]
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kernels inherit it; tiny models run fastest on one thread
-
-
 @pytest.mark.slow
 def test_sweep_2_irs_x_2_methods(tmp_path, one_thread, capsys):
     out = tmp_path / "sw"
@@ -307,8 +304,8 @@ def test_sweep_2_irs_x_2_methods(tmp_path, one_thread, capsys):
     assert cli.main(argv) == 0, capsys.readouterr().out
 
     agg = pd.read_csv(out / "aggregate.csv")
-    assert len(agg) == 2 * 2 * 2 * len(sweep.METRICS)  # IR x method x protocol x metric
-    assert set(agg.metric) == set(sweep.METRICS) and set(agg.arm) == {"taet", "pgd_at"}
+    assert len(agg) == 2 * 2 * 2 * len(report.METRICS)  # IR x method x protocol x metric
+    assert set(agg.metric) == set(report.METRICS) and set(agg.arm) == {"taet", "pgd_at"}
     assert (agg.n == 1).all() and agg["std"].isna().all()   # one seed: no spread to report
     want = metrics_from_summaries(out / "runs.csv")          # each run's own eval/summary.csv
     both = agg.merge(want, on=["imbalance_ratio", "arm", "protocol", "metric"], suffixes=("", "_want"),

@@ -1,16 +1,20 @@
 import json
 from contextlib import contextmanager
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
-from taetlib.config import ConfigError, RunConfig
+from taetlib.checkpoints import CheckpointError, load_checkpoint, load_model
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.methods import OBJECTIVES
 from taetlib.models import create_model
-from taetlib.train import (CheckpointError, TrainingDiverged, balanced, fit, load_checkpoint, load_model, lr_at,
-                           stage_epochs)
+from taetlib.schedule import lr_at, stage_epochs
+from taetlib.selection import balanced
+from taetlib.train import TrainingDiverged, fit
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +22,12 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
-def tiny(root, **kw):
-    """~160 synthetic images, 3 batches, 2 attack steps: an epoch in well under a second."""
-    base = dict(dataset="synthetic", data_root=str(root), imbalance_ratio=10.0, n_max=40, method="taet",
-                epochs=3, stabilization_epochs=1, attack_steps=2, batch_size=64, lr=0.05, eval_every=0,
-                eval_per_class=5, eval_pgd_steps=2, device="cpu", robustlt=True, robustlt_b=1.0,
-                budget_rule="released")   # TAET's 1 clean epoch inside the 3 (the equal rule: test_fairness)
-    return RunConfig(**{**base, **kw})
+@pytest.fixture(scope="module")
+def tiny(tiny_config):
+    """TAET in RobustLT on the tiny config, 3 epochs; an epoch in well under a second."""
+    return partial(tiny_config, method="taet", epochs=3, stabilization_epochs=1, eval_per_class=5, eval_pgd_steps=2,
+                   robustlt=True, robustlt_b=1.0,
+                   budget_rule="released")   # TAET's 1 clean epoch inside the 3 (the equal rule: test_fairness)
 
 
 def weights_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -33,7 +36,7 @@ def weights_equal(a: nn.Module, b: nn.Module) -> bool:
 
 
 @pytest.fixture(scope="module")
-def full_run(root, tmp_path_factory):
+def full_run(root, tmp_path_factory, tiny):
     cfg = tiny(root, eval_every=2)
     return cfg, fit(cfg, load_lt(cfg), tmp_path_factory.mktemp("full"), resume=False)
 
@@ -76,7 +79,7 @@ def test_stage_1_then_stage_2_equals_one_run(full_run, tmp_path):
     assert weights_equal(s2_same.model, full.model)
 
 
-def test_stage_errors(root, tmp_path):
+def test_stage_errors(root, tmp_path, tiny):
     cfg = tiny(root)
     with pytest.raises(ConfigError, match="init_checkpoint"):
         fit(cfg, load_lt(cfg), tmp_path, stage="adversarial")
@@ -123,12 +126,12 @@ def test_checkpoint_mismatch_is_explained(full_run):
     assert "load_model" in msg
 
 
-def test_lr_schedule_is_multistep_in_absolute_epochs(root):
+def test_lr_schedule_is_multistep_in_absolute_epochs(root, tiny):
     cfg = tiny(root, epochs=100, stabilization_epochs=40, lr=0.1)
     assert [lr_at(cfg, e) for e in (1, 75, 76, 90, 91, 100)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
-def test_nan_stops_and_keeps_last_good_checkpoint(root, tmp_path):
+def test_nan_stops_and_keeps_last_good_checkpoint(root, tmp_path, tiny):
     class Poisonable(nn.Module):
         def __init__(self, net):
             super().__init__()
@@ -173,10 +176,10 @@ def host_sync_is_an_error():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 @pytest.mark.parametrize("method, robustlt", [(m, False) for m in sorted(OBJECTIVES)] + [("taet", True)])
-def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
+def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt, tiny):
     """A whole epoch of train_epoch (batches, augmentation, attack, step, tallies) under bf16 and
     channels_last, with every host sync made an error."""
-    from taetlib.data import Batches
+    from taetlib.batches import Batches
     from taetlib.methods import build_objective, model_head
     from taetlib.train import train_epoch
     # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too
@@ -212,7 +215,7 @@ def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt):
 
 # ---------------------------------------------------------------- evidence
 @pytest.mark.slow
-def test_pgd_at_is_more_robust_than_ce(root, tmp_path):
+def test_pgd_at_is_more_robust_than_ce(root, tmp_path, tiny):
     """Same data, same seed, same schedule: adversarial training buys PGD accuracy."""
     common = dict(n_max=100, augment="none", epochs=4, stabilization_epochs=0, robustlt=False, attack_steps=2,
                   step_size=0.0625, batch_size=32, eval_every=4, eval_per_class=20, eval_pgd_steps=5)

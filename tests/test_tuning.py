@@ -7,8 +7,9 @@ import pytest
 
 from taetlib import report, tuning
 from taetlib.arms import Arm
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.plan import Sweep
 from taetlib.train import fit
 from taetlib.tuning import TuningSpec, grid

@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib import evaluate as ev
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.errors import ConfigError
 from taetlib.models import Normalized
 from taetlib.worst_case import DEFAULT, check_components, worst_case
 

@@ -1,5 +1,5 @@
 """ADT (Dong et al., NeurIPS 2020), the explicit variant ADT_EXP: the adversarial example is a sample of a
-learned per-pixel distribution (METHODS-ZOO.md section 6; dongyp13/Adversarial-Distributional-Training
+learned per-pixel distribution (docs/methods.md §6; dongyp13/Adversarial-Distributional-Training
 adt_exp.py, adt_loss).
 
     sigma = softplus(rho),  u = mu + sigma * n,  n ~ N(0, I),  x' = clamp(x + eps * tanh(u), 0, 1)
@@ -18,7 +18,7 @@ AIW ramp's start eps = 0 and x' = x). attack_steps and step_size play no part: a
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,8 @@ from torch import Tensor, nn
 
 from ..attacks import _per_sample, bn_eval
 from .base import Objective, StepOut, register
+
+__all__ = ["ADT", "adt_exp", "neg_log_density", "optimise_distribution"]
 
 
 def neg_log_density(n: Tensor, sigma: Tensor, a: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """AWP (Wu, Xia, Wang, NeurIPS 2020), AT-AWP: PGD-AT whose training step is taken at weights w + v,
-v a one-step adversarial weight perturbation (METHODS-ZOO.md section 3).
+v a one-step adversarial weight perturbation (docs/methods.md §3).
 
 Per step: x_adv from the library's PGD; then for every parameter whose name holds 'weight' and that
 has more than one dimension (conv and linear weights: no BatchNorm weights, no biases)
@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..collectives import all_mean
-from .base import StepOut, _clean_logits, register
+from .base import StepOut, register, start_logits_if_clean
 from .classic import PGDAT
+
+__all__ = ["AWP", "EPS", "awp_perturbation", "optimizer_direction", "perturbed_weights", "unwrap"]
 
 EPS = 1e-20   # official utils_awp.py
 
@@ -112,7 +114,7 @@ class AWP(PGDAT):
             with torch.no_grad():
                 torch._foreach_add_([w for w, _ in self._v], [v for _, v in self._v])
         logits = model(x_adv)
-        return StepOut(F.cross_entropy(logits, y), _clean_logits(self.attack, start_logits), logits)
+        return StepOut(F.cross_entropy(logits, y), start_logits_if_clean(self.attack, start_logits), logits)
 
     def after_step(self, model):
         if self._v is not None:

@@ -1,4 +1,4 @@
-"""The objective interface, the training attack and the RobustLT wrapper; formulas in METHODS.md.
+"""The objective interface, the training attack and the RobustLT wrapper; formulas in docs/methods.md.
 
 An objective states the attack it trains with (`Attack`, built from the config) and its loss.
 `objective.step(model, x, y, epoch) -> StepOut` is all fit() calls: the loss tensor, the logits the
@@ -14,8 +14,8 @@ them all, so the registry is complete once `taetlib.methods` is imported.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,10 @@ from ..attacks import aiw_ramp, pgd
 from ..collectives import sum_over_ranks
 from ..config import RunConfig
 from ..errors import FIELD_CHECKS, Registry, bad
+
+__all__ = ["Attack", "ATTACK_LOSS", "EVAL_SETUP", "METHOD_HEAD", "Objective", "OBJECTIVES", "StepOut",
+           "build_objective", "class_means", "cpb_scale", "field_check", "kl", "model_head", "prepare_for_eval",
+           "register", "robustlt", "start_logits_if_clean"]
 
 
 @dataclass
@@ -100,7 +104,8 @@ def class_means(per_sample: Tensor, y: Tensor, num_classes: int, global_batch: b
     return sums / counts.clamp(min=1), counts > 0
 
 
-def _clean_logits(attack: Attack, start_logits):
+def start_logits_if_clean(attack: Attack, start_logits: Tensor | None) -> Tensor | None:
+    """The attack's start logits as the step's clean logits, or None when it starts at a random point."""
     return None if attack.start in ("uniform", "uniform_pos") else start_logits
 
 
@@ -186,11 +191,6 @@ def field_check(fn: Callable[[RunConfig], None]):
     return fn
 
 
-def check_fields(cfg: RunConfig) -> None:
-    for fn in FIELD_CHECKS:
-        fn(cfg)
-
-
 def model_head(cfg: RunConfig) -> str:
     """The classifier head of cfg's model: cfg.head, or for 'auto' the method's own (fc for most)."""
     return METHOD_HEAD.get(cfg.method, "fc") if cfg.head == "auto" else cfg.head
@@ -218,7 +218,8 @@ def _ce(cfg, counts, attack):
 
 
 # ---------------------------------------------------------------- RobustLT
-def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int, ramp_start: int = 0) -> Objective:
+def robustlt(objective: Objective, counts: list[int], a: float, b: float, epochs: int,
+             ramp_start: int = 0) -> Objective:
     """RobustLT around any adversarial objective: only the attack radius changes (CPB x AIW).
     The AIW ramp spans b * epochs epochs after the first `ramp_start` ones."""
     if objective.attack is None:

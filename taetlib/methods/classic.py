@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import bn_eval
-from .base import Objective, StepOut, _clean_logits, kl, register
+from .base import Objective, StepOut, kl, register, start_logits_if_clean
+
+__all__ = ["MART", "PGDAT", "TRADES"]
 
 
 class PGDAT(Objective):
@@ -15,7 +17,7 @@ class PGDAT(Objective):
     def loss(self, model, x, y, epoch):
         x_adv, start_logits = self.attack(model, x, y, epoch)
         logits = model(x_adv)
-        return StepOut(F.cross_entropy(logits, y), _clean_logits(self.attack, start_logits), logits)
+        return StepOut(F.cross_entropy(logits, y), start_logits_if_clean(self.attack, start_logits), logits)
 
 
 class TRADES(Objective):

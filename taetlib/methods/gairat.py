@@ -1,4 +1,4 @@
-"""GAIRAT (Zhang et al., ICLR 2021), as its official code computes it (METHODS-ZOO.md section 4):
+"""GAIRAT (Zhang et al., ICLR 2021), as its official code computes it (docs/methods.md §4):
 PGD-AT whose per-sample CE is reweighted by the geometry value kappa_i, the number of PGD iterates
 x'_0..x'_{K-1} the model classified correctly (counted during the attack, before each update):
 
@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import bad
-from .base import Objective, StepOut, _clean_logits, field_check, register
+from ..errors import bad
+from .base import Objective, StepOut, field_check, register, start_logits_if_clean
+
+__all__ = ["GAIRAT", "begin_epoch", "gair_weights"]
 
 
 def gair_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
@@ -47,7 +49,7 @@ class GAIRAT(Objective):
             loss = (gair_weights(kappa, self.attack.steps, self.lam) * ce).mean()
         else:
             loss = ce.mean()
-        return StepOut(loss, _clean_logits(self.attack, start_logits), logits, parts)
+        return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits, parts)
 
 
 @field_check

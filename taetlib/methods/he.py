@@ -1,5 +1,5 @@
 """HE (Pang et al., NeurIPS 2020), PGD-AT + hypersphere embedding, as ShawnXYang/AT_HE computes it
-(METHODS-ZOO.md section 5): cosine logits z = <h/|h|, W_c>, |W_c| = 1 (the he_norm head), and
+(docs/methods.md §5): cosine logits z = <h/|h|, W_c>, |W_c| = 1 (the he_norm head), and
 
     attack: maximise CE(s z(x'), y)  (HELoss with cm = 0)      training: CE(s (z(x') - m onehot(y)), y)
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..config import bad
-from .base import Objective, StepOut, _clean_logits, field_check, register
+from ..errors import bad
+from .base import Objective, StepOut, field_check, register, start_logits_if_clean
+
+__all__ = ["HE"]
 
 
 class HE(Objective):
@@ -27,7 +29,7 @@ class HE(Objective):
         x_adv, start_logits = self.attack(model, x, y, epoch, loss=self.attack_loss)
         logits = model(x_adv)
         loss = F.cross_entropy(self.s * (logits - self.m * F.one_hot(y, self.num_classes)), y)
-        return StepOut(loss, _clean_logits(self.attack, start_logits), logits)
+        return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits)
 
 
 @field_check

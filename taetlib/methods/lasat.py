@@ -1,5 +1,5 @@
 """LAS-AT (Jia et al., CVPR 2022), LAS-PGD-AT: a strategy network picks each sample's attack (eps, steps,
-step size) and is trained by REINFORCE (METHODS-ZOO.md section 7; jiaxiaojunQAQ/LAS-AT
+step size) and is trained by REINFORCE (docs/methods.md §7; jiaxiaojunQAQ/LAS-AT
 LAS_PGD_AT/LAS_AT_train_cifar10.py and StrategyNet.py).
 
 Every training step: the strategy network (eval mode) samples per-sample (eps_i, K_i, alpha_i) from its
@@ -51,6 +51,9 @@ from ..errors import REGISTRIES  # data.DATASETS, filed by the setting it names 
 from ..models import MODELS
 from .awp import unwrap
 from .base import Objective, StepOut, register
+
+__all__ = ["HEADS", "LASAT", "REWARD_RESTARTS", "REWARD_SCALES", "StrategyNet", "categorical", "policy_loss", "reward",
+           "reward_pgd", "smoothed_ce", "strategy_attack"]
 
 REWARD_RESTARTS = 2            # official attack_pgd(..., 10, 2)
 REWARD_SCALES = (4.0, 2.0)     # official R2_param, R3_param

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Objective, StepOut, _clean_logits, class_means, register
+from .base import Objective, StepOut, class_means, register, start_logits_if_clean
+
+__all__ = ["ATBSL", "TAET", "harl", "harl_class_weights", "harl_terms"]
 
 
 def harl(per_sample: Tensor, y: Tensor, num_classes: int, absent: str = "zero") -> dict[str, Tensor]:
@@ -58,7 +60,8 @@ class ATBSL(Objective):
         logits = model(x_adv)
         if self.shift.device != logits.device:
             self.shift = self.shift.to(logits.device)
-        return StepOut(F.cross_entropy(logits + self.shift, y), _clean_logits(self.attack, start_logits), logits)
+        loss = F.cross_entropy(logits + self.shift, y)
+        return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits)
 
 
 class TAET(Objective):
@@ -78,7 +81,7 @@ class TAET(Objective):
         parts = harl_terms(L, present, self.absent)
         loss = sum(w * parts[k] for w, k in zip(self.weights, ("bcl", "hdl", "rcel")))
         w_c = harl_class_weights(L.detach(), present, *self.weights, self.absent)
-        return StepOut(loss, _clean_logits(self.attack, start_logits), logits,
+        return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits,
                        {k: v.detach() for k, v in parts.items()}, class_weights=w_c)
 
 

@@ -1,4 +1,4 @@
-"""REAT (Li, Xu, Zhang, arXiv 2307.10205), as its official code computes it (METHODS-ZOO.md section 2):
+"""REAT (Li, Xu, Zhang, arXiv 2307.10205), as its official code computes it (docs/methods.md §2):
 balanced softmax on x_adv plus the "TAIL" term on penultimate features,
 
     L = CE(z(x') + ln n, y) + (1/|T|) sum_{i in T} KLbar_i * (1/B) sum_j s_ij (w_{y_i} + w_{y_j}),
@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import check_choice
+from ..errors import check_choice
 from ..models import features_and_logits
-from .base import StepOut, _clean_logits, field_check, register
+from .base import StepOut, field_check, register, start_logits_if_clean
 from .longtail import ATBSL
+
+__all__ = ["REAT", "TAIL_RULES", "rbl_weights", "tail_classes", "tail_term"]
 
 TAIL_RULES = ("index", "rarest")
 
@@ -80,7 +82,7 @@ class REAT(ATBSL):
             self.shift = self.shift.to(logits.device)
         bsl = F.cross_entropy(logits + self.shift, y)
         tail = tail_term(feats, y, self.w, self.tail)
-        return StepOut(bsl + tail, _clean_logits(self.attack, start_logits), logits,
+        return StepOut(bsl + tail, start_logits_if_clean(self.attack, start_logits), logits,
                        {"bsl": bsl.detach(), "tail": tail.detach()})
 
 

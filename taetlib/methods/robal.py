@@ -1,4 +1,4 @@
-"""RoBal (Wu et al., CVPR 2021), as its official code and RobustLT compute it (METHODS-ZOO.md section 1):
+"""RoBal (Wu et al., CVPR 2021), as its official code and RobustLT compute it (docs/methods.md §1):
 a CosPlus cosine head (scale 1), and on its logits z
 
     u_j = s (z_j(x') - m_y [j = y]) + b_j,  m_c = m + tau_m ln(n_c / n_min) / s,  b_c = tau_b ln(n_c / N)
@@ -16,9 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import bad, check_choice
+from ..errors import bad, check_choice
 from ..models import CosPlus
 from .base import Objective, StepOut, field_check, kl, register
+
+__all__ = ["RoBal", "VARIANTS", "eval_setup", "margins_and_bias", "taus"]
 
 VARIANTS = {"R": {"tau_m": 0.3, "tau_b": 1.5}, "N": {"tau_m": 0.0, "tau_b": 1.2}}   # the official configs
 

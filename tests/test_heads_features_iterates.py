@@ -1,4 +1,4 @@
-"""What several comparison methods share (METHODS-ZOO.md 0.4): heads (H1), penultimate features (H2),
+"""What several comparison methods share (docs/methods.md §0): heads (H1), penultimate features (H2),
 per-iterate correctness from PGD (H4) and the one-sided uniform start (H6)."""
 import copy
 
@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib.attacks import _start, pgd
-from taetlib.config import ConfigError, RunConfig
+from taetlib.config import RunConfig
+from taetlib.errors import ConfigError
 from taetlib.models import MODELS, CosPlus, HENorm, classifier, create_model, features_and_logits, set_class_prior
 
 

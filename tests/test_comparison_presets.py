@@ -7,36 +7,36 @@ from taetlib import cli, presets, sweep
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.methods import OBJECTIVES
-from taetlib.presets import ZOO_METHODS, ZOO_OVERRIDES
+from taetlib.presets import COMPARISON_METHODS, COMPARISON_OVERRIDES
 
-ZOO = ["reat", "robal", "he", "gairat"]
+OTHERS = ["reat", "robal", "he", "gairat"]
 
 
 def test_the_comparison_methods_are_registered_and_in_the_ir10_preset():
-    assert set(ZOO) <= set(ZOO_METHODS) <= set(OBJECTIVES)
+    assert set(OTHERS) <= set(COMPARISON_METHODS) <= set(OBJECTIVES)
     p = presets.get("cifar10_lt_ir10")
-    assert {(m, r) for m in ZOO for r in (False, True)} <= {(a.method, a.robustlt) for a in p.sweep["arms"]}
-    for m in ZOO:
+    assert {(m, r) for m in OTHERS for r in (False, True)} <= {(a.method, a.robustlt) for a in p.sweep["arms"]}
+    for m in OTHERS:
         assert m in p.sources
         cfg = RunConfig.from_dict(p.run_config(Arm(m), 10, 0))   # valid as the preset gives it
-        assert all(getattr(cfg, k) == v for k, v in ZOO_OVERRIDES.get(m, {}).items())
+        assert all(getattr(cfg, k) == v for k, v in COMPARISON_OVERRIDES.get(m, {}).items())
     assert RunConfig.from_dict(p.run_config(Arm("robal", True), 10, 0)).attack_steps == 5
 
 
 def test_sweep_accepts_them():
     p = argparse.ArgumentParser()
     sweep.add_cli(p.add_subparsers(dest="command"))
-    args = p.parse_args(["sweep", "--preset", "cifar10_lt_ir10", "--methods", *ZOO, "--robustlt"])
+    args = p.parse_args(["sweep", "--preset", "cifar10_lt_ir10", "--methods", *OTHERS, "--robustlt"])
     runs = sweep.sweep_from_args(args).plan()
-    assert len(runs) == 2 * len(ZOO) and not [r.error for r in runs if r.error]
+    assert len(runs) == 2 * len(OTHERS) and not [r.error for r in runs if r.error]
     assert {r.config["random_start"] for r in runs if r.config["method"] == "robal"} == {"uniform_pos"}
 
 
-@pytest.mark.parametrize("method", ZOO)
+@pytest.mark.parametrize("method", OTHERS)
 def test_train_with_a_preset_applies_the_methods_settings(method):
     cfg = cli.train_config("cifar10_lt_ir10", {"method": method, "epochs": 3})
     assert cfg.method == method and cfg.epochs == 3
-    assert all(getattr(cfg, k) == v for k, v in ZOO_OVERRIDES.get(method, {}).items())
+    assert all(getattr(cfg, k) == v for k, v in COMPARISON_OVERRIDES.get(method, {}).items())
     assert cli.train_config("cifar10_lt_ir10", {"method": "robal", "attack_steps": 7}).attack_steps == 7   # --set wins
     assert cli.train_config("cifar10_lt_ir10", {"method": "pgd_at"}).attack_steps == 10
 
@@ -44,4 +44,4 @@ def test_train_with_a_preset_applies_the_methods_settings(method):
 def test_notebooks_list_every_method():
     from pathlib import Path
     text = (Path(__file__).resolve().parents[1] / "notebooks" / "03_harl_stage.ipynb").read_text()
-    assert all(f"`{m}`" in text for m in ZOO) and all(m in text for m in OBJECTIVES)
+    assert all(f"`{m}`" in text for m in OTHERS) and all(m in text for m in OBJECTIVES)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from conftest import free_port
+
 from taetlib import presets
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
@@ -50,7 +50,7 @@ def test_awp_and_adt_compose_with_robustlt(method):
 
 
 @pytest.mark.parametrize("ir", (10, 20, 50, 100))
-def test_cifar10_presets_hold_the_zoo_and_every_arm_is_a_valid_run(ir):
+def test_cifar10_presets_hold_the_comparison_and_every_arm_is_a_valid_run(ir):
     p = presets.get(f"cifar10_lt_ir{ir}")
     plain = {(a.method, a.robustlt): a for a in p.sweep["arms"] if not a.label}   # controls have labels
     arms = set(plain)
@@ -64,7 +64,7 @@ def test_cifar10_presets_hold_the_zoo_and_every_arm_is_a_valid_run(ir):
         assert (cfg.awp_gamma, cfg.awp_ascent) == (0.005, "robustlt")
 
 
-def test_step_cost_benchmark_states_each_zoo_rows_own_floor():
+def test_step_cost_benchmark_states_each_comparison_rows_own_floor():
     spec = importlib.util.spec_from_file_location("step_cost", ROOT / "benchmarks" / "step_cost.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -76,8 +76,7 @@ def test_step_cost_benchmark_states_each_zoo_rows_own_floor():
 # ---------------------------------------------------------------- DDP: every rank ends with the same networks
 def _fit_rank(rank, world, port, method, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
+                      MASTER_PORT=str(port))   # one thread: OMP_NUM_THREADS, inherited (conftest.one_thread)
     import taetlib.train as T
     captured, build = {}, T.build_objective
     T.build_objective = lambda *a: captured.setdefault("objective", build(*a))

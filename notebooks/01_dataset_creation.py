@@ -12,6 +12,7 @@ irs: list[float] = [10.0, 20.0, 50.0, 100.0]  # imbalance ratios to build
 n_max: Optional[int] = 800
 test_per_class: Optional[int] = 300
 split_seed: int = 0
+class_order: str = 'label'  # label | permutation | permutation:N | hard_rarest (which classes are rare)
 data_root: str = 'data'
 samples_per_class: int = 8  # images per class in the sample grid
 out_dir: str = ''  # where figures go as HTML (empty: runs/interactive/datasets)
@@ -23,7 +24,7 @@ from taetlib import notebook as nb
 opts = nb.check_params(irs=(irs, list[float]), samples_per_class=(samples_per_class, int),
                        out_dir=(out_dir, str), interactive=(interactive, Optional[bool]))
 split = dict(dataset=dataset, n_max=n_max, test_per_class=test_per_class, split_seed=split_seed,
-             data_root=data_root)
+             class_order=class_order, data_root=data_root)
 configs = [nb.notebook_config({**split, "imbalance_ratio": ir}) for ir in opts["irs"]]
 figures = nb.resolve(out_dir or "runs/interactive/datasets")
 
@@ -34,7 +35,8 @@ figures = nb.resolve(out_dir or "runs/interactive/datasets")
 splits = {cfg.imbalance_ratio: nb.load_lt(cfg) for cfg in configs}
 for ir, lt in splits.items():
     print(f"IR {ir:g}: {len(lt.train)} training images, test {[len(s) for s in lt.test.values()]} "
-          f"-> {lt.manifest['path']}")
+          f"-> {lt.manifest['path']}\n  class order {class_order}, most to least frequent: "
+          f"{', '.join(lt.classes[c] for c in sorted(range(lt.num_classes), key=lambda c: -lt.train_counts[c]))}")
 
 # %% [markdown]
 # ## Per-class counts: training set and both test protocols

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from . import cli, tuning
 
-sys.exit(main())
+sys.exit(cli.main(commands=(tuning.add_cli,)))   # tune stands a floor above cli: it registers from here

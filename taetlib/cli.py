@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep."""
+"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep, tune."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +32,8 @@ def cmd_presets(args) -> int:
         p = presets.get(args.name)
         print(json.dumps({"name": p.name, "description": p.description, "config": p.config, "sweep": p.sweep,
                           "method_overrides": p.method_overrides, "evaluation": p.evaluation,
-                          "sources": p.sources, "reported": p.reported}, indent=2, default=str))
+                          "sources": p.sources, "reported": p.reported, "tuning": p.tuning,
+                          "robust_attack": p.robust_attack, "primary": p.primary}, indent=2, default=str))
     else:
         print(presets.describe())
     return 0
@@ -100,7 +101,8 @@ def preset_sweep(name: str, out: str) -> Sweep:
                        arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
                        config={k: v for k, v in p.config.items() if k != "dataset"},
                        method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
-                       preset=p.name, primary=list(p.primary), health=dict(p.health))
+                       preset=p.name, primary=list(p.primary), health=dict(p.health),
+                       tuning=p.tuning, robust_attack=p.robust_attack)
 
 
 def cmd_demo(args) -> int:
@@ -185,7 +187,7 @@ def update_results_section(written: dict) -> None:
     print("\n".join(results.verdict(written["claims"])))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands=()) -> int:
     parser = argparse.ArgumentParser(prog="python -m taetlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate.add_cli(sub)  # each registers its own subcommand
     sweep.add_cli(sub)
+    for add_cli in commands:   # those registered from above cli (__main__: tuning's tune)
+        add_cli(sub)
 
     plugin_parser = argparse.ArgumentParser(add_help=False)
     plugin_parser.add_argument("--plugin", action="append", default=[])

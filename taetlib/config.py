@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import REGISTRIES, ConfigError, bad, check_choice
 from .plugins import PluginNotFound, load_plugins
 
-__all__ = ["BUDGET_RULES", "RunConfig", "build_args", "check_device_name", "coerce", "parse_sets"]
+__all__ = ["BUDGET_RULES", "RunConfig", "build_args", "check_class_order", "check_device_name", "coerce", "parse_sets"]
 
 BUDGET_RULES = ("equal_adversarial", "released")
 
@@ -33,6 +33,9 @@ class RunConfig:
     n_max: int | None = None               # head-class size; None = the dataset's own maximum
     test_per_class: int | None = None      # cap of the balanced test set per class (None = full)
     split_seed: int = 0
+    # which classes the profile makes rare: label (class 0 the head, as the papers), permutation (seeded by
+    # split_seed), permutation:N (seed N), or a named order of data.CLASS_ORDERS (e.g. hard_rarest)
+    class_order: str = "label"
     data_root: str = "data"
     augment: str = "crop_flip"             # none | crop_flip | autoaugment | randaugment
     # --- model
@@ -165,6 +168,7 @@ class RunConfig:
         # registries live beside what they register; taetlib/__init__.py imports those modules
         for name in ("dataset", "model", "method", "augment"):
             REGISTRIES[name].check(getattr(self, name))
+        check_class_order(self.class_order, self.dataset)
         check_choice("random_start", self.random_start, ("auto", "normal", "uniform", "uniform_pos", "none"))
         check_choice("head", self.head, ("auto", *REGISTRIES["head"]))
         spec = REGISTRIES["method"][self.method]
@@ -235,6 +239,20 @@ def check_device_name(device: str) -> None:
     """The device's spelling; whether this machine has it is distributed.resolve_device's to say."""
     if not re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,4})?", device):
         raise bad("device", device, "use 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index, e.g. cuda:0).")
+def check_class_order(value: str, dataset: str) -> None:
+    """label | permutation | permutation:N | a named order registered for `dataset` (data.CLASS_ORDERS)."""
+    if value in ("label", "permutation"):
+        return
+    head, colon, seed = value.partition(":")
+    if colon and head == "permutation":
+        if not seed.isdigit():
+            raise bad("class_order", value, "permutation:N takes a seed N >= 0, e.g. permutation:3.")
+        return
+    named = REGISTRIES["class_order"]
+    check_choice("class_order", value, ["label", "permutation", "permutation:N", *named])
+    if dataset not in named[value]:
+        raise bad("class_order", value, f"is defined for {sorted(named[value])}, not dataset={dataset!r}; use "
+                  "label, permutation or permutation:N there.")
 
 
 def coerce(name: str, value, hint):

@@ -27,11 +27,11 @@ from .config import RunConfig
 from .errors import Registry, bad, check_choice
 from .paths import resolve
 
-__all__ = ["DATASETS", "DERMA_HOW", "DatasetSpec", "FMNIST_FILES", "FMNIST_HOW", "FMNIST_SYSTEM_DIR", "LTData",
-           "ManifestError", "MissingDataError", "PROTOCOLS", "Raw", "SYNTHETIC", "build_manifest", "check_manifest",
-           "ensure_fashion_mnist", "load_lt", "longtail_counts", "manifest_path", "read_cifar10", "read_cifar100",
-           "read_dermamnist", "read_fashion_mnist", "read_synthetic", "register", "save_manifest", "source_hash",
-           "split_key"]
+__all__ = ["CLASS_ORDERS", "DATASETS", "DERMA_HOW", "DatasetSpec", "FMNIST_FILES", "FMNIST_HOW", "FMNIST_SYSTEM_DIR",
+           "LTData", "ManifestError", "MissingDataError", "PROTOCOLS", "Raw", "SYNTHETIC", "build_manifest", "by_rank",
+           "check_manifest", "class_ranking", "ensure_fashion_mnist", "load_lt", "longtail_counts", "manifest_path",
+           "read_cifar10", "read_cifar100", "read_dermamnist", "read_fashion_mnist", "read_synthetic", "register",
+           "save_manifest", "source_hash", "split_key"]
 
 PROTOCOLS = ("balanced", "long_tailed")
 
@@ -257,8 +257,41 @@ register(DatasetSpec("synthetic", 10, 1, 28, (0.5,), (0.25,), 0.1, False, "gener
 
 
 # ---------------------------------------------------------------------------------------- long tail
+# Named class orders (RunConfig.class_order): per dataset, the classes the profile makes rarest, the
+# rarest last; the other classes keep label order at the head end.
+CLASS_ORDERS = Registry("class_order", {
+    # Fashion-MNIST's weakest classes (Shirt, Pullover, Coat, T-shirt), which label order leaves mid-frequency
+    # while the easy Sneaker, Bag and Ankle boot are rarest; Shirt, the weakest, is made the rarest
+    "hard_rarest": {"fashion_mnist": ("T-shirt/top", "Coat", "Pullover", "Shirt")},
+})
+
+
+def class_ranking(class_order: str, classes: tuple[str, ...], dataset: str, split_seed: int) -> list[int]:
+    """Class indices from the head (rank 0, n_max images) to the tail, as `class_order` says."""
+    C = len(classes)
+    if class_order == "label":
+        return list(range(C))
+    head, _, seed = class_order.partition(":")
+    if head == "permutation":   # a stream of its own: the images drawn for each class do not change with it
+        rng = np.random.default_rng([int(seed) if seed else split_seed, 0xC1A55])
+        return [int(c) for c in rng.permutation(C)]
+    check_choice("class_order", class_order, CLASS_ORDERS)
+    if dataset not in CLASS_ORDERS[class_order]:
+        raise bad("class_order", class_order, f"is defined for {sorted(CLASS_ORDERS[class_order])}, not {dataset!r}.")
+    rare = [classes.index(name) for name in CLASS_ORDERS[class_order][dataset]]
+    return [c for c in range(C) if c not in rare] + rare
+
+
+def by_rank(profile: list[int], ranking: list[int]) -> list[int]:
+    """Per-class counts from a profile in rank order: class ranking[r] gets profile[r]."""
+    counts = [0] * len(profile)
+    for r, c in enumerate(ranking):
+        counts[c] = profile[r]
+    return counts
+
+
 def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
-    """n_i = floor(n_max * IR^(-i/(C-1))), classes in label order (class 0 is the head)."""
+    """n_i = floor(n_max * IR^(-i/(C-1))) for rank i (class i in label order; class_ranking reorders)."""
     if imbalance_ratio < 1:
         raise bad("imbalance_ratio", imbalance_ratio, "must be >= 1 (n_max / n_min; 1 means balanced).")
     if num_classes == 1:
@@ -298,14 +331,18 @@ def source_hash(spec: DatasetSpec, raw: Raw) -> str:
 
 
 def split_key(cfg: RunConfig) -> dict:
-    """The configuration fields a split depends on: equal keys mean the same split."""
-    return {"dataset": cfg.dataset, "imbalance_ratio": cfg.imbalance_ratio, "n_max": cfg.n_max,
-            "test_per_class": cfg.test_per_class, "split_seed": cfg.split_seed}
+    """The configuration fields a split depends on: equal keys mean the same split. class_order joins
+    only when it is not label order, so the keys (and manifests) of label-order splits stay as they were."""
+    key = {"dataset": cfg.dataset, "imbalance_ratio": cfg.imbalance_ratio, "n_max": cfg.n_max,
+           "test_per_class": cfg.test_per_class, "split_seed": cfg.split_seed}
+    return key if cfg.class_order == "label" else {**key, "class_order": cfg.class_order}
 
 
 def manifest_path(cfg: RunConfig) -> Path:
     ir = f"{cfg.imbalance_ratio:g}"
     extra = "".join(f"-{k}{v}" for k, v in (("nmax", cfg.n_max), ("test", cfg.test_per_class)) if v is not None)
+    if cfg.class_order != "label":
+        extra += "-order-" + cfg.class_order.replace(":", "")
     return resolve(cfg.data_root) / "splits" / f"{cfg.dataset}-ir{ir}{extra}-seed{cfg.split_seed}.json"
 
 
@@ -320,6 +357,9 @@ def build_manifest(cfg: RunConfig, spec: DatasetSpec, raw: Raw) -> dict:
         raise bad("dataset", cfg.dataset, f"its training data ({files}) holds no image of class(es) {absent}; every "
                   "class needs at least one training sample. Fix: check the files are complete and uncorrupted, "
                   "or get them again (see data/README.md).")
+    if spec.natural and cfg.class_order != "label":
+        raise bad("class_order", cfg.class_order, f"{spec.name} keeps its natural imbalance, so no order of classes "
+                  "is imposed; use class_order='label'.")
     if spec.natural:  # e.g. DermaMNIST: keep its own imbalance
         train_counts = avail_train.tolist() if cfg.n_max is None else np.minimum(avail_train, cfg.n_max).tolist()
         lt_test_counts = avail_test.tolist()
@@ -329,9 +369,10 @@ def build_manifest(cfg: RunConfig, spec: DatasetSpec, raw: Raw) -> dict:
         if n_max > avail_train.min():
             raise bad("n_max", cfg.n_max, f"larger than the smallest class of {spec.name} "
                       f"({int(avail_train.min())} images); use at most that.")
-        train_counts = longtail_counts(n_max, C, cfg.imbalance_ratio)
+        ranking = class_ranking(cfg.class_order, raw.classes, spec.name, cfg.split_seed)
+        train_counts = by_rank(longtail_counts(n_max, C, cfg.imbalance_ratio), ranking)
         bal = int(avail_test.min()) if cfg.test_per_class is None else min(cfg.test_per_class, int(avail_test.min()))
-        lt_test_counts = longtail_counts(bal, C, cfg.imbalance_ratio)
+        lt_test_counts = by_rank(longtail_counts(bal, C, cfg.imbalance_ratio), ranking)
     empty = [c for c, n in enumerate(train_counts) if n == 0]
     if empty:
         raise bad("imbalance_ratio", cfg.imbalance_ratio,
@@ -348,6 +389,8 @@ def build_manifest(cfg: RunConfig, spec: DatasetSpec, raw: Raw) -> dict:
         "source_sha256": source_hash(spec, raw),
         "source_files": [str(p) for p in raw.sources],
         "profile": "natural" if spec.natural else "exponential",
+        "class_order": cfg.class_order,   # and the classes from the most to the least frequent:
+        "classes_by_frequency": [raw.classes[c] for c in np.argsort(-np.asarray(train_counts), kind="stable")],
         "train_counts": [int(v) for v in train_counts],
         "test_counts": {"balanced": [bal] * C, "long_tailed": [int(v) for v in lt_test_counts]},
         "indices": {"train": train_idx.tolist(), "balanced": bal_idx.tolist(), "long_tailed": lt_idx.tolist()},

@@ -36,6 +36,9 @@ from .outside import load_weights
 from .runlock import holds_run_lock
 from .runs import ARM_FILE, JOINED, OUTSIDE, run_path
 from .sanity import NOISE_Z, SMALL_N, sanity_flags, small_classes
+from .worst_case import NAME as WORST
+from .worst_case import check_components
+from .worst_case import worst_case as combine
 
 __all__ = ["Attacked", "DATA_FIELDS", "EvalPlan", "OUTSIDE_ROOT", "add_cli", "assemble", "attack_curves", "attack_pool",
            "data_config", "evaluate", "evaluate_run", "evaluate_weights", "join_sweep", "plan_evaluation",
@@ -69,7 +72,7 @@ def _eval_mode(model: nn.Module, device):
 def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("balanced",), *,
              eps: float | None = None, per_class: int | None = None, seed: int = 0, batch_size: int = 256,
              device=None, attack_params: dict | None = None, eps_sweep=None,
-             curve_per_class: int | None = None) -> EvalResult:
+             curve_per_class: int | None = None, worst_case=()) -> EvalResult:
     """Attack `model` on `data`'s test protocols; per-class table, summary, sanity flags, predictions.
 
     attacks: names from ATTACKS (list or "a,b"); 'clean' is always added (every check compares with it).
@@ -79,11 +82,13 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     eps_sweep: radii of the PGD-20 robustness curves (default 0, eps/2, eps; 0 and eps are always added).
     curve_per_class: run the curves on a seeded stratified subset of at most this many images per class
       (None = every image); the cheap way to keep the eps checks on a large test set.
+    worst_case: two or more of `attacks` (e.g. pgd20, apgd_ce, apgd_t) read together as one more row,
+      'worst_case': an image counts as robust only if every one of them left it correctly classified.
     The model is moved to `device` (default: where its parameters are) and run in fp32 eval mode.
     The test images are data's test protocols (fixed by dataset, n_max, test_per_class, split_seed and
     imbalance_ratio through load_lt), then per_class with seed.
     """
-    plan = plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep)
+    plan = plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep, worst_case)
     device = torch.device(device if device is not None else next(model.parameters(), torch.empty(0)).device)
     run = dict(batch_size=batch_size, device=device, seed=seed)
     splits = {p: data.test[p].subset_per_class(per_class, seed) for p in plan.protocols}
@@ -94,7 +99,8 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
         out.zero_grad = zero_gradient_tables(model, pool, where, plan, batch_size, device)
     config = {
         "dataset": data.spec.name, "eps": plan.eps, "protocols": plan.protocols, "attacks": plan.params,
-        "eps_sweep": {f"{e:.6g}": p for e, p in plan.sweep.items()}, "curve_per_class": curve_per_class,
+        "eps_sweep": {f"{e:.6g}": p for e, p in plan.sweep.items()}, "worst_case": plan.worst_case,
+        "class_order": getattr(data, "manifest", {}).get("class_order", "label"), "curve_per_class": curve_per_class,
         "curve_n": out.curve_n, "subset": {p: {"per_class": per_class, "seed": seed, "n": len(sp),
                                                "counts": sp.counts(plan.C)} for p, sp in splits.items()},
         "seed": seed, "batch_size": batch_size, "device": str(device), "dtype": "float32", "noise_z": NOISE_Z,
@@ -113,6 +119,7 @@ class EvalPlan:
     params: dict
     sweep: dict
     names: tuple
+    worst_case: list = field(default_factory=list)   # attacks read together, image by image (worst_case.py)
 
     @property
     def C(self) -> int:
@@ -134,7 +141,7 @@ class Attacked:
     curve_n: int = 0
 
 
-def plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep) -> EvalPlan:
+def plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep, worst_case=()) -> EvalPlan:
     """Check the request and resolve every attack's parameters (and the curves') before anything runs."""
     attacks, protocols = _names(attacks), _names(protocols)
     attacks = ["clean", *[a for a in dict.fromkeys(attacks) if a != "clean"]]
@@ -149,7 +156,8 @@ def plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps
     params = resolve_attacks(attacks, attack_params, eps, C)
     sweep_base = {**ATTACKS[SWEEP_ATTACK].defaults, **(attack_params or {}).get(SWEEP_ATTACK, {})}
     sweep = {e: fill_defaults(SWEEP_ATTACK, {**sweep_base, "eps": e}, e, C) for e in _sweep(eps_sweep, eps)}
-    return EvalPlan(attacks, protocols, eps, params, sweep, tuple(data.class_names))
+    worst = check_components(_names(worst_case), attacks) if worst_case else []
+    return EvalPlan(attacks, protocols, eps, params, sweep, tuple(data.class_names), worst)
 
 
 def attack_pool(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run: dict) -> Attacked:
@@ -163,15 +171,25 @@ def attack_pool(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run:
               flush=True)
         out.pool_predictions[name] = pred
         out.log += [f"{r.levelname} {r.getMessage()}" for r in records]
-        for protocol, at in where.items():
-            out.seconds[(protocol, name)] = secs  # one shared run serves every protocol
-            y_np, index = y_pool[at], pool.index.numpy()[at]
-            out.predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
-            out.tables.append(per_class_table(name, protocol, plan.params[name].get("eps", 0.0), y_np, pred[at],
-                                              plan.names))
-            out.warn_rows += [{"protocol": protocol, "message": r.getMessage()}
-                              for r in records if r.levelno >= logging.WARNING]
+        _record(out, pool, where, plan, name, pred, secs, plan.params[name].get("eps", 0.0), records)
+    if plan.worst_case:   # robust only if robust to every one of them, image by image
+        pred = combine(y_pool, {a: out.pool_predictions[a] for a in plan.worst_case})
+        secs = sum(out.seconds[(plan.protocols[0], a)] for a in plan.worst_case)
+        _record(out, pool, where, plan, WORST, pred, secs, plan.eps)
     return out
+
+
+def _record(out: Attacked, pool: Split, where: dict, plan: EvalPlan, name: str, pred, secs: float,
+            attack_eps: float, records=()) -> None:
+    """One attack's predictions on the pool, read off for every protocol: predictions, table, seconds."""
+    y_pool = pool.y.numpy()
+    for protocol, at in where.items():
+        out.seconds[(protocol, name)] = secs  # one shared run serves every protocol
+        y_np, index = y_pool[at], pool.index.numpy()[at]
+        out.predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
+        out.tables.append(per_class_table(name, protocol, attack_eps, y_np, pred[at], plan.names))
+        out.warn_rows += [{"protocol": protocol, "message": r.getMessage()}
+                          for r in records if r.levelno >= logging.WARNING]
 
 
 def attack_curves(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run: dict,
@@ -221,7 +239,8 @@ def assemble(out: Attacked, plan: EvalPlan, data, config: dict) -> EvalResult:
     aa_warnings = pd.DataFrame(out.warn_rows, columns=["protocol", "message"])
     flags = sanity_flags(table, curves, pd.concat(out.zero_grad, ignore_index=True), aa_warnings,
                          pd.concat(out.curve_clean, ignore_index=True))
-    main_preds = {k: v for k, v in out.predictions.items() if k[1] in plan.attacks}
+    read = [*plan.attacks, *([WORST] if plan.worst_case else [])]
+    main_preds = {k: v for k, v in out.predictions.items() if k[1] in read}
     small = small_classes(table)
     for protocol, text in small.items():
         if text:
@@ -363,6 +382,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--eps", type=float, help="L-inf radius in [0,1] pixels (default: the dataset's)")
     p.add_argument("--eps-sweep", help="comma list of radii for the PGD-20 robustness curves")
     p.add_argument("--per-class", type=int, help="seeded stratified subset: at most this many per class")
+    p.add_argument("--worst-case", default="", help="comma list of two or more of --attacks read together, image by "
+                   "image, as the row worst_case (e.g. pgd20,apgd_ce,apgd_t)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the run's)")
@@ -397,7 +418,7 @@ def _cmd_evaluate(args) -> int:
         return _cmd_weights(args, attack_params, kw)
     result = evaluate_run(args.run, args.attacks, args.protocols, out_dir=args.out, seed=args.seed,
                           batch_size=args.batch_size, attack_params=attack_params or None,
-                          eps_sweep=args.eps_sweep, **kw)
+                          eps_sweep=args.eps_sweep, worst_case=args.worst_case, **kw)
     print(result)
     print(f"saved to {args.out or Path(args.run) / 'eval'}")
     return 0

@@ -25,10 +25,11 @@ from .figure_files import PLOTLYJS, save_html, write_plotlyjs
 from .runs import ARM_FILE
 
 __all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "RUN_COLUMNS", "RUN_VIEWS", "SHARE", "SOURCE", "STYLE",
-           "TRADEOFF_TITLE", "aggregate", "arm_means", "collect", "counts_table", "cross_view", "explorer", "find_runs",
-           "images_behind", "load_runs", "paired_differences", "predictions", "primary_section", "robust_attack_in",
-           "robust_attack_of", "run_info", "run_metrics", "run_view", "status_counts", "sweep_figures",
-           "tradeoff_figure", "views", "write_sweep_report", "write_views"]
+           "TRADEOFF_TITLE", "aggregate", "arm_means", "class_order_line", "collect", "counts_table", "cross_view",
+           "explorer", "find_runs", "images_behind", "load_runs", "paired_differences", "predictions",
+           "primary_section", "robust_attack_in", "robust_attack_of", "run_info", "run_metrics", "run_view",
+           "status_counts", "sweep_figures", "tradeoff_figure", "tuning_section", "views", "write_sweep_report",
+           "write_views"]
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
@@ -455,6 +456,35 @@ def status_counts(status: pd.DataFrame) -> dict[str, int]:
             "failed": int((status["status"] == "failed").sum())}
 
 
+def class_order_line(status: pd.DataFrame) -> str:
+    """Which classes the profile made rare (RunConfig.class_order), per arm where the arms differ."""
+    orders = status.get("class_order", pd.Series(["label"] * len(status))).fillna("label")
+    per_arm = dict(zip(status["arm"], orders)) if "arm" in status else {}
+    if len(set(orders)) <= 1:
+        text = f"Class order: {orders.iloc[0] if len(orders) else 'label'} (which classes the profile makes rare)."
+    else:
+        text = "Class order per arm: " + ", ".join(f"{a}: {o}" for a, o in per_arm.items()) + "."
+    return f"<p>{html.escape(text)}</p>"
+
+
+def tuning_section(root: Path) -> str:
+    """The equal tuning budget's record (root/tuning/tuning.json, tuning.py): each arm's chosen value, and
+    what the tuning cost; empty when the sweep did not tune."""
+    path = root / "tuning" / "tuning.json"
+    if not path.exists():
+        return ""
+    rec = json.loads(path.read_text())
+    rows = pd.DataFrame([{"imbalance_ratio": ir, "arm": arm, "param": c["param"], "value": c["value"],
+                          "factor": c["factor"], "val_balanced_robustness": c["val_balanced_robustness"]}
+                         for ir, arms in rec["choices"].items() for arm, c in arms.items()])
+    cost = rec["cost"]
+    text = (f"Each arm's value was chosen once, on seed {rec['seed']}, by balanced {rec['attack']} robustness on a "
+            f"validation split ({rec['validation']}), from the same number of values for every arm; "
+            f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
+            "(tuning/tuning.csv lists them).")
+    return f"<h2 id='tuning'>Tuning</h2><p>{html.escape(text)}</p>" + _table_html(rows)
+
+
 def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFrame, notes=(),
                        metrics: pd.DataFrame | None = None, health: pd.DataFrame | None = None) -> Path:
     """root/report.html, the answer first: the primary comparisons with Holm-adjusted p-values, the
@@ -479,7 +509,8 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     parts = [f"<h1>Sweep report: {html.escape(root.name)}</h1>",
              f"<p>{html.escape(str(root))} &middot; written {time.strftime('%Y-%m-%d %H:%M:%S')} &middot; runs: "
              + ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed")) + "</p>",
-             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], *primary_section(sweep, metrics, health)]
+             *[f"<p class='bad'>{html.escape(n)}</p>" for n in notes], *primary_section(sweep, metrics, health),
+             class_order_line(status), tuning_section(root)]
     for name, (title, text) in LEAD.items():
         parts += [f"<h2 id='{name}'>{title}</h2><p>{html.escape(text)} Robust attack: {html.escape(attack)}.</p>",
                   *[f for n, f in figs if n == name]]

@@ -63,12 +63,15 @@ def budget(cfg: RunConfig) -> dict:
     return out
 
 
-def unequal_budgets(configs: dict[str, RunConfig]) -> list[str]:
+def unequal_budgets(configs: dict[str, RunConfig], relative_lr: bool = False) -> list[str]:
     """Problems with a comparison's budgets (label -> config): adversarial arms whose adversarial
-    epochs or lr sequences differ, and RobustLT arms whose AIW ramp never reaches the full radius."""
+    epochs or lr sequences differ (relative_lr: sequences divided by each arm's lr, when a tuning chose
+    it), and RobustLT arms whose AIW ramp never reaches the full radius."""
     budgets = {label: budget(cfg) for label, cfg in configs.items() if cfg.method != "ce"}
     problems = []
-    shapes = {(b["adversarial_epochs"], tuple(round(lr, 12) for lr in b["lrs"])) for b in budgets.values()}
+    scale = {label: configs[label].lr if relative_lr else 1.0 for label in budgets}
+    shapes = {(b["adversarial_epochs"], tuple(round(lr / scale[k], 12) for lr in b["lrs"]))
+              for k, b in budgets.items()}
     if len(shapes) > 1:
         problems.append("adversarial budgets differ: " + "; ".join(
             f"{k}: {b['adversarial_epochs']} epochs at lr {[f'{lr:g}' for lr in b['lrs']]}"

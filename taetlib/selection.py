@@ -8,7 +8,7 @@ import numpy as np
 from .batches import Split, select_per_class
 from .config import RunConfig
 
-__all__ = ["balanced", "best_epoch", "validation_split"]
+__all__ = ["balanced", "best_epoch", "hold_out", "validation_split"]
 
 
 def balanced(acc: list | None) -> float | None:
@@ -22,10 +22,15 @@ def validation_split(train: Split, cfg: RunConfig, num_classes: int) -> tuple[Sp
     each class (at least one image where a class has two) is held out of training; otherwise (train, None)."""
     if cfg.select == "last":
         return train, None
+    return hold_out(train, cfg.val_fraction, cfg.seed, num_classes)
+
+
+def hold_out(train: Split, fraction: float, seed: int, num_classes: int) -> tuple[Split, Split]:
+    """(the rest, a seeded stratified `fraction` of each class, at least one image where a class has two)."""
     y = train.y.cpu().numpy()
     n = np.bincount(y, minlength=num_classes)
-    k = np.where(n >= 2, np.maximum(np.floor(n * cfg.val_fraction), 1), 0).astype(int)
-    val = select_per_class(y, k, np.random.default_rng(cfg.seed + 7919))   # a stream of its own
+    k = np.where(n >= 2, np.maximum(np.floor(n * fraction), 1), 0).astype(int)
+    val = select_per_class(y, k, np.random.default_rng(seed + 7919))   # a stream of its own
     keep = np.setdiff1d(np.arange(len(y)), val)
     return train.take(keep), train.take(val)
 

@@ -165,7 +165,8 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
     if marker.exists() and json.loads(marker.read_text()).get("split_hash") == key:
         return {"group": str(group_dir), "error": ""}
     try:
-        split = {k: config[k] for k in ("dataset", "n_max", "test_per_class", "split_seed", "data_root")}
+        split = {k: config[k] for k in ("dataset", "n_max", "test_per_class", "split_seed", "class_order",
+                                        "data_root")}
         params = notebook_params(NB_DATA, split, irs=[config["imbalance_ratio"]], out_dir=str(group_dir),
                                  interactive=False)
         execute(NB_DATA, out, params, timeout)
@@ -255,7 +256,7 @@ def _start(sweep: Sweep, slurm: SlurmSettings | None, log) -> Started:
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2, default=str) + "\n")
     write_plotlyjs(root)  # one copy for every run's HTML figures (plots.save_html links the nearest)
-    budget_notes = budget_problems(runs)
+    budget_notes = budget_problems(runs, tuned=bool(sweep.tuning))
     for note in budget_notes:
         log(f"budget: {note}")
     groups = stage_dirs(runs)   # one dataset stage per IR and split, on the first valid config of each
@@ -464,7 +465,8 @@ def sweep_from_args(args) -> Sweep:
                  seeds=args.seeds or ps.get("seeds") or [0], config=config,
                  method_overrides=dict(preset.method_overrides) if preset else {},
                  ir_overrides=dict(preset.ir_overrides) if preset else {}, evaluation=evaluation,
-                 robust_attack=args.robust_attack, preset=args.preset, cell_timeout=args.cell_timeout,
+                 robust_attack=args.robust_attack or (preset.robust_attack if preset else None), preset=args.preset,
+                 cell_timeout=args.cell_timeout, tuning=preset.tuning if preset else None,
                  primary=list(preset.primary) if preset else [], health=dict(preset.health) if preset else {})
 
 

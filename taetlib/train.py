@@ -354,9 +354,11 @@ def prepare(run: Training, data: LTData, objective_state: dict) -> None:
     check_run_dir(run.run_dir, run.model, run.objective.state_dict())
     run.train_batches = Batches(train_split, cfg.batch_size // dist.world_size, run.device, shuffle=True,
                                 augment=cfg.augment, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
-    eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
-    run.eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, run.device, shuffle=False)
-    run.counts["test"], run.eval_eps = eval_split.counts(C), cfg.train_eps(data.spec.default_eps)
+    run.eval_eps = cfg.train_eps(data.spec.default_eps)
+    if cfg.eval_every:   # eval_every=0 reads nothing of the test set (tuning.py trains without one)
+        eval_split = data.test["balanced"].subset_per_class(cfg.eval_per_class, seed=cfg.seed)
+        run.eval_batches = Batches(distributed.shard(eval_split, dist), cfg.batch_size, run.device, shuffle=False)
+        run.counts["test"] = eval_split.counts(C)
     run.n_images = len(train_split)
     if val_split is not None:
         run.val_batches = Batches(distributed.shard(val_split, dist), cfg.batch_size, run.device, shuffle=False)

@@ -25,7 +25,7 @@ RESULTS = (DOCS / "results.md").read_text()
 def plan_of(name: str) -> list:
     p = argparse.ArgumentParser()
     sweep.add_cli(p.add_subparsers(dest="command"))
-    return sweep.sweep_from_args(p.parse_args(["sweep", "--preset", name])).plan()
+    return sweep.sweep_from_args(p.parse_args(["sweep", "--preset", name])).plan(tuned=False)   # before tuning
 
 
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))

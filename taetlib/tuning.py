@@ -1,0 +1,274 @@
+"""The equal tuning budget: every arm of a comparison gets the same small grid for its learning rate, or,
+for an objective with a loss scale of its own (TAET's HARL weights of 0.1 scale its gradient about tenfold
+down), for that scale; the same number of values, the same training budget per value, the same attack.
+
+The value is chosen once, on one seed (the spec's, else the sweep's first), by balanced robustness on a
+validation split held out of that seed's training set (a stratified `val_fraction` of each class), and
+then used for every seed. The test set is never read: the tuning runs train with eval_every=0 on data that
+holds no test split, and are read on the validation split only. Each run trains on the training set less
+the validation split, with the study run's epochs.
+
+`python -m taetlib tune --preset P` writes OUT/tuning/: one folder per run (fit's files and point.json),
+tuning.csv (every run: value, validation robustness and accuracy, seconds, SGD steps, status) and
+tuning.json (the spec, the choice per IR and arm, the cost); a sweep whose preset tunes reads its choices
+from there (plan.Sweep.tuned_choices), and refuses to start without them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import presets
+from .attack_suite import resolve_attacks, run_attack
+from .checkpoints import load_model
+from .config import RunConfig
+from .data import LTData, load_lt
+from .distributed import resolve_device
+from .errors import ConfigError, bad, check_choice
+from .metrics import balanced_accuracy
+from .parallel import pmap
+from .paths import resolve
+from .plan import TUNING_FILE, Run, Sweep
+from .schedule import budget
+from .selection import hold_out
+from .train import TrainingDiverged, fit
+
+__all__ = ["LOSS_SCALES", "PARAMS", "POINT_FILE", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid",
+           "preset_tuning_budgets", "tune", "tune_point", "tuning_budget", "tuning_points", "validation_data"]
+
+PARAMS = ("lr", "loss_scale")
+# the fields one loss scale multiplies together: HARL's alpha, beta, gamma (alpha / (2 beta), where a class
+# weight turns negative, stays where it is)
+LOSS_SCALES = {"taet": {"harl_alpha": "alpha", "harl_beta": "beta", "harl_gamma": "gamma"}}   # setting -> its arg
+POINT_FILE = "point.json"
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    factors: dict                                  # param -> multipliers of the arm's own value; equal counts
+    params: dict = field(default_factory=dict)     # method -> the param it tunes (default lr)
+    attack: str = "pgd20"                          # the validation attack, the same for every arm
+    val_fraction: float = 0.2                      # held out of each class of the tuning seed's training set
+    seed: int | None = None                        # the seed tuned on (None: the sweep's first)
+
+    @classmethod
+    def of(cls, d: dict) -> TuningSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise bad("tuning", unknown, f"unknown keys; a tuning spec takes {sorted(names)}.")
+        spec = cls(**d)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        for param, values in self.factors.items():
+            check_choice("tuning factors' param", param, PARAMS)
+            if not values or any(not isinstance(v, (int, float)) or v <= 0 for v in values):
+                raise bad(f"tuning.factors[{param!r}]", values, "must be a non-empty list of numbers > 0.")
+        counts = {p: len(v) for p, v in self.factors.items()}
+        if len(set(counts.values())) > 1:
+            raise bad("tuning.factors", counts, "every param needs as many values: the budget is the same for "
+                      "every arm.")
+        for method, param in self.params.items():
+            check_choice(f"tuning.params[{method!r}]", param, PARAMS)
+            if param not in self.factors:
+                raise bad(f"tuning.params[{method!r}]", param, f"has no factors; add tuning.factors[{param!r}].")
+            if param == "loss_scale" and method not in LOSS_SCALES:
+                raise bad(f"tuning.params[{method!r}]", param, f"{method} has no loss scale registered; those that "
+                          f"do: {sorted(LOSS_SCALES)}. Tune its lr.")
+        if "lr" not in self.factors:
+            raise bad("tuning.factors", self.factors, "needs 'lr': the param of every method not in tuning.params.")
+        if not 0 < self.val_fraction < 1:
+            raise bad("tuning.val_fraction", self.val_fraction, "must lie in (0, 1).")
+        resolve_attacks([self.attack], None, 0.1, 10)   # an unknown attack fails here, by name
+
+    def param_of(self, method: str) -> str:
+        return self.params.get(method, "lr")
+
+    def size(self) -> int:
+        return len(next(iter(self.factors.values())))
+
+
+def grid(spec: TuningSpec, config: dict) -> list[dict]:
+    """One arm's grid: per value, the param, its factor, the value(s) and the RunConfig overrides."""
+    param = spec.param_of(config["method"])
+    cfg = RunConfig.from_dict(config)
+    now = ({k: getattr(cfg.hparams, a) for k, a in LOSS_SCALES[cfg.method].items()} if param == "loss_scale"
+           else {"lr": cfg.lr})
+    fields = list(now)
+    points = []
+    for f in spec.factors[param]:
+        overrides = {k: now[k] * f for k in fields}
+        points.append({"param": param, "factor": f, "value": overrides[fields[0]], "overrides": overrides})
+    return points
+
+
+def tuning_budget(spec: TuningSpec, run: Run) -> dict:
+    """What tuning spends on one arm: values tried, and per value its adversarial and clean epochs (the
+    study run's), the validation attack and share."""
+    cfg = RunConfig.from_dict(run.config)
+    b = budget(cfg)
+    return {"values": spec.size(), "adversarial_epochs": b["adversarial_epochs"], "clean_epochs": b["clean_epochs"],
+            "attack": spec.attack, "val_fraction": spec.val_fraction}
+
+
+def preset_tuning_budgets(p: presets.Preset) -> dict:
+    """{IR: {arm: tuning_budget}} of a preset that tunes (a sweep with no folder: nothing is read)."""
+    spec = TuningSpec.of(p.tuning)
+    sweep = Sweep(root=Path("."), dataset=p.config["dataset"], irs=p.sweep["irs"], arms=list(p.sweep["arms"]),
+                  seeds=p.sweep["seeds"][:1], config={k: v for k, v in p.config.items() if k != "dataset"},
+                  method_overrides=p.method_overrides, ir_overrides=p.ir_overrides)
+    out: dict = {}
+    for r in sweep.plan(tuned=False):
+        out.setdefault(r.config["imbalance_ratio"], {})[r.arm] = tuning_budget(spec, r)
+    return out
+
+
+# ------------------------------------------------------------------------------ one tuning run
+def validation_data(data: LTData, val_fraction: float, seed: int) -> tuple[LTData, LTData]:
+    """(what trains: the training set less the validation split, and no test split; the validation split)."""
+    C = data.num_classes
+    train, val = hold_out(data.train, val_fraction, seed, C)
+    manifest = {k: v for k, v in data.manifest.items() if k != "indices"}
+    trains = LTData(spec=data.spec, classes=data.classes, train=train, test={}, train_counts=train.counts(C),
+                    manifest={**manifest, "validation_fraction": val_fraction})
+    return trains, val
+
+
+def tune_point(config: dict, run_dir: str, spec: dict) -> dict:
+    """Train one grid value on the training set less the validation split, then read balanced accuracy and
+    balanced robustness (spec's attack) on the validation split. Recorded in run_dir/point.json: a run
+    holding one made with this config is not trained again."""
+    run_dir, t0 = Path(run_dir), time.time()
+    done = run_dir / POINT_FILE
+    if done.exists() and json.loads(done.read_text()).get("config") == config:
+        return json.loads(done.read_text())["result"]
+    cfg = RunConfig.from_dict(config)
+    trains, val = validation_data(load_lt(cfg), spec["val_fraction"], cfg.seed)
+    device = resolve_device(cfg.device)
+    result = {"status": "done", "error": "", "val_n": len(val), "train_n": len(trains.train)}
+    try:
+        fitted = fit(cfg, trains, run_dir)
+        result["sgd_steps"] = len(fitted.history) * math.ceil(len(trains.train) / cfg.batch_size)
+    except TrainingDiverged as e:   # a value that diverges is tried and recorded, never chosen
+        result.update(status="diverged", error=str(e).splitlines()[0], val_balanced_accuracy=np.nan,
+                      val_balanced_robustness=np.nan, sgd_steps=None)
+    if result["status"] == "done":
+        model = load_model(run_dir, device)
+        eps = cfg.train_eps(trains.spec.default_eps)
+        C = trains.num_classes
+        params = resolve_attacks(["clean", spec["attack"]], None, eps, C)
+        y = val.y.numpy()
+        for name, key in (("clean", "val_balanced_accuracy"), (spec["attack"], "val_balanced_robustness")):
+            pred = run_attack(name, model, val.x, val.y, params[name], device=device, seed=cfg.seed)
+            result[key] = balanced_accuracy(y, pred, C)
+    result["seconds"] = round(time.time() - t0, 1)
+    done.write_text(json.dumps({"config": config, "result": result}, indent=2, default=float) + "\n")
+    return result
+
+
+# ------------------------------------------------------------------------------ the tuning of a sweep
+def tuning_points(sweep: Sweep, spec: TuningSpec) -> list[dict]:
+    """Every (IR, arm, value) of the sweep on the tuning seed: its row and the config it trains."""
+    seed = spec.seed if spec.seed is not None else sweep.seeds[0]
+    runs = dataclasses.replace(sweep, seeds=[seed], tuning=None).plan(tuned=False)
+    invalid = [f"{r.dir}: {r.error}" for r in runs if r.error]
+    if invalid:
+        raise ConfigError("tuning: invalid runs, fix them first: " + "; ".join(invalid))
+    root = Path(sweep.root) / Path(TUNING_FILE).parent
+    points = []
+    for r in runs:
+        for g in grid(spec, r.config):
+            config = RunConfig.from_dict({**r.config, **g["overrides"], "eval_every": 0, "select": "last"}).to_dict()
+            where = root / r.dir.relative_to(sweep.root).parent.parent / r.arm / f"{g['param']}x{g['factor']:g}"
+            points.append({"imbalance_ratio": r.config["imbalance_ratio"], "arm": r.arm, "method": r.config["method"],
+                           "seed": seed, "param": g["param"], "factor": g["factor"], "value": g["value"],
+                           "overrides": g["overrides"], "config": config, "dir": str(where)})
+    return points
+
+
+def choose(rows: pd.DataFrame) -> pd.Series:
+    """The chosen value of one arm: the highest validation balanced robustness; of ties, the factor
+    nearest 1 (the arm's own value)."""
+    ok = rows[rows["status"] == "done"]
+    if ok.empty:
+        raise ConfigError(f"tuning: every value of arm {rows['arm'].iloc[0]} failed ({'; '.join(rows['error'])}); "
+                          "widen or lower the grid.")
+    best = ok["val_balanced_robustness"].max()
+    tied = ok[ok["val_balanced_robustness"] == best]
+    return tied.loc[tied["factor"].map(lambda f: abs(math.log(f))).idxmin()]
+
+
+def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
+    """Run (or resume) every tuning run of `sweep`, choose each arm's value, write tuning.csv and tuning.json."""
+    if not sweep.tuning:
+        raise bad("tuning", sweep.tuning, "this sweep has no tuning spec; give a preset that tunes (e.g. "
+                  "fmnist_lt_study_a) or a spec.")
+    spec = TuningSpec.of(sweep.tuning)
+    points = tuning_points(sweep, spec)
+    log(f"tuning {len(points)} runs ({spec.size()} values x {len(points) // spec.size()} arm(s) x IR) on seed "
+        f"{points[0]['seed']}, by balanced {spec.attack} robustness on {spec.val_fraction:.0%} of each class")
+    t0 = time.time()
+    args = [(p["config"], p["dir"], dataclasses.asdict(spec)) for p in points]
+    results = pmap(tune_point, args, jobs, lambda r: log(f"  tuning run: {r['status']}, {r['seconds']:.0f} s"))
+    rows = pd.DataFrame([{**{k: v for k, v in p.items() if k not in ("config", "overrides")}, **res}
+                         for p, res in zip(points, results)])
+    rows["chosen"] = False
+    choices: dict = {}
+    for (ir, arm), group in rows.groupby(["imbalance_ratio", "arm"], sort=False):
+        best = choose(group)
+        rows.loc[best.name, "chosen"] = True
+        point = points[best.name]
+        choices.setdefault(f"{ir:g}", {})[arm] = {
+            "param": point["param"], "factor": point["factor"], "value": point["value"],
+            "overrides": point["overrides"], "val_balanced_robustness": best["val_balanced_robustness"]}
+    root = Path(sweep.root) / Path(TUNING_FILE).parent
+    root.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(root / "tuning.csv", index=False)
+    record = {"spec": sweep.tuning, "seed": points[0]["seed"], "attack": spec.attack,
+              "validation": f"{spec.val_fraction:g} of each class of the tuning seed's training set; "
+                            "the test set is not read",
+              "choices": choices,
+              "cost": {"runs": len(rows), "seconds": float(rows["seconds"].sum()),
+                       "sgd_steps": int(rows["sgd_steps"].fillna(0).sum()), "wall_seconds": round(time.time() - t0)},
+              "runs": json.loads(rows.to_json(orient="records"))}
+    (root / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
+    for ir, arms in choices.items():
+        log(f"IR {ir}: " + ", ".join(f"{a} {c['param']} {c['value']:g} (x{c['factor']:g})" for a, c in arms.items()))
+    log(f"tuning written: {root / 'tuning.json'}, {root / 'tuning.csv'}")
+    return record
+
+
+# ------------------------------------------------------------------------------ CLI
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("tune", help="the equal tuning budget: each arm's lr (or loss scale) on a validation "
+                                           "split, once, before the sweep")
+    p.add_argument("--preset", required=True, help="a preset that tunes (its `tuning` spec)")
+    p.add_argument("--out", help="the sweep's folder (default runs/<preset>); the record goes to OUT/tuning/")
+    p.add_argument("--irs", nargs="+", type=float, help="imbalance ratios (default: the preset's)")
+    p.add_argument("--jobs", type=int, default=1)
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args) -> int:
+    p = presets.get(args.preset)
+    if not p.tuning:
+        raise bad("preset", args.preset, "has no tuning spec; presets that tune: "
+                  f"{sorted(n for n, q in presets.PRESETS.items() if q.tuning)}.")
+    if args.jobs < 1:
+        raise bad("--jobs", args.jobs, "must be >= 1.")
+    sweep = Sweep(root=resolve(args.out or f"runs/{p.name}"), dataset=p.config["dataset"],
+                  irs=args.irs or p.sweep["irs"], arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
+                  config={k: v for k, v in p.config.items() if k != "dataset"}, method_overrides=p.method_overrides,
+                  ir_overrides=p.ir_overrides, evaluation=p.evaluation, preset=p.name, tuning=p.tuning)
+    tune(sweep, jobs=args.jobs)
+    return 0
+

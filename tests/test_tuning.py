@@ -1,0 +1,124 @@
+"""The equal tuning budget: the same grid size for every arm, chosen on a validation split, never on the test set."""
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from taetlib import report, tuning
+from taetlib.arms import Arm
+from taetlib.config import RunConfig
+from taetlib.data import load_lt
+from taetlib.errors import ConfigError
+from taetlib.plan import Sweep
+from taetlib.train import fit
+from taetlib.tuning import TuningSpec, grid
+
+SPEC = {"factors": {"lr": [0.5, 1.0], "loss_scale": [1.0, 10.0]}, "params": {"taet": "loss_scale"},
+        "attack": "pgd20", "val_fraction": 0.2}
+
+
+class ReadTestSet(AssertionError):
+    pass
+
+
+class Poisoned(dict):
+    """A test-split mapping that fails the test on any read."""
+
+    def _read(self, *a, **k):
+        raise ReadTestSet("the test set was read")
+
+    __getitem__ = get = items = values = keys = __iter__ = __contains__ = __len__ = _read
+
+
+def poisoned_load_lt(cfg, **kw):
+    d = load_lt(cfg, **kw)
+    d.test = Poisoned()
+    return d
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"factors": {"lr": [0.5, 1.0], "loss_scale": [1.0]}, "params": {"taet": "loss_scale"}},
+     "tuning.factors=.*as many values"),
+    ({"factors": {"lr": [0.5, -1.0]}}, "tuning.factors\\['lr'\\]=.*> 0"),
+    ({"factors": {"lr": [1.0], "loss_scale": [2.0]}, "params": {"pgd_at": "loss_scale"}},
+     "pgd_at has no loss scale registered"),
+    ({"factors": {"lr": [1.0]}, "attack": "pgd21"}, "attacks='pgd21'"),
+    ({"factors": {"lr": [1.0]}, "val_fraction": 1.5}, "tuning.val_fraction=1.5"),
+    ({"factors": {"lr": [1.0]}, "budget": 3}, "tuning=\\['budget'\\]: unknown keys"),
+])
+def test_bad_specs_are_refused_by_name(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        TuningSpec.of(spec)
+
+
+def test_the_grid_scales_lr_or_the_whole_loss_scale():
+    spec = TuningSpec.of(SPEC)
+    pgd = grid(spec, RunConfig(method="pgd_at", lr=0.1).to_dict())
+    assert [p["overrides"] for p in pgd] == [{"lr": 0.05}, {"lr": 0.1}]
+    taet = grid(spec, RunConfig(method="taet", harl_alpha=0.1, harl_beta=0.1, harl_gamma=0.1).to_dict())
+    assert taet[1]["overrides"] == {"harl_alpha": 1.0, "harl_beta": 1.0, "harl_gamma": 1.0}
+    assert len(pgd) == len(taet) == spec.size()
+
+
+def study_sweep(root, data_root) -> Sweep:
+    config = {"model": "small_cnn", "n_max": 60, "test_per_class": 20, "epochs": 1, "stabilization_epochs": 1,
+              "attack_steps": 1, "batch_size": 64, "eval_every": 1, "data_root": str(data_root), "augment": "none"}
+    return Sweep(root=root, dataset="synthetic", irs=[10], arms=[Arm("pgd_at"), Arm("taet")], seeds=[3, 4],
+                 config=config, tuning=SPEC)
+
+
+def test_a_tuning_sweep_refuses_to_plan_without_its_choices(tmp_path):
+    with pytest.raises(ConfigError, match="tuning=.*does not exist yet; run `python -m taetlib tune"):
+        study_sweep(tmp_path / "sw", tmp_path).plan()
+
+
+@pytest.mark.slow
+def test_tuning_chooses_on_validation_never_reads_the_test_set_and_the_sweep_uses_its_choice(tmp_path, monkeypatch):
+    sweep = study_sweep(tmp_path / "sw", tmp_path / "data")
+    # the control: the same poisoned data fails a run that evaluates on the test set while training
+    cfg = RunConfig(dataset="synthetic", **{**sweep.config, "method": "pgd_at"})
+    with pytest.raises(ReadTestSet):
+        fit(cfg, poisoned_load_lt(cfg), tmp_path / "control")
+    monkeypatch.setattr(tuning, "load_lt", poisoned_load_lt)
+    record = tuning.tune(sweep, jobs=1, log=lambda m: None)
+
+    rows = pd.read_csv(tmp_path / "sw" / "tuning" / "tuning.csv")
+    assert len(rows) == 4 and (rows["status"] == "done").all() and set(rows["seed"]) == {3}
+    assert rows.groupby("arm").size().to_dict() == {"pgd_at": 2, "taet": 2}
+    assert rows["val_balanced_robustness"].between(0, 1).all() and (rows["seconds"] > 0).all()
+    assert (rows["sgd_steps"] > 0).all() and rows.groupby("arm")["chosen"].sum().to_dict() == {"pgd_at": 1, "taet": 1}
+    for arm, group in rows.groupby("arm"):   # the best on validation; of ties, the factor nearest 1
+        top = group[group["val_balanced_robustness"] == group["val_balanced_robustness"].max()]
+        best = top.loc[top["factor"].map(lambda f: abs(math.log(f))).idxmin()]
+        assert record["choices"]["10"][arm]["value"] == pytest.approx(best["value"])
+        assert group.loc[group["chosen"], "value"].item() == pytest.approx(best["value"])
+    assert record["cost"]["runs"] == 4 and record["cost"]["seconds"] > 0
+    assert json.loads((tmp_path / "sw" / "tuning" / "tuning.json").read_text())["choices"] == record["choices"]
+    # every run of the tuning seed trained on the training set less the validation split, with eval_every=0
+    cfgs = [json.loads(p.read_text())["config"] for p in (tmp_path / "sw" / "tuning").rglob("point.json")]
+    assert len(cfgs) == 4 and all(c["eval_every"] == 0 and c["seed"] == 3 for c in cfgs)
+
+    page = report.tuning_section(tmp_path / "sw")   # the sweep report states the choices and the cost
+    assert "4 tuning runs" in page and "taet" in page and "loss_scale" in page and report.tuning_section(tmp_path) == ""
+
+    runs = sweep.plan()   # every seed gets the chosen value
+    chosen = record["choices"]["10"]
+    for r in runs:
+        for key, value in chosen[r.arm]["overrides"].items():
+            assert r.config[key] == pytest.approx(value)
+    assert {r.config["seed"] for r in runs} == {3, 4}
+
+    def no_training(*a, **k):
+        raise AssertionError("a recorded tuning run was trained again")
+    monkeypatch.setattr(tuning, "fit", no_training)
+    assert tuning.tune(sweep, jobs=1, log=lambda m: None)["choices"] == record["choices"]
+
+
+def test_tune_on_a_preset_without_a_spec_is_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "taetlib", "tune", "--preset", "fmnist_lt_demo", "--out",
+                           str(tmp_path / "t")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: preset='fmnist_lt_demo': has no tuning spec")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "t").exists()

@@ -57,10 +57,10 @@ def notebook_params(notebook: str, config: dict, **other) -> dict:
     return params
 
 
-def _declared_method_args(config: dict, declared: set[str]) -> dict:
+def _declared_method_args(config: dict, declared: frozenset[str]) -> dict:
     """The method's own settings a notebook declares by name (notebook 02's stabilization_epochs: the spec's
     alias) taken out of method_args, so the parameter and method_args never say two things."""
-    spec = METHODS.get(config.get("method"))
+    spec = METHODS.get(str(config.get("method")))
     if spec is None or not config.get("method_args"):
         return config
     args, out = dict(config["method_args"]), dict(config)

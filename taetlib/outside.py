@@ -117,7 +117,8 @@ def load_weights(path: str | Path, model: str, dataset: str, *, normalization=No
     state = read_state_dict(path)
     mean, std, source = normalization_of(normalization, dataset, state)
     net = create_model(model, num_classes or spec.num_classes, spec.in_channels, mean, std, head=head)
-    mapped, unmapped, missing, shapes = map_keys(state, net.net.state_dict())
+    inner = net.get_submodule("net")   # the network behind the normalisation wrapper
+    mapped, unmapped, missing, shapes = map_keys(state, inner.state_dict())
     ignored = [k for k in unmapped if strip(k) in ("mean", "std")]   # the file's normalisation, read above
     unmapped = [k for k in unmapped if k not in ignored]
     if unmapped or missing or shapes:
@@ -126,11 +127,11 @@ def load_weights(path: str | Path, model: str, dataset: str, *, normalization=No
         detail = "; ".join(f"{what}: {few(items)}" for what, items in (
             ("in the file but not in the model", unmapped), ("in the model but not in the file", missing),
             ("shapes differ", shapes)) if items)
-        raise bad("weights", str(path), f"does not fit model={model!r} with {len(net.net.state_dict())} "
+        raise bad("weights", str(path), f"does not fit model={model!r} with {len(inner.state_dict())} "
                   f"tensors for {dataset} ({spec.num_classes} classes, {spec.in_channels} channel(s)): {detail}. "
                   f"Known key prefixes stripped: {', '.join(PREFIXES)}. Fix: the architecture it was trained "
                   "as (register it from a plugin if taetlib lacks it), or rename the keys.")
-    net.net.load_state_dict(mapped, strict=False)   # strict on everything but OPTIONAL counters (checked above)
+    inner.load_state_dict(mapped, strict=False)   # strict on everything but OPTIONAL counters (checked above)
     info = {"weights": str(path), "model": model, "dataset": dataset, "head": head, "mean": mean, "std": std,
             "normalization": source, "keys_mapped": len(mapped), "keys_ignored": ignored,
             "prefixes_stripped": sorted({k[:len(k) - len(strip(k, mapped))] for k in state if k not in ignored} - {""})}

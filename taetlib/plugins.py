@@ -39,6 +39,9 @@ def _import_file(path: Path):
                              "method, or an importable module name.")
     name = f"taetlib_plugin_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PluginNotFound(f"{path}: Python cannot load it as a module. Fix: give a .py file that registers "
+                             "your method, or an importable module name.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module   # dataclasses and pickling look the module up by name
     try:

@@ -124,7 +124,7 @@ SOURCES_NOTE = ("Numbers are % (mean over seeds [95 % interval]). Each interval 
                 "of the classes; weakest-k: each run's weakest ceil(C/3) = 4 classes.\n")
 
 
-def readme(agg, readings, *, command: str, timing: str, rankings: dict, health: str, cannot: list[str] = ()) -> str:
+def readme(agg, readings, *, command: str, timing: str, rankings: dict, health: str, cannot: tuple | list = ()) -> str:
     sources = "; ".join(dict.fromkeys(str(x) for x in agg["interval"].dropna() if x)) if "interval" in agg else ""
     parts = [
         "# Fashion-MNIST-LT: every method, measured on a CPU\n",

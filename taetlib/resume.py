@@ -81,7 +81,7 @@ def _extension(ck: dict, cfg: RunConfig, old: RunConfig | None, diff: dict, path
     if old is None and not new_plan:
         raise Refused(f"{path}: its settings cannot be read back, so whether the epochs it trained keep "
                               "their plan is unknown. Fix: new_plan=True (train --new-plan) to continue anyway.")
-    if moved and not new_plan:
+    if moved and not new_plan and old is not None:
         first = min(moved)
         raise Refused(
             f"{path}: the new schedule {diff} changes the plan of epochs it already trained (epoch {first}: "

@@ -34,7 +34,8 @@ class RunLocked(ConfigError):
 
 def _ancestors() -> set[int]:
     """PIDs of this process's parents, up to init (from /proc; just the parent elsewhere)."""
-    out, pid = set(), os.getpid()
+    out: set[int] = set()
+    pid = os.getpid()
     while pid > 1:
         try:
             with open(f"/proc/{pid}/stat") as f:   # "pid (comm) state ppid ...": comm may hold spaces

@@ -27,6 +27,7 @@ import pandas as pd
 
 from . import presets
 from .attack_suite import resolve_attacks, run_attack
+from .batches import Split
 from .checkpoints import load_model
 from .config import RunConfig
 from .data import LTData, load_lt
@@ -122,7 +123,7 @@ def tuning_budget(spec: TuningSpec, run: Run) -> dict:
 
 def preset_tuning_budgets(p: presets.Preset) -> dict:
     """{IR: {arm: tuning_budget}} of a preset that tunes (a sweep with no folder: nothing is read)."""
-    spec = TuningSpec.of(p.tuning)
+    spec = TuningSpec.of(p.tuning or {})
     sweep = Sweep(root=Path("."), dataset=p.config["dataset"], irs=p.sweep["irs"], arms=list(p.sweep["arms"]),
                   seeds=p.sweep["seeds"][:1], config={k: v for k, v in p.config.items() if k != "dataset"},
                   method_overrides=p.method_overrides, ir_overrides=p.ir_overrides)
@@ -133,7 +134,7 @@ def preset_tuning_budgets(p: presets.Preset) -> dict:
 
 
 # ------------------------------------------------------------------------------ one tuning run
-def validation_data(data: LTData, val_fraction: float, seed: int) -> tuple[LTData, LTData]:
+def validation_data(data: LTData, val_fraction: float, seed: int) -> tuple[LTData, Split]:
     """(what trains: the training set less the validation split, and no test split; the validation split)."""
     C = data.num_classes
     train, val = hold_out(data.train, val_fraction, seed, C)
@@ -143,11 +144,12 @@ def validation_data(data: LTData, val_fraction: float, seed: int) -> tuple[LTDat
     return trains, val
 
 
-def tune_point(config: dict, run_dir: str, spec: dict) -> dict:
+def tune_point(config: dict, run_dir: str | Path, spec: dict) -> dict:
     """Train one grid value on the training set less the validation split, then read balanced accuracy and
     balanced robustness (spec's attack) on the validation split. Recorded in run_dir/point.json: a run
     holding one made with this config is not trained again."""
-    run_dir, t0 = Path(run_dir), time.time()
+    run_dir = Path(run_dir)
+    t0 = time.time()
     done = run_dir / POINT_FILE
     if done.exists() and json.loads(done.read_text()).get("config") == config:
         return json.loads(done.read_text())["result"]

@@ -303,7 +303,7 @@ class NoAttack:
     start = "none"
 
     def __call__(self, model, x, y, epoch):
-        return x, None
+        return x, None, None   # as Attack: x_adv, the start's logits, GA-PGD's kappa
 
 
 def harl_batch():

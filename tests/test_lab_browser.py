@@ -324,7 +324,7 @@ SAMPLER = """(marker) => { window.taetSamples = [];
 
 def test_03_harl_stage_live_figure_grows(nb_page, lab, params, shots):
     needs(lab.root / "run" / "stage1" / "last.pt", "02")
-    marker = "train.fit("  # the training cell; its live figures are plotly FigureWidgets redrawn each epoch
+    marker = "nb.fit("  # the training cell; its live figures are plotly FigureWidgets redrawn each epoch
     run_in_lab(nb_page, lab, "03_harl_stage", params["03_harl_stage"],
                before_run=lambda page: page.evaluate(SAMPLER, marker))
     samples = nb_page.evaluate("() => { window.taetObserver.disconnect(); return window.taetSamples; }")
@@ -357,7 +357,7 @@ FIGURES = """(marker) => { const cell = Array.from(document.querySelectorAll('.j
 def test_05_per_class_plots_dropdown_redraws(nb_page, lab, params, shots):
     needs(lab.root / "run" / "eval" / "summary.csv", "04")
     run_in_lab(nb_page, lab, "05_per_class_plots", params["05_per_class_plots"])
-    marker = "report.explorer("
+    marker = "nb.explorer("
     before = nb_page.evaluate(FIGURES, marker)
     assert before != "[]", "the explorer drew no figures"
     dropdown = nb_page.locator(".widget-dropdown", has=nb_page.locator("label", has_text="protocol")).locator("select")

@@ -12,7 +12,7 @@ from taetlib.data import load_lt
 from taetlib.errors import ConfigError
 from taetlib.plan import Sweep
 from taetlib.train import fit
-from taetlib.tuning import TuningSpec, grid
+from taetlib.tuning import LOSS_SCALES, TuningSpec, grid
 
 SPEC = {"factors": {"lr": [0.5, 1.0], "loss_scale": [1.0, 10.0]}, "params": {"taet": "loss_scale"},
         "attack": "pgd20", "val_fraction": 0.2}
@@ -105,8 +105,10 @@ def test_tuning_chooses_on_validation_never_reads_the_test_set_and_the_sweep_use
     runs = sweep.plan()   # every seed gets the chosen value
     chosen = record["choices"]["10"]
     for r in runs:
-        for key, value in chosen[r.arm]["overrides"].items():
-            assert r.config[key] == pytest.approx(value)
+        cfg = RunConfig.from_dict(r.config)
+        for key, value in chosen[r.arm]["overrides"].items():   # lr, or TAET's loss scale in its method_args
+            arg = LOSS_SCALES.get(cfg.method, {}).get(key)
+            assert (getattr(cfg.hparams, arg) if arg else r.config[key]) == pytest.approx(value)
     assert {r.config["seed"] for r in runs} == {3, 4}
 
     def no_training(*a, **k):

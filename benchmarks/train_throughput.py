@@ -38,6 +38,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from taetlib import numerics  # noqa: E402
 from taetlib.attacks import bn_eval, pgd  # noqa: E402
 from taetlib.batches import Batches, Split  # noqa: E402
 from taetlib.config import RunConfig  # noqa: E402
@@ -48,11 +49,16 @@ from taetlib.train import train_epoch  # noqa: E402
 
 CIFAR10_LT_IR10 = longtail_counts(5000, 10, 10)   # 20431 training images
 EPOCHS, STAGE1 = 100, 40                           # TAET's released schedule; timed at epoch 100 (stage 2)
-CONFIGS = {"fp32": {}, "bf16 autocast": {"bf16": True}, "channels_last": {"channels_last": True},
-           "torch.compile": {"compile": True}}
+FP32 = {"precision": "fp32", "memory_format": "contiguous"}
+CONFIGS = {"fp32": FP32, "bf16 autocast": {**FP32, "precision": "bf16"},
+           "channels_last": {**FP32, "memory_format": "channels_last"},
+           "bf16+chlast": {"precision": "bf16", "memory_format": "channels_last"},   # what precision=auto picks
+           "torch.compile": {**FP32, "compile": True},
+           "bf16+chl+compile": {"precision": "bf16", "memory_format": "channels_last", "compile": True}}
 NEEDS_GPU = {   # what a CPU row does not show
     "bf16 autocast": "bf16 tensor-core matmuls/convolutions (CPU autocast runs oneDNN bf16 kernels instead)",
     "channels_last": "cuDNN's NHWC convolution kernels (on CPU it is oneDNN's blocked layout either way)",
+    "bf16+chlast": "both of the above together, where tensor cores want NHWC",
     "torch.compile": "inductor's Triton GPU kernels and CUDA graphs (on CPU inductor emits C++/OpenMP)",
 }
 
@@ -68,9 +74,9 @@ def setup(args, changes: dict):
     cfg = RunConfig(dataset="cifar10", model=args.model, method="taet", epochs=EPOCHS, stabilization_epochs=STAGE1,
                     attack_steps=args.steps, eps=8 / 255, step_size=2 / 255, batch_size=args.batch, device=args.device,
                     **changes)
+    num = numerics.resolve(cfg, device)
     model = create_model(args.model, 10, 3, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)).to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    numerics.in_format(model, num.channels_last)
     net = torch.compile(model) if cfg.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     batches = Batches(split, args.batch, device, shuffle=True, augment="crop_flip", seed=0)
@@ -80,10 +86,10 @@ def setup(args, changes: dict):
 
 def floor_epoch(net, opt, batches, cfg, device, k: int) -> None:
     net.train()
+    num = numerics.resolve(cfg, device)
     for x, y in batches.epoch(EPOCHS):
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
+        x = numerics.in_format(x, num.channels_last)
+        with numerics.autocast(device, num.bf16):
             with bn_eval(net):
                 for _ in range(k):
                     xr = x.detach().requires_grad_(True)
@@ -215,6 +221,7 @@ def main() -> None:
                         "(use with --threads 1)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per configuration")
     p.add_argument("--only", nargs="*", help="run these configurations only (names as printed)")
+    p.add_argument("--json", help="also write the machine line and every row to this JSON file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.device == "auto":
@@ -238,7 +245,7 @@ def main() -> None:
               file=sys.stderr, flush=True)
 
     mem = "peak MiB" if args.device.startswith("cuda") else "peak RSS+ MiB"
-    print(f"\n{'configuration':<15} {'img/s':>7} {'s/epoch':>8} {'ms/step':>8} {'floor ms':>9} {'x floor':>8} "
+    print(f"\n{'configuration':<17} {'img/s':>7} {'s/epoch':>8} {'ms/step':>8} {'floor ms':>9} {'x floor':>8} "
           f"{'x fp32':>7} {mem:>14}")
     fp32 = rows.get("fp32", {}).get("step_s")
     for name in CONFIGS:
@@ -246,12 +253,16 @@ def main() -> None:
         if r is None:
             continue
         if "skipped" in r:
-            print(f"{name:<15} not measured: {r['skipped']}")
+            print(f"{name:<17} not measured: {r['skipped']}")
             continue
         ips = args.batch / r["step_s"]
-        print(f"{name:<15} {ips:7.0f} {sum(CIFAR10_LT_IR10) / ips:8.1f} {1e3 * r['step_s']:8.1f} "
+        print(f"{name:<17} {ips:7.0f} {sum(CIFAR10_LT_IR10) / ips:8.1f} {1e3 * r['step_s']:8.1f} "
               f"{1e3 * r['floor_s']:9.1f} {r['step_s'] / r['floor_s']:8.3f} "
               f"{(fp32 / r['step_s']) if fp32 else float('nan'):7.2f} {r['peak_mib']:14.0f}")
+    if args.json:
+        record = {"machine": machine(args.device), "model": args.model, "batch": args.batch, "steps": args.steps,
+                  "rows": rows}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     n = rows.get("naive")
     if n and "skipped" not in n:
         print(f"\nnaive loop (released-code shape, fp32): {1e3 * n['step_s']:.1f} ms/step = "

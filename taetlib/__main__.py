@@ -1,5 +1,6 @@
 import sys
 
-from . import cli, tuning
+from . import cli, doctor, tuning
 
-sys.exit(cli.main(commands=(tuning.add_cli,)))   # tune stands a floor above cli: it registers from here
+# tune and doctor stand a floor above cli (they run training and evaluation): they register from here
+sys.exit(cli.main(commands=(tuning.add_cli, doctor.add_cli)))

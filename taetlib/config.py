@@ -17,10 +17,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import numerics
 from .errors import REGISTRIES, ConfigError, bad, check_choice
 from .plugins import PluginNotFound, load_plugins
 
-__all__ = ["BUDGET_RULES", "RunConfig", "build_args", "check_class_order", "check_device_name", "coerce", "parse_sets"]
+__all__ = ["BUDGET_RULES", "RunConfig", "build_args", "check_class_order", "check_device_name", "coerce",
+           "legacy_numerics", "parse_sets"]
 
 BUDGET_RULES = ("equal_adversarial", "released")
 
@@ -76,9 +78,13 @@ class RunConfig:
     val_fraction: float = 0.1              # share of each class held out for select=best_val_pgd
     # --- hardware
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
-    bf16: bool = False                     # autocast on CUDA
-    channels_last: bool = False
+    # numerics (numerics.py): auto = bf16 + channels_last where the hardware runs bf16 natively, else fp32.
+    # precision stays fp32 by default until paired runs show bf16 keeps the numbers (docs/speed.md)
+    precision: str = "fp32"                # auto | fp32 | bf16: training forward, backward and attack
+    memory_format: str = "auto"            # auto | contiguous | channels_last (training and evaluation)
     compile: bool = False
+    eval_precision: str = "fp32"           # fp32 | bf16 (a weaker attack: evaluate() marks its tables)
+    resume_other_numerics: bool = False    # resume a run whose recorded numerics resolve differently now
     sync_bn: bool = False                  # SyncBatchNorm across DDP ranks (GPUs; torchrun runs only)
     seed: int = 0
     # --- plugins: modules or .py files imported before anything else is read (they register methods, models,
@@ -96,6 +102,7 @@ class RunConfig:
             settings = {**settings, "plugins": load_plugins(plugins)}
         except PluginNotFound as e:
             raise bad("plugins", plugins, str(e)) from None
+        settings = legacy_numerics(settings)
         known = {f.name: f for f in dataclasses.fields(self)}
         settings, given_as = _gather_method_args(settings, known)
         unknown = [k for k in settings if k not in known]
@@ -156,6 +163,7 @@ class RunConfig:
             raise bad("config", str(path), f"is not a JSON file ({e}). Fix: restore it, or write it again.") from None
         if not isinstance(d, dict):
             raise bad("config", str(path), f"holds a {type(d).__name__}, not the JSON object of a RunConfig.")
+        d.pop(numerics.RESOLVED_KEY, None)   # fit()'s record of what `auto` resolved to, not a setting
         return cls.from_dict(d)
 
     @property
@@ -179,6 +187,9 @@ class RunConfig:
         self.method_args = dataclasses.asdict(args)   # every setting, defaults filled: config.json says all
         args.check(self)
         check_choice("attack_bn", self.attack_bn, ("eval", "batch"))
+        check_choice("precision", self.precision, numerics.PRECISIONS)
+        check_choice("memory_format", self.memory_format, numerics.MEMORY_FORMATS)
+        check_choice("eval_precision", self.eval_precision, numerics.EVAL_PRECISIONS)
         check_choice("select", self.select, ("last", "best_val_pgd"))
         if self.select != "last" and not 0 < self.val_fraction < 1:
             raise bad("val_fraction", self.val_fraction,
@@ -253,6 +264,18 @@ def check_class_order(value: str, dataset: str) -> None:
     if dataset not in named[value]:
         raise bad("class_order", value, f"is defined for {sorted(named[value])}, not dataset={dataset!r}; use "
                   "label, permutation or permutation:N there.")
+
+
+def legacy_numerics(d: dict) -> dict:
+    """Configs written before precision / memory_format: their bf16 / channels_last flags say what ran."""
+    if "bf16" not in d and "channels_last" not in d:
+        return d
+    d = dict(d)
+    if "bf16" in d:
+        d.setdefault("precision", "bf16" if d.pop("bf16") else "fp32")
+    if "channels_last" in d:
+        d.setdefault("memory_format", "channels_last" if d.pop("channels_last") else "contiguous")
+    return d
 
 
 def coerce(name: str, value, hint):

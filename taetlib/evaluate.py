@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import attacks as atk
+from . import numerics
 from .attack_suite import ATTACKS, SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask
 from .batches import Split, select_per_class
 from .checkpoints import load_model
@@ -60,19 +61,28 @@ def _sweep(eps_sweep, eps: float) -> list[float]:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module, device):
-    """Eval mode (BatchNorm running stats) and fp32 on `device`; each module's mode is restored after."""
-    model.to(device=device)
+def _eval_mode(model: nn.Module, device, precision: str = "fp32", channels_last: bool = False):
+    """Eval mode (BatchNorm running stats), fp32 weights on `device` and, only when precision='bf16' is
+    asked, bf16 autocast; each module's mode is restored after. channels_last changes no number."""
+    numerics.in_format(model.to(device=device), channels_last)
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         model.float()  # evaluation is fp32: half precision blunts gradients and flips borderline predictions
-    with atk.bn_eval(model):
+    with atk.bn_eval(model), numerics.autocast(device, precision == "bf16"):
         yield model
+
+
+def _mark_precision(precision: str, *tables: pd.DataFrame) -> None:
+    """A table made by bf16 attacks says so in every row: a weaker attack reads as higher robustness."""
+    if precision != "fp32":
+        for t in tables:
+            t["eval_precision"] = precision
 
 
 def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("balanced",), *,
              eps: float | None = None, per_class: int | None = None, seed: int = 0, batch_size: int = 256,
              device=None, attack_params: dict | None = None, eps_sweep=None,
-             curve_per_class: int | None = None, worst_case=()) -> EvalResult:
+             curve_per_class: int | None = None, worst_case=(), precision: str = "fp32",
+             channels_last: bool = False) -> EvalResult:
     """Attack `model` on `data`'s test protocols; per-class table, summary, sanity flags, predictions.
 
     attacks: names from ATTACKS (list or "a,b"); 'clean' is always added (every check compares with it).
@@ -85,15 +95,18 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     worst_case: two or more of `attacks` (e.g. pgd20, apgd_ce, apgd_t) read together as one more row,
       'worst_case': an image counts as robust only if every one of them left it correctly classified.
     The model is moved to `device` (default: where its parameters are) and run in fp32 eval mode.
+    precision: 'fp32' (default) or 'bf16' (autocast: a weaker attack, faster; every table then carries an
+      eval_precision column). channels_last: the model in that memory format (the same numbers).
     The test images are data's test protocols (fixed by dataset, n_max, test_per_class, split_seed and
     imbalance_ratio through load_lt), then per_class with seed.
     """
+    check_choice("precision", precision, numerics.EVAL_PRECISIONS)
     plan = plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep, worst_case)
     device = torch.device(device if device is not None else next(model.parameters(), torch.empty(0)).device)
     run = dict(batch_size=batch_size, device=device, seed=seed)
     splits = {p: data.test[p].subset_per_class(per_class, seed) for p in plan.protocols}
     pool, where = _pool(splits)   # each distinct test image is attacked once, every protocol read off it
-    with _eval_mode(model, device):
+    with _eval_mode(model, device, precision, channels_last):
         out = attack_pool(model, pool, where, plan, run)
         attack_curves(model, pool, where, plan, run, curve_per_class, out)
         out.zero_grad = zero_gradient_tables(model, pool, where, plan, batch_size, device)
@@ -103,11 +116,15 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
         "class_order": getattr(data, "manifest", {}).get("class_order", "label"), "curve_per_class": curve_per_class,
         "curve_n": out.curve_n, "subset": {p: {"per_class": per_class, "seed": seed, "n": len(sp),
                                                "counts": sp.counts(plan.C)} for p, sp in splits.items()},
-        "seed": seed, "batch_size": batch_size, "device": str(device), "dtype": "float32", "noise_z": NOISE_Z,
+        "seed": seed, "batch_size": batch_size, "device": str(device), "noise_z": NOISE_Z,
+        "dtype": "float32" if precision == "fp32" else "bfloat16 autocast (eval_precision=bf16)",
+        "memory_format": "channels_last" if channels_last else "contiguous",
         "seconds": {f"{p}/{a}": s for (p, a), s in out.seconds.items()},
         "versions": _versions(), "split_manifest": getattr(data, "manifest", {}).get("path"),
     }
-    return assemble(out, plan, data, config)
+    result = assemble(out, plan, data, config)
+    _mark_precision(precision, result.table, result.summary, result.curves)
+    return result
 
 
 @dataclass
@@ -286,6 +303,9 @@ def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "lo
                   "elsewhere: evaluate --weights FILE --model NAME --dataset D.")
     cfg = RunConfig.load(run_dir / "config.json")
     kw["device"] = resolve_device(str(kw.get("device") or cfg.device))   # refuses a GPU this machine lacks
+    num = numerics.resolve(cfg, torch.device(kw["device"]))   # channels_last as trained; fp32 unless asked
+    kw.setdefault("precision", num.eval_precision)
+    kw.setdefault("channels_last", num.channels_last)
     result = evaluate(load_model(run_dir), load_lt(cfg), attacks, protocols, **kw)
     result.config["run_dir"] = str(run_dir)
     result.save(out_dir if out_dir is not None else run_dir / "eval")
@@ -390,6 +410,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--param", nargs="*", default=[], metavar="ATTACK.NAME=VALUE",
                    help="attack parameters, e.g. pgd20.step=0.002 autoattack.version=rand "
                         "autoattack.square.n_queries=1000")
+    p.add_argument("--precision", choices=numerics.EVAL_PRECISIONS,
+                   help="attack precision (default: the run's eval_precision, fp32 unless set); bf16 is a weaker "
+                        "attack and marks every table")
     p.add_argument("--out", help="output directory (default RUN/eval; with --weights the folder under which the "
                                  f"run folder is made, default {OUTSIDE_ROOT})")
     w = p.add_argument_group("weights trained elsewhere")
@@ -413,7 +436,8 @@ def _cmd_evaluate(args) -> int:
             raise ConfigError(f"--param {key!r}: expected ATTACK.NAME=VALUE, e.g. pgd20.step=0.004")
         attack, name = key.split(".", 1)
         attack_params.setdefault(attack, {})[name] = value
-    kw = {k: v for k, v in dict(eps=args.eps, per_class=args.per_class, device=args.device).items() if v is not None}
+    kw = {k: v for k, v in dict(eps=args.eps, per_class=args.per_class, device=args.device,
+                                precision=args.precision).items() if v is not None}
     if args.weights:
         return _cmd_weights(args, attack_params, kw)
     result = evaluate_run(args.run, args.attacks, args.protocols, out_dir=args.out, seed=args.seed,

@@ -6,24 +6,29 @@ of the epochs already trained stays as it was: their lr, RobustLT's radius ramp 
 weighting. Then the extended run is the run of the new length, bit for bit. When that plan moves,
 the extension needs the caller's word (new_plan=True): the trained epochs keep what they had, the
 rest follow the new plan, and the first new history record says so.
+The numeric settings are compared on what they resolve to on this machine (check_numerics), not as written.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import numerics
 from .attacks import aiw_ramp
 from .config import RunConfig
 from .errors import ConfigError
 from .methods.gairat import begin_epoch
 from .schedule import lr_at
 
-__all__ = ["RESUME_IGNORES", "Refused", "SCHEDULE_FIELDS", "check_resume", "epoch_plan", "keep_milestones"]
+__all__ = ["RESUME_IGNORES", "Refused", "SCHEDULE_FIELDS", "check_numerics", "check_resume", "epoch_plan",
+           "keep_milestones"]
+
 
 class Refused(RuntimeError):
     """The checkpoint cannot continue under this config (fit raises it as a CheckpointError)."""
 
 
-RESUME_IGNORES = ("device", "compile")                   # may differ between a run and its resume
+# may differ between a run and its resume (the numerics are checked on what they resolve to: check_numerics)
+RESUME_IGNORES = ("device", "compile", "precision", "memory_format", "eval_precision", "resume_other_numerics")
 SCHEDULE_FIELDS = ("epochs", "lr_milestones", "lr_gamma")  # may differ when a run is extended
 
 
@@ -68,6 +73,15 @@ def check_resume(ck: dict, cfg: RunConfig, path: Path, new_plan: bool = False) -
                               f"{', '.join(SCHEDULE_FIELDS)} may change when a run is extended. "
                               "Fix: use a new run_dir, or resume=False to start this run over.")
     return _extension(ck, cfg, _checkpoint_config(ck), diff, path, new_plan)
+
+
+def check_numerics(ck: dict, now: numerics.Numerics, cfg: RunConfig, path: Path) -> None:
+    """A resume computes in what the run began in, unless cfg.resume_other_numerics says otherwise."""
+    diff = now.differs_from(numerics.recorded(ck.get("cfg", {}), ck.get(numerics.RESOLVED_KEY)))
+    if diff and not cfg.resume_other_numerics:
+        raise Refused(f"{path} was trained with other numerics {diff} (checkpoint, now; {now.hardware}). "
+                      "Fix: set precision / memory_format to what the run used, or resume_other_numerics=True "
+                      "to continue in the new ones (the run then mixes both).")
 
 
 def _extension(ck: dict, cfg: RunConfig, old: RunConfig | None, diff: dict, path: Path, new_plan: bool) -> dict:

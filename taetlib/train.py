@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import distributed
+from . import distributed, numerics
 from .attacks import bn_eval, pgd
 from .batches import Batches
 from .checkpoints import CheckpointError, load_checkpoint
@@ -44,7 +44,7 @@ from .errors import bad
 from .eval_result import per_class_epochs
 from .methods import attack_start, build_objective, model_head
 from .models import create_model, set_class_prior
-from .resume import Refused, check_resume
+from .resume import Refused, check_numerics, check_resume
 from .runlock import holds_run_lock
 from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
@@ -152,7 +152,7 @@ def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, 
     """Clean and PGD (step eps/4) recall per class on `batches`, BatchNorm in eval mode. Under DDP each
     rank passes its shard and the per-class counts are summed over ranks."""
     tally = torch.zeros(2, 2, num_classes, dtype=torch.long, device=device)
-    with bn_eval(model), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+    with bn_eval(model), numerics.autocast(device, bf16):
         for x, y in batches.epoch(0):
             with torch.no_grad():
                 count_hits(tally[0], model(x), y)
@@ -175,11 +175,10 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
     parts_sum: dict[str, Tensor] = {}
     tally = torch.zeros(2, 2, num_classes, dtype=torch.long, device=device)
     weights = None
+    num = numerics.resolve(cfg, device)
     for x, y in batches.epoch(epoch):
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
-            out = objective.step(net, x, y, epoch)
+        with numerics.autocast(device, num.bf16):   # the forward, the training attack; backward follows it
+            out = objective.step(net, numerics.in_format(x, num.channels_last), y, epoch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -253,6 +252,7 @@ class Training:
     start: int = 1                     # the first epoch this call trains
     extension: dict | None = None      # set when this call extends a run (resume.check_resume)
     objective: object = None
+    num: numerics.Numerics | None = None   # what the numeric settings resolve to on this device
     net: nn.Module | None = None       # the model as trained: compiled and / or DDP-wrapped
     train_batches: Batches | None = None
     val_batches: Batches | None = None
@@ -295,13 +295,12 @@ def build(cfg: RunConfig, data: LTData, run_dir: Path, model: nn.Module | None, 
     set_class_prior(model, data.train_counts)   # heads that keep it (RoBal-N's evaluation); others: no-op
     if cfg.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)   # same state_dict keys as BatchNorm
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    num = numerics.resolve(cfg, device)
+    numerics.in_format(model.to(device), num.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     return Training(cfg, run_dir, stage, epochs, dist, device, model, optimizer, tuple(data.class_names),
-                    start=epochs.start)
+                    start=epochs.start, num=num)
 
 
 def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_model: bool) -> dict:
@@ -311,6 +310,7 @@ def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_
         ck = load_checkpoint(run.ckpt_path, run.model)
         try:
             run.extension = check_resume(ck, run.cfg, run.ckpt_path, new_plan)
+            check_numerics(ck, run.num, run.cfg, run.ckpt_path)
         except Refused as e:
             raise CheckpointError(str(e)) from None
         if ck.get("world_size", 1) != run.dist.world_size and run.dist.is_main:   # allowed; say what it costs
@@ -377,7 +377,8 @@ def open_run_dir(run: Training) -> None:
         (run.run_dir / f"{name}.tmp").unlink(missing_ok=True)
     if run.extension is not None:
         (run.run_dir / "model.pt").unlink(missing_ok=True)
-    _save_atomic(json.dumps(run.cfg.to_dict(), indent=2) + "\n", run.run_dir / "config.json")
+    _save_atomic(json.dumps({**run.cfg.to_dict(), numerics.RESOLVED_KEY: run.num.to_dict()}, indent=2) + "\n",
+                 run.run_dir / "config.json")
     _save_atomic(history_text(run.history), run.run_dir / "history.jsonl")   # from the checkpoint: no half epochs
     if run.start >= run.epochs.stop:   # run again on a finished run: say so, and where it is
         print(f"{run.run_dir}: already complete (epoch {run.start - 1} of {run.epochs.stop - 1}); nothing to train. "
@@ -417,7 +418,8 @@ def record_epoch(run: Training, epoch: int, lr: float, sums: tuple, t0: float) -
         kept = (f"{run.ckpt_path} still holds the last good epoch ({run.history[-1]['epoch']})"
                 if run.ckpt_path.exists() and run.history else "no checkpoint was written")
         raise TrainingDiverged(f"epoch {epoch}: mean training loss is {loss} (method {run.objective.name}, lr {lr:g}). "
-                               f"Training stopped; {kept}. Fix: lower lr, check eps/step_size, or bf16=False.")
+                               f"Training stopped; {kept}. Fix: lower lr, check eps/step_size, or "
+                               "precision='fp32'.")
     record = {"epoch": epoch, "stage": run.objective.stage(epoch), "lr": lr, "loss": loss,
               **{f"loss_{k}": v.item() / n_batches for k, v in parts_sum.items()},
               "class_weight": None if weights is None else per_class_acc(weights),   # sum / batches
@@ -435,7 +437,8 @@ def evaluate_epoch(run: Training, record: dict) -> None:
     cfg, epoch, t0 = run.cfg, record["epoch"], time.perf_counter()
     if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == run.epochs.stop - 1):
         kw = dict(eps=run.eval_eps, steps=cfg.eval_pgd_steps,
-                  random_start=attack_start(cfg)[0], device=run.device, bf16=cfg.bf16, dist=run.dist)
+                  random_start=attack_start(cfg)[0], device=run.device,
+                  bf16=run.num.eval_precision == "bf16", dist=run.dist)
         record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(run.net, run.eval_batches,
                                                                               run.num_classes, **kw)
         record["test_n"] = run.counts["test"]
@@ -458,7 +461,7 @@ def save_epoch(run: Training, record: dict) -> None:
     _save_atomic({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                   "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
                   "epoch": epoch, "cfg": cfg.to_dict(), "history": run.history, "world_size": run.dist.world_size,
-                  "objective": run.objective.state_dict()}, run.ckpt_path)
+                  "objective": run.objective.state_dict(), numerics.RESOLVED_KEY: run.num.to_dict()}, run.ckpt_path)
     _save_atomic(history_text(run.history), run.run_dir / "history.jsonl")
 
 

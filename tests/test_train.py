@@ -184,7 +184,8 @@ def test_cuda_train_epoch_has_no_host_sync(root, method, robustlt, tiny):
     from taetlib.train import train_epoch
     # lasat_interval=2: LAS-AT's strategy update runs inside the checked epoch too, without the official reward
     # PGD's early stop, which reads a flag back every iteration by design
-    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", bf16=True, channels_last=True, lasat_interval=2,
+    cfg = tiny(root, method=method, robustlt=robustlt, device="cuda", precision="bf16", memory_format="channels_last",
+               lasat_interval=2,
                lasat_reward_early_stop=False)
     data, device = load_lt(cfg), torch.device("cuda")
     torch.manual_seed(0)

@@ -76,8 +76,9 @@ def machine(device: torch.device) -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cpu_bf16_flags": list(numerics.cpu_bf16_flags()), "torch_isa": torch.backends.cpu.get_cpu_capability()}
+    info: dict = {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
+                  "torch_threads": torch.get_num_threads(), "cpu_bf16_flags": list(numerics.cpu_bf16_flags()),
+                  "torch_isa": torch.backends.cpu.get_cpu_capability()}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
@@ -168,7 +169,7 @@ def method_config(method: str, robustlt: bool, device: torch.device, size: Size)
                      eval_every=0, precision="auto", memory_format="auto")
 
 
-def method_epochs(device: torch.device, size: Size) -> tuple[list[dict], torch.nn.Module]:
+def method_epochs(device: torch.device, size: Size) -> tuple[list[dict], torch.nn.Module | None]:
     """One short adversarial epoch of every registered method (and TAET + RobustLT) in what auto picks;
     returns the rows and the PGD-AT model (the evaluation's)."""
     spec, split = DATASETS["cifar10"], synthetic_cifar(size.images)
@@ -232,7 +233,7 @@ def doctor(device: str = "auto", out: str | Path | None = None, timeout: float =
     dev = resolve_device(device)
     size = SIZES["cuda" if dev.type == "cuda" else "cpu"]
     t0 = time.perf_counter()
-    record = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": str(dev),
+    record: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": str(dev),
               "machine": machine(dev), "versions": versions(), "size": asdict(size),
               "numerics_auto": numerics.resolve(RunConfig(device=str(dev), precision="auto"), dev).to_dict()}
     record["cuda_tests"] = cuda_tests(dev, timeout)
@@ -253,7 +254,7 @@ def anchors(tp: dict, size: Size) -> dict:
     if size.model != "resnet18" or tp.get("status") != "done":
         return {"note": f"anchors are for ResNet-18 PGD-10 on a GPU; this record trained {size.model}"}
     got = {r["config"]: r["img_s"] for r in tp["rows"] if "img_s" in r}
-    best = max(got, key=got.get) if got else None
+    best = max(got, key=lambda k: got[k]) if got else None
     return {"fp32_img_s": got.get("fp32"), "fp32_anchor_img_s": FP32_ANCHOR,
             "fp32_vs_anchor": got["fp32"] / FP32_ANCHOR if "fp32" in got else None,
             "best_config": best, "best_img_s": got.get(best), "fast_anchor": FAST_ANCHOR}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -180,12 +179,7 @@ def worker(args) -> dict:
 
 # ---------------------------------------------------------------- the parent: all configurations
 def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    text = f"{numerics.cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
     if device.startswith("cuda"):
         text = f"{torch.cuda.get_device_name(torch.device(device))}; host " + text
     else:

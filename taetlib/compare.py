@@ -11,8 +11,9 @@ import pandas as pd
 from . import health, intervals, metrics, stats
 
 __all__ = ["ONE_RUN", "TRADEOFF", "aggregate_wide", "claim_readings", "difference_means", "difference_reading",
-           "differences_table", "marked", "means_as", "paired_rows", "rankings", "reading", "readings_table",
-           "seed_means", "seed_pairs", "tradeoff_from_aggregate", "tradeoff_points", "trained", "with_weakest"]
+           "differences_table", "holm_family", "marked", "means_as", "paired_rows", "rankings", "reading",
+           "readings_table", "seed_means", "seed_pairs", "tradeoff_from_aggregate", "tradeoff_points", "trained",
+           "with_weakest"]
 
 ONE_RUN = "one run"
 
@@ -231,10 +232,15 @@ def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, p
                                protocol=protocol, metric=metric, label=metric_labels[metric])
         out.append({**r, "kind": "claim" if spec else "descriptive",
                     "claimed": spec.get("claimed") if spec else None})
-    family = [r for r in out if r["kind"] == "claim"]
+    return holm_family(out)
+
+
+def holm_family(readings: list[dict]) -> list[dict]:
+    """The primary readings (kind 'claim') Holm-adjusted as one family: p_holm and the family's size."""
+    family = [r for r in readings if r["kind"] == "claim"]
     for r, adj in zip(family, intervals.holm([r["p"] for r in family])):
         r.update(p_holm=float(adj), family=len(family))
-    return out
+    return readings
 
 
 def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protocol: str = "balanced") -> list[dict]:

@@ -71,12 +71,7 @@ CPU_AUTOATTACK = {"apgd.n_iter": 10, "apgd_targeted.n_iter": 10, "fab.n_iter": 1
 
 # ---------------------------------------------------------------- the record's parts
 def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info: dict = {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
+    info: dict = {"host": platform.node(), "cpu": numerics.cpu_name(), "cores": os.cpu_count(),
                   "torch_threads": torch.get_num_threads(), "cpu_bf16_flags": list(numerics.cpu_bf16_flags()),
                   "torch_isa": torch.backends.cpu.get_cpu_capability()}
     if device.type == "cuda":

@@ -14,6 +14,7 @@ channels_last changes no number, so it applies to evaluation as well.
 """
 from __future__ import annotations
 
+import platform
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -21,7 +22,7 @@ from functools import lru_cache
 import torch
 
 __all__ = ["CPU_BF16_FLAGS", "EVAL_PRECISIONS", "MEMORY_FORMATS", "Numerics", "PRECISIONS", "RESOLVED_KEY", "autocast",
-           "bf16_is_fast", "cpu_bf16_flags", "in_format", "recorded", "resolve"]
+           "bf16_is_fast", "cpu_bf16_flags", "cpu_name", "in_format", "recorded", "resolve"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
@@ -58,6 +59,15 @@ class Numerics:
 
 
 @lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; platform's guess elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def cpu_bf16_flags() -> tuple[str, ...]:
     """The native-bf16 flags this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
     try:

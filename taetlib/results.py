@@ -199,10 +199,7 @@ def reread_claims(saved: pd.DataFrame, agg: pd.DataFrame, primary) -> list[dict]
         out.append({**r, "a": row.a, "b": row.b, "imbalance_ratio": row.imbalance_ratio, "protocol": row.protocol,
                     "metric": row.metric, "label": CLAIMS[row.metric], "kind": "claim" if spec else "descriptive",
                     "claimed": spec.get("claimed") if spec else None, "mde": intervals.detectable(r["se"], r["k"])})
-    family = [r for r in out if r["kind"] == "claim"]
-    for r, adj in zip(family, intervals.holm([r["p"] for r in family])):
-        r.update(p_holm=float(adj), family=len(family))
-    return out
+    return compare.holm_family(out)
 
 
 def reread_aggregate(agg: pd.DataFrame, margin: float = 0.05) -> pd.DataFrame:

@@ -17,6 +17,7 @@ def _claim_slot(slots, threads: int, gpus: int) -> None:
     """Worker start: one slot per worker; with several GPUs each worker gets its own."""
     slot = slots.get()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # N kernels share the cores, not each all of them
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))   # work run in the worker itself (tuning runs) too
     if gpus > 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
 

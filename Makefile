@@ -3,6 +3,8 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# the suite's tests each run on one thread (tests/conftest.py): one pytest-xdist worker per core
+TEST_WORKERS ?= auto
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 # pip's noise about local mirror folders on some machines; real errors still fail the pipe
@@ -26,11 +28,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Lint, types and the fast tests: a style slip or a broken import fails here in seconds, before the full suite.
 check: lint types
-	$(VPY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

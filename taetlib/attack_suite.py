@@ -219,9 +219,22 @@ def _captured(logger_name: str):
         logger.propagate = saved[1]
 
 
+class _InputTied(nn.Module):
+    """The model's logits + 0 * x: the same numbers, and an input gradient that exists (exactly zero) for a
+    model that ignores its input, which pyautoattack's backward would otherwise crash on."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)   # a fresh module is in training mode; keep the model's
+
+    def forward(self, x):
+        return self.model(x) + 0 * x.flatten(1)[:, :1]
+
+
 def _autoattack(name, model, x, y, p, *, batch_size, device, seed: int, log: list) -> np.ndarray:
     import pyautoattack  # heavy optional import, deferred for start-up time
-    aa = pyautoattack.AutoAttack(model, attacks=p["attacks"], device=device, eps=p["eps"], norm=p["norm"],
+    aa = pyautoattack.AutoAttack(_InputTied(model), attacks=p["attacks"], device=device, eps=p["eps"], norm=p["norm"],
                                  seed=seed, version=p["version"])
     for key, value in p.items():
         if "." in key:
@@ -277,6 +290,6 @@ def zero_gradient_mask(model, x, y, *, batch_size=256, device="cpu") -> np.ndarr
     with torch.enable_grad():
         for xb, yb in _batches(x, y, batch_size, device):
             xb.requires_grad_(True)
-            (g,) = torch.autograd.grad(F.cross_entropy(model(xb), yb, reduction="sum"), xb)
+            g = atk.input_grad(F.cross_entropy(model(xb), yb, reduction="sum"), xb)
             out.append((g.flatten(1).abs().amax(1) == 0).cpu())
     return torch.cat(out).numpy()

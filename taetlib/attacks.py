@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BN_MODES", "LossArg", "PGDTrace", "aiw_ramp", "bn_batch_stats", "bn_eval", "cw_margin", "fgsm", "pgd",
-           "pgd_any", "pgd_trace"]
+__all__ = ["BN_MODES", "LossArg", "PGDTrace", "aiw_ramp", "bn_batch_stats", "bn_eval", "cw_margin", "fgsm",
+           "input_grad", "pgd", "pgd_any", "pgd_trace"]
 
 LossArg = str | Callable[[Tensor, Tensor], Tensor]  # "ce" | "cw" | (logits, y) -> per-sample loss
 
@@ -116,6 +116,14 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: fl
                      clamp_start=clamp_start, bn=bn).x_adv
 
 
+def input_grad(loss: Tensor, x: Tensor) -> Tensor:
+    """d loss / d x, zero where the output does not depend on x: a model that ignores its input is then
+    attacked without effect (and evaluation's zero-gradient flag names it), not a crash."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    return torch.autograd.grad(loss, x, materialize_grads=True)[0]
+
+
 def pgd_trace(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: float | Tensor,
               steps: int, loss: LossArg = "ce", random_start: str = "uniform", clamp_start: bool = True,
               bn: str = "eval") -> PGDTrace:
@@ -138,7 +146,7 @@ def pgd_trace(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, st
                 first_logits = logits.detach()
             kappa += logits.detach().argmax(1) == y
             # sum, not mean: each sample's gradient sign is its own, independent of batch size
-            (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), x_adv)
+            grad = input_grad(loss_fn(logits, y).sum(), x_adv)
             x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)
     # projected already after any step; with no step, an unclamped start is projected here
     return PGDTrace(torch.clamp(x_adv.detach(), lo, hi), first_logits, kappa)
@@ -179,7 +187,7 @@ def pgd_any(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step
             out[idx], pred[idx] = x_adv.detach(), p
             if last:
                 break
-            (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), x_adv)
+            grad = input_grad(loss_fn(logits, y).sum(), x_adv)
             keep = p == y   # the broken ones are recorded above and leave
             x_adv = torch.clamp(x_adv.detach() + step * grad.sign(), lo, hi)[keep]
             idx, y, lo, hi = idx[keep], y[keep], lo[keep], hi[keep]

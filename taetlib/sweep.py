@@ -286,8 +286,11 @@ def sweep_local(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     st = _start(sweep, None, log)
     log(f"sweep {st.root}: {len(st.runs)} runs, {len(st.groups)} dataset stage(s), jobs={jobs}")
     _prepare(sweep, st, jobs)
-    status = pd.DataFrame(pmap(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in st.runs], jobs,
-                               _progress(st.root, log)))
+    # seed-major: a sweep stopped part-way holds whole seeds of every arm, which a paired comparison can read
+    order = sorted(range(len(st.runs)), key=lambda i: (st.runs[i].config["seed"], i))
+    done = pmap(execute_run, [(st.runs[i], sweep.evaluation, sweep.cell_timeout) for i in order], jobs,
+                _progress(st.root, log))
+    status = pd.DataFrame([row for _, row in sorted(zip(order, done), key=lambda t: t[0])])
     return finish(sweep, st.root, status, st.budget_notes, st.t0, log)
 
 

@@ -161,3 +161,28 @@ def test_a_constant_predictor_raises_a_sanity_flag(tmp_path):
     assert flag.raised and flag.classes == "9" and "answers one class whatever the image" in flag.detail
     assert r.summary.raised_flags.str.contains("one_class_only").all()
     assert isinstance(r.raised, pd.DataFrame) and "one_class_only" in set(r.raised.flag)
+
+
+class IgnoresInput(nn.Module):
+    """Logits from a bias alone: the output does not depend on the image at all (no input gradient exists)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([0.0] * 9 + [10.0]))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1)
+
+
+def test_a_model_that_ignores_its_input_is_evaluated_and_named_not_a_crash(tmp_path):
+    """Every attack (ours and pyautoattack's) meets a model without an input gradient: each reads robust =
+    clean, and the zero-gradient and one-class flags say why that measures nothing."""
+    data = load_lt(RunConfig(dataset="synthetic", imbalance_ratio=10, data_root=str(tmp_path)), save=False)
+    with pytest.warns(UserWarning, match="fewer than 30 test images"):
+        r = ev.evaluate(IgnoresInput(), data, ["clean", "fgsm", "pgd20", "apgd_ce"], per_class=4, eps=0.1)
+    correct = r.table.groupby("attack").correct.sum()
+    assert (correct == correct["clean"]).all() and correct["clean"] > 0
+    flags = r.flags.set_index("flag")
+    zero = flags.loc["zero_gradients"]
+    assert zero.raised and zero.detail.startswith(f"{int(r.table[r.table.attack == 'clean'].n.sum())} of ")
+    assert flags.loc["one_class_only"].raised

@@ -185,6 +185,23 @@ def summary_table(clean, robust, tail):
     return pd.DataFrame(rows)
 
 
+def test_a_local_sweep_runs_seed_major_and_records_in_plan_order(tmp_path, monkeypatch):
+    """A sweep stopped part-way then holds whole seeds of every arm (paired comparisons read those)."""
+    s = plan.Sweep(tmp_path, "synthetic", [10], [("pgd_at", False), ("at_bsl", False)], [0, 1, 2],
+                   config={"epochs": 1})
+    ran = []
+
+    def fake_pmap(fn, items, jobs, on_result=None):
+        ran.extend((r.arm, r.config["seed"]) for r, *_ in items)
+        return [{"run": str(r.dir), "seed": r.config["seed"], "arm": r.arm} for r, *_ in items]
+    monkeypatch.setattr(sweep, "pmap", fake_pmap)
+    monkeypatch.setattr(sweep, "_prepare", lambda *a: None)
+    monkeypatch.setattr(sweep, "finish", lambda sw, root, status, *a, **k: {"status": status})
+    status = sweep.sweep_local(s, jobs=2, log=lambda *_: None)["status"]
+    assert ran == [("pgd_at", 0), ("at_bsl", 0), ("pgd_at", 1), ("at_bsl", 1), ("pgd_at", 2), ("at_bsl", 2)]
+    assert [(a, k) for a, k in zip(status.arm, status.seed)] == [(r.arm, r.config["seed"]) for r in s.plan()]
+
+
 def test_run_metrics_and_aggregate():
     m = report.run_metrics(summary_table(0.8, 0.4, 0.2))
     got = m[m.protocol == "balanced"].set_index("metric")["value"]

@@ -35,7 +35,7 @@ from . import health, presets, report
 from .arms import Arm
 from .attack_suite import resolve_attacks
 from .config import RunConfig, parse_sets
-from .data import split_key
+from .data import DATASETS, longtail_counts, split_key
 from .errors import ConfigError, bad, check_choice
 from .figure_files import write_plotlyjs
 from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
@@ -215,6 +215,7 @@ def plan_problems(sweep: Sweep, runs: list[Run], slurm: SlurmSettings | None = N
     arm, an IR below 1, ...), the evaluation and the launcher's settings."""
     root = resolve(sweep.root)
     out = [(str(r.dir.relative_to(root)), r.error.removeprefix("ConfigError: ")) for r in runs if r.error]
+    out += [(str(r.dir.relative_to(root)), what) for r in runs if not r.error and (what := _empty_classes(r.config))]
     for where, check in (("evaluation", lambda: _check_evaluation(sweep.evaluation, sweep.robust_attack)),
                          ("launcher", lambda: slurm and _check_launcher(slurm))):
         try:
@@ -222,6 +223,18 @@ def plan_problems(sweep: Sweep, runs: list[Run], slurm: SlurmSettings | None = N
         except ConfigError as e:
             out.append((where, str(e)))
     return out
+
+
+def _empty_classes(config: dict) -> str:
+    """What is wrong when the long-tail profile leaves a class without a training image (n_max given), else ''."""
+    spec, n_max, ir = DATASETS.get(config["dataset"]), config.get("n_max"), config["imbalance_ratio"]
+    if spec is None or spec.natural or not n_max:
+        return ""
+    least = min(longtail_counts(n_max, spec.num_classes, ir))
+    if least >= 1:
+        return ""
+    return (f"imbalance_ratio={ir:g} with n_max={n_max} gives the rarest class {least} training images; every "
+            f"class needs one. Fix: imbalance_ratio <= {n_max}, or a larger n_max.")
 
 
 def check_plan(sweep: Sweep, slurm: SlurmSettings | None = None) -> list[Run]:

@@ -92,6 +92,16 @@ def test_dry_run_prints_plan_and_exits_2_when_it_is_invalid(tmp_path, capsys):
     assert not (tmp_path / "sw").exists()
 
 
+def test_an_ir_that_leaves_a_class_without_training_images_is_refused_by_the_plan(tmp_path):
+    """IR 100 with n_max 50 gives the rarest class floor(0.5) = 0 images: refused before anything is written
+    (it used to fail inside notebook 01); IR 50 still gives it one."""
+    s = plan.Sweep(tmp_path / "sw", "synthetic", [50, 100], [("pgd_at", False)], [0], config={"n_max": 50})
+    with pytest.raises(ConfigError, match=r"1 bad cell.*ir100/pgd_at/seed0: imbalance_ratio=100 with n_max=50 "
+                                          r"gives the rarest class 0 training images.*Fix: imbalance_ratio <= 50"):
+        sweep.run_sweep(s)
+    assert not (tmp_path / "sw").exists()
+
+
 # ------------------------------------------------------------------------------ notebook side
 def test_notebook_config_names_the_bad_parameter():
     ok = runs.notebook_config({"dataset": "synthetic", "epochs": 3, "stabilization_epochs": 1}, {"harl_beta": 0.2})

@@ -390,17 +390,18 @@ def test_sweep_2_irs_x_2_methods(tmp_path, one_thread, capsys):
 
 @pytest.mark.slow
 def test_sweep_with_a_bad_parameter_records_it_and_exits_nonzero(tmp_path, one_thread):
-    # IR 1e9 passes RunConfig's checks but leaves classes empty: its dataset stage fails inside notebook 01
+    # n_max above the dataset's smallest class passes RunConfig's and the plan's checks (neither reads the
+    # data): that arm's dataset stage fails inside notebook 01, and the other arm still runs
     out = tmp_path / "sw"
     proc = subprocess.run([sys.executable, "-m", "taetlib", "sweep", *SMOKE, f"data_root={tmp_path / 'data'}",
-                           "--irs", "2", "1e9", "--methods", "pgd_at", "--out", str(out)],
+                           "--irs", "2", "--arms", "pgd_at", "big=pgd_at:n_max=100000", "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT, timeout=600, env=os.environ.copy())
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 done, 0 skipped, 1 failed" in proc.stdout
-    assert "FAILED" in proc.stdout and "imbalance_ratio" in proc.stdout
-    status = pd.read_csv(out / "runs.csv").set_index("imbalance_ratio")
-    assert status.loc[2.0, "status"] == "done" and status.loc[1e9, "status"] == "failed"
-    assert "no training sample" in status.loc[1e9, "error"]
-    assert (out / "synthetic-ir1e+09/pgd_at/seed0" / sweep.FAILED).exists()
+    assert "FAILED" in proc.stdout and "n_max" in proc.stdout
+    status = pd.read_csv(out / "runs.csv").set_index("arm")
+    assert status.loc["pgd_at", "status"] == "done" and status.loc["big", "status"] == "failed"
+    assert "larger than the smallest class" in status.loc["big", "error"]
+    assert (out / "synthetic-ir2/big/seed0" / sweep.FAILED).exists()
     agg = pd.read_csv(out / "aggregate.csv")
-    assert set(agg.imbalance_ratio) == {2.0}  # the others finished and were aggregated
+    assert set(agg.arm) == {"pgd_at"}  # the other finished and was aggregated

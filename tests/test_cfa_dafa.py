@@ -10,8 +10,9 @@ from torch import nn
 
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
+from taetlib.fawa import class_robust_acc
 from taetlib.methods.base import build_objective
-from taetlib.methods.cfa import calibrated_beta, calibrated_eps, calibrated_trades, class_robust_acc
+from taetlib.methods.cfa import calibrated_beta, calibrated_eps, calibrated_trades
 from taetlib.methods.dafa import class_similarity, dafa_weights, warmup_epochs
 
 EPS = 8 / 255

@@ -202,6 +202,7 @@ def test_dafa_pgd_base_attack_and_loss_hand_values():
     # 0.865893 (= log(1 + e^0.32)), 0.913015 (= log(1 + e^0.4)), 1.463282 (= log(1 + e^1.2)); weighted mean
     assert float(out.loss.detach()) == pytest.approx((0.5 * 0.865893 + 1.5 * 0.913015 + 1.5 * 1.463282) / 3, abs=1e-6)
     assert out.clean_logits is None and torch.equal(out.adv_logits, model(want))
+    assert obj.describe()["attack"]["loss"] == "ce (double step)" and obj.describe()["dafa"]["base"] == "pgd"
 
 
 def test_dafa_pgd_base_steps_twice_in_the_warmup_and_keeps_its_probabilities():

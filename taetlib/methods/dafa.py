@@ -89,6 +89,8 @@ class DAFA(Calibrated):
     def __init__(self, attack, num_classes, *, lam: float, warmup: int, beta: float, base: str = "trades"):
         super().__init__(attack, num_classes, width=num_classes)
         self.lam, self.warmup, self.beta, self.base = lam, warmup, beta, base
+        if base == "pgd":   # describe(): madry_loss's attack maximises the CE, in two steps per iteration
+            self.attack_loss_name = "ce (double step)"
 
     def _roll(self, epoch: int) -> None:
         """Past the warm-up epoch: its kept probabilities give the weights, once."""

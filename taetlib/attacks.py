@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["BN_MODES", "LossArg", "PGDTrace", "aiw_ramp", "bn_batch_stats", "bn_eval", "cw_margin", "fgsm",
-           "input_grad", "pgd", "pgd_any", "pgd_trace"]
+           "input_grad", "pgd", "pgd_any", "pgd_trace", "start_point"]
 
 LossArg = str | Callable[[Tensor, Tensor], Tensor]  # "ce" | "cw" | (logits, y) -> per-sample loss
 
@@ -89,7 +89,7 @@ def _start(x: Tensor, eps: float | Tensor, random_start: str) -> Tensor:
     raise ValueError(f"random_start={random_start!r}: use 'normal', 'uniform', 'uniform_pos' or 'none'.")
 
 
-def _start_point(x: Tensor, eps, random_start: str, clamp_start: bool, lo: Tensor, hi: Tensor) -> Tensor:
+def start_point(x: Tensor, eps, random_start: str, clamp_start: bool, lo: Tensor, hi: Tensor) -> Tensor:
     """x_0. clamp_start=True projects it onto the eps-ball and [0,1] before the first forward pass (GAIRAT,
     AWP, RobustLT, torchattacks); False feeds it as drawn, so pixels at 0 or 1 may start outside [0,1]
     (TAET, AT-BSL, TRADES, MART, HE, REAT, RoBal): their loops project only after the first step."""
@@ -110,7 +110,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step: fl
     """PGD L-inf: x_{k+1} = Proj_{B(x,eps) & [0,1]}(x_k + step * sign(grad L(f(x_k), y))); returns the
     detached x_adv (eps == 0 returns x exactly). The defaults are Madry's and torchattacks': a uniform start
     clamped before the first forward. clamp_start=False is the released loops of TAET and its baselines
-    (see _start_point). bn: 'eval' (running statistics: TAET, AT-BSL, TRADES, MART code) or 'batch'
+    (see start_point). bn: 'eval' (running statistics: TAET, AT-BSL, TRADES, MART code) or 'batch'
     (RobustLT's code). pgd_trace returns what training reads besides x_adv."""
     return pgd_trace(model, x, y, eps=eps, step=step, steps=steps, loss=loss, random_start=random_start,
                      clamp_start=clamp_start, bn=bn).x_adv
@@ -135,7 +135,7 @@ def pgd_trace(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, st
     eps, step = _per_sample(eps, x), _per_sample(step, x)
     # The eps-ball and [0,1] are both boxes, so one clamp onto their intersection projects onto both.
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
-    x_adv = _start_point(x, eps, random_start, clamp_start, lo, hi)
+    x_adv = start_point(x, eps, random_start, clamp_start, lo, hi)
     first_logits = None
     kappa = torch.zeros(len(x), dtype=torch.long, device=x.device)
     with BN_MODES[bn](model), torch.enable_grad():
@@ -173,7 +173,7 @@ def pgd_any(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step
     x = x.detach()
     eps, step = _per_sample(eps, x), _per_sample(step, x)
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
-    x_adv = _start_point(x, eps, random_start, clamp_start, lo, hi)
+    x_adv = start_point(x, eps, random_start, clamp_start, lo, hi)
     out, pred = x_adv.clone(), y.clone()
     idx, counts = torch.arange(len(x), device=x.device), []
     with BN_MODES[bn](model):

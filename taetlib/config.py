@@ -19,12 +19,14 @@ from pathlib import Path
 
 from . import numerics
 from .errors import REGISTRIES, ConfigError, bad, check_choice
+from .fawa import CLASS_ACC
 from .plugins import PluginNotFound, load_plugins
 
-__all__ = ["BUDGET_RULES", "RunConfig", "build_args", "check_class_order", "check_device_name", "coerce",
+__all__ = ["BUDGET_RULES", "RunConfig", "SELECT", "build_args", "check_class_order", "check_device_name", "coerce",
            "legacy_numerics", "parse_sets"]
 
 BUDGET_RULES = ("equal_adversarial", "released")
+SELECT = ("last", "best_val_pgd", "fawa")   # which weights model.pt holds (selection.py, fawa.py)
 
 
 @dataclass(init=False)   # __init__ below also maps a method's own settings into method_args
@@ -74,8 +76,13 @@ class RunConfig:
     eval_per_class: int | None = 100       # subsample of the balanced test set for in-training eval
     # model.pt: the last epoch (TAET, RobustLT) | best_val_pgd: the best balanced PGD accuracy on a validation
     # split held out of the training set (AT-BSL's script picks on the test set, which this never does)
+    # fawa: CFA's fairness-aware weight average (fawa.py): an EMA of the weights, updated after each epoch whose
+    # worst validation class reaches fawa_threshold
     select: str = "last"
-    val_fraction: float = 0.1              # share of each class held out for select=best_val_pgd
+    val_fraction: float = 0.1              # share of each class held out for select=best_val_pgd or fawa
+    fawa_decay: float = 0.88               # the average's decay (CFA train.py --decay-rate, CIFAR-10)
+    fawa_threshold: float = 0.24           # worst class's validation PGD accuracy that lets it update (--threshold)
+    fawa_class_acc: str = "official"       # that accuracy as CFA's logger counts it (C*correct_c/N) | recall
     # --- hardware
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     # numerics (numerics.py): auto = bf16 + channels_last where the hardware runs bf16 natively, else fp32.
@@ -190,12 +197,19 @@ class RunConfig:
         check_choice("precision", self.precision, numerics.PRECISIONS)
         check_choice("memory_format", self.memory_format, numerics.MEMORY_FORMATS)
         check_choice("eval_precision", self.eval_precision, numerics.EVAL_PRECISIONS)
-        check_choice("select", self.select, ("last", "best_val_pgd"))
+        check_choice("select", self.select, SELECT)
         if self.select != "last" and not 0 < self.val_fraction < 1:
             raise bad("val_fraction", self.val_fraction,
                       "must lie in (0, 1): the share of each class held out for selection.")
-        if self.select != "last" and self.eval_every == 0:
-            raise bad("select", self.select, "selects among validated epochs; set eval_every > 0 (e.g. 5).")
+        if self.select == "best_val_pgd" and self.eval_every == 0:
+            raise bad("select", self.select, "selects among validated epochs; set eval_every > 0 (e.g. 5), or "
+                                             "select='fawa' (it validates every epoch).")
+        check_choice("fawa_class_acc", self.fawa_class_acc, CLASS_ACC)
+        if not 0 <= self.fawa_decay < 1:
+            raise bad("fawa_decay", self.fawa_decay, "must lie in [0, 1) (CFA's official 0.88; 0 keeps the last "
+                                                     "epoch that reached the threshold).")
+        if self.fawa_threshold < 0:
+            raise bad("fawa_threshold", self.fawa_threshold, "must be >= 0 (CFA's official 0.24 on CIFAR-10).")
         if self.nesterov and self.momentum <= 0:
             raise bad("nesterov", self.nesterov,
                       f"needs momentum > 0 (momentum={self.momentum}); set momentum or nesterov=False.")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .arms import Arm
 from .errors import Registry, check_choice
 
-__all__ = ["ADT_LASAT_ARMS", "ADT_LASAT_AWP_SOURCES", "COMPARISON_METHODS", "COMPARISON_OVERRIDES",
+__all__ = ["ADT_LASAT_ARMS", "ADT_LASAT_AWP_SOURCES", "CFA_FAWA", "COMPARISON_METHODS", "COMPARISON_OVERRIDES",
            "COMPARISON_SOURCES", "DEMO_ARMS", "DEMO_CONFIG", "DEMO_SOURCES", "EVALUATION", "FAIRNESS_ARMS",
            "FAIRNESS_METHODS", "FAIRNESS_SOURCES", "HARD_RAREST", "MART_OFFICIAL", "PAPER_METHODS", "PAPER_SCHEDULE",
            "PAPER_SOURCES", "PRESETS", "Preset", "RESULTS_ARMS", "RESULTS_METHODS", "ROBUSTLT_CODE", "ROBUSTLT_IR50",
@@ -114,11 +114,19 @@ ADT_LASAT_ARMS = [Arm("adt"), Arm("adt", True), Arm("las_at")]
 # The class-wise robust-fairness baselines, TAET's natural opponents on the weak classes. Each sets every class's
 # radius itself (CFA's margins, DAFA's weights), so neither has a RobustLT arm.
 FAIRNESS_METHODS = ["cfa", "dafa"]
-FAIRNESS_ARMS = [Arm(m) for m in FAIRNESS_METHODS]
+CFA_FAWA = {"select": "fawa", "fawa_decay": 0.88, "fawa_threshold": 0.24}   # PKU-ML/CFA train.py's defaults
+FAIRNESS_ARMS = [Arm("cfa", overrides=CFA_FAWA), Arm("dafa")]
 FAIRNESS_SOURCES = {
     "cfa_*": "CFA code (PKU-ML/CFA train.py, attack.py) on CIFAR-10: TRADES mode (the code's default) with CCM "
     "and CCR, lambda_1 = lambda_2 = 0.5 (README command), calibration from epoch 10, beta 6; class accuracy as its "
-    "logger computes it (C * correct_c / N). FAWA (the weight average) is not implemented",
+    "logger computes it (C * correct_c / N)",
+    "select, fawa_decay, fawa_threshold (cfa)": "CFA code (train.py L243-258, utils.weight_average): model.pt is "
+    "the fairness-aware weight average (FAWA, the model CFA's framework returns), decay 0.88, updated after each "
+    "epoch whose worst validation class reaches 0.24 as the logger counts it (C * correct_c / N; fawa_class_acc="
+    "'recall' reads per-class recall). The code holds out 100 images of each CIFAR-10 class; here val_fraction "
+    "(0.1) of each class, so CFA trains on 90 % of the images the other arms see. On a long-tailed split the "
+    "logger's count scales each class by its share, so the tail may never reach 0.24: then model.pt keeps the last "
+    "epoch's weights and history.jsonl records fawa_updates 0",
     "dafa_*": "DAFA code (rucy74/DAFA scripts/trades_dafa.sh, arguments.py) on CIFAR-10: TRADES base, lambda 1.0, "
     "warm-up 70 of 110 epochs (dafa_warmup=None keeps that ratio: 64 of 100), beta 6",
     "fairness protocol": "both train with the common schedule and attack above (8/255, 2/255, 10 steps); their own "
@@ -273,6 +281,8 @@ register(Preset(
         "robustlt_b": "0.5 for every RobustLT arm: the AIW ramp reaches the full radius at adversarial epoch 4 of 6",
         "cfa_begin": "1: CFA calibrates from epoch 2 (its official 10 of 200 would never start within 6 epochs); "
         "DAFA's warm-up keeps its official share, 70/110 of the epochs (4 of 6, 8 of 12)",
+        "select, fawa_decay, fawa_threshold (cfa)": "CFA keeps its fairness-aware weight average with the code's "
+        "CIFAR-10 decay 0.88 and threshold 0.24, on 10 % of each class held out of its training set",
         "evaluation": "clean, FGSM and PGD-20 with the any-iterate reading (an image is broken once any iterate is "
         "misclassified; never weaker than last-iterate, about half its cost here: benchmarks/eval_cost.py)",
     },

@@ -16,7 +16,7 @@ from . import numerics
 from .attacks import aiw_ramp
 from .config import RunConfig
 from .errors import ConfigError
-from .methods.gairat import begin_epoch
+from .methods.gairat import begin_epoch, lambda_at
 from .schedule import lr_at
 
 __all__ = ["RESUME_IGNORES", "Refused", "SCHEDULE_FIELDS", "check_numerics", "check_resume", "epoch_plan",
@@ -38,7 +38,10 @@ def epoch_plan(cfg: RunConfig, epoch: int) -> dict:
     if cfg.robustlt:   # as build_objective sets the ramp up
         plan["aiw"] = aiw_ramp(epoch - cfg.clean_epochs_before(), cfg.robustlt_b * cfg.epochs)
     if cfg.method == "gairat":
-        plan["gair_weights"] = epoch >= begin_epoch(cfg.hparams, cfg.epochs)
+        args = cfg.hparams
+        plan["gair_weights"] = weighted = epoch >= begin_epoch(args, cfg.epochs)
+        plan["gair_lambda"] = lambda_at(args.lambda_schedule, epoch, cfg.epochs, args.lam, args.lambda_max) \
+            if weighted else None
     return plan
 
 

@@ -1,5 +1,6 @@
-"""Which weights a run keeps: the last epoch's (TAET, RobustLT), or with select='best_val_pgd' the
-epoch with the best balanced PGD accuracy on a validation split held out of the training set.
+"""Which weights a run keeps: the last epoch's (TAET, RobustLT), with select='best_val_pgd' the
+epoch with the best balanced PGD accuracy on a validation split held out of the training set, or with
+select='fawa' CFA's fairness-aware weight average, steered by the same split (fawa.py).
 AT-BSL's script picks its epoch on the test set; nothing here ever reads the test set."""
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def balanced(acc: list | None) -> float | None:
 
 
 def validation_split(train: Split, cfg: RunConfig, num_classes: int) -> tuple[Split, Split | None]:
-    """(training images, validation images): for select='best_val_pgd', a seeded stratified val_fraction of
-    each class (at least one image where a class has two) is held out of training; otherwise (train, None)."""
+    """(training images, validation images): for select='best_val_pgd' or 'fawa', a seeded stratified
+    val_fraction of each class (at least one image where a class has two) is held out of training;
+    otherwise (train, None)."""
     if cfg.select == "last":
         return train, None
     return hold_out(train, cfg.val_fraction, cfg.seed, num_classes)

@@ -42,6 +42,7 @@ from .data import LTData
 from .distributed import Dist, resolve_device
 from .errors import bad
 from .eval_result import per_class_epochs
+from .fawa import FAWA, worst_class
 from .methods import attack_start, build_objective, model_head
 from .models import create_model, set_class_prior
 from .resume import Refused, check_numerics, check_resume
@@ -49,10 +50,11 @@ from .runlock import holds_run_lock
 from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
 
-__all__ = ["FitResult", "RUN_FILES", "Training", "TrainingDiverged", "build", "check_inputs", "check_run_dir",
-           "count_hits", "epoch_count", "epochs_to_train", "evaluate_epoch", "evaluate_per_class", "finish", "fit",
-           "history_text", "open_run_dir", "peak_memory_mb", "per_class_acc", "prepare", "progress_line",
-           "record_epoch", "report_epoch", "restore", "save_epoch", "set_lr", "train_epoch"]
+__all__ = ["FitResult", "RUN_FILES", "Training", "TrainingDiverged", "average_epoch", "build", "check_inputs",
+           "check_run_dir", "count_hits", "epoch_count", "epochs_to_train", "evaluate_epoch", "evaluate_per_class",
+           "finish", "fit", "history_text", "keep_fawa", "open_run_dir", "peak_memory_mb", "per_class_acc", "prepare",
+           "progress_line", "record_epoch", "report_epoch", "restore", "restore_fawa", "save_epoch", "set_lr",
+           "train_epoch"]
 
 RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
 
@@ -214,6 +216,7 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
     callback(record): called after each epoch (live plots); raising from it stops the run, and that
       epoch's checkpoint is already on disk.
     Test clean and PGD accuracy per class is measured every cfg.eval_every epochs and at the stage's last.
+    model.pt holds the last epoch's weights, or those cfg.select picks (best_val_pgd, fawa: selection.py, fawa.py).
     Under torchrun (WORLD_SIZE > 1) this trains with DistributedDataParallel; cfg.batch_size stays the
     global batch, and only rank 0 writes files.
     """
@@ -229,6 +232,7 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
                            run.device)
         record = record_epoch(run, epoch, lr, sums, t0)
         evaluate_epoch(run, record)
+        average_epoch(run, record)
         save_epoch(run, record)
         report_epoch(run, record, time.perf_counter() - t0)
         if callback is not None:
@@ -260,6 +264,7 @@ class Training:
     counts: dict = field(default_factory=dict)   # per-class image counts of the evaluated splits
     eval_eps: float = 0.0
     n_images: int = 0                  # training images per epoch (all ranks)
+    fawa: FAWA | None = None           # select='fawa': the fairness-aware weight average so far
     session_seconds: list = field(default_factory=list)
 
     @property
@@ -299,8 +304,9 @@ def build(cfg: RunConfig, data: LTData, run_dir: Path, model: nn.Module | None, 
     numerics.in_format(model.to(device), num.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
+    fawa = FAWA(cfg.fawa_decay, cfg.fawa_threshold) if cfg.select == "fawa" else None
     return Training(cfg, run_dir, stage, epochs, dist, device, model, optimizer, tuple(data.class_names),
-                    start=epochs.start, num=num)
+                    start=epochs.start, num=num, fawa=fawa)
 
 
 def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_model: bool) -> dict:
@@ -319,6 +325,7 @@ def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_
                   "uninterrupted run.")
         run.optimizer.load_state_dict(ck["optimizer"])
         run.history, run.start = ck["history"], ck["epoch"] + 1
+        restore_fawa(run, ck)
         if run.start < run.epochs.start:
             raise CheckpointError(f"{run.ckpt_path} ends at epoch {ck['epoch']} but stage {run.stage!r} starts at "
                                   f"epoch {run.epochs.start}. Fix: finish the earlier stage first "
@@ -329,12 +336,21 @@ def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_
         if ck.get("epoch") == run.epochs.start - 1 and "optimizer" in ck:   # a true continuation
             run.optimizer.load_state_dict(ck["optimizer"])
             run.history = ck.get("history", [])
+            restore_fawa(run, ck)
             return ck.get("objective", {})
         return {}
     if run.stage == "adversarial" and run.cfg.clean_stage_epochs() > 0 and not given_model:
         raise bad("stage", run.stage, "stage 2 continues from stage 1: pass init_checkpoint=<stage-1 run>/last.pt "
                                       "(or model=), or train with stage='all'.")
     return {}
+
+
+def restore_fawa(run: Training, ck: dict) -> None:
+    """The weight average the checkpoint holds, on the run's device (select='fawa' only)."""
+    if run.fawa is not None:
+        run.fawa.load_state_dict(ck.get("fawa"))
+        if run.fawa.weights is not None:
+            run.fawa.weights = {k: v.to(run.device) for k, v in run.fawa.weights.items()}
 
 
 def prepare(run: Training, data: LTData, objective_state: dict) -> None:
@@ -351,7 +367,8 @@ def prepare(run: Training, data: LTData, objective_state: dict) -> None:
     run.objective.bind(run.optimizer)
     distributed.check_same(dist, "the epoch to start from", run.start,
                            f"put run_dir ({run.run_dir}) on a filesystem every node shares.")
-    check_run_dir(run.run_dir, run.model, run.objective.state_dict())
+    held = {"objective": run.objective.state_dict(), "fawa": run.model.state_dict() if run.fawa else {}}
+    check_run_dir(run.run_dir, run.model, held)
     run.train_batches = Batches(train_split, cfg.batch_size // dist.world_size, run.device, shuffle=True,
                                 augment=cfg.augment, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     run.eval_eps = cfg.train_eps(data.spec.default_eps)
@@ -433,20 +450,37 @@ def record_epoch(run: Training, epoch: int, lr: float, sums: tuple, t0: float) -
 
 def evaluate_epoch(run: Training, record: dict) -> None:
     """Every cfg.eval_every epochs and at the stage's last: clean and PGD recall per class on the test
-    subset (monitoring only) and, for selection, on the validation split (adversarial epochs)."""
+    subset (monitoring only); for selection, on the validation split (adversarial epochs): at those epochs
+    under best_val_pgd, after every one under fawa, from CFA's uniform start (fawa.py)."""
     cfg, epoch, t0 = run.cfg, record["epoch"], time.perf_counter()
-    if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == run.epochs.stop - 1):
-        kw = dict(eps=run.eval_eps, steps=cfg.eval_pgd_steps,
-                  random_start=attack_start(cfg)[0], device=run.device,
-                  bf16=run.num.eval_precision == "bf16", dist=run.dist)
+    at_eval = cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == run.epochs.stop - 1)
+    kw = dict(eps=run.eval_eps, steps=cfg.eval_pgd_steps, random_start=attack_start(cfg)[0], device=run.device,
+              bf16=run.num.eval_precision == "bf16", dist=run.dist)
+    if at_eval:
         record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(run.net, run.eval_batches,
                                                                               run.num_classes, **kw)
         record["test_n"] = run.counts["test"]
-        if run.val_batches and record["stage"] != "stabilization":   # selection reads the validation split only
-            record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(run.net, run.val_batches,
-                                                                                run.num_classes, **kw)
-            record["val_n"] = run.counts["val"]
+    validate = at_eval or run.fawa is not None
+    if run.val_batches and record["stage"] != "stabilization" and validate:   # selection reads this split only
+        val_kw = {**kw, "random_start": "uniform"} if run.fawa is not None else kw
+        record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(run.net, run.val_batches,
+                                                                            run.num_classes, **val_kw)
+        record["val_n"] = run.counts["val"]
     record.update(eval_seconds=time.perf_counter() - t0, peak_mem_mb=peak_memory_mb(run.device))
+
+
+def average_epoch(run: Training, record: dict) -> None:
+    """select='fawa': the epoch's worst validation class (fawa_worst) decides whether the weight average
+    takes this epoch's weights in (fawa_updated); fawa_updates counts the epochs it did so far."""
+    if run.fawa is None:
+        return
+    worst, updated = None, False
+    if record.get("val_pgd_acc") is not None:   # not in a clean stage (TAET's stage 1)
+        n = record["val_n"]
+        correct = [0 if r is None else round(r * k) for r, k in zip(record["val_pgd_acc"], n)]
+        worst = worst_class(correct, n, run.cfg.fawa_class_acc)
+        updated = run.fawa.step(run.model.state_dict(), worst)
+    record.update(fawa_worst=worst, fawa_updated=updated, fawa_updates=run.fawa.updates)
 
 
 def save_epoch(run: Training, record: dict) -> None:
@@ -456,9 +490,10 @@ def save_epoch(run: Training, record: dict) -> None:
     if not run.dist.is_main:
         return
     epoch, cfg = record["epoch"], run.cfg
-    if best_epoch(run.history) == epoch:
+    if cfg.select == "best_val_pgd" and best_epoch(run.history) == epoch:
         _save_atomic(run.model.state_dict(), run.run_dir / "best.pt")
-    _save_atomic({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+    fawa = {"fawa": run.fawa.state_dict()} if run.fawa is not None else {}
+    _save_atomic({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), **fawa,
                   "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
                   "epoch": epoch, "cfg": cfg.to_dict(), "history": run.history, "world_size": run.dist.world_size,
                   "objective": run.objective.state_dict(), numerics.RESOLVED_KEY: run.num.to_dict()}, run.ckpt_path)
@@ -473,7 +508,8 @@ def report_epoch(run: Training, record: dict, seconds: float) -> None:
 
 
 def finish(run: Training) -> FitResult:
-    """Once the stage is complete: model.pt (the selected epoch's weights under select='best_val_pgd')."""
+    """Once the stage is complete: model.pt (the selected epoch's weights under select='best_val_pgd', the
+    weight average under select='fawa')."""
     last = run.history[-1]["epoch"] if run.history else run.start - 1
     complete = last >= run.epochs.stop - 1
     if complete and run.cfg.select == "best_val_pgd":   # model.pt (what evaluation reads) is the selected epoch's
@@ -484,11 +520,28 @@ def finish(run: Training) -> FitResult:
         run.model.load_state_dict(load_checkpoint(run.run_dir / "best.pt", run.model)["model"])
         if run.dist.is_main:
             print(f"selected epoch {best} (best balanced PGD accuracy on the validation split)", flush=True)
+    if complete and run.fawa is not None:
+        keep_fawa(run)
     if complete and run.dist.is_main:
         _save_atomic(run.model.state_dict(), run.run_dir / "model.pt")
     distributed.barrier(run.dist)   # every rank returns once model.pt is on disk
     return FitResult(model=run.model, history=run.history, run_dir=run.run_dir, class_names=run.class_names,
                      complete=complete)
+
+
+def keep_fawa(run: Training) -> None:
+    """model.pt = the weight average; where no epoch reached the threshold (the official code would keep its
+    average's random initial weights) the last epoch's weights stay, and the run says so."""
+    f, cfg = run.fawa, run.cfg
+    if f.updates:
+        run.model.load_state_dict(f.weights)
+        note = f"model.pt holds the fairness-aware weight average (FAWA) of {f.updates} epoch(s)"
+    else:
+        note = (f"FAWA never started: no epoch's worst validation class reached fawa_threshold="
+                f"{cfg.fawa_threshold:g} ({cfg.fawa_class_acc}); model.pt holds the last epoch's weights "
+                "(fawa_updates 0 in history.jsonl)")
+    if run.dist.is_main:
+        print(note, flush=True)
 
 
 # ---------------------------------------------------------------- the epoch line
@@ -511,4 +564,7 @@ def progress_line(r: dict, count: tuple[int, int], eta: float) -> str:
             f"train clean {acc('train_clean_acc')} adv {acc('train_adv_acc')}")
     if r["test_clean_acc"] is not None:
         line += f" | test clean {acc('test_clean_acc')} pgd {acc('test_pgd_acc')}"
+    if r.get("fawa_worst") is not None:
+        line += (f" | fawa worst class {r['fawa_worst']:.3f}: {'updated' if r['fawa_updated'] else 'kept'}, "
+                 f"{r['fawa_updates']} update(s)")
     return line + f" | {r['seconds']:.1f} s/epoch, {r['images_per_s']:.0f} img/s | ETA {eta:.0f} s"

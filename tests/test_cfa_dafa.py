@@ -10,8 +10,9 @@ from torch import nn
 
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
+from taetlib.fawa import class_robust_acc
 from taetlib.methods.base import build_objective
-from taetlib.methods.cfa import calibrated_beta, calibrated_eps, calibrated_trades, class_robust_acc
+from taetlib.methods.cfa import calibrated_beta, calibrated_eps, calibrated_trades
 from taetlib.methods.dafa import class_similarity, dafa_weights, warmup_epochs
 
 EPS = 8 / 255
@@ -167,10 +168,60 @@ def test_dafa_sets_weights_after_the_warmup_epoch_and_scales_each_class_radius()
     assert torch.allclose(reach, EPS * obj.classwise[y], atol=1e-6)
 
 
+# ---------------------------------------------------------------- DAFA's --loss pgd (losses.py madry_loss)
+def signed_model():
+    """z = W x with W = [[1, -1], [-1, 1]]: the CE gradient's sign is (-1, +1) for label 0 and (+1, -1) for label 1
+    whatever the point, so the attack's path can be followed by hand."""
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+    return net
+
+
+def dafa_pgd(**kw):
+    base = dict(method="dafa", dafa_base="pgd", eps=0.1, step_size=0.03, attack_steps=3, epochs=5, dafa_warmup=2,
+                random_start="none")
+    return build_objective(RunConfig(**{**base, **kw}), [10, 10], 0.1)
+
+
+def test_dafa_pgd_base_attack_and_loss_hand_values():
+    model, obj = signed_model(), dafa_pgd()
+    obj.classwise = torch.tensor([0.5, 1.5])   # past the warm-up: w_0 = 0.5, w_1 = 1.5
+    obj.tally.epoch = 3
+    x, y = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.98, 0.5]]), torch.tensor([0, 1, 1])
+    seen = []
+    model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach()))
+    out = obj.step(model, x, y, 3)
+    # label 0, w 0.5 (ball 0.05 for the weighted step, 0.1 for the plain one), step 0.03 per pixel:
+    #   0 -> 0.015 -> 0.045;  0.045 -> 0.06, clipped 0.05 -> 0.08;  0.08 -> 0.095, clipped 0.05 -> 0.08
+    # label 1, w 1.5 (ball 0.15, then 0.1): 0 -> 0.045 -> 0.075;  -> 0.12 -> 0.15, clipped 0.1;  stays 0.1
+    # the third image: pixel 0 from 0.98 upward ends on 1 ([0,1] only after the plain step)
+    want = torch.tensor([[0.42, 0.58], [0.6, 0.4], [1.0, 0.4]])
+    assert torch.allclose(seen[-1], want, atol=1e-6)   # the loss's forward is on x_adv only
+    # CE of z = W x' for two classes is log(1 + exp(-(z_y - z_other))), z_y - z_other = 2 (x'_y - x'_other):
+    # 0.865893 (= log(1 + e^0.32)), 0.913015 (= log(1 + e^0.4)), 1.463282 (= log(1 + e^1.2)); weighted mean
+    assert float(out.loss.detach()) == pytest.approx((0.5 * 0.865893 + 1.5 * 0.913015 + 1.5 * 1.463282) / 3, abs=1e-6)
+    assert out.clean_logits is None and torch.equal(out.adv_logits, model(want))
+    assert obj.describe()["attack"]["loss"] == "ce (double step)" and obj.describe()["dafa"]["base"] == "pgd"
+
+
+def test_dafa_pgd_base_steps_twice_in_the_warmup_and_keeps_its_probabilities():
+    model, obj = signed_model(), dafa_pgd(attack_steps=1)
+    x, y = torch.tensor([[0.5, 0.5]]), torch.tensor([0])
+    seen = []
+    model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach()))
+    out = obj.step(model, x, y, 2)   # the warm-up epoch: w = 1, so one iteration moves 0.03 + 0.03
+    assert torch.allclose(seen[-1], torch.tensor([[0.44, 0.56]]), atol=1e-6)
+    assert torch.allclose(obj.tally.sums[0].float(), torch.softmax(out.adv_logits, 1)[0])   # P from x_adv
+    with pytest.raises(ConfigError, match="dafa_base='madry'"):
+        RunConfig(method="dafa", dafa_base="madry")
+
+
 # ---------------------------------------------------------------- training: smoke run and exact resume
 @pytest.mark.slow
 @pytest.mark.parametrize("method, extra", [("cfa", {"cfa_begin": 1}), ("cfa", {"cfa_begin": 1, "cfa_base": "at"}),
-                                           ("dafa", {"dafa_warmup": 1})])
+                                           ("dafa", {"dafa_warmup": 1}),
+                                           ("dafa", {"dafa_warmup": 1, "dafa_base": "pgd"})])
 def test_smoke_run_and_resume_is_bit_identical(tmp_path, method, extra, smoke_fit):
     """Three epochs whose last two are calibrated from the one before; a run stopped after epoch 1 and resumed
     (the epoch's open tally in last.pt) ends with the same weights and losses, bit for bit."""

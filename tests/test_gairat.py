@@ -1,4 +1,5 @@
-"""GAIRAT: hand-computed weights of docs/methods.md §4, the loss before and after begin_epoch."""
+"""GAIRAT: hand-computed weights of docs/methods.md §4, the loss before and after begin_epoch, the lambda
+schedules."""
 import copy
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
 from taetlib.methods import build_objective
-from taetlib.methods.gairat import begin_epoch, gair_weights
+from taetlib.methods.gairat import begin_epoch, gair_weights, lambda_at
 from taetlib.models import create_model
 
 
@@ -107,3 +108,82 @@ def test_gairat_trains_on_synthetic_data(tmp_path, smoke_fit):
     _, result, _, _ = smoke_fit(tmp_path, method="gairat", random_start="uniform", gairat_begin_epoch=2, robustlt=True)
     assert {"loss_ce", "loss_kappa"} <= set(result.history[-1])
     assert 0 <= result.history[-1]["loss_kappa"] <= 2
+
+
+# ---------------------------------------------------------------- the lambda schedules (GAIRAT.py adjust_Lambda)
+def official_adjust_lambda(epoch, epochs, schedule, lam, lam_max=float("inf")):
+    """adjust_Lambda's branch for epochs >= 110 (the WRN run), read literally, elif order included."""
+    out = lam_max
+    if schedule == "linear":
+        if epoch >= 60:
+            out = lam_max - (epoch / epochs) * (lam_max - lam)
+    elif schedule == "piecewise":
+        if epoch >= 60:
+            out = lam
+        elif epoch >= 90:
+            out = lam - 1.0
+        elif epoch >= 110:
+            out = lam - 1.5
+    elif schedule == "fixed":
+        if epoch >= 60:
+            out = lam
+    return out
+
+
+def test_lambda_schedules_hand_values():
+    # linear from lambda_max 0 to lambda -1 over T = 120: 0 - (t / 120) (0 + 1)
+    assert [lambda_at("linear", t, 120, -1.0, 0.0) for t in (60, 90, 120)] == [-0.5, -0.75, -1.0]
+    assert [lambda_at("fixed", t, 120, -1.0) for t in (60, 120)] == [-1.0, -1.0]
+    assert [lambda_at("piecewise", t, 120, -1.0) for t in (60, 95, 115)] == [-1.0, -1.0, -1.0]
+    # the drops as written: -1 from 90 of 120 (3/4), -1.5 from 110 (11/12)
+    stepped = [lambda_at("piecewise_stepped", t, 120, -1.0) for t in (60, 89, 90, 109, 110, 120)]
+    assert stepped == [-1.0, -1.0, -2.0, -2.0, -2.5, -2.5]
+    assert lambda_at("piecewise_stepped", 75, 100, 0.5) == -0.5   # 3/4 of 100
+
+
+@pytest.mark.parametrize("schedule, lam_max", [("fixed", float("inf")), ("piecewise", float("inf")),
+                                               ("linear", 0.0), ("linear", 2.0)])
+def test_lambda_schedules_match_the_official_function_from_its_start(schedule, lam_max):
+    """From epoch 60 of 120, the official start and begin_epoch's default, every epoch's lambda is the code's."""
+    args = RunConfig(method="gairat", epochs=120, gairat_lambda_schedule=schedule,
+                     gairat_lambda_max=None if lam_max == float("inf") else lam_max).hparams
+    assert begin_epoch(args, 120) == 60
+    for t in range(60, 121):
+        want = official_adjust_lambda(t, 120, schedule, -1.0, lam_max)
+        assert lambda_at(args.lambda_schedule, t, 120, args.lam, args.lambda_max) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "piecewise_stepped"])
+def test_the_scheduled_lambda_reaches_the_loss(schedule):
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, 1)
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    obj = gairat(random_start="none", attack_steps=4, gairat_begin_epoch=2, gairat_lambda_schedule=schedule,
+                 gairat_lambda_max=1.0, gairat_lambda=-1.0, gairat_weight="sigmoid")   # tanh saturates here
+    # epoch 8 of 10: linear 1 - (8 / 10) (1 + 1); stepped: -1 - 1 from round(7.5) = 8, -1.5 only from round(9.17) = 9
+    lam = {"linear": 1.0 - 0.8 * 2.0, "piecewise_stepped": -2.0}[schedule]
+    out = obj.step(copy.deepcopy(model), x, y, 8)
+    kappa = obj.attack(copy.deepcopy(model), x, y, 8).kappa
+    ce = F.cross_entropy(out.adv_logits, y, reduction="none")
+    assert float(out.parts["lambda"]) == pytest.approx(lam)
+    assert torch.allclose(out.loss, (gair_weights(kappa, 4, lam, "sigmoid") * ce).mean(), atol=1e-6)
+    fixed = (gair_weights(kappa, 4, -1.0, "sigmoid") * ce).mean()
+    assert abs(float((out.loss - fixed).detach())) > 1e-4   # the fixed lambda gives another loss
+
+
+def test_lambda_schedule_settings_are_checked_and_part_of_the_plan():
+    from taetlib.resume import Refused, check_resume
+    with pytest.raises(ConfigError, match="^gairat_lambda_schedule='linear': needs a finite lambda_max"):
+        RunConfig(method="gairat", gairat_lambda_schedule="linear")
+    with pytest.raises(ConfigError, match="^gairat_lambda_schedule='cosine'"):
+        RunConfig(method="gairat", gairat_lambda_schedule="cosine")
+    assert RunConfig(method="gairat").hparams.lambda_schedule == "fixed"   # the official default
+    # linear's lambda_t depends on t / T: extending 4 -> 8 epochs moves the trained epochs' lambda (begin 2)
+    old = RunConfig(method="gairat", epochs=4, lr_milestones=[1.0], gairat_begin_epoch=2,
+                    gairat_lambda_schedule="linear", gairat_lambda_max=0.0)
+    new = old.replace(epochs=8, lr_milestones=[0.5])
+    with pytest.raises(Refused, match="gair_lambda"):
+        check_resume({"cfg": old.to_dict(), "epoch": 3}, new, "last.pt")
+    fixed = old.replace(gairat_lambda_schedule="fixed")
+    assert check_resume({"cfg": fixed.to_dict(), "epoch": 3}, fixed.replace(epochs=8, lr_milestones=[0.5]),
+                        "last.pt")["plan"] == "unchanged"

@@ -71,7 +71,8 @@ def test_an_old_config_json_loads_with_its_settings_mapped_across():
     assert not {"harl_alpha", "trades_beta", "lasat_interval", "stabilization_epochs"} & set(saved)
     assert RunConfig.from_dict(saved) == cfg   # the new form round-trips
     gairat = RunConfig.load(DATA / "config_v0_gairat.json")
-    assert gairat.method_args == {"lam": -0.5, "weight": "tanh", "begin_epoch": 1} and gairat.hparams.lam == -0.5
+    assert gairat.method_args == {"lam": -0.5, "weight": "tanh", "begin_epoch": 1, "lambda_schedule": "fixed",
+                                  "lambda_max": None} and gairat.hparams.lam == -0.5
 
 
 def test_a_methods_setting_can_be_given_four_ways_and_the_later_key_wins():

@@ -47,7 +47,7 @@ class Attack:
     step: float
     steps: int
     start: str = "normal"
-    clamp_start: bool = False          # project x_0 before the first forward (attacks._start_point)
+    clamp_start: bool = False          # project x_0 before the first forward (attacks.start_point)
     loss: LossArg | None = "ce"       # what the attack maximises; None: the objective passes it per batch (TRADES)
     class_scale: Tensor | None = None  # eps_c / eps per class (CPB)
     ramp_epochs: float | None = None   # b * T (AIW)

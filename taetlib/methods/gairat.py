@@ -10,9 +10,23 @@ with a_i = lambda + 5 (floor(K/2) - kappa_i) / floor(K/2):
 
 Training attack start (attack_generator.py GA_PGD, category 'Madry', L27-28): x + U(-eps, eps) clamped to
 [0,1] before the first forward (random_start='uniform', clamp_start=True: the default).
-Defaults: lambda = -1, the tanh weight, a fixed lambda (the official linear and piecewise lambda schedules
-are not implemented). The official begin_epoch is 60 of 120 epochs;
+Defaults: lambda = -1, the tanh weight, a fixed lambda. The official begin_epoch is 60 of 120 epochs;
 begin_epoch=None keeps that ratio (round(epochs / 2), 50 of 100), an int sets the epoch.
+
+The lambda schedules (GAIRAT.py @ 16813b5 L32-34 --Lambda, --Lambda_max, --Lambda_schedule; adjust_Lambda
+L161-194, called with the 1-based epoch t at L250), lambda_t in epoch t of T from the schedule's start on:
+    fixed (default):     lambda_t = lambda
+    linear:              lambda_t = lambda_max - (t / T) (lambda_max - lambda)   (reaches lambda at t = T)
+    piecewise:           as the code runs it: its later drops sit behind an `elif` the first test already
+                         takes, so it never leaves lambda and equals fixed
+    piecewise_stepped:   the drops as written for its WRN run (120 epochs): lambda, lambda - 1 from 3/4 of the
+                         epochs (90 of 120), lambda - 1.5 from 11/12 (110 of 120)
+Before the start the code uses lambda_max (default +inf: every weight 1, plain PGD-AT) and the GAIR weights only
+act from begin_epoch. The code's start is a fixed epoch, 60 when T >= 110 (its WRN branch) or 30 otherwise
+(its ResNet branch, whose piecewise drop would be lambda - 2 from epoch 60); here it is begin_epoch, which is
+60 in the code's default WRN run and keeps that ratio. linear needs a finite lambda_max (with the default +inf
+the code's formula gives NaN); the others never read it. The lambda of each epoch is in the history
+(loss_lambda) and in resume's plan, so an extension that would move it needs new_plan=True.
 """
 from __future__ import annotations
 
@@ -27,9 +41,19 @@ from ..errors import bad, check_choice
 from ..method_spec import MethodArgs, arg_error, register
 from .base import Objective, StepOut, start_logits_if_clean
 
-__all__ = ["GAIRAT", "GAIRATArgs", "WEIGHTS", "begin_epoch", "gair_weights"]
+__all__ = ["GAIRAT", "GAIRATArgs", "LAMBDA_SCHEDULES", "WEIGHTS", "begin_epoch", "gair_weights", "lambda_at"]
 
 WEIGHTS = ("tanh", "sigmoid", "discrete")   # the official weight_assignment_function choices
+LAMBDA_SCHEDULES = ("fixed", "linear", "piecewise", "piecewise_stepped")   # the official three, and the drops
+
+
+def lambda_at(schedule: str, epoch: int, epochs: int, lam: float, lam_max: float | None = None) -> float:
+    """lambda in (1-based) epoch `epoch` of `epochs`, from the schedule's start on (adjust_Lambda)."""
+    if schedule == "linear":
+        return lam_max - (epoch / epochs) * (lam_max - lam)
+    if schedule == "piecewise_stepped":
+        return lam - (1.5 if epoch >= round(epochs * 11 / 12) else 1.0 if epoch >= round(epochs * 3 / 4) else 0.0)
+    return lam   # fixed, and piecewise as the code runs it
 
 
 def gair_weights(kappa: Tensor, steps: int, lam: float, fn: str = "tanh") -> Tensor:
@@ -50,9 +74,11 @@ def begin_epoch(args: GAIRATArgs, epochs: int) -> int:
 class GAIRAT(Objective):
     name = "gairat"
 
-    def __init__(self, attack, num_classes, lam: float, begin: int, weight: str = "tanh"):
+    def __init__(self, attack, num_classes, lam: float, begin: int, weight: str = "tanh", schedule: str = "fixed",
+                 lam_max: float | None = None, epochs: int = 1):
         super().__init__(attack, num_classes)
         self.lam, self.begin, self.weight = lam, begin, weight
+        self.schedule, self.lam_max, self.epochs = schedule, lam_max, epochs
 
     def loss(self, model, x, y, epoch):
         x_adv, start_logits, kappa = self.attack(model, x, y, epoch)
@@ -60,7 +86,9 @@ class GAIRAT(Objective):
         ce = F.cross_entropy(logits, y, reduction="none")
         parts = {"ce": ce.detach().mean(), "kappa": kappa.float().mean()}
         if epoch >= self.begin:
-            loss = (gair_weights(kappa, self.attack.steps, self.lam, self.weight) * ce).mean()
+            lam = lambda_at(self.schedule, epoch, self.epochs, self.lam, self.lam_max)
+            loss = (gair_weights(kappa, self.attack.steps, lam, self.weight) * ce).mean()
+            parts["lambda"] = torch.tensor(lam, device=ce.device)
         else:
             loss = ce.mean()
         return StepOut(loss, start_logits_if_clean(self.attack, start_logits), logits, parts)
@@ -71,11 +99,17 @@ class GAIRATArgs(MethodArgs):
     lam: float = -1.0              # the weight's lambda, tanh and sigmoid (official -1, fixed)
     weight: str = "tanh"           # weight function: tanh (official default) | sigmoid | discrete
     begin_epoch: int | None = None  # first (1-based) epoch with GAIR weights; None = round(epochs / 2)
+    lambda_schedule: str = "fixed"  # fixed (official default) | linear | piecewise | piecewise_stepped
+    lambda_max: float | None = None  # linear's start value (official default +inf, which linear cannot use)
 
     def __post_init__(self):
         check_choice("method_args.weight", self.weight, WEIGHTS)
+        check_choice("method_args.lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
         if not math.isfinite(self.lam):
             raise arg_error("lam", self.lam, "must be a finite number (official -1.0).")
+        if self.lambda_schedule == "linear" and self.lambda_max is None:
+            raise arg_error("lambda_schedule", self.lambda_schedule, "needs a finite lambda_max (gairat_lambda_max, "
+                            "e.g. 0.0): with the official default +inf the linear formula gives NaN.")
 
     def check(self, cfg) -> None:
         if cfg.attack_steps < 2:
@@ -88,7 +122,9 @@ class GAIRATArgs(MethodArgs):
 
 
 @register("gairat", args=GAIRATArgs, start=("uniform", True),
-          aliases={"gairat_lambda": "lam", "gairat_weight": "weight", "gairat_begin_epoch": "begin_epoch"})
+          aliases={"gairat_lambda": "lam", "gairat_weight": "weight", "gairat_begin_epoch": "begin_epoch",
+                   "gairat_lambda_schedule": "lambda_schedule", "gairat_lambda_max": "lambda_max"})
 def _gairat(args, cfg, counts, attack):
     """GAIRAT (Zhang et al.): PGD-AT whose CE is reweighted by each sample's distance to the boundary."""
-    return GAIRAT(attack, len(counts), args.lam, begin_epoch(args, cfg.epochs), args.weight)
+    return GAIRAT(attack, len(counts), args.lam, begin_epoch(args, cfg.epochs), args.weight, args.lambda_schedule,
+                  args.lambda_max, cfg.epochs)

@@ -11,9 +11,9 @@ import pandas as pd
 from . import health, intervals, metrics, stats
 
 __all__ = ["ONE_RUN", "TRADEOFF", "aggregate_wide", "claim_readings", "difference_means", "difference_reading",
-           "differences_table", "holm_family", "marked", "means_as", "paired_rows", "rankings", "reading",
-           "readings_table", "seed_means", "seed_pairs", "tradeoff_from_aggregate", "tradeoff_points", "trained",
-           "with_weakest"]
+           "differences_table", "holm_family", "marked", "means_as", "paired_rows", "primary_readings", "rankings",
+           "reading", "readings_table", "seed_means", "seed_pairs", "tradeoff_from_aggregate", "tradeoff_points",
+           "trained", "with_weakest"]
 
 ONE_RUN = "one run"
 
@@ -232,6 +232,21 @@ def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, p
                                protocol=protocol, metric=metric, label=metric_labels[metric])
         out.append({**r, "kind": "claim" if spec else "descriptive",
                     "claimed": spec.get("claimed") if spec else None})
+    return holm_family(out)
+
+
+def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None) -> list[dict]:
+    """Every pre-declared primary comparison (dicts of a, b, metric, imbalance_ratio, protocol, claimed),
+    whatever its pair of arms, read by the engine and Holm-adjusted as one family; a comparison whose arms
+    have no common finished seed reads k = 0 (no verdict)."""
+    labels = labels or {}
+    out = []
+    for p in primary:
+        ir = float(p["imbalance_ratio"])
+        r = difference_reading(seed_pairs(metrics, p["a"], p["b"], ir, p["protocol"], p["metric"]), a=p["a"],
+                               b=p["b"], imbalance_ratio=ir, protocol=p["protocol"], metric=p["metric"],
+                               label=labels.get(p["metric"], p["metric"].replace("_", " ")))
+        out.append({**r, "kind": "claim", "claimed": p.get("claimed")})
     return holm_family(out)
 
 

@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep, tune, doctor."""
+"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep, tune, doctor, study."""
 from __future__ import annotations
 
 import argparse

@@ -240,7 +240,8 @@ def study_b_section(tables: dict | None, status: pd.DataFrame, attack: str, vari
     order = pc["run"].astype(str).map(info["class_order"]).fillna("label") if "class_order" in info else "label"
     pc = pc.assign(class_order=order)
     pc = pc.assign(variant=pc["arm"].map(variants).fillna(pc["arm"]))
-    lines, saved = ["### Rarity or difficulty", ""], {}
+    lines: list[str] = ["### Rarity or difficulty", ""]
+    saved: dict[str, pd.DataFrame | None] = {}
     slope = study_b.rarity_slope(pc)
     if slope is None:
         lines.append("Not identified yet: the finished runs hold one class order, under which a class's count and "
@@ -253,8 +254,9 @@ def study_b_section(tables: dict | None, status: pd.DataFrame, attack: str, vari
                      f"(OLS, run and class fixed effects, HC3 95 % t interval, p = {slope['p']:.3g}, "
                      f"{slope['rows']} class-runs). The class orders identify it: a class keeps its identity and "
                      "changes its count.")
-        per = study_b.rarity_slope(pc, by="variant")
+        per = study_b.rarity_slopes(pc, "variant")
         effects = study_b.class_effects(pc)
+        assert per is not None and effects is not None   # identified whenever the common slope is
         saved.update(rarity_slopes=per, class_effects=effects)
         lines += ["", "Per arm (points per doubling):", "", results.markdown(pd.DataFrame({
             "arm": per["variant"], "slope [95 %]": [f"{verdicts.pts(e * ln2)} [{verdicts.pts(lo * ln2)}, "
@@ -364,7 +366,8 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
                                                        "value"]), sweep.primary, labels)
     two_orders = status.get("class_order", pd.Series(dtype=str)).nunique() > 1
     weights = any(a.method == "taet" for a in sweep.arms)
-    extra, saved = [], {}
+    extra: list[str] = []
+    saved: dict[str, pd.DataFrame | None] = {}
     if two_orders or weights:
         extra, saved = study_b_section(read["tables"], finished_runs(status), attack, variants_of(sweep.arms))
         extra = ["## Rarity or difficulty, and HARL's negative class weights (study B's analyses)\n", *extra]

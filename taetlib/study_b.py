@@ -19,13 +19,16 @@ separate this from the classes' own difficulty; errors clustered by run).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
 from .history import history_tables
 
-__all__ = ["LEVEL", "class_effects", "negative_shares", "rarity_slope", "recall_deltas", "weight_association"]
+__all__ = ["LEVEL", "class_effects", "negative_shares", "rarity_slope", "rarity_slopes", "recall_deltas",
+           "weight_association"]
 
 LEVEL = 0.95
 
@@ -45,26 +48,36 @@ def _design(per_class: pd.DataFrame) -> pd.DataFrame:
     return d.assign(log_n=np.log(d["train_count"].astype(float)), run=d["run"].astype(str))
 
 
-def rarity_slope(per_class: pd.DataFrame, by: str | None = None) -> dict | pd.DataFrame | None:
+def _identified(d: pd.DataFrame) -> bool:
+    return not d.empty and d.groupby("class_name")["log_n"].nunique().max() > 1
+
+
+def rarity_slope(per_class: pd.DataFrame) -> dict | None:
     """The slope of robust recall on log training count with run and class fixed effects: its estimate,
-    HC3 standard error, 95 % t interval, p, rows. `by` (a column, e.g. the arm without its class order):
-    one slope per value of it (an interaction), as a table. None when the counts do not vary within a
-    class (a single class order): the slope is not identified."""
+    HC3 standard error, 95 % t interval, p, rows. None when the counts do not vary within a class (a
+    single class order): the slope is not identified."""
     d = _design(per_class)
-    if d.empty or d.groupby("class_name")["log_n"].nunique().max() < 2:
+    if not _identified(d):
         return None
-    if by is None:
-        fit = smf.ols("recall ~ C(run) + C(class_name) + log_n", d).fit(cov_type="HC3", use_t=True)
-        return _reading(fit, "log_n")
+    fit = smf.ols("recall ~ C(run) + C(class_name) + log_n", d).fit(cov_type="HC3", use_t=True)
+    return _reading(fit, "log_n")
+
+
+def rarity_slopes(per_class: pd.DataFrame, by: str) -> pd.DataFrame | None:
+    """One slope per value of column `by` (e.g. the arm without its class order), in one fit with run and
+    class fixed effects (an interaction); nan for a value whose runs hold one class order."""
+    d = _design(per_class)
+    if not _identified(d):
+        return None
     groups = list(dict.fromkeys(d[by]))
     d = d.assign(_g=pd.Categorical(d[by], categories=groups))
     fit = smf.ols("recall ~ C(run) + C(class_name) + log_n:_g", d).fit(cov_type="HC3", use_t=True)
     rows = []
     for g in groups:
         name = f"log_n:_g[{g}]"
-        varies = d[d["_g"] == g].groupby("class_name")["log_n"].nunique().max() > 1
-        rows.append({by: g, **(_reading(fit, name) if varies and name in fit.params else
-                               {"estimate": np.nan, "se": np.nan, "low": np.nan, "high": np.nan, "p": np.nan})})
+        none = {"estimate": np.nan, "se": np.nan, "low": np.nan, "high": np.nan, "p": np.nan}
+        rows.append({by: g, **(_reading(fit, name) if _identified(d[d["_g"] == g]) and name in fit.params
+                               else none)})
     return pd.DataFrame(rows)
 
 
@@ -73,7 +86,7 @@ def class_effects(per_class: pd.DataFrame) -> pd.DataFrame | None:
     rarity_slope's model, centred), with HC3 95 % intervals: the intrinsic difficulty, rarity taken out.
     None where the slope is not identified."""
     d = _design(per_class)
-    if d.empty or d.groupby("class_name")["log_n"].nunique().max() < 2:
+    if not _identified(d):
         return None
     fit = smf.ols("recall ~ C(run) + C(class_name) + log_n", d).fit(cov_type="HC3", use_t=True)
     classes = sorted(d["class_name"].unique())
@@ -127,7 +140,7 @@ def weight_association(deltas: pd.DataFrame) -> dict | None:
     if d["run"].nunique() < 2 or d["share"].nunique() < 2:
         return None
     groups = pd.factorize(d["run"])[0]
-    out = {}
+    out: dict[str, Any] = {}
     for key, formula in (("across_classes", "delta ~ share"), ("within_class", "delta ~ share + C(class_name)")):
         within = d.groupby("class_name")["share"].nunique().max() > 1
         if key == "within_class" and not within:

@@ -56,7 +56,7 @@ def test_one_class_order_does_not_identify_the_slope_and_per_arm_slopes_are_read
     rng = np.random.default_rng(4)
     assert study_b.rarity_slope(simulated(rng, 0.05, orders=(LABEL,))) is None
     assert study_b.class_effects(simulated(rng, 0.05, orders=(LABEL,))) is None
-    per_arm = study_b.rarity_slope(simulated(rng, 0.05, seeds=6), by="arm")
+    per_arm = study_b.rarity_slopes(simulated(rng, 0.05, seeds=6), "arm")
     assert list(per_arm["arm"]) == ["a0", "a1", "a2"]
     assert ((per_arm["estimate"] - 0.05).abs() < 3.5 * per_arm["se"]).all() and (per_arm["se"] > 0).all()
 

@@ -251,10 +251,13 @@ def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None)
 
 
 def holm_family(readings: list[dict]) -> list[dict]:
-    """The primary readings (kind 'claim') Holm-adjusted as one family: p_holm and the family's size."""
+    """The primary readings (kind 'claim') Holm-adjusted as one family: p_holm and the family's size. A
+    declared comparison without a p-value yet (no finished pair of runs) still counts in the family, as
+    p = 1, so a partial sweep never adjusts over fewer comparisons than were declared; its p_holm is nan."""
     family = [r for r in readings if r["kind"] == "claim"]
-    for r, adj in zip(family, intervals.holm([r["p"] for r in family])):
-        r.update(p_holm=float(adj), family=len(family))
+    p = [r["p"] if np.isfinite(r["p"]) else 1.0 for r in family]
+    for r, adj in zip(family, intervals.holm(p)):
+        r.update(p_holm=float(adj) if np.isfinite(r["p"]) else float("nan"), family=len(family))
     return readings
 
 

@@ -405,15 +405,13 @@ def primary_section(sweep, metrics: pd.DataFrame | None, health: pd.DataFrame | 
     if not primary:
         parts.append("<p>This sweep declares no primary comparisons: every comparison on this page is "
                      "descriptive.</p>")
-    readings = []
     for a, b in dict.fromkeys((p["a"], p["b"]) for p in primary):
         if not {a, b} <= set(metrics["arm"]):
             parts.append(f"<p class='bad'>Primary comparison {html.escape(a)} - {html.escape(b)}: not read, this "
                          "sweep has no finished runs of " + html.escape(", ".join(sorted({a, b} - set(metrics["arm"]))))
                          + ".</p>")
-        else:
-            labels = {p["metric"]: p["metric"].replace("_", " ") for p in primary if (p["a"], p["b"]) == (a, b)}
-            readings += [r for r in compare.claim_readings(metrics, a, b, labels, primary) if r["kind"] == "claim"]
+    # one Holm family over every primary comparison, whatever its pair of arms
+    readings = [r for r in compare.primary_readings(metrics, primary) if r["k"] > 0]
     if readings:
         parts += ["<ul>" + "".join(f"<li>{html.escape(verdicts.sentence(r))}</li>" for r in readings) + "</ul>",
                   _table_html(compare.readings_table(readings))]

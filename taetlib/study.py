@@ -32,8 +32,8 @@ from .schedule import budget
 from .sweep import DONE, recorded
 
 __all__ = ["FIGURES", "PENDING", "add_cli", "class_table", "cmd_study", "commands", "design_section", "finished_runs",
-           "progress", "progress_table", "progress_text", "radius_table", "read_study", "readme", "study_b_section",
-           "study_sweep", "tuning_lines", "variants_of", "wall_text", "write"]
+           "progress", "progress_table", "progress_text", "radius_table", "rarity_lines", "read_study", "readme",
+           "study_b_section", "study_sweep", "tuning_lines", "variants_of", "wall_text", "weight_lines", "write"]
 
 PENDING = "not finished"
 FIGURES = {"tradeoff.png": "Balanced accuracy vs balanced robustness per arm (balanced test set, 95 % intervals)",
@@ -227,83 +227,90 @@ def variants_of(arms) -> dict[str, str]:
     return {a.name: first[key(a)] for a in arms}
 
 
-def study_b_section(tables: dict | None, status: pd.DataFrame, attack: str, variants: dict) -> tuple[list[str],
-                                                                                                    dict]:
-    """Study B's analyses on the finished runs that trained: the rarity slope (study_b.rarity_slope), the
-    class effects at equal count, and HARL's negative-weight share with its association to the robust recall
-    lost against AT-BSL. Returns the README's lines and the tables to save."""
-    if tables is None:
-        return ["No finished run that trained yet."], {}
-    info = status.set_index(status["run"].astype(str))
-    pc = tables["per_class"]
-    pc = pc[(pc["attack"] == attack) & (pc["protocol"] == "balanced")]
-    order = pc["run"].astype(str).map(info["class_order"]).fillna("label") if "class_order" in info else "label"
-    pc = pc.assign(class_order=order)
-    pc = pc.assign(variant=pc["arm"].map(variants).fillna(pc["arm"]))
-    lines: list[str] = ["### Rarity or difficulty", ""]
-    saved: dict[str, pd.DataFrame | None] = {}
+def _interval_pts(e: float, lo: float, hi: float, scale: float = 1.0) -> str:
+    return f"{verdicts.pts(e * scale)} [{verdicts.pts(lo * scale)}, {verdicts.pts(hi * scale)}]"
+
+
+def rarity_lines(pc: pd.DataFrame, attack: str) -> tuple[list[str], dict]:
+    """Rarity or difficulty: the common slope per doubling, per arm, and each class's effect at equal count."""
     slope = study_b.rarity_slope(pc)
-    if slope is None:
-        lines.append("Not identified yet: the finished runs hold one class order, under which a class's count and "
-                     "its identity cannot be told apart.")
-    else:
-        ln2 = math.log(2)
-        lines.append(f"Robust recall ({attack}) changes by {verdicts.pts(slope['estimate'] * ln2)} points "
-                     f"[{verdicts.pts(slope['low'] * ln2)}, {verdicts.pts(slope['high'] * ln2)}] per doubling of a "
-                     f"class's training images, with each class's own difficulty and each run's level held fixed "
-                     f"(OLS, run and class fixed effects, HC3 95 % t interval, p = {slope['p']:.3g}, "
-                     f"{slope['rows']} class-runs). The class orders identify it: a class keeps its identity and "
-                     "changes its count.")
-        per = study_b.rarity_slopes(pc, "variant")
-        effects = study_b.class_effects(pc)
-        assert per is not None and effects is not None   # identified whenever the common slope is
-        saved.update(rarity_slopes=per, class_effects=effects)
-        lines += ["", "Per arm (points per doubling):", "", results.markdown(pd.DataFrame({
-            "arm": per["variant"], "slope [95 %]": [f"{verdicts.pts(e * ln2)} [{verdicts.pts(lo * ln2)}, "
-                                                    f"{verdicts.pts(hi * ln2)}]"
-                                                    for e, lo, hi in zip(per["estimate"], per["low"], per["high"])]})),
-                  "", "Each class's robust recall at equal training count, against the mean class (points, 95 %): "
-                  "its intrinsic difficulty, rarity taken out:", "",
-                  results.markdown(pd.DataFrame({"class": effects["class_name"], "effect [95 %]": [
-                      f"{verdicts.pts(e)} [{verdicts.pts(lo)}, {verdicts.pts(hi)}]"
-                      for e, lo, hi in zip(effects["effect"], effects["low"], effects["high"])]}))]
-    lines += ["", "### HARL's negative class weights", ""]
+    per = study_b.rarity_slopes(pc, "variant")
+    effects = study_b.class_effects(pc)
+    if slope is None or per is None or effects is None:
+        return ["Not identified yet: the finished runs hold one class order, under which a class's count and its "
+                "identity cannot be told apart."], {}
+    ln2 = math.log(2)
+    lines = [f"Robust recall ({attack}) changes by {_interval_pts(slope['estimate'], slope['low'], slope['high'], ln2)}"
+             " points per doubling of a class's training images, with each class's own difficulty and each run's "
+             f"level held fixed (OLS, run and class fixed effects, HC3 95 % t interval, p = {slope['p']:.3g}, "
+             f"{slope['rows']} class-runs). The class orders identify it: a class keeps its identity and changes its "
+             "count.", "", "Per arm (points per doubling):", "",
+             results.markdown(pd.DataFrame({"arm": per["variant"], "slope [95 %]": [
+                 _interval_pts(e, lo, hi, ln2) for e, lo, hi in zip(per["estimate"], per["low"], per["high"])]})),
+             "", "Each class's robust recall at equal training count, against the mean class (points, 95 %): its "
+             "intrinsic difficulty, rarity taken out:", "",
+             results.markdown(pd.DataFrame({"class": effects["class_name"], "effect [95 %]": [
+                 _interval_pts(e, lo, hi) for e, lo, hi in zip(effects["effect"], effects["low"], effects["high"])]}))]
+    return lines, {"rarity_slopes": per, "class_effects": effects}
+
+
+def weight_lines(pc: pd.DataFrame) -> tuple[list[str], dict]:
+    """HARL's negative class weights: their share per arm and class, and the recall lost against AT-BSL."""
     shares, names = [], pc.drop_duplicates("class").sort_values("class")["class_name"].tolist()
     for run in pc["run"].unique():
         s = study_b.negative_shares(read_history(run), names)
         if len(s):
             shares.append(s.assign(run=run))
     if not shares:
-        return lines + ["No finished run recorded HARL's class weights."], saved
-    share = pd.concat(shares, ignore_index=True)
+        return ["No finished run recorded HARL's class weights."], {}
+    share = pc[["run", "arm"]].drop_duplicates().merge(pd.concat(shares, ignore_index=True), on="run")
     deltas = study_b.recall_deltas(pc, share)
-    per_arm = pc[["run", "arm"]].drop_duplicates().merge(share, on="run").groupby("arm").agg(
-        class_epochs=("epochs", "sum"), negative=("negative", "sum"))
-    per_arm = per_arm.assign(share=[verdicts.pts(n / e, False) for n, e in zip(per_arm["negative"],
-                                                                               per_arm["class_epochs"])])
-    per_class = pc[["run", "arm"]].drop_duplicates().merge(share, on="run").groupby(
-        ["arm", "class_name"], sort=False)[["negative", "epochs"]].sum()
+    per_arm = share.groupby("arm").agg(class_epochs=("epochs", "sum"), negative=("negative", "sum"))
+    per_arm["negative share (%)"] = [verdicts.pts(n / e, False) for n, e in zip(per_arm["negative"],
+                                                                                per_arm["class_epochs"])]
+    per_class = share.groupby(["arm", "class_name"], sort=False)[["negative", "epochs"]].sum()
     per_class = (100 * per_class["negative"] / per_class["epochs"]).round(0).astype(int).unstack("class_name")
-    saved.update(negative_weights=deltas)
-    lines += ["Share of class-epochs (HARL's mean weight of a class in an epoch) where the weight was negative, "
-              "i.e. the class's adversarial loss was above alpha / (2 beta):", "",
-              results.markdown(per_arm.reset_index().rename(columns={"share": "negative share (%)"})), "",
-              "Per class (%):", "", results.markdown(per_class.reset_index())]
+    lines = ["Share of class-epochs (HARL's mean weight of a class in an epoch) where the weight was negative, i.e. "
+             "the class's adversarial loss was above alpha / (2 beta):", "",
+             results.markdown(per_arm.reset_index()), "", "Per class (%):", "",
+             results.markdown(per_class.reset_index()), ""]
     a = study_b.weight_association(deltas)
     if a is None:
-        return lines + ["", "Whether those classes lose robustness: not read (the share does not vary yet, or "
-                        "fewer than two runs pair with an AT-BSL run of the same seed and class order)."], saved
-    lines += ["", f"Robust recall against AT-BSL (same seed and class order), class by class: classes with any "
-              f"negative epoch differ by {verdicts.pts(a['delta_with_negative'])} points on average "
-              f"({a['with_negative']} class-runs), the others by {verdicts.pts(a['delta_without'])}."]
-    for key, what in (("across_classes", "across classes"), ("within_class", "within a class (class fixed effects: "
-                                                                              "its own difficulty taken out)")):
+        return lines + ["Whether those classes lose robustness: not read (the share does not vary yet, or fewer "
+                        "than two runs pair with an AT-BSL run of the same seed and class order)."], \
+            {"negative_weights": deltas}
+    lines.append(f"Robust recall against AT-BSL (same seed and class order), class by class: classes with any "
+                 f"negative epoch differ by {verdicts.pts(a['delta_with_negative'])} points on average "
+                 f"({a['with_negative']} class-runs), the others by {verdicts.pts(a['delta_without'])}.")
+    for key, what in (("across_classes", "across classes"),
+                      ("within_class", "within a class (class fixed effects: its own difficulty taken out)")):
         r = a.get(key)
         if r is not None:
-            lines.append(f"- {what}: {verdicts.pts(r['estimate'])} points [{verdicts.pts(r['low'])}, "
-                         f"{verdicts.pts(r['high'])}] per whole share of negative epochs (p = {r['p']:.3g}; "
-                         f"errors clustered by run, {a['runs']} runs; descriptive).")
-    return lines, saved
+            lines.append(f"- {what}: {_interval_pts(r['estimate'], r['low'], r['high'])} points per whole share of "
+                         f"negative epochs (p = {r['p']:.3g}; errors clustered by run, {a['runs']} runs; "
+                         "descriptive).")
+    return lines, {"negative_weights": deltas}
+
+
+def study_b_section(tables: dict | None, status: pd.DataFrame, attack: str, variants: dict,
+                    rarity: bool = True) -> tuple[list[str], dict]:
+    """Study B's analyses on the finished runs that trained (robust recall on the balanced test set):
+    rarity or difficulty (where the sweep plans two class orders) and HARL's negative class weights.
+    Returns the README's lines and the tables to save."""
+    if tables is None:
+        return ["No finished run that trained yet."], {}
+    info = status.set_index(status["run"].astype(str))
+    pc = tables["per_class"]
+    pc = pc[(pc["attack"] == attack) & (pc["protocol"] == "balanced")]
+    pc = pc.assign(class_order=pc["run"].astype(str).map(info["class_order"]).fillna("label"))
+    pc = pc.assign(variant=pc["arm"].map(variants).fillna(pc["arm"]))
+    lines: list[str] = []
+    saved: dict = {}
+    if rarity:
+        got, saved = rarity_lines(pc, attack)
+        lines += ["### Rarity or difficulty", "", *got, "", "### HARL's negative class weights", ""]
+    got, more = weight_lines(pc)
+    return lines + got, {**saved, **more}
 
 
 def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design: list[str], readings: list[dict],
@@ -364,13 +371,16 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
     readings = compare.primary_readings(read["metrics"], sweep.primary, labels) if len(read["metrics"]) else \
         compare.primary_readings(pd.DataFrame(columns=["arm", "seed", "imbalance_ratio", "protocol", "metric",
                                                        "value"]), sweep.primary, labels)
-    two_orders = status.get("class_order", pd.Series(dtype=str)).nunique() > 1
+    two_orders = status.get("class_order", pd.Series(dtype=str)).nunique() > 1   # planned, finished or not
     weights = any(a.method == "taet" for a in sweep.arms)
     extra: list[str] = []
     saved: dict[str, pd.DataFrame | None] = {}
     if two_orders or weights:
-        extra, saved = study_b_section(read["tables"], finished_runs(status), attack, variants_of(sweep.arms))
-        extra = ["## Rarity or difficulty, and HARL's negative class weights (study B's analyses)\n", *extra]
+        extra, saved = study_b_section(read["tables"], finished_runs(status), attack, variants_of(sweep.arms),
+                                       rarity=two_orders)
+        head = "Rarity or difficulty, and HARL's negative class weights" if two_orders else \
+            "HARL's negative class weights"
+        extra = [f"## {head} (study B's analyses)\n", *extra]
     status.drop(columns=["finished"]).to_csv(out / "progress.csv", index=False)
     for name in ("health", "metrics", "aggregate"):
         read[name].to_csv(out / f"{name}.csv", index=False)

@@ -166,12 +166,14 @@ def test_a_partial_study_says_what_finished_names_the_untrained_arm_and_words_ve
     assert (tmp_path / "out" / "rarity_slopes.csv").exists() and (tmp_path / "out" / "negative_weights.csv").exists()
 
 
-def test_a_finished_primary_pair_with_no_common_seed_gets_no_reading(study_folder, tmp_path):
+def test_a_primary_pair_with_no_common_seed_gets_no_reading_and_still_counts_in_the_family(study_folder, tmp_path):
     s = study_folder
-    s.primary = [{**PRIMARY[0], "b": "pgd_at"}]   # pgd_at did not train: no seed pairs with it
+    s.primary = [PRIMARY[0], {**PRIMARY[0], "b": "pgd_at"}]   # pgd_at did not train: no seed pairs with it
     got = study.write(s, tmp_path / "out", command="c")
-    (r,) = got["claims"]
-    assert r["k"] == 0 and "no seed has finished runs of both arms yet" in verdicts.sentence(r)
+    read, empty = got["claims"]
+    assert empty["k"] == 0 and "no seed has finished runs of both arms yet" in verdicts.sentence(empty)
+    assert read["family"] == empty["family"] == 2 and np.isnan(empty["p_holm"])
+    assert read["p_holm"] == pytest.approx(min(1.0, 2 * read["p"]))   # Holm over the two declared, not one
     assert "holds" not in got["readme"].split("## Primary comparisons")[1].split("##")[0]
 
 

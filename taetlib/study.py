@@ -106,10 +106,10 @@ def read_study(sweep: Sweep, status: pd.DataFrame) -> dict:
 
 
 # ------------------------------------------------------------------------------ the README's sections
-def commands(preset: str, root: str, out: str) -> str:
-    return (f"nice -n 10 python -m taetlib tune --preset {preset} --out {root} --jobs 2\n"
-            f"nice -n 10 python -m taetlib sweep --preset {preset} --out {root} --jobs 2   # resumes what finished\n"
-            f"python -m taetlib study --preset {preset} --root {root} --out {out}")
+def commands(preset: str, root: str, out: str, tunes: bool = True) -> str:
+    return ((f"nice -n 10 python -m taetlib tune --preset {preset} --out {root} --jobs 2\n" if tunes else "")
+            + f"nice -n 10 python -m taetlib sweep --preset {preset} --out {root} --jobs 2   # resumes what finished\n"
+            + f"python -m taetlib study --preset {preset} --root {root} --out {out}")
 
 
 def wall_text(status: pd.DataFrame, root: Path) -> str:
@@ -148,7 +148,7 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
     stage1 = (f"; TAET's {taet.clean_stage_epochs()} clean-CE epochs come first ({taet.clean_stage_epochs()} : "
               f"{budget(taet)['adversarial_epochs']}; the paper's proportion is 40 : 60)" if taet else "")
     lines = [f"- Arms: {', '.join(a.name for a in sweep.arms)}; IR {', '.join(f'{v:g}' for v in sweep.irs)}; "
-             f"{len(sweep.seeds)} seeds, each drawing its own subsample.",
+             f"{len(sweep.seeds)} seed{'s' if len(sweep.seeds) > 1 else ''}, each drawing its own subsample.",
              f"- Budget per run: {b['adversarial_epochs']} adversarial epochs of {n} training images in batches of "
              f"{cfg.batch_size}{steps}; {cfg.attack_steps}-step PGD in training{stage1}.",
              f"- Evaluation: {', '.join(ev.get('attacks', []))} on {cfg.test_per_class} test images per class; the "
@@ -346,9 +346,11 @@ def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
     if not len(agg) or tables is None:
         return ["None yet: no finished run that trained."]
     figs = {"tradeoff.png": results.figure(agg, "balanced"),
-            "per_class.png": report.cross_view(tables, "methods_per_class", attack, "balanced"),
-            "radius.png": radius_lines(radius_table(tables), "Balanced robustness vs the PGD-20 radius "
-                                                            "(balanced test set, mean over seeds, 95 % intervals)")}
+            "per_class.png": report.cross_view(tables, "methods_per_class", attack, "balanced")}
+    radius = radius_table(tables)
+    if radius["eps"].nunique() > 1:   # the sweep evaluated more radii than the main one
+        figs["radius.png"] = radius_lines(radius, "Balanced robustness vs the PGD-20 radius (balanced test set, "
+                                                  "mean over seeds, 95 % intervals)")
     if two_orders:
         figs["recall_vs_count.png"] = report.cross_view(tables, "recall_vs_count", attack, "balanced")
     lines = []
@@ -421,6 +423,7 @@ def cmd_study(args) -> int:
                           "them (presets that do: " + ", ".join(sorted(n for n, q in presets.PRESETS.items()
                                                                       if q.primary)) + ").")
     t0 = time.time()
-    written = write(study_sweep(p.name, resolve(root)), resolve(out), command=commands(p.name, root, out))
+    written = write(study_sweep(p.name, resolve(root)), resolve(out), command=commands(p.name, root, out,
+                                                                                       bool(p.tuning)))
     print(f"{progress_text(written['status'])}\nwritten: {resolve(out) / 'README.md'} ({time.time() - t0:.0f} s)")
     return 0

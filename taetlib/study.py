@@ -154,7 +154,7 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
              f"- Evaluation: {', '.join(ev.get('attacks', []))} on {cfg.test_per_class} test images per class; the "
              f"claims read {sweep.robust_attack or 'pgd20'}"
              + (f" (robust only if robust to each of {', '.join(ev['worst_case'])}, image by image)"
-                if ev.get("worst_case") else "") + "; radius sweep "
+                if ev.get("worst_case") else "") + "; PGD-20 radius sweep "
              + (", ".join(f"{e:g}" for e in ev.get("eps_sweep") or []) or "none") + "."]
     if "seeds" in p.sources:
         lines.append(f"- Declared before the runs: {p.sources['seeds']}.")
@@ -348,7 +348,7 @@ def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
     figs = {"tradeoff.png": results.figure(agg, "balanced"),
             "per_class.png": report.cross_view(tables, "methods_per_class", attack, "balanced")}
     radius = radius_table(tables)
-    if radius["eps"].nunique() > 1:   # the sweep evaluated more radii than the main one
+    if radius["eps"].nunique() > 2:   # a radius sweep beyond the two every evaluation reads (0 and eps)
         figs["radius.png"] = radius_lines(radius, "Balanced robustness vs the PGD-20 radius (balanced test set, "
                                                   "mean over seeds, 95 % intervals)")
     if two_orders:

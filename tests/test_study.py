@@ -159,7 +159,7 @@ def test_a_partial_study_says_what_finished_names_the_untrained_arm_and_words_ve
     assert verdicts.sentence({"kind": "summary", "readings": got["claims"]}) in text
     assert "Holm-adjusted p" in text and "80 % power" in text
     # tuning, class order, figures, study B's analyses
-    assert "chosen once, on seed 0" in text and "| taet-perm |" in text
+    assert "chosen once, on seed 0" in text and "| taet-perm |" in text and "the tuning took 10 runs" in text
     assert "permutation:1:" in text or "- permutation:1" in text
     assert "![Balanced robustness vs the PGD-20 radius" in text and (tmp_path / "out" / "radius.png").exists()
     assert "per doubling of a class's training images" in text and "negative share (%)" in text
@@ -188,6 +188,20 @@ def test_the_study_command_refuses_a_missing_folder_and_writes_nothing(tmp_path,
     code = cli.main(["study", "--preset", "fmnist_lt_study_a", "--root", str(tmp_path / "empty"), "--out", str(out)],
                     commands=(study.add_cli,))
     assert code == 2 and "tuning" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_study_command_reads_the_sweep_the_folder_recorded(study_folder, tmp_path, capsys):
+    import json
+    root, out = study_folder.root, tmp_path / "published"
+    (root / "sweep.json").write_text(json.dumps(study_folder.to_dict(), default=str))   # as the sweep writes it
+    args = ["study", "--preset", "fmnist_lt_study_b", "--root", str(root), "--out", str(out)]
+    assert cli.main(args, commands=(study.add_cli,)) == 0
+    assert "13 of 15 runs have finished" in capsys.readouterr().out
+    text = (out / "README.md").read_text()
+    assert f"--root {root}" in text and "tune --preset fmnist_lt_study_b" in text and "| at_bsl-perm |" in text
+    wrong = ["study", "--preset", "fmnist_lt_study_a", "--root", str(root), "--out", str(tmp_path / "other")]
+    assert cli.main(wrong, commands=(study.add_cli,)) == 2 and not (tmp_path / "other").exists()
+    assert "records preset 'fmnist_lt_study_b'" in capsys.readouterr().err
 
 
 def test_study_variants_group_the_class_orders_of_one_arm():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -25,15 +26,16 @@ from .config import RunConfig
 from .errors import ConfigError, bad
 from .figure_files import export_figure
 from .history import read_history
-from .paths import resolve
+from .paths import PROJECT_ROOT, resolve
 from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
 from .plots import radius_lines
 from .schedule import budget
 from .sweep import DONE, recorded
 
 __all__ = ["FIGURES", "PENDING", "add_cli", "class_table", "cmd_study", "commands", "design_section", "finished_runs",
-           "progress", "progress_table", "progress_text", "radius_table", "rarity_lines", "read_study", "readme",
-           "study_b_section", "study_sweep", "tuning_lines", "variants_of", "wall_text", "weight_lines", "write"]
+           "markers", "progress", "progress_table", "progress_text", "radius_table", "rarity_lines", "read_study",
+           "readme", "study_b_section", "study_sweep", "summary_section", "tuning_lines", "update_pages",
+           "variants_of", "wall_text", "weight_lines", "write"]
 
 PENDING = "not finished"
 FIGURES = {"tradeoff.png": "Balanced accuracy vs balanced robustness per arm (balanced test set, 95 % intervals)",
@@ -401,6 +403,34 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
     return {**read, "status": status, "claims": readings, "readme": text}
 
 
+def markers(preset: str) -> tuple[str, str]:
+    """Where a page holds a study's generated summary (README.md, docs/results.md): put them there once."""
+    return f"<!-- study:{preset} -->", f"<!-- /study:{preset} -->"
+
+
+def summary_section(preset: str, written: dict, link: str) -> str:
+    """A study in a few lines, between its markers: how far it is, the verdicts of its primary comparisons
+    (verdicts.sentence), and a link to its folder."""
+    readings = written["claims"]
+    return "\n".join([markers(preset)[0],
+                      f"[{preset}]({link}): {progress_text(written['status'])} "
+                      f"{verdicts.sentence({'kind': 'summary', 'readings': readings})}\n",
+                      *[f"- {verdicts.sentence(r)}" for r in readings], markers(preset)[1]])
+
+
+def update_pages(preset: str, written: dict, out: Path) -> list[Path]:
+    """The study's summary section of README.md and docs/results.md, where a page holds its markers."""
+    done: list[Path] = []
+    if not out.resolve().is_relative_to(PROJECT_ROOT):   # a folder outside the repository: nothing to link
+        return done
+    for page in (resolve("README.md"), resolve("docs/results.md")):
+        if page.exists():
+            link = os.path.relpath(out / "README.md", page.parent)
+            if results.update_section(page, summary_section(preset, written, link), markers(preset)):
+                done.append(page)
+    return done
+
+
 # ------------------------------------------------------------------------------ CLI
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("study", help="publish a study (fmnist_lt_study_a / _b) from its sweep folder, "
@@ -426,4 +456,6 @@ def cmd_study(args) -> int:
     written = write(study_sweep(p.name, resolve(root)), resolve(out), command=commands(p.name, root, out,
                                                                                        bool(p.tuning)))
     print(f"{progress_text(written['status'])}\nwritten: {resolve(out) / 'README.md'} ({time.time() - t0:.0f} s)")
+    for page in update_pages(p.name, written, resolve(out)):
+        print(f"updated the {p.name} section of {page}")
     return 0

@@ -204,6 +204,24 @@ def test_the_study_command_reads_the_sweep_the_folder_recorded(study_folder, tmp
     assert "records preset 'fmnist_lt_study_b'" in capsys.readouterr().err
 
 
+def test_the_summary_section_holds_the_verdicts_and_replaces_only_its_markers(study_folder, tmp_path):
+    from taetlib import results
+    got = study.write(study_folder, tmp_path / "out", command="c")
+    section = study.summary_section("fmnist_lt_study_b", got, "../results/fmnist_lt_study_b/README.md")
+    page = tmp_path / "page.md"
+    start, end = study.markers("fmnist_lt_study_b")
+    page.write_text(f"# Results\n\nbefore\n{start}\nold text\n{end}\nafter\n")
+    assert results.update_section(page, section, (start, end))
+    text = page.read_text()
+    assert "old text" not in text and text.startswith("# Results\n\nbefore\n") and text.endswith("\nafter\n")
+    assert "13 of 15 runs have finished" in text and "(../results/fmnist_lt_study_b/README.md)" in text
+    for r in got["claims"]:
+        assert f"- {verdicts.sentence(r)}" in text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert study.update_pages("fmnist_lt_study_b", got, tmp_path / "out") == []   # outside the repository: none
+    assert (Path(__file__).resolve().parents[1] / "README.md").read_text() == readme
+
+
 def test_study_variants_group_the_class_orders_of_one_arm():
     assert study.variants_of(ARMS) == {"at_bsl": "at_bsl", "taet": "taet", "pgd_at": "pgd_at",
                                        "at_bsl-perm": "at_bsl", "taet-perm": "taet"}

@@ -222,6 +222,18 @@ def test_the_summary_section_holds_the_verdicts_and_replaces_only_its_markers(st
     assert (Path(__file__).resolve().parents[1] / "README.md").read_text() == readme
 
 
+def test_a_study_with_no_finished_run_says_so(tmp_path, monkeypatch):
+    s = tiny_study(tmp_path / "runs")
+    monkeypatch.setattr(tuning, "tune_point", lambda config, run_dir, spec: {
+        "status": "done", "error": "", "val_balanced_accuracy": 0.5, "val_balanced_robustness": 0.3, "sgd_steps": 1,
+        "seconds": 1.0})
+    tuning.tune(s, jobs=1, log=lambda m: None)
+    text = study.write(s, tmp_path / "out", command="c")["readme"]
+    assert "0 of 15 runs have finished, 15 have not finished yet" in text and "No run has finished yet." in text
+    assert "no seed has finished runs of both arms of any of the 2 primary comparisons" in text.lower()
+    assert "holds" not in text and "## Aggregate" not in text and not list((tmp_path / "out").glob("*.png"))
+
+
 def test_study_variants_group_the_class_orders_of_one_arm():
     assert study.variants_of(ARMS) == {"at_bsl": "at_bsl", "taet": "taet", "pgd_at": "pgd_at",
                                        "at_bsl-perm": "at_bsl", "taet-perm": "taet"}

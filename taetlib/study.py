@@ -79,8 +79,9 @@ def progress_text(status: pd.DataFrame) -> str:
     if failed:
         text += f", {failed} failed"
     if done + failed < len(status):
-        text += (f", {len(status) - done - failed} have not finished yet (queued or running): this is a partial "
-                 "reading, and only the finished runs are read")
+        left = len(status) - done - failed
+        text += (f", {left} {'has' if left == 1 else 'have'} not finished yet (queued or running): this is a "
+                 "partial reading, and only the finished runs are read")
     return text + "."
 
 

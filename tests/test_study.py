@@ -138,7 +138,7 @@ def test_a_partial_study_says_what_finished_names_the_untrained_arm_and_words_ve
     text = got["readme"]
     assert files(study_folder.root) == before   # the sweep folder is only read
     # what finished, per arm and seed; only that is read
-    assert "13 of 15 runs have finished, 1 failed, 1 have not finished yet" in text
+    assert "13 of 15 runs have finished, 1 failed, 1 has not finished yet" in text
     prog = study.progress_table(got["status"]).set_index("arm")
     assert prog.loc["taet", "finished"] == "2 of 3" and prog.loc["taet", "seed 2"] == "-"
     assert prog.loc["at_bsl-perm", "seed 2"] == "FAILED" and prog.loc["pgd_at", "finished"] == "3 of 3"

@@ -32,9 +32,9 @@ from .plots import radius_lines
 from .schedule import budget
 from .sweep import DONE, recorded
 
-__all__ = ["FIGURES", "PENDING", "add_cli", "class_table", "cmd_study", "commands", "design_section", "finished_runs",
-           "markers", "progress", "progress_table", "progress_text", "radius_table", "rarity_lines", "read_study",
-           "readme", "study_b_section", "study_sweep", "summary_section", "tuning_lines", "update_pages",
+__all__ = ["FIGURES", "PENDING", "add_cli", "attack_table", "class_table", "cmd_study", "commands", "design_section",
+           "finished_runs", "markers", "progress", "progress_table", "progress_text", "radius_table", "rarity_lines",
+           "read_study", "readme", "study_b_section", "study_sweep", "summary_section", "tuning_lines", "update_pages",
            "variants_of", "wall_text", "weight_lines", "write"]
 
 PENDING = "not finished"
@@ -214,6 +214,21 @@ def radius_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFram
     return compare.seed_means(per_run, ["arm", "eps"], "value", n="images")
 
 
+def attack_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFrame:
+    """Balanced robustness per arm under each attack and their worst case per image, % (mean over seeds
+    [95 % interval], the engine on the logit scale): how much each attack alone would flatter an arm."""
+    if tables is None or tables["summary"].empty:
+        return pd.DataFrame()
+    s = tables["summary"]
+    s = s[(s["protocol"] == protocol) & (s["attack"] != "clean")]
+    m = compare.seed_means(s, ["arm", "attack"], "balanced", "balanced_low", "balanced_high", n="n")
+    m = m.assign(cell=[f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" for v, lo, hi in
+                       zip(m["mean"], m["low"], m["high"])])
+    wide = m.pivot_table(index="arm", columns="attack", values="cell", aggfunc="first", sort=False)
+    wide.columns.name = None
+    return wide.reset_index()
+
+
 def _claims_read(readings: list[dict]) -> list[str]:
     out = [verdicts.sentence({"kind": "summary", "readings": readings}), ""]
     return out + [f"- {verdicts.sentence(r)}" for r in readings]
@@ -318,7 +333,7 @@ def study_b_section(tables: dict | None, status: pd.DataFrame, attack: str, vari
 
 def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design: list[str], readings: list[dict],
            gate: pd.DataFrame, tuning: list[str], classes: list[str], agg: pd.DataFrame, rankings: list[str],
-           figures: list[str], extra: list[str], attack: str) -> str:
+           figures: list[str], extra: list[str], attack: str, attacks: pd.DataFrame) -> str:
     health_text = health.left_out(gate) if len(gate) else "No run has finished yet."
     gated = gate[["arm", "seed", "trained", "failed_checks", "reason"]] if len(gate) else gate
     parts = [f"# {title}\n", f"```bash\n{command}\n```\n",
@@ -337,6 +352,10 @@ def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design:
                   + "; ".join(dict.fromkeys(str(x) for x in agg["interval"].dropna() if x)) + ".\n",
                   results.markdown(results.table(agg, "balanced")), "", "## Aggregate (long-tailed test set)\n",
                   results.markdown(results.table(agg, "long_tailed")), "",
+                  "## Robustness per attack (balanced test set, runs that trained)\n",
+                  "Balanced robustness under each attack alone and under their worst case per image, % (mean over "
+                  "seeds [95 % interval]): where an attack alone reads higher than the worst case, it flatters.\n",
+                  results.markdown(attacks) if len(attacks) else "No finished run that trained yet.", "",
                   "## Rankings (descriptive; runs that did not train are left out)\n",
                   *[f"- {line}" for line in rankings], ""]
     parts += ["## Figures\n", *figures, "", *extra]
@@ -399,7 +418,8 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
                   classes=class_table(read["tables"], finished_runs(status)), agg=read["aggregate"],
                   rankings=[verdicts.sentence(r) for r in compare.rankings(read["metrics"], "balanced_robustness",
                                                                            "balanced")] if len(read["metrics"]) else [],
-                  figures=_figures(read, attack, out, two_orders), extra=extra, attack=attack)
+                  figures=_figures(read, attack, out, two_orders), extra=extra, attack=attack,
+                  attacks=attack_table(read["tables"]))
     (out / "README.md").write_text(text)
     return {**read, "status": status, "claims": readings, "readme": text}
 

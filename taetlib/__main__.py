@@ -1,6 +1,6 @@
 import sys
 
-from . import cli, doctor, tuning
+from . import cli, doctor, study, tuning
 
-# tune and doctor stand a floor above cli (they run training and evaluation): they register from here
-sys.exit(cli.main(commands=(tuning.add_cli, doctor.add_cli)))
+# tune, doctor and study stand a floor above cli (training, evaluation, the sweep's readers): they register here
+sys.exit(cli.main(commands=(tuning.add_cli, doctor.add_cli, study.add_cli)))

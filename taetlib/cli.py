@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep, tune, doctor."""
+"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep, tune, doctor, study."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from .data import ManifestError, MissingDataError
 from .errors import REGISTRIES, ConfigError, check_choice
 from .method_spec import METHODS
 from .paths import resolve
-from .plan import Sweep
+from .plan import Sweep, from_preset
 from .plugins import PluginNotFound, load_plugins
 from .report import METRICS, robust_attack_in
 from .train import TrainingDiverged
@@ -97,12 +97,7 @@ def preset_sweep(name: str, out: str) -> Sweep:
     folder = data.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
     p = presets.get(name)
     print(f"Fashion-MNIST: {folder}\n{p.description}", flush=True)
-    return Sweep(root=resolve(out), dataset=p.config["dataset"], irs=p.sweep["irs"],
-                       arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
-                       config={k: v for k, v in p.config.items() if k != "dataset"},
-                       method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
-                       preset=p.name, primary=list(p.primary), health=dict(p.health),
-                       tuning=p.tuning, robust_attack=p.robust_attack)
+    return from_preset(p, resolve(out))
 
 
 def cmd_demo(args) -> int:

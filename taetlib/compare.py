@@ -11,9 +11,9 @@ import pandas as pd
 from . import health, intervals, metrics, stats
 
 __all__ = ["ONE_RUN", "TRADEOFF", "aggregate_wide", "claim_readings", "difference_means", "difference_reading",
-           "differences_table", "holm_family", "marked", "means_as", "paired_rows", "rankings", "reading",
-           "readings_table", "seed_means", "seed_pairs", "tradeoff_from_aggregate", "tradeoff_points", "trained",
-           "with_weakest"]
+           "differences_table", "holm_family", "marked", "means_as", "paired_rows", "primary_readings", "rankings",
+           "reading", "readings_table", "seed_means", "seed_pairs", "tradeoff_from_aggregate", "tradeoff_points",
+           "trained", "with_weakest"]
 
 ONE_RUN = "one run"
 
@@ -235,11 +235,29 @@ def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, p
     return holm_family(out)
 
 
+def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None) -> list[dict]:
+    """Every pre-declared primary comparison (dicts of a, b, metric, imbalance_ratio, protocol, claimed),
+    whatever its pair of arms, read by the engine and Holm-adjusted as one family; a comparison whose arms
+    have no common finished seed reads k = 0 (no verdict)."""
+    labels = labels or {}
+    out = []
+    for p in primary:
+        ir = float(p["imbalance_ratio"])
+        r = difference_reading(seed_pairs(metrics, p["a"], p["b"], ir, p["protocol"], p["metric"]), a=p["a"],
+                               b=p["b"], imbalance_ratio=ir, protocol=p["protocol"], metric=p["metric"],
+                               label=labels.get(p["metric"], p["metric"].replace("_", " ")))
+        out.append({**r, "kind": "claim", "claimed": p.get("claimed")})
+    return holm_family(out)
+
+
 def holm_family(readings: list[dict]) -> list[dict]:
-    """The primary readings (kind 'claim') Holm-adjusted as one family: p_holm and the family's size."""
+    """The primary readings (kind 'claim') Holm-adjusted as one family: p_holm and the family's size. A
+    declared comparison without a p-value yet (no finished pair of runs) still counts in the family, as
+    p = 1, so a partial sweep never adjusts over fewer comparisons than were declared; its p_holm is nan."""
     family = [r for r in readings if r["kind"] == "claim"]
-    for r, adj in zip(family, intervals.holm([r["p"] for r in family])):
-        r.update(p_holm=float(adj), family=len(family))
+    p = [r["p"] if np.isfinite(r["p"]) else 1.0 for r in family]
+    for r, adj in zip(family, intervals.holm(p)):
+        r.update(p_holm=float(adj) if np.isfinite(r["p"]) else float("nan"), family=len(family))
     return readings
 
 

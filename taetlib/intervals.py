@@ -115,7 +115,8 @@ def _logit(x, n):
 def proportion(values, n_images, level: float = LEVEL, shared: bool = False) -> dict:
     """One arm's score over seeds (each a proportion of `n_images` test images, or a mean of class rates
     read as that many images): mean, and an interval inside [0, 1]: Hartung-Knapp on the empirical-logit
-    scale, mapped back; every seed at 0 (or 1): the Wilson interval of the pooled count."""
+    scale, mapped back; every seed at one value (0, 1, or any: no spread to read): the Wilson interval of the
+    pooled count, which holds its mean."""
     p = np.asarray(values, dtype=float)
     n = np.broadcast_to(np.asarray(n_images, dtype=float), p.shape)
     keep = np.isfinite(p) & np.isfinite(n) & (n > 0)
@@ -123,7 +124,7 @@ def proportion(values, n_images, level: float = LEVEL, shared: bool = False) -> 
     if len(p) == 0:
         return {"mean": np.nan, "low": np.nan, "high": np.nan, "k": 0}
     mean = float(p.mean())
-    if np.all(p == 0) or np.all(p == 1) or len(p) == 1:
+    if np.all(p == p[0]):   # no spread over seeds (every seed at 0, 1 or one value): the pooled count's Wilson
         x, m = float(np.round((p * n).sum())), float(n.sum())
         ci = stats.binomtest(int(x), int(m)).proportion_ci(confidence_level=level, method="wilson")
         return {"mean": mean, "low": float(ci.low), "high": float(ci.high), "k": len(p)}

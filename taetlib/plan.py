@@ -10,13 +10,16 @@ from pathlib import Path
 from .arms import Arm, arm_name
 from .config import RunConfig, coerce
 from .errors import ConfigError
+from .presets import Preset
 from .runs import run_path
 from .schedule import unequal_budgets
 
-__all__ = ["DEFAULT_EVALUATION", "Run", "SWEEP_AXES", "Sweep", "TUNING_FILE", "budget_problems"]
+__all__ = ["DEFAULT_EVALUATION", "Run", "SWEEP_AXES", "SWEEP_FILE", "Sweep", "TUNING_FILE", "budget_problems",
+           "from_preset", "load_sweep"]
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 TUNING_FILE = "tuning/tuning.json"   # a sweep's tuning record, under its root
+SWEEP_FILE = "sweep.json"            # what a sweep was asked to run (Sweep.to_dict), under its root
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
 
 
@@ -115,6 +118,20 @@ class Sweep:
                 "ir_overrides": self.ir_overrides, "evaluation": self.evaluation,
                 "robust_attack": self.robust_attack, "preset": self.preset, "cell_timeout": self.cell_timeout,
                 "primary": list(self.primary), "health": self.health, "tuning": self.tuning}
+
+
+def from_preset(p: Preset, root: str | Path, irs=None) -> Sweep:
+    """A preset's whole sweep into `root` (`irs`: others than the preset's)."""
+    return Sweep(root=Path(root), dataset=p.config["dataset"], irs=irs or p.sweep["irs"], arms=list(p.sweep["arms"]),
+                 seeds=p.sweep["seeds"], config={k: v for k, v in p.config.items() if k != "dataset"},
+                 method_overrides=p.method_overrides, ir_overrides=p.ir_overrides, evaluation=p.evaluation,
+                 preset=p.name, primary=list(p.primary), health=dict(p.health), tuning=p.tuning,
+                 robust_attack=p.robust_attack)
+
+
+def load_sweep(root: str | Path) -> Sweep:
+    """The sweep a folder's sweep.json records (what it was asked to run), rooted at `root`."""
+    return Sweep(root=Path(root), **json.loads((Path(root) / SWEEP_FILE).read_text()))
 
 
 def budget_problems(runs: list[Run], tuned: bool = False) -> list[str]:

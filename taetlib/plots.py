@@ -29,8 +29,8 @@ from .metrics import class_groups
 __all__ = ["GROUP_ORDER", "HEADLESS_ENV", "LOSS_PARTS", "LivePlot", "TEMPLATE", "WEAK_PATTERN", "accuracy_figure",
            "class_weight_figure", "confusion_heatmap", "confusion_table", "counts_bars", "difference_forest",
            "eps_curves", "error_bars", "group_bars", "history_lines", "is_headless", "live_plot", "loss_figure",
-           "per_class_bars", "per_class_figure", "per_class_lines", "recall_vs_count", "sample_grid", "show",
-           "summary_groups", "sweep_lines", "tradeoff_scatter", "with_groups"]
+           "per_class_bars", "per_class_figure", "per_class_lines", "radius_lines", "recall_vs_count", "sample_grid",
+           "show", "summary_groups", "sweep_lines", "tradeoff_scatter", "with_groups"]
 
 HEADLESS_ENV = "TAET_HEADLESS"  # the sweep sets it: papermill gives the kernel no sign of its own
 TEMPLATE = "plotly_white"
@@ -341,6 +341,18 @@ def eps_curves(curves: pd.DataFrame, facet_col: str | None = None,
                   template=TEMPLATE, range_y=[-0.02, 1.02],
                   hover_data=[c for c in ("n", "correct", "recall_low", "recall_high") if c in df], **err)
     return fig.update_layout(title=title, xaxis_title="eps (L-inf, pixel units)", yaxis_title="recall")
+
+
+def radius_lines(table: pd.DataFrame, title: str = "Balanced robustness vs eps") -> go.Figure:
+    """Balanced robustness against the attack radius, one line per arm (columns eps, arm, mean, low, high:
+    means over seeds with their 95 % intervals as error bars)."""
+    if table.empty:
+        return _empty(f"{title} (no eps sweep)")
+    df, err = error_bars(table.sort_values(["arm", "eps"]), "mean", "low", "high")
+    fig = px.line(df, x="eps", y="mean", color="arm", markers=True, template=TEMPLATE, range_y=[-0.02, 1.02],
+                  category_orders=_sorted(df, "arm"), **_palette(df, "arm"),
+                  hover_data=[c for c in ("n", "low", "high") if c in df], **err)
+    return fig.update_layout(title=title, xaxis_title="eps (L-inf, pixel units)", yaxis_title="balanced robustness")
 
 
 def confusion_table(y_true, y_pred, class_names) -> pd.DataFrame:

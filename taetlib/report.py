@@ -25,11 +25,11 @@ from .figure_files import PLOTLYJS, save_html, write_plotlyjs
 from .runs import ARM_FILE
 
 __all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "RUN_COLUMNS", "RUN_VIEWS", "SHARE", "SOURCE", "STYLE",
-           "TRADEOFF_TITLE", "aggregate", "arm_means", "class_order_line", "collect", "counts_table", "cross_view",
-           "explorer", "find_runs", "images_behind", "load_runs", "paired_differences", "predictions",
-           "primary_section", "robust_attack_in", "robust_attack_of", "run_info", "run_metrics", "run_view",
-           "status_counts", "sweep_figures", "tradeoff_figure", "tuning_section", "views", "write_sweep_report",
-           "write_views"]
+           "TRADEOFF_TITLE", "aggregate", "arm_means", "class_order_line", "class_order_text", "collect",
+           "counts_table", "cross_view", "explorer", "find_runs", "images_behind", "load_runs", "paired_differences",
+           "predictions", "primary_section", "robust_attack_in", "robust_attack_of", "run_info", "run_metrics",
+           "run_view", "status_counts", "sweep_figures", "tradeoff_figure", "tuning_record", "tuning_section", "views",
+           "write_sweep_report", "write_views"]
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
@@ -405,15 +405,13 @@ def primary_section(sweep, metrics: pd.DataFrame | None, health: pd.DataFrame | 
     if not primary:
         parts.append("<p>This sweep declares no primary comparisons: every comparison on this page is "
                      "descriptive.</p>")
-    readings = []
     for a, b in dict.fromkeys((p["a"], p["b"]) for p in primary):
         if not {a, b} <= set(metrics["arm"]):
             parts.append(f"<p class='bad'>Primary comparison {html.escape(a)} - {html.escape(b)}: not read, this "
                          "sweep has no finished runs of " + html.escape(", ".join(sorted({a, b} - set(metrics["arm"]))))
                          + ".</p>")
-        else:
-            labels = {p["metric"]: p["metric"].replace("_", " ") for p in primary if (p["a"], p["b"]) == (a, b)}
-            readings += [r for r in compare.claim_readings(metrics, a, b, labels, primary) if r["kind"] == "claim"]
+    # one Holm family over every primary comparison, whatever its pair of arms
+    readings = [r for r in compare.primary_readings(metrics, primary) if r["k"] > 0]
     if readings:
         parts += ["<ul>" + "".join(f"<li>{html.escape(verdicts.sentence(r))}</li>" for r in readings) + "</ul>",
                   _table_html(compare.readings_table(readings))]
@@ -456,23 +454,25 @@ def status_counts(status: pd.DataFrame) -> dict[str, int]:
             "failed": int((status["status"] == "failed").sum())}
 
 
-def class_order_line(status: pd.DataFrame) -> str:
+def class_order_text(status: pd.DataFrame) -> str:
     """Which classes the profile made rare (RunConfig.class_order), per arm where the arms differ."""
     orders = status.get("class_order", pd.Series(["label"] * len(status))).fillna("label")
     per_arm = dict(zip(status["arm"], orders)) if "arm" in status else {}
     if len(set(orders)) <= 1:
-        text = f"Class order: {orders.iloc[0] if len(orders) else 'label'} (which classes the profile makes rare)."
-    else:
-        text = "Class order per arm: " + ", ".join(f"{a}: {o}" for a, o in per_arm.items()) + "."
-    return f"<p>{html.escape(text)}</p>"
+        return f"Class order: {orders.iloc[0] if len(orders) else 'label'} (which classes the profile makes rare)."
+    return "Class order per arm: " + ", ".join(f"{a}: {o}" for a, o in per_arm.items()) + "."
 
 
-def tuning_section(root: Path) -> str:
-    """The equal tuning budget's record (root/tuning/tuning.json, tuning.py): each arm's chosen value, and
-    what the tuning cost; empty when the sweep did not tune."""
-    path = root / "tuning" / "tuning.json"
+def class_order_line(status: pd.DataFrame) -> str:
+    return f"<p>{html.escape(class_order_text(status))}</p>"
+
+
+def tuning_record(root: Path) -> tuple[pd.DataFrame, str] | None:
+    """The equal tuning budget's record (root/tuning/tuning.json, tuning.py): each arm's chosen value (a
+    table), and a sentence on how it was chosen and what the tuning cost; None when the sweep did not tune."""
+    path = Path(root) / "tuning" / "tuning.json"
     if not path.exists():
-        return ""
+        return None
     rec = json.loads(path.read_text())
     rows = pd.DataFrame([{"imbalance_ratio": ir, "arm": arm, "param": c["param"], "value": c["value"],
                           "factor": c["factor"], "val_balanced_robustness": c["val_balanced_robustness"]}
@@ -482,6 +482,15 @@ def tuning_section(root: Path) -> str:
             f"validation split ({rec['validation']}), from the same number of values for every arm; "
             f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
             "(tuning/tuning.csv lists them).")
+    return rows, text
+
+
+def tuning_section(root: Path) -> str:
+    """tuning_record as the report's section; empty when the sweep did not tune."""
+    got = tuning_record(root)
+    if got is None:
+        return ""
+    rows, text = got
     return f"<h2 id='tuning'>Tuning</h2><p>{html.escape(text)}</p>" + _table_html(rows)
 
 

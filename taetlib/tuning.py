@@ -36,7 +36,7 @@ from .errors import ConfigError, bad, check_choice
 from .metrics import balanced_accuracy
 from .parallel import pmap
 from .paths import resolve
-from .plan import TUNING_FILE, Run, Sweep
+from .plan import TUNING_FILE, Run, Sweep, from_preset
 from .schedule import budget
 from .selection import hold_out
 from .train import TrainingDiverged, fit
@@ -267,10 +267,6 @@ def cmd_tune(args) -> int:
                   f"{sorted(n for n, q in presets.PRESETS.items() if q.tuning)}.")
     if args.jobs < 1:
         raise bad("--jobs", args.jobs, "must be >= 1.")
-    sweep = Sweep(root=resolve(args.out or f"runs/{p.name}"), dataset=p.config["dataset"],
-                  irs=args.irs or p.sweep["irs"], arms=list(p.sweep["arms"]), seeds=p.sweep["seeds"],
-                  config={k: v for k, v in p.config.items() if k != "dataset"}, method_overrides=p.method_overrides,
-                  ir_overrides=p.ir_overrides, evaluation=p.evaluation, preset=p.name, tuning=p.tuning)
-    tune(sweep, jobs=args.jobs)
+    tune(from_preset(p, resolve(args.out or f"runs/{p.name}"), irs=args.irs), jobs=args.jobs)
     return 0
 

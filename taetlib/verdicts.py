@@ -52,6 +52,9 @@ def _power(r: dict) -> str:
 
 
 def _claim(r: dict) -> str:
+    if r["k"] == 0:
+        return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']}: no seed has finished runs of both arms yet, so "
+                "there is no reading.")
     head = f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} {_seeds(r)}"
     if r["k"] < 2:
         return f"{head}: no verdict, as one seed's interval covers only the test images, not the seed or data spread."
@@ -87,6 +90,8 @@ def _summary(r: dict) -> str:
     claims = [x for x in r["readings"] if x["kind"] == "claim"]
     if not claims:
         return "No primary comparison was declared: every reading is descriptive."
+    if all(x["k"] == 0 for x in claims):
+        return f"No seed has finished runs of both arms of any of the {len(claims)} primary comparisons yet."
     if all(x["k"] < 2 for x in claims):
         return f"One seed: none of the {len(claims)} primary comparisons can be settled."
     holds = sum(x["p_holm"] < ALPHA and x["mean"] > 0 for x in claims)

@@ -91,6 +91,11 @@ def test_proportion_intervals_never_leave_the_unit_range():
         assert 0 <= out["low"] <= out["high"] <= 1
 
 
+def test_seeds_at_one_value_get_the_pooled_wilson_interval_around_their_mean():
+    out = intervals.proportion([0.23, 0.23], [100, 100])   # no spread: Hartung-Knapp's interval would be a point
+    assert out["low"] < 0.23 < out["high"] and (out["low"], out["high"]) == pytest.approx(stats.wilson(46, 200))
+
+
 def test_an_all_zero_cell_gets_its_wilson_upper_bound():
     out = intervals.proportion([0.0, 0.0, 0.0], [200, 200, 400])
     assert out["low"] == 0 and out["high"] == pytest.approx(stats.wilson(0, 800)[1]) and out["high"] > 0.004

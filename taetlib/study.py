@@ -1,0 +1,482 @@
+"""A study's published folder (results/<preset>/) from its sweep folder, finished or not:
+`python -m taetlib study --preset fmnist_lt_study_a --root runs/fmnist_lt_study_a --out results/fmnist_lt_study_a`.
+
+It reads only the runs that finished (DONE.json made with the settings the sweep asks for), says how many
+of how many have, per arm and seed, and writes README.md: the commands, the wall time (runs and tuning),
+the design and its power against the paper's claimed effect, the health of every finished run (those that
+did not train are named, never ranked), the verdicts of the preset's primary comparisons (Holm over them;
+verdicts.sentence writes each), the tuning choices, the class order, the aggregate table with intervals,
+figures exported by plotly, and, where the runs allow, Study B's analyses (study_b.py). Beside it:
+progress.csv, health.csv, metrics.csv, aggregate.csv, claims.csv and the study B tables. Nothing in the
+sweep folder is written.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import compare, data, health, presets, report, results, study_b, verdicts
+from .config import RunConfig
+from .errors import ConfigError, bad
+from .figure_files import export_figure
+from .history import read_history
+from .paths import PROJECT_ROOT, resolve
+from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
+from .plots import radius_lines
+from .schedule import budget
+from .sweep import DONE, recorded
+
+__all__ = ["FIGURES", "PENDING", "add_cli", "attack_table", "class_table", "cmd_study", "commands", "design_section",
+           "finished_runs", "markers", "progress", "progress_table", "progress_text", "radius_table", "rarity_lines",
+           "read_study", "readme", "study_b_section", "study_sweep", "summary_section", "tuning_lines", "update_pages",
+           "variants_of", "wall_text", "weight_lines", "write"]
+
+PENDING = "not finished"
+FIGURES = {"tradeoff.png": "Balanced accuracy vs balanced robustness per arm (balanced test set, 95 % intervals)",
+           "per_class.png": "Robust recall per class and arm (balanced test set; hatched: each arm's weakest third)",
+           "radius.png": "Balanced robustness vs the PGD-20 radius per arm (the radius sweep, 95 % intervals)",
+           "recall_vs_count.png": "Robust recall per class against its training count (log), per arm"}
+
+
+# ------------------------------------------------------------------------------ what finished
+def study_sweep(preset: str, root: str | Path) -> Sweep:
+    """The sweep a study ran: its folder's sweep.json (what was asked) where it has one, else the preset's."""
+    p, root = presets.get(preset), Path(root)
+    if (root / SWEEP_FILE).exists():
+        s = load_sweep(root)
+        if s.preset != p.name:
+            raise bad("--preset", preset, f"{root / SWEEP_FILE} records preset {s.preset!r}; give that one, or the "
+                      "study's own folder as --root.")
+        return s
+    return from_preset(p, root)
+
+
+def progress(sweep: Sweep) -> pd.DataFrame:
+    """One row per planned run: its status (done, failed, or not finished: still queued or running), its
+    seconds and when it finished (DONE.json's time)."""
+    rows = []
+    for run in sweep.plan():
+        rec = recorded(run) or {**run.row(), "status": PENDING, "seconds": np.nan, "error": "", "notebook": ""}
+        done = run.dir / DONE
+        rows.append({**rec, "finished": done.stat().st_mtime if rec["status"] == "done" else np.nan})
+    return pd.DataFrame(rows)
+
+
+def finished_runs(status: pd.DataFrame) -> pd.DataFrame:
+    return status[status["status"] == "done"]
+
+
+def progress_text(status: pd.DataFrame) -> str:
+    counts = status["status"].value_counts()
+    done, failed = int(counts.get("done", 0)), int(counts.get("failed", 0))
+    text = f"{done} of {len(status)} runs have finished"
+    if failed:
+        text += f", {failed} failed"
+    if done + failed < len(status):
+        left = len(status) - done - failed
+        text += (f", {left} {'has' if left == 1 else 'have'} not finished yet (queued or running): this is a "
+                 "partial reading, and only the finished runs are read")
+    return text + "."
+
+
+def progress_table(status: pd.DataFrame) -> pd.DataFrame:
+    """Arms x seeds: done, failed or not finished, with each arm's count of finished runs."""
+    cell = status.assign(cell=status["status"].map({"done": "done", "failed": "FAILED"}).fillna("-"))
+    wide = cell.pivot_table(index=["imbalance_ratio", "arm"], columns="seed", values="cell", aggfunc="first",
+                            sort=False)
+    wide.columns = [f"seed {s}" for s in wide.columns]
+    n = status.groupby(["imbalance_ratio", "arm"], sort=False)["status"].agg(
+        lambda s: f"{(s == 'done').sum()} of {len(s)}")
+    wide = wide.assign(finished=n).reset_index()
+    return wide.assign(imbalance_ratio=[f"{v:g}" for v in wide["imbalance_ratio"]])
+
+
+def read_study(sweep: Sweep, status: pd.DataFrame) -> dict:
+    """The finished runs' health gate, metrics and aggregate (the sweep's own readers, on them alone)."""
+    ended = status[status["status"] != PENDING]
+    gate = health.sweep_health(ended, health.Rules.of(sweep.health))
+    metrics = report.collect(status, sweep.robust_attack, gate)
+    agg = report.aggregate(metrics) if len(metrics) else pd.DataFrame()
+    trained = gate[gate["trained"].astype(bool)]["run"].tolist()
+    tables = report.load_runs(trained) if trained else None
+    return {"health": gate, "metrics": metrics, "aggregate": agg, "tables": tables}
+
+
+# ------------------------------------------------------------------------------ the README's sections
+def commands(preset: str, root: str, out: str, tunes: bool = True) -> str:
+    return ((f"nice -n 10 python -m taetlib tune --preset {preset} --out {root} --jobs 2\n" if tunes else "")
+            + f"nice -n 10 python -m taetlib sweep --preset {preset} --out {root} --jobs 2   # resumes what finished\n"
+            + f"python -m taetlib study --preset {preset} --root {root} --out {out}")
+
+
+def wall_text(status: pd.DataFrame, root: Path) -> str:
+    """The runs' time (each run's own seconds, summed, and the span from the first start to the last
+    finish) and the tuning's (tuning.json's cost)."""
+    done = finished_runs(status)
+    parts = []
+    if len(done):
+        span = (done["finished"].max() - (done["finished"] - done["seconds"]).min()) / 3600
+        parts.append(f"the {len(done)} finished runs took {done['seconds'].sum() / 3600:.1f} h of run time "
+                     f"({done['seconds'].mean() / 60:.0f} min each on average), {span:.1f} h of wall time from the "
+                     "first start to the last finish")
+    tuning = root / TUNING_FILE
+    if tuning.exists():
+        cost = json.loads(tuning.read_text())["cost"]
+        parts.append(f"the tuning took {cost['runs']} runs, {cost['seconds'] / 3600:.1f} h of run time and "
+                     f"{cost['wall_seconds'] / 3600:.1f} h of wall time ({cost['sgd_steps']} SGD steps)")
+    return ("Time: " + "; ".join(parts) + ".") if parts else "Time: no run has finished yet."
+
+
+def _training_images(cfg: RunConfig) -> int:
+    C = data.DATASETS[cfg.dataset].num_classes
+    return int(sum(data.longtail_counts(cfg.n_max, C, cfg.imbalance_ratio))) if cfg.n_max else 0
+
+
+def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> list[str]:
+    """The design (arms, IR, seeds, budget, attacks) and its power: the smallest difference each primary
+    comparison can detect with 80 % power (intervals.detectable, from its standard error over the seeds
+    finished so far) against the paper's claimed effect; and the power the preset declared beforehand."""
+    runs = [r for r in sweep.plan() if not r.error]
+    cfg = RunConfig.from_dict(runs[0].config)
+    b, n = budget(cfg), _training_images(cfg)
+    steps = f", {b['adversarial_epochs'] * math.ceil(n / cfg.batch_size)} SGD steps" if n else ""
+    ev = sweep.evaluation
+    taet = next((RunConfig.from_dict(r.config) for r in runs if r.config["method"] == "taet"), None)
+    stage1 = (f"; TAET's {taet.clean_stage_epochs()} clean-CE epochs come first ({taet.clean_stage_epochs()} : "
+              f"{budget(taet)['adversarial_epochs']}; the paper's proportion is 40 : 60)" if taet else "")
+    lines = [f"- Arms: {', '.join(a.name for a in sweep.arms)}; IR {', '.join(f'{v:g}' for v in sweep.irs)}; "
+             f"{len(sweep.seeds)} seed{'s' if len(sweep.seeds) > 1 else ''}, each drawing its own subsample.",
+             f"- Budget per run: {b['adversarial_epochs']} adversarial epochs of {n} training images in batches of "
+             f"{cfg.batch_size}{steps}; {cfg.attack_steps}-step PGD in training{stage1}.",
+             f"- Evaluation: {', '.join(ev.get('attacks', []))} on {cfg.test_per_class} test images per class; the "
+             f"claims read {sweep.robust_attack or 'pgd20'}"
+             + (f" (robust only if robust to each of {', '.join(ev['worst_case'])}, image by image)"
+                if ev.get("worst_case") else "") + "; PGD-20 radius sweep "
+             + (", ".join(f"{e:g}" for e in ev.get("eps_sweep") or []) or "none") + "."]
+    if "seeds" in p.sources:
+        lines.append(f"- Declared before the runs: {p.sources['seeds']}.")
+    rows = []
+    for r in readings:
+        mde, claimed = r.get("mde", np.nan), r.get("claimed")
+        reach = ("-" if claimed is None or not np.isfinite(mde) else "within reach" if abs(claimed) >= mde
+                 else "out of reach")
+        rows.append({"comparison": f"{r['a']} - {r['b']}, {r['label']} (IR {r['imbalance_ratio']:g}, {r['protocol']})",
+                     "paper's claim": "none" if claimed is None else verdicts.pts(claimed),
+                     "seeds read": r["k"], "smallest detectable (80 % power)": verdicts.pts(mde, False),
+                     "the claim is": reach})
+    if rows:
+        lines += ["", "Measured on the seeds finished so far (two-sided t over seeds at 0.05, the seed spread of "
+                  "the paired differences; points):", "", results.markdown(pd.DataFrame(rows))]
+    return lines
+
+
+def tuning_lines(root: Path) -> list[str]:
+    got = report.tuning_record(root)
+    if got is None:
+        return ["This sweep did not tune (no tuning/tuning.json)."]
+    rows, text = got
+    rows = rows.assign(value=[f"{v:.4g}" for v in rows["value"]], factor=[f"x{f:g}" for f in rows["factor"]],
+                       val_balanced_robustness=[verdicts.pts(v, False) for v in rows["val_balanced_robustness"]])
+    return [text, "", results.markdown(rows, {"val_balanced_robustness": "validation robustness (%)"})]
+
+
+def class_table(tables: dict | None, status: pd.DataFrame) -> list[str]:
+    """Per class order: the classes from the most to the least frequent, with their training counts."""
+    lines = [report.class_order_text(status)]
+    if tables is None:
+        return lines
+    pc = tables["per_class"]
+    if "train_count" not in pc:
+        return lines
+    orders = dict(zip(status["run"].astype(str), status.get("class_order", pd.Series("label", index=status.index))))
+    pc = pc.assign(class_order=pc["run"].astype(str).map(orders).fillna("label"))
+    for order, g in pc.groupby("class_order", sort=False):
+        counts = g.groupby("class_name")["train_count"].mean().sort_values(ascending=False)
+        lines.append(f"- {order}: " + ", ".join(f"{c} {n:.0f}" for c, n in counts.items()) + " (mean training "
+                     "images per class over the finished runs)")
+    return lines
+
+
+def radius_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFrame:
+    """The radius sweep per arm: each run's balanced robustness at each eps (the mean of its per-class
+    recall), then the mean over seeds with its 95 % interval (compare.seed_means, logit scale)."""
+    if tables is None or tables["curves"].empty:
+        return pd.DataFrame(columns=["eps", "arm", "mean", "low", "high", "n"])
+    c = tables["curves"]
+    c = c[c["protocol"] == protocol]
+    per_run = c.groupby(["arm", "seed", "eps"], as_index=False).agg(value=("recall", "mean"), images=("n", "sum"))
+    return compare.seed_means(per_run, ["arm", "eps"], "value", n="images")
+
+
+def attack_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFrame:
+    """Balanced robustness per arm under each attack and their worst case per image, % (mean over seeds
+    [95 % interval], the engine on the logit scale): how much each attack alone would flatter an arm."""
+    if tables is None or tables["summary"].empty:
+        return pd.DataFrame()
+    s = tables["summary"]
+    s = s[(s["protocol"] == protocol) & (s["attack"] != "clean")]
+    m = compare.seed_means(s, ["arm", "attack"], "balanced", "balanced_low", "balanced_high", n="n")
+    m = m.assign(cell=[f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" for v, lo, hi in
+                       zip(m["mean"], m["low"], m["high"])])
+    wide = m.pivot_table(index="arm", columns="attack", values="cell", aggfunc="first", sort=False)
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def _claims_read(readings: list[dict]) -> list[str]:
+    out = [verdicts.sentence({"kind": "summary", "readings": readings}), ""]
+    return out + [f"- {verdicts.sentence(r)}" for r in readings]
+
+
+def variants_of(arms) -> dict[str, str]:
+    """arm -> the arm it is under label order (the same method, RobustLT and overrides but class_order):
+    what study B's per-arm slopes group by."""
+    def key(a):
+        return a.method, a.robustlt, tuple(sorted((k, str(v)) for k, v in a.overrides.items() if k != "class_order"))
+    first: dict = {}
+    for a in sorted(arms, key=lambda a: "class_order" in a.overrides):   # label-order arms name the group
+        first.setdefault(key(a), a.name)
+    return {a.name: first[key(a)] for a in arms}
+
+
+def _interval_pts(e: float, lo: float, hi: float, scale: float = 1.0) -> str:
+    return f"{verdicts.pts(e * scale)} [{verdicts.pts(lo * scale)}, {verdicts.pts(hi * scale)}]"
+
+
+def rarity_lines(pc: pd.DataFrame, attack: str) -> tuple[list[str], dict]:
+    """Rarity or difficulty: the common slope per doubling, per arm, and each class's effect at equal count."""
+    slope = study_b.rarity_slope(pc)
+    per = study_b.rarity_slopes(pc, "variant")
+    effects = study_b.class_effects(pc)
+    if slope is None or per is None or effects is None:
+        return ["Not identified yet: the finished runs hold one class order, under which a class's count and its "
+                "identity cannot be told apart."], {}
+    ln2 = math.log(2)
+    lines = [f"Robust recall ({attack}) changes by {_interval_pts(slope['estimate'], slope['low'], slope['high'], ln2)}"
+             " points per doubling of a class's training images, with each class's own difficulty and each run's "
+             f"level held fixed (OLS, run and class fixed effects, HC3 95 % t interval, p = {slope['p']:.3g}, "
+             f"{slope['rows']} class-runs). The class orders identify it: a class keeps its identity and changes its "
+             "count.", "", "Per arm (points per doubling):", "",
+             results.markdown(pd.DataFrame({"arm": per["variant"], "slope [95 %]": [
+                 _interval_pts(e, lo, hi, ln2) for e, lo, hi in zip(per["estimate"], per["low"], per["high"])]})),
+             "", "Each class's robust recall at equal training count, against the mean class (points, 95 %): its "
+             "intrinsic difficulty, rarity taken out:", "",
+             results.markdown(pd.DataFrame({"class": effects["class_name"], "effect [95 %]": [
+                 _interval_pts(e, lo, hi) for e, lo, hi in zip(effects["effect"], effects["low"], effects["high"])]}))]
+    return lines, {"rarity_slopes": per, "class_effects": effects}
+
+
+def weight_lines(pc: pd.DataFrame) -> tuple[list[str], dict]:
+    """HARL's negative class weights: their share per arm and class, and the recall lost against AT-BSL."""
+    shares, names = [], pc.drop_duplicates("class").sort_values("class")["class_name"].tolist()
+    for run in pc["run"].unique():
+        s = study_b.negative_shares(read_history(run), names)
+        if len(s):
+            shares.append(s.assign(run=run))
+    if not shares:
+        return ["No finished run recorded HARL's class weights."], {}
+    share = pc[["run", "arm"]].drop_duplicates().merge(pd.concat(shares, ignore_index=True), on="run")
+    deltas = study_b.recall_deltas(pc, share)
+    per_arm = share.groupby("arm").agg(class_epochs=("epochs", "sum"), negative=("negative", "sum"))
+    per_arm["negative share (%)"] = [verdicts.pts(n / e, False) for n, e in zip(per_arm["negative"],
+                                                                                per_arm["class_epochs"])]
+    per_class = share.groupby(["arm", "class_name"], sort=False)[["negative", "epochs"]].sum()
+    per_class = (100 * per_class["negative"] / per_class["epochs"]).round(0).astype(int).unstack("class_name")
+    lines = ["Share of class-epochs (HARL's mean weight of a class in an epoch) where the weight was negative, i.e. "
+             "the class's adversarial loss was above alpha / (2 beta):", "",
+             results.markdown(per_arm.reset_index()), "", "Per class (%):", "",
+             results.markdown(per_class.reset_index()), ""]
+    a = study_b.weight_association(deltas)
+    if a is None:
+        return lines + ["Whether those classes lose robustness: not read (the share does not vary yet, or fewer "
+                        "than two runs pair with an AT-BSL run of the same seed and class order)."], \
+            {"negative_weights": deltas}
+    lines.append(f"Robust recall against AT-BSL (same seed and class order), class by class: classes with any "
+                 f"negative epoch differ by {verdicts.pts(a['delta_with_negative'])} points on average "
+                 f"({a['with_negative']} class-runs), the others by {verdicts.pts(a['delta_without'])}.")
+    for key, what in (("across_classes", "across classes"),
+                      ("within_class", "within a class (class fixed effects: its own difficulty taken out)")):
+        r = a.get(key)
+        if r is not None:
+            lines.append(f"- {what}: {_interval_pts(r['estimate'], r['low'], r['high'])} points per whole share of "
+                         f"negative epochs (p = {r['p']:.3g}; errors clustered by run, {a['runs']} runs; "
+                         "descriptive).")
+    return lines, {"negative_weights": deltas}
+
+
+def study_b_section(tables: dict | None, status: pd.DataFrame, attack: str, variants: dict,
+                    rarity: bool = True) -> tuple[list[str], dict]:
+    """Study B's analyses on the finished runs that trained (robust recall on the balanced test set):
+    rarity or difficulty (where the sweep plans two class orders) and HARL's negative class weights.
+    Returns the README's lines and the tables to save."""
+    if tables is None:
+        return ["No finished run that trained yet."], {}
+    info = status.set_index(status["run"].astype(str))
+    pc = tables["per_class"]
+    pc = pc[(pc["attack"] == attack) & (pc["protocol"] == "balanced")]
+    pc = pc.assign(class_order=pc["run"].astype(str).map(info["class_order"]).fillna("label"))
+    pc = pc.assign(variant=pc["arm"].map(variants).fillna(pc["arm"]))
+    lines: list[str] = []
+    saved: dict = {}
+    if rarity:
+        got, saved = rarity_lines(pc, attack)
+        lines += ["### Rarity or difficulty", "", *got, "", "### HARL's negative class weights", ""]
+    got, more = weight_lines(pc)
+    return lines + got, {**saved, **more}
+
+
+def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design: list[str], readings: list[dict],
+           gate: pd.DataFrame, tuning: list[str], classes: list[str], agg: pd.DataFrame, rankings: list[str],
+           figures: list[str], extra: list[str], attack: str, attacks: pd.DataFrame) -> str:
+    health_text = health.left_out(gate) if len(gate) else "No run has finished yet."
+    gated = gate[["arm", "seed", "trained", "failed_checks", "reason"]] if len(gate) else gate
+    parts = [f"# {title}\n", f"```bash\n{command}\n```\n",
+             "## Progress\n", progress_text(status), "", results.markdown(progress_table(status)), "", wall, "",
+             "## Design and power\n", *design, "",
+             "## Primary comparisons\n",
+             "The preset declared these before the runs; only they can hold or be contradicted, Holm-adjusted over "
+             f"the {len(readings)} of them (a - b per seed, combined over seeds by the interval engine; "
+             f"robustness read on {attack}).\n", *_claims_read(readings), "",
+             "## Health of every finished run\n", health_text, "",
+             *([results.markdown(gated), ""] if len(gated) else []),
+             "## Tuning\n", *tuning, "", "## Class order\n", *classes, ""]
+    if len(agg):
+        parts += ["## Aggregate (balanced test set)\n",
+                  f"% (mean over seeds [95 % interval]); robustness read on {attack}. Intervals hold: "
+                  + "; ".join(dict.fromkeys(str(x) for x in agg["interval"].dropna() if x)) + ".\n",
+                  results.markdown(results.table(agg, "balanced")), "", "## Aggregate (long-tailed test set)\n",
+                  results.markdown(results.table(agg, "long_tailed")), "",
+                  "## Robustness per attack (balanced test set, runs that trained)\n",
+                  "Balanced robustness under each attack alone and under their worst case per image, % (mean over "
+                  "seeds [95 % interval]): where an attack alone reads higher than the worst case, it flatters.\n",
+                  results.markdown(attacks) if len(attacks) else "No finished run that trained yet.", "",
+                  "## Rankings (descriptive; runs that did not train are left out)\n",
+                  *[f"- {line}" for line in rankings], ""]
+    parts += ["## Figures\n", *figures, "", *extra]
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------ the folder
+def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
+    agg, tables = read["aggregate"], read["tables"]
+    if not len(agg) or tables is None:
+        return ["None yet: no finished run that trained."]
+    figs = {"tradeoff.png": results.figure(agg, "balanced"),
+            "per_class.png": report.cross_view(tables, "methods_per_class", attack, "balanced")}
+    radius = radius_table(tables)
+    if radius["eps"].nunique() > 2:   # a radius sweep beyond the two every evaluation reads (0 and eps)
+        figs["radius.png"] = radius_lines(radius, "Balanced robustness vs the PGD-20 radius (balanced test set, "
+                                                  "mean over seeds, 95 % intervals)")
+    if two_orders:
+        figs["recall_vs_count.png"] = report.cross_view(tables, "recall_vs_count", attack, "balanced")
+    lines = []
+    for name, fig in figs.items():
+        export_figure(fig, out / name, width=1100, height=int(fig.layout.height or 600))
+        lines += [f"![{FIGURES[name]}]({name})", ""]
+    return lines
+
+
+def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
+    """The study's folder `out` from what its sweep folder holds now (finished runs only)."""
+    p = presets.get(sweep.preset) if sweep.preset else None
+    status = progress(sweep)
+    read = read_study(sweep, status)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    attack = sweep.robust_attack or "pgd20"
+    labels = {**results.CLAIMS, **{m: report.METRIC_GROUPS[m] for m in report.METRIC_GROUPS if m not in
+                                   results.CLAIMS}}
+    readings = compare.primary_readings(read["metrics"], sweep.primary, labels) if len(read["metrics"]) else \
+        compare.primary_readings(pd.DataFrame(columns=["arm", "seed", "imbalance_ratio", "protocol", "metric",
+                                                       "value"]), sweep.primary, labels)
+    two_orders = status.get("class_order", pd.Series(dtype=str)).nunique() > 1   # planned, finished or not
+    weights = any(a.method == "taet" for a in sweep.arms)
+    extra: list[str] = []
+    saved: dict[str, pd.DataFrame | None] = {}
+    if two_orders or weights:
+        extra, saved = study_b_section(read["tables"], finished_runs(status), attack, variants_of(sweep.arms),
+                                       rarity=two_orders)
+        head = "Rarity or difficulty, and HARL's negative class weights" if two_orders else \
+            "HARL's negative class weights"
+        extra = [f"## {head} (study B's analyses)\n", *extra]
+    status.drop(columns=["finished"]).to_csv(out / "progress.csv", index=False)
+    for name in ("health", "metrics", "aggregate"):
+        read[name].to_csv(out / f"{name}.csv", index=False)
+    compare.readings_table(readings).to_csv(out / "claims.csv", index=False)
+    for name, table in saved.items():
+        if table is not None:
+            table.to_csv(out / f"{name}.csv", index=False)
+    text = readme(title=p.description if p else f"Study {sweep.root.name}", command=command, status=status,
+                  wall=wall_text(status, Path(sweep.root)), design=design_section(sweep, p, readings) if p else [],
+                  readings=readings, gate=read["health"], tuning=tuning_lines(Path(sweep.root)),
+                  classes=class_table(read["tables"], finished_runs(status)), agg=read["aggregate"],
+                  rankings=[verdicts.sentence(r) for r in compare.rankings(read["metrics"], "balanced_robustness",
+                                                                           "balanced")] if len(read["metrics"]) else [],
+                  figures=_figures(read, attack, out, two_orders), extra=extra, attack=attack,
+                  attacks=attack_table(read["tables"]))
+    (out / "README.md").write_text(text)
+    return {**read, "status": status, "claims": readings, "readme": text}
+
+
+def markers(preset: str) -> tuple[str, str]:
+    """Where a page holds a study's generated summary (README.md, docs/results.md): put them there once."""
+    return f"<!-- study:{preset} -->", f"<!-- /study:{preset} -->"
+
+
+def summary_section(preset: str, written: dict, link: str) -> str:
+    """A study in a few lines, between its markers: how far it is, the verdicts of its primary comparisons
+    (verdicts.sentence), and a link to its folder."""
+    readings = written["claims"]
+    return "\n".join([markers(preset)[0],
+                      f"[{preset}]({link}): {progress_text(written['status'])} "
+                      f"{verdicts.sentence({'kind': 'summary', 'readings': readings})}\n",
+                      *[f"- {verdicts.sentence(r)}" for r in readings], markers(preset)[1]])
+
+
+def update_pages(preset: str, written: dict, out: Path) -> list[Path]:
+    """The study's summary section of README.md and docs/results.md, where a page holds its markers."""
+    done: list[Path] = []
+    if not out.resolve().is_relative_to(PROJECT_ROOT):   # a folder outside the repository: nothing to link
+        return done
+    for page in (resolve("README.md"), resolve("docs/results.md")):
+        if page.exists():
+            link = os.path.relpath(out / "README.md", page.parent)
+            if results.update_section(page, summary_section(preset, written, link), markers(preset)):
+                done.append(page)
+    return done
+
+
+# ------------------------------------------------------------------------------ CLI
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("study", help="publish a study (fmnist_lt_study_a / _b) from its sweep folder, "
+                                            "finished or partial: results/<preset>/README.md, tables, figures")
+    p.add_argument("--preset", required=True, help="the study's preset (its sweep, primary comparisons, sources)")
+    p.add_argument("--root", help="the study's sweep folder (default runs/<preset>); only read")
+    p.add_argument("--out", help="the published folder (default results/<preset>)")
+    p.set_defaults(func=cmd_study)
+
+
+def cmd_study(args) -> int:
+    p = presets.get(args.preset)
+    root = args.root or f"runs/{p.name}"
+    out = args.out or f"results/{p.name}"
+    if not resolve(root).is_dir():
+        raise bad("--root", root, f"is no folder; run `python -m taetlib tune --preset {p.name} --out {root}` and "
+                  "the sweep first.")
+    if not p.primary:
+        raise ConfigError(f"--preset {p.name}: declares no primary comparisons; a study publishes its verdicts on "
+                          "them (presets that do: " + ", ".join(sorted(n for n, q in presets.PRESETS.items()
+                                                                      if q.primary)) + ").")
+    t0 = time.time()
+    written = write(study_sweep(p.name, resolve(root)), resolve(out), command=commands(p.name, root, out,
+                                                                                       bool(p.tuning)))
+    print(f"{progress_text(written['status'])}\nwritten: {resolve(out) / 'README.md'} ({time.time() - t0:.0f} s)")
+    for page in update_pages(p.name, written, resolve(out)):
+        print(f"updated the {p.name} section of {page}")
+    return 0

@@ -1,0 +1,241 @@
+"""Publishing a study from its sweep folder, finished or partial: a tiny sweep whose run folders are
+written by the real writers (execute_run's DONE.json / FAILED.json and arm.json, RunConfig.save, fit's
+history text, EvalResult.save of evaluate's tables, tune's tuning.json) with one arm that did not train,
+one run failed and one still running. The README names the untrained arm and never ranks it, words every
+verdict through verdicts.sentence with Holm over every primary comparison, and says what is missing."""
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taetlib import cli, data, study, sweep, tuning, verdicts
+from taetlib.arms import Arm
+from taetlib.config import RunConfig
+from taetlib.eval_result import EvalResult, per_class_table, summary_table
+from taetlib.plan import Sweep
+from taetlib.runs import NB_EVAL, NB_TRAIN
+from taetlib.train import history_text
+
+NAMES = tuple(f"k{i}" for i in range(10))
+PERM = {"class_order": "permutation:1"}
+ARMS = [Arm("at_bsl"), Arm("taet"), Arm("pgd_at"), Arm("at_bsl", overrides=PERM, label="at_bsl-perm"),
+        Arm("taet", overrides=PERM, label="taet-perm")]
+PRIMARY = [{"a": "taet", "b": "at_bsl", "metric": "balanced_robustness", "imbalance_ratio": 10.0,
+            "protocol": "balanced", "claimed": 0.086},
+           {"a": "taet-perm", "b": "at_bsl-perm", "metric": "tail_robustness", "imbalance_ratio": 10.0,
+            "protocol": "balanced", "claimed": None}]
+SPEC = {"factors": {"lr": [0.5, 1.0]}, "attack": "pgd20", "val_fraction": 0.2}
+RUNNING, FAILING = ("taet", 2), ("at_bsl-perm", 2)
+
+
+def tiny_study(root: Path) -> Sweep:
+    return Sweep(root=root, dataset="synthetic", irs=[10], arms=ARMS, seeds=[0, 1, 2],
+                 config={"n_max": 100, "test_per_class": 20, "epochs": 6, "stabilization_epochs": 4, "eval_every": 2},
+                 evaluation={"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"],
+                             "eps_sweep": [0.05, 0.1, 0.15]},
+                 preset="fmnist_lt_study_b", primary=PRIMARY, tuning=SPEC)
+
+
+def train_counts(cfg: RunConfig) -> list[int]:
+    ranking = data.class_ranking(cfg.class_order, NAMES, cfg.dataset, cfg.split_seed)
+    return data.by_rank(data.longtail_counts(cfg.n_max, 10, cfg.imbalance_ratio), ranking)
+
+
+def predictions(rng, y, p_class) -> np.ndarray:
+    """Each image right with its class's probability, else the next class."""
+    right = rng.random(len(y)) < p_class[y]
+    return np.where(right, y, (y + 1) % 10)
+
+
+def write_evaluation(run_dir: Path, cfg: RunConfig, arm: str) -> None:
+    """eval/ as evaluate() saves it, from made-up predictions: robust recall rises with log training count;
+    pgd_at predicts one class for every image (a constant predictor: it did not train)."""
+    rng = np.random.default_rng(zlib.crc32(str(run_dir).encode()))
+    counts = np.array(train_counts(cfg))
+    y = np.repeat(np.arange(10), 20)
+    lt = np.concatenate([np.flatnonzero(y == c)[:max(2, 20 * n // counts.max())] for c, n in enumerate(counts)])
+    level = {"at_bsl": 0.0, "taet": -0.03}.get(arm.split("-")[0], 0.0)
+    p_rob = np.clip(0.05 + 0.06 * np.log(counts) + level + rng.normal(0, 0.02), 0.02, 0.98)
+    preds, tables, curves = {}, [], []
+    for attack, p in (("clean", np.clip(p_rob + 0.3, 0, 0.99)), ("pgd20", p_rob)):
+        pred = np.zeros_like(y) if arm == "pgd_at" else predictions(rng, y, p)
+        for protocol, at in (("balanced", np.arange(len(y))), ("long_tailed", lt)):
+            preds[(protocol, attack)] = {"y": y[at], "pred": pred[at], "index": at}
+            tables.append(per_class_table(attack, protocol, 0.1 * (attack != "clean"), y[at], pred[at], NAMES))
+    for eps in (0.05, 0.1, 0.15):
+        pred = np.zeros_like(y) if arm == "pgd_at" else predictions(rng, y, np.clip(p_rob * 0.1 / eps, 0, 0.98))
+        curves += [per_class_table("pgd20", protocol, eps, y[at], pred[at], NAMES)
+                   for protocol, at in (("balanced", np.arange(len(y))), ("long_tailed", lt))]
+    table = pd.concat(tables, ignore_index=True)
+    table["train_count"] = table["class"].map(dict(enumerate(counts)))
+    flags = pd.DataFrame({"flag": pd.Series(dtype=str), "attack": pd.Series(dtype=str),
+                          "protocol": pd.Series(dtype=str), "classes": pd.Series(dtype=str),
+                          "raised": pd.Series(dtype=bool), "detail": pd.Series(dtype=str)})
+    summary = summary_table(table, preds, counts, NAMES, flags, {})
+    EvalResult(table, summary, flags, pd.concat(curves, ignore_index=True), preds, {}).save(run_dir / "eval")
+
+
+def write_training(run_dir: Path, cfg: RunConfig) -> None:
+    """config.json and history.jsonl as fit writes them: a levelled validation curve; TAET's HARL weights
+    negative for its three rarest classes in the later epochs."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")
+    rare = np.argsort(train_counts(cfg))[:3]
+    records = []
+    for epoch in range(6):
+        w = [(-0.05 if c in rare and epoch >= 3 else 0.1) for c in range(10)] if cfg.method == "taet" else None
+        records.append({"epoch": epoch, "stage": "adversarial", "loss": 1.0 / (epoch + 1), "class_weight": w,
+                        "val_clean_acc": [0.6] * 10 if epoch % 2 == 0 else None})
+    (run_dir / "history.jsonl").write_text(history_text(records))
+
+
+@pytest.fixture
+def study_folder(tmp_path, monkeypatch):
+    """The tiny study's sweep folder: tuned (tune's writer, its training replaced), every run executed by
+    execute_run with papermill replaced, but one run that failed and one still running (evaluated, with no
+    DONE.json yet)."""
+    s = tiny_study(tmp_path / "runs")
+
+    def fake_point(config, run_dir, spec):
+        return {"status": "done", "error": "", "val_balanced_accuracy": 0.6, "val_balanced_robustness": config["lr"],
+                "sgd_steps": 12, "seconds": 3.0}
+    monkeypatch.setattr(tuning, "tune_point", fake_point)
+    tuning.tune(s, jobs=1, log=lambda m: None)
+    planned = {r.dir: r for r in s.plan()}
+
+    def fake_execute(notebook, out, params, *_, **__):
+        run = planned[Path(params["run_dir"])]
+        if (run.arm, run.config["seed"]) == FAILING:
+            raise RuntimeError("out of memory")
+        cfg = RunConfig.from_dict(run.config)
+        if notebook == NB_TRAIN:
+            write_training(run.dir, cfg)
+        elif notebook == NB_EVAL:
+            write_evaluation(run.dir, cfg, run.arm)
+        return out
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    monkeypatch.setattr(study, "export_figure", lambda fig, path, **kw: Path(path).write_bytes(b"png"))
+    for run in planned.values():
+        if (run.arm, run.config["seed"]) == RUNNING:   # mid-evaluation: files there, no DONE.json
+            cfg = RunConfig.from_dict(run.config)
+            write_training(run.dir, cfg)
+            write_evaluation(run.dir, cfg, run.arm)
+        else:
+            sweep.execute_run(run, s.evaluation)
+    return s
+
+
+def files(root: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_partial_study_says_what_finished_names_the_untrained_arm_and_words_verdicts_by_the_writer(
+        study_folder, tmp_path):
+    before = files(study_folder.root)
+    got = study.write(study_folder, tmp_path / "out", command="python -m taetlib study ...")
+    text = got["readme"]
+    assert files(study_folder.root) == before   # the sweep folder is only read
+    # what finished, per arm and seed; only that is read
+    assert "13 of 15 runs have finished, 1 failed, 1 has not finished yet" in text
+    prog = study.progress_table(got["status"]).set_index("arm")
+    assert prog.loc["taet", "finished"] == "2 of 3" and prog.loc["taet", "seed 2"] == "-"
+    assert prog.loc["at_bsl-perm", "seed 2"] == "FAILED" and prog.loc["pgd_at", "finished"] == "3 of 3"
+    running = str(study_folder.root / "synthetic-ir10" / "taet" / "seed2")
+    metrics = pd.read_csv(tmp_path / "out" / "metrics.csv")
+    assert running not in set(metrics["run"]) and metrics["run"].nunique() == 13
+    # the arm that did not train: named, marked in the table, never ranked
+    assert "pgd_at IR 10 seed 0, pgd_at IR 10 seed 1, pgd_at IR 10 seed 2" in text
+    assert "| pgd_at (did not train) |" in text and "at_bsl-perm (1 of 3 runs did not train)" not in text
+    rankings = text.split("## Rankings")[1].split("##")[0]
+    assert "highest mean" in rankings and "pgd_at" not in rankings
+    # every primary verdict from verdicts.sentence, Holm over both pairs as one family
+    claims = pd.read_csv(tmp_path / "out" / "claims.csv")
+    assert len(claims) == 2 and (claims["family"] == 2).all() and (claims["kind"] == "claim").all()
+    assert list(claims["k"]) == [2, 2]   # common finished seeds of each pair
+    for r in got["claims"]:
+        assert f"- {verdicts.sentence(r)}" in text
+    assert verdicts.sentence({"kind": "summary", "readings": got["claims"]}) in text
+    assert "Holm-adjusted p" in text and "80 % power" in text
+    per_attack = text.split("## Robustness per attack")[1].split("##")[0]
+    assert "| arm | pgd20 |" in per_attack and "| taet |" in per_attack and "pgd_at" not in per_attack
+    # tuning, class order, figures, study B's analyses
+    assert "chosen once, on seed 0" in text and "| taet-perm |" in text and "the tuning took 10 runs" in text
+    assert "permutation:1:" in text or "- permutation:1" in text
+    assert "![Balanced robustness vs the PGD-20 radius" in text and (tmp_path / "out" / "radius.png").exists()
+    assert "per doubling of a class's training images" in text and "negative share (%)" in text
+    assert (tmp_path / "out" / "rarity_slopes.csv").exists() and (tmp_path / "out" / "negative_weights.csv").exists()
+
+
+def test_a_primary_pair_with_no_common_seed_gets_no_reading_and_still_counts_in_the_family(study_folder, tmp_path):
+    s = study_folder
+    s.primary = [PRIMARY[0], {**PRIMARY[0], "b": "pgd_at"}]   # pgd_at did not train: no seed pairs with it
+    got = study.write(s, tmp_path / "out", command="c")
+    read, empty = got["claims"]
+    assert empty["k"] == 0 and "no seed has finished runs of both arms yet" in verdicts.sentence(empty)
+    assert read["family"] == empty["family"] == 2 and np.isnan(empty["p_holm"])
+    assert read["p_holm"] == pytest.approx(min(1.0, 2 * read["p"]))   # Holm over the two declared, not one
+    assert "holds" not in got["readme"].split("## Primary comparisons")[1].split("##")[0]
+
+
+def test_the_study_command_refuses_a_missing_folder_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["study", "--preset", "fmnist_lt_study_a", "--root", str(tmp_path / "nope"), "--out", str(out)],
+                    commands=(study.add_cli,))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--root" in err[0] and "tune --preset fmnist_lt_study_a" in err[0]
+    assert not out.exists()
+    (tmp_path / "empty").mkdir()
+    code = cli.main(["study", "--preset", "fmnist_lt_study_a", "--root", str(tmp_path / "empty"), "--out", str(out)],
+                    commands=(study.add_cli,))
+    assert code == 2 and "tuning" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_study_command_reads_the_sweep_the_folder_recorded(study_folder, tmp_path, capsys):
+    import json
+    root, out = study_folder.root, tmp_path / "published"
+    (root / "sweep.json").write_text(json.dumps(study_folder.to_dict(), default=str))   # as the sweep writes it
+    args = ["study", "--preset", "fmnist_lt_study_b", "--root", str(root), "--out", str(out)]
+    assert cli.main(args, commands=(study.add_cli,)) == 0
+    assert "13 of 15 runs have finished" in capsys.readouterr().out
+    text = (out / "README.md").read_text()
+    assert f"--root {root}" in text and "tune --preset fmnist_lt_study_b" in text and "| at_bsl-perm |" in text
+    wrong = ["study", "--preset", "fmnist_lt_study_a", "--root", str(root), "--out", str(tmp_path / "other")]
+    assert cli.main(wrong, commands=(study.add_cli,)) == 2 and not (tmp_path / "other").exists()
+    assert "records preset 'fmnist_lt_study_b'" in capsys.readouterr().err
+
+
+def test_the_summary_section_holds_the_verdicts_and_replaces_only_its_markers(study_folder, tmp_path):
+    from taetlib import results
+    got = study.write(study_folder, tmp_path / "out", command="c")
+    section = study.summary_section("fmnist_lt_study_b", got, "../results/fmnist_lt_study_b/README.md")
+    page = tmp_path / "page.md"
+    start, end = study.markers("fmnist_lt_study_b")
+    page.write_text(f"# Results\n\nbefore\n{start}\nold text\n{end}\nafter\n")
+    assert results.update_section(page, section, (start, end))
+    text = page.read_text()
+    assert "old text" not in text and text.startswith("# Results\n\nbefore\n") and text.endswith("\nafter\n")
+    assert "13 of 15 runs have finished" in text and "(../results/fmnist_lt_study_b/README.md)" in text
+    for r in got["claims"]:
+        assert f"- {verdicts.sentence(r)}" in text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert study.update_pages("fmnist_lt_study_b", got, tmp_path / "out") == []   # outside the repository: none
+    assert (Path(__file__).resolve().parents[1] / "README.md").read_text() == readme
+
+
+def test_a_study_with_no_finished_run_says_so(tmp_path, monkeypatch):
+    s = tiny_study(tmp_path / "runs")
+    monkeypatch.setattr(tuning, "tune_point", lambda config, run_dir, spec: {
+        "status": "done", "error": "", "val_balanced_accuracy": 0.5, "val_balanced_robustness": 0.3, "sgd_steps": 1,
+        "seconds": 1.0})
+    tuning.tune(s, jobs=1, log=lambda m: None)
+    text = study.write(s, tmp_path / "out", command="c")["readme"]
+    assert "0 of 15 runs have finished, 15 have not finished yet" in text and "No run has finished yet." in text
+    assert "no seed has finished runs of both arms of any of the 2 primary comparisons" in text.lower()
+    assert "holds" not in text and "## Aggregate" not in text and not list((tmp_path / "out").glob("*.png"))
+
+
+def test_study_variants_group_the_class_orders_of_one_arm():
+    assert study.variants_of(ARMS) == {"at_bsl": "at_bsl", "taet": "taet", "pgd_at": "pgd_at",
+                                       "at_bsl-perm": "at_bsl", "taet-perm": "taet"}

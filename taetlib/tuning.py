@@ -189,7 +189,9 @@ def tuning_points(sweep: Sweep, spec: TuningSpec) -> list[dict]:
     points = []
     for r in runs:
         for g in grid(spec, r.config):
-            config = RunConfig.from_dict({**r.config, **g["overrides"], "eval_every": 0, "select": "last"}).to_dict()
+            # the test set is not read (eval_every 0); so no epoch is chosen on it, but FAWA's average stays
+            select = "last" if r.config["select"] == "best_val_pgd" else r.config["select"]
+            config = RunConfig.from_dict({**r.config, **g["overrides"], "eval_every": 0, "select": select}).to_dict()
             where = root / r.dir.relative_to(sweep.root).parent.parent / r.arm / f"{g['param']}x{g['factor']:g}"
             points.append({"imbalance_ratio": r.config["imbalance_ratio"], "arm": r.arm, "method": r.config["method"],
                            "seed": seed, "param": g["param"], "factor": g["factor"], "value": g["value"],

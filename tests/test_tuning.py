@@ -12,7 +12,7 @@ from taetlib.data import load_lt
 from taetlib.errors import ConfigError
 from taetlib.plan import Sweep
 from taetlib.train import fit
-from taetlib.tuning import LOSS_SCALES, TuningSpec, grid
+from taetlib.tuning import LOSS_SCALES, TuningSpec, grid, tuning_points
 
 SPEC = {"factors": {"lr": [0.5, 1.0], "loss_scale": [1.0, 10.0]}, "params": {"taet": "loss_scale"},
         "attack": "pgd20", "val_fraction": 0.2}
@@ -59,6 +59,16 @@ def test_the_grid_scales_lr_or_the_whole_loss_scale():
     taet = grid(spec, RunConfig(method="taet", harl_alpha=0.1, harl_beta=0.1, harl_gamma=0.1).to_dict())
     assert taet[1]["overrides"] == {"harl_alpha": 1.0, "harl_beta": 1.0, "harl_gamma": 1.0}
     assert len(pgd) == len(taet) == spec.size()
+
+
+def test_tuning_trains_the_weights_the_run_keeps_without_reading_the_test_set(tmp_path):
+    """A CFA arm tunes with its FAWA average (what its runs keep); best_val_pgd, which needs eval epochs,
+    tunes on the last weights; no tuning run evaluates on the test set."""
+    s = Sweep(root=tmp_path, dataset="synthetic", irs=[10], seeds=[0], tuning=SPEC, config={"eval_every": 2},
+              arms=[Arm("cfa", overrides={"select": "fawa"}), Arm("pgd_at", overrides={"select": "best_val_pgd"})])
+    points = tuning_points(s, TuningSpec.of(SPEC))
+    assert {(p["arm"], p["config"]["select"]) for p in points} == {("cfa", "fawa"), ("pgd_at", "last")}
+    assert all(p["config"]["eval_every"] == 0 for p in points)
 
 
 def study_sweep(root, data_root) -> Sweep:

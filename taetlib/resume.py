@@ -34,7 +34,7 @@ SCHEDULE_FIELDS = ("epochs", "lr_milestones", "lr_gamma")  # may differ when a r
 
 def epoch_plan(cfg: RunConfig, epoch: int) -> dict:
     """What the config schedules for one epoch and that depends on the run's length."""
-    plan = {"lr": lr_at(cfg, epoch)}
+    plan: dict[str, float | bool | None] = {"lr": lr_at(cfg, epoch)}
     if cfg.robustlt:   # as build_objective sets the ramp up
         plan["aiw"] = aiw_ramp(epoch - cfg.clean_epochs_before(), cfg.robustlt_b * cfg.epochs)
     if cfg.method == "gairat":

@@ -144,6 +144,14 @@ def validation_data(data: LTData, val_fraction: float, seed: int) -> tuple[LTDat
     return trains, val
 
 
+def _same_config(saved: dict | None, config: dict) -> bool:
+    """Whether a recorded point was made with this config; a field added since counts as its default."""
+    try:
+        return saved is not None and RunConfig.from_dict(saved).to_dict() == config
+    except ConfigError:   # a record no longer valid is not this config
+        return False
+
+
 def tune_point(config: dict, run_dir: str | Path, spec: dict) -> dict:
     """Train one grid value on the training set less the validation split, then read balanced accuracy and
     balanced robustness (spec's attack) on the validation split. Recorded in run_dir/point.json: a run
@@ -151,7 +159,7 @@ def tune_point(config: dict, run_dir: str | Path, spec: dict) -> dict:
     run_dir = Path(run_dir)
     t0 = time.time()
     done = run_dir / POINT_FILE
-    if done.exists() and json.loads(done.read_text()).get("config") == config:
+    if done.exists() and _same_config(json.loads(done.read_text()).get("config"), config):
         return json.loads(done.read_text())["result"]
     cfg = RunConfig.from_dict(config)
     trains, val = validation_data(load_lt(cfg), spec["val_fraction"], cfg.seed)

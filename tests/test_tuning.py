@@ -134,3 +134,20 @@ def test_tune_on_a_preset_without_a_spec_is_one_clear_error(tmp_path):
                            str(tmp_path / "t")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error: preset='fmnist_lt_demo': has no tuning spec")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
+
+
+def test_a_recorded_point_is_kept_across_a_new_config_field_and_redone_for_other_settings(tmp_path, monkeypatch):
+    """A tuning run recorded before a RunConfig field existed (its config lacks it) is this config when the
+    field is at its default; a record with another lr is not."""
+    config = RunConfig(dataset="synthetic", method="pgd_at").to_dict()
+    older = {k: v for k, v in config.items() if k != "fawa_decay"}
+    saved = {"status": "done", "val_balanced_robustness": 0.3}
+    (tmp_path / tuning.POINT_FILE).write_text(json.dumps({"config": older, "result": saved}))
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(tuning, "load_lt", no_training)
+    assert tuning.tune_point(config, tmp_path, {"val_fraction": 0.2, "attack": "pgd20"}) == saved
+    (tmp_path / tuning.POINT_FILE).write_text(json.dumps({"config": {**older, "lr": 0.5}, "result": saved}))
+    with pytest.raises(AssertionError, match="trained again"):
+        tuning.tune_point(config, tmp_path, {"val_fraction": 0.2, "attack": "pgd20"})

@@ -340,9 +340,10 @@ def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design:
              "## Progress\n", progress_text(status), "", results.markdown(progress_table(status)), "", wall, "",
              "## Design and power\n", *design, "",
              "## Primary comparisons\n",
-             "The preset declared these before the runs; only they can hold or be contradicted, Holm-adjusted over "
-             f"the {len(readings)} of them (a - b per seed, combined over seeds by the interval engine; "
-             f"robustness read on {attack}).\n", *_claims_read(readings), "",
+             *([] if not readings else [
+                 "The preset declared these before the runs; only they can hold or be contradicted, Holm-adjusted "
+                 f"over the {len(readings)} of them (a - b per seed, combined over seeds by the interval engine; "
+                 f"robustness read on {attack}).\n"]), *_claims_read(readings), "",
              "## Health of every finished run\n", health_text, "",
              *([results.markdown(gated), ""] if len(gated) else []),
              "## Tuning\n", *tuning, "", "## Class order\n", *classes, ""]
@@ -469,10 +470,9 @@ def cmd_study(args) -> int:
     if not resolve(root).is_dir():
         raise bad("--root", root, f"is no folder; run `python -m taetlib tune --preset {p.name} --out {root}` and "
                   "the sweep first.")
-    if not p.primary:
-        raise ConfigError(f"--preset {p.name}: declares no primary comparisons; a study publishes its verdicts on "
-                          "them (presets that do: " + ", ".join(sorted(n for n, q in presets.PRESETS.items()
-                                                                      if q.primary)) + ").")
+    if not p.tuning:
+        raise ConfigError(f"--preset {p.name}: is no study (it does not tune); studies: " + ", ".join(
+            sorted(n for n, q in presets.PRESETS.items() if q.tuning)) + ".")
     t0 = time.time()
     written = write(study_sweep(p.name, resolve(root)), resolve(out), command=commands(p.name, root, out,
                                                                                        bool(p.tuning)))

@@ -239,3 +239,26 @@ def test_a_study_with_no_finished_run_says_so(tmp_path, monkeypatch):
 def test_study_variants_group_the_class_orders_of_one_arm():
     assert study.variants_of(ARMS) == {"at_bsl": "at_bsl", "taet": "taet", "pgd_at": "pgd_at",
                                        "at_bsl-perm": "at_bsl", "taet-perm": "taet"}
+
+
+def test_a_descriptive_study_publishes_rankings_and_health_and_no_verdict(study_folder, tmp_path):
+    """Study C declares no primary comparison: its README ranks and names the untrained arm, and claims
+    nothing."""
+    s = study_folder
+    s.primary = []
+    got = study.write(s, tmp_path / "out", command="c")
+    text = got["readme"]
+    assert got["claims"] == [] and " holds" not in text and "contradicted" not in text
+    assert verdicts.sentence({"kind": "summary", "readings": []}) in text
+    rankings = text.split("## Rankings")[1].split("##")[0]
+    assert "highest mean" in rankings and "pgd_at" not in rankings
+    assert "| pgd_at (did not train) |" in text
+
+
+def test_the_study_command_refuses_a_preset_that_is_no_study(tmp_path, capsys):
+    (tmp_path / "root").mkdir()
+    code = cli.main(["study", "--preset", "fmnist_lt_demo", "--root", str(tmp_path / "root"), "--out",
+                     str(tmp_path / "out")], commands=(study.add_cli,))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "fmnist_lt_demo: is no study" in err[0] and "fmnist_lt_study_c" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -455,7 +455,7 @@ def update_pages(preset: str, written: dict, out: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------ CLI
 def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("study", help="publish a study (fmnist_lt_study_a / _b) from its sweep folder, "
+    p = subparsers.add_parser("study", help="publish a study (fmnist_lt_study_a, _b, _c) from its sweep folder, "
                                             "finished or partial: results/<preset>/README.md, tables, figures")
     p.add_argument("--preset", required=True, help="the study's preset (its sweep, primary comparisons, sources)")
     p.add_argument("--root", help="the study's sweep folder (default runs/<preset>); only read")

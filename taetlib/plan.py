@@ -14,11 +14,12 @@ from .presets import Preset
 from .runs import run_path
 from .schedule import unequal_budgets
 
-__all__ = ["DEFAULT_EVALUATION", "Run", "SWEEP_AXES", "SWEEP_FILE", "Sweep", "TUNING_FILE", "budget_problems",
-           "from_preset", "load_sweep"]
+__all__ = ["DEFAULT_EVALUATION", "POINT_FILE", "Run", "SWEEP_AXES", "SWEEP_FILE", "Sweep", "TUNING_FILE",
+           "budget_problems", "from_preset", "load_sweep"]
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 TUNING_FILE = "tuning/tuning.json"   # a sweep's tuning record, under its root
+POINT_FILE = "point.json"            # one tuning run's record, in its folder under the tuning record's
 SWEEP_FILE = "sweep.json"            # what a sweep was asked to run (Sweep.to_dict), under its root
 DEFAULT_EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced", "long_tailed"]}
 

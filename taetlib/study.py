@@ -27,17 +27,18 @@ from .errors import ConfigError, bad
 from .figure_files import export_figure
 from .history import read_history
 from .paths import PROJECT_ROOT, resolve
-from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
+from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
 from .plots import radius_lines
 from .schedule import budget
 from .sweep import DONE, recorded
 
-__all__ = ["FIGURES", "PENDING", "add_cli", "attack_table", "class_table", "cmd_study", "commands", "design_section",
-           "finished_runs", "markers", "progress", "progress_table", "progress_text", "radius_table", "rarity_lines",
-           "read_study", "readme", "study_b_section", "study_sweep", "summary_section", "tuning_lines", "update_pages",
-           "variants_of", "wall_text", "weight_lines", "write"]
+__all__ = ["FIGURES", "PENDING", "TUNING_RUNNING", "add_cli", "attack_table", "class_table", "cmd_study", "commands",
+           "design_section", "finished_runs", "markers", "planned", "progress", "progress_table", "progress_text",
+           "radius_table", "rarity_lines", "read_study", "readme", "study_b_section", "study_sweep", "summary_section",
+           "tuning_lines", "tuning_progress", "update_pages", "variants_of", "wall_text", "weight_lines", "write"]
 
 PENDING = "not finished"
+TUNING_RUNNING = "The tuning is running:"
 FIGURES = {"tradeoff.png": "Balanced accuracy vs balanced robustness per arm (balanced test set, 95 % intervals)",
            "per_class.png": "Robust recall per class and arm (balanced test set; hatched: each arm's weakest third)",
            "radius.png": "Balanced robustness vs the PGD-20 radius per arm (the radius sweep, 95 % intervals)",
@@ -57,11 +58,16 @@ def study_sweep(preset: str, root: str | Path) -> Sweep:
     return from_preset(p, root)
 
 
+def planned(sweep: Sweep) -> list:
+    """The sweep's runs; while it still tunes, with the preset's values (no run has started then)."""
+    return sweep.plan(tuned=(Path(sweep.root) / TUNING_FILE).exists() or not sweep.tuning)
+
+
 def progress(sweep: Sweep) -> pd.DataFrame:
     """One row per planned run: its status (done, failed, or not finished: still queued or running), its
-    seconds and when it finished (DONE.json's time)."""
+    seconds and when it finished (DONE.json's time). While the tuning runs, no run has started."""
     rows = []
-    for run in sweep.plan():
+    for run in planned(sweep):
         rec = recorded(run) or {**run.row(), "status": PENDING, "seconds": np.nan, "error": "", "notebook": ""}
         done = run.dir / DONE
         rows.append({**rec, "finished": done.stat().st_mtime if rec["status"] == "done" else np.nan})
@@ -142,7 +148,7 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
     """The design (arms, IR, seeds, budget, attacks) and its power: the smallest difference each primary
     comparison can detect with 80 % power (intervals.detectable, from its standard error over the seeds
     finished so far) against the paper's claimed effect; and the power the preset declared beforehand."""
-    runs = [r for r in sweep.plan() if not r.error]
+    runs = [r for r in planned(sweep) if not r.error]
     cfg = RunConfig.from_dict(runs[0].config)
     b, n = budget(cfg), _training_images(cfg)
     steps = f", {b['adversarial_epochs'] * math.ceil(n / cfg.batch_size)} SGD steps" if n else ""
@@ -176,8 +182,37 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
     return lines
 
 
-def tuning_lines(root: Path) -> list[str]:
+def tuning_progress(sweep: Sweep) -> pd.DataFrame:
+    """While the tuning runs: each tuning run begun (IR, arm, value) with its status (point.json's, else how
+    many epochs its history holds) and validation readings."""
+    rows = []
+    for d in sorted((Path(sweep.root) / TUNING_FILE).parent.glob("*/*/*/")):
+        rec = json.loads((d / POINT_FILE).read_text())["result"] if (d / POINT_FILE).exists() else {}
+        history = d / "history.jsonl"
+        rows.append({"data": d.parent.parent.name, "arm": d.parent.name, "value": d.name,
+                     "status": rec.get("status", "training"),
+                     "epochs": len(history.read_text().splitlines()) if history.exists() else 0,
+                     "val_balanced_robustness": rec.get("val_balanced_robustness", np.nan),
+                     "val_balanced_accuracy": rec.get("val_balanced_accuracy", np.nan),
+                     "seconds": rec.get("seconds", np.nan)})
+    return pd.DataFrame(rows, columns=["data", "arm", "value", "status", "epochs", "val_balanced_robustness",
+                                       "val_balanced_accuracy", "seconds"])
+
+
+def tuning_lines(sweep: Sweep) -> list[str]:
+    root = Path(sweep.root)
     got = report.tuning_record(root)
+    if got is None and sweep.tuning:   # still tuning: what has finished so far; the sweep has not started
+        begun = tuning_progress(sweep)
+        planned = len(sweep.irs) * len(sweep.arms) * len(next(iter(sweep.tuning["factors"].values())))
+        done = begun[begun["status"] != "training"]
+        shown = begun.assign(**{c: [verdicts.pts(v, False) for v in begun[c]] for c in
+                                ("val_balanced_robustness", "val_balanced_accuracy")})
+        return [f"{TUNING_RUNNING} {len(done)} of {planned} tuning runs have finished and "
+                f"{len(begun) - len(done)} {'is' if len(begun) - len(done) == 1 else 'are'} training; no value has "
+                "been chosen and no study run has started.", "",
+                "Validation readings so far (%; the test set is not read):", "",
+                results.markdown(shown) if len(shown) else "No tuning run has begun."]
     if got is None:
         return ["This sweep did not tune (no tuning/tuning.json)."]
     rows, text = got
@@ -413,16 +448,18 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
     for name, table in saved.items():
         if table is not None:
             table.to_csv(out / f"{name}.csv", index=False)
+    tuning = tuning_lines(sweep)
     text = readme(title=p.description if p else f"Study {sweep.root.name}", command=command, status=status,
                   wall=wall_text(status, Path(sweep.root)), design=design_section(sweep, p, readings) if p else [],
-                  readings=readings, gate=read["health"], tuning=tuning_lines(Path(sweep.root)),
+                  readings=readings, gate=read["health"], tuning=tuning,
                   classes=class_table(read["tables"], finished_runs(status)), agg=read["aggregate"],
                   rankings=[verdicts.sentence(r) for r in compare.rankings(read["metrics"], "balanced_robustness",
                                                                            "balanced")] if len(read["metrics"]) else [],
                   figures=_figures(read, attack, out, two_orders), extra=extra, attack=attack,
                   attacks=attack_table(read["tables"]))
     (out / "README.md").write_text(text)
-    return {**read, "status": status, "claims": readings, "readme": text}
+    return {**read, "status": status, "claims": readings, "readme": text,
+            "tuning_note": tuning[0] if tuning[0].startswith(TUNING_RUNNING) else ""}
 
 
 def markers(preset: str) -> tuple[str, str]:
@@ -435,7 +472,7 @@ def summary_section(preset: str, written: dict, link: str) -> str:
     (verdicts.sentence), and a link to its folder."""
     readings = written["claims"]
     return "\n".join([markers(preset)[0],
-                      f"[{preset}]({link}): {progress_text(written['status'])} "
+                      f"[{preset}]({link}): {written.get('tuning_note', '')} {progress_text(written['status'])} "
                       f"{verdicts.sentence({'kind': 'summary', 'readings': readings})}\n",
                       *[f"- {verdicts.sentence(r)}" for r in readings], markers(preset)[1]])
 
@@ -473,6 +510,9 @@ def cmd_study(args) -> int:
     if not p.tuning:
         raise ConfigError(f"--preset {p.name}: is no study (it does not tune); studies: " + ", ".join(
             sorted(n for n, q in presets.PRESETS.items() if q.tuning)) + ".")
+    if not (resolve(root) / TUNING_FILE).parent.is_dir():
+        raise bad("--root", root, f"holds no tuning yet; run `python -m taetlib tune --preset {p.name} --out {root}` "
+                  "first (a study publishes from its first tuning run on).")
     t0 = time.time()
     written = write(study_sweep(p.name, resolve(root)), resolve(out), command=commands(p.name, root, out,
                                                                                        bool(p.tuning)))

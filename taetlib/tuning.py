@@ -36,19 +36,18 @@ from .errors import ConfigError, bad, check_choice
 from .metrics import balanced_accuracy
 from .parallel import pmap
 from .paths import resolve
-from .plan import TUNING_FILE, Run, Sweep, from_preset
+from .plan import POINT_FILE, TUNING_FILE, Run, Sweep, from_preset
 from .schedule import budget
 from .selection import hold_out
 from .train import TrainingDiverged, fit
 
-__all__ = ["LOSS_SCALES", "PARAMS", "POINT_FILE", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid",
+__all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid",
            "preset_tuning_budgets", "tune", "tune_point", "tuning_budget", "tuning_points", "validation_data"]
 
 PARAMS = ("lr", "loss_scale")
 # the fields one loss scale multiplies together: HARL's alpha, beta, gamma (alpha / (2 beta), where a class
 # weight turns negative, stays where it is)
 LOSS_SCALES = {"taet": {"harl_alpha": "alpha", "harl_beta": "beta", "harl_gamma": "gamma"}}   # setting -> its arg
-POINT_FILE = "point.json"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ written by the real writers (execute_run's DONE.json / FAILED.json and arm.json,
 history text, EvalResult.save of evaluate's tables, tune's tuning.json) with one arm that did not train,
 one run failed and one still running. The README names the untrained arm and never ranks it, words every
 verdict through verdicts.sentence with Holm over every primary comparison, and says what is missing."""
+import json
 import zlib
 from pathlib import Path
 
@@ -253,6 +254,24 @@ def test_a_descriptive_study_publishes_rankings_and_health_and_no_verdict(study_
     rankings = text.split("## Rankings")[1].split("##")[0]
     assert "highest mean" in rankings and "pgd_at" not in rankings
     assert "| pgd_at (did not train) |" in text
+
+
+def test_a_study_still_tuning_publishes_its_tuning_so_far_and_no_run(tmp_path):
+    """Before tuning.json: the tuning runs finished (point.json) and training, and no study run."""
+    s = tiny_study(tmp_path / "runs")
+    base = s.root / "tuning" / "synthetic-ir10"
+    for arm, value, result in (("at_bsl", "lrx0.5", {"status": "done", "val_balanced_robustness": 0.412,
+                                                      "val_balanced_accuracy": 0.7, "seconds": 60.0}),
+                               ("taet", "lrx1", None)):
+        (base / arm / value).mkdir(parents=True)
+        (base / arm / value / "history.jsonl").write_text("{}\n" * (6 if result else 2))
+        if result:
+            (base / arm / value / "point.json").write_text(json.dumps({"config": {}, "result": result}))
+    got = study.write(s, tmp_path / "out", command="c")
+    text = got["readme"]
+    assert "0 of 15 runs have finished" in text and (got["status"]["status"] == study.PENDING).all()
+    assert "The tuning is running: 1 of 10 tuning runs have finished and 1 is training" in text
+    assert "| synthetic-ir10 | at_bsl | lrx0.5 | done | 6 | 41.2" in text and "| taet | lrx1 | training | 2 |" in text
 
 
 def test_the_study_command_refuses_a_preset_that_is_no_study(tmp_path, capsys):

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from taetlib import report, tuning
+from taetlib import plan, report, tuning
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
@@ -142,12 +142,12 @@ def test_a_recorded_point_is_kept_across_a_new_config_field_and_redone_for_other
     config = RunConfig(dataset="synthetic", method="pgd_at").to_dict()
     older = {k: v for k, v in config.items() if k != "fawa_decay"}
     saved = {"status": "done", "val_balanced_robustness": 0.3}
-    (tmp_path / tuning.POINT_FILE).write_text(json.dumps({"config": older, "result": saved}))
+    (tmp_path / plan.POINT_FILE).write_text(json.dumps({"config": older, "result": saved}))
 
     def no_training(*a, **k):
         raise AssertionError("trained again")
     monkeypatch.setattr(tuning, "load_lt", no_training)
     assert tuning.tune_point(config, tmp_path, {"val_fraction": 0.2, "attack": "pgd20"}) == saved
-    (tmp_path / tuning.POINT_FILE).write_text(json.dumps({"config": {**older, "lr": 0.5}, "result": saved}))
+    (tmp_path / plan.POINT_FILE).write_text(json.dumps({"config": {**older, "lr": 0.5}, "result": saved}))
     with pytest.raises(AssertionError, match="trained again"):
         tuning.tune_point(config, tmp_path, {"val_fraction": 0.2, "attack": "pgd20"})

@@ -54,10 +54,13 @@ class Split:
     def float(self) -> torch.Tensor:
         return self.x.float().div_(255)
 
+    def positions(self) -> torch.Tensor:
+        """Each image's position in the source split (its own order when it was not taken from one)."""
+        return self.index if self.index is not None else torch.arange(len(self))
+
     def take(self, idx) -> Split:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        base = self.index if self.index is not None else torch.arange(len(self))
-        return Split(self.x[idx], self.y[idx], base[idx])
+        return Split(self.x[idx], self.y[idx], self.positions()[idx])
 
     def subset_per_class(self, k: int | None, seed: int = 0) -> Split:
         """Seeded stratified subset: at most k samples of each class (None = everything)."""

@@ -181,7 +181,8 @@ def attack_pool(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run:
     """Every attack once on the pool of test images; each protocol's tables and predictions read off it."""
     out, y_pool = Attacked(), pool.y.numpy()
     for name in plan.attacks:
-        records, t0 = [], time.perf_counter()   # run_attack shows a tqdm bar while it runs; one line when done
+        records: list = []
+        t0 = time.perf_counter()   # run_attack shows a tqdm bar while it runs; one line when done
         pred = run_attack(name, model, pool.x, pool.y, plan.params[name], log=records, **run)
         secs = time.perf_counter() - t0
         print(f"evaluate: {name} on {len(pool)} test images: {secs:.0f} s, accuracy {np.mean(pred == y_pool):.3f}",
@@ -202,7 +203,7 @@ def _record(out: Attacked, pool: Split, where: dict, plan: EvalPlan, name: str, 
     y_pool = pool.y.numpy()
     for protocol, at in where.items():
         out.seconds[(protocol, name)] = secs  # one shared run serves every protocol
-        y_np, index = y_pool[at], pool.index.numpy()[at]
+        y_np, index = y_pool[at], pool.positions().numpy()[at]
         out.predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
         out.tables.append(per_class_table(name, protocol, attack_eps, y_np, pred[at], plan.names))
         out.warn_rows += [{"protocol": protocol, "message": r.getMessage()}
@@ -228,7 +229,7 @@ def attack_curves(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, ru
             pred = run_attack(SWEEP_ATTACK, model, pool.x[sel], pool.y[sel], p, **run)
         for protocol, at in where.items():
             mine = at[inv[at] >= 0]
-            y_np, index, pr = y_pool[mine], pool.index.numpy()[mine], pred[inv[mine]]
+            y_np, index, pr = y_pool[mine], pool.positions().numpy()[mine], pred[inv[mine]]
             out.predictions[(protocol, f"{SWEEP_ATTACK}@eps={e:.6g}")] = {"y": y_np, "pred": pr, "index": index}
             out.curves.append(per_class_table(SWEEP_ATTACK, protocol, e, y_np, pr, plan.names))
     for protocol, at in where.items():

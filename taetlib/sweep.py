@@ -99,7 +99,7 @@ def recorded(run: Run) -> dict | None:
     return None
 
 
-def unfinished(run: Run, where: str) -> dict:
+def unfinished(run: Run, where: str | Path) -> dict:
     return {**run.row(), "status": "failed", "seconds": 0.0, "notebook": "",
             "error": f"no {DONE} or {FAILED}: its job is still queued or running, or was killed (see {where})"}
 
@@ -123,7 +123,7 @@ def _execute_locked(run: Run, evaluation: dict, timeout: float | None) -> dict:
         failed.write_text(json.dumps(rec, indent=2))
         return rec
     if done.exists():   # finished by an earlier invocation: its record (status, seconds) is kept
-        rec = recorded(run)
+        rec = recorded(run) or unfinished(run, run.dir)   # DONE.json exists, so recorded() reads it
         return {**rec, "resumed": True} if rec["status"] == "done" else rec
     run.dir.mkdir(parents=True, exist_ok=True)
     failed.unlink(missing_ok=True)
@@ -216,8 +216,11 @@ def plan_problems(sweep: Sweep, runs: list[Run], slurm: SlurmSettings | None = N
     root = resolve(sweep.root)
     out = [(str(r.dir.relative_to(root)), r.error.removeprefix("ConfigError: ")) for r in runs if r.error]
     out += [(str(r.dir.relative_to(root)), what) for r in runs if not r.error and (what := _empty_classes(r.config))]
+    def launcher() -> None:
+        if slurm is not None:
+            _check_launcher(slurm)
     for where, check in (("evaluation", lambda: _check_evaluation(sweep.evaluation, sweep.robust_attack)),
-                         ("launcher", lambda: slurm and _check_launcher(slurm))):
+                         ("launcher", launcher)):
         try:
             check()
         except ConfigError as e:
@@ -318,7 +321,7 @@ def sweep_slurm(sweep: Sweep, slurm: SlurmSettings, jobs: int = 1, log=print) ->
         if r.error:
             rows[r.dir] = execute_run(r, sweep.evaluation)   # records FAILED.json, starts nothing
         elif (r.dir / DONE).exists():   # finished: kept, or with other settings: failed (as execute_run says)
-            rec = recorded(r)
+            rec = recorded(r) or unfinished(r, r.dir)   # DONE.json exists, so recorded() reads it
             rows[r.dir] = {**rec, "resumed": True} if rec["status"] == "done" else rec
     todo = [r for r in st.runs if r.dir not in rows]
     jobs_ = submit_runs(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in todo], slurm,
@@ -464,7 +467,7 @@ def sweep_from_args(args) -> Sweep:
         arms = [Arm(m, r) for m in methods for r in variants]
     else:
         arms = [Arm.of(a) for a in ps["arms"]]
-    evaluation = copy.deepcopy(preset.evaluation if preset else DEFAULT_EVALUATION)
+    evaluation: dict = copy.deepcopy(preset.evaluation if preset else DEFAULT_EVALUATION)
     if args.attacks:
         evaluation["attacks"] = args.attacks
     if args.eval_per_class is not None:

@@ -56,7 +56,7 @@ class Attack:
 
     def radius(self, y: Tensor, epoch: int) -> tuple[float | Tensor, float | Tensor]:
         """(eps, step) for this batch: floats, or per-sample tensors under RobustLT."""
-        if self.class_scale is None:
+        if self.class_scale is None or self.ramp_epochs is None:   # RobustLT sets both
             return self.eps, self.step
         if self.class_scale.device != y.device:   # moved once, then cached: no per-step copy
             self.class_scale = self.class_scale.to(y.device)
@@ -69,7 +69,7 @@ class Attack:
         eps, step = self.radius(y, epoch)
         if loss is None and self.loss is None:
             raise ValueError("this attack's loss is built per batch (MethodSpec attack_loss=None): pass loss=.")
-        return pgd_trace(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss,
+        return pgd_trace(model, x, y, eps=eps, step=step, steps=self.steps, loss=loss or self.loss or "ce",
                          random_start=self.start, clamp_start=self.clamp_start, bn=self.bn)
 
 

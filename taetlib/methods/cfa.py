@@ -85,11 +85,10 @@ class CFA(Calibrated):
     def class_eps_beta(self, epoch: int, device) -> tuple[Tensor, Tensor]:
         """(eps_c, b_c) for this epoch."""
         C = self.num_classes
-        calibrate = epoch > self.begin and self.classwise is not None
-        r = self.classwise.to(device) if calibrate else None
-        eps = calibrated_eps(r, self.attack.eps, self.lambdas[0]) if calibrate and self.ccm else \
+        r = self.classwise.to(device) if epoch > self.begin and self.classwise is not None else None
+        eps = calibrated_eps(r, self.attack.eps, self.lambdas[0]) if r is not None and self.ccm else \
             torch.full((C,), self.attack.eps, device=device)
-        beta = calibrated_beta(r, self.beta, self.lambdas[1]) if calibrate and self.ccr else \
+        beta = calibrated_beta(r, self.beta, self.lambdas[1]) if r is not None and self.ccr else \
             torch.full((C,), self.beta / (1 + self.beta), device=device)
         return eps, beta
 

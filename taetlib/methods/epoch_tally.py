@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..collectives import sum_over_ranks
-from .base import Objective
+from .base import Attack, Objective
 
 __all__ = ["Calibrated", "EpochTally"]
 
@@ -47,6 +47,7 @@ class EpochTally:
 class Calibrated(Objective):
     """An objective that tallies each epoch by class and derives a per-class tensor `classwise` from a closed
     epoch (CFA's r_c, DAFA's weights); both go into last.pt."""
+    attack: Attack   # the calibrated objectives always attack
 
     def __init__(self, attack, num_classes: int, width: int = 1):
         super().__init__(attack, num_classes)

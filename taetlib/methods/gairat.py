@@ -49,7 +49,7 @@ LAMBDA_SCHEDULES = ("fixed", "linear", "piecewise", "piecewise_stepped")   # the
 
 def lambda_at(schedule: str, epoch: int, epochs: int, lam: float, lam_max: float | None = None) -> float:
     """lambda in (1-based) epoch `epoch` of `epochs`, from the schedule's start on (adjust_Lambda)."""
-    if schedule == "linear":
+    if schedule == "linear" and lam_max is not None:   # GAIRATArgs refuses linear without lambda_max
         return lam_max - (epoch / epochs) * (lam_max - lam)
     if schedule == "piecewise_stepped":
         return lam - (1.5 if epoch >= round(epochs * 11 / 12) else 1.0 if epoch >= round(epochs * 3 / 4) else 0.0)

@@ -53,7 +53,7 @@ from ..errors import REGISTRIES, bad, check_choice  # REGISTRIES: data.DATASETS 
 from ..method_spec import MethodArgs, arg_error, register
 from ..models import MODELS
 from .awp import unwrap
-from .base import Objective, StepOut
+from .base import Attack, Objective, StepOut
 
 __all__ = ["HEADS", "LASAT", "LASATArgs", "REWARD_RESTARTS", "REWARD_SCALES", "StrategyNet", "categorical",
            "policy_loss", "reward", "reward_pgd", "smoothed_ce", "strategy_attack"]
@@ -80,7 +80,10 @@ def reward(ce: Tensor, rob_acc: Tensor, clean_acc: Tensor, weights=(1.0, 1.0, 1.
 
 def policy_loss(log_probs: list[Tensor], actions: list[Tensor], r: Tensor) -> Tensor:
     """sum over heads of mean_i(-log pi_h(a_ih) * R): REINFORCE with one reward per batch, no baseline."""
-    return sum((-lp.gather(1, a[:, None]).squeeze(1) * r).mean() for lp, a in zip(log_probs, actions))
+    total = r.new_zeros(())   # summed head by head, in order, as sum() would
+    for lp, a in zip(log_probs, actions):
+        total = total + (-lp.gather(1, a[:, None]).squeeze(1) * r).mean()
+    return total
 
 
 def categorical(probs: Tensor) -> Tensor:
@@ -164,6 +167,7 @@ class StrategyNet(nn.Module):
 
 
 class LASAT(Objective):
+    attack: Attack   # its radius bounds the strategies
     name = "las_at"
     picks_eps = True   # robustlt() refuses it
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from taetlib.intervals import combine  # noqa: E402
+from taetlib.markdown_table import markdown  # noqa: E402
 from taetlib.report import find_runs, run_info  # noqa: E402
 
 METRICS = {"balanced_accuracy": "clean", "balanced_robustness": "pgd20"}   # metric -> attack row of summary.csv
@@ -64,13 +65,6 @@ def summary(p: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown(df: pd.DataFrame) -> str:
-    def cell(v):
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fp32", default="runs/eqs/fp32")
@@ -82,9 +76,9 @@ def main() -> None:
     p.to_csv(f"{args.out}.csv", index=False, float_format="%.4g")
     s = summary(p)
     print(f"finished runs: fp32 {len(fp32)}, fast {len(fast)}; pairs {len(p)}\n")
-    print(markdown(p))
+    print(markdown(p, floats=".2f"))
     print()
-    print(markdown(s))
+    print(markdown(s, floats=".2f"))
     if len(p):
         ratio = p["train_seconds_fast"].sum() / p["train_seconds_fp32"].sum()
         print(f"\ntraining seconds, paired runs: fp32 {p['train_seconds_fp32'].sum():.0f}, fast "

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["history_tables", "read_history"]
+__all__ = ["history_tables", "history_text", "read_history"]
 
 
 def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFrame]:
@@ -55,3 +55,7 @@ def read_history(run_dir: str | Path) -> list[dict]:
                     r = json.loads(line)
                     records[r["epoch"]] = r
     return [records[e] for e in sorted(records)]
+
+
+def history_text(history: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in history)

@@ -22,11 +22,12 @@ import pandas as pd
 from . import compare, data, intervals, presets, report, verdicts
 from . import health as healthlib
 from .figure_files import export_figure
+from .markdown_table import markdown
 
-__all__ = ["CANNOT", "CLAIMS", "DEMO_MARKERS", "HEADERS", "HEADLINE", "IMAGES", "MARKERS", "PRESET", "SOURCES_NOTE",
-           "TABLE", "claim_readings", "demo_section", "figure", "leaders", "markdown", "readme", "readme_section",
-           "reread", "reread_aggregate", "reread_claims", "saved_images", "sweep_readings", "table", "update_section",
-           "verdict", "write"]
+__all__ = ["CANNOT", "CLAIMS", "DEMO_MARKERS", "HEADLINE", "IMAGES", "MARKERS", "PRESET", "SOURCES_NOTE", "TABLE",
+           "claim_readings", "demo_section", "figure", "leaders", "readme", "readme_section", "reread",
+           "reread_aggregate", "reread_claims", "saved_images", "sweep_readings", "table", "update_section", "verdict",
+           "write"]
 
 TABLE = ["balanced_accuracy", "balanced_robustness", "taet_tail_robustness", "weakest_k_robustness",
          "worst_class_robustness"]
@@ -35,9 +36,6 @@ MARKERS = ("<!-- results:fmnist_lt -->", "<!-- /results:fmnist_lt -->")   # its 
 CLAIMS = {"balanced_robustness": "claim 1: balanced robustness",
           "taet_tail_robustness": "claim 2: TAET's tail classes (the rarer half), robust",
           "weakest_k_robustness": "the weakest ceil(C/3) classes, robust"}
-HEADERS = {"balanced_accuracy": "balanced acc.", "balanced_robustness": "balanced rob.",
-           "taet_tail_robustness": "TAET tail rob.", "weakest_k_robustness": "weakest-k rob.",
-           "worst_class_robustness": "worst class rob."}
 PRESET = "fmnist_lt_results"
 IMAGES = {"balanced_accuracy": 1.0, "balanced_robustness": 1.0, "taet_tail_robustness": 0.5,
           "weakest_k_robustness": 0.4, "worst_class_robustness": 0.1}   # share of a protocol's images (10 classes)
@@ -77,14 +75,6 @@ def table(agg: pd.DataFrame, protocol: str, metrics=TABLE) -> pd.DataFrame:
     wide.columns.name = None
     wide = wide.sort_values(["imbalance_ratio", "_order"]).drop(columns="_order")
     return wide.assign(imbalance_ratio=[f"{v:g}" for v in wide["imbalance_ratio"]]).reset_index(drop=True)
-
-
-def markdown(df: pd.DataFrame, headers: dict | None = None) -> str:
-    headers = {"imbalance_ratio": "IR", **HEADERS, **(headers or {})}
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(headers.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def figure(agg: pd.DataFrame, protocol: str = "balanced"):

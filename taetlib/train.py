@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,30 +31,28 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed, numerics
-from .attacks import bn_eval, pgd
 from .batches import Batches
 from .checkpoints import CheckpointError, load_checkpoint
 from .config import RunConfig
 from .data import LTData
 from .distributed import Dist, resolve_device
+from .epoch_eval import count_hits, evaluate_per_class, per_class_acc
 from .errors import bad
 from .eval_result import per_class_epochs
 from .fawa import FAWA, worst_class
+from .history import history_text
 from .methods import attack_start, build_objective, model_head
 from .models import create_model, set_class_prior
 from .resume import Refused, check_numerics, check_resume
+from .run_files import RUN_FILES, check_run_dir, save_atomic
 from .runlock import holds_run_lock
 from .schedule import epoch_seed, lr_at, stage_epochs
 from .selection import balanced, best_epoch, validation_split
 
-__all__ = ["FitResult", "RUN_FILES", "Training", "TrainingDiverged", "average_epoch", "build", "check_inputs",
-           "check_run_dir", "count_hits", "epoch_count", "epochs_to_train", "evaluate_epoch", "evaluate_per_class",
-           "finish", "fit", "history_text", "keep_fawa", "open_run_dir", "peak_memory_mb", "per_class_acc", "prepare",
-           "progress_line", "record_epoch", "report_epoch", "restore", "restore_fawa", "save_epoch", "set_lr",
-           "train_epoch"]
-
-RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
-
+__all__ = ["FitResult", "Training", "TrainingDiverged", "average_epoch", "build", "check_inputs", "epoch_count",
+           "epochs_to_train", "evaluate_epoch", "finish", "fit", "keep_fawa", "open_run_dir", "peak_memory_mb",
+           "prepare", "progress_line", "record_epoch", "report_epoch", "restore", "restore_fawa", "save_epoch",
+           "set_lr", "train_epoch"]
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
@@ -78,91 +73,10 @@ class FitResult:
 
 
 # ---------------------------------------------------------------- small pure helpers
-def per_class_acc(tally: Tensor) -> list[float | None] | None:
-    """[2, C] (hits, seen) -> recall per class; None where a class was not seen, None if nothing was."""
-    hits, seen = tally.tolist()
-    if not any(seen):
-        return None
-    return [h / n if n else None for h, n in zip(hits, seen)]
-
-
-def count_hits(tally: Tensor, logits: Tensor | None, y: Tensor) -> None:
-    """Adds per-class (hits, seen) in place; index_add, not bincount (CUDA bincount syncs)."""
-    if logits is not None:
-        tally[0].index_add_(0, y, (logits.argmax(1) == y).long())
-        tally[1].index_add_(0, y, torch.ones_like(y))
-
-
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # process peak RSS (Linux: KiB)
-
-
-# ---------------------------------------------------------------- writing the run's files
-def _save_atomic(obj, path: Path) -> None:
-    """torch.save (or text) to path.tmp, then rename: a crash mid-write never leaves a half file at path."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        if isinstance(obj, str):
-            tmp.write_text(obj)
-        else:
-            torch.save(obj, tmp)
-    except OSError as e:   # e.g. the disk filled up during the run
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"could not write {path} ({e.strerror}); the previous {path.name} is intact. "
-                               "Fix: free space there, then run the same command again to resume.") from e
-    os.replace(tmp, path)
-
-
-def _tensor_bytes(obj) -> int:
-    """Bytes of the tensors in nested dicts / lists (an objective's state)."""
-    if isinstance(obj, Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    return sum(_tensor_bytes(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
-
-
-def check_run_dir(run_dir: Path, model: nn.Module, objective_state: dict | None = None) -> None:
-    """Refuse, before training, a run_dir that cannot take the run's files: not writable (a probe file
-    is created and removed), or too little free space for last.pt (weights + momentum + the objective's
-    state, e.g. LAS-AT's strategy network) written beside the previous one, plus model.pt."""
-    where = next(p for p in (run_dir, *run_dir.parents) if p.exists())   # run_dir itself may not exist yet
-    if not where.is_dir():
-        raise bad("run_dir", str(run_dir), f"{where} is a file, not a directory. Fix: choose another run directory.")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=where)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise bad("run_dir", str(run_dir), f"{where} is not writable ({e.strerror}). Fix: choose a writable run "
-                                           f"directory, or give yourself write permission (chmod u+w {where}).") from e
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    need = 5 * weights + 2 * _tensor_bytes(objective_state or {}) + 2**20   # last.pt twice, model.pt, history
-    free = shutil.disk_usage(where).free
-    if free < need:
-        raise bad("run_dir", str(run_dir), f"only {free / 2**20:.1f} MiB free on the filesystem of {where}; this run "
-                  f"writes about {need / 2**20:.1f} MiB (last.pt beside the previous one, model.pt). Fix: free "
-                  "space there, or choose a run directory on another disk.")
-
-
-# ---------------------------------------------------------------- in-training evaluation
-def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, eps: float, steps: int,
-                       random_start: str, device: torch.device, bf16: bool = False,
-                       dist: Dist = Dist()) -> tuple[list, list]:
-    """Clean and PGD (step eps/4) recall per class on `batches`, BatchNorm in eval mode. Under DDP each
-    rank passes its shard and the per-class counts are summed over ranks."""
-    tally = torch.zeros(2, 2, num_classes, dtype=torch.long, device=device)
-    with bn_eval(model), numerics.autocast(device, bf16):
-        for x, y in batches.epoch(0):
-            with torch.no_grad():
-                count_hits(tally[0], model(x), y)
-            x_adv = pgd(model, x, y, eps=eps, step=eps / 4, steps=steps, random_start=random_start)
-            with torch.no_grad():
-                count_hits(tally[1], model(x_adv), y)
-    distributed.all_sum(dist, tally)
-    return per_class_acc(tally[0]), per_class_acc(tally[1])
 
 
 # ---------------------------------------------------------------- one epoch
@@ -394,9 +308,9 @@ def open_run_dir(run: Training) -> None:
         (run.run_dir / f"{name}.tmp").unlink(missing_ok=True)
     if run.extension is not None:
         (run.run_dir / "model.pt").unlink(missing_ok=True)
-    _save_atomic(json.dumps({**run.cfg.to_dict(), numerics.RESOLVED_KEY: run.num.to_dict()}, indent=2) + "\n",
+    save_atomic(json.dumps({**run.cfg.to_dict(), numerics.RESOLVED_KEY: run.num.to_dict()}, indent=2) + "\n",
                  run.run_dir / "config.json")
-    _save_atomic(history_text(run.history), run.run_dir / "history.jsonl")   # from the checkpoint: no half epochs
+    save_atomic(history_text(run.history), run.run_dir / "history.jsonl")   # from the checkpoint: no half epochs
     if run.start >= run.epochs.stop:   # run again on a finished run: say so, and where it is
         print(f"{run.run_dir}: already complete (epoch {run.start - 1} of {run.epochs.stop - 1}); nothing to train. "
               f"Its files: {', '.join(n for n in RUN_FILES if (run.run_dir / n).exists())}. Use a new run_dir to "
@@ -491,13 +405,13 @@ def save_epoch(run: Training, record: dict) -> None:
         return
     epoch, cfg = record["epoch"], run.cfg
     if cfg.select == "best_val_pgd" and best_epoch(run.history) == epoch:
-        _save_atomic(run.model.state_dict(), run.run_dir / "best.pt")
+        save_atomic(run.model.state_dict(), run.run_dir / "best.pt")
     fawa = {"fawa": run.fawa.state_dict()} if run.fawa is not None else {}
-    _save_atomic({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), **fawa,
+    save_atomic({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), **fawa,
                   "scheduler": {"milestones": cfg.lr_milestones, "gamma": cfg.lr_gamma, "last_epoch": epoch},
                   "epoch": epoch, "cfg": cfg.to_dict(), "history": run.history, "world_size": run.dist.world_size,
                   "objective": run.objective.state_dict(), numerics.RESOLVED_KEY: run.num.to_dict()}, run.ckpt_path)
-    _save_atomic(history_text(run.history), run.run_dir / "history.jsonl")
+    save_atomic(history_text(run.history), run.run_dir / "history.jsonl")
 
 
 def report_epoch(run: Training, record: dict, seconds: float) -> None:
@@ -523,7 +437,7 @@ def finish(run: Training) -> FitResult:
     if complete and run.fawa is not None:
         keep_fawa(run)
     if complete and run.dist.is_main:
-        _save_atomic(run.model.state_dict(), run.run_dir / "model.pt")
+        save_atomic(run.model.state_dict(), run.run_dir / "model.pt")
     distributed.barrier(run.dist)   # every rank returns once model.pt is on disk
     return FitResult(model=run.model, history=run.history, run_dir=run.run_dir, class_names=run.class_names,
                      complete=complete)
@@ -545,10 +459,6 @@ def keep_fawa(run: Training) -> None:
 
 
 # ---------------------------------------------------------------- the epoch line
-def history_text(history: list[dict]) -> str:
-    return "".join(json.dumps(r) + "\n" for r in history)
-
-
 def epoch_count(cfg: RunConfig, epoch: int) -> tuple[int, int]:
     """(n, of): the epoch counted in what the user asked for: TAET's stage 1 (under the equal budget, the
     stabilization_epochs before the adversarial ones) on its own, then the `epochs` epochs."""

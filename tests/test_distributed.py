@@ -24,11 +24,12 @@ from taetlib.checkpoints import load_checkpoint, load_model
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.distributed import Dist
+from taetlib.epoch_eval import evaluate_per_class
 from taetlib.errors import ConfigError
 from taetlib.eval_result import per_class_table
 from taetlib.methods.taet import TAET
 from taetlib.models import Normalized, create_model
-from taetlib.train import evaluate_per_class, fit
+from taetlib.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

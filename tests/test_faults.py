@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import taetlib.train as train_mod
+import taetlib.run_files as run_files
 from taetlib.checkpoints import load_checkpoint
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
@@ -118,13 +118,13 @@ def small(tmp_path_factory, tiny_config):
 
 
 def nothing_written(run: Path) -> bool:
-    return not run.exists() or not any((run / f).exists() for f in train_mod.RUN_FILES)
+    return not run.exists() or not any((run / f).exists() for f in run_files.RUN_FILES)
 
 
 def test_disk_full_is_refused_before_training(small, tmp_path, monkeypatch):
     cfg, data = small
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(train_mod.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(run_files.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 4096, 4096))
     with pytest.raises(ConfigError, match=r"run_dir=.*only 0\.0 MiB free .* writes about .* MiB.*Fix: free space"):
         fit(cfg, data, tmp_path / "run")
     assert nothing_written(tmp_path / "run")
@@ -159,7 +159,7 @@ def test_disk_filling_up_mid_run_keeps_the_last_checkpoint(small, tmp_path, monk
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_save(obj, path)
 
-    monkeypatch.setattr(train_mod.torch, "save", save_then_fill_up)
+    monkeypatch.setattr(run_files.torch, "save", save_then_fill_up)
     with pytest.raises(OSError, match=r"could not write .*last\.pt \(No space left on device\); the previous last\.pt "
                                       r"is intact\. Fix: free space there, then run the same command again"):
         fit(cfg, data, tmp_path)

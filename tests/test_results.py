@@ -10,6 +10,7 @@ from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
 from taetlib import compare, intervals, presets, results, stats, verdicts
+from taetlib.markdown_table import markdown
 from taetlib.plan import Sweep, budget_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,11 +203,11 @@ def test_the_published_tables_are_the_published_csv_and_the_engine_reread():
                                      presets.get(results.PRESET).primary)
     text = (PUBLISHED / "README.md").read_text()
     for protocol in ("balanced", "long_tailed"):
-        assert results.markdown(results.table(agg, protocol)) in text
+        assert markdown(results.table(agg, protocol)) in text
         for line in results.verdict(readings, protocol):
             assert line in text
     top = (ROOT / "docs" / "results.md").read_text()
-    assert results.markdown(results.table(agg, "balanced", results.HEADLINE)) in top
+    assert markdown(results.table(agg, "balanced", results.HEADLINE)) in top
     for r in readings:
         assert (verdicts.sentence(r) in top) == (r["kind"] == "claim")
     assert re.search(r"Wall time of the runs: \d+ min", text) and "cannot support" in text

@@ -15,9 +15,10 @@ from taetlib import cli, data, study, sweep, tuning, verdicts
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.eval_result import EvalResult, per_class_table, summary_table
+from taetlib.history import history_text
 from taetlib.plan import Sweep
 from taetlib.runs import NB_EVAL, NB_TRAIN
-from taetlib.train import history_text
+from taetlib.study_b_readme import variants_of
 
 NAMES = tuple(f"k{i}" for i in range(10))
 PERM = {"class_order": "permutation:1"}
@@ -238,7 +239,7 @@ def test_a_study_with_no_finished_run_says_so(tmp_path, monkeypatch):
 
 
 def test_study_variants_group_the_class_orders_of_one_arm():
-    assert study.variants_of(ARMS) == {"at_bsl": "at_bsl", "taet": "taet", "pgd_at": "pgd_at",
+    assert variants_of(ARMS) == {"at_bsl": "at_bsl", "taet": "taet", "pgd_at": "pgd_at",
                                        "at_bsl-perm": "at_bsl", "taet-perm": "taet"}
 
 

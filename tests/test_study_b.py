@@ -7,7 +7,7 @@ import pytest
 
 from taetlib import study_b
 from taetlib.data import by_rank, longtail_counts
-from taetlib.train import history_text
+from taetlib.history import history_text
 
 CLASSES = [f"c{i}" for i in range(10)]
 LABEL = list(range(10))

@@ -1,0 +1,65 @@
+"""The files a training run writes into its folder: their names, an atomic write, and the check, before
+training, that the folder can take them (writable, room for last.pt beside the previous one)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import bad
+
+__all__ = ["RUN_FILES", "check_run_dir", "save_atomic", "tensor_bytes"]
+
+
+RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save (or text) to path.tmp, then rename: a crash mid-write never leaves a half file at path."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if isinstance(obj, str):
+            tmp.write_text(obj)
+        else:
+            torch.save(obj, tmp)
+    except OSError as e:   # e.g. the disk filled up during the run
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path} ({e.strerror}); the previous {path.name} is intact. "
+                               "Fix: free space there, then run the same command again to resume.") from e
+    os.replace(tmp, path)
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in nested dicts / lists (an objective's state)."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    return sum(tensor_bytes(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
+
+
+def check_run_dir(run_dir: Path, model: nn.Module, objective_state: dict | None = None) -> None:
+    """Refuse, before training, a run_dir that cannot take the run's files: not writable (a probe file
+    is created and removed), or too little free space for last.pt (weights + momentum + the objective's
+    state, e.g. LAS-AT's strategy network) written beside the previous one, plus model.pt."""
+    where = next(p for p in (run_dir, *run_dir.parents) if p.exists())   # run_dir itself may not exist yet
+    if not where.is_dir():
+        raise bad("run_dir", str(run_dir), f"{where} is a file, not a directory. Fix: choose another run directory.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=where)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise bad("run_dir", str(run_dir), f"{where} is not writable ({e.strerror}). Fix: choose a writable run "
+                                           f"directory, or give yourself write permission (chmod u+w {where}).") from e
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    need = 5 * weights + 2 * tensor_bytes(objective_state or {}) + 2**20   # last.pt twice, model.pt, history
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise bad("run_dir", str(run_dir), f"only {free / 2**20:.1f} MiB free on the filesystem of {where}; this run "
+                  f"writes about {need / 2**20:.1f} MiB (last.pt beside the previous one, model.pt). Fix: free "
+                  "space there, or choose a run directory on another disk.")

@@ -30,7 +30,7 @@ def count_hits(tally: Tensor, logits: Tensor | None, y: Tensor) -> None:
 
 def evaluate_per_class(model: nn.Module, batches: Batches, num_classes: int, *, eps: float, steps: int,
                        random_start: str, device: torch.device, bf16: bool = False,
-                       dist: Dist = Dist()) -> tuple[list, list]:
+                       dist: Dist = Dist()) -> tuple[list[float | None] | None, list[float | None] | None]:
     """Clean and PGD (step eps/4) recall per class on `batches`, BatchNorm in eval mode. Under DDP each
     rank passes its shard and the per-class counts are summed over ranks."""
     tally = torch.zeros(2, 2, num_classes, dtype=torch.long, device=device)

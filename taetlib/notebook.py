@@ -21,9 +21,10 @@ from .plots import (
                     sample_grid,
                     show,
 )
-from .report import counts_table, explorer, find_runs, load_runs, views, write_views
+from .report import counts_table, find_runs, load_runs
 from .runs import check_params, notebook_config, notebook_run_dir, stage1_checkpoint
 from .train import fit
+from .views import explorer, views, write_views
 
 __all__ = [
     # parameters and folders (runs.py, paths.py)

@@ -1,6 +1,6 @@
 """Comparing saved runs: load their evaluations as stacked tidy tables, their headline metrics and
-means over seeds, build the views of notebook 05, browse them with dropdowns, write them as HTML,
-and assemble a sweep's report page.
+means over seeds, the cross-run figures (views.py adds one run's and browses them), and a sweep's
+report page.
 
 A run is a folder holding config.json and eval/ (evaluate_run's per_class.csv, summary.csv,
 curves.csv, flags.csv, predictions.npz). Stacked tables carry the run columns
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import time
 from pathlib import Path
 
@@ -21,18 +20,16 @@ import plotly.graph_objects as go
 from . import compare, plots, verdicts
 from . import health as healthlib
 from .arms import arm_name
-from .figure_files import PLOTLYJS, save_html, write_plotlyjs
+from .figure_files import PLOTLYJS, write_plotlyjs
 from .runs import ARM_FILE
 
-__all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "RUN_COLUMNS", "RUN_VIEWS", "SHARE", "SOURCE", "STYLE",
+__all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "RUN_COLUMNS", "SHARE", "SOURCE", "STYLE",
            "TRADEOFF_TITLE", "aggregate", "arm_means", "class_order_line", "class_order_text", "collect",
-           "counts_table", "cross_view", "explorer", "find_runs", "images_behind", "load_runs", "paired_differences",
-           "predictions", "primary_section", "robust_attack_in", "robust_attack_of", "run_info", "run_metrics",
-           "run_view", "status_counts", "sweep_figures", "tradeoff_figure", "tuning_record", "tuning_section", "views",
-           "write_sweep_report", "write_views"]
+           "counts_table", "cross_view", "find_runs", "images_behind", "load_runs", "paired_differences", "predictions",
+           "primary_section", "robust_attack_in", "robust_attack_of", "run_info", "run_metrics", "status_counts",
+           "sweep_figures", "tradeoff_figure", "tuning_record", "tuning_section", "write_sweep_report"]
 
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
-RUN_VIEWS = ("clean_vs_robust", "eps_curves", "confusion")          # one run at a time
 CROSS_VIEWS = ("methods_per_class", "recall_vs_count", "groups", "tradeoff")   # every run, per arm
 METRICS = ["clean_accuracy", "balanced_accuracy", "robust_accuracy", "balanced_robustness", "tail_robustness",
            "taet_tail_robustness", "robustlt_tail_robustness", "weakest_k_robustness", "worst_class_robustness"]
@@ -253,26 +250,6 @@ def _with_ir(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(IR=[f"IR {v:g}" for v in df["imbalance_ratio"]]) if len(df) else df.assign(IR=[])
 
 
-def run_view(tables: dict, name: str, label: str, attack: str, protocol: str) -> go.Figure:
-    """One run's view: clean vs robust bars, robustness vs eps curves, or the adversarial confusion matrix."""
-    pc, cur = tables["per_class"], tables["curves"]
-    sel = (pc["label"] == label) & (pc["protocol"] == protocol)
-    if name == "clean_vs_robust":
-        t = pc[sel & pc["attack"].isin(["clean", attack])]
-        return plots.per_class_bars(t, color="attack",
-                                    title=f"{label}: clean vs {attack} recall per class ({protocol})")
-    if name == "eps_curves":
-        c = cur[(cur["label"] == label) & (cur["protocol"] == protocol)] if len(cur) else cur
-        return plots.eps_curves(c, title=f"{label}: robustness vs eps per class ({protocol})")
-    if name == "confusion":
-        run = tables["runs"].set_index("label").loc[label, "run"]
-        names = pc[sel].drop_duplicates("class").sort_values("class")["class_name"].tolist()
-        y, pred = predictions(run, protocol, attack)
-        return plots.confusion_heatmap(plots.confusion_table(y, pred, names),
-                                       title=f"{label}: where {attack} sends each class ({protocol})")
-    raise ValueError(f"view={name!r}: choose one of {RUN_VIEWS}")
-
-
 TRADEOFF_TITLE = "Balanced accuracy vs balanced robustness ({attack}, {protocol} test set; 95 % intervals)"
 
 
@@ -314,58 +291,6 @@ def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure
         return plots.tradeoff_scatter(p, facet_col=_ir_facet(p), title=TRADEOFF_TITLE.format(attack=attack,
                                                                                              protocol=protocol))
     raise ValueError(f"view={name!r}: choose one of {CROSS_VIEWS}")
-
-
-def views(tables: dict, label: str, attack: str, protocol: str) -> dict[str, go.Figure]:
-    out = {n: run_view(tables, n, label, attack, protocol) for n in RUN_VIEWS}
-    out.update({n: cross_view(tables, n, attack, protocol) for n in CROSS_VIEWS})
-    return out
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", s).strip("_")
-
-
-def write_views(tables: dict, out_dir: str | Path, attack: str) -> list[Path]:
-    """Every view as HTML: cross-run views per protocol, run views per run and protocol."""
-    out_dir, paths = Path(out_dir), []
-    protocols = list(dict.fromkeys(tables["per_class"]["protocol"]))
-    for protocol in protocols:
-        for n in CROSS_VIEWS:
-            fig = cross_view(tables, n, attack, protocol)
-            paths.append(save_html(fig, out_dir / f"{n}_{protocol}_{attack}.html"))
-        for label in tables["runs"]["label"]:
-            for n in RUN_VIEWS:
-                paths.append(save_html(run_view(tables, n, label, attack, protocol),
-                                             out_dir / "runs" / _slug(label) / f"{n}_{protocol}_{attack}.html"))
-    return paths
-
-
-def explorer(tables: dict, attack: str, protocol: str):
-    """Dropdowns (run, attack, protocol) over the six views; returns the ipywidgets box it displays.
-    Redrawn by observers into an Output widget (ipywidgets' `interact` can stall notebook runners)."""
-    import ipywidgets as w  # interactive only; deferred for start-up time
-    from IPython.display import clear_output, display  # interactive only; deferred for start-up time
-    attacks = [a for a in dict.fromkeys(tables["per_class"]["attack"]) if a != "clean"]
-    pick = {"label": w.Dropdown(options=list(tables["runs"]["label"]), description="run"),
-            "attack": w.Dropdown(options=attacks, value=attack if attack in attacks else attacks[0],
-                                 description="attack"),
-            "protocol": w.Dropdown(options=list(dict.fromkeys(tables["per_class"]["protocol"])),
-                                   value=protocol, description="protocol")}
-    out = w.Output()
-
-    def redraw(*_):
-        with out:
-            clear_output(wait=True)
-            for fig in views(tables, **{k: d.value for k, d in pick.items()}).values():
-                plots.show(fig, interactive=True)
-
-    for d in pick.values():
-        d.observe(redraw, "value")
-    box = w.VBox([w.HBox(list(pick.values())), out])
-    display(box)
-    redraw()
-    return box
 
 
 # ------------------------------------------------------------------------------ the sweep report

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from taetlib import compare, figure_files, plots, report, stats
+from taetlib import compare, figure_files, plots, report, stats, views
 from taetlib.history import history_tables, read_history
 
 CLASSES = [f"c{i}" for i in range(6)]
@@ -83,15 +83,15 @@ def traces(fig) -> list[tuple]:
 
 
 def test_live_plot_interactive_updates_widgets(capsys):
-    views = {"loss": plots.loss_figure, "per_class": plots.per_class_figure}
-    live = plots.live_plot(views, interactive=True)
+    figures = {"loss": plots.loss_figure, "per_class": plots.per_class_figure}
+    live = plots.live_plot(figures, interactive=True)
     assert not live.headless and set(live.widgets) == {"loss", "per_class"}
     assert all(isinstance(w, go.FigureWidget) for w in live.widgets.values())   # anywidget is installed
     records = history()
     for k, r in enumerate(records, 1):
         live(r)  # each FigureWidget redrawn in place with every epoch so far
         tables = history_tables(records[:k])
-        for name, fn in views.items():
+        for name, fn in figures.items():
             assert traces(live.widgets[name]) == traces(fn(tables)), (name, k)
     loss = live.widgets["loss"].data[0]   # the first panel: the loss itself, per epoch
     assert loss.name == "adversarial" and list(loss.x) == [1, 2, 3] and list(loss.y) == [2.0, 1.0, 2 / 3]
@@ -279,11 +279,11 @@ def test_views_and_tradeoff_points(runs, tmp_path):
     taet = pts[(pts.arm == "taet") & (pts.imbalance_ratio == 10)].iloc[0]
     assert taet.balanced_accuracy == pytest.approx(np.linspace(0.9, 0.4, 6).mean(), abs=0.02)
     assert taet.balanced_robustness < taet.balanced_accuracy
-    figs = report.views(t, "synthetic-ir10/taet/seed0", "pgd20", "balanced")
-    assert set(figs) == set(report.RUN_VIEWS) | set(report.CROSS_VIEWS)
+    figs = views.views(t, "synthetic-ir10/taet/seed0", "pgd20", "balanced")
+    assert set(figs) == set(views.RUN_VIEWS) | set(report.CROSS_VIEWS)
     assert all(isinstance(f, go.Figure) and len(f.data) for f in figs.values())
-    paths = report.write_views(t, tmp_path / "views", "pgd20")
-    assert len(paths) == 2 * (len(report.CROSS_VIEWS) + 8 * len(report.RUN_VIEWS))
+    paths = views.write_views(t, tmp_path / "views", "pgd20")
+    assert len(paths) == 2 * (len(report.CROSS_VIEWS) + 8 * len(views.RUN_VIEWS))
     assert all(p.exists() for p in paths)
 
 
@@ -293,9 +293,9 @@ def test_explorer_redraws_the_views_the_dropdowns_pick(runs, monkeypatch):
     monkeypatch.setattr(plots, "show", lambda fig, *a, **k: shown.append(fig.to_json()))
 
     def drawn(label, attack, protocol):
-        return [f.to_json() for f in report.views(t, label, attack, protocol).values()]
+        return [f.to_json() for f in views.views(t, label, attack, protocol).values()]
 
-    box = report.explorer(t, "pgd20", "long_tailed")
+    box = views.explorer(t, "pgd20", "long_tailed")
     run, attack, protocol = box.children[0].children
     assert list(run.options) == list(t["runs"].label) and attack.value == "pgd20"
     assert protocol.value == "long_tailed"

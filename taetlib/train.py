@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import torch
@@ -41,7 +42,7 @@ from .errors import bad
 from .eval_result import per_class_epochs
 from .fawa import FAWA, worst_class
 from .history import history_text
-from .methods import attack_start, build_objective, model_head
+from .methods import Objective, attack_start, build_objective, model_head
 from .models import create_model, set_class_prior
 from .resume import Refused, check_numerics, check_resume
 from .run_files import RUN_FILES, check_run_dir, save_atomic
@@ -166,15 +167,16 @@ class Training:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     class_names: tuple
+    num: numerics.Numerics             # what the numeric settings resolve to on this device
     history: list = field(default_factory=list)
     start: int = 1                     # the first epoch this call trains
     extension: dict | None = None      # set when this call extends a run (resume.check_resume)
-    objective: object = None
-    num: numerics.Numerics | None = None   # what the numeric settings resolve to on this device
-    net: nn.Module | None = None       # the model as trained: compiled and / or DDP-wrapped
-    train_batches: Batches | None = None
-    val_batches: Batches | None = None
-    eval_batches: Batches | None = None
+    # prepare() sets these three, before the first epoch
+    objective: Objective = field(init=False)
+    net: nn.Module = field(init=False)   # the model as trained: compiled and / or DDP-wrapped
+    train_batches: Batches = field(init=False)
+    val_batches: Batches | None = None    # select needs a validation split
+    eval_batches: Batches | None = None   # eval_every > 0
     counts: dict = field(default_factory=dict)   # per-class image counts of the evaluated splits
     eval_eps: float = 0.0
     n_images: int = 0                  # training images per epoch (all ranks)
@@ -220,7 +222,7 @@ def build(cfg: RunConfig, data: LTData, run_dir: Path, model: nn.Module | None, 
                                 nesterov=cfg.nesterov)
     fawa = FAWA(cfg.fawa_decay, cfg.fawa_threshold) if cfg.select == "fawa" else None
     return Training(cfg, run_dir, stage, epochs, dist, device, model, optimizer, tuple(data.class_names),
-                    start=epochs.start, num=num, fawa=fawa)
+                    num, start=epochs.start, fawa=fawa)
 
 
 def restore(run: Training, resume: bool, init_checkpoint, new_plan: bool, given_model: bool) -> dict:
@@ -294,7 +296,7 @@ def prepare(run: Training, data: LTData, objective_state: dict) -> None:
     if val_split is not None:
         run.val_batches = Batches(distributed.shard(val_split, dist), cfg.batch_size, run.device, shuffle=False)
         run.counts["val"] = val_split.counts(C)
-    net = torch.compile(run.model) if cfg.compile else run.model
+    net = cast(nn.Module, torch.compile(run.model)) if cfg.compile else run.model   # a Module, typed as a callable
     run.net = distributed.wrap(net, dist, run.device)   # DDP when distributed; the attack bypasses it (see DDP)
 
 
@@ -368,17 +370,19 @@ def evaluate_epoch(run: Training, record: dict) -> None:
     under best_val_pgd, after every one under fawa, from CFA's uniform start (fawa.py)."""
     cfg, epoch, t0 = run.cfg, record["epoch"], time.perf_counter()
     at_eval = cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == run.epochs.stop - 1)
-    kw = dict(eps=run.eval_eps, steps=cfg.eval_pgd_steps, random_start=attack_start(cfg)[0], device=run.device,
-              bf16=run.num.eval_precision == "bf16", dist=run.dist)
-    if at_eval:
-        record["test_clean_acc"], record["test_pgd_acc"] = evaluate_per_class(run.net, run.eval_batches,
-                                                                              run.num_classes, **kw)
+
+    def measure(batches: Batches, start: str) -> tuple:
+        return evaluate_per_class(run.net, batches, run.num_classes, eps=run.eval_eps, steps=cfg.eval_pgd_steps,
+                                  random_start=start, device=run.device, bf16=run.num.eval_precision == "bf16",
+                                  dist=run.dist)
+    start = attack_start(cfg)[0]
+    if at_eval and run.eval_batches is not None:   # eval_batches exist exactly when eval_every > 0
+        record["test_clean_acc"], record["test_pgd_acc"] = measure(run.eval_batches, start)
         record["test_n"] = run.counts["test"]
     validate = at_eval or run.fawa is not None
     if run.val_batches and record["stage"] != "stabilization" and validate:   # selection reads this split only
-        val_kw = {**kw, "random_start": "uniform"} if run.fawa is not None else kw
-        record["val_clean_acc"], record["val_pgd_acc"] = evaluate_per_class(run.net, run.val_batches,
-                                                                            run.num_classes, **val_kw)
+        record["val_clean_acc"], record["val_pgd_acc"] = measure(run.val_batches,
+                                                                 "uniform" if run.fawa is not None else start)
         record["val_n"] = run.counts["val"]
     record.update(eval_seconds=time.perf_counter() - t0, peak_mem_mb=peak_memory_mb(run.device))
 
@@ -435,7 +439,7 @@ def finish(run: Training) -> FitResult:
         if run.dist.is_main:
             print(f"selected epoch {best} (best balanced PGD accuracy on the validation split)", flush=True)
     if complete and run.fawa is not None:
-        keep_fawa(run)
+        keep_fawa(run, run.fawa)
     if complete and run.dist.is_main:
         save_atomic(run.model.state_dict(), run.run_dir / "model.pt")
     distributed.barrier(run.dist)   # every rank returns once model.pt is on disk
@@ -443,11 +447,11 @@ def finish(run: Training) -> FitResult:
                      complete=complete)
 
 
-def keep_fawa(run: Training) -> None:
+def keep_fawa(run: Training, f: FAWA) -> None:
     """model.pt = the weight average; where no epoch reached the threshold (the official code would keep its
     average's random initial weights) the last epoch's weights stay, and the run says so."""
-    f, cfg = run.fawa, run.cfg
-    if f.updates:
+    cfg = run.cfg
+    if f.updates and f.weights is not None:
         run.model.load_state_dict(f.weights)
         note = f"model.pt holds the fairness-aware weight average (FAWA) of {f.updates} epoch(s)"
     else:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taetlib import evaluate as ev
+from taetlib.attack_suite import resolve_attacks, run_attack
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
@@ -119,3 +120,27 @@ def test_a_run_read_on_the_worst_case_gives_the_claims_the_worst_case(tmp_path):
         for m in ("robust_accuracy", "balanced_robustness", "worst_class_robustness"):
             assert read["worst_case"][m] <= read[a][m], (a, m)
     assert (tmp_path / "run" / "eval" / "summary.csv").read_text().count("worst_case") == 1
+
+
+def test_apgd_ce_and_apgd_t_alone_run_with_autoattacks_standard_restarts(monkeypatch):
+    """Alone, each sub-attack keeps the restarts AutoAttack's standard version gives it, read off the library's
+    own standard object (its 'custom' version would leave APGD-CE at its constructor's 5)."""
+    import pyautoattack
+    standard = pyautoattack.AutoAttack(nn.Identity(), device="cpu", version="standard")
+    seen = []
+    original = pyautoattack.AutoAttack.run_standard_evaluation
+
+    def spy(self, *a, **k):
+        seen.append((self.attacks_to_run, self.apgd.n_restarts, self.apgd_targeted.n_restarts))
+        return original(self, *a, **k)
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", spy)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4)).eval()   # DLR-targeted needs 4 classes or more
+    x, y = torch.randint(0, 256, (8, 1, 2, 6), dtype=torch.uint8), torch.arange(8) % 4
+    cheap = {"apgd_ce": {"apgd.n_iter": 2}, "apgd_t": {"apgd_targeted.n_iter": 2}}
+    params = resolve_attacks(["apgd_ce", "apgd_t"], cheap, 0.1, 4)
+    for name in ("apgd_ce", "apgd_t"):
+        run_attack(name, net, x, y, params[name], batch_size=8)
+    assert seen == [(["apgd-ce"], standard.apgd.n_restarts, 1), (["apgd-t"], 5, standard.apgd_targeted.n_restarts)]
+    assert standard.apgd.n_restarts == 1 != pyautoattack.AutoAttack(nn.Identity(), version="custom",
+                                                                    attacks=["apgd-ce"]).apgd.n_restarts

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["history_tables", "history_text", "read_history"]
+__all__ = ["compute_seconds", "history_tables", "history_text", "read_history"]
 
 
 def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFrame]:
@@ -42,6 +42,12 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
             "class_weight": cw}
 
 
+
+
+def compute_seconds(records: list[dict]) -> float:
+    """The seconds a history's epochs took (training and in-training evaluation), over every session that
+    trained them: a run resumed after a kill counts its earlier epochs too."""
+    return float(sum(r.get("seconds", 0.0) + (r.get("eval_seconds") or 0.0) for r in records))
 
 
 def read_history(run_dir: str | Path) -> list[dict]:

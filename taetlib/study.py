@@ -25,6 +25,7 @@ from . import compare, data, health, presets, report, results, verdicts
 from .config import RunConfig
 from .errors import ConfigError, bad
 from .figure_files import export_figure
+from .history import compute_seconds, read_history
 from .markdown_table import markdown
 from .paths import PROJECT_ROOT, resolve
 from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
@@ -35,8 +36,8 @@ from .sweep import DONE, recorded
 
 __all__ = ["FIGURES", "PENDING", "TUNING_RUNNING", "add_cli", "attack_table", "class_table", "cmd_study", "commands",
            "design_section", "finished_runs", "markers", "planned", "progress", "progress_table", "progress_text",
-           "radius_table", "read_study", "readme", "study_sweep", "summary_section", "tuning_lines", "tuning_progress",
-           "update_pages", "wall_text", "write"]
+           "radius_table", "read_study", "readme", "run_seconds", "study_sweep", "summary_section", "tuning_lines",
+           "tuning_progress", "update_pages", "wall_text", "write"]
 
 PENDING = "not finished"
 TUNING_RUNNING = "The tuning is running:"
@@ -122,21 +123,33 @@ def commands(preset: str, root: str, out: str, tunes: bool = True) -> str:
             + f"python -m taetlib study --preset {preset} --root {root} --out {out}")
 
 
+def run_seconds(run_dir: str | Path) -> float:
+    """A run's compute: its epochs (history, every session counted) and its attacks (eval_config.json's
+    seconds, one per attack: the protocols share one run of each)."""
+    run_dir = Path(run_dir)
+    ev = run_dir / "eval" / "eval_config.json"
+    attacks = json.loads(ev.read_text()).get("seconds", {}) if ev.exists() else {}
+    per_attack = {key.split("/", 1)[-1]: s for key, s in attacks.items()}
+    return compute_seconds(read_history(run_dir)) + float(sum(per_attack.values()))
+
+
 def wall_text(status: pd.DataFrame, root: Path) -> str:
-    """The runs' time (each run's own seconds, summed, and the span from the first start to the last
-    finish) and the tuning's (tuning.json's cost)."""
+    """The runs' time (each run's training and attacks, summed over every session it needed; and the span
+    from the first start to the last finish) and the tuning's (tuning.json's cost)."""
     done = finished_runs(status)
     parts = []
     if len(done):
+        compute = np.array([run_seconds(d) for d in done["run"]])
         span = (done["finished"].max() - (done["finished"] - done["seconds"]).min()) / 3600
-        parts.append(f"the {len(done)} finished runs took {done['seconds'].sum() / 3600:.1f} h of run time "
-                     f"({done['seconds'].mean() / 60:.0f} min each on average), {span:.1f} h of wall time from the "
-                     "first start to the last finish")
+        parts.append(f"the {len(done)} finished runs took {compute.sum() / 3600:.1f} h of compute (training and "
+                     f"attacks, every session of a resumed run counted; {compute.mean() / 60:.0f} min each on "
+                     f"average), {span:.1f} h of wall time from the first start to the last finish (any pause between "
+                     "sessions included)")
     tuning = root / TUNING_FILE
     if tuning.exists():
         cost = json.loads(tuning.read_text())["cost"]
-        parts.append(f"the tuning took {cost['runs']} runs, {cost['seconds'] / 3600:.1f} h of run time and "
-                     f"{cost['wall_seconds'] / 3600:.1f} h of wall time ({cost['sgd_steps']} SGD steps)")
+        parts.append(f"the tuning took {cost['runs']} runs and {cost['seconds'] / 3600:.1f} h of training "
+                     f"({cost['sgd_steps']} SGD steps)")
     return ("Time: " + "; ".join(parts) + ".") if parts else "Time: no run has finished yet."
 
 

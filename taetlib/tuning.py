@@ -9,7 +9,8 @@ holds no test split, and are read on the validation split only. Each run trains 
 the validation split, with the study run's epochs.
 
 `python -m taetlib tune --preset P` writes OUT/tuning/: one folder per run (fit's files and point.json),
-tuning.csv (every run: value, validation robustness and accuracy, seconds, SGD steps, status) and
+tuning.csv (every run: value, validation robustness and accuracy, seconds of the call that finished it, the
+training's seconds over every session, SGD steps, status) and
 tuning.json (the spec, the choice per IR and arm, the cost); a sweep whose preset tunes reads its choices
 from there (plan.Sweep.tuned_choices), and refuses to start without them.
 """
@@ -33,6 +34,7 @@ from .config import RunConfig
 from .data import LTData, load_lt
 from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
+from .history import compute_seconds, read_history
 from .metrics import balanced_accuracy
 from .parallel import pmap
 from .paths import resolve
@@ -232,6 +234,9 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     results = pmap(tune_point, args, jobs, lambda r: log(f"  tuning run: {r['status']}, {r['seconds']:.0f} s"))
     rows = pd.DataFrame([{**{k: v for k, v in p.items() if k not in ("config", "overrides")}, **res}
                          for p, res in zip(points, results)])
+    # the training's own seconds from each point's history, every session counted (a call's `seconds` holds
+    # only what that call ran, e.g. the last epochs of a point resumed after a kill)
+    rows["train_seconds"] = [compute_seconds(read_history(p["dir"])) for p in points]
     rows["chosen"] = False
     choices: dict = {}
     for (ir, arm), group in rows.groupby(["imbalance_ratio", "arm"], sort=False):
@@ -248,8 +253,9 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
               "validation": f"{spec.val_fraction:g} of each class of the tuning seed's training set; "
                             "the test set is not read",
               "choices": choices,
-              "cost": {"runs": len(rows), "seconds": float(rows["seconds"].sum()),
-                       "sgd_steps": int(rows["sgd_steps"].fillna(0).sum()), "wall_seconds": round(time.time() - t0)},
+              "cost": {"runs": len(rows), "seconds": float(rows["train_seconds"].sum()),
+                       "sgd_steps": int(rows["sgd_steps"].fillna(0).sum()),
+                       "last_call_wall_seconds": round(time.time() - t0)},
               "runs": json.loads(rows.to_json(orient="records"))}
     (root / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
     for ir, arms in choices.items():

@@ -282,3 +282,15 @@ def test_the_study_command_refuses_a_preset_that_is_no_study(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "fmnist_lt_demo: is no study" in err[0] and "fmnist_lt_study_c" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_runs_compute_counts_every_session_and_each_attack_once(tmp_path):
+    """Training from the history (stage 1 included), each attack once though its protocols share it."""
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "history.jsonl").write_text(history_text([{"epoch": 1, "seconds": 4.0}]))
+    (tmp_path / "history.jsonl").write_text(history_text([{"epoch": 2, "seconds": 10.0, "eval_seconds": 1.0},
+                                                          {"epoch": 3, "seconds": 12.0, "eval_seconds": None}]))
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval_config.json").write_text(json.dumps({"seconds": {
+        "balanced/clean": 1.0, "long_tailed/clean": 1.0, "balanced/apgd_t": 100.0, "long_tailed/apgd_t": 100.0}}))
+    assert study.run_seconds(tmp_path) == pytest.approx(4 + 11 + 12 + 1 + 100)

@@ -1,6 +1,7 @@
 """The equal tuning budget: the same grid size for every arm, chosen on a validation split, never on the test set."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
+from taetlib.history import history_text
 from taetlib.plan import Sweep
 from taetlib.train import fit
 from taetlib.tuning import LOSS_SCALES, TuningSpec, grid, tuning_points
@@ -151,3 +153,25 @@ def test_a_recorded_point_is_kept_across_a_new_config_field_and_redone_for_other
     (tmp_path / plan.POINT_FILE).write_text(json.dumps({"config": {**older, "lr": 0.5}, "result": saved}))
     with pytest.raises(AssertionError, match="trained again"):
         tuning.tune_point(config, tmp_path, {"val_fraction": 0.2, "attack": "pgd20"})
+
+
+def test_the_tuning_cost_counts_every_session_of_a_resumed_run(tmp_path, monkeypatch):
+    """A point resumed after a kill reports only its last call's seconds; the cost reads each point's history,
+    so the epochs trained before the kill count too."""
+    epochs = {"pgd_at": [30.0, 40.0], "taet": [5.0, 6.0, 7.0]}
+
+    def resumed_point(config, run_dir, spec):   # the history holds every epoch, the call ran the last one
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        secs = epochs[config["method"]]
+        records = [{"epoch": e, "seconds": s, "eval_seconds": 0.5} for e, s in enumerate(secs, 1)]
+        (run_dir / "history.jsonl").write_text(history_text(records))
+        return {"status": "done", "error": "", "val_balanced_accuracy": 0.5, "val_balanced_robustness": 0.3,
+                "sgd_steps": 10, "seconds": secs[-1]}
+    monkeypatch.setattr(tuning, "tune_point", resumed_point)
+    record = tuning.tune(study_sweep(tmp_path / "sw", tmp_path / "data"), jobs=1, log=lambda m: None)
+    per_point = {arm: sum(s) + 0.5 * len(s) for arm, s in epochs.items()}   # 2 values per arm
+    assert record["cost"]["seconds"] == pytest.approx(2 * sum(per_point.values()))
+    rows = pd.read_csv(tmp_path / "sw" / "tuning" / "tuning.csv")
+    assert rows.groupby("arm")["train_seconds"].sum().to_dict() == pytest.approx(
+        {arm: 2 * v for arm, v in per_point.items()})

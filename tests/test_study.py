@@ -265,14 +265,16 @@ def test_a_study_still_tuning_publishes_its_tuning_so_far_and_no_run(tmp_path):
                                                       "val_balanced_accuracy": 0.7, "seconds": 60.0}),
                                ("taet", "lrx1", None)):
         (base / arm / value).mkdir(parents=True)
-        (base / arm / value / "history.jsonl").write_text("{}\n" * (6 if result else 2))
+        epochs = range(1, 7 if result else 3)   # 10 s each, every session counted
+        (base / arm / value / "history.jsonl").write_text(history_text([{"epoch": e, "seconds": 10.0} for e in epochs]))
         if result:
             (base / arm / value / "point.json").write_text(json.dumps({"config": {}, "result": result}))
     got = study.write(s, tmp_path / "out", command="c")
     text = got["readme"]
     assert "0 of 15 runs have finished" in text and (got["status"]["status"] == study.PENDING).all()
     assert "The tuning is running: 1 of 10 tuning runs have finished and 1 is training" in text
-    assert "| synthetic-ir10 | at_bsl | lrx0.5 | done | 6 | 41.2" in text and "| taet | lrx1 | training | 2 |" in text
+    assert "| synthetic-ir10 | at_bsl | lrx0.5 | done | 6 | 41.2 | 70.0 | 60 |" in text
+    assert "| taet | lrx1 | training | 2 | nan | nan | 20 |" in text
 
 
 def test_the_study_command_refuses_a_preset_that_is_no_study(tmp_path, capsys):

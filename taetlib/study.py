@@ -220,8 +220,8 @@ def tuning_lines(sweep: Sweep) -> list[str]:
         begun = tuning_progress(sweep)
         planned = len(sweep.irs) * len(sweep.arms) * len(next(iter(sweep.tuning["factors"].values())))
         done = begun[begun["status"] != "training"]
-        shown = begun.assign(**{c: [verdicts.pts(v, False) for v in begun[c]] for c in
-                                ("val_balanced_robustness", "val_balanced_accuracy")})
+        shown = begun.assign(**{c: [verdicts.pts(v, False) if np.isfinite(v) else "-" for v in begun[c]] for c in
+                                ("val_balanced_robustness", "val_balanced_accuracy")})   # "-": still training
         return [f"{TUNING_RUNNING} {len(done)} of {planned} tuning runs have finished and "
                 f"{len(begun) - len(done)} {'is' if len(begun) - len(done) == 1 else 'are'} training; no value has "
                 "been chosen and no study run has started.", "",

@@ -274,7 +274,7 @@ def test_a_study_still_tuning_publishes_its_tuning_so_far_and_no_run(tmp_path):
     assert "0 of 15 runs have finished" in text and (got["status"]["status"] == study.PENDING).all()
     assert "The tuning is running: 1 of 10 tuning runs have finished and 1 is training" in text
     assert "| synthetic-ir10 | at_bsl | lrx0.5 | done | 6 | 41.2 | 70.0 | 60 |" in text
-    assert "| taet | lrx1 | training | 2 | nan | nan | 20 |" in text
+    assert "| taet | lrx1 | training | 2 | - | - | 20 |" in text
 
 
 def test_the_study_command_refuses_a_preset_that_is_no_study(tmp_path, capsys):

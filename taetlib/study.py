@@ -188,7 +188,8 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
                  else "out of reach")
         rows.append({"comparison": f"{r['a']} - {r['b']}, {r['label']} (IR {r['imbalance_ratio']:g}, {r['protocol']})",
                      "paper's claim": "none" if claimed is None else verdicts.pts(claimed),
-                     "seeds read": r["k"], "smallest detectable (80 % power)": verdicts.pts(mde, False),
+                     "seeds read": r["k"],
+                     "smallest detectable (80 % power)": verdicts.pts(mde, False) if np.isfinite(mde) else "-",
                      "the claim is": reach})
     if rows:
         lines += ["", "Measured on the seeds finished so far (two-sided t over seeds at 0.05, the seed spread of "

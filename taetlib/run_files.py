@@ -1,21 +1,27 @@
 """The files a training run writes into its folder: their names, an atomic write, and the check, before
-training, that the folder can take them (writable, room for last.pt beside the previous one)."""
+training, that the folder can take them (writable, room for last.pt beside the previous one); and a finished
+run folder linked into another sweep that asks for the same run (`--reuse-from`)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from .errors import bad
+from .paths import resolve
 
-__all__ = ["RUN_FILES", "check_run_dir", "save_atomic", "tensor_bytes"]
+__all__ = ["REUSED_FILE", "RUN_FILES", "check_run_dir", "link_run", "record_reuse", "reuse_source", "save_atomic",
+           "tensor_bytes"]
 
 
 RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
+REUSED_FILE = "reused.json"   # under a sweep's folder: what --reuse-from linked into it, from where
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -63,3 +69,40 @@ def check_run_dir(run_dir: Path, model: nn.Module, objective_state: dict | None 
         raise bad("run_dir", str(run_dir), f"only {free / 2**20:.1f} MiB free on the filesystem of {where}; this run "
                   f"writes about {need / 2**20:.1f} MiB (last.pt beside the previous one, model.pt). Fix: free "
                   "space there, or choose a run directory on another disk.")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:   # another filesystem: a copy
+        shutil.copy2(src, dst)
+
+
+def link_run(src: Path, dst: Path) -> None:
+    """src's files hard-linked into the new folder dst (copied across filesystems); the source is not changed.
+    Its lock and any half-written .tmp stay behind. Every later write replaces a file (save_atomic), so the
+    two folders never write into each other."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dst, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".lock", "*.tmp"))
+
+
+def record_reuse(root: Path, kind: str, source: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Append what was linked (kind: 'tuning' or 'runs') to root/REUSED_FILE, the sweep's record of it."""
+    if not pairs:
+        return
+    path = Path(root) / REUSED_FILE
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    entry = {"kind": kind, "source": str(Path(source).resolve()), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "linked": [{"from": str(s), "to": str(d)} for s, d in pairs]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([*earlier, entry], indent=2) + "\n")
+
+
+def reuse_source(given: str, root: Path) -> Path:
+    """--reuse-from's folder, checked: another sweep's existing folder."""
+    source = resolve(given)
+    if not source.is_dir():
+        raise bad("--reuse-from", given, "is no folder; give the sweep folder of the study whose runs to link.")
+    if source.resolve() == Path(root).resolve():
+        raise bad("--reuse-from", given, "is this sweep's own folder; give the other study's folder.")
+    return source

@@ -42,17 +42,18 @@ from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
 from .notebook_exec import check_kernel, declared_parameters, error_text, execute, notebook_params
 from .parallel import pmap
 from .paths import resolve
-from .plan import DEFAULT_EVALUATION, Run, Sweep, budget_problems
+from .plan import DEFAULT_EVALUATION, SWEEP_FILE, Run, Sweep, budget_problems
 from .plugins import load_plugins
 from .report import aggregate, collect, robust_attack_in
+from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
 from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, check_params, joined_rows
 from .schedule import has_clean_stage
 
 __all__ = ["DONE", "EVALUATION_TYPES", "FAILED", "Started", "add_cli", "check_plan", "cmd_sweep", "config_hash",
            "execute_run", "finish", "finished_with_these_settings", "plan_problems", "prepare_data", "recorded",
-           "run_steps", "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args",
-           "sweep_local", "sweep_slurm", "unfinished"]
+           "reuse_runs", "run_steps", "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate",
+           "sweep_from_args", "sweep_local", "sweep_slurm", "unfinished"]
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -97,6 +98,31 @@ def recorded(run: Run) -> dict | None:
         return {**row, "status": "failed", "seconds": rec.get("seconds", 0.0), "error": rec.get("error", ""),
                 "notebook": rec.get("notebook", "")}
     return None
+
+
+def reuse_runs(sweep: Sweep, source: Path, log=print) -> list[tuple[Path, Path]]:
+    """Link into the sweep's folder the runs another sweep folder finished with the same config (DONE.json's
+    hash) and the same evaluation (its sweep.json): Study B's AT-BSL and TAET runs of seeds 0-3 from Study A.
+    A run folder that exists here already is left as it is; a linked one gets this sweep's arm.json."""
+    theirs = json.loads((source / SWEEP_FILE).read_text()).get("evaluation") if (source / SWEEP_FILE).exists() else None
+    if theirs != sweep.evaluation:
+        log(f"reuse: no study run linked; {source} evaluates with {theirs}, this sweep with {sweep.evaluation}")
+        return []
+    done: dict[str, Path] = {}
+    for p in sorted(source.rglob(DONE)):
+        done.setdefault(json.loads(p.read_text()).get("config_hash", ""), p.parent)
+    pairs = []
+    for run in sweep.plan():
+        src = done.get(config_hash(run.config))
+        if src is not None and not run.error and not run.dir.exists():
+            link_run(src, run.dir)
+            if run.arm_spec is not None:   # this sweep's arm (label, overrides); a new file, the source's stays
+                (run.dir / ARM_FILE).unlink(missing_ok=True)
+                (run.dir / ARM_FILE).write_text(json.dumps(run.arm_spec.to_dict(), indent=2) + "\n")
+            pairs.append((src, run.dir))
+    record_reuse(sweep.root, "runs", source, pairs)
+    log(f"reuse: {len(pairs)} study run(s) linked from {source}")
+    return pairs
 
 
 def unfinished(run: Run, where: str | Path) -> dict:
@@ -426,6 +452,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one per GPU where there are several)")
     p.add_argument("--out", help="sweep folder (default: runs/<preset> or runs/sweep-<dataset>)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("--reuse-from", metavar="FOLDER", help="first link the runs this other sweep folder finished "
+                   "with the same config and evaluation (Study B from Study A); recorded in reused.json")
     g = p.add_argument_group("cluster", "--launcher slurm: one Slurm job per run, through submitit")
     g.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: a process pool on this machine (--jobs); slurm: one job per unfinished run")
@@ -497,6 +525,10 @@ def cmd_sweep(args) -> int:
             print(f"{r.dir}  {'INVALID: ' + r.error if r.error else ''}")
         check_plan(sweep, None if args.aggregate_only else slurm)
         return 0
+    if args.reuse_from:   # after the plan's checks: a refused sweep links nothing
+        source = reuse_source(args.reuse_from, sweep.root)
+        check_plan(sweep, None if args.aggregate_only else slurm)
+        reuse_runs(sweep, source)
     if args.aggregate_only:
         result = sweep_aggregate(sweep)
     elif slurm is not None:

@@ -38,13 +38,15 @@ from .history import compute_seconds, read_history
 from .metrics import balanced_accuracy
 from .parallel import pmap
 from .paths import resolve
-from .plan import POINT_FILE, TUNING_FILE, Run, Sweep, from_preset
+from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Run, Sweep, from_preset
+from .run_files import link_run, record_reuse, reuse_source
 from .schedule import budget
 from .selection import hold_out
 from .train import TrainingDiverged, fit
 
-__all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid",
-           "preset_tuning_budgets", "tune", "tune_point", "tuning_budget", "tuning_points", "validation_data"]
+__all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid", "preset_tuning_budgets",
+           "reuse_points", "same_config", "source_spec", "tune", "tune_point", "tuning_budget", "tuning_points",
+           "validation_data"]
 
 PARAMS = ("lr", "loss_scale")
 # the fields one loss scale multiplies together: HARL's alpha, beta, gamma (alpha / (2 beta), where a class
@@ -145,7 +147,7 @@ def validation_data(data: LTData, val_fraction: float, seed: int) -> tuple[LTDat
     return trains, val
 
 
-def _same_config(saved: dict | None, config: dict) -> bool:
+def same_config(saved: dict | None, config: dict) -> bool:
     """Whether a recorded point was made with this config; a field added since counts as its default."""
     try:
         return saved is not None and RunConfig.from_dict(saved).to_dict() == config
@@ -160,7 +162,7 @@ def tune_point(config: dict, run_dir: str | Path, spec: dict) -> dict:
     run_dir = Path(run_dir)
     t0 = time.time()
     done = run_dir / POINT_FILE
-    if done.exists() and _same_config(json.loads(done.read_text()).get("config"), config):
+    if done.exists() and same_config(json.loads(done.read_text()).get("config"), config):
         return json.loads(done.read_text())["result"]
     cfg = RunConfig.from_dict(config)
     trains, val = validation_data(load_lt(cfg), spec["val_fraction"], cfg.seed)
@@ -264,6 +266,39 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     return record
 
 
+# ------------------------------------------------------------------------------ reusing another sweep's
+def source_spec(source: Path) -> dict | None:
+    """The tuning spec another sweep folder tuned with (its tuning.json, else its sweep.json)."""
+    for path, key in ((source / TUNING_FILE, "spec"), (source / SWEEP_FILE, "tuning")):
+        if path.exists():
+            return json.loads(path.read_text()).get(key)
+    return None
+
+
+def reuse_points(sweep: Sweep, source: Path, log=print) -> list[tuple[Path, Path]]:
+    """Link into this sweep's tuning folder the tuning runs another sweep folder finished with the same config
+    (seed included) and the same validation (attack, fraction): Study B's AT-BSL and TAET from Study A. A run
+    folder that exists here already is left as it is."""
+    spec, theirs = TuningSpec.of(sweep.tuning or {}), source_spec(source)
+    if theirs is None or (TuningSpec.of(theirs).attack, TuningSpec.of(theirs).val_fraction) != \
+            (spec.attack, spec.val_fraction):
+        log(f"reuse: no tuning run linked; {source} tuned with {theirs}, this sweep validates with "
+            f"{spec.attack} on {spec.val_fraction:g} of each class")
+        return []
+    done = [(rec["config"], p.parent) for p in sorted((source / TUNING_FILE).parent.rglob(POINT_FILE))
+            if (rec := json.loads(p.read_text())).get("result", {}).get("status") == "done"]
+    pairs = []
+    for point in tuning_points(sweep, spec):
+        dst = Path(point["dir"])
+        src = next((d for c, d in done if same_config(c, point["config"])), None)
+        if src is not None and not dst.exists():
+            link_run(src, dst)
+            pairs.append((src, dst))
+    record_reuse(sweep.root, "tuning", source, pairs)
+    log(f"reuse: {len(pairs)} tuning run(s) linked from {source}")
+    return pairs
+
+
 # ------------------------------------------------------------------------------ CLI
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("tune", help="the equal tuning budget: each arm's lr (or loss scale) on a validation "
@@ -272,6 +307,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", help="the sweep's folder (default runs/<preset>); the record goes to OUT/tuning/")
     p.add_argument("--irs", nargs="+", type=float, help="imbalance ratios (default: the preset's)")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--reuse-from", metavar="FOLDER", help="first link the tuning runs this other sweep folder "
+                   "finished with the same config and validation (Study B from Study A); recorded in reused.json")
     p.set_defaults(func=cmd_tune)
 
 
@@ -282,6 +319,9 @@ def cmd_tune(args) -> int:
                   f"{sorted(n for n, q in presets.PRESETS.items() if q.tuning)}.")
     if args.jobs < 1:
         raise bad("--jobs", args.jobs, "must be >= 1.")
-    tune(from_preset(p, resolve(args.out or f"runs/{p.name}"), irs=args.irs), jobs=args.jobs)
+    sweep = from_preset(p, resolve(args.out or f"runs/{p.name}"), irs=args.irs)
+    if args.reuse_from:
+        reuse_points(sweep, reuse_source(args.reuse_from, sweep.root))
+    tune(sweep, jobs=args.jobs)
     return 0
 

@@ -280,8 +280,8 @@ def reuse_points(sweep: Sweep, source: Path, log=print) -> list[tuple[Path, Path
     (seed included) and the same validation (attack, fraction): Study B's AT-BSL and TAET from Study A. A run
     folder that exists here already is left as it is."""
     spec, theirs = TuningSpec.of(sweep.tuning or {}), source_spec(source)
-    if theirs is None or (TuningSpec.of(theirs).attack, TuningSpec.of(theirs).val_fraction) != \
-            (spec.attack, spec.val_fraction):
+    other = TuningSpec.of(theirs) if theirs else None
+    if other is None or (other.attack, other.val_fraction) != (spec.attack, spec.val_fraction):
         log(f"reuse: no tuning run linked; {source} tuned with {theirs}, this sweep validates with "
             f"{spec.attack} on {spec.val_fraction:g} of each class")
         return []

@@ -49,6 +49,8 @@ from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
 from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, check_params, joined_rows
 from .schedule import has_clean_stage
+from .worst_case import NAME as WORST
+from .worst_case import check_components
 
 __all__ = ["DONE", "EVALUATION_TYPES", "FAILED", "Started", "add_cli", "check_plan", "cmd_sweep", "config_hash",
            "execute_run", "finish", "finished_with_these_settings", "plan_problems", "prepare_data", "recorded",
@@ -205,7 +207,8 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
 # ------------------------------------------------------------------------------ the plan, checked first
 EVALUATION_TYPES = {"attacks": list[str], "protocols": list[str], "eps": Optional[float],   # notebook 04's
                     "eps_sweep": Optional[list[float]], "per_class": Optional[int],        # parameters
-                    "curve_per_class": Optional[int], "attack_params": dict, "eval_seed": int}
+                    "curve_per_class": Optional[int], "attack_params": dict, "eval_seed": int,
+                    "worst_case": Optional[list[str]]}
 
 
 def _check_evaluation(evaluation: dict, robust_attack: str | None) -> None:
@@ -221,8 +224,9 @@ def _check_evaluation(evaluation: dict, robust_attack: str | None) -> None:
         if ev.get(name) is not None and ev[name] < 1:
             raise bad(name, ev[name], "must be >= 1, or None for every test image.")
     resolve_attacks(attacks, ev.get("attack_params"), 8 / 255 if ev.get("eps") is None else ev["eps"], 10)
-    if robust_attack is not None:
-        check_choice("robust_attack", robust_attack, [a for a in attacks if a != "clean"])
+    worst = check_components(ev["worst_case"], attacks) if ev.get("worst_case") else []
+    if robust_attack is not None:   # an attack that runs, or their worst case per image where one is declared
+        check_choice("robust_attack", robust_attack, [a for a in attacks if a != "clean"] + ([WORST] if worst else []))
 
 
 def _check_launcher(slurm: SlurmSettings) -> None:

@@ -1,12 +1,15 @@
 """The study presets: declared primary endpoints, equal adversarial and tuning budgets within an IR, TAET's
 stage 1 in the paper's proportion unless a preset says otherwise, and the worst-case reading."""
+import dataclasses
+
 import pytest
 
 from taetlib import presets
 from taetlib.config import RunConfig
-from taetlib.plan import Sweep
+from taetlib.plan import Sweep, from_preset
 from taetlib.report import METRICS
 from taetlib.schedule import unequal_budgets
+from taetlib.sweep import plan_problems
 from taetlib.tuning import preset_tuning_budgets
 from taetlib.worst_case import DEFAULT
 
@@ -80,3 +83,14 @@ def test_taet_stage1_is_the_papers_proportion_unless_a_preset_says_otherwise():
             else:
                 assert "shorter" not in said, (name, ir, said)
     assert "close to" not in presets.DEMO_SOURCES["budget_rule"]
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_a_study_sweep_passes_the_checks_a_sweep_makes_before_it_starts(name, tmp_path):
+    """Its evaluation reads the claims on the worst case per image: the sweep's own check accepts that (and
+    refuses a robust attack that neither runs nor is declared)."""
+    s = from_preset(presets.get(name), tmp_path)
+    runs = s.plan(tuned=False)
+    assert plan_problems(s, runs) == []
+    wrong = dataclasses.replace(s, evaluation={**s.evaluation, "worst_case": None})
+    assert [w for w, _ in plan_problems(wrong, runs)] == ["evaluation"]

@@ -390,8 +390,11 @@ def summary_section(preset: str, written: dict, link: str) -> str:
     (verdicts.sentence), and a link to its folder."""
     readings = written["claims"]
     return "\n".join([markers(preset)[0],
-                      f"[{preset}]({link}): {written.get('tuning_note', '')} {progress_text(written['status'])} "
-                      f"{verdicts.sentence({'kind': 'summary', 'readings': readings})}\n",
+                      f"[{preset}]({link}): " + " ".join(t for t in (written.get("tuning_note", ""),
+                                                                     progress_text(written["status"]),
+                                                                     verdicts.sentence({"kind": "summary",
+                                                                                        "readings": readings})) if t)
+                      + "\n",
                       *[f"- {verdicts.sentence(r)}" for r in readings], markers(preset)[1]])
 
 

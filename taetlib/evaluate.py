@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 import warnings
 from contextlib import contextmanager
@@ -25,7 +26,8 @@ from torch import nn
 
 from . import attacks as atk
 from . import numerics
-from .attack_suite import ATTACKS, SWEEP_ATTACK, fill_defaults, resolve_attacks, run_attack, zero_gradient_mask
+from .attack_cache import kept_attack
+from .attack_suite import ATTACKS, SWEEP_ATTACK, fill_defaults, resolve_attacks, zero_gradient_mask
 from .batches import Split, select_per_class
 from .checkpoints import load_model
 from .config import RunConfig, parse_sets
@@ -41,9 +43,9 @@ from .worst_case import NAME as WORST
 from .worst_case import check_components
 from .worst_case import worst_case as combine
 
-__all__ = ["Attacked", "DATA_FIELDS", "EvalPlan", "OUTSIDE_ROOT", "add_cli", "assemble", "attack_curves", "attack_pool",
-           "data_config", "evaluate", "evaluate_run", "evaluate_weights", "join_sweep", "plan_evaluation",
-           "zero_gradient_tables"]
+__all__ = ["Attacked", "DATA_FIELDS", "EvalPlan", "KEPT_SUFFIX", "OUTSIDE_ROOT", "add_cli", "assemble", "attack_curves",
+           "attack_pool", "data_config", "evaluate", "evaluate_run", "evaluate_weights", "join_sweep",
+           "plan_evaluation", "zero_gradient_tables"]
 
 
 # ------------------------------------------------------------------------------ the one call
@@ -82,7 +84,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
              eps: float | None = None, per_class: int | None = None, seed: int = 0, batch_size: int = 256,
              device=None, attack_params: dict | None = None, eps_sweep=None,
              curve_per_class: int | None = None, worst_case=(), precision: str = "fp32",
-             channels_last: bool = False) -> EvalResult:
+             channels_last: bool = False, keep_attacks=None) -> EvalResult:
     """Attack `model` on `data`'s test protocols; per-class table, summary, sanity flags, predictions.
 
     attacks: names from ATTACKS (list or "a,b"); 'clean' is always added (every check compares with it).
@@ -97,6 +99,8 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     The model is moved to `device` (default: where its parameters are) and run in fp32 eval mode.
     precision: 'fp32' (default) or 'bf16' (autocast: a weaker attack, faster; every table then carries an
       eval_precision column). channels_last: the model in that memory format (the same numbers).
+    keep_attacks: a folder where each finished attack's predictions wait (attack_cache.py): a call killed
+      mid-way and made again attacks only what had not finished. None (default): nothing kept.
     The test images are data's test protocols (fixed by dataset, n_max, test_per_class, split_seed and
     imbalance_ratio through load_lt), then per_class with seed.
     """
@@ -104,11 +108,15 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
     plan = plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep, worst_case)
     device = torch.device(device if device is not None else next(model.parameters(), torch.empty(0)).device)
     run = dict(batch_size=batch_size, device=device, seed=seed)
+    numerics_key = {"precision": precision, "channels_last": channels_last}
+
+    def attack(name: str, x, y, params: dict):
+        return kept_attack(keep_attacks, name, model, x, y, params, run, numerics_key)
     splits = {p: data.test[p].subset_per_class(per_class, seed) for p in plan.protocols}
     pool, where = _pool(splits)   # each distinct test image is attacked once, every protocol read off it
     with _eval_mode(model, device, precision, channels_last):
-        out = attack_pool(model, pool, where, plan, run)
-        attack_curves(model, pool, where, plan, run, curve_per_class, out)
+        out = attack_pool(attack, pool, where, plan)
+        attack_curves(attack, pool, where, plan, seed, curve_per_class, out)
         out.zero_grad = zero_gradient_tables(model, pool, where, plan, batch_size, device)
     config = {
         "dataset": data.spec.name, "eps": plan.eps, "protocols": plan.protocols, "attacks": plan.params,
@@ -120,6 +128,7 @@ def evaluate(model: nn.Module, data, attacks=("clean", "pgd20"), protocols=("bal
         "dtype": "float32" if precision == "fp32" else "bfloat16 autocast (eval_precision=bf16)",
         "memory_format": "channels_last" if channels_last else "contiguous",
         "seconds": {f"{p}/{a}": s for (p, a), s in out.seconds.items()},
+        "kept_attacks": out.kept,   # read back from an earlier, interrupted call (their seconds are that call's)
         "versions": _versions(), "split_manifest": getattr(data, "manifest", {}).get("path"),
     }
     result = assemble(out, plan, data, config)
@@ -156,6 +165,7 @@ class Attacked:
     pool_predictions: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     curve_n: int = 0
+    kept: list = field(default_factory=list)   # attacks read back from keep_attacks, not run by this call
 
 
 def plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps_sweep, worst_case=()) -> EvalPlan:
@@ -177,19 +187,19 @@ def plan_evaluation(data, attacks, protocols, eps, per_class, attack_params, eps
     return EvalPlan(attacks, protocols, eps, params, sweep, tuple(data.class_names), worst)
 
 
-def attack_pool(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run: dict) -> Attacked:
-    """Every attack once on the pool of test images; each protocol's tables and predictions read off it."""
+def attack_pool(attack, pool: Split, where: dict, plan: EvalPlan) -> Attacked:
+    """Every attack once on the pool of test images; each protocol's tables and predictions read off it.
+    attack(name, x, y, params) -> (predictions, seconds, log, kept): evaluate()'s run_attack, kept or not."""
     out, y_pool = Attacked(), pool.y.numpy()
     for name in plan.attacks:
-        records: list = []
-        t0 = time.perf_counter()   # run_attack shows a tqdm bar while it runs; one line when done
-        pred = run_attack(name, model, pool.x, pool.y, plan.params[name], log=records, **run)
-        secs = time.perf_counter() - t0
-        print(f"evaluate: {name} on {len(pool)} test images: {secs:.0f} s, accuracy {np.mean(pred == y_pool):.3f}",
-              flush=True)
+        pred, secs, log, kept = attack(name, pool.x, pool.y, plan.params[name])   # a tqdm bar while it runs
+        how = "kept from an earlier call, took" if kept else "took"
+        acc = np.mean(pred == y_pool)
+        print(f"evaluate: {name} on {len(pool)} test images: {how} {secs:.0f} s, accuracy {acc:.3f}", flush=True)
+        out.kept += [name] if kept else []
         out.pool_predictions[name] = pred
-        out.log += [f"{r.levelname} {r.getMessage()}" for r in records]
-        _record(out, pool, where, plan, name, pred, secs, plan.params[name].get("eps", 0.0), records)
+        out.log += [f"{logging.getLevelName(level)} {message}" for level, message in log]
+        _record(out, pool, where, plan, name, pred, secs, plan.params[name].get("eps", 0.0), log)
     if plan.worst_case:   # robust only if robust to every one of them, image by image
         pred = combine(y_pool, {a: out.pool_predictions[a] for a in plan.worst_case})
         secs = sum(out.seconds[(plan.protocols[0], a)] for a in plan.worst_case)
@@ -198,7 +208,7 @@ def attack_pool(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run:
 
 
 def _record(out: Attacked, pool: Split, where: dict, plan: EvalPlan, name: str, pred, secs: float,
-            attack_eps: float, records=()) -> None:
+            attack_eps: float, log=()) -> None:
     """One attack's predictions on the pool, read off for every protocol: predictions, table, seconds."""
     y_pool = pool.y.numpy()
     for protocol, at in where.items():
@@ -206,11 +216,11 @@ def _record(out: Attacked, pool: Split, where: dict, plan: EvalPlan, name: str, 
         y_np, index = y_pool[at], pool.positions().numpy()[at]
         out.predictions[(protocol, name)] = {"y": y_np, "pred": pred[at], "index": index}
         out.tables.append(per_class_table(name, protocol, attack_eps, y_np, pred[at], plan.names))
-        out.warn_rows += [{"protocol": protocol, "message": r.getMessage()}
-                          for r in records if r.levelno >= logging.WARNING]
+        out.warn_rows += [{"protocol": protocol, "message": message}
+                          for level, message in log if level >= logging.WARNING]
 
 
-def attack_curves(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, run: dict,
+def attack_curves(attack, pool: Split, where: dict, plan: EvalPlan, seed: int,
                   curve_per_class: int | None, out: Attacked) -> None:
     """The PGD-20 robustness curves, on a seeded stratified subset of the pool when curve_per_class is set
     (each extra radius is a full PGD-20 run); the main radius reuses the pgd20 run; and the clean
@@ -218,7 +228,7 @@ def attack_curves(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, ru
     y_pool = pool.y.numpy()
     sel = np.arange(len(pool)) if curve_per_class is None else select_per_class(
         y_pool, np.minimum(np.bincount(y_pool, minlength=plan.C), curve_per_class),
-        np.random.default_rng(run["seed"]))
+        np.random.default_rng(seed))
     inv = np.full(len(pool), -1)
     inv[sel] = np.arange(len(sel))
     out.curve_n = int(len(sel))
@@ -226,7 +236,8 @@ def attack_curves(model: nn.Module, pool: Split, where: dict, plan: EvalPlan, ru
         if plan.params.get(SWEEP_ATTACK) == p:  # the main pgd20 run is this sweep point
             pred = out.pool_predictions[SWEEP_ATTACK][sel]
         else:
-            pred = run_attack(SWEEP_ATTACK, model, pool.x[sel], pool.y[sel], p, **run)
+            pred, _, _, kept = attack(SWEEP_ATTACK, pool.x[sel], pool.y[sel], p)
+            out.kept += [f"{SWEEP_ATTACK}@eps={e:.6g}"] if kept else []
         for protocol, at in where.items():
             mine = at[inv[at] >= 0]
             y_np, index, pr = y_pool[mine], pool.positions().numpy()[mine], pred[inv[mine]]
@@ -296,7 +307,9 @@ def _versions() -> dict:
 @holds_run_lock("run_dir")   # no training writes the weights while they are read, nor another evaluation eval/
 def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "long_tailed"), *,
                  out_dir=None, **kw) -> EvalResult:
-    """Load a trained run (config.json + weights), evaluate it, save into run_dir/eval/ (or out_dir)."""
+    """Load a trained run (config.json + weights), evaluate it, save into run_dir/eval/ (or out_dir).
+    Each attack's predictions wait in eval.partial/ until then: a call killed mid-way and made again
+    attacks only what had not finished."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise bad("run", str(run_dir), f"{'holds no config.json' if run_dir.is_dir() else 'is no folder'}, so how "
@@ -307,12 +320,17 @@ def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "lo
     num = numerics.resolve(cfg, torch.device(kw["device"]))   # channels_last as trained; fp32 unless asked
     kw.setdefault("precision", num.eval_precision)
     kw.setdefault("channels_last", num.channels_last)
+    out = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    keep = out.with_name(out.name + KEPT_SUFFIX)   # each finished attack, until out is saved (attack_cache.py)
+    kw.setdefault("keep_attacks", keep)
     result = evaluate(load_model(run_dir), load_lt(cfg), attacks, protocols, **kw)
     result.config["run_dir"] = str(run_dir)
-    result.save(out_dir if out_dir is not None else run_dir / "eval")
+    result.save(out)
+    shutil.rmtree(keep, ignore_errors=True)
     return result
 
 
+KEPT_SUFFIX = ".partial"
 DATA_FIELDS = ("dataset", "imbalance_ratio", "n_max", "test_per_class", "split_seed", "data_root", "seed", "device")
 OUTSIDE_ROOT = "runs/outside"
 

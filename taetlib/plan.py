@@ -1,21 +1,32 @@
 """A sweep's plan: the grid of runs (IR x arm x seed), each with its validated config and folder, and
-what makes the comparison unfair (unequal adversarial budgets), before anything runs."""
+what makes the comparison unfair (unequal adversarial budgets), before anything runs. check_plan gathers
+every bad cell (a config, a class left without training images, the evaluation, the Slurm settings)
+into one ConfigError, so a bad grid is fixed in one go, before anything is written or submitted."""
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from .arms import Arm, arm_name
+from .attack_suite import resolve_attacks
 from .config import RunConfig, coerce
-from .errors import ConfigError
+from .data import DATASETS, longtail_counts
+from .errors import ConfigError, bad, check_choice
+from .launchers import SlurmSettings
+from .notebook_exec import declared_parameters
+from .paths import resolve
 from .presets import Preset
-from .runs import run_path
+from .runs import NB_EVAL, check_params, run_path
 from .schedule import unequal_budgets
+from .worst_case import NAME as WORST
+from .worst_case import check_components
 
-__all__ = ["DEFAULT_EVALUATION", "POINT_FILE", "Run", "SWEEP_AXES", "SWEEP_FILE", "Sweep", "TUNING_FILE",
-           "budget_problems", "from_preset", "load_sweep"]
+__all__ = ["DEFAULT_EVALUATION", "EVALUATION_TYPES", "POINT_FILE", "Run", "SWEEP_AXES", "SWEEP_FILE", "Sweep",
+           "TUNING_FILE", "budget_problems", "check_plan", "from_preset", "load_sweep", "plan_problems"]
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 TUNING_FILE = "tuning/tuning.json"   # a sweep's tuning record, under its root
@@ -149,3 +160,82 @@ def budget_problems(runs: list[Run], tuned: bool = False) -> list[str]:
     for (ir, seed), configs in groups.items():
         notes += [f"IR {ir:g} seed {seed}: {p}" for p in unequal_budgets(configs, relative_lr=tuned)]
     return notes
+
+
+EVALUATION_TYPES = {"attacks": list[str], "protocols": list[str], "eps": Optional[float],   # notebook 04's
+                    "eps_sweep": Optional[list[float]], "per_class": Optional[int],        # parameters
+                    "curve_per_class": Optional[int], "attack_params": dict, "eval_seed": int,
+                    "worst_case": Optional[list[str]]}
+
+
+def _check_evaluation(evaluation: dict, robust_attack: str | None) -> None:
+    unknown = sorted(set(evaluation) - declared_parameters(NB_EVAL))
+    if unknown:
+        raise ConfigError(f"evaluation {unknown}: not parameters of notebook {NB_EVAL} "
+                          f"(it takes {sorted(declared_parameters(NB_EVAL))}).")
+    ev = check_params(**{k: (v, EVALUATION_TYPES[k]) for k, v in evaluation.items() if k in EVALUATION_TYPES})
+    attacks = ev.get("attacks", DEFAULT_EVALUATION["attacks"])
+    for protocol in ev.get("protocols") or []:
+        check_choice("protocols", protocol, ("balanced", "long_tailed"))
+    for name in ("per_class", "curve_per_class"):
+        if ev.get(name) is not None and ev[name] < 1:
+            raise bad(name, ev[name], "must be >= 1, or None for every test image.")
+    resolve_attacks(attacks, ev.get("attack_params"), 8 / 255 if ev.get("eps") is None else ev["eps"], 10)
+    worst = check_components(ev["worst_case"], attacks) if ev.get("worst_case") else []
+    if robust_attack is not None:   # an attack that runs, or their worst case per image where one is declared
+        check_choice("robust_attack", robust_attack, [a for a in attacks if a != "clean"] + ([WORST] if worst else []))
+
+
+def _check_launcher(slurm: SlurmSettings) -> None:
+    if slurm.cpus_per_run is not None and (not isinstance(slurm.cpus_per_run, int) or slurm.cpus_per_run < 1):
+        raise bad("cpus_per_run (--cpus-per-run)", slurm.cpus_per_run, "expected a whole number >= 1.")
+    empty = [k for k, v in slurm.extra.items() if not k or v in ("", None)]
+    if empty:
+        raise bad("--sbatch", empty, "each setting needs a name and a value, e.g. --sbatch account=my_lab.")
+    if slurm.cluster == "slurm" and shutil.which("sbatch") is None:
+        raise bad("--launcher", "slurm", "no `sbatch` on this machine's PATH: submit from the cluster's login node, "
+                                         "or --submitit-cluster local to run the jobs here.")
+
+
+def plan_problems(sweep: Sweep, runs: list[Run], slurm: SlurmSettings | None = None) -> list[tuple[str, str]]:
+    """Every bad cell of a sweep, as (where, what): each run whose RunConfig does not validate (an unknown
+    arm, an IR below 1, ...), the evaluation and the launcher's settings."""
+    root = resolve(sweep.root)
+    out = [(str(r.dir.relative_to(root)), r.error.removeprefix("ConfigError: ")) for r in runs if r.error]
+    out += [(str(r.dir.relative_to(root)), what) for r in runs if not r.error and (what := _empty_classes(r.config))]
+    def launcher() -> None:
+        if slurm is not None:
+            _check_launcher(slurm)
+    for where, check in (("evaluation", lambda: _check_evaluation(sweep.evaluation, sweep.robust_attack)),
+                         ("launcher", launcher)):
+        try:
+            check()
+        except ConfigError as e:
+            out.append((where, str(e)))
+    return out
+
+
+def _empty_classes(config: dict) -> str:
+    """What is wrong when the long-tail profile leaves a class without a training image (n_max given), else ''."""
+    spec, n_max, ir = DATASETS.get(config["dataset"]), config.get("n_max"), config["imbalance_ratio"]
+    if spec is None or spec.natural or not n_max:
+        return ""
+    least = min(longtail_counts(n_max, spec.num_classes, ir))
+    if least >= 1:
+        return ""
+    return (f"imbalance_ratio={ir:g} with n_max={n_max} gives the rarest class {least} training images; every "
+            f"class needs one. Fix: imbalance_ratio <= {n_max}, or a larger n_max.")
+
+
+def check_plan(sweep: Sweep, slurm: SlurmSettings | None = None) -> list[Run]:
+    """The sweep's runs, once every cell validates; else one ConfigError listing every bad cell (the same
+    problem in many cells once, with its cells), before anything is written or submitted."""
+    runs = sweep.plan()
+    problems: dict[str, list[str]] = {}
+    for where, what in plan_problems(sweep, runs, slurm):
+        problems.setdefault(what, []).append(where)
+    if problems:
+        cells = sum(len(w) for w in problems.values())
+        raise ConfigError(f"the sweep plan has {cells} bad cell(s); nothing was written or started: " + " | ".join(
+            f"{', '.join(w)}: {what}" for what, w in problems.items()))
+    return runs

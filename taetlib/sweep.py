@@ -14,48 +14,44 @@ Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     report.html                             the comparison in one page
 One run's folder and the notebook side of the contract are in runs.py, papermill and the kernel in
 notebook_exec.py, the parallel map in parallel.py, the Slurm launcher (submitit) in launchers.py, the
-headline metrics and the report page in report.py; import each name from its own module.
+headline metrics and the report page in report.py, the checks made before it starts in plan.py;
+import each name from its own module.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import shutil
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
 from . import health, presets, report
 from .arms import Arm
-from .attack_suite import resolve_attacks
 from .config import RunConfig, parse_sets
-from .data import DATASETS, longtail_counts, split_key
-from .errors import ConfigError, bad, check_choice
+from .data import split_key
+from .errors import ConfigError
 from .figure_files import write_plotlyjs
 from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
-from .notebook_exec import check_kernel, declared_parameters, error_text, execute, notebook_params
+from .notebook_exec import check_kernel, error_text, execute, notebook_params
 from .parallel import pmap
 from .paths import resolve
-from .plan import DEFAULT_EVALUATION, SWEEP_FILE, Run, Sweep, budget_problems
+from .plan import DEFAULT_EVALUATION, SWEEP_FILE, Run, Sweep, budget_problems, check_plan
 from .plugins import load_plugins
 from .report import aggregate, collect, robust_attack_in
 from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
-from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, check_params, joined_rows
+from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
 from .schedule import has_clean_stage
-from .worst_case import NAME as WORST
-from .worst_case import check_components
 
-__all__ = ["DONE", "EVALUATION_TYPES", "FAILED", "Started", "add_cli", "check_plan", "cmd_sweep", "config_hash",
-           "execute_run", "finish", "finished_with_these_settings", "plan_problems", "prepare_data", "recorded",
-           "reuse_runs", "run_steps", "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate",
-           "sweep_from_args", "sweep_local", "sweep_slurm", "unfinished"]
+__all__ = ["DONE", "FAILED", "Started", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish",
+           "finished_with_these_settings", "prepare_data", "recorded", "reuse_runs", "run_order", "run_steps",
+           "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args", "sweep_local",
+           "sweep_slurm", "unfinished"]
 
 DONE, FAILED = "DONE.json", "FAILED.json"
 
@@ -204,86 +200,6 @@ def prepare_data(group_dir: Path, config: dict, timeout: float | None = None) ->
     return {"group": str(group_dir), "error": ""}
 
 
-# ------------------------------------------------------------------------------ the plan, checked first
-EVALUATION_TYPES = {"attacks": list[str], "protocols": list[str], "eps": Optional[float],   # notebook 04's
-                    "eps_sweep": Optional[list[float]], "per_class": Optional[int],        # parameters
-                    "curve_per_class": Optional[int], "attack_params": dict, "eval_seed": int,
-                    "worst_case": Optional[list[str]]}
-
-
-def _check_evaluation(evaluation: dict, robust_attack: str | None) -> None:
-    unknown = sorted(set(evaluation) - declared_parameters(NB_EVAL))
-    if unknown:
-        raise ConfigError(f"evaluation {unknown}: not parameters of notebook {NB_EVAL} "
-                          f"(it takes {sorted(declared_parameters(NB_EVAL))}).")
-    ev = check_params(**{k: (v, EVALUATION_TYPES[k]) for k, v in evaluation.items() if k in EVALUATION_TYPES})
-    attacks = ev.get("attacks", DEFAULT_EVALUATION["attacks"])
-    for protocol in ev.get("protocols") or []:
-        check_choice("protocols", protocol, ("balanced", "long_tailed"))
-    for name in ("per_class", "curve_per_class"):
-        if ev.get(name) is not None and ev[name] < 1:
-            raise bad(name, ev[name], "must be >= 1, or None for every test image.")
-    resolve_attacks(attacks, ev.get("attack_params"), 8 / 255 if ev.get("eps") is None else ev["eps"], 10)
-    worst = check_components(ev["worst_case"], attacks) if ev.get("worst_case") else []
-    if robust_attack is not None:   # an attack that runs, or their worst case per image where one is declared
-        check_choice("robust_attack", robust_attack, [a for a in attacks if a != "clean"] + ([WORST] if worst else []))
-
-
-def _check_launcher(slurm: SlurmSettings) -> None:
-    if slurm.cpus_per_run is not None and (not isinstance(slurm.cpus_per_run, int) or slurm.cpus_per_run < 1):
-        raise bad("cpus_per_run (--cpus-per-run)", slurm.cpus_per_run, "expected a whole number >= 1.")
-    empty = [k for k, v in slurm.extra.items() if not k or v in ("", None)]
-    if empty:
-        raise bad("--sbatch", empty, "each setting needs a name and a value, e.g. --sbatch account=my_lab.")
-    if slurm.cluster == "slurm" and shutil.which("sbatch") is None:
-        raise bad("--launcher", "slurm", "no `sbatch` on this machine's PATH: submit from the cluster's login node, "
-                                         "or --submitit-cluster local to run the jobs here.")
-
-
-def plan_problems(sweep: Sweep, runs: list[Run], slurm: SlurmSettings | None = None) -> list[tuple[str, str]]:
-    """Every bad cell of a sweep, as (where, what): each run whose RunConfig does not validate (an unknown
-    arm, an IR below 1, ...), the evaluation and the launcher's settings."""
-    root = resolve(sweep.root)
-    out = [(str(r.dir.relative_to(root)), r.error.removeprefix("ConfigError: ")) for r in runs if r.error]
-    out += [(str(r.dir.relative_to(root)), what) for r in runs if not r.error and (what := _empty_classes(r.config))]
-    def launcher() -> None:
-        if slurm is not None:
-            _check_launcher(slurm)
-    for where, check in (("evaluation", lambda: _check_evaluation(sweep.evaluation, sweep.robust_attack)),
-                         ("launcher", launcher)):
-        try:
-            check()
-        except ConfigError as e:
-            out.append((where, str(e)))
-    return out
-
-
-def _empty_classes(config: dict) -> str:
-    """What is wrong when the long-tail profile leaves a class without a training image (n_max given), else ''."""
-    spec, n_max, ir = DATASETS.get(config["dataset"]), config.get("n_max"), config["imbalance_ratio"]
-    if spec is None or spec.natural or not n_max:
-        return ""
-    least = min(longtail_counts(n_max, spec.num_classes, ir))
-    if least >= 1:
-        return ""
-    return (f"imbalance_ratio={ir:g} with n_max={n_max} gives the rarest class {least} training images; every "
-            f"class needs one. Fix: imbalance_ratio <= {n_max}, or a larger n_max.")
-
-
-def check_plan(sweep: Sweep, slurm: SlurmSettings | None = None) -> list[Run]:
-    """The sweep's runs, once every cell validates; else one ConfigError listing every bad cell (the same
-    problem in many cells once, with its cells), before anything is written or submitted."""
-    runs = sweep.plan()
-    problems: dict[str, list[str]] = {}
-    for where, what in plan_problems(sweep, runs, slurm):
-        problems.setdefault(what, []).append(where)
-    if problems:
-        cells = sum(len(w) for w in problems.values())
-        raise ConfigError(f"the sweep plan has {cells} bad cell(s); nothing was written or started: " + " | ".join(
-            f"{', '.join(w)}: {what}" for what, w in problems.items()))
-    return runs
-
-
 # ------------------------------------------------------------------------------ the sweep's three modes
 @dataclass
 class Started:
@@ -326,14 +242,22 @@ def _progress(root: Path, log):
     return progress
 
 
+def run_order(sweep: Sweep, runs: list[Run]) -> list[int]:
+    """The order runs start in. Seed-major: a sweep stopped part-way holds whole seeds, which a paired
+    comparison reads. The arms of the declared primary comparisons come first, every seed of them, so
+    the claims are read on all their seeds before the descriptive arms take the machine."""
+    primary = {p[k] for p in sweep.primary for k in ("a", "b")}
+    return sorted(range(len(runs)), key=lambda i: (bool(primary) and runs[i].arm not in primary,
+                                                   runs[i].config["seed"], i))
+
+
 def sweep_local(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     """Every run in a process pool here (`jobs` at once; finished runs are kept), then the aggregate and
     the report. Returns the tables and `ok` (False when any run failed)."""
     st = _start(sweep, None, log)
     log(f"sweep {st.root}: {len(st.runs)} runs, {len(st.groups)} dataset stage(s), jobs={jobs}")
     _prepare(sweep, st, jobs)
-    # seed-major: a sweep stopped part-way holds whole seeds of every arm, which a paired comparison can read
-    order = sorted(range(len(st.runs)), key=lambda i: (st.runs[i].config["seed"], i))
+    order = run_order(sweep, st.runs)
     done = pmap(execute_run, [(st.runs[i], sweep.evaluation, sweep.cell_timeout) for i in order], jobs,
                 _progress(st.root, log))
     status = pd.DataFrame([row for _, row in sorted(zip(order, done), key=lambda t: t[0])])
@@ -353,7 +277,7 @@ def sweep_slurm(sweep: Sweep, slurm: SlurmSettings, jobs: int = 1, log=print) ->
         elif (r.dir / DONE).exists():   # finished: kept, or with other settings: failed (as execute_run says)
             rec = recorded(r) or unfinished(r, r.dir)   # DONE.json exists, so recorded() reads it
             rows[r.dir] = {**rec, "resumed": True} if rec["status"] == "done" else rec
-    todo = [r for r in st.runs if r.dir not in rows]
+    todo = [st.runs[i] for i in run_order(sweep, st.runs) if st.runs[i].dir not in rows]
     jobs_ = submit_runs(execute_run, [(r, sweep.evaluation, sweep.cell_timeout) for r in todo], slurm,
                         st.root / "slurm")
     log(f"submitted {len(jobs_)} job(s) ({', '.join(j.job_id for j in jobs_[:3])}{' ...' if len(jobs_) > 3 else ''}), "

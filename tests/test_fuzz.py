@@ -24,8 +24,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from taetlib import cli, data, train
 from taetlib.config import RunConfig, parse_sets
 from taetlib.errors import REGISTRIES, ConfigError
-from taetlib.plan import Sweep
-from taetlib.sweep import check_plan
+from taetlib.plan import Sweep, check_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_FUZZ = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]

@@ -132,7 +132,7 @@ def test_a_robust_attack_that_is_not_run_is_a_bad_cell(tmp_path):
     s = plan.Sweep(tmp_path / "sw", "synthetic", [10], [("pgd_at", False)], [0], robust_attack="autoattack")
     want = r"evaluation: robust_attack='autoattack': unknown; choose one of \['pgd20'\]"
     with pytest.raises(ConfigError, match=want):
-        sweep.check_plan(s)
+        plan.check_plan(s)
 
 
 # ---------------------------------------------------------------- 6. a constant predictor

@@ -6,10 +6,9 @@ import pytest
 
 from taetlib import presets
 from taetlib.config import RunConfig
-from taetlib.plan import Sweep, from_preset
+from taetlib.plan import Sweep, from_preset, plan_problems
 from taetlib.report import METRICS
 from taetlib.schedule import unequal_budgets
-from taetlib.sweep import plan_problems
 from taetlib.tuning import preset_tuning_budgets
 from taetlib.worst_case import DEFAULT
 

@@ -212,6 +212,17 @@ def test_a_local_sweep_runs_seed_major_and_records_in_plan_order(tmp_path, monke
     assert [(a, k) for a, k in zip(status.arm, status.seed)] == [(r.arm, r.config["seed"]) for r in s.plan()]
 
 
+def test_the_primary_arms_run_first_every_seed_of_them():
+    """With declared primary comparisons their arms' runs start first (seed-major among them), then the rest."""
+    arms = [("pgd_at", False), ("at_bsl", False), ("taet", False)]
+    primary = [{"a": "taet", "b": "at_bsl", "metric": "balanced_robustness", "imbalance_ratio": 10.0,
+                "protocol": "balanced"}]
+    s = plan.Sweep("runs/x", "synthetic", [10], arms, [0, 1], config={"epochs": 1}, primary=primary)
+    runs = s.plan()
+    assert [(runs[i].arm, runs[i].config["seed"]) for i in sweep.run_order(s, runs)] == [
+        ("at_bsl", 0), ("taet", 0), ("at_bsl", 1), ("taet", 1), ("pgd_at", 0), ("pgd_at", 1)]
+
+
 def test_run_metrics_and_aggregate():
     m = report.run_metrics(summary_table(0.8, 0.4, 0.2))
     got = m[m.protocol == "balanced"].set_index("metric")["value"]

@@ -37,7 +37,7 @@ from .runs import ARM_FILE, JOINED, OUTSIDE, run_path
 from .sanity import NOISE_Z
 
 __all__ = ["DATA_FIELDS", "KEPT_SUFFIX", "OUTSIDE_ROOT", "add_cli", "data_config", "evaluate", "evaluate_run",
-           "evaluate_weights", "join_sweep"]
+           "evaluate_weights", "join_sweep", "kept", "save_evaluation"]
 
 
 # ------------------------------------------------------------------------------ the one call
@@ -138,13 +138,20 @@ def evaluate_run(run_dir, attacks=("clean", "pgd20"), protocols=("balanced", "lo
     kw.setdefault("precision", num.eval_precision)
     kw.setdefault("channels_last", num.channels_last)
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
-    keep = out.with_name(out.name + KEPT_SUFFIX)   # each finished attack, until out is saved (attack_cache.py)
-    kw.setdefault("keep_attacks", keep)
-    result = evaluate(load_model(run_dir), load_lt(cfg), attacks, protocols, **kw)
+    result = evaluate(load_model(run_dir), load_lt(cfg), attacks, protocols, **{"keep_attacks": kept(out), **kw})
     result.config["run_dir"] = str(run_dir)
-    result.save(out)
-    shutil.rmtree(keep, ignore_errors=True)
+    save_evaluation(result, out)
     return result
+
+
+def kept(out: Path) -> Path:
+    """Where each finished attack's predictions wait until `out` is saved (attack_cache.py)."""
+    return out.with_name(out.name + KEPT_SUFFIX)
+
+
+def save_evaluation(result: EvalResult, out: Path) -> None:
+    result.save(out)
+    shutil.rmtree(kept(out), ignore_errors=True)   # every attack is in out/predictions.npz now
 
 
 KEPT_SUFFIX = ".partial"
@@ -177,14 +184,14 @@ def evaluate_weights(weights, model: str, dataset: str, attacks=("clean", "pgd20
     label = label or _label(Path(weights).stem)
     net, info = load_weights(weights, model, dataset, normalization=normalization, head=head)
     kw.setdefault("device", resolve_device(cfg.device))
-    result = evaluate(net, load_lt(cfg), attacks, protocols, **kw)
-    result.config["weights"] = info
     run_dir = run_path(out_root, cfg.dataset, cfg.imbalance_ratio, OUTSIDE, False, cfg.seed, label)
+    result = evaluate(net, load_lt(cfg), attacks, protocols, **{"keep_attacks": kept(run_dir / "eval"), **kw})
+    result.config["weights"] = info
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "method": OUTSIDE}, indent=2) + "\n")
     (run_dir / ARM_FILE).write_text(json.dumps({"label": label, "method": OUTSIDE, "robustlt": False,
                                                 "overrides": {}, "weights": info}, indent=2) + "\n")
-    result.save(run_dir / "eval")
+    save_evaluation(result, run_dir / "eval")
     result.config["run_dir"] = str(run_dir)
     return result
 

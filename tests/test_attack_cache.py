@@ -95,3 +95,18 @@ def test_an_entry_cut_short_is_attacked_again(trained, monkeypatch):
     result = ev.evaluate_run(trained, ATTACKS, **KW)
     assert [name for name, _ in ran][:2] == ["fgsm", "pgd20"]
     assert result.config["kept_attacks"] == ["clean"]
+
+
+def test_outside_weights_resume_too(trained, tmp_path, monkeypatch):
+    torch.save(load_model(trained).state_dict(), tmp_path / "mine.pt")
+    args = (tmp_path / "mine.pt", "small_cnn", "synthetic", ATTACKS, ["balanced"])
+    data_root = json.loads((trained / "config.json").read_text())["data_root"]
+    kw = dict(per_class=6, eps_sweep=[0.05], out_root=tmp_path / "outside", settings={"data_root": data_root})
+    with pytest.raises(Killed):
+        spy(monkeypatch, kill_at="pgd20")
+        ev.evaluate_weights(*args, **kw)
+    ran = spy(monkeypatch)
+    result = ev.evaluate_weights(*args, **kw)
+    assert [name for name, _ in ran][0] == "pgd20" and result.config["kept_attacks"] == ["clean", "fgsm"]
+    run = tmp_path / "outside" / "synthetic-ir10" / "mine" / "seed0"
+    assert (run / "eval" / "predictions.npz").is_file() and not (run / f"eval{ev.KEPT_SUFFIX}").exists()

@@ -8,7 +8,7 @@ from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.method_spec import METHODS
 from taetlib.methods.base import attack_start
-from taetlib.presets import COMPARISON_METHODS, COMPARISON_OVERRIDES
+from taetlib.presets.papers import COMPARISON_METHODS, COMPARISON_OVERRIDES
 
 OTHERS = ["reat", "robal", "he", "gairat"]
 

@@ -81,7 +81,7 @@ def test_taet_stage1_is_the_papers_proportion_unless_a_preset_says_otherwise():
                 assert "40 : 60" in said and "shorter" in said, (name, ir, said)
             else:
                 assert "shorter" not in said, (name, ir, said)
-    assert "close to" not in presets.DEMO_SOURCES["budget_rule"]
+    assert "close to" not in presets.get("fmnist_lt_demo").sources["budget_rule"]
 
 
 @pytest.mark.parametrize("name", STUDIES)

@@ -31,13 +31,14 @@ from .paths import PROJECT_ROOT, resolve
 from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
 from .plots import radius_lines
 from .schedule import budget
+from .sessions import read_sessions, wall_seconds
 from .study_b_readme import study_b_section, variants_of
 from .sweep import DONE, recorded
 
 __all__ = ["FIGURES", "PENDING", "TUNING_RUNNING", "add_cli", "attack_table", "class_table", "cmd_study", "commands",
            "design_section", "finished_runs", "markers", "planned", "progress", "progress_table", "progress_text",
-           "radius_table", "read_study", "readme", "run_seconds", "study_sweep", "summary_section", "tuning_lines",
-           "tuning_progress", "update_pages", "wall_text", "write"]
+           "radius_table", "read_study", "readme", "run_seconds", "sessions_text", "study_sweep", "summary_section",
+           "tuning_lines", "tuning_progress", "update_pages", "wall_text", "write"]
 
 PENDING = "not finished"
 TUNING_RUNNING = "The tuning is running:"
@@ -134,23 +135,34 @@ def run_seconds(run_dir: str | Path) -> float:
 
 
 def wall_text(status: pd.DataFrame, root: Path) -> str:
-    """The runs' time (each run's training and attacks, summed over every session it needed; and the span
-    from the first start to the last finish) and the tuning's (tuning.json's cost)."""
+    """The runs' compute (each run's training and attacks, summed over every session it needed), the
+    sweep's wall time (the union of its sessions, sessions.py) and the tuning's (tuning.json's cost)."""
     done = finished_runs(status)
     parts = []
     if len(done):
         compute = np.array([run_seconds(d) for d in done["run"]])
-        span = (done["finished"].max() - (done["finished"] - done["seconds"]).min()) / 3600
         parts.append(f"the {len(done)} finished runs took {compute.sum() / 3600:.1f} h of compute (training and "
                      f"attacks, every session of a resumed run counted; {compute.mean() / 60:.0f} min each on "
-                     f"average), {span:.1f} h of wall time from the first start to the last finish (any pause between "
-                     "sessions included)")
+                     "average)")
+    parts.append(sessions_text("the sweep", read_sessions(root)))
     tuning = root / TUNING_FILE
     if tuning.exists():
         cost = json.loads(tuning.read_text())["cost"]
         parts.append(f"the tuning took {cost['runs']} runs and {cost['seconds'] / 3600:.1f} h of training "
                      f"({cost['sgd_steps']} SGD steps)")
+        parts.append(sessions_text("the tuning", read_sessions(tuning.parent)))
+    parts = [p for p in parts if p]
     return ("Time: " + "; ".join(parts) + ".") if parts else "Time: no run has finished yet."
+
+
+def sessions_text(who: str, sessions: list[dict]) -> str:
+    """How long `who` has run: the union of its sessions' spans, pauses between them not counted."""
+    if not sessions:
+        return ""
+    by_hand = sum(bool(r.get("reconstructed")) for r in sessions)
+    note = f", {by_hand} of them reconstructed afterwards from its log and notes" if by_hand else ""
+    return (f"{who} has run {wall_seconds(sessions) / 3600:.1f} h of wall time over {len(sessions)} "
+            f"session{'s' if len(sessions) != 1 else ''} (sessions/{note}; pauses between sessions not counted)")
 
 
 def _training_images(cfg: RunConfig) -> int:

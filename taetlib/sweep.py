@@ -2,6 +2,7 @@
 
 Layout of a sweep `root` (default runs/<preset or sweep-dataset>):
     sweep.json                              what was asked
+    sessions/                               when each local invocation ran (sessions.py): the wall time
     <dataset>-ir<IR>/[split_seed<S>/]01_dataset_creation.ipynb   splits built once per IR and split seed
                                             (split_seed follows seed unless the config fixes it)
     <dataset>-ir<IR>/<method>[+robustlt]/seed<S>/  one run: executed notebooks 02 (TAET only),
@@ -47,6 +48,7 @@ from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
 from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
 from .schedule import has_clean_stage
+from .sessions import session
 
 __all__ = ["DONE", "FAILED", "Started", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish",
            "finished_with_these_settings", "prepare_data", "recorded", "reuse_runs", "run_order", "run_steps",
@@ -256,10 +258,11 @@ def sweep_local(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     the report. Returns the tables and `ok` (False when any run failed)."""
     st = _start(sweep, None, log)
     log(f"sweep {st.root}: {len(st.runs)} runs, {len(st.groups)} dataset stage(s), jobs={jobs}")
-    _prepare(sweep, st, jobs)
-    order = run_order(sweep, st.runs)
-    done = pmap(execute_run, [(st.runs[i], sweep.evaluation, sweep.cell_timeout) for i in order], jobs,
-                _progress(st.root, log))
+    with session(st.root, "sweep", jobs=jobs):   # the study's wall time, over every session it needs
+        _prepare(sweep, st, jobs)
+        order = run_order(sweep, st.runs)
+        done = pmap(execute_run, [(st.runs[i], sweep.evaluation, sweep.cell_timeout) for i in order], jobs,
+                    _progress(st.root, log))
     status = pd.DataFrame([row for _, row in sorted(zip(order, done), key=lambda t: t[0])])
     return finish(sweep, st.root, status, st.budget_notes, st.t0, log)
 

@@ -42,6 +42,7 @@ from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Run, Sweep, from_preset
 from .run_files import link_run, record_reuse, reuse_source
 from .schedule import budget
 from .selection import hold_out
+from .sessions import read_sessions, session, wall_seconds
 from .train import TrainingDiverged, fit
 
 __all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid", "preset_tuning_budgets",
@@ -233,7 +234,9 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         f"{points[0]['seed']}, by balanced {spec.attack} robustness on {spec.val_fraction:.0%} of each class")
     t0 = time.time()
     args = [(p["config"], p["dir"], dataclasses.asdict(spec)) for p in points]
-    results = pmap(tune_point, args, jobs, lambda r: log(f"  tuning run: {r['status']}, {r['seconds']:.0f} s"))
+    root = Path(sweep.root) / Path(TUNING_FILE).parent
+    with session(root, "tune", jobs=jobs):   # the tuning's wall time, over every session it needs
+        results = pmap(tune_point, args, jobs, lambda r: log(f"  tuning run: {r['status']}, {r['seconds']:.0f} s"))
     rows = pd.DataFrame([{**{k: v for k, v in p.items() if k not in ("config", "overrides")}, **res}
                          for p, res in zip(points, results)])
     # the training's own seconds from each point's history, every session counted (a call's `seconds` holds
@@ -248,8 +251,6 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         choices.setdefault(f"{ir:g}", {})[arm] = {
             "param": point["param"], "factor": point["factor"], "value": point["value"],
             "overrides": point["overrides"], "val_balanced_robustness": best["val_balanced_robustness"]}
-    root = Path(sweep.root) / Path(TUNING_FILE).parent
-    root.mkdir(parents=True, exist_ok=True)
     rows.to_csv(root / "tuning.csv", index=False)
     record = {"spec": sweep.tuning, "seed": points[0]["seed"], "attack": spec.attack,
               "validation": f"{spec.val_fraction:g} of each class of the tuning seed's training set; "
@@ -257,7 +258,9 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
               "choices": choices,
               "cost": {"runs": len(rows), "seconds": float(rows["train_seconds"].sum()),
                        "sgd_steps": int(rows["sgd_steps"].fillna(0).sum()),
-                       "last_call_wall_seconds": round(time.time() - t0)},
+                       "last_call_wall_seconds": round(time.time() - t0),
+                       "wall_seconds": round(wall_seconds(read_sessions(root))),
+                       "sessions": len(read_sessions(root))},
               "runs": json.loads(rows.to_json(orient="records"))}
     (root / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
     for ir, arms in choices.items():

@@ -15,6 +15,7 @@ import pytest
 from taetlib import cli, notebook_exec, plan, report, runs, sweep
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
+from taetlib.sessions import read_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -325,6 +326,8 @@ def test_aggregate_csv_holds_the_mean_and_std_of_each_runs_summary(tmp_path, mon
     assert np.allclose(both["mean"], both["mean_want"], rtol=0, atol=1e-12)
     assert np.allclose(both["std"], both["std_want"], rtol=0, atol=1e-12)
     assert (both.n == both.n_want).all() and set(got.robust_attack) == {"pgd20"}
+    (record,) = read_sessions(tmp_path / "sw")   # the sweep's wall time is on record
+    assert record["what"] == "sweep" and record["ended"] and record["last_seen"] >= record["start"]
 
 
 def printed_summary(stdout: str) -> dict[tuple[str, str, str], float]:

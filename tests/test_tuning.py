@@ -106,6 +106,7 @@ def test_tuning_chooses_on_validation_never_reads_the_test_set_and_the_sweep_use
         assert record["choices"]["10"][arm]["value"] == pytest.approx(best["value"])
         assert group.loc[group["chosen"], "value"].item() == pytest.approx(best["value"])
     assert record["cost"]["runs"] == 4 and record["cost"]["seconds"] > 0
+    assert record["cost"]["sessions"] == 1 and record["cost"]["wall_seconds"] > 0   # its wall time, on record
     assert json.loads((tmp_path / "sw" / "tuning" / "tuning.json").read_text())["choices"] == record["choices"]
     # every run of the tuning seed trained on the training set less the validation split, with eval_every=0
     cfgs = [json.loads(p.read_text())["config"] for p in (tmp_path / "sw" / "tuning").rglob("point.json")]

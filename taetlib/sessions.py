@@ -1,0 +1,72 @@
+"""When a sweep (or a tuning) ran: one small file per invocation under FOLDER/sessions/.
+
+A long study runs over many sessions, each ended by a kill. Each invocation writes its start at once and
+refreshes its last sign of life every HEARTBEAT_S seconds (and at its end), so a killed one's record ends
+within that much of its death. The wall time is the union of those spans: pauses between sessions are
+not counted, and two invocations at once are counted once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["HEARTBEAT_S", "SESSIONS_DIR", "read_sessions", "session", "wall_seconds"]
+
+SESSIONS_DIR = "sessions"
+HEARTBEAT_S = 60.0
+
+
+def _write(path: Path, record: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, path)   # a reader never sees half a record
+
+
+@contextmanager
+def session(folder: Path, what: str, heartbeat: float = HEARTBEAT_S, **info):
+    """Record this invocation in folder/sessions/: its start now, its last sign of life every `heartbeat`
+    seconds while the block runs, its end when the block exits (normally or by an exception)."""
+    start = time.time()
+    path = Path(folder) / SESSIONS_DIR / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(start))}-{os.getpid()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"what": what, "start": start, "last_seen": start, "ended": False, "pid": os.getpid(), **info}
+    _write(path, record)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat):
+            _write(path, {**record, "last_seen": time.time()})
+    thread = threading.Thread(target=beat, daemon=True)   # daemon: it never holds the process open
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        _write(path, {**record, "last_seen": time.time(), "ended": True})
+
+
+def read_sessions(folder: Path) -> list[dict]:
+    """The recorded sessions under folder/sessions/, oldest first."""
+    out = []
+    for p in sorted((Path(folder) / SESSIONS_DIR).glob("*.json")):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):   # removed or being replaced while read: the next read has it
+            continue
+    return sorted(out, key=lambda r: r["start"])
+
+
+def wall_seconds(sessions: list[dict]) -> float:
+    """The union of the sessions' spans (start to last sign of life), in seconds."""
+    total, end = 0.0, float("-inf")
+    for r in sorted(sessions, key=lambda r: r["start"]):
+        a, b = r["start"], max(r["start"], r["last_seen"])
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total

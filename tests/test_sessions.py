@@ -1,0 +1,67 @@
+"""A sweep's sessions: each records its start, refreshes its last sign of life while it runs, and a killed
+one's record ends within a heartbeat of its death; the wall time is the union of their spans."""
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taetlib import sessions, study
+
+
+def test_a_session_beats_while_it_runs_and_says_when_it_ended(tmp_path):
+    with sessions.session(tmp_path, "sweep", heartbeat=0.05, jobs=2) as path:
+        first = json.loads(path.read_text())
+        time.sleep(0.4)
+        beating = json.loads(path.read_text())
+    last = json.loads(path.read_text())
+    assert first["what"] == "sweep" and first["jobs"] == 2 and not first["ended"]
+    assert beating["last_seen"] > first["start"] and not beating["ended"]
+    assert last["ended"] and last["last_seen"] >= beating["last_seen"]
+    assert sessions.read_sessions(tmp_path) == [last]
+
+
+def test_a_killed_session_ends_within_a_heartbeat_of_its_death(tmp_path):
+    code = textwrap.dedent(f"""
+        import time
+        from taetlib.sessions import session
+        with session({str(tmp_path)!r}, "sweep", heartbeat=0.1):
+            print("in", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "in"
+    time.sleep(1.0)
+    killed_at = time.time()
+    proc.send_signal(signal.SIGKILL)   # no finally block runs: only the heartbeat says how long it lived
+    proc.wait()
+    (record,) = sessions.read_sessions(tmp_path)
+    assert not record["ended"]
+    assert killed_at - 0.5 < record["last_seen"] <= killed_at
+    assert 0.9 < sessions.wall_seconds([record]) < killed_at - record["start"] + 0.01
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 20)), max_size=8))
+def test_the_wall_time_is_the_union_of_the_spans(spans):
+    records = [{"start": float(a), "last_seen": float(a + n)} for a, n in spans]
+    covered = {t for a, n in spans for t in range(a, a + n)}   # unit cells: an oracle that shares no code
+    assert sessions.wall_seconds(records) == len(covered)
+
+
+def test_the_study_readme_reads_the_sessions(tmp_path):
+    for start, end, by_hand in ((0.0, 3600.0, True), (7200.0, 9000.0, False), (8000.0, 9500.0, False)):
+        folder = tmp_path / sessions.SESSIONS_DIR
+        folder.mkdir(exist_ok=True)
+        (folder / f"{start:.0f}.json").write_text(json.dumps(
+            {"what": "sweep", "start": start, "last_seen": end, "ended": True, "reconstructed": by_hand}))
+    text = study.sessions_text("the sweep", sessions.read_sessions(tmp_path))
+    assert "1.6 h of wall time over 3 sessions" in text and "1 of them reconstructed" in text
+    assert study.sessions_text("the sweep", []) == ""
+    no_runs = pd.DataFrame(columns=["run", "status"])
+    assert study.wall_text(no_runs, tmp_path) == f"Time: {text}."   # the README's time line carries it
+    assert study.wall_text(no_runs, tmp_path / "elsewhere") == "Time: no run has finished yet."

@@ -14,7 +14,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["HEARTBEAT_S", "SESSIONS_DIR", "read_sessions", "session", "wall_seconds"]
+import pandas as pd
+
+__all__ = ["HEARTBEAT_S", "SESSIONS_DIR", "read_sessions", "session", "sessions_table", "wall_seconds"]
 
 SESSIONS_DIR = "sessions"
 HEARTBEAT_S = 60.0
@@ -70,3 +72,14 @@ def wall_seconds(sessions: list[dict]) -> float:
             total += b - max(a, end)
             end = b
     return total
+
+
+def sessions_table(records: list[dict]) -> pd.DataFrame:
+    """The sessions as a table to publish: what ran, from when to its last sign of life (UTC), how long."""
+    def utc(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+    return pd.DataFrame([{"what": r["what"], "start_utc": utc(r["start"]), "last_seen_utc": utc(r["last_seen"]),
+                          "hours": round((r["last_seen"] - r["start"]) / 3600, 3), "ended": r["ended"],
+                          "reconstructed": bool(r.get("reconstructed")), "note": r.get("note", "")}
+                         for r in records],
+                        columns=["what", "start_utc", "last_seen_utc", "hours", "ended", "reconstructed", "note"])

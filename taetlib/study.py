@@ -31,7 +31,7 @@ from .paths import PROJECT_ROOT, resolve
 from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
 from .plots import radius_lines
 from .schedule import budget
-from .sessions import read_sessions, wall_seconds
+from .sessions import read_sessions, sessions_table, wall_seconds
 from .study_b_readme import study_b_section, variants_of
 from .sweep import DONE, recorded
 
@@ -162,7 +162,7 @@ def sessions_text(who: str, sessions: list[dict]) -> str:
     by_hand = sum(bool(r.get("reconstructed")) for r in sessions)
     note = f", {by_hand} of them reconstructed afterwards from its log and notes" if by_hand else ""
     return (f"{who} has run {wall_seconds(sessions) / 3600:.1f} h of wall time over {len(sessions)} "
-            f"session{'s' if len(sessions) != 1 else ''} (sessions/{note}; pauses between sessions not counted)")
+            f"session{'s' if len(sessions) != 1 else ''} (sessions.csv{note}; pauses between sessions not counted)")
 
 
 def _training_images(cfg: RunConfig) -> int:
@@ -375,6 +375,8 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
     for name in ("health", "metrics", "aggregate"):
         read[name].to_csv(out / f"{name}.csv", index=False)
     compare.readings_table(readings).to_csv(out / "claims.csv", index=False)
+    ran = read_sessions((Path(sweep.root) / TUNING_FILE).parent) + read_sessions(Path(sweep.root))
+    sessions_table(ran).to_csv(out / "sessions.csv", index=False)   # the wall time's record
     for name, table in saved.items():
         if table is not None:
             table.to_csv(out / f"{name}.csv", index=False)

@@ -65,3 +65,6 @@ def test_the_study_readme_reads_the_sessions(tmp_path):
     no_runs = pd.DataFrame(columns=["run", "status"])
     assert study.wall_text(no_runs, tmp_path) == f"Time: {text}."   # the README's time line carries it
     assert study.wall_text(no_runs, tmp_path / "elsewhere") == "Time: no run has finished yet."
+    table = sessions.sessions_table(sessions.read_sessions(tmp_path))   # what the study publishes
+    assert table["hours"].tolist() == [1.0, 0.5, 0.417] and table["reconstructed"].tolist() == [True, False, False]
+    assert table["start_utc"].tolist()[0] == "1970-01-01 00:00:00"

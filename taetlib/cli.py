@@ -8,10 +8,11 @@ import time
 
 import pandas as pd
 
-from . import data, evaluate, presets, report, results, sweep, train
+from . import data, dataset_files, evaluate, presets, report, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import RunConfig, parse_sets
-from .data import ManifestError, MissingDataError
+from .data import ManifestError
+from .dataset_files import MissingDataError
 from .errors import REGISTRIES, ConfigError, check_choice
 from .method_spec import METHODS
 from .paths import resolve
@@ -94,7 +95,7 @@ def summary_frame(aggregate):
 
 def preset_sweep(name: str, out: str) -> Sweep:
     """A preset's whole sweep into `out`, on real Fashion-MNIST (installed first where it can be)."""
-    folder = data.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
+    folder = dataset_files.ensure_fashion_mnist(log=lambda m: print(m, flush=True))
     p = presets.get(name)
     print(f"Fashion-MNIST: {folder}\n{p.description}", flush=True)
     return from_preset(p, resolve(out))

@@ -6,6 +6,7 @@ one place. Add a name here (and to __all__) before a notebook calls it.
 """
 from .data import load_lt
 from .evaluate import evaluate_run
+from .figure_show import is_headless, live_plot, show
 from .history import history_tables
 from .paths import resolve
 from .plots import (
@@ -13,13 +14,10 @@ from .plots import (
                     class_weight_figure,
                     counts_bars,
                     eps_curves,
-                    is_headless,
-                    live_plot,
                     loss_figure,
                     per_class_bars,
                     per_class_figure,
                     sample_grid,
-                    show,
 )
 from .report import counts_table, find_runs, load_runs
 from .runs import check_params, notebook_config, notebook_run_dir, stage1_checkpoint
@@ -31,7 +29,7 @@ __all__ = [
     "check_params", "notebook_config", "notebook_run_dir", "resolve", "stage1_checkpoint",
     # data, training, evaluation
     "evaluate_run", "fit", "load_lt",
-    # figures (plots.py, history.py)
+    # figures (plots.py, figure_show.py, history.py)
     "accuracy_figure", "class_weight_figure", "counts_bars", "eps_curves", "history_tables", "is_headless",
     "live_plot", "loss_figure", "per_class_bars", "per_class_figure", "sample_grid", "show",
     # the comparison (report.py)

@@ -12,6 +12,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 from .errors import ConfigError
+from .figure_show import HEADLESS_ENV
 from .method_spec import METHODS
 from .paths import PROJECT_ROOT
 
@@ -76,7 +77,7 @@ def execute(notebook: str, out: Path, params: dict, timeout: float | None = None
     `timeout`: seconds one cell may take (None: no limit)."""
     import papermill as pm  # heavy optional import, deferred for start-up time
     from traitlets.config import Config  # papermill's own dependency, deferred with it
-    os.environ["TAET_HEADLESS"] = "1"  # the kernel inherits it: static figures, no widgets
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: static figures, no widgets
     out.parent.mkdir(parents=True, exist_ok=True)
     # The kernel's sockets are Unix sockets in a private folder, not TCP ports on localhost: nothing to
     # eavesdrop on, and no "running over TCP without encryption" warning from each kernel (Windows: TCP).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from . import plots
+from . import figure_show, plots
 from .figure_files import save_html
 from .report import CROSS_VIEWS, cross_view, predictions
 
@@ -79,7 +79,7 @@ def explorer(tables: dict, attack: str, protocol: str):
         with out:
             clear_output(wait=True)
             for fig in views(tables, **{k: d.value for k, d in pick.items()}).values():
-                plots.show(fig, interactive=True)
+                figure_show.show(fig, interactive=True)
 
     for d in pick.values():
         d.observe(redraw, "value")

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from taetlib import data
+from taetlib import data, dataset_files
 from taetlib.config import RunConfig
 from taetlib.data import load_lt, longtail_counts
 from taetlib.errors import ConfigError
 
 HARD = ("Shirt", "Pullover", "Coat", "T-shirt/top")   # the weakest Fashion-MNIST classes, Shirt the weakest
-needs_fmnist = pytest.mark.skipif(not data._find_idx([data.FMNIST_SYSTEM_DIR]),
+needs_fmnist = pytest.mark.skipif(not dataset_files.find_idx([dataset_files.FMNIST_SYSTEM_DIR]),
                                   reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import write_fake_cifar, write_fake_dermamnist
 
-from taetlib import batches, data
+from taetlib import batches, data, dataset_files
 from taetlib.batches import Batches
 from taetlib.config import RunConfig
-from taetlib.data import ManifestError, MissingDataError, load_lt, longtail_counts
+from taetlib.data import ManifestError, load_lt, longtail_counts
+from taetlib.dataset_files import MissingDataError
 from taetlib.errors import ConfigError
 
 CIFAR10_IR10 = [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]
@@ -57,10 +58,10 @@ def test_dermamnist_reader_keeps_its_natural_imbalance(tmp_path):
 def test_same_split_twice_is_identical(tmp_path):
     write_fake_cifar(tmp_path, per_class_train=100, per_class_test=20)
     cfg = RunConfig(dataset="cifar10", imbalance_ratio=10, data_root=str(tmp_path))
-    a = data.build_manifest(cfg, data.DATASETS["cifar10"], data.read_cifar10(tmp_path))
-    b = data.build_manifest(cfg, data.DATASETS["cifar10"], data.read_cifar10(tmp_path))
+    a = data.build_manifest(cfg, data.DATASETS["cifar10"], dataset_files.read_cifar10(tmp_path))
+    b = data.build_manifest(cfg, data.DATASETS["cifar10"], dataset_files.read_cifar10(tmp_path))
     assert a == b
-    c = data.build_manifest(cfg.replace(split_seed=1), data.DATASETS["cifar10"], data.read_cifar10(tmp_path))
+    c = data.build_manifest(cfg.replace(split_seed=1), data.DATASETS["cifar10"], dataset_files.read_cifar10(tmp_path))
     assert c["indices"]["train"] != a["indices"]["train"]  # the seed does choose the images
     assert c["train_counts"] == a["train_counts"]
 
@@ -106,13 +107,13 @@ def test_missing_data_says_where_and_how(tmp_path, dataset, files):
 
 
 def test_missing_fashion_mnist_names_the_debian_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FMNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(dataset_files, "FMNIST_SYSTEM_DIR", tmp_path / "nowhere")
     monkeypatch.setenv("TAET_OFFLINE", "1")
     with pytest.raises(MissingDataError, match="apt-get install dataset-fashion-mnist"):
         load_lt(RunConfig(dataset="fashion_mnist", data_root=str(tmp_path)))
 
 
-needs_fmnist = pytest.mark.skipif(not data._find_idx([data.FMNIST_SYSTEM_DIR]),
+needs_fmnist = pytest.mark.skipif(not dataset_files.find_idx([dataset_files.FMNIST_SYSTEM_DIR]),
                                   reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 
 
@@ -132,7 +133,8 @@ def image_keys(x) -> set[bytes]:
 
 @pytest.fixture(scope="module")
 def fmnist_raw():
-    return data.read_fashion_mnist(data.FMNIST_SYSTEM_DIR.parent / "not-here")   # falls back to the system copy
+    # a folder without the files: the reader falls back to the system copy
+    return dataset_files.read_fashion_mnist(dataset_files.FMNIST_SYSTEM_DIR.parent / "not-here")
 
 
 @needs_fmnist

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from taetlib import compare, figure_files, plots, report, stats, views
+from taetlib import compare, figure_files, figure_show, plots, report, stats, views
 from taetlib.history import history_tables, read_history
 
 CLASSES = [f"c{i}" for i in range(6)]
@@ -66,7 +66,7 @@ def test_read_history_puts_stage1_first(tmp_path):
 
 def test_live_plot_headless_writes_html(tmp_path, monkeypatch):
     monkeypatch.setenv("TAET_HEADLESS", "1")
-    live = plots.live_plot({"loss": plots.loss_figure, "per_class": plots.per_class_figure}, out_dir=tmp_path)
+    live = figure_show.live_plot({"loss": plots.loss_figure, "per_class": plots.per_class_figure}, out_dir=tmp_path)
     assert live.headless and not live.widgets
     for r in history():
         live(r)
@@ -84,7 +84,7 @@ def traces(fig) -> list[tuple]:
 
 def test_live_plot_interactive_updates_widgets(capsys):
     figures = {"loss": plots.loss_figure, "per_class": plots.per_class_figure}
-    live = plots.live_plot(figures, interactive=True)
+    live = figure_show.live_plot(figures, interactive=True)
     assert not live.headless and set(live.widgets) == {"loss", "per_class"}
     assert all(isinstance(w, go.FigureWidget) for w in live.widgets.values())   # anywidget is installed
     records = history()
@@ -108,8 +108,8 @@ def test_live_plot_without_figure_widgets_redraws_into_output_widgets(monkeypatc
 
     shown = []
     monkeypatch.setattr(go, "FigureWidget", NoAnywidget)
-    monkeypatch.setattr(plots, "show", lambda fig, *a, **k: shown.append(fig))
-    live = plots.live_plot({"loss": plots.loss_figure}, interactive=True)
+    monkeypatch.setattr(figure_show, "show", lambda fig, *a, **k: shown.append(fig))
+    live = figure_show.live_plot({"loss": plots.loss_figure}, interactive=True)
     assert type(live.widgets["loss"]).__name__ == "Output"
     records = history()
     for k, r in enumerate(records, 1):
@@ -119,10 +119,10 @@ def test_live_plot_without_figure_widgets_redraws_into_output_widgets(monkeypatc
 
 def test_is_headless(monkeypatch):
     monkeypatch.delenv("TAET_HEADLESS", raising=False)
-    assert plots.is_headless(False) and not plots.is_headless(True)   # the parameter wins
-    assert plots.is_headless()                                         # plain Python, no kernel
+    assert figure_show.is_headless(False) and not figure_show.is_headless(True)   # the parameter wins
+    assert figure_show.is_headless()                                         # plain Python, no kernel
     monkeypatch.setenv("TAET_HEADLESS", "1")
-    assert plots.is_headless() and not plots.is_headless(True)
+    assert figure_show.is_headless() and not figure_show.is_headless(True)
 
 
 # ------------------------------------------------------------------------------ data figures
@@ -290,7 +290,7 @@ def test_views_and_tradeoff_points(runs, tmp_path):
 def test_explorer_redraws_the_views_the_dropdowns_pick(runs, monkeypatch):
     t = report.load_runs(runs)
     shown = []
-    monkeypatch.setattr(plots, "show", lambda fig, *a, **k: shown.append(fig.to_json()))
+    monkeypatch.setattr(figure_show, "show", lambda fig, *a, **k: shown.append(fig.to_json()))
 
     def drawn(label, attack, protocol):
         return [f.to_json() for f in views.views(t, label, attack, protocol).values()]

@@ -346,10 +346,10 @@ def printed_summary(stdout: str) -> dict[tuple[str, str, str], float]:
 
 def test_demo_prints_the_aggregate_it_saved(tmp_path, monkeypatch, capsys):
     """make demo's closing table is aggregate.csv (as saved) in %, row for row, to its two decimals."""
-    from taetlib import data
+    from taetlib import dataset_files
     monkeypatch.setattr(sweep, "execute", fake_evaluation)
     monkeypatch.setattr(sweep, "check_kernel", lambda *a: None)
-    monkeypatch.setattr(data, "ensure_fashion_mnist", lambda **_: tmp_path)   # the demo's data is not read here
+    monkeypatch.setattr(dataset_files, "ensure_fashion_mnist", lambda **_: tmp_path)   # its data is not read here
     assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
     printed = printed_summary(capsys.readouterr().out)
     agg = pd.read_csv(tmp_path / "demo" / "aggregate.csv")

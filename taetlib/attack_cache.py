@@ -2,10 +2,11 @@
 
 An evaluation killed during its fourth attack starts again at the fourth: APGD-T alone is about half of a
 study run's compute on a CPU, and a session that ends mid-evaluation used to lose every attack before it.
-An entry is keyed by everything that fixes its predictions: the weights (every tensor of the state dict),
-the images and labels, the attack's name and full parameters, the seed, the batch size, the device type,
-the numerics and the library versions. Each attack reseeds itself (run_attack), so a kept attack gives the
-predictions a fresh one would. evaluate_run keeps them beside eval/ and removes them once eval/ is saved.
+An entry is keyed by everything that fixes its predictions: the model (its modules and every tensor of its
+state dict: weights, and buffers such as the input normalisation), the images and labels, the attack's
+name and full parameters, the seed, the batch size, the device type, the numerics and the versions of
+torch and pyautoattack. Each attack reseeds itself (run_attack), so a kept attack gives the predictions a
+fresh one would. evaluate_run keeps them beside eval/ and removes them once eval/ is saved.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 import time
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ def _digest(h, t: torch.Tensor) -> None:
 def attack_key(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, params: dict, run: dict,
                numerics: dict) -> str:
     """sha256 of what fixes an attack's predictions (the module docstring lists it)."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(repr(model).encode())   # the modules, then every tensor of the state dict
     for k, v in model.state_dict().items():
         h.update(k.encode())
         _digest(h, v)
@@ -42,8 +44,16 @@ def attack_key(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, pa
     _digest(h, y)
     h.update(json.dumps({"attack": name, "params": params, "seed": run["seed"], "batch_size": run["batch_size"],
                          "device": torch.device(run["device"]).type, "numerics": numerics,
-                         "torch": torch.__version__}, sort_keys=True, default=str).encode())
+                         "versions": _versions()}, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def _versions() -> dict:
+    try:
+        aa = metadata.version("pyautoattack")
+    except metadata.PackageNotFoundError:   # the attacks that need it say so when they run
+        aa = None
+    return {"torch": torch.__version__, "pyautoattack": aa}
 
 
 def _load(path: Path) -> tuple | None:

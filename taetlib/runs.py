@@ -15,14 +15,16 @@ from .config import RunConfig, coerce
 from .errors import ConfigError
 from .paths import resolve
 
-__all__ = ["ARM_FILE", "JOINED", "NB_COMPARE", "NB_DATA", "NB_EVAL", "NB_STAGE1", "NB_TRAIN", "OUTSIDE", "check_params",
-           "joined_rows", "notebook_config", "notebook_run_dir", "run_path", "stage1_checkpoint"]
+__all__ = ["ARM_FILE", "DONE", "FAILED", "JOINED", "NB_COMPARE", "NB_DATA", "NB_EVAL", "NB_STAGE1", "NB_TRAIN",
+           "OUTSIDE", "check_params", "joined_rows", "notebook_config", "notebook_run_dir", "run_path",
+           "stage1_checkpoint"]
 
 NB_DATA, NB_STAGE1, NB_TRAIN, NB_EVAL, NB_COMPARE = (
     "01_dataset_creation", "02_stabilization_stage", "03_harl_stage", "04_evaluation", "05_per_class_plots")
 
 
 # ------------------------------------------------------------------------------ the run folder
+DONE, FAILED = "DONE.json", "FAILED.json"   # a run's record, written last: finished, or its error
 ARM_FILE = "arm.json"   # the arm a sweep run belongs to: label, method, robustlt, overrides
 OUTSIDE = "outside"     # the method of a run folder that holds the evaluation of weights trained elsewhere
 JOINED = "JOINED.json"  # an outside evaluation joined to a sweep: its status row

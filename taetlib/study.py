@@ -30,13 +30,16 @@ from .markdown_table import markdown
 from .paths import PROJECT_ROOT, resolve
 from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
 from .plots import radius_lines
+from .record import RECORD_DIR, keep_record, restore_record
+from .runs import DONE
 from .schedule import budget
 from .sessions import read_sessions, sessions_table, wall_seconds
 from .study_b_readme import study_b_section, variants_of
-from .sweep import DONE, recorded
+from .sweep import recorded
 
-__all__ = ["FIGURES", "PENDING", "TUNING_RUNNING", "add_cli", "attack_table", "class_table", "cmd_study", "commands",
-           "design_section", "finished_runs", "markers", "planned", "progress", "progress_table", "progress_text",
+__all__ = ["FIGURES", "PENDING", "TUNING_RUNNING", "add_cli", "attack_table", "class_table", "cmd_restore", "cmd_study",
+           "commands", "design_section", "finished_runs", "markers", "planned", "progress", "progress_table",
+           "progress_text",
            "radius_table", "read_study", "readme", "run_seconds", "sessions_text", "study_sweep", "summary_section",
            "tuning_lines", "tuning_progress", "update_pages", "wall_text", "write"]
 
@@ -119,7 +122,8 @@ def read_study(sweep: Sweep, status: pd.DataFrame) -> dict:
 
 # ------------------------------------------------------------------------------ the README's sections
 def commands(preset: str, root: str, out: str, tunes: bool = True) -> str:
-    return ((f"nice -n 10 python -m taetlib tune --preset {preset} --out {root} --jobs 2\n" if tunes else "")
+    return (f"python -m taetlib restore --preset {preset} --root {root} --out {out}   # the finished runs, from git\n"
+            + (f"nice -n 10 python -m taetlib tune --preset {preset} --out {root} --jobs 2\n" if tunes else "")
             + f"nice -n 10 python -m taetlib sweep --preset {preset} --out {root} --jobs 2   # resumes what finished\n"
             + f"python -m taetlib study --preset {preset} --root {root} --out {out}")
 
@@ -433,6 +437,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--root", help="the study's sweep folder (default runs/<preset>); only read")
     p.add_argument("--out", help="the published folder (default results/<preset>)")
     p.set_defaults(func=cmd_study)
+    r = subparsers.add_parser("restore", help="copy a study's record of finished runs (results/<preset>/record/, "
+                                              "kept in git) back into its sweep folder, before the sweep resumes")
+    r.add_argument("--preset", required=True, help="the study's preset")
+    r.add_argument("--root", help="the study's sweep folder (default runs/<preset>); written")
+    r.add_argument("--out", help="the published folder that holds record/ (default results/<preset>); only read")
+    r.set_defaults(func=cmd_restore)
 
 
 def cmd_study(args) -> int:
@@ -454,4 +464,18 @@ def cmd_study(args) -> int:
     print(f"{progress_text(written['status'])}\nwritten: {resolve(out) / 'README.md'} ({time.time() - t0:.0f} s)")
     for page in update_pages(p.name, written, resolve(out)):
         print(f"updated the {p.name} section of {page}")
+    n = keep_record(resolve(root), resolve(out) / RECORD_DIR)
+    print(f"record: {n} files of the finished runs in {resolve(out) / RECORD_DIR} (commit it: `restore` brings them "
+          "back on another machine)")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    p = presets.get(args.preset)
+    root, out = resolve(args.root or f"runs/{p.name}"), resolve(args.out or f"results/{p.name}")
+    if not (out / RECORD_DIR).is_dir():
+        raise bad("--out", str(out), f"holds no {RECORD_DIR}/ folder; `python -m taetlib study --preset {p.name}` "
+                  "writes it once a run has finished.")
+    n = restore_record(out / RECORD_DIR, root)
+    print(f"restored {n} files into {root}; the sweep and tune commands skip what finished")
     return 0

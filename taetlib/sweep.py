@@ -46,16 +46,15 @@ from .plugins import load_plugins
 from .report import aggregate, collect, robust_attack_in
 from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
-from .runs import ARM_FILE, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
+from .runs import ARM_FILE, DONE, FAILED, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
 from .schedule import has_clean_stage
 from .sessions import session
 
-__all__ = ["DONE", "FAILED", "Started", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish",
+__all__ = ["Started", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish",
            "finished_with_these_settings", "prepare_data", "recorded", "reuse_runs", "run_order", "run_steps",
            "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args", "sweep_local",
            "sweep_slurm", "unfinished"]
 
-DONE, FAILED = "DONE.json", "FAILED.json"
 
 
 def config_hash(config: dict) -> str:

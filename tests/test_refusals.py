@@ -12,7 +12,7 @@ from conftest import run_notebook
 from test_hostile_inputs import BASE, snapshot
 from torch import nn
 
-from taetlib import cli, plan, sweep
+from taetlib import cli, plan, runs, sweep
 from taetlib import evaluate as ev
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
@@ -94,7 +94,7 @@ def test_a_sweep_marks_a_diverged_run_failed_with_the_reason(tmp_path, monkeypat
     (run,) = s.plan()
     rec = sweep.execute_run(run, {"attacks": ["clean"]})
     assert rec["status"] == "failed" and rec["error"].startswith("TrainingDiverged: epoch 1: mean training loss")
-    assert "no checkpoint was written" in rec["error"] and (run.dir / sweep.FAILED).exists()
+    assert "no checkpoint was written" in rec["error"] and (run.dir / runs.FAILED).exists()
 
 
 # ---------------------------------------------------------------- 4. a sweep plan with bad cells

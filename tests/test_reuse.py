@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taetlib import cli, sweep, tuning
+from taetlib import cli, runs, sweep, tuning
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.plan import SWEEP_FILE, Sweep
@@ -42,7 +42,7 @@ def finish_runs(s: Sweep) -> None:
         run.dir.mkdir(parents=True)
         (run.dir / "config.json").write_text(json.dumps(run.config))
         (run.dir / "model.pt").write_bytes(b"weights")
-        (run.dir / sweep.DONE).write_text(json.dumps({**run.row(), "status": "done", "seconds": 1.0,
+        (run.dir / runs.DONE).write_text(json.dumps({**run.row(), "status": "done", "seconds": 1.0,
                                                       "config_hash": sweep.config_hash(run.config)}))
 
 

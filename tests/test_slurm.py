@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import submitit
 
-from taetlib import cli, launchers, report, sweep
+from taetlib import cli, launchers, report, runs, sweep
 from taetlib.errors import ConfigError
 
 SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--eval-param", "pgd20.steps=3",
@@ -105,7 +105,7 @@ def test_a_2x2_grid_through_submitit_finishes_skips_and_aggregates(tmp_path, one
     again = pd.read_csv(out / "runs.csv")
     assert (again.status == "done").all() and again.resumed.all() and (again.seconds == status.seconds).all()
 
-    gone = out / "synthetic-ir10" / "at_bsl" / "seed0" / sweep.DONE
+    gone = out / "synthetic-ir10" / "at_bsl" / "seed0" / runs.DONE
     gone.unlink()   # as if its job were still running: aggregate-only says so and reports the rest
     (out / "aggregate.csv").unlink()
     assert cli.main([*argv, "--aggregate-only"]) == 1

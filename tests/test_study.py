@@ -296,3 +296,28 @@ def test_a_runs_compute_counts_every_session_and_each_attack_once(tmp_path):
     (tmp_path / "eval" / "eval_config.json").write_text(json.dumps({"seconds": {
         "balanced/clean": 1.0, "long_tailed/clean": 1.0, "balanced/apgd_t": 100.0, "long_tailed/apgd_t": 100.0}}))
     assert study.run_seconds(tmp_path) == pytest.approx(4 + 11 + 12 + 1 + 100)
+
+
+def test_a_study_restored_from_its_record_reads_as_the_original_and_its_sweep_skips_what_finished(
+        study_folder, tmp_path, capsys):
+    root, out, fresh = study_folder.root, tmp_path / "published", tmp_path / "new_machine"
+    (root / "sweep.json").write_text(json.dumps(study_folder.to_dict(), default=str))
+    for done in root.rglob("DONE.json"):
+        (done.parent / "model.pt").write_bytes(b"weights")   # the weights stay out of the record
+    assert cli.main(["study", "--preset", "fmnist_lt_study_b", "--root", str(root), "--out", str(out)],
+                    commands=(study.add_cli,)) == 0
+    assert "record:" in capsys.readouterr().out and not list((out / "record").rglob("*.pt"))
+    assert cli.main(["restore", "--preset", "fmnist_lt_study_b", "--root", str(fresh), "--out", str(out)],
+                    commands=(study.add_cli,)) == 0
+    moved = tiny_study(fresh)
+    for old, new in zip(study_folder.plan(), moved.plan()):
+        was = sweep.recorded(old)
+        now = sweep.recorded(new)
+        if was and was["status"] == "done":
+            assert now and now["status"] == "done"   # the sweep skips it
+        else:
+            assert now is None   # failed or still running: the sweep runs it again
+    first, again = study.write(study_folder, tmp_path / "a", command="c"), study.write(moved, tmp_path / "b", command="c")
+    assert (tmp_path / "a" / "claims.csv").read_text() == (tmp_path / "b" / "claims.csv").read_text()
+    section = "## Primary comparisons"
+    assert again["readme"].split(section)[1].split("##")[0] == first["readme"].split(section)[1].split("##")[0]

@@ -156,9 +156,9 @@ def test_finished_runs_keep_their_record_and_failed_ones_are_recorded(tmp_path):
     good, bad = s.plan()
     rec = sweep.execute_run(bad, {})
     assert rec["status"] == "failed" and "bogus" in rec["error"]
-    assert json.loads((bad.dir / sweep.FAILED).read_text())["error"] == rec["error"]
+    assert json.loads((bad.dir / runs.FAILED).read_text())["error"] == rec["error"]
     good.dir.mkdir(parents=True)
-    (good.dir / sweep.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(good.config), "seconds": 42.5}))
+    (good.dir / runs.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(good.config), "seconds": 42.5}))
     rec = sweep.execute_run(good, {})   # a resumed sweep keeps the earlier run's status and time
     assert (rec["status"], rec["seconds"], rec["resumed"]) == ("done", 42.5, True)
     assert report.status_counts(pd.DataFrame([rec, {**rec, "resumed": False}])) == {"done": 1, "skipped": 1,
@@ -178,7 +178,7 @@ def test_a_run_finished_by_taetlib_0_1_is_still_finished(tmp_path):
     assert not run.error and sweep.config_hash(run.config) != sweep.config_hash(old)
     run.dir.mkdir(parents=True)
     (run.dir / "config.json").write_text(json.dumps(old))
-    (run.dir / sweep.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(old)}))
+    (run.dir / runs.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(old)}))
     rec = sweep.execute_run(run, {})   # kept, not redone: runs.csv keeps its record and says it was resumed
     assert sweep.recorded(run)["status"] == "done" and rec["status"] == "done" and rec["resumed"]
     run.config = {**run.config, "method_args": {**run.config["method_args"], "alpha": 0.4}}
@@ -416,6 +416,6 @@ def test_sweep_with_a_bad_parameter_records_it_and_exits_nonzero(tmp_path, one_t
     status = pd.read_csv(out / "runs.csv").set_index("arm")
     assert status.loc["pgd_at", "status"] == "done" and status.loc["big", "status"] == "failed"
     assert "larger than the smallest class" in status.loc["big", "error"]
-    assert (out / "synthetic-ir2/big/seed0" / sweep.FAILED).exists()
+    assert (out / "synthetic-ir2/big/seed0" / runs.FAILED).exists()
     agg = pd.read_csv(out / "aggregate.csv")
     assert set(agg.arm) == {"pgd_at"}  # the other finished and was aggregated

@@ -406,7 +406,8 @@ def tuning_record(root: Path) -> tuple[pd.DataFrame, str] | None:
     text = (f"Each arm's value was chosen once, on seed {rec['seed']}, by balanced {rec['attack']} robustness on a "
             f"validation split ({rec['validation']}), from the same number of values for every arm; "
             f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
-            "(tuning/tuning.csv lists them).")
+            "(tuning/tuning.csv lists them)." + (f" This record was reconstructed: {rec['reconstructed']}"
+                                                 if rec.get("reconstructed") else ""))
     return rows, text
 
 

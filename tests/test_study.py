@@ -317,7 +317,17 @@ def test_a_study_restored_from_its_record_reads_as_the_original_and_its_sweep_sk
             assert now and now["status"] == "done"   # the sweep skips it
         else:
             assert now is None   # failed or still running: the sweep runs it again
-    first, again = study.write(study_folder, tmp_path / "a", command="c"), study.write(moved, tmp_path / "b", command="c")
+    first = study.write(study_folder, tmp_path / "a", command="c")
+    again = study.write(moved, tmp_path / "b", command="c")
     assert (tmp_path / "a" / "claims.csv").read_text() == (tmp_path / "b" / "claims.csv").read_text()
     section = "## Primary comparisons"
     assert again["readme"].split(section)[1].split("##")[0] == first["readme"].split(section)[1].split("##")[0]
+
+
+def test_a_reconstructed_tuning_record_says_so_and_from_what(study_folder, tmp_path):
+    path = study_folder.root / "tuning" / "tuning.json"
+    plain = study.write(study_folder, tmp_path / "a", command="c")["readme"]
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "reconstructed": "rebuilt from commit abc123's README"}))
+    text = study.write(study_folder, tmp_path / "b", command="c")["readme"]
+    assert "reconstructed" not in plain and "This record was reconstructed: rebuilt from commit abc123's README" in text

@@ -23,12 +23,13 @@ from .arms import arm_name
 from .figure_files import PLOTLYJS, write_plotlyjs
 from .runs import ARM_FILE
 
-__all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "RUN_COLUMNS", "SHARE", "SOURCE", "STYLE",
+__all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "NOT_STARTED", "RUN_COLUMNS", "SHARE", "SOURCE", "STYLE",
            "TRADEOFF_TITLE", "aggregate", "arm_means", "class_order_line", "class_order_text", "collect",
            "counts_table", "cross_view", "find_runs", "images_behind", "load_runs", "paired_differences", "predictions",
            "primary_section", "robust_attack_in", "robust_attack_of", "run_info", "run_metrics", "status_counts",
            "sweep_figures", "tradeoff_figure", "tuning_record", "tuning_section", "write_sweep_report"]
 
+NOT_STARTED = "not started"   # a run's status when the sweep's --no-start-after had passed: left for the next call
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
 CROSS_VIEWS = ("methods_per_class", "recall_vs_count", "groups", "tradeoff")   # every run, per arm
 METRICS = ["clean_accuracy", "balanced_accuracy", "robust_accuracy", "balanced_robustness", "tail_robustness",
@@ -371,12 +372,13 @@ def sweep_figures(agg: pd.DataFrame, tables: dict | None, diffs: pd.DataFrame,
 
 def status_counts(status: pd.DataFrame) -> dict[str, int]:
     """Runs done by this invocation, skipped (finished by an earlier one: runs.csv's `resumed`, or the
-    older status 'skipped') and failed."""
+    older status 'skipped'), failed, and not started (the sweep's --no-start-after had passed)."""
     resumed = (status["resumed"].fillna(False).astype(bool) if "resumed" in status
                else pd.Series(False, index=status.index)) | (status["status"] == "skipped")
     done = status["status"] == "done"
     return {"done": int((done & ~resumed).sum()), "skipped": int(resumed.sum()),
-            "failed": int((status["status"] == "failed").sum())}
+            "failed": int((status["status"] == "failed").sum()),
+            NOT_STARTED: int((status["status"] == NOT_STARTED).sum())}
 
 
 def class_order_text(status: pd.DataFrame) -> str:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import sys
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +37,7 @@ from . import health, presets, report
 from .arms import Arm
 from .config import RunConfig, parse_sets
 from .data import split_key
-from .errors import ConfigError
+from .errors import ConfigError, bad
 from .figure_files import write_plotlyjs
 from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
 from .notebook_exec import check_kernel, error_text, execute, notebook_params
@@ -43,7 +45,7 @@ from .parallel import pmap
 from .paths import resolve
 from .plan import DEFAULT_EVALUATION, SWEEP_FILE, Run, Sweep, budget_problems, check_plan
 from .plugins import load_plugins
-from .report import aggregate, collect, robust_attack_in
+from .report import NOT_STARTED, aggregate, collect, robust_attack_in
 from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
 from .runs import ARM_FILE, DONE, FAILED, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
@@ -53,7 +55,7 @@ from .sessions import session
 __all__ = ["Started", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish",
            "finished_with_these_settings", "prepare_data", "recorded", "reuse_runs", "run_order", "run_steps",
            "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args", "sweep_local",
-           "sweep_slurm", "unfinished"]
+           "sweep_slurm", "start_time", "unfinished"]
 
 
 
@@ -129,9 +131,12 @@ def unfinished(run: Run, where: str | Path) -> dict:
             "error": f"no {DONE} or {FAILED}: its job is still queued or running, or was killed (see {where})"}
 
 
-def execute_run(run: Run, evaluation: dict, timeout: float | None = None) -> dict:
+def execute_run(run: Run, evaluation: dict, timeout: float | None = None, start_by: float | None = None) -> dict:
     """One run, start to finish, holding its folder's lock (runlock.py); never raises: the outcome is the
-    returned status row. A folder another live process holds is recorded failed and left alone."""
+    returned status row. A folder another live process holds is recorded failed and left alone. After
+    `start_by` (a time.time()) an unfinished run is not started and its folder not touched: status NOT_STARTED."""
+    if start_by is not None and time.time() > start_by and not (run.dir / DONE).exists():
+        return {**run.row(), "status": NOT_STARTED, "seconds": 0.0, "error": "", "notebook": ""}
     try:
         with run_lock(run.dir):
             return _execute_locked(run, evaluation, timeout)
@@ -252,15 +257,15 @@ def run_order(sweep: Sweep, runs: list[Run]) -> list[int]:
                                                    runs[i].config["seed"], i))
 
 
-def sweep_local(sweep: Sweep, jobs: int = 1, log=print) -> dict:
-    """Every run in a process pool here (`jobs` at once; finished runs are kept), then the aggregate and
-    the report. Returns the tables and `ok` (False when any run failed)."""
+def sweep_local(sweep: Sweep, jobs: int = 1, log=print, start_by: float | None = None) -> dict:
+    """Every run in a process pool here (`jobs` at once; finished runs are kept; none starts after
+    `start_by`), then the aggregate and the report. Returns the tables and `ok` (False when any run failed)."""
     st = _start(sweep, None, log)
     log(f"sweep {st.root}: {len(st.runs)} runs, {len(st.groups)} dataset stage(s), jobs={jobs}")
     with session(st.root, "sweep", jobs=jobs):   # the study's wall time, over every session it needs
         _prepare(sweep, st, jobs)
         order = run_order(sweep, st.runs)
-        done = pmap(execute_run, [(st.runs[i], sweep.evaluation, sweep.cell_timeout) for i in order], jobs,
+        done = pmap(execute_run, [(st.runs[i], sweep.evaluation, sweep.cell_timeout, start_by) for i in order], jobs,
                     _progress(st.root, log))
     status = pd.DataFrame([row for _, row in sorted(zip(order, done), key=lambda t: t[0])])
     return finish(sweep, st.root, status, st.budget_notes, st.t0, log)
@@ -348,7 +353,11 @@ def finish(sweep: Sweep, root: Path, status: pd.DataFrame, budget_notes: list[st
 def summary(status: pd.DataFrame, seconds: float, report_path: Path | None, notes=()) -> str:
     counts = report.status_counts(status)
     lines = [f"sweep finished in {seconds:.0f}s: "
-             + ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed"))]
+             + ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed", NOT_STARTED) if counts[s] or
+                         s != NOT_STARTED)]
+    if counts[NOT_STARTED]:
+        lines.append(f"  {counts[NOT_STARTED]} run(s) not started (--no-start-after had passed): the same command "
+                     "starts them")
     for row in status[status["status"] == "failed"].to_dict("records"):
         see = f" (see {row['notebook']})" if row["notebook"] else ""
         lines.append(f"  FAILED {row['run']}: {row['error']}{see}")
@@ -382,6 +391,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one per GPU where there are several)")
     p.add_argument("--out", help="sweep folder (default: runs/<preset> or runs/sweep-<dataset>)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("--no-start-after", metavar="TIME", help="start no run after TIME (HH:MM local, or ISO): the "
+                   "runs under way finish, the rest wait for the same command (e.g. an hour before a machine goes)")
     p.add_argument("--reuse-from", metavar="FOLDER", help="first link the runs this other sweep folder finished "
                    "with the same config and evaluation (Study B from Study A); recorded in reused.json")
     g = p.add_argument_group("cluster", "--launcher slurm: one Slurm job per run, through submitit")
@@ -448,6 +459,10 @@ def sweep_from_args(args) -> Sweep:
 
 
 def cmd_sweep(args) -> int:
+    start_by = start_time(args.no_start_after)   # before anything is written, as every check
+    if start_by is not None and (args.launcher == "slurm" or args.aggregate_only):
+        raise bad("--no-start-after", args.no_start_after, "applies to runs started here (--launcher local); a "
+                  "Slurm queue starts its jobs itself, and --aggregate-only starts none.")
     sweep = sweep_from_args(args)
     slurm = slurm_from_args(args) if args.launcher == "slurm" else None
     if args.dry_run:   # the plan, then the same check a real start makes: exit 2 when it would refuse
@@ -464,8 +479,23 @@ def cmd_sweep(args) -> int:
     elif slurm is not None:
         result = sweep_slurm(sweep, slurm, args.jobs)
     else:
-        result = sweep_local(sweep, args.jobs)
+        result = sweep_local(sweep, args.jobs, start_by=start_by)
     return 0 if result["ok"] else 1
+
+
+def start_time(text: str | None, now: datetime | None = None) -> float | None:
+    """--no-start-after: HH:MM (local time, its next occurrence) or an ISO date and time -> a time.time()."""
+    if text is None:
+        return None
+    now = now or datetime.now()
+    try:
+        if hm := re.fullmatch(r"(\d{1,2}):(\d{2})", text):
+            at = now.replace(hour=int(hm[1]), minute=int(hm[2]), second=0, microsecond=0)
+            return (at if at > now else at + timedelta(days=1)).timestamp()
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise bad("--no-start-after", text, "give a local time HH:MM (e.g. 12:10) or an ISO date and time "
+                  "(e.g. 2026-12-04T12:10).") from None
 
 
 def slurm_from_args(args) -> SlurmSettings:

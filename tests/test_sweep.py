@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def test_finished_runs_keep_their_record_and_failed_ones_are_recorded(tmp_path):
     rec = sweep.execute_run(good, {})   # a resumed sweep keeps the earlier run's status and time
     assert (rec["status"], rec["seconds"], rec["resumed"]) == ("done", 42.5, True)
     assert report.status_counts(pd.DataFrame([rec, {**rec, "resumed": False}])) == {"done": 1, "skipped": 1,
-                                                                                    "failed": 0}
+                                                                                    "failed": 0, "not started": 0}
     good.config = {**good.config, "epochs": 7}  # same folder, other settings: never silently reused
     rec = sweep.execute_run(good, {})
     assert rec["status"] == "failed" and "other settings" in rec["error"]
@@ -328,6 +329,40 @@ def test_aggregate_csv_holds_the_mean_and_std_of_each_runs_summary(tmp_path, mon
     assert (both.n == both.n_want).all() and set(got.robust_attack) == {"pgd20"}
     (record,) = read_sessions(tmp_path / "sw")   # the sweep's wall time is on record
     assert record["what"] == "sweep" and record["ended"] and record["last_seen"] >= record["start"]
+
+
+def test_no_run_starts_after_the_deadline_and_the_same_command_starts_them_later(tmp_path, monkeypatch):
+    """--no-start-after: a run not started by then is left untouched (no folder) and counted, the sweep is not a
+    failure, and the next call starts exactly those."""
+    monkeypatch.setattr(sweep, "execute", fake_evaluation)
+    monkeypatch.setattr(sweep, "check_kernel", lambda *a: None)
+    s = plan.Sweep(tmp_path / "sw", "synthetic", [10], [("pgd_at", False), ("at_bsl", False)], [0, 1],
+                   config={"epochs": 2})
+    first, *rest = s.plan()
+    assert sweep.execute_run(first, s.evaluation)["status"] == "done"
+    lines: list[str] = []
+    got = sweep.sweep_local(s, log=lines.append, start_by=time.time() - 1)
+    status = pd.read_csv(tmp_path / "sw" / "runs.csv").set_index("run")
+    assert got["ok"] and status.loc[str(first.dir), "status"] == "done"
+    assert all(status.loc[str(r.dir), "status"] == "not started" and not r.dir.exists() for r in rest)
+    assert "1 skipped, 0 failed, 3 not started" in "\n".join(lines)
+    sweep.sweep_local(s, log=lambda *_: None)
+    assert (pd.read_csv(tmp_path / "sw" / "runs.csv")["status"] == "done").all()
+
+
+def test_the_deadline_is_the_next_such_time_and_a_bad_one_is_refused_before_anything_is_written(tmp_path, capsys):
+    from datetime import datetime
+    now = datetime(2026, 12, 4, 11, 0)
+    assert datetime.fromtimestamp(sweep.start_time("12:10", now)) == datetime(2026, 12, 4, 12, 10)
+    assert datetime.fromtimestamp(sweep.start_time("9:05", now)) == datetime(2026, 12, 5, 9, 5)   # passed: tomorrow
+    assert datetime.fromtimestamp(sweep.start_time("2026-12-06T08:30", now)) == datetime(2026, 12, 6, 8, 30)
+    for bad in ("25:00", "noon"):
+        out = tmp_path / bad
+        code = cli.main(["sweep", "--dataset", "synthetic", "--methods", "pgd_at", "--no-start-after", bad,
+                         "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "--no-start-after" in err[0] and bad in err[0] and "HH:MM" in err[0]
+        assert not out.exists()
 
 
 def printed_summary(stdout: str) -> dict[tuple[str, str, str], float]:

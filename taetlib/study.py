@@ -431,18 +431,16 @@ def update_pages(preset: str, written: dict, out: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------ CLI
 def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("study", help="publish a study (fmnist_lt_study_a, _b, _c) from its sweep folder, "
-                                            "finished or partial: results/<preset>/README.md, tables, figures")
-    p.add_argument("--preset", required=True, help="the study's preset (its sweep, primary comparisons, sources)")
-    p.add_argument("--root", help="the study's sweep folder (default runs/<preset>); only read")
-    p.add_argument("--out", help="the published folder (default results/<preset>)")
-    p.set_defaults(func=cmd_study)
-    r = subparsers.add_parser("restore", help="copy a study's record of finished runs (results/<preset>/record/, "
-                                              "kept in git) back into its sweep folder, before the sweep resumes")
-    r.add_argument("--preset", required=True, help="the study's preset")
-    r.add_argument("--root", help="the study's sweep folder (default runs/<preset>); written")
-    r.add_argument("--out", help="the published folder that holds record/ (default results/<preset>); only read")
-    r.set_defaults(func=cmd_restore)
+    for name, func, what, root, out in (
+            ("study", cmd_study, "publish a study (fmnist_lt_study_a, _b, _c) from its sweep folder, finished or "
+             "partial: results/<preset>/README.md, tables, figures, record/", "only read", "written"),
+            ("restore", cmd_restore, "copy a study's record of finished runs (results/<preset>/record/, kept in git) "
+             "back into its sweep folder, before the sweep resumes", "written", "only read")):
+        p = subparsers.add_parser(name, help=what)
+        p.add_argument("--preset", required=True, help="the study's preset (its sweep, primary comparisons, sources)")
+        p.add_argument("--root", help=f"the study's sweep folder (default runs/<preset>); {root}")
+        p.add_argument("--out", help=f"the published folder, with record/ (default results/<preset>); {out}")
+        p.set_defaults(func=func)
 
 
 def cmd_study(args) -> int:

@@ -111,6 +111,9 @@ class Sweep:
         """{IR: {arm: overrides}} from root/tuning/tuning.json, made with this sweep's tuning spec."""
         path = Path(self.root) / TUNING_FILE
         fix = f"run `python -m taetlib tune{f' --preset {self.preset}' if self.preset else ''} --out {self.root}` first"
+        if self.preset and resolve(f"results/{self.preset}/record/{TUNING_FILE}").exists():   # a new machine
+            fix = (f"its tuning is in git: run `python -m taetlib restore --preset {self.preset} --root {self.root}` "
+                   "first")
         if not path.exists():
             raise ConfigError(f"tuning={self.tuning}: this sweep tunes each arm on a validation split, and {path} "
                               f"does not exist yet; {fix}.")

@@ -447,15 +447,15 @@ def cmd_study(args) -> int:
     p = presets.get(args.preset)
     root = args.root or f"runs/{p.name}"
     out = args.out or f"results/{p.name}"
-    if not resolve(root).is_dir():
-        raise bad("--root", root, f"is no folder; run `python -m taetlib tune --preset {p.name} --out {root}` and "
-                  "the sweep first.")
     if not p.tuning:
         raise ConfigError(f"--preset {p.name}: is no study (it does not tune); studies: " + ", ".join(
             sorted(n for n, q in presets.PRESETS.items() if q.tuning)) + ".")
     if not (resolve(root) / TUNING_FILE).parent.is_dir():
-        raise bad("--root", root, f"holds no tuning yet; run `python -m taetlib tune --preset {p.name} --out {root}` "
-                  "first (a study publishes from its first tuning run on).")
+        fix = (f"run `python -m taetlib restore --preset {p.name} --root {root} --out {out}` first (its record is "
+               "in git)" if (resolve(out) / RECORD_DIR / TUNING_FILE).exists() else   # a new machine
+               f"run `python -m taetlib tune --preset {p.name} --out {root}` and the sweep first (a study publishes "
+               "from its first tuning run on)")
+        raise bad("--root", root, f"{'holds no tuning yet' if resolve(root).is_dir() else 'is no folder'}; {fix}.")
     t0 = time.time()
     written = write(study_sweep(p.name, resolve(root)), resolve(out), command=commands(p.name, root, out,
                                                                                        bool(p.tuning)))

@@ -192,6 +192,13 @@ def test_the_study_command_refuses_a_missing_folder_and_writes_nothing(tmp_path,
     code = cli.main(["study", "--preset", "fmnist_lt_study_a", "--root", str(tmp_path / "empty"), "--out", str(out)],
                     commands=(study.add_cli,))
     assert code == 2 and "tuning" in capsys.readouterr().err and not out.exists()
+    (out / "record" / "tuning").mkdir(parents=True)   # a new machine, the study's record in git: restore it
+    (out / "record" / "tuning" / "tuning.json").write_text("{}")
+    code = cli.main(["study", "--preset", "fmnist_lt_study_a", "--root", str(tmp_path / "nope"), "--out", str(out)],
+                    commands=(study.add_cli,))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "restore --preset fmnist_lt_study_a" in err[0] and "tune" not in err[0]
+    assert sorted(p.name for p in out.rglob("*")) == ["record", "tuning", "tuning.json"]
 
 
 def test_the_study_command_reads_the_sweep_the_folder_recorded(study_folder, tmp_path, capsys):

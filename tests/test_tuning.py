@@ -85,6 +85,16 @@ def test_a_tuning_sweep_refuses_to_plan_without_its_choices(tmp_path):
         study_sweep(tmp_path / "sw", tmp_path).plan()
 
 
+def test_a_study_on_a_new_machine_is_told_to_restore_the_tuning_git_holds(tmp_path):
+    """Study A's tuning record is committed (results/fmnist_lt_study_a/record/); Study B's is not."""
+    from taetlib import presets
+    from taetlib.plan import from_preset
+    with pytest.raises(ConfigError, match="in git: run `python -m taetlib restore --preset fmnist_lt_study_a"):
+        from_preset(presets.get("fmnist_lt_study_a"), tmp_path / "a").plan()
+    with pytest.raises(ConfigError, match="does not exist yet; run `python -m taetlib tune --preset fmnist_lt_study_b"):
+        from_preset(presets.get("fmnist_lt_study_b"), tmp_path / "b").plan()
+
+
 @pytest.mark.slow
 def test_tuning_chooses_on_validation_never_reads_the_test_set_and_the_sweep_uses_its_choice(tmp_path, monkeypatch):
     sweep = study_sweep(tmp_path / "sw", tmp_path / "data")

@@ -210,6 +210,22 @@ def seed_pairs(metrics: pd.DataFrame, a: str, b: str, ir: float, protocol: str, 
     return both.assign(difference=both["value_a"] - both["value_b"], var=var, shared=shared)
 
 
+def ended_seeds(metrics: pd.DataFrame, a: str, b: str, ir: float, protocol: str, metric: str) -> int:
+    """Seeds whose runs of both a and b have ended with a reading, trained or not: a run the health gate
+    left out still spends its seed of the design."""
+    m = metrics[(metrics["imbalance_ratio"] == ir) & (metrics["protocol"] == protocol) & (metrics["metric"] == metric)]
+    return len(set(m.loc[m["arm"] == a, "seed"]) & set(m.loc[m["arm"] == b, "seed"]))
+
+
+def _design(metrics: pd.DataFrame, r: dict, declared: int | None) -> dict:
+    """The seeds the preset declared and those ended so far: fewer ended than declared is an interim look,
+    which the verdict function reads without a verdict."""
+    if declared is None:
+        return {}
+    return {"declared": int(declared),
+            "ended": ended_seeds(metrics, r["a"], r["b"], r["imbalance_ratio"], r["protocol"], r["metric"])}
+
+
 def difference_reading(pairs: pd.DataFrame, **keys) -> dict:
     """The engine's reading of a - b over seeds, with the effect it could detect at 80 % power."""
     var = pairs["var"].to_numpy(dtype=float) if len(pairs) else None
@@ -219,10 +235,11 @@ def difference_reading(pairs: pd.DataFrame, **keys) -> dict:
     return {**keys, **out, "mde": intervals.detectable(out["se"], out["k"])}
 
 
-def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, primary=()) -> list[dict]:
+def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, primary=(),
+                   declared: int | None = None) -> list[dict]:
     """a - b for every IR, protocol and metric of `metric_labels`: kind 'claim' where `primary` (the
     preset's pre-declared endpoints: dicts of a, b, metric, imbalance_ratio, protocol, claimed) names it,
-    with Holm-adjusted p-values over those; 'descriptive' for the rest."""
+    with Holm-adjusted p-values over those; 'descriptive' for the rest. `declared`: the design's seeds."""
     m = metrics[metrics["metric"].isin(list(metric_labels))]
     out = []
     for (ir, protocol, metric), _ in m.groupby(["imbalance_ratio", "protocol", "metric"], sort=True):
@@ -230,15 +247,17 @@ def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, p
                      == (a, b, metric, float(ir), protocol)), None)
         r = difference_reading(seed_pairs(metrics, a, b, ir, protocol, metric), a=a, b=b, imbalance_ratio=ir,
                                protocol=protocol, metric=metric, label=metric_labels[metric])
-        out.append({**r, "kind": "claim" if spec else "descriptive",
+        out.append({**r, **_design(metrics, r, declared), "kind": "claim" if spec else "descriptive",
                     "claimed": spec.get("claimed") if spec else None})
     return holm_family(out)
 
 
-def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None) -> list[dict]:
+def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None,
+                     declared: int | None = None) -> list[dict]:
     """Every pre-declared primary comparison (dicts of a, b, metric, imbalance_ratio, protocol, claimed),
     whatever its pair of arms, read by the engine and Holm-adjusted as one family; a comparison whose arms
-    have no common finished seed reads k = 0 (no verdict)."""
+    have no common finished seed reads k = 0 (no verdict). `declared`: the design's seeds (fewer ended:
+    an interim look, no verdict)."""
     labels = labels or {}
     out = []
     for p in primary:
@@ -246,7 +265,7 @@ def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None)
         r = difference_reading(seed_pairs(metrics, p["a"], p["b"], ir, p["protocol"], p["metric"]), a=p["a"],
                                b=p["b"], imbalance_ratio=ir, protocol=p["protocol"], metric=p["metric"],
                                label=labels.get(p["metric"], p["metric"].replace("_", " ")))
-        out.append({**r, "kind": "claim", "claimed": p.get("claimed")})
+        out.append({**r, **_design(metrics, r, declared), "kind": "claim", "claimed": p.get("claimed")})
     return holm_family(out)
 
 

@@ -337,7 +337,8 @@ def primary_section(sweep, metrics: pd.DataFrame | None, health: pd.DataFrame | 
                          "sweep has no finished runs of " + html.escape(", ".join(sorted({a, b} - set(metrics["arm"]))))
                          + ".</p>")
     # one Holm family over every primary comparison, whatever its pair of arms
-    readings = [r for r in compare.primary_readings(metrics, primary) if r["k"] > 0]
+    declared = len(getattr(sweep, "seeds", None) or []) or None
+    readings = [r for r in compare.primary_readings(metrics, primary, declared=declared) if r["k"] > 0]
     if readings:
         parts += ["<ul>" + "".join(f"<li>{html.escape(verdicts.sentence(r))}</li>" for r in readings) + "</ul>",
                   _table_html(compare.readings_table(readings))]

@@ -262,7 +262,8 @@ DEMO_MARKERS = ("<!-- demo:verdict -->", "<!-- /demo:verdict -->")   # the READM
 
 def sweep_readings(root: str | Path) -> dict:
     """What a sweep folder's verdicts are read from: aggregate.csv, metrics.csv (rebuilt from the aggregate
-    when it is absent and every cell is one run), health.csv, the primary comparisons of its sweep.json."""
+    when it is absent and every cell is one run), health.csv, the primary comparisons and the number of
+    seeds of its sweep.json."""
     root = Path(root)
     agg = pd.read_csv(root / "aggregate.csv")
     if (root / "metrics.csv").exists():
@@ -274,7 +275,8 @@ def sweep_readings(root: str | Path) -> dict:
     spec = json.loads((root / "sweep.json").read_text()) if (root / "sweep.json").exists() else {}
     primary = spec.get("primary") or (list(presets.get(spec["preset"]).primary) if spec.get("preset") else [])
     gate = pd.read_csv(root / "health.csv") if (root / "health.csv").exists() else None
-    return {"aggregate": agg, "metrics": metrics, "primary": primary, "health": gate}
+    return {"aggregate": agg, "metrics": metrics, "primary": primary, "health": gate,
+            "declared": len(spec["seeds"]) if spec.get("seeds") else None}
 
 
 def demo_section(root: str | Path, a: str = "taet", b: str = "at_bsl") -> str:
@@ -289,7 +291,7 @@ def demo_section(root: str | Path, a: str = "taet", b: str = "at_bsl") -> str:
     lines = [f"{arm:{width}s}{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
              for arm, m, lo, hi in zip(rob["arm"], rob["mean"], rob["low"], rob["high"])]
     sources = "; ".join(dict.fromkeys(str(x) for x in rob["interval"].dropna() if x)) if "interval" in rob else ""
-    readings = [r for r in compare.claim_readings(metrics, a, b, CLAIMS, got["primary"])
+    readings = [r for r in compare.claim_readings(metrics, a, b, CLAIMS, got["primary"], got["declared"])
                 if r["protocol"] == "balanced"] if {a, b} <= set(metrics["arm"]) else []
     gate = got["health"]
     return "\n".join([

@@ -310,9 +310,10 @@ def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design:
              "## Design and power\n", *design, "",
              "## Primary comparisons\n",
              *([] if not readings else [
-                 "The preset declared these before the runs; only they can hold or be contradicted, Holm-adjusted "
-                 f"over the {len(readings)} of them (a - b per seed, combined over seeds by the interval engine; "
-                 f"robustness read on {attack}).\n"]), *_claims_read(readings), "",
+                 "The preset declared these and their seeds before the runs; only they can hold or be contradicted, "
+                 f"Holm-adjusted over the {len(readings)} of them, and only once every declared seed has ended "
+                 "(a - b per seed, combined over seeds by the interval engine; robustness read on "
+                 f"{attack}).\n"]), *_claims_read(readings), "",
              "## Health of every finished run\n", health_text, "",
              *([markdown(gated), ""] if len(gated) else []),
              "## Tuning\n", *tuning, "", "## Class order\n", *classes, ""]
@@ -362,9 +363,9 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
     attack = sweep.robust_attack or "pgd20"
     labels = {**results.CLAIMS, **{m: report.METRIC_GROUPS[m] for m in report.METRIC_GROUPS if m not in
                                    results.CLAIMS}}
-    readings = compare.primary_readings(read["metrics"], sweep.primary, labels) if len(read["metrics"]) else \
-        compare.primary_readings(pd.DataFrame(columns=["arm", "seed", "imbalance_ratio", "protocol", "metric",
-                                                       "value"]), sweep.primary, labels)
+    metrics = read["metrics"] if len(read["metrics"]) else pd.DataFrame(
+        columns=["arm", "seed", "imbalance_ratio", "protocol", "metric", "value"])
+    readings = compare.primary_readings(metrics, sweep.primary, labels, declared=len(sweep.seeds))
     two_orders = status.get("class_order", pd.Series(dtype=str)).nunique() > 1   # planned, finished or not
     weights = any(a.method == "taet" for a in sweep.arms)
     extra: list[str] = []

@@ -5,6 +5,9 @@ README section. Nothing else words a verdict.
 The rules it keeps:
 - only a pre-declared primary comparison (the preset names it) with at least two seeds can 'hold' or be
   'contradicted', and only when its Holm-adjusted p-value is below 0.05;
+- and only once every seed the design declared has ended: a look at fewer is interim and gets no verdict,
+  since stopping at the first look that crosses 0.05 raises the error rate well above 0.05 (the design
+  declared no rule for early looks);
 - a primary comparison that is not significant gives the bound the data supports ('at most +1.2
   points'), the smallest effect it could detect with 80 % power, and whether the paper's claimed
   effect was within reach;
@@ -51,6 +54,10 @@ def _power(r: dict) -> str:
     return text + "."
 
 
+def _interim(r: dict) -> bool:
+    return r.get("declared") is not None and r.get("ended", r["k"]) < r["declared"]
+
+
 def _claim(r: dict) -> str:
     if r["k"] == 0:
         return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']}: no seed has finished runs of both arms yet, so "
@@ -60,6 +67,9 @@ def _claim(r: dict) -> str:
         return f"{head}: no verdict, as one seed's interval covers only the test images, not the seed or data spread."
     p_text = "< 0.001" if r["p_holm"] < 0.001 else f"= {r['p_holm']:.3f}"
     p = f"Holm-adjusted p {p_text} over {r['family']} primary comparisons; the interval is unadjusted"
+    if _interim(r):
+        return (f"{head} ({p}): an interim look at {r['ended']} of the {r['declared']} declared seeds, so no "
+                f"verdict until all {r['declared']} have ended.{_power(r)}")
     if r["p_holm"] < ALPHA:
         word = "holds" if r["mean"] > 0 else f"is contradicted ({r['b']} higher)"
         return f"{head} ({p}): the claim {word}.{_power(r)}"
@@ -94,6 +104,10 @@ def _summary(r: dict) -> str:
         return f"No seed has finished runs of both arms of any of the {len(claims)} primary comparisons yet."
     if all(x["k"] < 2 for x in claims):
         return f"One seed: none of the {len(claims)} primary comparisons can be settled."
+    if any(_interim(x) for x in claims):
+        ended = min(x.get("ended", x["k"]) for x in claims)
+        return (f"An interim look at {ended} of the {claims[0]['declared']} declared seeds: none of the "
+                f"{len(claims)} primary comparisons gets a verdict until every declared seed has ended.")
     holds = sum(x["p_holm"] < ALPHA and x["mean"] > 0 for x in claims)
     against = sum(x["p_holm"] < ALPHA and x["mean"] < 0 for x in claims)
     return (f"Of {len(claims)} primary comparisons (Holm-adjusted over the {len(claims)}), {holds} hold, {against} "

@@ -76,9 +76,49 @@ def test_the_verdict_function_never_says_holds_or_contradicted_unless_primary_an
              "kind": rng.choice(["claim", "descriptive"]), "claimed": 0.08}
         r["mde"] = intervals.detectable(r["se"], r["k"])
         r.update(p_holm=min(1.0, r["p"] * int(rng.integers(1, 5))), family=4)
+        if rng.random() < 0.5:   # a design that declared its seeds: fewer ended is an interim look
+            r.update(declared=int(rng.integers(k, 9)), ended=k)
         text = verdicts.sentence(r)
         says = "holds" in text or "contradicted" in text
-        assert says == (r["kind"] == "claim" and k >= 2 and r["p_holm"] < 0.05), text
+        final = r.get("ended", k) >= r.get("declared", k)
+        assert says == (r["kind"] == "claim" and k >= 2 and r["p_holm"] < 0.05 and final), text
+
+
+def test_an_interim_look_gets_no_verdict_until_every_declared_seed_has_ended():
+    clear = {(10.0, "balanced_robustness"): [-0.090, -0.092, -0.091],
+             (10.0, "taet_tail_robustness"): [-0.07, -0.08, -0.075]}
+    early = compare.claim_readings(metrics_frame(clear), "taet", "at_bsl", results.CLAIMS, PRIMARY, declared=8)
+    for r in early:
+        assert (r["k"], r["ended"], r["declared"]) == (3, 3, 8) and r["p_holm"] < 0.05
+        text = verdicts.sentence(r)
+        assert "an interim look at 3 of the 8 declared seeds" in text and "contradicted" not in text
+    summary = verdicts.sentence({"kind": "summary", "readings": early})
+    assert "interim look at 3 of the 8" in summary and "contradicted" not in summary
+    final = compare.claim_readings(metrics_frame(clear), "taet", "at_bsl", results.CLAIMS, PRIMARY, declared=3)
+    assert all("the claim is contradicted (at_bsl higher)" in verdicts.sentence(r) for r in final)
+    # a run the health gate left out has ended: its seed is spent, the look is final on the seeds that trained
+    m = metrics_frame(clear).assign(trained=True)
+    m.loc[(m["seed"] == 2) & (m["arm"] == "taet"), "trained"] = False
+    (r, _) = compare.primary_readings(m, PRIMARY, declared=3)
+    assert (r["k"], r["ended"]) == (2, 3) and "interim" not in verdicts.sentence(r)
+    # no declared design (a sweep without seeds on record): the rule does not apply
+    assert "declared" not in compare.primary_readings(m, PRIMARY)[0]
+
+
+def test_stopping_at_the_first_significant_look_would_inflate_the_error_the_one_final_look_keeps():
+    """Why an interim look gets no verdict: with no true difference, reading the engine after every seed
+    from 2 to 8 and stopping at the first p < 0.05 rejects far more often than 5 %; one look at the 8
+    declared seeds rejects at about 5 % (simulated against the known truth, zero)."""
+    rng = np.random.default_rng(0)
+    sims, peeking, final = 2000, 0, 0
+    for _ in range(sims):
+        d = rng.normal(0.0, 0.04, 8)
+        p = [intervals.combine(d[:k])["p"] for k in range(2, 9)]
+        peeking += any(x < 0.05 for x in p)
+        final += p[-1] < 0.05
+    se = np.sqrt(0.05 * 0.95 / sims)
+    assert abs(final / sims - 0.05) < 3 * se
+    assert peeking / sims > 0.05 + 10 * se
 
 
 def ranking_metrics(values: dict) -> pd.DataFrame:

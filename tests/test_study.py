@@ -181,6 +181,17 @@ def test_a_primary_pair_with_no_common_seed_gets_no_reading_and_still_counts_in_
     assert "holds" not in got["readme"].split("## Primary comparisons")[1].split("##")[0]
 
 
+def test_a_study_short_of_its_declared_seeds_is_an_interim_look_without_verdicts(study_folder, tmp_path):
+    """taet seed 2 is still running and at_bsl-perm seed 2 failed: 2 of the 3 declared seeds have ended for
+    each primary pair, so neither gets a verdict, whatever its p-value."""
+    got = study.write(study_folder, tmp_path / "out", command="c")
+    assert [(r["ended"], r["declared"]) for r in got["claims"]] == [(2, 3), (2, 3)]
+    primary = got["readme"].split("## Primary comparisons")[1].split("##")[0]
+    assert primary.count("an interim look at 2 of the 3 declared seeds") == 2
+    verdicts_read = primary.split("declared seed has ended")[1]
+    assert "holds" not in verdicts_read and "contradicted" not in verdicts_read
+
+
 def test_the_study_command_refuses_a_missing_folder_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(["study", "--preset", "fmnist_lt_study_a", "--root", str(tmp_path / "nope"), "--out", str(out)],

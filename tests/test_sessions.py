@@ -11,7 +11,7 @@ import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taetlib import sessions, study
+from taetlib import sessions, study_sections
 
 
 def test_a_session_beats_while_it_runs_and_says_when_it_ended(tmp_path):
@@ -59,12 +59,12 @@ def test_the_study_readme_reads_the_sessions(tmp_path):
         folder.mkdir(exist_ok=True)
         (folder / f"{start:.0f}.json").write_text(json.dumps(
             {"what": "sweep", "start": start, "last_seen": end, "ended": True, "reconstructed": by_hand}))
-    text = study.sessions_text("the sweep", sessions.read_sessions(tmp_path))
+    text = study_sections.sessions_text("the sweep", sessions.read_sessions(tmp_path))
     assert "1.6 h of wall time over 3 sessions" in text and "1 of them reconstructed" in text
-    assert study.sessions_text("the sweep", []) == ""
+    assert study_sections.sessions_text("the sweep", []) == ""
     no_runs = pd.DataFrame(columns=["run", "status"])
-    assert study.wall_text(no_runs, tmp_path) == f"Time: {text}."   # the README's time line carries it
-    assert study.wall_text(no_runs, tmp_path / "elsewhere") == "Time: no run has finished yet."
+    assert study_sections.wall_text(no_runs, tmp_path) == f"Time: {text}."   # the README's time line carries it
+    assert study_sections.wall_text(no_runs, tmp_path / "elsewhere") == "Time: no run has finished yet."
     table = sessions.sessions_table(sessions.read_sessions(tmp_path))   # what the study publishes
     assert table["hours"].tolist() == [1.0, 0.5, 0.417] and table["reconstructed"].tolist() == [True, False, False]
     assert table["start_utc"].tolist()[0] == "1970-01-01 00:00:00"

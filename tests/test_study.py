@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, data, study, sweep, tuning, verdicts
+from taetlib import cli, data, study, study_sections, sweep, tuning, verdicts
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.eval_result import EvalResult, per_class_table, summary_table
@@ -141,7 +141,7 @@ def test_a_partial_study_says_what_finished_names_the_untrained_arm_and_words_ve
     assert files(study_folder.root) == before   # the sweep folder is only read
     # what finished, per arm and seed; only that is read
     assert "13 of 15 runs have finished, 1 failed, 1 has not finished yet" in text
-    prog = study.progress_table(got["status"]).set_index("arm")
+    prog = study_sections.progress_table(got["status"]).set_index("arm")
     assert prog.loc["taet", "finished"] == "2 of 3" and prog.loc["taet", "seed 2"] == "-"
     assert prog.loc["at_bsl-perm", "seed 2"] == "FAILED" and prog.loc["pgd_at", "finished"] == "3 of 3"
     running = str(study_folder.root / "synthetic-ir10" / "taet" / "seed2")
@@ -289,7 +289,7 @@ def test_a_study_still_tuning_publishes_its_tuning_so_far_and_no_run(tmp_path):
             (base / arm / value / "point.json").write_text(json.dumps({"config": {}, "result": result}))
     got = study.write(s, tmp_path / "out", command="c")
     text = got["readme"]
-    assert "0 of 15 runs have finished" in text and (got["status"]["status"] == study.PENDING).all()
+    assert "0 of 15 runs have finished" in text and (got["status"]["status"] == study_sections.PENDING).all()
     assert "The tuning is running: 1 of 10 tuning runs have finished and 1 is training" in text
     assert "| synthetic-ir10 | at_bsl | lrx0.5 | done | 6 | 41.2 | 70.0 | 60 |" in text
     assert "| taet | lrx1 | training | 2 | - | - | 20 |" in text
@@ -313,7 +313,7 @@ def test_a_runs_compute_counts_every_session_and_each_attack_once(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "eval_config.json").write_text(json.dumps({"seconds": {
         "balanced/clean": 1.0, "long_tailed/clean": 1.0, "balanced/apgd_t": 100.0, "long_tailed/apgd_t": 100.0}}))
-    assert study.run_seconds(tmp_path) == pytest.approx(4 + 11 + 12 + 1 + 100)
+    assert study_sections.run_seconds(tmp_path) == pytest.approx(4 + 11 + 12 + 1 + 100)
 
 
 def test_a_study_restored_from_its_record_reads_as_the_original_and_its_sweep_skips_what_finished(

@@ -21,6 +21,7 @@ from . import compare, plots, verdicts
 from . import health as healthlib
 from .arms import arm_name
 from .figure_files import PLOTLYJS, write_plotlyjs
+from .run_files import reused_text
 from .runs import ARM_FILE
 
 __all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "NOT_STARTED", "RUN_COLUMNS", "SHARE", "SOURCE", "STYLE",
@@ -409,9 +410,10 @@ def tuning_record(root: Path) -> tuple[pd.DataFrame, str] | None:
     text = (f"Each arm's value was chosen once, on seed {rec['seed']}, by balanced {rec['attack']} robustness on a "
             f"validation split ({rec['validation']}), from the same number of values for every arm; "
             f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
-            "(tuning/tuning.csv lists them)." + (f" This record was reconstructed: {rec['reconstructed']}"
-                                                 if rec.get("reconstructed") else ""))
+            "(tuning/tuning.csv lists them)." + reused_text(root, "tuning") +
+            (f" This record was reconstructed: {rec['reconstructed']}" if rec.get("reconstructed") else ""))
     return rows, text
+
 
 
 def tuning_section(root: Path) -> str:

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from .errors import bad
 from .paths import resolve
 
-__all__ = ["REUSED_FILE", "RUN_FILES", "check_run_dir", "link_run", "record_reuse", "reuse_source", "save_atomic",
-           "tensor_bytes"]
+__all__ = ["REUSED_FILE", "RUN_FILES", "check_run_dir", "link_run", "record_reuse", "reuse_source", "reused_text",
+           "save_atomic", "tensor_bytes"]
 
 
 RUN_FILES = ("config.json", "history.jsonl", "last.pt", "model.pt", "best.pt")   # what fit() writes into run_dir
@@ -96,6 +96,21 @@ def record_reuse(root: Path, kind: str, source: Path, pairs: list[tuple[Path, Pa
              "linked": [{"from": str(s), "to": str(d)} for s, d in pairs]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([*earlier, entry], indent=2) + "\n")
+
+
+def reused_text(root: Path, kind: str) -> str:
+    """A sentence on what of `kind` ('tuning' or 'runs') came from another study through --reuse-from (linked
+    folders, or tuning readings adopted from its record), and from where; empty when nothing did."""
+    path = Path(root) / REUSED_FILE
+    entries = [e for e in json.loads(path.read_text()) if e["kind"] == kind] if path.exists() else []
+    if not entries:
+        return ""
+    n = sum(len(e["linked"]) for e in entries)
+    sources = ", ".join(sorted({Path(e["source"]).name for e in entries}))
+    what = "tuning run" if kind == "tuning" else "study run"
+    return (f" {n} {what}{'' if n == 1 else 's'} {'was' if n == 1 else 'were'} reused from {sources} (the same "
+            f"config, seed and {'validation' if kind == 'tuning' else 'evaluation'}; {REUSED_FILE} lists them); "
+            "their time is counted here as it was there.")
 
 
 def reuse_source(given: str, root: Path) -> Path:

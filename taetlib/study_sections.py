@@ -16,6 +16,7 @@ from .config import RunConfig
 from .history import compute_seconds, read_history
 from .markdown_table import markdown
 from .plan import POINT_FILE, TUNING_FILE, Sweep
+from .run_files import reused_text
 from .schedule import budget
 from .sessions import read_sessions, wall_seconds
 
@@ -96,7 +97,8 @@ def wall_text(status: pd.DataFrame, root: Path) -> str:
                      f"({cost['sgd_steps']} SGD steps)")
         parts.append(sessions_text("the tuning", read_sessions(tuning.parent)))
     parts = [p for p in parts if p]
-    return ("Time: " + "; ".join(parts) + ".") if parts else "Time: no run has finished yet."
+    return (("Time: " + "; ".join(parts) + ".") if parts else "Time: no run has finished yet.") + \
+        reused_text(root, "runs")
 
 
 def sessions_text(who: str, sessions: list[dict]) -> str:

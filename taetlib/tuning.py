@@ -38,7 +38,7 @@ from .history import compute_seconds, read_history
 from .metrics import balanced_accuracy
 from .parallel import pmap
 from .paths import resolve
-from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Run, Sweep, from_preset
+from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE, Run, Sweep, from_preset, load_sweep
 from .run_files import link_run, record_reuse, reuse_source
 from .schedule import budget
 from .selection import hold_out
@@ -46,8 +46,8 @@ from .sessions import read_sessions, session, wall_seconds
 from .train import TrainingDiverged, fit
 
 __all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid", "preset_tuning_budgets",
-           "reuse_points", "same_config", "source_spec", "tune", "tune_point", "tuning_budget", "tuning_points",
-           "validation_data"]
+           "recorded_points", "reuse_points", "same_config", "source_spec", "tune", "tune_point", "tuning_budget",
+           "tuning_points", "validation_data"]
 
 PARAMS = ("lr", "loss_scale")
 # the fields one loss scale multiplies together: HARL's alpha, beta, gamma (alpha / (2 beta), where a class
@@ -241,7 +241,9 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
                          for p, res in zip(points, results)])
     # the training's own seconds from each point's history, every session counted (a call's `seconds` holds
     # only what that call ran, e.g. the last epochs of a point resumed after a kill)
-    rows["train_seconds"] = [compute_seconds(read_history(p["dir"])) for p in points]
+    # (a reading adopted from another study's record has no history here: its record's seconds)
+    rows["train_seconds"] = [compute_seconds(read_history(p["dir"])) or float(res.get("train_seconds") or 0.0)
+                             for p, res in zip(points, results)]
     rows["chosen"] = False
     choices: dict = {}
     for (ir, arm), group in rows.groupby(["imbalance_ratio", "arm"], sort=False):
@@ -278,10 +280,30 @@ def source_spec(source: Path) -> dict | None:
     return None
 
 
+def recorded_points(source: Path) -> list[tuple[dict, dict]]:
+    """(config, result) of each tuning run another sweep folder's tuning.json records with a validation reading,
+    whether or not its run folder survives (Study A's were lost with a replaced machine): the source's points
+    re-derived from its sweep.json, matched to the record's rows by IR, arm and factor."""
+    if not (source / TUNING_FILE).exists() or not (source / SWEEP_FILE).exists():
+        return []
+    record = json.loads((source / TUNING_FILE).read_text())
+    rows = {(float(r["imbalance_ratio"]), r["arm"], float(r["factor"])): r for r in record.get("runs", [])}
+    out = []
+    for p in tuning_points(load_sweep(source.resolve()), TuningSpec.of(record["spec"])):
+        row = rows.get((float(p["imbalance_ratio"]), p["arm"], float(p["factor"])))
+        if row and row.get("status") == "done" and row.get("val_balanced_robustness") is not None:
+            keep = ("status", "error", "val_balanced_robustness", "val_balanced_accuracy", "sgd_steps", "train_seconds")
+            out.append((p["config"], {**{k: row.get(k) for k in keep}, "seconds": 0.0,
+                                      "reused_from": str((source / TUNING_FILE).resolve())}))
+    return out
+
+
 def reuse_points(sweep: Sweep, source: Path, log=print) -> list[tuple[Path, Path]]:
     """Link into this sweep's tuning folder the tuning runs another sweep folder finished with the same config
-    (seed included) and the same validation (attack, fraction): Study B's AT-BSL and TAET from Study A. A run
-    folder that exists here already is left as it is."""
+    (seed included) and the same validation (attack, fraction): Study B's AT-BSL and TAET from Study A. Where
+    the source's run folder is gone but its tuning.json holds the reading, that reading is adopted: a new
+    folder holding only point.json, its result marked `reused_from`. A run folder that exists here already is
+    left as it is."""
     spec, theirs = TuningSpec.of(sweep.tuning or {}), source_spec(source)
     other = TuningSpec.of(theirs) if theirs else None
     if other is None or (other.attack, other.val_fraction) != (spec.attack, spec.val_fraction):
@@ -290,16 +312,24 @@ def reuse_points(sweep: Sweep, source: Path, log=print) -> list[tuple[Path, Path
         return []
     done = [(rec["config"], p.parent) for p in sorted((source / TUNING_FILE).parent.rglob(POINT_FILE))
             if (rec := json.loads(p.read_text())).get("result", {}).get("status") == "done"]
-    pairs = []
+    recorded = recorded_points(source)
+    pairs, adopted = [], []
     for point in tuning_points(sweep, spec):
         dst = Path(point["dir"])
+        if dst.exists():
+            continue
         src = next((d for c, d in done if same_config(c, point["config"])), None)
-        if src is not None and not dst.exists():
+        if src is not None:
             link_run(src, dst)
             pairs.append((src, dst))
-    record_reuse(sweep.root, "tuning", source, pairs)
-    log(f"reuse: {len(pairs)} tuning run(s) linked from {source}")
-    return pairs
+        elif (result := next((r for c, r in recorded if same_config(c, point["config"])), None)) is not None:
+            dst.mkdir(parents=True)
+            (dst / POINT_FILE).write_text(json.dumps({"config": point["config"], "result": result}, indent=2) + "\n")
+            adopted.append((source / TUNING_FILE, dst))
+    record_reuse(sweep.root, "tuning", source, pairs + adopted)
+    log(f"reuse: {len(pairs)} tuning run(s) linked from {source}" +
+        (f", {len(adopted)} reading(s) adopted from its tuning.json (their run folders are gone)" if adopted else ""))
+    return pairs + adopted
 
 
 # ------------------------------------------------------------------------------ CLI

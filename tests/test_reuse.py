@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taetlib import cli, runs, sweep, tuning
+from taetlib import cli, report, runs, sweep, tuning
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.plan import SWEEP_FILE, Sweep
@@ -86,6 +86,43 @@ def test_the_shared_tuning_and_runs_are_linked_and_nothing_else(studies, monkeyp
     record = json.loads((b.root / REUSED_FILE).read_text())
     assert [(r["kind"], len(r["linked"])) for r in record] == [("tuning", 4), ("runs", 4)]
     assert sweep.reuse_runs(b, a.root, log=lambda m: None) == []   # again: every folder exists, nothing linked
+
+
+def test_a_record_without_its_run_folders_gives_its_readings_and_only_those(studies, monkeypatch):
+    """Study A's tuning folders were lost with a replaced machine, its tuning.json kept: B adopts each reading
+    the record holds for B's own configs, and trains the one whose reading the record lacks, and B's own arm."""
+    import shutil
+    a, b = studies
+    record = json.loads((a.root / "tuning" / "tuning.json").read_text())
+    missing = next(r for r in record["runs"] if r["arm"] == "taet" and r["factor"] == 0.5)
+    missing["val_balanced_robustness"] = None   # finished, its reading never published
+    (a.root / "tuning" / "tuning.json").write_text(json.dumps(record))
+    for d in [d for d in (a.root / "tuning").iterdir() if d.is_dir()]:
+        shutil.rmtree(d)
+
+    adopted = tuning.reuse_points(b, a.root, log=lambda m: None)
+    assert sorted((d.parent.name, d.name) for _, d in adopted) == [("at_bsl", "lrx0.5"), ("at_bsl", "lrx1"),
+                                                                   ("taet", "lrx1")]
+    trained = []
+    monkeypatch.setattr(tuning, "tune_point", REAL_TUNE_POINT)
+    monkeypatch.setattr(tuning, "fit", lambda cfg, *a, **k: trained.append((cfg.method_args.get("beta"), cfg.lr))
+                        or fit(cfg, *a, **k))
+    got = tuning.tune(b, log=lambda m: None)
+    assert sorted(trained, key=str) == sorted([(0.01, 0.05), (0.01, 0.1), (0.1, 0.05)], key=str)
+    rows = {(r["arm"], r["factor"]): r for r in got["runs"]}
+    for arm in ("at_bsl", "taet"):
+        for f in (0.5, 1.0):
+            theirs = next(r for r in record["runs"] if (r["arm"], r["factor"]) == (arm, f))
+            reused = rows[(arm, f)].get("reused_from")
+            assert bool(reused) == (theirs["val_balanced_robustness"] is not None), (arm, f)
+            if reused:
+                assert rows[(arm, f)]["val_balanced_robustness"] == theirs["val_balanced_robustness"]
+                assert rows[(arm, f)]["train_seconds"] == theirs["train_seconds"]
+    assert got["choices"]["10"]["at_bsl"] == record["choices"]["10"]["at_bsl"]
+    entries = json.loads((b.root / REUSED_FILE).read_text())
+    assert [(e["kind"], len(e["linked"])) for e in entries] == [("tuning", 3)]
+    said = report.tuning_record(b.root)[1]   # the study README's tuning section says so, and names the source
+    assert "3 tuning runs were reused from a " in said and "reused.json" in said
 
 
 def test_other_validation_or_evaluation_is_other_work(studies):

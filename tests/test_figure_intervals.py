@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import compare, eval_result, figure_files, intervals, metrics, plan, plots, report, stats
+from taetlib import compare, eval_result, figure_files, intervals, metrics, plan, plots, report, stats, study
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"c{i}" for i in range(6)]
@@ -286,15 +286,20 @@ def test_export_figure_writes_png_and_svg_and_names_the_fix_without_a_browser(tm
     assert not (tmp_path / "g.png").exists()
 
 
-def test_readme_figure_is_the_reports_first_figure_on_the_committed_numbers():
-    spec = importlib.util.spec_from_file_location("make_readme_figure", ROOT / "docs" / "make_readme_figure.py")
+def test_the_figures_are_the_reports_first_figure_on_committed_numbers():
+    """The demo's figure (docs/results.md) is drawn by a script from the committed demo numbers; the README's is
+    a study's first figure, which `python -m taetlib study` draws from the aggregate.csv committed beside it."""
+    spec = importlib.util.spec_from_file_location("make_demo_figure", ROOT / "docs" / "make_demo_figure.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     agg = pd.read_csv(script.NUMBERS)
     assert script.figure(agg).to_json() == report.tradeoff_figure(agg, "balanced").to_json()
+    results_page = (ROOT / "docs" / "results.md").read_text()
+    assert "](demo.png)" in results_page and script.FIGURE.exists() and "hand" not in script.__doc__
     readme = (ROOT / "README.md").read_text()
-    link = re.search(r"!\[[^\]]*\]\((docs/[^)]+)\)", readme).group(1)
-    assert ROOT / link == script.FIGURE and script.FIGURE.exists() and "hand" not in script.__doc__
+    figure = ROOT / re.search(r"!\[[^\]]*\]\(([^)]+)\)", readme).group(1)
+    assert figure.parent.parent == ROOT / "results" and figure.name == next(iter(study.FIGURES)), figure
+    assert figure.exists() and (figure.parent / "aggregate.csv").exists()
     # the intervals the README quotes are those of the committed numbers
     rob = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].set_index("arm")
     quoted = dict(re.findall(r"^(\S+)\s+(\d+\.\d \[\d+\.\d, \d+\.\d\])$", readme, re.M))

@@ -1,9 +1,10 @@
-"""Draws docs/demo.png, the README's figure: the first figure of the sweep report (`report.tradeoff_figure`:
-balanced accuracy vs balanced robustness under PGD-20, one point per arm, 95 % intervals both ways) on the
-balanced test set, written by plotly's own `write_image` (`figure_files.export_figure`).
+"""Draws docs/demo.png, the demo's figure in docs/results.md: the first figure of the sweep report
+(`report.tradeoff_figure`: balanced accuracy vs balanced robustness under PGD-20, one point per arm, 95 %
+intervals both ways) on the balanced test set, written by plotly's own `write_image`
+(`figure_files.export_figure`).
 
-    python docs/make_readme_figure.py                          # from docs/demo_aggregate.csv (committed)
-    python docs/make_readme_figure.py runs/demo/aggregate.csv  # from a fresh `make demo` (copied there first)
+    python docs/make_demo_figure.py                          # from docs/demo_aggregate.csv (committed)
+    python docs/make_demo_figure.py runs/demo/aggregate.csv  # from a fresh `make demo` (copied there first)
 
 Needs kaleido (`make setup`) and a Chrome / Chromium (`sudo apt-get install chromium`).
 """

@@ -70,8 +70,8 @@ def commands(preset: str, root: str, out: str, tunes: bool = True) -> str:
 
 
 def run_seconds(run_dir: str | Path) -> float:
-    """A run's compute: its epochs (history, every session counted) and its attacks (eval_config.json's
-    seconds, one per attack: the protocols share one run of each)."""
+    """A run's elapsed seconds: its epochs (history, every session counted) and its attacks (eval_config.json's
+    seconds, one per attack: the protocols share one run of each). Not CPU time: shared cores lengthen it."""
     run_dir = Path(run_dir)
     ev = run_dir / "eval" / "eval_config.json"
     attacks = json.loads(ev.read_text()).get("seconds", {}) if ev.exists() else {}
@@ -80,15 +80,15 @@ def run_seconds(run_dir: str | Path) -> float:
 
 
 def wall_text(status: pd.DataFrame, root: Path) -> str:
-    """The runs' compute (each run's training and attacks, summed over every session it needed), the
+    """The runs' elapsed time (each run's training and attacks, summed over every session it needed), the
     sweep's wall time (the union of its sessions, sessions.py) and the tuning's (tuning.json's cost)."""
     done = finished_runs(status)
     parts = []
     if len(done):
         compute = np.array([run_seconds(d) for d in done["run"]])
-        parts.append(f"the {len(done)} finished runs took {compute.sum() / 3600:.1f} h of compute (training and "
-                     f"attacks, every session of a resumed run counted; {compute.mean() / 60:.0f} min each on "
-                     "average)")
+        parts.append(f"the {len(done)} finished runs took {compute.sum() / 3600:.1f} h (the elapsed time of their "
+                     "training and attacks, every session of a resumed run counted, so other work sharing the cores "
+                     f"slows it; {compute.mean() / 60:.0f} min each on average)")
     parts.append(sessions_text("the sweep", read_sessions(root)))
     tuning = root / TUNING_FILE
     if tuning.exists():

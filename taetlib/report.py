@@ -178,7 +178,7 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     a 95 % interval (low, high, inside [0, 1]) and the variance it holds (`interval`: model seed, data
     draw, test images; taetlib.intervals)."""
     keys = ["dataset", "imbalance_ratio", "arm", "method", "robustlt", "protocol", "metric", "robust_attack"]
-    # 95 % interval: Hartung-Knapp over seeds on the logit scale (intervals.proportion); for a single run,
+    # 95 % interval: the seeds' t-interval on the logit scale around the mean (intervals.proportion); for a single run,
     # its own interval (bootstrap within classes, Wilson) where it has one, else Wilson on its images
     agg = compare.seed_means(metrics, keys, "value", "low", "high", n="images" if "images" in metrics else None)
     if "trained" in metrics:   # the health gate: how many of the cell's runs did not train (kept, and marked)

@@ -1,6 +1,8 @@
 """Coverage by simulation against a known truth: the engine's 95 % interval covers the true difference in
 93-97 % of 2,000 simulated sweeps with 3 and with 6 seeds, and the same simulation shows today's rules
-failing (the one-seed image bootstrap once seeds vary; the seed t-interval on one fixed test set).
+failing (the one-seed image bootstrap once seeds vary; the seed t-interval on one fixed test set). One
+arm's score (a proportion) is covered too, near 0 included, where inverse-variance weights on per-seed
+logits fail.
 
 A simulated run: per-image hits drawn from known class-wise rates (logits mu_c), an image-level
 difficulty shared by both arms, an arm x image interaction, and a between-seed spread of each arm. The
@@ -118,3 +120,44 @@ def test_equal_weights_give_scipys_t_interval():
     out = intervals.hartung_knapp(v)
     assert (out["low"], out["high"]) == pytest.approx(sps.t.interval(0.95, 2, loc=v.mean(), scale=sps.sem(v)))
     assert out["p"] == pytest.approx(sps.ttest_1samp(v, 0).pvalue)
+
+
+# ------------------------------------------------------------------------------ one arm's score, inside [0, 1]
+def simulate_scores(rng, logit_mean, seed_sd, images, k, sims=SIMS):
+    """Each seed's score: its own rate (logit_mean + a seed effect) read on its own `images` test images;
+    the truth is the population mean rate, by Gauss-Hermite."""
+    z, w = np.polynomial.hermite_e.hermegauss(80)
+    true = float((w / w.sum() * expit(logit_mean + seed_sd * z)).sum())
+    rates = expit(logit_mean + seed_sd * rng.normal(size=(sims, k)))
+    return rng.binomial(images, rates) / images, true
+
+
+SCORES = {   # (logit mean, seed sd, images, seeds)
+    "worst class, 43 images, 8 seeds": (-4.2, 0.6, 43, 8),
+    "rare class, 200 images, 8 seeds": (-5.0, 0.5, 200, 8),
+    "balanced score, 2000 images, 3 seeds": (0.4, 0.1, 2000, 3),
+}
+
+
+@pytest.mark.parametrize("case", SCORES)
+def test_an_arms_score_interval_covers_its_truth_and_holds_its_mean(case):
+    scores, true = simulate_scores(np.random.default_rng(7), *SCORES[case])
+    images = SCORES[case][2]
+    outs = [intervals.proportion(s, images) for s in scores]
+    low, high = np.array([o["low"] for o in outs]), np.array([o["high"] for o in outs])
+    cover = covered(low, high, true)
+    print(f"arm score coverage, {case}: {cover:.3f}")
+    assert 0.93 <= cover <= 0.985
+    assert np.all((0 <= low) & (low <= scores.mean(1)) & (scores.mean(1) <= high) & (high <= 1))
+
+
+def test_inverse_variance_weights_on_per_seed_logits_fail_near_zero():
+    """The rule the engine does not use: Hartung-Knapp on each seed's empirical logit, weighted by its
+    variance. A seed that scores higher near 0 has a smaller logit variance, so the centre drifts up."""
+    logit_mean, seed_sd, images, k = SCORES["worst class, 43 images, 8 seeds"]
+    scores, true = simulate_scores(np.random.default_rng(7), logit_mean, seed_sd, images, k)
+    x = scores * images
+    out = intervals.hartung_knapp(np.log((x + 0.5) / (images - x + 0.5)), 1 / (x + 0.5) + 1 / (images - x + 0.5))
+    cover = covered(expit(out["low"]), expit(out["high"]), true)
+    print(f"inverse-variance logit rule, worst class: {cover:.3f}")
+    assert cover < 0.8

@@ -104,7 +104,7 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
         for i, name in enumerate(tr.x):
             seeds = t[(t.arm == tr.name) & (t.imbalance_ratio == ir) & (t.class_name == name)].recall
             assert len(seeds) == 2 and y[i] == pytest.approx(seeds.mean())
-            engine = intervals.proportion(seeds, PER_CLASS)   # Hartung-Knapp on the logit scale: inside [0, 1]
+            engine = intervals.proportion(seeds, PER_CLASS)   # the logit-scale interval around the mean: inside [0, 1]
             assert y[i] + plus[i] == pytest.approx(engine["high"]) and y[i] - minus[i] == pytest.approx(engine["low"])
             assert 0 <= engine["low"] < y[i] < engine["high"] <= 1
 

@@ -4,7 +4,10 @@ down), for that scale; the same number of values, the same training budget per v
 
 The value is chosen once, on one seed (the spec's, else the sweep's first), by balanced robustness on a
 validation split held out of that seed's training set (a stratified `val_fraction` of each class), and
-then used for every seed. The test set is never read: the tuning runs train with eval_every=0 on data that
+then used for every seed. A study whose factor is a setting (Study B's class order) names it in
+`held_fixed`: each arm is tuned without its own value of it, and the arms that then match share that one
+tuning and its choice, so a change across the factor is the factor's, not a retuned lr's. The test set is
+never read: the tuning runs train with eval_every=0 on data that
 holds no test split, and are read on the validation split only. Each run trains on the training set less
 the validation split, with the study run's epochs.
 
@@ -62,6 +65,7 @@ class TuningSpec:
     attack: str = "pgd20"                          # the validation attack, the same for every arm
     val_fraction: float = 0.2                      # held out of each class of the tuning seed's training set
     seed: int | None = None                        # the seed tuned on (None: the sweep's first)
+    held_fixed: list = field(default_factory=list)  # settings a study varies: tuned without them, one choice across
 
     @classmethod
     def of(cls, d: dict) -> TuningSpec:
@@ -94,6 +98,11 @@ class TuningSpec:
         if not 0 < self.val_fraction < 1:
             raise bad("tuning.val_fraction", self.val_fraction, "must lie in (0, 1).")
         resolve_attacks([self.attack], None, 0.1, 10)   # an unknown attack fails here, by name
+        settings = {f.name for f in dataclasses.fields(RunConfig)}
+        for name in self.held_fixed:
+            if name not in settings or name in ("method", "robustlt", "imbalance_ratio", "seed", *PARAMS):
+                raise bad("tuning.held_fixed", name, "must name a RunConfig setting an arm overrides (e.g. "
+                          "class_order), not the method, an axis of the sweep or the tuned param.")
 
     def param_of(self, method: str) -> str:
         return self.params.get(method, "lr")
@@ -191,15 +200,23 @@ def tune_point(config: dict, run_dir: str | Path, spec: dict) -> dict:
 
 # ------------------------------------------------------------------------------ the tuning of a sweep
 def tuning_points(sweep: Sweep, spec: TuningSpec) -> list[dict]:
-    """Every (IR, arm, value) of the sweep on the tuning seed: its row and the config it trains."""
+    """Every (IR, arm, value) of the sweep on the tuning seed: its row, the config it trains and `arms`, the
+    arms that take its choice (the arm, and those that differ from it only in spec.held_fixed)."""
     seed = spec.seed if spec.seed is not None else sweep.seeds[0]
-    runs = dataclasses.replace(sweep, seeds=[seed], tuning=None).plan(tuned=False)
+    arms = [dataclasses.replace(a, overrides={k: v for k, v in a.overrides.items() if k not in spec.held_fixed})
+            for a in sweep.arms]
+    runs = dataclasses.replace(sweep, seeds=[seed], tuning=None, arms=arms).plan(tuned=False)
     invalid = [f"{r.dir}: {r.error}" for r in runs if r.error]
     if invalid:
         raise ConfigError("tuning: invalid runs, fix them first: " + "; ".join(invalid))
     root = Path(sweep.root) / Path(TUNING_FILE).parent
-    points = []
+    points: list[dict] = []
+    shared: dict[str, list[str]] = {}   # a tuning run's config -> the arms that take its choice
     for r in runs:
+        if (names := shared.get(json.dumps(r.config, sort_keys=True))) is not None:
+            names.append(r.arm)
+            continue
+        names = shared[json.dumps(r.config, sort_keys=True)] = [r.arm]
         for g in grid(spec, r.config):
             # the test set is not read (eval_every 0); so no epoch is chosen on it, but FAWA's average stays
             select = "last" if r.config["select"] == "best_val_pgd" else r.config["select"]
@@ -207,7 +224,7 @@ def tuning_points(sweep: Sweep, spec: TuningSpec) -> list[dict]:
             where = root / r.dir.relative_to(sweep.root).parent.parent / r.arm / f"{g['param']}x{g['factor']:g}"
             points.append({"imbalance_ratio": r.config["imbalance_ratio"], "arm": r.arm, "method": r.config["method"],
                            "seed": seed, "param": g["param"], "factor": g["factor"], "value": g["value"],
-                           "overrides": g["overrides"], "config": config, "dir": str(where)})
+                           "overrides": g["overrides"], "config": config, "dir": str(where), "arms": names})
     return points
 
 
@@ -237,7 +254,8 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     root = Path(sweep.root) / Path(TUNING_FILE).parent
     with session(root, "tune", jobs=jobs):   # the tuning's wall time, over every session it needs
         results = pmap(tune_point, args, jobs, lambda r: log(f"  tuning run: {r['status']}, {r['seconds']:.0f} s"))
-    rows = pd.DataFrame([{**{k: v for k, v in p.items() if k not in ("config", "overrides")}, **res}
+    rows = pd.DataFrame([{**{k: v for k, v in p.items() if k not in ("config", "overrides")},
+                          "arms": " ".join(p["arms"]), **res}
                          for p, res in zip(points, results)])
     # the training's own seconds from each point's history, every session counted (a call's `seconds` holds
     # only what that call ran, e.g. the last epochs of a point resumed after a kill)
@@ -250,9 +268,11 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         best = choose(group)
         rows.loc[best.name, "chosen"] = True
         point = points[best.name]
-        choices.setdefault(f"{ir:g}", {})[arm] = {
-            "param": point["param"], "factor": point["factor"], "value": point["value"],
-            "overrides": point["overrides"], "val_balanced_robustness": best["val_balanced_robustness"]}
+        for name in point["arms"]:   # the arm, and those held at its value across spec.held_fixed
+            choices.setdefault(f"{ir:g}", {})[name] = {
+                "param": point["param"], "factor": point["factor"], "value": point["value"],
+                "overrides": point["overrides"], "val_balanced_robustness": best["val_balanced_robustness"],
+                "tuned_as": arm}
     rows.to_csv(root / "tuning.csv", index=False)
     record = {"spec": sweep.tuning, "seed": points[0]["seed"], "attack": spec.attack,
               "validation": f"{spec.val_fraction:g} of each class of the tuning seed's training set; "

@@ -48,6 +48,8 @@ def poisoned_load_lt(cfg, **kw):
     ({"factors": {"lr": [1.0]}, "attack": "pgd21"}, "attacks='pgd21'"),
     ({"factors": {"lr": [1.0]}, "val_fraction": 1.5}, "tuning.val_fraction=1.5"),
     ({"factors": {"lr": [1.0]}, "budget": 3}, "tuning=\\['budget'\\]: unknown keys"),
+    ({"factors": {"lr": [1.0]}, "held_fixed": ["class_ordr"]}, "tuning.held_fixed='class_ordr'"),
+    ({"factors": {"lr": [1.0]}, "held_fixed": ["lr"]}, "tuning.held_fixed='lr'.*not the method"),
 ])
 def test_bad_specs_are_refused_by_name(spec, match):
     with pytest.raises(ConfigError, match=match):
@@ -186,3 +188,39 @@ def test_the_tuning_cost_counts_every_session_of_a_resumed_run(tmp_path, monkeyp
     rows = pd.read_csv(tmp_path / "sw" / "tuning" / "tuning.csv")
     assert rows.groupby("arm")["train_seconds"].sum().to_dict() == pytest.approx(
         {arm: 2 * v for arm, v in per_point.items()})
+
+
+def test_arms_that_differ_only_in_a_held_fixed_setting_share_one_tuning_and_its_choice(tmp_path, monkeypatch):
+    """Study B's class order is its factor: the hard_rarest arm is not tuned on its own, it takes the value
+    its label-order arm was tuned to, from tuning runs under label order; other arms still tune their own."""
+    readings = {0.5: 0.4, 1.0: 0.3, 10.0: 0.2}   # the tuned param's factor -> validation robustness
+    seen = []
+
+    def point(config, run_dir, spec):
+        seen.append(config)
+        cfg = RunConfig.from_dict(config)
+        factor = cfg.lr / 0.1 if cfg.method == "pgd_at" else cfg.hparams.alpha / 0.1
+        return {"status": "done", "error": "", "val_balanced_accuracy": 0.5,
+                "val_balanced_robustness": readings[round(factor, 6)], "sgd_steps": 10, "seconds": 1.0}
+    monkeypatch.setattr(tuning, "tune_point", point)
+    hard = {"class_order": "hard_rarest"}
+    arms = [Arm("pgd_at"), Arm("pgd_at", overrides=hard, label="pgd_at-hard"), Arm("taet", overrides=hard)]
+    sweep = Sweep(root=tmp_path, dataset="fashion_mnist", irs=[10], seeds=[0, 1], arms=arms,
+                  config={"lr": 0.1}, tuning={**SPEC, "held_fixed": ["class_order"]})
+    record = tuning.tune(sweep, jobs=1, log=lambda m: None)
+    assert len(seen) == 4 and all(c["class_order"] == "label" for c in seen)   # pgd_at's 2 values, taet's 2
+    chosen = record["choices"]["10"]
+    assert chosen["pgd_at-hard"] == {**chosen["pgd_at"], "tuned_as": "pgd_at"} and chosen["pgd_at"]["factor"] == 0.5
+    assert chosen["taet"]["tuned_as"] == "taet" and chosen["taet"]["factor"] == 1.0
+    runs = {r.arm: r.config for r in sweep.plan() if r.config["seed"] == 1}
+    assert runs["pgd_at-hard"]["lr"] == runs["pgd_at"]["lr"] == pytest.approx(0.05)
+    assert runs["pgd_at-hard"]["class_order"] == runs["taet"]["class_order"] == "hard_rarest"
+    rows = pd.read_csv(tmp_path / "tuning" / "tuning.csv")
+    assert set(rows["arms"]) == {"pgd_at pgd_at-hard", "taet"}
+    _, text = report.tuning_record(tmp_path)
+    assert "pgd_at-hard takes pgd_at's" in text and "taet takes" not in text
+    # without held_fixed the same arms tune apart: 6 runs
+    seen.clear()
+    tuning.tune(Sweep(root=tmp_path / "apart", dataset="fashion_mnist", irs=[10], seeds=[0], arms=arms,
+                      config={"lr": 0.1}, tuning=SPEC), jobs=1, log=lambda m: None)
+    assert len(seen) == 6

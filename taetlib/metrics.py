@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GROUPINGS", "balanced_accuracy", "balanced_robustness", "class_groups", "group_means", "overall_accuracy",
-           "per_class_counts", "per_class_recall", "summarize", "weakest_k", "worst_class"]
+__all__ = ["GROUPINGS", "balanced_accuracy", "balanced_robustness", "class_groups", "effective_images", "group_means",
+           "overall_accuracy", "per_class_counts", "per_class_recall", "summarize", "weakest_k", "worst_class"]
 
 
 def _as_int_array(a) -> np.ndarray:
@@ -100,6 +100,15 @@ def weakest_k(recall, k: int | None = None) -> tuple[np.ndarray, float]:
         raise ValueError(f"k={k}: must be >= 1.")
     idx = present[np.argsort(recall[present], kind="stable")][:k]
     return idx, _nanmean(recall[idx])
+
+
+def effective_images(images_per_class) -> float:
+    """The images a mean of class rates weighs as, k^2 / sum_c 1/n_c: at one common rate its variance is a
+    single proportion's over that many images (k n where the classes hold n each; near the rarest class's
+    count times k where they do not)."""
+    n = np.asarray(images_per_class, dtype=float)
+    n = n[n > 0]
+    return float(len(n) ** 2 / (1 / n).sum()) if len(n) else float("nan")
 
 
 def worst_class(recall) -> tuple[int, float]:

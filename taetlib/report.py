@@ -21,14 +21,16 @@ from . import compare, plots, verdicts
 from . import health as healthlib
 from .arms import arm_name
 from .figure_files import PLOTLYJS, write_plotlyjs
+from .metrics import class_groups, effective_images
 from .run_files import reused_text
 from .runs import ARM_FILE
 
-__all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "NOT_STARTED", "RUN_COLUMNS", "SHARE", "SOURCE", "STYLE",
-           "TRADEOFF_TITLE", "aggregate", "arm_means", "class_order_line", "class_order_text", "collect",
-           "counts_table", "cross_view", "find_runs", "images_behind", "load_runs", "paired_differences", "predictions",
-           "primary_section", "robust_attack_in", "robust_attack_of", "run_info", "run_metrics", "status_counts",
-           "sweep_figures", "tradeoff_figure", "tuning_record", "tuning_section", "write_sweep_report"]
+__all__ = ["CROSS_VIEWS", "GROUPING", "LEAD", "METRICS", "METRIC_GROUPS", "NOT_STARTED", "RUN_COLUMNS", "SOURCE",
+           "STYLE", "TRADEOFF_TITLE", "aggregate", "arm_means", "averaged_classes", "class_order_line",
+           "class_order_text", "collect", "counts_table", "cross_view", "even_classes", "find_runs", "images_behind",
+           "load_runs", "paired_differences", "predictions", "primary_section", "robust_attack_in",
+           "robust_attack_of", "run_info", "run_metrics", "status_counts", "sweep_figures", "tradeoff_figure",
+           "tuning_record", "tuning_section", "write_sweep_report"]
 
 NOT_STARTED = "not started"   # a run's status when the sweep's --no-start-after had passed: left for the next call
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
@@ -135,41 +137,61 @@ SOURCE = {"clean_accuracy": "overall", "balanced_accuracy": "balanced", "robust_
           "worst_class_robustness": "worst_recall"}   # metric -> its column of evaluate's summary
 
 
-SHARE = {"tail_robustness": 1 / 3, "taet_tail_robustness": 1 / 2, "robustlt_tail_robustness": 0.8,
-         "weakest_k_robustness": 1 / 3, "worst_class_robustness": 0.0}   # the classes a group metric averages
+GROUPING = {"tail_robustness": "thirds", "taet_tail_robustness": "taet_tail",
+            "robustlt_tail_robustness": "robustlt_tail"}   # a tail metric -> its metrics.class_groups grouping
 
 
-def images_behind(metric: str, n: float, num_classes: int) -> float:
-    """The test images a metric averages over (its interval's sample size): every image, or its group's
-    classes' share (ceil for thirds and halves, one class for the worst) of a protocol's n images."""
-    if metric not in SHARE:
-        return float(n)
-    k = max(1, int(np.ceil(SHARE[metric] * num_classes))) if SHARE[metric] else 1
-    return float(n) * k / num_classes
+def averaged_classes(metric: str, row: pd.Series, train_counts) -> list[int] | None:
+    """The classes a metric averages the recall of (None: a plain accuracy over every image), from the
+    run's summary row (weakest and worst classes) and the training count per class (the tails)."""
+    if metric in ("clean_accuracy", "robust_accuracy"):
+        return None
+    if metric in GROUPING:
+        return [int(c) for c in class_groups(train_counts, GROUPING[metric])["tail"]]
+    if metric == "weakest_k_robustness":
+        return [int(c) for c in str(row.get("weakest_classes", "")).split(",") if c.strip()]
+    if metric == "worst_class_robustness":
+        return [int(row["worst_class"])] if int(row.get("worst_class", -1)) >= 0 else []
+    return list(range(len(train_counts)))   # balanced: every class
 
 
-def run_metrics(summary: pd.DataFrame, robust_attack: str | None = None, num_classes: int = 10) -> pd.DataFrame:
-    """Headline metrics of one run from evaluate's summary table, per protocol (tidy: protocol,
-    metric, value, low, high, images). The group metrics average the classes METRIC_GROUPS names;
-    `images` is how many test images each averages over (on the long-tailed protocol an approximation:
-    its rare classes hold fewer)."""
+def images_behind(metric: str, row: pd.Series, classes: pd.DataFrame) -> float:
+    """The test images a metric's value weighs as (its interval's sample size): every image of the
+    protocol for a plain accuracy; for a mean of class rates, metrics.effective_images of the classes it
+    averages (`classes`: the run's per-class table of one protocol, one row per class: n, train_count)."""
+    picked = averaged_classes(metric, row, classes["train_count"].to_numpy())
+    if picked is None:
+        return float(classes["n"].sum())
+    n = classes.set_index("class")["n"]
+    return effective_images(n.reindex(picked).dropna().to_numpy())
+
+
+def even_classes(summary: pd.DataFrame, num_classes: int = 10) -> pd.DataFrame:
+    """A per-class table for a summary that has none (evaluate always writes one): each protocol's images
+    spread evenly over the classes, in label order of frequency."""
+    return pd.DataFrame([{"protocol": p, "class": c, "n": n / num_classes, "train_count": num_classes - c}
+                         for p, n in zip(summary["protocol"], summary["n"]) for c in range(num_classes)])
+
+
+def run_metrics(summary: pd.DataFrame, per_class: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
+    """Headline metrics of one run from evaluate's summary and per-class tables, per protocol (tidy:
+    protocol, metric, value, low, high, images). The group metrics average the classes METRIC_GROUPS
+    names; `images` is what each weighs as (images_behind: the long-tailed protocol's rare classes hold
+    fewer images, so its class means weigh less than its image count)."""
     attack = robust_attack_of(summary, robust_attack)
     rows = []
     for protocol, s in summary.groupby("protocol", sort=False):
-        clean, robust = s[s["attack"] == "clean"], s[s["attack"] == attack]
-
-        def get(row, col):
-            return float(row[col].iloc[0]) if len(row) else np.nan
-
-        # clean rows feed the two clean metrics, the robust attack's rows the rest; a summary written
-        # before a column existed has no such metric
-        n = float(s["n"].iloc[0]) if "n" in s and len(s) else np.nan
-        rows += [{"protocol": protocol, "metric": m, "robust_attack": attack,
-                  "images": images_behind(m, n, num_classes),
-                  **{k: get(clean if m in ("clean_accuracy", "balanced_accuracy") else robust, c)
-                     if c in s else np.nan
-                     for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}}
-                 for m, col in SOURCE.items() if col in s]
+        classes = per_class[per_class["protocol"] == protocol].drop_duplicates("class")
+        for m, col in SOURCE.items():
+            if col not in s:   # a summary written before a column existed has no such metric
+                continue
+            # clean rows feed the two clean metrics, the robust attack's rows the rest
+            row = s[s["attack"] == ("clean" if m in ("clean_accuracy", "balanced_accuracy") else attack)]
+            got = row.iloc[0] if len(row) else None
+            rows.append({"protocol": protocol, "metric": m, "robust_attack": attack,
+                         "images": images_behind(m, got, classes) if got is not None else np.nan,
+                         **{k: float(got[c]) if got is not None and c in s else np.nan
+                            for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}})
     return pd.DataFrame(rows)
 
 
@@ -197,11 +219,11 @@ def collect(status: pd.DataFrame, robust_attack: str | None, health: pd.DataFram
     for row in status[status["status"].isin(["done", "skipped"])].to_dict("records"):
         ev = Path(row["run"]) / "eval"
         if (ev / "summary.csv").exists():
-            classes = pd.read_csv(ev / "per_class.csv")["class"].nunique() if (ev / "per_class.csv").exists() else 10
             config = Path(row["run"]) / "config.json"
             split = json.loads(config.read_text()).get("split_seed", 0) if config.exists() else np.nan
-            m = run_metrics(pd.read_csv(ev / "summary.csv", keep_default_na=False, na_values=[""]), robust_attack,
-                            int(classes))
+            summary = pd.read_csv(ev / "summary.csv", keep_default_na=False, na_values=[""])
+            per_class = pd.read_csv(ev / "per_class.csv") if (ev / "per_class.csv").exists() else even_classes(summary)
+            m = run_metrics(summary, per_class, robust_attack)
             frames.append(m.assign(**{k: row[k] for k in cols}, split_seed=split))
     out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack", "images", "split_seed"]
     out = pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, notebook_exec, plan, report, runs, sweep
+from taetlib import cli, notebook_exec, plan, report, runs, stats, sweep
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
 from taetlib.sessions import read_sessions
@@ -197,6 +197,13 @@ def summary_table(clean, robust, tail):
     return pd.DataFrame(rows)
 
 
+def per_class_table(n=(50, 50, 50), train_count=(100, 40, 10)):
+    """A run's per-class table: each protocol's test images and training count per class."""
+    return pd.DataFrame([{"attack": a, "protocol": p, "class": c, "n": k, "train_count": t}
+                         for a in ("clean", "pgd20") for p in ("balanced", "long_tailed")
+                         for c, (k, t) in enumerate(zip(n, train_count))])
+
+
 def test_a_local_sweep_runs_seed_major_and_records_in_plan_order(tmp_path, monkeypatch):
     """A sweep stopped part-way then holds whole seeds of every arm (paired comparisons read those)."""
     s = plan.Sweep(tmp_path, "synthetic", [10], [("pgd_at", False), ("at_bsl", False)], [0, 1, 2],
@@ -226,19 +233,19 @@ def test_the_primary_arms_run_first_every_seed_of_them():
 
 
 def test_run_metrics_and_aggregate():
-    m = report.run_metrics(summary_table(0.8, 0.4, 0.2))
+    m = report.run_metrics(summary_table(0.8, 0.4, 0.2), per_class_table())
     got = m[m.protocol == "balanced"].set_index("metric")["value"]
     assert got.to_dict() == pytest.approx({"clean_accuracy": 0.85, "balanced_accuracy": 0.8, "robust_accuracy": 0.45,
                                            "balanced_robustness": 0.4, "tail_robustness": 0.2,
                                            "taet_tail_robustness": 0.21, "robustlt_tail_robustness": 0.22,
                                            "weakest_k_robustness": 0.1, "worst_class_robustness": 0.05})
     assert set(m.robust_attack) == {"pgd20"}
-    missing = report.run_metrics(summary_table(0.8, 0.4, 0.2), "fgsm")["value"].isna().sum()
+    missing = report.run_metrics(summary_table(0.8, 0.4, 0.2), per_class_table(), "fgsm")["value"].isna().sum()
     assert missing == 2 * (len(report.METRICS) - 2)
 
     frames = []
     for seed, (c, r) in enumerate([(0.8, 0.4), (0.7, 0.3)]):
-        frames.append(report.run_metrics(summary_table(c, r, 0.1)).assign(
+        frames.append(report.run_metrics(summary_table(c, r, 0.1), per_class_table()).assign(
             run=f"r{seed}", dataset="synthetic", imbalance_ratio=10.0, method="taet", robustlt=False, arm="taet",
             seed=seed))
     agg = report.aggregate(pd.concat(frames))
@@ -246,6 +253,24 @@ def test_run_metrics_and_aggregate():
     row = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(0.75) and row["std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
     assert list(agg[agg.protocol == "balanced"].metric) == report.METRICS
+
+
+def test_a_class_mean_weighs_as_the_images_of_the_classes_it_averages():
+    """On the long-tailed protocol a rare class holds few test images: the worst class's value weighs as its
+    own images, a balanced score as k^2 / sum 1/n_c, an accuracy as every image; one seed's interval of a
+    worst class at 0 is then the Wilson bound of its own images."""
+    summary = summary_table(0.8, 0.4, 0.2).assign(worst_class=2, weakest_classes="2,1")
+    got = report.run_metrics(summary, per_class_table(n=(100, 50, 10)))
+    images = got[got.protocol == "long_tailed"].set_index("metric")["images"]
+    assert images["robust_accuracy"] == 160 and images["worst_class_robustness"] == 10
+    assert images["balanced_robustness"] == pytest.approx(9 / (1 / 100 + 1 / 50 + 1 / 10))
+    assert images["weakest_k_robustness"] == pytest.approx(4 / (1 / 50 + 1 / 10))
+    assert images["tail_robustness"] == 10   # the rarest third of 3 classes: class 2
+    assert images["taet_tail_robustness"] == 10   # the rarer half: 3 - 3 // 2 = 2 head classes
+    one = report.aggregate(got[got.metric == "worst_class_robustness"].assign(
+        value=0.0, run="r", dataset="d", imbalance_ratio=10.0, method="m", robustlt=False, arm="m", seed=0))
+    lt = one[one.protocol == "long_tailed"].iloc[0]
+    assert (lt["low"], lt["high"]) == pytest.approx(stats.wilson(0, 10))
 
 
 def test_collect_aggregate_and_report_from_saved_runs(tmp_path):

@@ -114,7 +114,7 @@ def test_a_run_read_on_the_worst_case_gives_the_claims_the_worst_case(tmp_path):
                                                        "apgd_targeted.n_target_classes": 2}}
     r = ev.evaluate_run(tmp_path / "run", ["clean", *DEFAULT], ["balanced"], worst_case=DEFAULT, eps_sweep=[],
                         attack_params=fewer, per_class=10)
-    read = {a: run_metrics(r.summary, a).set_index("metric")["value"] for a in [*DEFAULT, "worst_case"]}
+    read = {a: run_metrics(r.summary, r.table, a).set_index("metric")["value"] for a in [*DEFAULT, "worst_case"]}
     assert (read["worst_case"]["robust_accuracy"] == r.summary.set_index("attack").loc["worst_case", "overall"])
     for a in DEFAULT:
         for m in ("robust_accuracy", "balanced_robustness", "worst_class_robustness"):

@@ -22,7 +22,7 @@ mean (delta method) and mapped back, so it stays inside [0, 1] and always holds 
 every seed scored one value (0, 1 or any) gets the Wilson interval of the pooled count, never [0, 0].
 Not inverse-variance weights on per-seed logits: near 0 a seed's logit variance falls as its score rises,
 so the weighted centre drifts above the mean (tests/test_coverage.py measures 36 % coverage that way for
-a worst class at 1.8 % over 43 images and 8 seeds, 95-98 % this way). Every p-value family is
+a worst class at 1.8 % over 43 images and 8 seeds, 95-97 % this way). Every p-value family is
 Holm-adjusted with statsmodels' multipletests.
 """
 from __future__ import annotations

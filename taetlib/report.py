@@ -429,19 +429,17 @@ def tuning_record(root: Path) -> tuple[pd.DataFrame, str] | None:
                           "factor": c["factor"], "val_balanced_robustness": c["val_balanced_robustness"],
                           "tuned_as": c.get("tuned_as", arm)}
                          for ir, arms in rec["choices"].items() for arm, c in arms.items()])
-    held = (rec.get("spec") or {}).get("held_fixed") or []
-    shared = rows[rows["tuned_as"] != rows["arm"]]
-    if shared.empty:
-        rows = rows.drop(columns="tuned_as")
+    shared = rows[rows["tuned_as"] != rows["arm"]]   # arms held at another arm's value (tuning.held_fixed)
+    held = ", ".join((rec.get("spec") or {}).get("held_fixed") or [])
+    kept = (f" {held} is the study's factor, so an arm is tuned without its own {held} and keeps that value "
+            "across it: " + ", ".join(f"{a} takes {t}'s" for a, t in zip(shared["arm"], shared["tuned_as"])) + "."
+            if len(shared) else "")
+    rows = rows if len(shared) else rows.drop(columns="tuned_as")
     cost = rec["cost"]
     text = (f"Each arm's value was chosen once, on seed {rec['seed']}, by balanced {rec['attack']} robustness on a "
             f"validation split ({rec['validation']}), from the same number of values for every arm; "
             f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
-            "(tuning/tuning.csv lists them)." + reused_text(root, "tuning") +
-            (f" {', '.join(held)} is the study's factor, so an arm is tuned without its own {', '.join(held)} and "
-             "keeps that value across it: " + ", ".join(f"{a} takes {t}'s" for a, t in
-                                                         zip(shared["arm"], shared["tuned_as"])) + "."
-             if held and not shared.empty else "") +
+            "(tuning/tuning.csv lists them)." + reused_text(root, "tuning") + kept +
             (f" This record was reconstructed: {rec['reconstructed']}" if rec.get("reconstructed") else ""))
     return rows, text
 

@@ -7,8 +7,8 @@ validation split held out of that seed's training set (a stratified `val_fractio
 then used for every seed. A study whose factor is a setting (Study B's class order) names it in
 `held_fixed`: each arm is tuned without its own value of it, and the arms that then match share that one
 tuning and its choice, so a change across the factor is the factor's, not a retuned lr's. The test set is
-never read: the tuning runs train with eval_every=0 on data that
-holds no test split, and are read on the validation split only. Each run trains on the training set less
+never read: the tuning runs train with eval_every=0 on data that holds no test split, and are read on the
+validation split only. Each run trains on the training set less
 the validation split, with the study run's epochs.
 
 `python -m taetlib tune --preset P` writes OUT/tuning/: one folder per run (fit's files and point.json),
@@ -213,10 +213,10 @@ def tuning_points(sweep: Sweep, spec: TuningSpec) -> list[dict]:
     points: list[dict] = []
     shared: dict[str, list[str]] = {}   # a tuning run's config -> the arms that take its choice
     for r in runs:
-        if (names := shared.get(json.dumps(r.config, sort_keys=True))) is not None:
-            names.append(r.arm)
+        names = shared.setdefault(json.dumps(r.config, sort_keys=True), [])
+        names.append(r.arm)
+        if len(names) > 1:   # held at an earlier arm's tuning
             continue
-        names = shared[json.dumps(r.config, sort_keys=True)] = [r.arm]
         for g in grid(spec, r.config):
             # the test set is not read (eval_every 0); so no epoch is chosen on it, but FAWA's average stays
             select = "last" if r.config["select"] == "best_val_pgd" else r.config["select"]

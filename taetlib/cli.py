@@ -14,12 +14,12 @@ from .config import RunConfig, parse_sets
 from .data import ManifestError
 from .dataset_files import MissingDataError
 from .errors import REGISTRIES, ConfigError, check_choice
+from .fit_state import TrainingDiverged
 from .method_spec import METHODS
 from .paths import resolve
 from .plan import Sweep, from_preset
 from .plugins import PluginNotFound, load_plugins
 from .report import METRICS, robust_attack_in
-from .train import TrainingDiverged
 
 EXIT_REFUSED, EXIT_DIVERGED = 2, 3   # docs/reliability.md lists every exit status
 

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import submitit
 
-from .config import RunConfig
+from .config import RunConfig, parse_sets
 from .errors import ConfigError
 
-__all__ = ["CLUSTERS", "RUN_CONFIG", "RunJob", "SlurmSettings", "executor", "job_result", "submit_runs",
-           "train_commands"]
+__all__ = ["CLUSTERS", "RUN_CONFIG", "RunJob", "SlurmSettings", "add_slurm_arguments", "executor", "job_result",
+           "slurm_from_args", "submit_runs", "train_commands"]
 
 CLUSTERS = ("slurm", "local")
 RUN_CONFIG = "launcher-config.json"   # the run's RunConfig, read by `taetlib train --config` under torchrun
@@ -136,3 +136,29 @@ def job_result(job, run) -> dict | None:
     except Exception as e:   # submitit's FailedJobError / UncompletedJobError: the run is recorded by the caller
         print(f"job {job.job_id} for {run.dir} ended without a result: {str(e)[-400:]}", file=sys.stderr)
         return None
+
+
+def add_slurm_arguments(p) -> None:
+    """The sweep subcommand's cluster flags (--launcher slurm), read back by slurm_from_args."""
+    g = p.add_argument_group("cluster", "--launcher slurm: one Slurm job per run, through submitit")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: a process pool on this machine (--jobs); slurm: one job per unfinished run")
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES",
+                   help="wall-clock limit of one run's job")
+    g.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of one run's job (> 1: torchrun inside the job)")
+    g.add_argument("--cpus-per-run", type=int, help="CPUs of one run's job (default: 8 per GPU)")
+    g.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")
+    g.add_argument("--sbatch", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="more sbatch settings, e.g. account=my_lab qos=high constraint=a100")
+    g.add_argument("--wait", action="store_true", help="wait for the jobs, then aggregate (default: submit and return)")
+    g.add_argument("--submitit-cluster", choices=CLUSTERS, default="slurm",
+                   help="local: the same jobs as subprocesses here, through submitit's local executor (no Slurm)")
+    g.add_argument("--aggregate-only", action="store_true",
+                   help="run nothing: read what the runs recorded, write the aggregate and the report")
+
+
+def slurm_from_args(args) -> SlurmSettings:
+    return SlurmSettings(partition=args.partition, time_min=args.time_limit, gpus_per_run=args.gpus_per_run,
+                         cpus_per_run=args.cpus_per_run, extra=parse_sets(args.sbatch),
+                         max_parallel=args.max_parallel, cluster=args.submitit_cluster, wait=args.wait)

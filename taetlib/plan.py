@@ -5,28 +5,34 @@ into one ConfigError, so a bad grid is fixed in one go, before anything is writt
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
+from . import presets
 from .arms import Arm, arm_name
 from .attack_suite import resolve_attacks
-from .config import RunConfig, coerce
+from .config import RunConfig, coerce, parse_sets
 from .data import DATASETS, longtail_counts
 from .errors import ConfigError, bad, check_choice
 from .launchers import SlurmSettings
 from .notebook_exec import declared_parameters
 from .paths import resolve
+from .plugins import load_plugins
 from .presets import Preset
-from .runs import NB_EVAL, check_params, run_path
+from .runs import DONE, FAILED, NB_EVAL, check_params, run_path
 from .schedule import unequal_budgets
 from .worst_case import NAME as WORST
 from .worst_case import check_components
 
 __all__ = ["DEFAULT_EVALUATION", "EVALUATION_TYPES", "POINT_FILE", "Run", "SWEEP_AXES", "SWEEP_FILE", "Sweep",
-           "TUNING_FILE", "budget_problems", "check_plan", "from_preset", "load_sweep", "plan_problems"]
+           "TUNING_FILE", "budget_problems", "check_plan", "config_hash", "finished_with_these_settings",
+           "from_preset", "load_sweep", "plan_problems", "recorded", "start_time", "sweep_from_args"]
 
 SWEEP_AXES = ("method", "imbalance_ratio", "seed", "robustlt")  # set per run, never by --set
 TUNING_FILE = "tuning/tuning.json"   # a sweep's tuning record, under its root
@@ -242,3 +248,97 @@ def check_plan(sweep: Sweep, slurm: SlurmSettings | None = None) -> list[Run]:
         raise ConfigError(f"the sweep plan has {cells} bad cell(s); nothing was written or started: " + " | ".join(
             f"{', '.join(w)}: {what}" for what, w in problems.items()))
     return runs
+
+
+# ------------------------------------------------------------------ a run's record; the sweep subcommand's Sweep
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_with_these_settings(run: Run, done: dict) -> bool:
+    """Whether a run's DONE.json record is of run.config: its hash, or for a run finished by taetlib 0.1 (whose
+    config.json spelled method settings as flat keys, so another hash) the settings its config.json holds."""
+    if done.get("config_hash") == config_hash(run.config):
+        return True
+    try:
+        return RunConfig.load(run.dir / "config.json").to_dict() == run.config
+    except (OSError, ValueError):   # no config.json, or one that no longer loads: not these settings
+        return False
+
+
+def recorded(run: Run) -> dict | None:
+    """The status row a run's folder records (DONE.json / FAILED.json), None when it holds neither;
+    a DONE.json written with other settings is a failure, never a result."""
+    row, done, failed = run.row(), run.dir / DONE, run.dir / FAILED
+    if run.error:
+        return {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
+    if done.exists():
+        rec = json.loads(done.read_text())
+        if finished_with_these_settings(run, rec):
+            return {**row, "status": "done", "seconds": rec.get("seconds", 0.0), "error": "", "notebook": ""}
+        return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
+                "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
+    if failed.exists():
+        rec = json.loads(failed.read_text())
+        return {**row, "status": "failed", "seconds": rec.get("seconds", 0.0), "error": rec.get("error", ""),
+                "notebook": rec.get("notebook", "")}
+    return None
+
+
+def sweep_from_args(args) -> Sweep:
+    preset = None
+    if args.preset:
+        preset = presets.get(args.preset)
+    pc, ps = (preset.config, preset.sweep) if preset else ({}, {})
+    config = {**pc, **parse_sets(args.set)}
+    plugins = getattr(args, "plugin", [])   # --plugin: recorded in sweep.json and every run's config.json
+    if plugins:
+        config["plugins"] = list(dict.fromkeys([*config.get("plugins", []), *load_plugins(plugins)]))
+    dataset = args.dataset or config.pop("dataset", None) or "fashion_mnist"
+    config.pop("dataset", None)
+    variants = [True] if args.robustlt_only else [False, True] if args.robustlt else [False]
+    if args.arms:
+        if args.methods or args.robustlt or args.robustlt_only:
+            raise ConfigError("--arms: give the arms either with --arms or with --methods/--robustlt, not both.")
+        arms = [Arm.parse(a) for a in args.arms]
+    elif args.methods or args.robustlt or args.robustlt_only or not ps.get("arms"):
+        preset_methods = list(dict.fromkeys(Arm.of(a).method for a in ps.get("arms", [])))
+        methods = args.methods or preset_methods or ["taet", "at_bsl", "pgd_at"]
+        arms = [Arm(m, r) for m in methods for r in variants]
+    else:
+        arms = [Arm.of(a) for a in ps["arms"]]
+    evaluation: dict = copy.deepcopy(preset.evaluation if preset else DEFAULT_EVALUATION)
+    if args.attacks:
+        evaluation["attacks"] = args.attacks
+    if args.eval_per_class is not None:
+        evaluation["per_class"] = args.eval_per_class
+    for key, value in parse_sets(args.eval_param).items():
+        if "." not in key:
+            raise ConfigError(f"--eval-param {key!r}: expected ATTACK.NAME=VALUE, e.g. pgd20.steps=50")
+        attack, name = key.split(".", 1)
+        evaluation.setdefault("attack_params", {}).setdefault(attack, {})[name] = value
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: must be >= 1.")
+    out = args.out or f"runs/{args.preset or 'sweep-' + dataset}"
+    return Sweep(root=resolve(out), dataset=dataset, irs=args.irs or ps.get("irs") or [10.0], arms=arms,
+                 seeds=args.seeds or ps.get("seeds") or [0], config=config,
+                 method_overrides=dict(preset.method_overrides) if preset else {},
+                 ir_overrides=dict(preset.ir_overrides) if preset else {}, evaluation=evaluation,
+                 robust_attack=args.robust_attack or (preset.robust_attack if preset else None), preset=args.preset,
+                 cell_timeout=args.cell_timeout, tuning=preset.tuning if preset else None,
+                 primary=list(preset.primary) if preset else [], health=dict(preset.health) if preset else {})
+
+
+def start_time(text: str | None, now: datetime | None = None) -> float | None:
+    """--no-start-after: HH:MM (local time, its next occurrence) or an ISO date and time -> a time.time()."""
+    if text is None:
+        return None
+    now = now or datetime.now()
+    try:
+        if hm := re.fullmatch(r"(\d{1,2}):(\d{2})", text):
+            at = now.replace(hour=int(hm[1]), minute=int(hm[2]), second=0, microsecond=0)
+            return (at if at > now else at + timedelta(days=1)).timestamp()
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise bad("--no-start-after", text, "give a local time HH:MM (e.g. 12:10) or an ISO date and time "
+                  "(e.g. 2026-12-04T12:10).") from None

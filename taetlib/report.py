@@ -21,16 +21,14 @@ from . import compare, plots, verdicts
 from . import health as healthlib
 from .arms import arm_name
 from .figure_files import PLOTLYJS, write_plotlyjs
-from .metrics import class_groups, effective_images
 from .run_files import reused_text
 from .runs import ARM_FILE
 
-__all__ = ["CROSS_VIEWS", "GROUPING", "LEAD", "METRICS", "METRIC_GROUPS", "NOT_STARTED", "RUN_COLUMNS", "SOURCE",
-           "STYLE", "TRADEOFF_TITLE", "aggregate", "arm_means", "averaged_classes", "class_order_line",
-           "class_order_text", "collect", "counts_table", "cross_view", "even_classes", "find_runs", "images_behind",
-           "load_runs", "paired_differences", "predictions", "primary_section", "robust_attack_in",
-           "robust_attack_of", "run_info", "run_metrics", "status_counts", "sweep_figures", "tradeoff_figure",
-           "tuning_record", "tuning_section", "write_sweep_report"]
+__all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "NOT_STARTED", "RUN_COLUMNS", "STYLE", "TRADEOFF_TITLE",
+           "aggregate", "arm_means", "class_order_line", "class_order_text", "counts_table", "cross_view",
+           "find_runs", "load_runs", "paired_differences", "predictions", "primary_section", "robust_attack_in",
+           "run_info", "status_counts", "sweep_figures", "tradeoff_figure", "tuning_record", "tuning_section",
+           "write_sweep_report"]
 
 NOT_STARTED = "not started"   # a run's status when the sweep's --no-start-after had passed: left for the next call
 RUN_COLUMNS = ["run", "label", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
@@ -118,81 +116,12 @@ def predictions(run_dir: str | Path, protocol: str, attack: str, with_index: boo
 
 
 # ------------------------------------------------------------------------------ headline metrics per run and over seeds
-def robust_attack_of(summary: pd.DataFrame, wanted: str | None) -> str | None:
-    attacks = [a for a in dict.fromkeys(summary["attack"]) if a != "clean"]
-    if wanted:
-        return wanted if wanted in attacks else None
-    return "pgd20" if "pgd20" in attacks else (attacks[0] if attacks else None)
 
 
 def robust_attack_in(table: pd.DataFrame) -> str:
     """The robust attack a sweep's metrics or aggregate table was read with (pgd20 where it names none)."""
     named = table["robust_attack"].dropna() if "robust_attack" in table else pd.Series(dtype=object)
     return named.iloc[0] if len(named) else "pgd20"
-
-
-SOURCE = {"clean_accuracy": "overall", "balanced_accuracy": "balanced", "robust_accuracy": "overall",
-          "balanced_robustness": "balanced", "tail_robustness": "tail", "taet_tail_robustness": "tail_taet",
-          "robustlt_tail_robustness": "tail_robustlt", "weakest_k_robustness": "weakest_k",
-          "worst_class_robustness": "worst_recall"}   # metric -> its column of evaluate's summary
-
-
-GROUPING = {"tail_robustness": "thirds", "taet_tail_robustness": "taet_tail",
-            "robustlt_tail_robustness": "robustlt_tail"}   # a tail metric -> its metrics.class_groups grouping
-
-
-def averaged_classes(metric: str, row: pd.Series, train_counts) -> list[int] | None:
-    """The classes a metric averages the recall of (None: a plain accuracy over every image), from the
-    run's summary row (weakest and worst classes) and the training count per class (the tails)."""
-    if metric in ("clean_accuracy", "robust_accuracy"):
-        return None
-    if metric in GROUPING:
-        return [int(c) for c in class_groups(train_counts, GROUPING[metric])["tail"]]
-    if metric == "weakest_k_robustness":
-        return [int(c) for c in str(row.get("weakest_classes", "")).split(",") if c.strip()]
-    if metric == "worst_class_robustness":
-        return [int(row["worst_class"])] if int(row.get("worst_class", -1)) >= 0 else []
-    return list(range(len(train_counts)))   # balanced: every class
-
-
-def images_behind(metric: str, row: pd.Series, classes: pd.DataFrame) -> float:
-    """The test images a metric's value weighs as (its interval's sample size): every image of the
-    protocol for a plain accuracy; for a mean of class rates, metrics.effective_images of the classes it
-    averages (`classes`: the run's per-class table of one protocol, one row per class: n, train_count)."""
-    picked = averaged_classes(metric, row, classes["train_count"].to_numpy())
-    if picked is None:
-        return float(classes["n"].sum())
-    n = classes.set_index("class")["n"]
-    return effective_images(n.reindex(picked).dropna().to_numpy())
-
-
-def even_classes(summary: pd.DataFrame, num_classes: int = 10) -> pd.DataFrame:
-    """A per-class table for a summary that has none (evaluate always writes one): each protocol's images
-    spread evenly over the classes, in label order of frequency."""
-    return pd.DataFrame([{"protocol": p, "class": c, "n": n / num_classes, "train_count": num_classes - c}
-                         for p, n in zip(summary["protocol"], summary["n"]) for c in range(num_classes)])
-
-
-def run_metrics(summary: pd.DataFrame, per_class: pd.DataFrame, robust_attack: str | None = None) -> pd.DataFrame:
-    """Headline metrics of one run from evaluate's summary and per-class tables, per protocol (tidy:
-    protocol, metric, value, low, high, images). The group metrics average the classes METRIC_GROUPS
-    names; `images` is what each weighs as (images_behind: the long-tailed protocol's rare classes hold
-    fewer images, so its class means weigh less than its image count)."""
-    attack = robust_attack_of(summary, robust_attack)
-    rows = []
-    for protocol, s in summary.groupby("protocol", sort=False):
-        classes = per_class[per_class["protocol"] == protocol].drop_duplicates("class")
-        for m, col in SOURCE.items():
-            if col not in s:   # a summary written before a column existed has no such metric
-                continue
-            # clean rows feed the two clean metrics, the robust attack's rows the rest
-            row = s[s["attack"] == ("clean" if m in ("clean_accuracy", "balanced_accuracy") else attack)]
-            got = row.iloc[0] if len(row) else None
-            rows.append({"protocol": protocol, "metric": m, "robust_attack": attack,
-                         "images": images_behind(m, got, classes) if got is not None else np.nan,
-                         **{k: float(got[c]) if got is not None and c in s else np.nan
-                            for k, c in (("value", col), ("low", col + "_low"), ("high", col + "_high"))}})
-    return pd.DataFrame(rows)
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -209,28 +138,6 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     rank = {m: i for i, m in enumerate(METRICS)}
     agg["_m"] = agg["metric"].map(rank)
     return agg.sort_values(["protocol", "imbalance_ratio", "arm", "_m"]).drop(columns="_m").reset_index(drop=True)
-
-
-def collect(status: pd.DataFrame, robust_attack: str | None, health: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per-run headline metrics of every finished run (tidy, run columns first), with the split each run
-    drew (split_seed: seeds sharing one split share their test images) and the images behind each value."""
-    cols = ["run", "dataset", "imbalance_ratio", "method", "robustlt", "arm", "seed"]
-    frames = []
-    for row in status[status["status"].isin(["done", "skipped"])].to_dict("records"):
-        ev = Path(row["run"]) / "eval"
-        if (ev / "summary.csv").exists():
-            config = Path(row["run"]) / "config.json"
-            split = json.loads(config.read_text()).get("split_seed", 0) if config.exists() else np.nan
-            summary = pd.read_csv(ev / "summary.csv", keep_default_na=False, na_values=[""])
-            per_class = pd.read_csv(ev / "per_class.csv") if (ev / "per_class.csv").exists() else even_classes(summary)
-            m = run_metrics(summary, per_class, robust_attack)
-            frames.append(m.assign(**{k: row[k] for k in cols}, split_seed=split))
-    out_cols = [*cols, "protocol", "metric", "value", "low", "high", "robust_attack", "images", "split_seed"]
-    out = pd.concat(frames, ignore_index=True)[out_cols] if frames else pd.DataFrame(columns=out_cols)
-    if health is not None:   # health.sweep_health: each run's gate, carried into every table
-        ok = dict(zip(health["run"].astype(str), health["trained"].astype(bool)))
-        out = out.assign(trained=[ok.get(str(r), True) for r in out["run"]])
-    return out
 
 
 # ------------------------------------------------------------------------------ views
@@ -442,7 +349,6 @@ def tuning_record(root: Path) -> tuple[pd.DataFrame, str] | None:
             "(tuning/tuning.csv lists them)." + reused_text(root, "tuning") + kept +
             (f" This record was reconstructed: {rec['reconstructed']}" if rec.get("reconstructed") else ""))
     return rows, text
-
 
 
 def tuning_section(root: Path) -> str:

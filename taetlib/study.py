@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import compare, health, presets, report, results, verdicts
+from . import compare, headline, health, presets, report, results, verdicts
 from .errors import ConfigError, bad
 from .figure_files import export_figure
 from .markdown_table import markdown
 from .paths import PROJECT_ROOT, resolve
-from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep
+from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep, recorded
 from .plots import radius_lines
 from .record import RECORD_DIR, keep_record, restore_record
 from .runs import DONE
@@ -46,7 +46,6 @@ from .study_sections import (
     tuning_lines,
     wall_text,
 )
-from .sweep import recorded
 
 __all__ = ["FIGURES", "add_cli", "cmd_restore", "cmd_study", "markers", "progress", "read_study", "readme",
            "study_sweep", "summary_section", "update_pages", "write"]
@@ -93,7 +92,7 @@ def read_study(sweep: Sweep, status: pd.DataFrame) -> dict:
     """The finished runs' health gate, metrics and aggregate (the sweep's own readers, on them alone)."""
     ended = status[status["status"] != PENDING]
     gate = health.sweep_health(ended, health.Rules.of(sweep.health))
-    metrics = report.collect(status, sweep.robust_attack, gate)
+    metrics = headline.collect(status, sweep.robust_attack, gate)
     agg = report.aggregate(metrics) if len(metrics) else pd.DataFrame()
     trained = gate[gate["trained"].astype(bool)]["run"].tolist()
     tables = report.load_runs(trained) if trained else None

@@ -20,58 +20,46 @@ import each name from its own module.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
-import re
 import sys
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from . import health, presets, report
-from .arms import Arm
-from .config import RunConfig, parse_sets
+from . import health, report
+from .config import RunConfig
 from .data import split_key
-from .errors import ConfigError, bad
+from .errors import bad
 from .figure_files import write_plotlyjs
-from .launchers import CLUSTERS, SlurmSettings, job_result, submit_runs
+from .headline import collect
+from .launchers import SlurmSettings, add_slurm_arguments, job_result, slurm_from_args, submit_runs
 from .notebook_exec import check_kernel, error_text, execute, notebook_params
 from .parallel import pmap
 from .paths import resolve
-from .plan import DEFAULT_EVALUATION, SWEEP_FILE, Run, Sweep, budget_problems, check_plan
-from .plugins import load_plugins
-from .report import NOT_STARTED, aggregate, collect, robust_attack_in
+from .plan import (
+    SWEEP_FILE,
+    Run,
+    Sweep,
+    budget_problems,
+    check_plan,
+    config_hash,
+    recorded,
+    start_time,
+    sweep_from_args,
+)
+from .report import NOT_STARTED, aggregate, robust_attack_in
 from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
 from .runs import ARM_FILE, DONE, FAILED, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
 from .schedule import has_clean_stage
 from .sessions import session
 
-__all__ = ["Started", "add_cli", "cmd_sweep", "config_hash", "execute_run", "finish",
-           "finished_with_these_settings", "prepare_data", "recorded", "reuse_runs", "run_order", "run_steps",
-           "run_sweep", "slurm_from_args", "stage_dirs", "summary", "sweep_aggregate", "sweep_from_args", "sweep_local",
-           "sweep_slurm", "start_time", "unfinished"]
-
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def finished_with_these_settings(run: Run, done: dict) -> bool:
-    """Whether a run's DONE.json record is of run.config: its hash, or for a run finished by taetlib 0.1 (whose
-    config.json spelled method settings as flat keys, so another hash) the settings its config.json holds."""
-    if done.get("config_hash") == config_hash(run.config):
-        return True
-    try:
-        return RunConfig.load(run.dir / "config.json").to_dict() == run.config
-    except (OSError, ValueError):   # no config.json, or one that no longer loads: not these settings
-        return False
+__all__ = ["Started", "add_cli", "cmd_sweep", "execute_run", "finish", "prepare_data", "reuse_runs", "run_order",
+           "run_steps", "run_sweep", "stage_dirs", "summary", "sweep_aggregate", "sweep_local", "sweep_slurm",
+           "unfinished"]
 
 
 def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
@@ -80,25 +68,6 @@ def run_steps(run: Run, evaluation: dict) -> list[tuple[str, dict]]:
     steps = [NB_STAGE1] if has_clean_stage(RunConfig.from_dict(run.config)) else []
     steps += [NB_TRAIN, NB_EVAL]
     return [(nb, notebook_params(nb, {} if nb == NB_EVAL else run.config, **common, **evaluation)) for nb in steps]
-
-
-def recorded(run: Run) -> dict | None:
-    """The status row a run's folder records (DONE.json / FAILED.json), None when it holds neither;
-    a DONE.json written with other settings is a failure, never a result."""
-    row, done, failed = run.row(), run.dir / DONE, run.dir / FAILED
-    if run.error:
-        return {**row, "status": "failed", "seconds": 0.0, "error": run.error, "notebook": ""}
-    if done.exists():
-        rec = json.loads(done.read_text())
-        if finished_with_these_settings(run, rec):
-            return {**row, "status": "done", "seconds": rec.get("seconds", 0.0), "error": "", "notebook": ""}
-        return {**row, "status": "failed", "seconds": 0.0, "notebook": "",
-                "error": f"{run.dir} finished earlier with other settings; delete it or sweep into another --out"}
-    if failed.exists():
-        rec = json.loads(failed.read_text())
-        return {**row, "status": "failed", "seconds": rec.get("seconds", 0.0), "error": rec.get("error", ""),
-                "notebook": rec.get("notebook", "")}
-    return None
 
 
 def reuse_runs(sweep: Sweep, source: Path, log=print) -> list[tuple[Path, Path]]:
@@ -395,67 +364,8 @@ def add_cli(subparsers) -> None:
                    "runs under way finish, the rest wait for the same command (e.g. an hour before a machine goes)")
     p.add_argument("--reuse-from", metavar="FOLDER", help="first link the runs this other sweep folder finished "
                    "with the same config and evaluation (Study B from Study A); recorded in reused.json")
-    g = p.add_argument_group("cluster", "--launcher slurm: one Slurm job per run, through submitit")
-    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                   help="local: a process pool on this machine (--jobs); slurm: one job per unfinished run")
-    g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
-    g.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES",
-                   help="wall-clock limit of one run's job")
-    g.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of one run's job (> 1: torchrun inside the job)")
-    g.add_argument("--cpus-per-run", type=int, help="CPUs of one run's job (default: 8 per GPU)")
-    g.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")
-    g.add_argument("--sbatch", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="more sbatch settings, e.g. account=my_lab qos=high constraint=a100")
-    g.add_argument("--wait", action="store_true", help="wait for the jobs, then aggregate (default: submit and return)")
-    g.add_argument("--submitit-cluster", choices=CLUSTERS, default="slurm",
-                   help="local: the same jobs as subprocesses here, through submitit's local executor (no Slurm)")
-    g.add_argument("--aggregate-only", action="store_true",
-                   help="run nothing: read what the runs recorded, write the aggregate and the report")
+    add_slurm_arguments(p)
     p.set_defaults(func=cmd_sweep)
-
-
-def sweep_from_args(args) -> Sweep:
-    preset = None
-    if args.preset:
-        preset = presets.get(args.preset)
-    pc, ps = (preset.config, preset.sweep) if preset else ({}, {})
-    config = {**pc, **parse_sets(args.set)}
-    plugins = getattr(args, "plugin", [])   # --plugin: recorded in sweep.json and every run's config.json
-    if plugins:
-        config["plugins"] = list(dict.fromkeys([*config.get("plugins", []), *load_plugins(plugins)]))
-    dataset = args.dataset or config.pop("dataset", None) or "fashion_mnist"
-    config.pop("dataset", None)
-    variants = [True] if args.robustlt_only else [False, True] if args.robustlt else [False]
-    if args.arms:
-        if args.methods or args.robustlt or args.robustlt_only:
-            raise ConfigError("--arms: give the arms either with --arms or with --methods/--robustlt, not both.")
-        arms = [Arm.parse(a) for a in args.arms]
-    elif args.methods or args.robustlt or args.robustlt_only or not ps.get("arms"):
-        preset_methods = list(dict.fromkeys(Arm.of(a).method for a in ps.get("arms", [])))
-        methods = args.methods or preset_methods or ["taet", "at_bsl", "pgd_at"]
-        arms = [Arm(m, r) for m in methods for r in variants]
-    else:
-        arms = [Arm.of(a) for a in ps["arms"]]
-    evaluation: dict = copy.deepcopy(preset.evaluation if preset else DEFAULT_EVALUATION)
-    if args.attacks:
-        evaluation["attacks"] = args.attacks
-    if args.eval_per_class is not None:
-        evaluation["per_class"] = args.eval_per_class
-    for key, value in parse_sets(args.eval_param).items():
-        if "." not in key:
-            raise ConfigError(f"--eval-param {key!r}: expected ATTACK.NAME=VALUE, e.g. pgd20.steps=50")
-        attack, name = key.split(".", 1)
-        evaluation.setdefault("attack_params", {}).setdefault(attack, {})[name] = value
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs {args.jobs}: must be >= 1.")
-    out = args.out or f"runs/{args.preset or 'sweep-' + dataset}"
-    return Sweep(root=resolve(out), dataset=dataset, irs=args.irs or ps.get("irs") or [10.0], arms=arms,
-                 seeds=args.seeds or ps.get("seeds") or [0], config=config,
-                 method_overrides=dict(preset.method_overrides) if preset else {},
-                 ir_overrides=dict(preset.ir_overrides) if preset else {}, evaluation=evaluation,
-                 robust_attack=args.robust_attack or (preset.robust_attack if preset else None), preset=args.preset,
-                 cell_timeout=args.cell_timeout, tuning=preset.tuning if preset else None,
-                 primary=list(preset.primary) if preset else [], health=dict(preset.health) if preset else {})
 
 
 def cmd_sweep(args) -> int:
@@ -481,27 +391,6 @@ def cmd_sweep(args) -> int:
     else:
         result = sweep_local(sweep, args.jobs, start_by=start_by)
     return 0 if result["ok"] else 1
-
-
-def start_time(text: str | None, now: datetime | None = None) -> float | None:
-    """--no-start-after: HH:MM (local time, its next occurrence) or an ISO date and time -> a time.time()."""
-    if text is None:
-        return None
-    now = now or datetime.now()
-    try:
-        if hm := re.fullmatch(r"(\d{1,2}):(\d{2})", text):
-            at = now.replace(hour=int(hm[1]), minute=int(hm[2]), second=0, microsecond=0)
-            return (at if at > now else at + timedelta(days=1)).timestamp()
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise bad("--no-start-after", text, "give a local time HH:MM (e.g. 12:10) or an ISO date and time "
-                  "(e.g. 2026-12-04T12:10).") from None
-
-
-def slurm_from_args(args) -> SlurmSettings:
-    return SlurmSettings(partition=args.partition, time_min=args.time_limit, gpus_per_run=args.gpus_per_run,
-                         cpus_per_run=args.cpus_per_run, extra=parse_sets(args.sbatch),
-                         max_parallel=args.max_parallel, cluster=args.submitit_cluster, wait=args.wait)
 
 
 if __name__ == "__main__":  # python -m taetlib.sweep ... works without cli.py too

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -36,48 +33,24 @@ from .batches import Batches
 from .checkpoints import CheckpointError, load_checkpoint
 from .config import RunConfig
 from .data import LTData
-from .distributed import Dist, resolve_device
+from .distributed import resolve_device
 from .epoch_eval import count_hits, evaluate_per_class, per_class_acc
+from .epoch_line import epoch_count, peak_memory_mb, progress_line
 from .errors import bad
-from .eval_result import per_class_epochs
 from .fawa import FAWA, worst_class
+from .fit_state import FitResult, Training, TrainingDiverged
 from .history import history_text
-from .methods import Objective, attack_start, build_objective, model_head
+from .methods import attack_start, build_objective, model_head
 from .models import create_model, set_class_prior
 from .resume import Refused, check_numerics, check_resume
 from .run_files import RUN_FILES, check_run_dir, save_atomic
 from .runlock import holds_run_lock
 from .schedule import epoch_seed, lr_at, stage_epochs
-from .selection import balanced, best_epoch, validation_split
+from .selection import best_epoch, validation_split
 
-__all__ = ["FitResult", "Training", "TrainingDiverged", "average_epoch", "build", "check_inputs", "epoch_count",
-           "epochs_to_train", "evaluate_epoch", "finish", "fit", "keep_fawa", "open_run_dir", "peak_memory_mb",
-           "prepare", "progress_line", "record_epoch", "report_epoch", "restore", "restore_fawa", "save_epoch",
-           "set_lr", "train_epoch"]
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
-
-
-@dataclass
-class FitResult:
-    model: nn.Module
-    history: list[dict]
-    run_dir: Path
-    class_names: tuple = ()
-    complete: bool = True      # False: stopped by stop_after before the stage's last epoch
-
-    def per_class(self, split: str = "test", kind: str = "pgd") -> pd.DataFrame:
-        """Class x epoch: the recall of each class at each epoch `split` ('test', 'val', 'train') was
-        measured with `kind` ('clean', 'pgd'; train: 'clean', 'adv'), with its Wilson 95 % interval."""
-        return per_class_epochs(self.history, split, kind, self.class_names)
-
-
-# ---------------------------------------------------------------- small pure helpers
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # process peak RSS (Linux: KiB)
+__all__ = ["average_epoch", "build", "check_inputs", "epochs_to_train", "evaluate_epoch", "finish", "fit",
+           "keep_fawa", "open_run_dir", "prepare", "record_epoch", "report_epoch", "restore", "restore_fawa",
+           "save_epoch", "set_lr", "train_epoch"]
 
 
 # ---------------------------------------------------------------- one epoch
@@ -153,43 +126,6 @@ def fit(cfg: RunConfig, data: LTData, run_dir: str | Path, *, model: nn.Module |
         if callback is not None:
             callback(record)
     return finish(run)
-
-
-@dataclass
-class Training:
-    """What fit's steps share: the run's settings, model, optimiser, data and the history so far."""
-    cfg: RunConfig
-    run_dir: Path
-    stage: str
-    epochs: range                      # the stage's absolute epochs
-    dist: Dist
-    device: torch.device
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    class_names: tuple
-    num: numerics.Numerics             # what the numeric settings resolve to on this device
-    history: list = field(default_factory=list)
-    start: int = 1                     # the first epoch this call trains
-    extension: dict | None = None      # set when this call extends a run (resume.check_resume)
-    # prepare() sets these three, before the first epoch
-    objective: Objective = field(init=False)
-    net: nn.Module = field(init=False)   # the model as trained: compiled and / or DDP-wrapped
-    train_batches: Batches = field(init=False)
-    val_batches: Batches | None = None    # select needs a validation split
-    eval_batches: Batches | None = None   # eval_every > 0
-    counts: dict = field(default_factory=dict)   # per-class image counts of the evaluated splits
-    eval_eps: float = 0.0
-    n_images: int = 0                  # training images per epoch (all ranks)
-    fawa: FAWA | None = None           # select='fawa': the fairness-aware weight average so far
-    session_seconds: list = field(default_factory=list)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def ckpt_path(self) -> Path:
-        return self.run_dir / "last.pt"
 
 
 # ---------------------------------------------------------------- fit's steps, in order
@@ -460,25 +396,3 @@ def keep_fawa(run: Training, f: FAWA) -> None:
                 "(fawa_updates 0 in history.jsonl)")
     if run.dist.is_main:
         print(note, flush=True)
-
-
-# ---------------------------------------------------------------- the epoch line
-def epoch_count(cfg: RunConfig, epoch: int) -> tuple[int, int]:
-    """(n, of): the epoch counted in what the user asked for: TAET's stage 1 (under the equal budget, the
-    stabilization_epochs before the adversarial ones) on its own, then the `epochs` epochs."""
-    before = cfg.clean_epochs_before()
-    return (epoch, before) if epoch <= before else (epoch - before, cfg.epochs)
-
-
-def progress_line(r: dict, count: tuple[int, int], eta: float) -> str:
-    def acc(name):
-        v = balanced(r[name])
-        return "-" if v is None else f"{v:.3f}"
-    line = (f"epoch {count[0]}/{count[1]} [{r['stage']}] loss {r['loss']:.4f} | "
-            f"train clean {acc('train_clean_acc')} adv {acc('train_adv_acc')}")
-    if r["test_clean_acc"] is not None:
-        line += f" | test clean {acc('test_clean_acc')} pgd {acc('test_pgd_acc')}"
-    if r.get("fawa_worst") is not None:
-        line += (f" | fawa worst class {r['fawa_worst']:.3f}: {'updated' if r['fawa_updated'] else 'kept'}, "
-                 f"{r['fawa_updates']} update(s)")
-    return line + f" | {r['seconds']:.1f} s/epoch, {r['images_per_s']:.0f} img/s | ETA {eta:.0f} s"

@@ -37,6 +37,7 @@ from .config import RunConfig
 from .data import LTData, load_lt
 from .distributed import resolve_device
 from .errors import ConfigError, bad, check_choice
+from .fit_state import TrainingDiverged
 from .history import compute_seconds, read_history
 from .metrics import balanced_accuracy
 from .parallel import pmap
@@ -46,7 +47,7 @@ from .run_files import link_run, record_reuse, reuse_source
 from .schedule import budget
 from .selection import hold_out
 from .sessions import read_sessions, session, wall_seconds
-from .train import TrainingDiverged, fit
+from .train import fit
 
 __all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid", "preset_tuning_budgets",
            "recorded_points", "reuse_points", "same_config", "source_spec", "tune", "tune_point", "tuning_budget",

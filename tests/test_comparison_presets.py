@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from taetlib import cli, presets, sweep
+from taetlib import cli, plan, presets, sweep
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.method_spec import METHODS
@@ -28,7 +28,7 @@ def test_sweep_accepts_them():
     p = argparse.ArgumentParser()
     sweep.add_cli(p.add_subparsers(dest="command"))
     args = p.parse_args(["sweep", "--preset", "cifar10_lt_ir10", "--methods", *OTHERS, "--robustlt"])
-    runs = sweep.sweep_from_args(args).plan()
+    runs = plan.sweep_from_args(args).plan()
     assert len(runs) == 2 * len(OTHERS) and not [r.error for r in runs if r.error]
     robal = [RunConfig.from_dict(r.config) for r in runs if r.config["method"] == "robal"]
     assert {attack_start(cfg) for cfg in robal} == {("uniform_pos", False)}   # the official start, unclamped

@@ -10,9 +10,10 @@ from torch import nn
 
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.epoch_line import progress_line
 from taetlib.errors import ConfigError
 from taetlib.fawa import FAWA, worst_class
-from taetlib.train import average_epoch, fit, progress_line
+from taetlib.train import average_epoch, fit
 
 
 def tiny_net() -> nn.Module:

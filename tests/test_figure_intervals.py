@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import compare, eval_result, figure_files, intervals, metrics, plan, plots, report, stats, study
+from taetlib import compare, eval_result, figure_files, headline, intervals, metrics, plan, plots, report, stats, study
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"c{i}" for i in range(6)]
@@ -111,7 +111,7 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
 
 def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
     for _, runs in (one_seed, two_seeds):
-        agg = report.aggregate(report.collect(status_of(runs), None))
+        agg = report.aggregate(headline.collect(status_of(runs), None))
         fig = report.tradeoff_figure(agg, "balanced")
         assert len(fig.data) == 2 * agg.imbalance_ratio.nunique()
         for tr in fig.data:
@@ -126,13 +126,13 @@ def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, 
                 assert plus[0] > 0 and minus[0] > 0
     # one seed: the run's own bootstrap interval, as in its summary.csv
     s = pd.read_csv(one_seed[1][0] / "eval" / "summary.csv").set_index(["protocol", "attack"])
-    agg = report.aggregate(report.collect(status_of(one_seed[1]), None))
+    agg = report.aggregate(headline.collect(status_of(one_seed[1]), None))
     row = agg[(agg.arm == "pgd_at") & (agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].iloc[0]
     assert row.interval == intervals.ONE_SEED and row.low == s.loc[("balanced", "pgd20"), "balanced_low"]
 
 
 def test_sweep_lines_error_bars_are_the_seed_intervals(two_seeds):
-    agg = report.aggregate(report.collect(status_of(two_seeds[1]), None))
+    agg = report.aggregate(headline.collect(status_of(two_seeds[1]), None))
     a = agg[(agg.protocol == "balanced") & agg.metric.isin(["balanced_accuracy", "balanced_robustness"])]
     fig = plots.sweep_lines(a)
     assert len(fig.data) == 4
@@ -206,7 +206,7 @@ def plotted(page: str, div_id: str) -> list[dict]:
 def test_report_leads_with_the_answer_and_ends_with_collapsed_settings(two_seeds):
     root, runs = two_seeds
     status = status_of(runs)
-    agg = report.aggregate(report.collect(status, None))
+    agg = report.aggregate(headline.collect(status, None))
     s = plan.Sweep(root, "synthetic", [10, 100], [("pgd_at", False), ("taet", False)], [0, 1])
     page = report.write_sweep_report(root, s, status, agg, []).read_text()
     outline = Outline()
@@ -253,7 +253,7 @@ def test_report_leads_with_the_primary_comparisons_and_the_runs_left_out(tmp_pat
     status = status_of(runs)
     gate = health.sweep_health(status)
     assert gate.set_index("arm").loc["dead", "trained"] == False and gate["trained"].sum() == 6   # noqa: E712
-    metrics = report.collect(status, None, gate)
+    metrics = headline.collect(status, None, gate)
     agg = report.aggregate(metrics)
     assert (agg[agg.arm == "dead"]["did_not_train"] == 1).all()
     primary = [{"a": "taet", "b": "pgd_at", "metric": "balanced_robustness", "imbalance_ratio": 10.0,

@@ -9,11 +9,12 @@ import torch
 from taetlib.checkpoints import CheckpointError, load_checkpoint
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
+from taetlib.epoch_line import progress_line
 from taetlib.errors import ConfigError
 from taetlib.resume import Refused, check_resume, epoch_plan
 from taetlib.schedule import lr_at
 from taetlib.stats import wilson
-from taetlib.train import fit, progress_line
+from taetlib.train import fit
 
 
 def tiny(root, **kw):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from taetlib import report
+from taetlib import headline, report
 from taetlib import sweep as sweep_mod
 from taetlib.cli import main
 from taetlib.errors import ConfigError
@@ -175,7 +175,7 @@ def test_an_outside_evaluation_joins_a_sweep_as_an_arm(evaluated, trained, monke
         assert np.array_equal(result.predictions[key]["pred"], mine.predictions[key]["pred"])
     rows = joined_rows(root)
     assert [(r["arm"], r["method"], r["status"]) for r in rows] == [("mine_joined", "outside", "done")]
-    metrics = report.collect(pd.DataFrame(rows), None)
+    metrics = headline.collect(pd.DataFrame(rows), None)
     assert set(metrics["arm"]) == {"mine_joined"} and "balanced_robustness" in set(metrics["metric"])
     tables = report.load_runs(report.find_runs(root))
     assert tables["runs"]["arm"].tolist() == ["mine_joined"]

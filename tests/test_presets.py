@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from taetlib import attack_suite, data, presets, sweep
+from taetlib import attack_suite, data, plan, presets, sweep
 from taetlib.config import RunConfig
 from taetlib.method_spec import METHODS
 from taetlib.methods import build_objective
@@ -25,7 +25,7 @@ RESULTS = (DOCS / "results.md").read_text()
 def plan_of(name: str) -> list:
     p = argparse.ArgumentParser()
     sweep.add_cli(p.add_subparsers(dest="command"))
-    return sweep.sweep_from_args(p.parse_args(["sweep", "--preset", name])).plan(tuned=False)   # before tuning
+    return plan.sweep_from_args(p.parse_args(["sweep", "--preset", name])).plan(tuned=False)   # before tuning
 
 
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taetlib import cli, report, runs, sweep, tuning
+from taetlib import cli, plan, report, runs, sweep, tuning
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.plan import SWEEP_FILE, Sweep
@@ -43,7 +43,7 @@ def finish_runs(s: Sweep) -> None:
         (run.dir / "config.json").write_text(json.dumps(run.config))
         (run.dir / "model.pt").write_bytes(b"weights")
         (run.dir / runs.DONE).write_text(json.dumps({**run.row(), "status": "done", "seconds": 1.0,
-                                                      "config_hash": sweep.config_hash(run.config)}))
+                                                      "config_hash": plan.config_hash(run.config)}))
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_the_shared_tuning_and_runs_are_linked_and_nothing_else(studies, monkeyp
     assert sorted((d.parent.name, d.name) for _, d in runs) == [(arm, f"seed{s}") for arm in ("at_bsl", "taet")
                                                                 for s in (0, 1)]
     for run in b.plan():   # the sweep finds the linked runs finished with its settings, and only those
-        rec = sweep.recorded(run)
+        rec = plan.recorded(run)
         assert (rec is not None and rec["status"] == "done") == (run.arm != "taet_beta001"), run.dir
         if rec is not None:
             assert json.loads((run.dir / "arm.json").read_text())["method"] == run.config["method"]

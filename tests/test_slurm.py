@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import submitit
 
-from taetlib import cli, launchers, report, runs, sweep
+from taetlib import cli, launchers, plan, report, runs, sweep
 from taetlib.errors import ConfigError
 
 SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--eval-per-class", "5", "--eval-param", "pgd20.steps=3",
@@ -32,7 +32,7 @@ def test_sbatch_script_carries_the_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun on this machine
     args = parse("--launcher", "slurm", "--partition", "gpu", "--time-limit", "90", "--gpus-per-run", "2",
                  "--max-parallel", "7", "--sbatch", "account=my_lab", "qos=high")
-    settings = sweep.slurm_from_args(args)
+    settings = launchers.slurm_from_args(args)
     ex = launchers.executor(settings, tmp_path)
     assert isinstance(ex._executor, submitit.SlurmExecutor)
     script = ex._executor._make_submission_file_text("python -m submitit.core._submit X", "uid")
@@ -117,7 +117,7 @@ def test_a_2x2_grid_through_submitit_finishes_skips_and_aggregates(tmp_path, one
 
 @pytest.mark.slow
 def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, one_thread):
-    s = sweep.sweep_from_args(parse(*SMOKE, f"data_root={tmp_path / 'data'}", "epochs=12", "--methods", "pgd_at",
+    s = plan.sweep_from_args(parse(*SMOKE, f"data_root={tmp_path / 'data'}", "epochs=12", "--methods", "pgd_at",
                                     "--out", str(tmp_path / "sw")))
     [run] = s.plan()
     assert sweep.prepare_data(run.dir.parents[1], run.config)["error"] == ""
@@ -146,7 +146,7 @@ def test_the_cluster_page_commands_parse(tmp_path):
     assert len(commands) == 3
     for c in commands:
         args = parse(*shlex.split(c)[4:])
-        s = sweep.sweep_from_args(args)
+        s = plan.sweep_from_args(args)
         assert s.plan() and (args.aggregate_only or args.launcher == "slurm")
         if args.launcher == "slurm":
-            assert sweep.slurm_from_args(args).parameters()["timeout_min"] == args.time_limit
+            assert launchers.slurm_from_args(args).parameters()["timeout_min"] == args.time_limit

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, data, study, study_sections, sweep, tuning, verdicts
+from taetlib import cli, data, plan, study, study_sections, sweep, tuning, verdicts
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.eval_result import EvalResult, per_class_table, summary_table
@@ -329,8 +329,8 @@ def test_a_study_restored_from_its_record_reads_as_the_original_and_its_sweep_sk
                     commands=(study.add_cli,)) == 0
     moved = tiny_study(fresh)
     for old, new in zip(study_folder.plan(), moved.plan()):
-        was = sweep.recorded(old)
-        now = sweep.recorded(new)
+        was = plan.recorded(old)
+        now = plan.recorded(new)
         if was and was["status"] == "done":
             assert now and now["status"] == "done"   # the sweep skips it
         else:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, notebook_exec, plan, report, runs, stats, sweep
+from taetlib import cli, headline, notebook_exec, plan, report, runs, stats, sweep
 from taetlib.config import RunConfig
 from taetlib.errors import ConfigError
 from taetlib.sessions import read_sessions
@@ -48,7 +48,7 @@ def test_plan_records_invalid_runs_and_refuses_axes_in_set(tmp_path):
 
 
 def test_cli_arguments_and_presets(tmp_path):
-    s = sweep.sweep_from_args(parse("--dataset", "synthetic", "--irs", "10", "20", "--methods", "taet", "pgd_at",
+    s = plan.sweep_from_args(parse("--dataset", "synthetic", "--irs", "10", "20", "--methods", "taet", "pgd_at",
                                     "--seeds", "0", "1", "--robustlt", "--set", "epochs=3", "device=cpu",
                                     "--eval-param", "pgd20.steps=5", "--out", str(tmp_path / "x")))
     assert [(a.method, a.robustlt) for a in s.arms] == [("taet", False), ("taet", True), ("pgd_at", False),
@@ -57,23 +57,23 @@ def test_cli_arguments_and_presets(tmp_path):
     assert s.evaluation["attack_params"] == {"pgd20": {"steps": 5}} and s.root == tmp_path / "x"
     assert len(s.plan()) == 16
 
-    p = sweep.sweep_from_args(parse("--preset", "fmnist_lt_demo"))
+    p = plan.sweep_from_args(parse("--preset", "fmnist_lt_demo"))
     from taetlib import presets
     demo = presets.get("fmnist_lt_demo")
     assert p.arms == list(demo.sweep["arms"]) and p.irs == demo.sweep["irs"]
     assert p.dataset == "fashion_mnist" and p.root.name == "fmnist_lt_demo"
     assert [r.config["robustlt_b"] for r in p.plan() if r.config["method"] == "taet"] == [0.5] * 3  # method override
     assert "attack_params" not in presets.get("fmnist_lt_demo").evaluation  # the preset is not mutated
-    only = sweep.sweep_from_args(parse("--preset", "fmnist_lt_demo", "--methods", "pgd_at", "--robustlt-only"))
+    only = plan.sweep_from_args(parse("--preset", "fmnist_lt_demo", "--methods", "pgd_at", "--robustlt-only"))
     assert [(a.method, a.robustlt) for a in only.arms] == [("pgd_at", True)]
-    arms = sweep.sweep_from_args(parse("--dataset", "synthetic", "--arms", "pgd_at",
+    arms = plan.sweep_from_args(parse("--dataset", "synthetic", "--arms", "pgd_at",
                                        "taet_unit=taet:harl_alpha=1,harl_beta=1,harl_gamma=1", "--out", str(tmp_path)))
-    plan = {r.arm: r for r in arms.plan()}
-    assert set(plan) == {"pgd_at", "taet_unit"} and plan["taet_unit"].dir.parent.name == "taet_unit"
-    unit = plan["taet_unit"].config
+    planned = {r.arm: r for r in arms.plan()}
+    assert set(planned) == {"pgd_at", "taet_unit"} and planned["taet_unit"].dir.parent.name == "taet_unit"
+    unit = planned["taet_unit"].config
     assert unit["method"] == "taet" and (unit["method_args"]["alpha"], unit["method_args"]["beta"]) == (1.0, 1.0)
     with pytest.raises(ConfigError, match="appear twice"):
-        sweep.sweep_from_args(parse("--dataset", "synthetic", "--arms", "taet", "taet"))
+        plan.sweep_from_args(parse("--dataset", "synthetic", "--arms", "taet", "taet"))
 
 
 def test_unknown_evaluation_setting_is_refused_before_anything_runs(tmp_path):
@@ -159,7 +159,7 @@ def test_finished_runs_keep_their_record_and_failed_ones_are_recorded(tmp_path):
     assert rec["status"] == "failed" and "bogus" in rec["error"]
     assert json.loads((bad.dir / runs.FAILED).read_text())["error"] == rec["error"]
     good.dir.mkdir(parents=True)
-    (good.dir / runs.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(good.config), "seconds": 42.5}))
+    (good.dir / runs.DONE).write_text(json.dumps({"config_hash": plan.config_hash(good.config), "seconds": 42.5}))
     rec = sweep.execute_run(good, {})   # a resumed sweep keeps the earlier run's status and time
     assert (rec["status"], rec["seconds"], rec["resumed"]) == ("done", 42.5, True)
     assert report.status_counts(pd.DataFrame([rec, {**rec, "resumed": False}])) == {"done": 1, "skipped": 1,
@@ -176,12 +176,12 @@ def test_a_run_finished_by_taetlib_0_1_is_still_finished(tmp_path):
     shared = {k: v for k, v in old.items() if k not in (*plan.SWEEP_AXES, "dataset")}
     (run,) = plan.Sweep(tmp_path, old["dataset"], [old["imbalance_ratio"]], [("taet", False)], [old["seed"]],
                          config=shared).plan()
-    assert not run.error and sweep.config_hash(run.config) != sweep.config_hash(old)
+    assert not run.error and plan.config_hash(run.config) != plan.config_hash(old)
     run.dir.mkdir(parents=True)
     (run.dir / "config.json").write_text(json.dumps(old))
-    (run.dir / runs.DONE).write_text(json.dumps({"config_hash": sweep.config_hash(old)}))
+    (run.dir / runs.DONE).write_text(json.dumps({"config_hash": plan.config_hash(old)}))
     rec = sweep.execute_run(run, {})   # kept, not redone: runs.csv keeps its record and says it was resumed
-    assert sweep.recorded(run)["status"] == "done" and rec["status"] == "done" and rec["resumed"]
+    assert plan.recorded(run)["status"] == "done" and rec["status"] == "done" and rec["resumed"]
     run.config = {**run.config, "method_args": {**run.config["method_args"], "alpha": 0.4}}
     assert "other settings" in sweep.execute_run(run, {})["error"]
 
@@ -233,19 +233,19 @@ def test_the_primary_arms_run_first_every_seed_of_them():
 
 
 def test_run_metrics_and_aggregate():
-    m = report.run_metrics(summary_table(0.8, 0.4, 0.2), per_class_table())
+    m = headline.run_metrics(summary_table(0.8, 0.4, 0.2), per_class_table())
     got = m[m.protocol == "balanced"].set_index("metric")["value"]
     assert got.to_dict() == pytest.approx({"clean_accuracy": 0.85, "balanced_accuracy": 0.8, "robust_accuracy": 0.45,
                                            "balanced_robustness": 0.4, "tail_robustness": 0.2,
                                            "taet_tail_robustness": 0.21, "robustlt_tail_robustness": 0.22,
                                            "weakest_k_robustness": 0.1, "worst_class_robustness": 0.05})
     assert set(m.robust_attack) == {"pgd20"}
-    missing = report.run_metrics(summary_table(0.8, 0.4, 0.2), per_class_table(), "fgsm")["value"].isna().sum()
+    missing = headline.run_metrics(summary_table(0.8, 0.4, 0.2), per_class_table(), "fgsm")["value"].isna().sum()
     assert missing == 2 * (len(report.METRICS) - 2)
 
     frames = []
     for seed, (c, r) in enumerate([(0.8, 0.4), (0.7, 0.3)]):
-        frames.append(report.run_metrics(summary_table(c, r, 0.1), per_class_table()).assign(
+        frames.append(headline.run_metrics(summary_table(c, r, 0.1), per_class_table()).assign(
             run=f"r{seed}", dataset="synthetic", imbalance_ratio=10.0, method="taet", robustlt=False, arm="taet",
             seed=seed))
     agg = report.aggregate(pd.concat(frames))
@@ -260,7 +260,7 @@ def test_a_class_mean_weighs_as_the_images_of_the_classes_it_averages():
     own images, a balanced score as k^2 / sum 1/n_c, an accuracy as every image; one seed's interval of a
     worst class at 0 is then the Wilson bound of its own images."""
     summary = summary_table(0.8, 0.4, 0.2).assign(worst_class=2, weakest_classes="2,1")
-    got = report.run_metrics(summary, per_class_table(n=(100, 50, 10)))
+    got = headline.run_metrics(summary, per_class_table(n=(100, 50, 10)))
     images = got[got.protocol == "long_tailed"].set_index("metric")["images"]
     assert images["robust_accuracy"] == 160 and images["worst_class_robustness"] == 10
     assert images["balanced_robustness"] == pytest.approx(9 / (1 / 100 + 1 / 50 + 1 / 10))
@@ -285,7 +285,7 @@ def test_collect_aggregate_and_report_from_saved_runs(tmp_path):
 
     status = pd.DataFrame([row(d, d.parts[-2]) | {"seed": int(d.name[4:])} for d in runs]
                           + [row(tmp_path / "x", "mart", "failed", "ConfigError: boom")])
-    metrics = report.collect(status, None)
+    metrics = headline.collect(status, None)
     assert len(metrics) == 8 * 2 * 5 and set(metrics.robust_attack) == {"pgd20"}
     agg = report.aggregate(metrics)
     assert len(agg) == 2 * 2 * 2 * 5 and (agg.n == 2).all()
@@ -378,9 +378,9 @@ def test_no_run_starts_after_the_deadline_and_the_same_command_starts_them_later
 def test_the_deadline_is_the_next_such_time_and_a_bad_one_is_refused_before_anything_is_written(tmp_path, capsys):
     from datetime import datetime
     now = datetime(2026, 12, 4, 11, 0)
-    assert datetime.fromtimestamp(sweep.start_time("12:10", now)) == datetime(2026, 12, 4, 12, 10)
-    assert datetime.fromtimestamp(sweep.start_time("9:05", now)) == datetime(2026, 12, 5, 9, 5)   # passed: tomorrow
-    assert datetime.fromtimestamp(sweep.start_time("2026-12-06T08:30", now)) == datetime(2026, 12, 6, 8, 30)
+    assert datetime.fromtimestamp(plan.start_time("12:10", now)) == datetime(2026, 12, 4, 12, 10)
+    assert datetime.fromtimestamp(plan.start_time("9:05", now)) == datetime(2026, 12, 5, 9, 5)   # passed: tomorrow
+    assert datetime.fromtimestamp(plan.start_time("2026-12-06T08:30", now)) == datetime(2026, 12, 6, 8, 30)
     for bad in ("25:00", "noon"):
         out = tmp_path / bad
         code = cli.main(["sweep", "--dataset", "synthetic", "--methods", "pgd_at", "--no-start-after", bad,

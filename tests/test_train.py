@@ -10,11 +10,12 @@ from taetlib.checkpoints import CheckpointError, load_checkpoint, load_model
 from taetlib.config import RunConfig
 from taetlib.data import load_lt
 from taetlib.errors import ConfigError
+from taetlib.fit_state import TrainingDiverged
 from taetlib.method_spec import METHODS
 from taetlib.models import create_model
 from taetlib.schedule import lr_at, stage_epochs
 from taetlib.selection import balanced
-from taetlib.train import TrainingDiverged, fit
+from taetlib.train import fit
 
 
 @pytest.fixture(scope="module")

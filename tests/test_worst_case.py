@@ -105,7 +105,7 @@ def test_worst_case_of_real_attacks_is_never_more_robust_than_any_of_them(model,
 def test_a_run_read_on_the_worst_case_gives_the_claims_the_worst_case(tmp_path):
     """evaluate_run (what notebook 04 calls) with worst_case, then the sweep's headline metrics read with
     robust_attack='worst_case', as the study presets ask."""
-    from taetlib.report import run_metrics
+    from taetlib.headline import run_metrics
     from taetlib.train import fit
     cfg = RunConfig(dataset="synthetic", model="small_cnn", method="pgd_at", epochs=2, attack_steps=2, n_max=60,
                     test_per_class=20, eps=0.05, eval_every=0, augment="none", data_root=str(tmp_path / "data"))

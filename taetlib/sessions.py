@@ -3,7 +3,8 @@
 A long study runs over many sessions, each ended by a kill. Each invocation writes its start at once and
 refreshes its last sign of life every HEARTBEAT_S seconds (and at its end), so a killed one's record ends
 within that much of its death. The wall time is the union of those spans: pauses between sessions are
-not counted, and two invocations at once are counted once.
+not counted, and two invocations at once are counted once. Each record names its machine (CPU model and
+usable cores): a study's sessions may run on different machines, and their times compare only on the same one.
 """
 from __future__ import annotations
 
@@ -16,10 +17,18 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["HEARTBEAT_S", "SESSIONS_DIR", "read_sessions", "session", "sessions_table", "wall_seconds"]
+from .numerics import cpu_name
+
+__all__ = ["HEARTBEAT_S", "SESSIONS_DIR", "machine", "read_sessions", "session", "sessions_table", "wall_seconds"]
 
 SESSIONS_DIR = "sessions"
 HEARTBEAT_S = 60.0
+
+
+def machine() -> str:
+    """This process's CPU model and the cores it may use (its affinity, which a cluster's cgroup narrows)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu_name()} with {cores} cores"
 
 
 def _write(path: Path, record: dict) -> None:
@@ -35,7 +44,8 @@ def session(folder: Path, what: str, heartbeat: float = HEARTBEAT_S, **info):
     start = time.time()
     path = Path(folder) / SESSIONS_DIR / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(start))}-{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"what": what, "start": start, "last_seen": start, "ended": False, "pid": os.getpid(), **info}
+    record = {"what": what, "start": start, "last_seen": start, "ended": False, "pid": os.getpid(),
+              "machine": machine(), **info}
     _write(path, record)
     stop = threading.Event()
 
@@ -75,11 +85,13 @@ def wall_seconds(sessions: list[dict]) -> float:
 
 
 def sessions_table(records: list[dict]) -> pd.DataFrame:
-    """The sessions as a table to publish: what ran, from when to its last sign of life (UTC), how long."""
+    """The sessions as a table to publish: what ran, from when to its last sign of life (UTC), how long, on
+    which machine ('' where a session older than that field did not record it)."""
     def utc(t: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
     return pd.DataFrame([{"what": r["what"], "start_utc": utc(r["start"]), "last_seen_utc": utc(r["last_seen"]),
                           "hours": round((r["last_seen"] - r["start"]) / 3600, 3), "ended": r["ended"],
-                          "reconstructed": bool(r.get("reconstructed")), "note": r.get("note", "")}
-                         for r in records],
-                        columns=["what", "start_utc", "last_seen_utc", "hours", "ended", "reconstructed", "note"])
+                          "reconstructed": bool(r.get("reconstructed")), "machine": r.get("machine", ""),
+                          "note": r.get("note", "")} for r in records],
+                        columns=["what", "start_utc", "last_seen_utc", "hours", "ended", "reconstructed", "machine",
+                                 "note"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,13 @@ from .history import compute_seconds, read_history
 from .markdown_table import markdown
 from .plan import POINT_FILE, TUNING_FILE, Sweep
 from .run_files import reused_text
+from .runs import DONE
 from .schedule import budget
 from .sessions import read_sessions, wall_seconds
 
 __all__ = ["PENDING", "TUNING_RUNNING", "attack_table", "class_table", "commands", "design_section", "finished_runs",
-           "planned", "progress_table", "progress_text", "radius_table", "run_seconds", "sessions_text",
-           "tuning_lines", "tuning_progress", "wall_text"]
+           "machines_text", "per_machine", "planned", "progress_table", "progress_text", "radius_table", "run_seconds",
+           "sessions_text", "tuning_lines", "tuning_progress", "wall_text"]
 
 PENDING = "not finished"
 TUNING_RUNNING = "The tuning is running:"
@@ -88,7 +90,7 @@ def wall_text(status: pd.DataFrame, root: Path) -> str:
         compute = np.array([run_seconds(d) for d in done["run"]])
         parts.append(f"the {len(done)} finished runs took {compute.sum() / 3600:.1f} h (the elapsed time of their "
                      "training and attacks, every session of a resumed run counted, so other work sharing the cores "
-                     f"slows it; {compute.mean() / 60:.0f} min each on average)")
+                     f"slows it; {compute.mean() / 60:.0f} min each on average{per_machine(done, compute)})")
     parts.append(sessions_text("the sweep", read_sessions(root)))
     tuning = root / TUNING_FILE
     if tuning.exists():
@@ -101,6 +103,19 @@ def wall_text(status: pd.DataFrame, root: Path) -> str:
         reused_text(root, "runs")
 
 
+def per_machine(done: pd.DataFrame, seconds: np.ndarray) -> str:
+    """The runs' mean time by the machine that finished each (DONE.json's `machine`), where any recorded one:
+    a study's runs may land on machines of different speed."""
+    where = pd.Series([json.loads((Path(d) / DONE).read_text()).get("machine", "") for d in done["run"]])
+    if not where.astype(bool).any():
+        return ""
+    means = pd.Series(seconds).groupby(where.to_numpy()).agg(["size", "mean"])
+    order = sorted(means.index, key=lambda m: (not m, -means.at[m, "size"], m))   # most runs first, unknown last
+    return "; by the machine that finished them: " + ", ".join(
+        f"{means.at[m, 'size']} on {m or 'a machine not recorded'} ({means.at[m, 'mean'] / 60:.0f} min each)"
+        for m in order)
+
+
 def sessions_text(who: str, sessions: list[dict]) -> str:
     """How long `who` has run: the union of its sessions' spans, pauses between them not counted."""
     if not sessions:
@@ -108,7 +123,18 @@ def sessions_text(who: str, sessions: list[dict]) -> str:
     by_hand = sum(bool(r.get("reconstructed")) for r in sessions)
     note = f", {by_hand} of them reconstructed afterwards from its log and notes" if by_hand else ""
     return (f"{who} has run {wall_seconds(sessions) / 3600:.1f} h of wall time over {len(sessions)} "
-            f"session{'s' if len(sessions) != 1 else ''} (sessions.csv{note}; pauses between sessions not counted)")
+            f"session{'s' if len(sessions) != 1 else ''} (sessions.csv{note}; pauses between sessions not counted)"
+            + machines_text(sessions))
+
+
+def machines_text(sessions: list[dict]) -> str:
+    """Which machines the sessions ran on, with how many each: their times compare only on one machine."""
+    counts = Counter(r.get("machine", "") for r in sessions)
+    named = [(m, n) for m, n in sorted(counts.items(), key=lambda kv: -kv[1]) if m]
+    if not named:
+        return ""
+    text = ", " + " and ".join(f"{n}{' of them' if k == 0 else ''} on {m}" for k, (m, n) in enumerate(named))
+    return text + (f" (the other {counts['']} did not record their machine)" if counts[""] else "")
 
 
 def _training_images(cfg: RunConfig) -> int:

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ def test_a_session_beats_while_it_runs_and_says_when_it_ended(tmp_path):
         beating = json.loads(path.read_text())
     last = json.loads(path.read_text())
     assert first["what"] == "sweep" and first["jobs"] == 2 and not first["ended"]
+    assert first["machine"] == sessions.machine() and " with " in first["machine"]   # whose time this is
     assert beating["last_seen"] > first["start"] and not beating["ended"]
     assert last["ended"] and last["last_seen"] >= beating["last_seen"]
     assert sessions.read_sessions(tmp_path) == [last]
@@ -68,3 +70,32 @@ def test_the_study_readme_reads_the_sessions(tmp_path):
     table = sessions.sessions_table(sessions.read_sessions(tmp_path))   # what the study publishes
     assert table["hours"].tolist() == [1.0, 0.5, 0.417] and table["reconstructed"].tolist() == [True, False, False]
     assert table["start_utc"].tolist()[0] == "1970-01-01 00:00:00"
+
+
+def test_the_time_line_names_each_sessions_machine(tmp_path):
+    folder = tmp_path / sessions.SESSIONS_DIR
+    folder.mkdir()
+    for k, where in enumerate(["CPU A with 2 cores", "CPU B with 2 cores", "CPU B with 2 cores", None]):
+        record = {"what": "sweep", "start": 3600.0 * k, "last_seen": 3600.0 * k + 60, "ended": True}
+        (folder / f"{k}.json").write_text(json.dumps(record | ({"machine": where} if where else {})))
+    records = sessions.read_sessions(tmp_path)
+    text = study_sections.sessions_text("the sweep", records)
+    assert text.endswith(", 2 of them on CPU B with 2 cores and 1 on CPU A with 2 cores "
+                         "(the other 1 did not record their machine)")
+    assert sessions.sessions_table(records)["machine"].tolist() == ["CPU A with 2 cores", "CPU B with 2 cores",
+                                                                     "CPU B with 2 cores", ""]
+    assert study_sections.machines_text(records[3:]) == ""   # no machine on record: nothing claimed
+
+
+def test_the_runs_time_is_told_by_the_machine_that_finished_them(tmp_path):
+    runs = []
+    for k, where in enumerate(["CPU A", "CPU B", "CPU B", None]):
+        (tmp_path / f"r{k}").mkdir()
+        (tmp_path / f"r{k}" / "DONE.json").write_text(json.dumps({"status": "done"} | ({"machine": where} if where
+                                                                                     else {})))
+        runs.append(str(tmp_path / f"r{k}"))
+    done = pd.DataFrame({"run": runs})
+    text = study_sections.per_machine(done, np.array([600.0, 120.0, 240.0, 3000.0]))
+    assert text == "; by the machine that finished them: 2 on CPU B (3 min each), 1 on CPU A (10 min each), " \
+                   "1 on a machine not recorded (50 min each)"
+    assert study_sections.per_machine(done.iloc[3:], np.array([3000.0])) == ""   # none recorded: nothing told

@@ -21,6 +21,7 @@ from .run_files import reused_text
 from .runs import DONE
 from .schedule import budget
 from .sessions import read_sessions, wall_seconds
+from .worst_case import NAME as WORST
 
 __all__ = ["PENDING", "TUNING_RUNNING", "attack_table", "class_table", "commands", "design_section", "finished_runs",
            "machines_text", "per_machine", "planned", "progress_table", "progress_text", "radius_table", "run_seconds",
@@ -78,6 +79,7 @@ def run_seconds(run_dir: str | Path) -> float:
     ev = run_dir / "eval" / "eval_config.json"
     attacks = json.loads(ev.read_text()).get("seconds", {}) if ev.exists() else {}
     per_attack = {key.split("/", 1)[-1]: s for key, s in attacks.items()}
+    per_attack.pop(WORST, None)   # the worst case runs no attack: its seconds are its parts' sum
     return compute_seconds(read_history(run_dir)) + float(sum(per_attack.values()))
 
 

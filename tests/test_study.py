@@ -312,8 +312,10 @@ def test_a_runs_compute_counts_every_session_and_each_attack_once(tmp_path):
                                                           {"epoch": 3, "seconds": 12.0, "eval_seconds": None}]))
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "eval_config.json").write_text(json.dumps({"seconds": {
-        "balanced/clean": 1.0, "long_tailed/clean": 1.0, "balanced/apgd_t": 100.0, "long_tailed/apgd_t": 100.0}}))
-    assert study_sections.run_seconds(tmp_path) == pytest.approx(4 + 11 + 12 + 1 + 100)
+        "balanced/clean": 1.0, "long_tailed/clean": 1.0, "balanced/apgd_t": 100.0, "long_tailed/apgd_t": 100.0,
+        "balanced/pgd20": 20.0, "long_tailed/pgd20": 20.0,
+        "balanced/worst_case": 120.0, "long_tailed/worst_case": 120.0}}))   # the sum of its parts: no attack
+    assert study_sections.run_seconds(tmp_path) == pytest.approx(4 + 11 + 12 + 1 + 100 + 20)
 
 
 def test_a_study_restored_from_its_record_reads_as_the_original_and_its_sweep_skips_what_finished(

@@ -19,13 +19,13 @@ import pandas as pd
 
 from .numerics import cpu_name
 
-__all__ = ["HEARTBEAT_S", "SESSIONS_DIR", "machine", "read_sessions", "session", "sessions_table", "wall_seconds"]
+__all__ = ["HEARTBEAT_S", "SESSIONS_DIR", "machine_label", "read_sessions", "session", "sessions_table", "wall_seconds"]
 
 SESSIONS_DIR = "sessions"
 HEARTBEAT_S = 60.0
 
 
-def machine() -> str:
+def machine_label() -> str:
     """This process's CPU model and the cores it may use (its affinity, which a cluster's cgroup narrows)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu_name()} with {cores} cores"
@@ -45,7 +45,7 @@ def session(folder: Path, what: str, heartbeat: float = HEARTBEAT_S, **info):
     path = Path(folder) / SESSIONS_DIR / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(start))}-{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"what": what, "start": start, "last_seen": start, "ended": False, "pid": os.getpid(),
-              "machine": machine(), **info}
+              "machine": machine_label(), **info}
     _write(path, record)
     stop = threading.Event()
 

@@ -55,7 +55,7 @@ from .run_files import link_run, record_reuse, reuse_source
 from .runlock import RunLocked, run_lock
 from .runs import ARM_FILE, DONE, FAILED, NB_COMPARE, NB_DATA, NB_EVAL, NB_STAGE1, NB_TRAIN, joined_rows
 from .schedule import has_clean_stage
-from .sessions import machine, session
+from .sessions import machine_label, session
 
 __all__ = ["Started", "add_cli", "cmd_sweep", "execute_run", "finish", "prepare_data", "reuse_runs", "run_order",
            "run_steps", "run_sweep", "stage_dirs", "summary", "sweep_aggregate", "sweep_local", "sweep_slurm",
@@ -138,7 +138,7 @@ def _execute_locked(run: Run, evaluation: dict, timeout: float | None) -> dict:
         failed.write_text(json.dumps({**rec, "traceback": traceback.format_exc()[-4000:]}, indent=2))
         return rec
     rec = {**row, "status": "done", "seconds": round(time.time() - t0, 1), "error": "", "notebook": ""}
-    done.write_text(json.dumps({**rec, "config_hash": config_hash(run.config), "machine": machine()},
+    done.write_text(json.dumps({**rec, "config_hash": config_hash(run.config), "machine": machine_label()},
                                indent=2))   # last: it is complete; the machine says whose seconds these are
     return rec
 

@@ -22,7 +22,7 @@ def test_a_session_beats_while_it_runs_and_says_when_it_ended(tmp_path):
         beating = json.loads(path.read_text())
     last = json.loads(path.read_text())
     assert first["what"] == "sweep" and first["jobs"] == 2 and not first["ended"]
-    assert first["machine"] == sessions.machine() and " with " in first["machine"]   # whose time this is
+    assert first["machine"] == sessions.machine_label() and " with " in first["machine"]   # whose time this is
     assert beating["last_seen"] > first["start"] and not beating["ended"]
     assert last["ended"] and last["last_seen"] >= beating["last_seen"]
     assert sessions.read_sessions(tmp_path) == [last]

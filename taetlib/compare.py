@@ -254,8 +254,8 @@ def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, p
 
 def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None,
                      declared: int | None = None) -> list[dict]:
-    """Every pre-declared primary comparison (dicts of a, b, metric, imbalance_ratio, protocol, claimed),
-    whatever its pair of arms, read by the engine and Holm-adjusted as one family; a comparison whose arms
+    """Every pre-declared primary comparison (dicts of a, b, metric, imbalance_ratio, protocol, claimed, and
+    an optional label, else `labels` by metric), whatever its pair of arms, read by the engine and Holm-adjusted as one family; a comparison whose arms
     have no common finished seed reads k = 0 (no verdict). `declared`: the design's seeds (fewer ended:
     an interim look, no verdict)."""
     labels = labels or {}
@@ -264,7 +264,7 @@ def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None,
         ir = float(p["imbalance_ratio"])
         r = difference_reading(seed_pairs(metrics, p["a"], p["b"], ir, p["protocol"], p["metric"]), a=p["a"],
                                b=p["b"], imbalance_ratio=ir, protocol=p["protocol"], metric=p["metric"],
-                               label=labels.get(p["metric"], p["metric"].replace("_", " ")))
+                               label=p.get("label") or labels.get(p["metric"], p["metric"].replace("_", " ")))
         out.append({**r, **_design(metrics, r, declared), "kind": "claim", "claimed": p.get("claimed")})
     return holm_family(out)
 

@@ -105,6 +105,16 @@ def test_an_interim_look_gets_no_verdict_until_every_declared_seed_has_ended():
     assert "declared" not in compare.primary_readings(m, PRIMARY)[0]
 
 
+def test_a_primary_comparison_is_read_under_its_own_label_where_it_declares_one():
+    """Study B's comparisons are not TAET's claims: the metric's claim label must not name them."""
+    m = metrics_frame({(10.0, "balanced_robustness"): [0.01, 0.02, 0.03]})
+    spec = {**PRIMARY[0], "label": "HARL's weight threshold"}
+    (own,) = compare.primary_readings(m, [spec], results.CLAIMS)
+    (by_metric,) = compare.primary_readings(m, [PRIMARY[0]], results.CLAIMS)
+    assert own["label"] == "HARL's weight threshold" and "HARL's weight threshold:" in verdicts.sentence(own)
+    assert by_metric["label"] == results.CLAIMS[PRIMARY[0]["metric"]]
+
+
 def test_stopping_at_the_first_significant_look_would_inflate_the_error_the_one_final_look_keeps():
     """Why an interim look gets no verdict: with no true difference, reading the engine after every seed
     from 2 to 8 and stopping at the first p < 0.05 rejects far more often than 5 %; one look at the 8

@@ -68,9 +68,9 @@ STUDY_B_TUNING = {**STUDY_TUNING, "held_fixed": ["class_order"]}   # one value p
 STUDY_B_PRIMARY = (
     # hard classes rarest: TAET - AT-BSL on the rarest third; HARL's negative class weights: TAET (beta 0.01) - TAET
     {"a": "taet-hard_rarest", "b": "at_bsl-hard_rarest", "metric": "tail_robustness", "imbalance_ratio": 10.0,
-     "protocol": "balanced", "claimed": None},
+     "protocol": "balanced", "claimed": None, "label": "hard classes rarest: the rarest third, robust"},
     {"a": "taet_beta0.01", "b": "taet", "metric": "balanced_robustness", "imbalance_ratio": 10.0,
-     "protocol": "balanced", "claimed": None},
+     "protocol": "balanced", "claimed": None, "label": "HARL's weight threshold at 5 nats: balanced robustness"},
 )
 register(Preset(
     name="fmnist_lt_study_b",

@@ -255,9 +255,9 @@ def claim_readings(metrics: pd.DataFrame, a: str, b: str, metric_labels: dict, p
 def primary_readings(metrics: pd.DataFrame, primary, labels: dict | None = None,
                      declared: int | None = None) -> list[dict]:
     """Every pre-declared primary comparison (dicts of a, b, metric, imbalance_ratio, protocol, claimed, and
-    an optional label, else `labels` by metric), whatever its pair of arms, read by the engine and Holm-adjusted as one family; a comparison whose arms
-    have no common finished seed reads k = 0 (no verdict). `declared`: the design's seeds (fewer ended:
-    an interim look, no verdict)."""
+    an optional label, else `labels` by metric), whatever its pair of arms, read by the engine and
+    Holm-adjusted as one family; a comparison whose arms have no common finished seed reads k = 0 (no
+    verdict). `declared`: the design's seeds (fewer ended: an interim look, no verdict)."""
     labels = labels or {}
     out = []
     for p in primary:

@@ -13,9 +13,10 @@ tests/test_study_b.py checks its coverage by simulation against a known slope.
 
 HARL's negative class weights: from each TAET run's recorded `class_weight` (history.jsonl, the mean
 weight per class and epoch), the share of class-epochs where the weight was negative (the class's loss
-was above alpha / (2 beta)), and whether the classes with more negative epochs lose robust recall against
-AT-BSL on the same seed and class order (a - b per class, regressed on the share; class fixed effects
-separate this from the classes' own difficulty; errors clustered by run).
+lay more than alpha / (2 beta) below the batch's mean class loss), and whether the classes with more
+negative epochs lose robust recall against AT-BSL on the same seed and class order (a - b per class,
+regressed on the share; class fixed effects separate this from the classes' own difficulty; errors
+clustered by run).
 """
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ def rarity_lines(pc: pd.DataFrame, attack: str) -> tuple[list[str], dict]:
              f"{slope['rows']} class-runs). The class orders identify it: a class keeps its identity and changes its "
              "count.", "", "Per arm (points per doubling):", "",
              markdown(pd.DataFrame({"arm": per["variant"], "slope [95 %]": [
-                 _interval_pts(e, lo, hi, ln2) for e, lo, hi in zip(per["estimate"], per["low"], per["high"])]})),
+                 _interval_pts(e, lo, hi, ln2) if math.isfinite(e) else "not identified yet (its finished runs hold "
+                 "one class order)" for e, lo, hi in zip(per["estimate"], per["low"], per["high"])]})),
              "", "Each class's robust recall at equal training count, against the mean class (points, 95 %): its "
              "intrinsic difficulty, rarity taken out:", "",
              markdown(pd.DataFrame({"class": effects["class_name"], "effect [95 %]": [
@@ -69,7 +70,8 @@ def weight_lines(pc: pd.DataFrame) -> tuple[list[str], dict]:
     per_class = share.groupby(["arm", "class_name"], sort=False)[["negative", "epochs"]].sum()
     per_class = (100 * per_class["negative"] / per_class["epochs"]).round(0).astype(int).unstack("class_name")
     lines = ["Share of class-epochs (HARL's mean weight of a class in an epoch) where the weight was negative, i.e. "
-             "the class's adversarial loss was above alpha / (2 beta):", "",
+             "the class's adversarial loss lay more than alpha / (2 beta) below the batch's mean class loss (BCL), so "
+             "HARL ascended it (the gamma term moves the threshold a little):", "",
              markdown(per_arm.reset_index()), "", "Per class (%):", "",
              markdown(per_class.reset_index()), ""]
     a = study_b.weight_association(deltas)

@@ -111,3 +111,16 @@ def test_recall_deltas_pair_each_class_with_the_reference_on_the_same_seed_and_o
     assert set(d["arm"]) == {"taet"}
     a = study_b.weight_association(d.assign(delta=d["delta"] - 0.2 * d["share"]))
     assert a["across_classes"]["estimate"] == pytest.approx(-0.2) and a["runs"] == 4
+
+
+def test_an_arm_whose_finished_runs_hold_one_class_order_is_named_not_identified():
+    """A partial study: arm a2 has finished only under label order, so its own slope is not identified;
+    the README says so instead of printing nan."""
+    from taetlib.study_b_readme import rarity_lines
+    d = simulated(np.random.default_rng(5), 0.05)
+    d = d[~((d["arm"] == "a2") & d["run"].str.startswith("o1"))].rename(columns={"arm": "variant"})
+    lines, tables = rarity_lines(d, "worst_case")
+    per = tables["rarity_slopes"].set_index("variant")
+    assert np.isnan(per.loc["a2", "estimate"]) and np.isfinite(per.loc["a0", "estimate"])
+    text = "\n".join(lines)
+    assert "| a2 | not identified yet (its finished runs hold one class order) |" in text and "nan" not in text

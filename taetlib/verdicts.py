@@ -3,8 +3,10 @@ engine (compare.claim_readings, compare.rankings): the sweep report, the results
 README section. Nothing else words a verdict.
 
 The rules it keeps:
-- only a pre-declared primary comparison (the preset names it) with at least two seeds can 'hold' or be
-  'contradicted', and only when its Holm-adjusted p-value is below 0.05;
+- only a pre-declared primary comparison (the preset names it) with at least two seeds gets a verdict, and
+  only when its Holm-adjusted p-value is below 0.05: it 'holds' or is 'contradicted' where the paper claimed
+  a direction (the sign of `claimed`), and names the higher arm where nothing was claimed (a two-sided
+  question, such as Study B's);
 - and only once every seed the design declared has ended: a look at fewer is interim and gets no verdict,
   since stopping at the first look that crosses 0.05 raises the error rate well above 0.05 (the design
   declared no rule for early looks);
@@ -58,6 +60,17 @@ def _interim(r: dict) -> bool:
     return r.get("declared") is not None and r.get("ended", r["k"]) < r["declared"]
 
 
+def _outcome(r: dict) -> str:
+    """What a final primary reading with at least two seeds says: holds, contradicted, differs (significant,
+    with no claimed direction) or unsettled."""
+    if r["p_holm"] >= ALPHA:
+        return "unsettled"
+    claimed = r.get("claimed")
+    if claimed is None or not math.isfinite(claimed) or claimed == 0:
+        return "differs"
+    return "holds" if (r["mean"] > 0) == (claimed > 0) else "contradicted"
+
+
 def _claim(r: dict) -> str:
     if r["k"] == 0:
         return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']}: no seed has finished runs of both arms yet, so "
@@ -70,9 +83,13 @@ def _claim(r: dict) -> str:
     if _interim(r):
         return (f"{head} ({p}): an interim look at {r['ended']} of the {r['declared']} declared seeds, so no "
                 f"verdict until all {r['declared']} have ended.{_power(r)}")
-    if r["p_holm"] < ALPHA:
-        word = "holds" if r["mean"] > 0 else f"is contradicted ({r['b']} higher)"
-        return f"{head} ({p}): the claim {word}.{_power(r)}"
+    outcome, higher = _outcome(r), r["a"] if r["mean"] > 0 else r["b"]
+    if outcome == "holds":
+        return f"{head} ({p}): the claim holds.{_power(r)}"
+    if outcome == "contradicted":
+        return f"{head} ({p}): the claim is contradicted ({higher} higher).{_power(r)}"
+    if outcome == "differs":
+        return f"{head} ({p}): {higher} is higher (no direction was claimed beforehand).{_power(r)}"
     bound = (f"the data support an advantage of {r['a']} of at most {pts(r['high'])} points"
              if r["high"] > 0 else f"{r['a']} is not ahead here")
     return f"{head} ({p}): not settled; {bound}.{_power(r)}"
@@ -108,12 +125,15 @@ def _summary(r: dict) -> str:
         ended = min(x.get("ended", x["k"]) for x in claims)
         return (f"An interim look at {ended} of the {claims[0]['declared']} declared seeds: none of the "
                 f"{len(claims)} primary comparisons gets a verdict until every declared seed has ended.")
-    holds = sum(x["p_holm"] < ALPHA and x["mean"] > 0 for x in claims)
-    against = sum(x["p_holm"] < ALPHA and x["mean"] < 0 for x in claims)
-    return (f"Of {len(claims)} primary comparisons (Holm-adjusted over the {len(claims)}), {holds} hold, {against} "
-            f"{'is' if against == 1 else 'are'} contradicted and {len(claims) - holds - against} "
-            f"{'is' if len(claims) - holds - against == 1 else 'are'} not settled; "
-            f"{len(r['readings']) - len(claims)} further readings are descriptive.")
+    n = {o: sum(_outcome(x) == o for x in claims) for o in ("holds", "contradicted", "differs", "unsettled")}
+    parts = [f"{n['holds']} hold{'s' if n['holds'] == 1 else ''}",
+             f"{n['contradicted']} {'is' if n['contradicted'] == 1 else 'are'} contradicted"]
+    if n["differs"]:   # only where some comparison claimed no direction
+        parts.append(f"{n['differs']} show{'s' if n['differs'] == 1 else ''} a difference where no direction was "
+                     "claimed")
+    parts.append(f"{n['unsettled']} {'is' if n['unsettled'] == 1 else 'are'} not settled")
+    return (f"Of {len(claims)} primary comparisons (Holm-adjusted over the {len(claims)}), {', '.join(parts[:-1])} "
+            f"and {parts[-1]}; {len(r['readings']) - len(claims)} further readings are descriptive.")
 
 
 def sentence(r: dict) -> str:

@@ -84,6 +84,26 @@ def test_the_verdict_function_never_says_holds_or_contradicted_unless_primary_an
         assert says == (r["kind"] == "claim" and k >= 2 and r["p_holm"] < 0.05 and final), text
 
 
+def test_a_comparison_without_a_claimed_direction_names_the_higher_arm_and_a_claim_follows_its_sign():
+    """Study B asks two-sided questions: a significant one names the higher arm, never 'holds'; a claimed
+    direction below zero holds when the difference is below zero."""
+    up, down = [0.030, 0.032, 0.031], [-0.030, -0.032, -0.031]
+    for values, higher in ((up, "taet"), (down, "at_bsl")):
+        m = metrics_frame({(10.0, "balanced_robustness"): values})
+        (r,) = compare.primary_readings(m, [{**PRIMARY[0], "claimed": None}], results.CLAIMS)
+        text = verdicts.sentence(r)
+        assert r["p_holm"] < 0.05 and f"{higher} is higher (no direction was claimed" in text, text
+        assert "holds" not in text and "contradicted" not in text
+        summary = verdicts.sentence({"kind": "summary", "readings": [r]})
+        assert "0 hold, 0 are contradicted, 1 shows a difference where no direction was claimed" in summary
+        (neg,) = compare.primary_readings(m, [{**PRIMARY[0], "claimed": -0.05}], results.CLAIMS)
+        word = "the claim holds" if higher == "at_bsl" else "the claim is contradicted (taet higher)"
+        assert word in verdicts.sentence(neg)
+    flat = metrics_frame({(10.0, "balanced_robustness"): [0.05, -0.04, 0.01]})
+    (r,) = compare.primary_readings(flat, [{**PRIMARY[0], "claimed": None}], results.CLAIMS)
+    assert "not settled" in verdicts.sentence(r) and "is higher" not in verdicts.sentence(r)
+
+
 def test_an_interim_look_gets_no_verdict_until_every_declared_seed_has_ended():
     clear = {(10.0, "balanced_robustness"): [-0.090, -0.092, -0.091],
              (10.0, "taet_tail_robustness"): [-0.07, -0.08, -0.075]}

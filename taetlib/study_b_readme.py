@@ -76,9 +76,10 @@ def weight_lines(pc: pd.DataFrame) -> tuple[list[str], dict]:
              markdown(per_class.reset_index()), ""]
     a = study_b.weight_association(deltas)
     if a is None:
-        return lines + ["Whether those classes lose robustness: not read (the share does not vary yet, or fewer "
-                        "than two runs pair with an AT-BSL run of the same seed and class order)."], \
-            {"negative_weights": deltas}
+        why = ("no class-epoch of any run had a negative weight, so no class can have lost robustness to one"
+               if not share["negative"].any() else "the share does not vary across classes, or fewer than two runs "
+               "pair with an AT-BSL run of the same seed and class order")
+        return lines + [f"Whether those classes lose robustness: not read ({why})."], {"negative_weights": deltas}
     lines.append(f"Robust recall against AT-BSL (same seed and class order), class by class: classes with any "
                  f"negative epoch differ by {verdicts.pts(a['delta_with_negative'])} points on average "
                  f"({a['with_negative']} class-runs), the others by {verdicts.pts(a['delta_without'])}.")

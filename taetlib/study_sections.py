@@ -178,7 +178,9 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
                      "smallest detectable (80 % power)": verdicts.pts(mde, False) if np.isfinite(mde) else "-",
                      "the claim is": reach})
     if rows:
-        lines += ["", "Measured on the seeds finished so far (two-sided t over seeds at 0.05, the seed spread of "
+        read = (f"all {len(sweep.seeds)} declared seeds" if all(r["k"] == len(sweep.seeds) for r in readings)
+                else "the seeds finished so far")
+        lines += ["", f"Measured on {read} (two-sided t over seeds at 0.05, the seed spread of "
                   "the paired differences; points):", "", markdown(pd.DataFrame(rows))]
     return lines
 

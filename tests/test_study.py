@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, data, plan, study, study_sections, sweep, tuning, verdicts
+from taetlib import cli, data, plan, presets, study, study_sections, sweep, tuning, verdicts
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.eval_result import EvalResult, per_class_table, summary_table
@@ -190,6 +190,15 @@ def test_a_study_short_of_its_declared_seeds_is_an_interim_look_without_verdicts
     assert primary.count("an interim look at 2 of the 3 declared seeds") == 2
     verdicts_read = primary.split("declared seed has ended")[1]
     assert "holds" not in verdicts_read and "contradicted" not in verdicts_read
+
+
+def test_the_power_table_says_whether_it_read_every_declared_seed(study_folder, tmp_path):
+    got = study.write(study_folder, tmp_path / "out", command="c")
+    assert "Measured on the seeds finished so far" in got["readme"]   # 2 of the 3 declared seeds
+    p = presets.get(study_folder.preset)
+    every = [{**r, "k": len(study_folder.seeds)} for r in got["claims"]]
+    design = "\n".join(study_sections.design_section(study_folder, p, every))
+    assert "Measured on all 3 declared seeds" in design and "so far" not in design
 
 
 def test_the_study_command_refuses_a_missing_folder_and_writes_nothing(tmp_path, capsys):

@@ -124,3 +124,22 @@ def test_an_arm_whose_finished_runs_hold_one_class_order_is_named_not_identified
     assert np.isnan(per.loc["a2", "estimate"]) and np.isfinite(per.loc["a0", "estimate"])
     text = "\n".join(lines)
     assert "| a2 | not identified yet (its finished runs hold one class order) |" in text and "nan" not in text
+
+
+def test_without_any_negative_weight_the_readme_says_no_class_could_lose_robustness_to_one(tmp_path):
+    """Every HARL weight positive (Study B's finding): the association is not read, and the README gives that
+    reason rather than a partial study's."""
+    from taetlib.study_b_readme import weight_lines
+    rows = []
+    for seed in (0, 1):
+        for method in ("at_bsl", "taet"):
+            run = tmp_path / method / str(seed)
+            run.mkdir(parents=True)
+            records = [{"epoch": e, "stage": "adversarial", "loss": 1.0, "class_weight": [0.1, 0.2, 0.3]}
+                       for e in range(3)] if method == "taet" else [{"epoch": 0, "loss": 1.0, "class_weight": None}]
+            (run / "history.jsonl").write_text(history_text(records))
+            rows += [{"run": str(run), "arm": method, "method": method, "robustlt": False, "seed": seed,
+                      "class_order": "label", "class": c, "class_name": f"k{c}", "recall": 0.5} for c in range(3)]
+    text = "\n".join(weight_lines(pd.DataFrame(rows))[0])
+    assert "| taet | 18 | 0 | 0.0 |" in text   # 2 runs x 3 epochs x 3 classes, none negative
+    assert "no class-epoch of any run had a negative weight" in text and "does not vary" not in text

@@ -126,14 +126,16 @@ def _summary(r: dict) -> str:
         return (f"An interim look at {ended} of the {claims[0]['declared']} declared seeds: none of the "
                 f"{len(claims)} primary comparisons gets a verdict until every declared seed has ended.")
     n = {o: sum(_outcome(x) == o for x in claims) for o in ("holds", "contradicted", "differs", "unsettled")}
-    parts = [f"{n['holds']} hold{'s' if n['holds'] == 1 else ''}",
-             f"{n['contradicted']} {'is' if n['contradicted'] == 1 else 'are'} contradicted"]
+    parts = ([f"{n['holds']} hold{'s' if n['holds'] == 1 else ''}",
+              f"{n['contradicted']} {'is' if n['contradicted'] == 1 else 'are'} contradicted"]
+             if any(x.get("claimed") is not None for x in claims) else [])   # no claim: nothing can hold
     if n["differs"]:   # only where some comparison claimed no direction
         parts.append(f"{n['differs']} show{'s' if n['differs'] == 1 else ''} a difference where no direction was "
                      "claimed")
     parts.append(f"{n['unsettled']} {'is' if n['unsettled'] == 1 else 'are'} not settled")
-    return (f"Of {len(claims)} primary comparisons (Holm-adjusted over the {len(claims)}), {', '.join(parts[:-1])} "
-            f"and {parts[-1]}; {len(r['readings']) - len(claims)} further readings are descriptive.")
+    said = f"{', '.join(parts[:-1])} and {parts[-1]}" if len(parts) > 1 else parts[0]
+    return (f"Of {len(claims)} primary comparisons (Holm-adjusted over the {len(claims)}), {said}; "
+            f"{len(r['readings']) - len(claims)} further readings are descriptive.")
 
 
 def sentence(r: dict) -> str:

@@ -95,13 +95,16 @@ def test_a_comparison_without_a_claimed_direction_names_the_higher_arm_and_a_cla
         assert r["p_holm"] < 0.05 and f"{higher} is higher (no direction was claimed" in text, text
         assert "holds" not in text and "contradicted" not in text
         summary = verdicts.sentence({"kind": "summary", "readings": [r]})
-        assert "0 hold, 0 are contradicted, 1 shows a difference where no direction was claimed" in summary
+        assert "(Holm-adjusted over the 1), 1 shows a difference where no direction was claimed and 0 are not " \
+            "settled" in summary and "hold" not in summary and "contradicted" not in summary
         (neg,) = compare.primary_readings(m, [{**PRIMARY[0], "claimed": -0.05}], results.CLAIMS)
         word = "the claim holds" if higher == "at_bsl" else "the claim is contradicted (taet higher)"
         assert word in verdicts.sentence(neg)
     flat = metrics_frame({(10.0, "balanced_robustness"): [0.05, -0.04, 0.01]})
     (r,) = compare.primary_readings(flat, [{**PRIMARY[0], "claimed": None}], results.CLAIMS)
     assert "not settled" in verdicts.sentence(r) and "is higher" not in verdicts.sentence(r)
+    summary = verdicts.sentence({"kind": "summary", "readings": [r]})
+    assert "(Holm-adjusted over the 1), 1 is not settled;" in summary and "hold" not in summary
 
 
 def test_an_interim_look_gets_no_verdict_until_every_declared_seed_has_ended():

@@ -160,8 +160,8 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
              f"{len(sweep.seeds)} seed{'s' if len(sweep.seeds) > 1 else ''}, each drawing its own subsample.",
              f"- Budget per run: {b['adversarial_epochs']} adversarial epochs of {n} training images in batches of "
              f"{cfg.batch_size}{steps}; {cfg.attack_steps}-step PGD in training{stage1}.",
-             f"- Evaluation: {', '.join(ev.get('attacks', []))} on {cfg.test_per_class} test images per class; the "
-             f"claims read {sweep.robust_attack or 'pgd20'}"
+             f"- Evaluation: {', '.join(ev.get('attacks', []))} on {cfg.test_per_class} test images per class; "
+             f"{'the claims read' if sweep.primary else 'robustness is read on'} {sweep.robust_attack or 'pgd20'}"
              + (f" (robust only if robust to each of {', '.join(ev['worst_case'])}, image by image)"
                 if ev.get("worst_case") else "") + "; PGD-20 radius sweep "
              + (", ".join(f"{e:g}" for e in ev.get("eps_sweep") or []) or "none") + "."]
@@ -187,17 +187,22 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
 
 def tuning_progress(sweep: Sweep) -> pd.DataFrame:
     """While the tuning runs: each tuning run begun (IR, arm, value) with its status (point.json's, else how
-    many epochs its history holds) and validation readings."""
+    many epochs its history holds) and validation readings. A reading reused from another study says from
+    which, with that study's epochs and seconds ("-" where its record kept none)."""
     rows = []
     for d in sorted((Path(sweep.root) / TUNING_FILE).parent.glob("*/*/*/")):
         rec = json.loads((d / POINT_FILE).read_text())["result"] if (d / POINT_FILE).exists() else {}
         history = d / "history.jsonl"
-        rows.append({"data": d.parent.parent.name, "arm": d.parent.name, "value": d.name,
-                     "status": rec.get("status", "training"),
-                     "epochs": len(history.read_text().splitlines()) if history.exists() else 0,
-                     "val_balanced_robustness": rec.get("val_balanced_robustness", np.nan),
-                     "val_balanced_accuracy": rec.get("val_balanced_accuracy", np.nan),
-                     "train_seconds": round(compute_seconds(read_history(d)))})   # every session's epochs
+        epochs: int | str = len(history.read_text().splitlines()) if history.exists() else 0
+        status = rec.get("status", "training")
+        seconds: int | str = round(compute_seconds(read_history(d)))   # every session's epochs
+        if rec.get("reused_from"):
+            src = Path(rec["reused_from"]).parts
+            status = f"{status}, reused from {src[src.index('tuning') - 1] if 'tuning' in src else '/'.join(src)}"
+            epochs, seconds = epochs or "-", seconds or round(rec.get("train_seconds") or 0) or "-"
+        rows.append({"data": d.parent.parent.name, "arm": d.parent.name, "value": d.name, "status": status,
+                     "epochs": epochs, "val_balanced_robustness": rec.get("val_balanced_robustness", np.nan),
+                     "val_balanced_accuracy": rec.get("val_balanced_accuracy", np.nan), "train_seconds": seconds})
     return pd.DataFrame(rows, columns=["data", "arm", "value", "status", "epochs", "val_balanced_robustness",
                                        "val_balanced_accuracy", "train_seconds"])
 

@@ -296,10 +296,16 @@ def test_a_study_still_tuning_publishes_its_tuning_so_far_and_no_run(tmp_path):
         (base / arm / value / "history.jsonl").write_text(history_text([{"epoch": e, "seconds": 10.0} for e in epochs]))
         if result:
             (base / arm / value / "point.json").write_text(json.dumps({"config": {}, "result": result}))
+    adopted = base / "pgd_at" / "lrx1"   # a reading adopted from another study's record: no history here
+    adopted.mkdir(parents=True)
+    (adopted / "point.json").write_text(json.dumps({"config": {}, "result": {
+        "status": "done", "val_balanced_robustness": 0.5, "val_balanced_accuracy": 0.6, "train_seconds": 3580.0,
+        "seconds": 0.0, "reused_from": str(tmp_path / "study_a" / "tuning" / "tuning.json")}}))
     got = study.write(s, tmp_path / "out", command="c")
     text = got["readme"]
     assert "0 of 15 runs have finished" in text and (got["status"]["status"] == study_sections.PENDING).all()
-    assert "The tuning is running: 1 of 10 tuning runs have finished and 1 is training" in text
+    assert "The tuning is running: 2 of 10 tuning runs have finished and 1 is training" in text
+    assert "| pgd_at | lrx1 | done, reused from study_a | - | 50.0 | 60.0 | 3580 |" in text
     assert "| synthetic-ir10 | at_bsl | lrx0.5 | done | 6 | 41.2 | 70.0 | 60 |" in text
     assert "| taet | lrx1 | training | 2 | - | - | 20 |" in text
 

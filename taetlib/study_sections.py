@@ -198,7 +198,8 @@ def tuning_progress(sweep: Sweep) -> pd.DataFrame:
         seconds: int | str = round(compute_seconds(read_history(d)))   # every session's epochs
         if rec.get("reused_from"):
             src = Path(rec["reused_from"])   # .../<study>/tuning/tuning.json: name the study
-            status = f"{status}, reused from {src.parts[src.parts.index('tuning') - 1] if 'tuning' in src.parts else src}"
+            study = src.parts[src.parts.index("tuning") - 1] if "tuning" in src.parts else src
+            status = f"{status}, reused from {study}"
             epochs, seconds = epochs or "-", seconds or round(rec.get("train_seconds") or 0) or "-"
         rows.append({"data": d.parent.parent.name, "arm": d.parent.name, "value": d.name, "status": status,
                      "epochs": epochs, "val_balanced_robustness": rec.get("val_balanced_robustness", np.nan),

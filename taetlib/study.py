@@ -180,6 +180,17 @@ def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
     return lines
 
 
+def _save_csv(table: pd.DataFrame, path: Path, root: Path) -> None:
+    """`table` as CSV with its run folders (and a failed run's notebook) named relative to the sweep folder, as
+    fashion_mnist-ir10/taet/seed0: the same name under runs/<study>/ and the published record/, on any machine."""
+    def relative(v: object) -> object:
+        if isinstance(v, str) and Path(v).absolute().is_relative_to(root):
+            return Path(v).absolute().relative_to(root).as_posix()
+        return v
+    paths = {c: table[c].map(relative) for c in ("run", "dir", "notebook") if c in table}
+    table.assign(**paths).to_csv(path, index=False)
+
+
 def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
     """The study's folder `out` from what its sweep folder holds now (finished runs only)."""
     p = presets.get(sweep.preset) if sweep.preset else None
@@ -203,15 +214,16 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
         head = "Rarity or difficulty, and HARL's negative class weights" if two_orders else \
             "HARL's negative class weights"
         extra = [f"## {head} (study B's analyses)\n", *extra]
-    status.drop(columns=["finished"]).to_csv(out / "progress.csv", index=False)
+    root = Path(sweep.root).absolute()
+    _save_csv(status.drop(columns=["finished"]), out / "progress.csv", root)
     for name in ("health", "metrics", "aggregate"):
-        read[name].to_csv(out / f"{name}.csv", index=False)
+        _save_csv(read[name], out / f"{name}.csv", root)
     compare.readings_table(readings).to_csv(out / "claims.csv", index=False)
     ran = read_sessions((Path(sweep.root) / TUNING_FILE).parent) + read_sessions(Path(sweep.root))
     sessions_table(ran).to_csv(out / "sessions.csv", index=False)   # the wall time's record
     for name, table in saved.items():
         if table is not None:
-            table.to_csv(out / f"{name}.csv", index=False)
+            _save_csv(table, out / f"{name}.csv", root)
     tuning = tuning_lines(sweep)
     text = readme(title=p.description if p else f"Study {sweep.root.name}", command=command, status=status,
                   wall=wall_text(status, Path(sweep.root)), design=design_section(sweep, p, readings) if p else [],

@@ -144,9 +144,11 @@ def test_a_partial_study_says_what_finished_names_the_untrained_arm_and_words_ve
     prog = study_sections.progress_table(got["status"]).set_index("arm")
     assert prog.loc["taet", "finished"] == "2 of 3" and prog.loc["taet", "seed 2"] == "-"
     assert prog.loc["at_bsl-perm", "seed 2"] == "FAILED" and prog.loc["pgd_at", "finished"] == "3 of 3"
-    running = str(study_folder.root / "synthetic-ir10" / "taet" / "seed2")
-    metrics = pd.read_csv(tmp_path / "out" / "metrics.csv")
-    assert running not in set(metrics["run"]) and metrics["run"].nunique() == 13
+    metrics = pd.read_csv(tmp_path / "out" / "metrics.csv")   # run folders named within the sweep folder
+    assert "synthetic-ir10/taet/seed2" not in set(metrics["run"]) and metrics["run"].nunique() == 13
+    assert "synthetic-ir10/taet/seed0" in set(metrics["run"])
+    for name in ("progress", "health", "metrics", "negative_weights"):
+        assert str(tmp_path) not in (tmp_path / "out" / f"{name}.csv").read_text(), name
     # the arm that did not train: named, marked in the table, never ranked
     assert "pgd_at IR 10 seed 0, pgd_at IR 10 seed 1, pgd_at IR 10 seed 2" in text
     assert "| pgd_at (did not train) |" in text and "at_bsl-perm (1 of 3 runs did not train)" not in text

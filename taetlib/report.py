@@ -21,6 +21,7 @@ from . import compare, plots, verdicts
 from . import health as healthlib
 from .arms import arm_name
 from .figure_files import PLOTLYJS, write_plotlyjs
+from .paths import within
 from .run_files import reused_text
 from .runs import ARM_FILE
 
@@ -375,8 +376,7 @@ def write_sweep_report(root: Path, sweep, status: pd.DataFrame, agg: pd.DataFram
     attack = robust_attack_in(agg)
     diffs = paired_differences(tables, attack) if tables is not None else pd.DataFrame()
     counts = status_counts(status)
-    runs = status.assign(run=[Path(r).relative_to(root).as_posix() if Path(r).is_relative_to(root) else r
-                              for r in status["run"]], seconds=status["seconds"].round(0).astype(int))
+    runs = status.assign(run=[within(r, root) for r in status["run"]], seconds=status["seconds"].round(0).astype(int))
     figs = [(name, f"<h3>{html.escape(title)}</h3>" + fig.to_html(full_html=False, include_plotlyjs=False,
                                                                    div_id=f"fig{i}"))
             for i, (name, title, fig) in enumerate(sweep_figures(agg, tables, diffs, attack))]

@@ -24,7 +24,7 @@ from . import compare, headline, health, presets, report, results, verdicts
 from .errors import ConfigError, bad
 from .figure_files import export_figure
 from .markdown_table import markdown
-from .paths import PROJECT_ROOT, resolve
+from .paths import PROJECT_ROOT, resolve, within
 from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep, recorded
 from .plots import radius_lines
 from .record import RECORD_DIR, keep_record, restore_record
@@ -181,13 +181,9 @@ def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
 
 
 def _save_csv(table: pd.DataFrame, path: Path, root: Path) -> None:
-    """`table` as CSV with its run folders (and a failed run's notebook) named relative to the sweep folder, as
-    fashion_mnist-ir10/taet/seed0: the same name under runs/<study>/ and the published record/, on any machine."""
-    def relative(v: object) -> object:
-        if isinstance(v, str) and Path(v).absolute().is_relative_to(root):
-            return Path(v).absolute().relative_to(root).as_posix()
-        return v
-    paths = {c: table[c].map(relative) for c in ("run", "dir", "notebook") if c in table}
+    """`table` as CSV with its run folders (and a failed run's notebook) named from the sweep folder (`within`)."""
+    paths = {c: [within(v, root) if isinstance(v, str) else v for v in table[c]]
+             for c in ("run", "dir", "notebook") if c in table}
     table.assign(**paths).to_csv(path, index=False)
 
 
@@ -214,7 +210,7 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
         head = "Rarity or difficulty, and HARL's negative class weights" if two_orders else \
             "HARL's negative class weights"
         extra = [f"## {head} (study B's analyses)\n", *extra]
-    root = Path(sweep.root).absolute()
+    root = Path(sweep.root)
     _save_csv(status.drop(columns=["finished"]), out / "progress.csv", root)
     for name in ("health", "metrics", "aggregate"):
         _save_csv(read[name], out / f"{name}.csv", root)

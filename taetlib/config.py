@@ -360,8 +360,8 @@ def build_args(spec, raw: dict):
     return spec.args(**{k: coerce(f"method_args.{k}", v, hints[k]) for k, v in raw.items()})
 
 
-def _method_keys(method: str) -> list[str]:
-    spec = REGISTRIES["method"].get(method)
+def _method_keys(method: object) -> list[str]:
+    spec = REGISTRIES["method"].get(method) if isinstance(method, str) else None   # a wrong type is refused later
     return [f"method_args.{n}" for n in spec.field_names()] + list(spec.aliases) if spec else []
 
 

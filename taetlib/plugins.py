@@ -58,6 +58,9 @@ def load_plugin(plugin: str):
     if key not in _LOADED:
         if is_file(plugin):
             _LOADED[key] = _import_file(Path(key))
+        elif not all(part.isidentifier() for part in plugin.split(".")):   # import_module raises other errors
+            raise PluginNotFound(f"{plugin!r}: not a module name (dotted identifiers) nor a .py file. Fix: give an "
+                                 "importable module name such as my_methods, or the path of its .py file.")
         else:
             try:
                 _LOADED[key] = importlib.import_module(plugin)

@@ -104,6 +104,8 @@ def files_under(folder: Path) -> list[Path]:
 @example(d={"device": "cuda:x"})                        # found: passed the config, RuntimeError in torch.device
 @example(d={"epochs": 10**5000})                        # found: validated, then json.dumps failed (digit limit)
 @example(d={"\n": None})                                # found: an unknown name broke the one-line message
+@example(d={"plugins": [""]})                            # found: ValueError from import_module, not ConfigError
+@example(d={"plugins": ["a..b"]})
 def test_runconfig_validates_or_raises_config_error(d):
     try:
         cfg = RunConfig.from_dict(d)
@@ -175,6 +177,7 @@ def cli_outcome(argv: list[str], capsys) -> int:
 
 @settings(FUZZ, max_examples=25, suppress_health_check=CLI_FUZZ)
 @given(pairs=set_strings())
+@example(pairs=["method=[]", "=null"])                   # found: a list as method broke the unknown-key hint
 def test_train_on_the_command_line_refuses_or_would_train_and_writes_nothing(tmp_path, capsys, pairs):
     run = tmp_path / "run"
     assert cli_outcome(["train", "--run", str(run), "--set", *pairs], capsys) in (0, 2)

@@ -16,7 +16,8 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
     Numbers become scalar rows (lr, loss, loss_bcl, ..., seconds); per-class lists `<split>_<kind>_acc`
     (train_clean_acc, test_pgd_acc, ...) become per-class rows, and their mean over the classes seen
     a scalar row of the same name; None (not measured that epoch) is left out. HARL's per-class
-    weights (`class_weight`) become the 'class_weight' table."""
+    weights (`class_weight`, each class's mean over the epoch's batches) become the 'class_weight' table, with
+    the share of those batches in which it was negative (`negative_batches`; NaN where not recorded)."""
     scalars, per_class, weights = [], [], []
     for r in records:
         epoch, stage = r.get("epoch"), r.get("stage", "")
@@ -26,7 +27,9 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 scalars.append((epoch, stage, k, float(v)))
             elif k == "class_weight":
-                weights += [(epoch, stage, c, float(w)) for c, w in enumerate(v) if w is not None]
+                negative = r.get("class_weight_negative") or [None] * len(v)   # older runs did not record it
+                weights += [(epoch, stage, c, float(w), np.nan if n is None else float(n))
+                            for c, (w, n) in enumerate(zip(v, negative)) if w is not None]
             elif isinstance(v, list) and k.endswith("_acc"):
                 split, _, kind = k.removesuffix("_acc").partition("_")
                 seen = [(c, float(a)) for c, a in enumerate(v) if a is not None]
@@ -36,7 +39,7 @@ def history_tables(records: list[dict], class_names=None) -> dict[str, pd.DataFr
     pc = pd.DataFrame(per_class, columns=["epoch", "stage", "split", "kind", "class", "value"])
     names = list(class_names) if class_names is not None else None
     pc["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in pc["class"]]
-    cw = pd.DataFrame(weights, columns=["epoch", "stage", "class", "value"])
+    cw = pd.DataFrame(weights, columns=["epoch", "stage", "class", "value", "negative_batches"])
     cw["class_name"] = [names[c] if names and c < len(names) else f"class {c}" for c in cw["class"]]
     return {"scalars": pd.DataFrame(scalars, columns=["epoch", "stage", "metric", "value"]), "per_class": pc,
             "class_weight": cw}

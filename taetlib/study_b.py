@@ -13,7 +13,9 @@ tests/test_study_b.py checks its coverage by simulation against a known slope.
 
 HARL's negative class weights: from each TAET run's recorded `class_weight` (history.jsonl, the mean
 weight per class and epoch), the share of class-epochs where the weight was negative (the class's loss
-lay more than alpha / (2 beta) below the batch's mean class loss), and whether the classes with more
+lay more than alpha / (2 beta) below the batch's mean class loss); where the run recorded it
+(`class_weight_negative`), the share of batches in which it was, since single batches can ascend a class
+whose epoch mean stays positive; and whether the classes with more
 negative epochs lose robust recall against AT-BSL on the same seed and class order (a - b per class,
 regressed on the share; class fixed effects separate this from the classes' own difficulty; errors
 clustered by run).
@@ -108,14 +110,17 @@ def class_effects(per_class: pd.DataFrame) -> pd.DataFrame | None:
 
 def negative_shares(records: list[dict], class_names=None) -> pd.DataFrame:
     """One run's history records -> per class: class-epochs with a recorded HARL weight, how many of them
-    negative, and the share (empty where the run recorded none: not a HARL run)."""
+    had a negative mean weight, that share, and the mean over those epochs of the share of batches in which
+    the weight was negative (`batch_share`; NaN where the run did not record it). Empty where the run
+    recorded no weights: not a HARL run."""
     cw = history_tables(records, class_names)["class_weight"]
     cw = cw[np.isfinite(cw["value"].astype(float))]
     if cw.empty:
-        return pd.DataFrame(columns=["class", "class_name", "epochs", "negative", "share"])
+        return pd.DataFrame(columns=["class", "class_name", "epochs", "negative", "share", "batch_share"])
     out = cw.assign(neg=cw["value"] < 0).groupby(["class", "class_name"], as_index=False).agg(
-        epochs=("value", "size"), negative=("neg", "sum"))
-    return out.assign(share=out["negative"] / out["epochs"])
+        epochs=("value", "size"), negative=("neg", "sum"), batch_share=("negative_batches", "mean"))
+    return out.assign(share=out["negative"] / out["epochs"])[
+        ["class", "class_name", "epochs", "negative", "share", "batch_share"]]
 
 
 def recall_deltas(per_class: pd.DataFrame, shares: pd.DataFrame, reference: str = "at_bsl") -> pd.DataFrame:

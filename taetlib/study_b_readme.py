@@ -67,16 +67,25 @@ def weight_lines(pc: pd.DataFrame) -> tuple[list[str], dict]:
     per_arm = share.groupby("arm").agg(class_epochs=("epochs", "sum"), negative=("negative", "sum"))
     per_arm["negative share (%)"] = [verdicts.pts(n / e, False) for n, e in zip(per_arm["negative"],
                                                                                 per_arm["class_epochs"])]
+    rec = share.dropna(subset=["batch_share"])   # the runs that recorded batch-level signs
+    if batches := len(rec) > 0:   # mean over class-epochs, each epoch's share of batches
+        b = (rec["batch_share"] * rec["epochs"]).groupby(rec["arm"]).sum() / rec.groupby("arm")["epochs"].sum()
+        per_arm["negative batches (%)"] = [verdicts.pts(b[a], False) if a in b else "not recorded"
+                                           for a in per_arm.index]
     per_class = share.groupby(["arm", "class_name"], sort=False)[["negative", "epochs"]].sum()
     per_class = (100 * per_class["negative"] / per_class["epochs"]).round(0).astype(int).unstack("class_name")
-    lines = ["Share of class-epochs (HARL's mean weight of a class in an epoch) where the weight was negative, i.e. "
-             "the class's adversarial loss lay more than alpha / (2 beta) below the batch's mean class loss (BCL), so "
-             "HARL ascended it (the gamma term moves the threshold a little):", "",
-             markdown(per_arm.reset_index()), "", "Per class (%):", "",
+    unseen = ("the last column is the share of class-batches with a negative weight" if batches else
+              "these runs recorded each class's weight per epoch, not per batch, so how often single batches "
+              "ascended a class was not measured")
+    lines = ["Share of class-epochs where HARL's weight of a class, averaged over the epoch's batches, was negative, "
+             "i.e. the class's adversarial loss lay more than alpha / (2 beta) below the batch's mean class loss "
+             "(BCL), so HARL ascended it (the gamma term moves the threshold a little). A mean can stay positive "
+             f"while single batches ascend the class: {unseen}.", "",
+             markdown(per_arm.reset_index()), "", "Per class, share of class-epochs (%):", "",
              markdown(per_class.reset_index()), ""]
     a = study_b.weight_association(deltas)
     if a is None:
-        why = ("no class-epoch of any run had a negative weight, so no class can have lost robustness to one"
+        why = ("no class had a negative mean weight in any epoch of any run, so the declared share is 0 throughout"
                if not share["negative"].any() else "the share does not vary across classes, or fewer than two runs "
                "pair with an AT-BSL run of the same seed and class order")
         return lines + [f"Whether those classes lose robustness: not read ({why})."], {"negative_weights": deltas}

@@ -58,8 +58,8 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
                 cfg: RunConfig, num_classes: int, device: torch.device
                 ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor | None]:
     """One epoch of training steps. Returns device tensors: the loss sum, the loss parts' sums, the
-    [clean|adv, hits|seen, class] tally and, for a class-mean loss (HARL), the [weight sum|batches, class]
-    tally of its class weights (None otherwise); nothing is read back to the host in here."""
+    [clean|adv, hits|seen, class] tally and, for a class-mean loss (HARL), the [weight sum|batches|negative batches,
+    class] tally of its class weights (None otherwise); nothing is read back to the host in here."""
     net.train()
     loss_sum = torch.zeros((), device=device)
     parts_sum: dict[str, Tensor] = {}
@@ -76,9 +76,10 @@ def train_epoch(net: nn.Module, objective, optimizer: torch.optim.Optimizer, bat
         loss_sum += out.loss.detach()
         for k, v in out.parts.items():
             parts_sum[k] = parts_sum.get(k, 0) + v.float()
-        if out.class_weights is not None:   # mean over the batches holding the class (NaN: absent)
-            w = out.class_weights.detach().float()
-            weights = (0 if weights is None else weights) + torch.stack([w.nan_to_num(), (~w.isnan()).float()])
+        if out.class_weights is not None:   # per class: weight sum, batches holding it, batches it was negative in
+            w = out.class_weights.detach().float()   # NaN where absent (NaN < 0 is False)
+            weights = (0 if weights is None else weights) + torch.stack([w.nan_to_num(), (~w.isnan()).float(),
+                                                                         (w < 0).float()])
         count_hits(tally[0], out.clean_logits, y)
         count_hits(tally[1], out.adv_logits, y)
     return loss_sum, parts_sum, tally, weights
@@ -291,7 +292,9 @@ def record_epoch(run: Training, epoch: int, lr: float, sums: tuple, t0: float) -
                                "precision='fp32'.")
     record = {"epoch": epoch, "stage": run.objective.stage(epoch), "lr": lr, "loss": loss,
               **{f"loss_{k}": v.item() / n_batches for k, v in parts_sum.items()},
-              "class_weight": None if weights is None else per_class_acc(weights),   # sum / batches
+              "class_weight": None if weights is None else per_class_acc(weights[:2]),   # sum / batches
+              # a mean can stay positive while single batches ascend the class: their share, recorded apart
+              "class_weight_negative": None if weights is None else per_class_acc(weights[[2, 1]]),
               "train_clean_acc": per_class_acc(tally[0]), "train_adv_acc": per_class_acc(tally[1]),
               "train_n": tally[:, 1].amax(0).tolist(), "test_clean_acc": None, "test_pgd_acc": None,
               "seconds": seconds, "images_per_s": run.n_images / seconds}

@@ -169,6 +169,23 @@ def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path, budget_
     assert all(g["nesterov"] for g in ck["optimizer"]["param_groups"])
 
 
+def test_harl_records_the_share_of_batches_in_which_a_class_weight_was_negative(tmp_path, budget_cfg):
+    """With beta large, a class whose batch loss is even a little below the batch's mean gets a negative
+    weight: the recorded share of negative batches lies strictly between 0 and 1 over the classes, and agrees
+    in sign with the epoch's mean weight (a mean below zero needs a negative batch, one above it a positive)."""
+    from taetlib.data import load_lt
+    from taetlib.train import fit
+    cfg = budget_cfg(tmp_path, method="taet", epochs=2, stabilization_epochs=1, **{"taet.beta": 5.0})
+    res = fit(cfg, load_lt(cfg), tmp_path / "run", resume=False)
+    assert res.history[0]["class_weight_negative"] is None          # stage 1 is clean CE
+    shares = []
+    for r in res.history[1:]:
+        for w, n in zip(r["class_weight"], r["class_weight_negative"]):
+            assert 0 <= n <= 1 and (n > 0 if w < 0 else n < 1)
+            shares.append(n)
+    assert 0 < np.mean(shares) < 1
+
+
 # ------------------------------------------------------------------ checkpoint selection
 @pytest.mark.slow
 def test_selection_reads_a_validation_split_never_the_test_set(tmp_path, budget_cfg):

@@ -91,6 +91,19 @@ def test_the_negative_share_counts_class_epochs_with_a_negative_weight(tmp_path)
     assert got["epochs"].to_dict() == {"a": 3, "b": 3, "c": 3, "d": 2}
     assert got["negative"].to_dict() == {"a": 2, "b": 1, "c": 0, "d": 1}
     assert got["share"].to_dict() == pytest.approx({"a": 2 / 3, "b": 1 / 3, "c": 0.0, "d": 0.5})
+    assert got["batch_share"].isna().all()   # this history recorded no batch-level signs
+
+
+def test_the_batch_share_averages_each_epochs_share_of_negative_batches(tmp_path):
+    """Class c's mean weight stays positive while a third of its batches turn negative: the batch share sees
+    what the epoch share cannot."""
+    records = [{"epoch": e, "stage": "adversarial", "loss": 1.0, "class_weight": [0.1, 0.2, None],
+                "class_weight_negative": [n, 0.0, None]} for e, n in ((0, 1 / 3), (1, 0.0), (2, 2 / 3))]
+    (tmp_path / "history.jsonl").write_text(history_text(records))
+    from taetlib.history import read_history
+    got = study_b.negative_shares(read_history(tmp_path), ["a", "b", "c"]).set_index("class_name")
+    assert got["negative"].to_dict() == {"a": 0, "b": 0}
+    assert got["batch_share"].to_dict() == pytest.approx({"a": 1 / 3, "b": 0.0})
     assert study_b.negative_shares([{"epoch": 0, "loss": 1.0, "class_weight": None}]).empty
 
 
@@ -126,20 +139,27 @@ def test_an_arm_whose_finished_runs_hold_one_class_order_is_named_not_identified
     assert "| a2 | not identified yet (its finished runs hold one class order) |" in text and "nan" not in text
 
 
-def test_without_any_negative_weight_the_readme_says_no_class_could_lose_robustness_to_one(tmp_path):
-    """Every HARL weight positive (Study B's finding): the association is not read, and the README gives that
-    reason rather than a partial study's."""
+@pytest.mark.parametrize("batches", [False, True])
+def test_without_a_negative_mean_weight_the_readme_reads_no_association_and_says_what_batches_showed(tmp_path,
+                                                                                                     batches):
+    """Every epoch's mean HARL weight positive (Study B's finding): the association is not read, for that
+    reason. Whether single batches went negative is reported where the runs recorded it, and said to be
+    unmeasured where they did not."""
     from taetlib.study_b_readme import weight_lines
     rows = []
     for seed in (0, 1):
         for method in ("at_bsl", "taet"):
             run = tmp_path / method / str(seed)
             run.mkdir(parents=True)
-            records = [{"epoch": e, "stage": "adversarial", "loss": 1.0, "class_weight": [0.1, 0.2, 0.3]}
+            negative = {"class_weight_negative": [0.25 * seed, 0.0, 0.0]} if batches else {}
+            records = [{"epoch": e, "stage": "adversarial", "loss": 1.0, "class_weight": [0.1, 0.2, 0.3], **negative}
                        for e in range(3)] if method == "taet" else [{"epoch": 0, "loss": 1.0, "class_weight": None}]
             (run / "history.jsonl").write_text(history_text(records))
             rows += [{"run": str(run), "arm": method, "method": method, "robustlt": False, "seed": seed,
                       "class_order": "label", "class": c, "class_name": f"k{c}", "recall": 0.5} for c in range(3)]
     text = "\n".join(weight_lines(pd.DataFrame(rows))[0])
-    assert "| taet | 18 | 0 | 0.0 |" in text   # 2 runs x 3 epochs x 3 classes, none negative
-    assert "no class-epoch of any run had a negative weight" in text and "does not vary" not in text
+    # 2 runs x 3 epochs x 3 classes, none negative on average; batches: 0.25 of class k0's, seed 1 -> 0.25 / 6
+    assert ("| taet | 18 | 0 | 0.0 | 4.2 |" if batches else "| taet | 18 | 0 | 0.0 |\n") in text
+    assert "no class had a negative mean weight in any epoch of any run" in text and "does not vary" not in text
+    assert ("share of class-batches with a negative weight" in text) is batches
+    assert ("not measured" in text) is not batches

@@ -113,14 +113,21 @@ def accuracy_figure(tables: dict) -> go.Figure:
 
 def class_weight_figure(tables: dict) -> go.Figure:
     """HARL's effective weight of each class, w_c = dloss/dL_c, per epoch (mean over the batches that
-    hold the class). Below zero, training ascends that class's adversarial loss."""
+    hold the class), and below it the share of those batches in which it was negative, where recorded: a
+    mean above zero can hide batches in which training ascended that class's adversarial loss."""
     cw = tables.get("class_weight")
     if cw is None or cw.empty:
         return _empty("HARL per-class weight w_c: recorded once HARL trains")
-    fig = px.line(cw, x="epoch", y="value", color="class_name", markers=True, template=TEMPLATE,
-                  labels={"value": "w_c = dloss / dL_c", "class_name": "class"},
-                  title="HARL per-class weight w_c (below 0: gradient ascent on that class)")
-    return fig.add_hline(y=0, line_dash="dot", line_color="gray")
+    panels = {"value": "mean w_c", "negative_batches": "batches with w_c < 0"}
+    if cw["negative_batches"].isna().all():   # runs that recorded the mean alone
+        panels.pop("negative_batches")
+    long = cw.melt(id_vars=["epoch", "class_name"], value_vars=list(panels), var_name="panel", value_name="y")
+    fig = px.line(long.assign(panel=long["panel"].map(panels)), x="epoch", y="y", color="class_name",
+                  facet_row="panel" if len(panels) > 1 else None, markers=True, template=TEMPLATE,
+                  labels={"y": "", "class_name": "class"},
+                  title="HARL per-class weight w_c = dloss / dL_c (below 0: gradient ascent on that class)")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))   # the panel's name, not "=name"
+    return fig.update_yaxes(matches=None).add_hline(y=0, line_dash="dot", line_color="gray")
 
 
 def per_class_figure(tables: dict) -> go.Figure:

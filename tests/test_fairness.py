@@ -163,8 +163,10 @@ def test_harl_class_weights_are_recorded_per_adversarial_epoch(tmp_path, budget_
         w = r["class_weight"]
         assert len(w) == 10 and all(v is not None and np.isfinite(v) for v in w)
         assert max(w) - min(w) > 1e-4                                # HDL spreads the weights
-    fig = class_weight_figure(history_tables(res.history))
-    assert len(fig.data) == 10 and all(list(t.x) == [2, 3] for t in fig.data)
+    fig = class_weight_figure(history_tables(res.history))   # the mean, and the share of negative batches
+    assert len(fig.data) == 20 and all(list(t.x) == [2, 3] for t in fig.data)
+    older = [{k: v for k, v in r.items() if k != "class_weight_negative"} for r in res.history]
+    assert len(class_weight_figure(history_tables(older)).data) == 10   # a run that recorded the mean alone
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert all(g["nesterov"] for g in ck["optimizer"]["param_groups"])
 

@@ -6,10 +6,10 @@ sessions would take every finished run with it. `study` copies the record into r
 (its DONE.json holds the config's hash) and each restored tuning run (its point.json holds the config).
 
 The record holds the sweep's own files (sweep.json, reused.json, the tuning's tuning.json and tuning.csv,
-every session of sessions/) and, whole, each finished study run (DONE.json with status done) and finished
-tuning run (point.json), less the weights and what only a running process needs. Left out: runs not
-finished (without weights they start again anyway), the dataset stages (rebuilt in seconds from the split
-manifests committed in data/splits/).
+every session file of the sweep and of the tuning) and, whole, each finished study run (DONE.json with status
+done) and finished tuning run (point.json), less the weights and what only a running process needs. Left out:
+runs not finished (without weights they start again anyway), the dataset stages (rebuilt in seconds from the
+split manifests committed in data/splits/).
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ RECORD_DIR = "record"   # under a study's published folder
 # evaluation's kept attacks, the shared plotly.js of the HTML figures (a copy per run would be 3.5 MB each)
 LEFT_OUT = ("*.pt", "*.tmp", "*.tmp.*", "*.lock", ".lock", ".write-probe-*", "eval.partial", "plotly.min.js")
 SWEEP_FILES = (SWEEP_FILE, "reused.json", TUNING_FILE, str(Path(TUNING_FILE).with_name("tuning.csv")))
+# the sweep's sessions and the tuning's (`tune` records its own): a study's wall time is read from both
+SESSION_DIRS = (Path(SESSIONS_DIR), Path(TUNING_FILE).parent / SESSIONS_DIR)
 
 
 def left_out(rel: Path) -> bool:
@@ -55,7 +57,7 @@ def record_files(root: Path) -> list[Path]:
     """Every file of root's record, relative to root."""
     root = Path(root)
     files = [Path(f) for f in SWEEP_FILES if (root / f).is_file()]
-    files += [p.relative_to(root) for p in sorted((root / SESSIONS_DIR).glob("*.json"))]
+    files += [p.relative_to(root) for d in SESSION_DIRS for p in sorted((root / d).glob("*.json"))]
     for folder in finished_folders(root):
         files += [p.relative_to(root) for p in sorted((root / folder).rglob("*"))
                   if p.is_file() and not left_out(p.relative_to(root / folder))]

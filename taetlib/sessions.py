@@ -84,14 +84,20 @@ def wall_seconds(sessions: list[dict]) -> float:
     return total
 
 
+def _rebuilt_from(record: dict) -> str:
+    """What a reconstructed session was rebuilt from ('' where it was recorded live, or did not say)."""
+    return record["reconstructed"] if isinstance(record.get("reconstructed"), str) else ""
+
+
 def sessions_table(records: list[dict]) -> pd.DataFrame:
     """The sessions as a table to publish: what ran, from when to its last sign of life (UTC), how long, on
-    which machine ('' where a session older than that field did not record it)."""
+    which machine ('' where a session older than that field did not record it), and for a session rebuilt
+    afterwards, its note says from what (its `reconstructed` text)."""
     def utc(t: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
     return pd.DataFrame([{"what": r["what"], "start_utc": utc(r["start"]), "last_seen_utc": utc(r["last_seen"]),
                           "hours": round((r["last_seen"] - r["start"]) / 3600, 3), "ended": r["ended"],
                           "reconstructed": bool(r.get("reconstructed")), "machine": r.get("machine", ""),
-                          "note": r.get("note", "")} for r in records],
+                          "note": r.get("note") or _rebuilt_from(r)} for r in records],
                         columns=["what", "start_utc", "last_seen_utc", "hours", "ended", "reconstructed", "machine",
                                  "note"])

@@ -85,7 +85,8 @@ def run_seconds(run_dir: str | Path) -> float:
 
 def wall_text(status: pd.DataFrame, root: Path) -> str:
     """The runs' elapsed time (each run's training and attacks, summed over every session it needed), the
-    sweep's wall time (the union of its sessions, sessions.py) and the tuning's (tuning.json's cost)."""
+    sweep's wall time (the union of its sessions, sessions.py), the tuning's cost (tuning.json, once chosen)
+    and its wall time (its own sessions, from its first)."""
     done = finished_runs(status)
     parts = []
     if len(done):
@@ -99,7 +100,7 @@ def wall_text(status: pd.DataFrame, root: Path) -> str:
         cost = json.loads(tuning.read_text())["cost"]
         parts.append(f"the tuning took {cost['runs']} runs and {cost['seconds'] / 3600:.1f} h of training "
                      f"({cost['sgd_steps']} SGD steps)")
-        parts.append(sessions_text("the tuning", read_sessions(tuning.parent)))
+    parts.append(sessions_text("the tuning", read_sessions(tuning.parent)))   # also while it still runs
     parts = [p for p in parts if p]
     return (("Time: " + "; ".join(parts) + ".") if parts else "Time: no run has finished yet.") + \
         reused_text(root, "runs")
@@ -123,7 +124,7 @@ def sessions_text(who: str, sessions: list[dict]) -> str:
     if not sessions:
         return ""
     by_hand = sum(bool(r.get("reconstructed")) for r in sessions)
-    note = f", {by_hand} of them reconstructed afterwards from its log and notes" if by_hand else ""
+    note = f", {by_hand} of them reconstructed afterwards, each with its source in the note column" if by_hand else ""
     return (f"{who} has run {wall_seconds(sessions) / 3600:.1f} h of wall time over {len(sessions)} "
             f"session{'s' if len(sessions) != 1 else ''} (sessions.csv{note}; pauses between sessions not counted)"
             + machines_text(sessions))

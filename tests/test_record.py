@@ -35,6 +35,7 @@ def sweep_folder(root: Path) -> None:
     write(root / "tuning" / "ds-ir10" / "at_bsl" / "lrx1" / "model.pt", "weights")
     write(root / "tuning" / "ds-ir10" / "at_bsl" / "lrx2" / "history.jsonl", "half")   # still training
     write(root / "sessions" / "20261204-101439-1.json", "{}")
+    write(root / "tuning" / "sessions" / "20261203-080000-2.json", "{}")   # `tune` records its own sessions
     write(root / "ds-ir10" / "split_seed0" / DONE, json.dumps({"split_hash": "abc"}))   # a dataset stage
     write(root / "ds-ir10" / "split_seed0" / "samples.html", "<html>")
     finished_run(root / "ds-ir10" / "at_bsl" / "seed0")
@@ -49,7 +50,7 @@ def test_the_record_holds_the_finished_runs_text_and_nothing_else(tmp_path):
     run = "ds-ir10/at_bsl/seed0/"
     assert sorted(map(str, record_files(tmp_path))) == sorted([
         "sweep.json", "tuning/tuning.json", "tuning/tuning.csv", "sessions/20261204-101439-1.json",
-        "tuning/ds-ir10/at_bsl/lrx1/point.json",
+        "tuning/sessions/20261203-080000-2.json", "tuning/ds-ir10/at_bsl/lrx1/point.json",
         *(run + f for f in ("config.json", "history.jsonl", "stage1/history.jsonl", "eval/per_class.csv", DONE))])
 
 

@@ -56,7 +56,8 @@ def test_the_wall_time_is_the_union_of_the_spans(spans):
 
 
 def test_the_study_readme_reads_the_sessions(tmp_path):
-    for start, end, by_hand in ((0.0, 3600.0, True), (7200.0, 9000.0, False), (8000.0, 9500.0, False)):
+    rebuilt = "rebuilt from sessions.csv of commit abc123"
+    for start, end, by_hand in ((0.0, 3600.0, rebuilt), (7200.0, 9000.0, False), (8000.0, 9500.0, False)):
         folder = tmp_path / sessions.SESSIONS_DIR
         folder.mkdir(exist_ok=True)
         (folder / f"{start:.0f}.json").write_text(json.dumps(
@@ -67,8 +68,14 @@ def test_the_study_readme_reads_the_sessions(tmp_path):
     no_runs = pd.DataFrame(columns=["run", "status"])
     assert study_sections.wall_text(no_runs, tmp_path) == f"Time: {text}."   # the README's time line carries it
     assert study_sections.wall_text(no_runs, tmp_path / "elsewhere") == "Time: no run has finished yet."
+    tuning = tmp_path / "still_tuning"   # no tuning.json yet, no study run: the tuning's sessions are the time
+    (tuning / "tuning" / sessions.SESSIONS_DIR).mkdir(parents=True)
+    (tuning / "tuning" / sessions.SESSIONS_DIR / "1.json").write_text(json.dumps(
+        {"what": "tune", "start": 0.0, "last_seen": 5400.0, "ended": False}))
+    assert study_sections.wall_text(no_runs, tuning).startswith("Time: the tuning has run 1.5 h of wall time over 1 ")
     table = sessions.sessions_table(sessions.read_sessions(tmp_path))   # what the study publishes
     assert table["hours"].tolist() == [1.0, 0.5, 0.417] and table["reconstructed"].tolist() == [True, False, False]
+    assert table["note"].tolist() == [rebuilt, "", ""]   # a rebuilt session says from what
     assert table["start_utc"].tolist()[0] == "1970-01-01 00:00:00"
 
 

@@ -30,7 +30,13 @@ def is_file(plugin: str) -> bool:
 
 def recorded_name(plugin: str) -> str:
     """How a plugin is recorded: a file by its absolute path (a kernel runs in notebooks/), a module by name."""
-    return str(Path(plugin).expanduser().resolve()) if is_file(plugin) else plugin
+    if not is_file(plugin):
+        return plugin
+    try:
+        return str(Path(plugin).expanduser().resolve())
+    except (RuntimeError, ValueError) as e:   # "~user" of no known user; a NUL or a lone surrogate in the path
+        raise PluginNotFound(f"{plugin!r}: not a usable file path ({e}). Fix: give the path of the .py file that "
+                             "registers your method (~/ for your own home), or an importable module name.") from None
 
 
 def _import_file(path: Path):

@@ -106,6 +106,8 @@ def files_under(folder: Path) -> list[Path]:
 @example(d={"\n": None})                                # found: an unknown name broke the one-line message
 @example(d={"plugins": [""]})                            # found: ValueError from import_module, not ConfigError
 @example(d={"plugins": ["a..b"]})
+@example(d={"plugins": ["~\\"]})                        # found: RuntimeError from expanduser (no such user's home)
+@example(d={"plugins": ["a\x00/b.py"]})                 # ValueError from resolve (embedded NUL)
 def test_runconfig_validates_or_raises_config_error(d):
     try:
         cfg = RunConfig.from_dict(d)

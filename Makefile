@@ -10,7 +10,7 @@ SHELL   := /bin/bash
 # pip's noise about local mirror folders on some machines; real errors still fail the pipe
 QUIET   := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup check lint types test demo lab notebooks clean
+.PHONY: setup check lint types test demo results lab notebooks clean
 
 setup: $(STAMP)
 	@# Chromium for tests/test_lab_browser.py (Playwright launches it by path: it cannot download browsers here)
@@ -43,9 +43,18 @@ types: $(STAMP)
 demo: $(STAMP)
 	$(VPY) -m taetlib demo
 
-# The published CPU table (results/fmnist_lt/): 144 runs, about 85 minutes on 2 cores; resumes.
+# The published studies (results/fmnist_lt_study_*/, docs/studies.md): each restores its committed record, then
+# tunes, sweeps (both niced; B and C link what they share with A) and republishes. Days of 2 cores; resumes.
+STUDIES := fmnist_lt_study_a fmnist_lt_study_b fmnist_lt_study_c
 results: $(STAMP)
-	$(VPY) -m taetlib results --jobs 2
+	@set -e; for s in $(STUDIES); do \
+	  reuse=$$([ $$s = $(firstword $(STUDIES)) ] || echo "--reuse-from runs/$(firstword $(STUDIES))"); \
+	  echo "== $$s"; \
+	  $(VPY) -m taetlib restore --preset $$s; \
+	  nice -n 10 $(VPY) -m taetlib tune --preset $$s --jobs 2 $$reuse; \
+	  nice -n 10 $(VPY) -m taetlib sweep --preset $$s --jobs 2 $$reuse; \
+	  $(VPY) -m taetlib study --preset $$s; \
+	done
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, demo, results, readme-section, evaluate, sweep, tune, doctor, study."""
+"""`python -m taetlib ...`: presets, train, demo, readme-section, evaluate, sweep, tune, doctor, study."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 
-from . import data, dataset_files, evaluate, presets, report, results, sweep, train
+from . import data, dataset_files, evaluate, presets, results, sweep, train
 from .checkpoints import CheckpointError
 from .config import RunConfig, parse_sets
 from .data import ManifestError
@@ -23,9 +23,9 @@ from .report import METRICS, robust_attack_in
 
 EXIT_REFUSED, EXIT_DIVERGED = 2, 3   # docs/reliability.md lists every exit status
 
-__all__ = ["DEMO_OUT", "EXIT_DIVERGED", "EXIT_REFUSED", "RESULTS_COMMAND", "cmd_demo", "cmd_list", "cmd_presets",
-           "cmd_readme_section", "cmd_results", "cmd_train", "main", "preset_sweep", "summary_frame", "train_config",
-           "update_results_section", "with_plugins", "write_demo_section"]
+__all__ = ["DEMO_OUT", "EXIT_DIVERGED", "EXIT_REFUSED", "cmd_demo", "cmd_list", "cmd_presets",
+           "cmd_readme_section", "cmd_train", "main", "preset_sweep", "summary_frame", "train_config",
+           "with_plugins", "write_demo_section"]
 
 
 def cmd_presets(args) -> int:
@@ -142,47 +142,6 @@ def cmd_readme_section(args) -> int:
     return 0
 
 
-RESULTS_COMMAND = "make results   # = python -m taetlib results --jobs 2"
-
-
-def cmd_results(args) -> int:
-    """Run (or resume) preset fmnist_lt_results and write the published folder. The wall time is kept in
-    OUT/timing.json from the invocation that ran every run, so a later resume or rewrite keeps it."""
-    if args.reread:   # a folder written before the interval engine: its saved numbers, read again
-        if not (resolve(args.out) / "aggregate.csv").exists():
-            raise ConfigError(f"--out {args.out!r}: no aggregate.csv there to re-read; give a published results "
-                              "folder.")
-        written = results.reread(resolve(args.out))
-        update_results_section(written)
-        return 0
-    t0 = time.time()
-    s = preset_sweep("fmnist_lt_results", args.runs)
-    result = sweep.run_sweep(s, jobs=args.jobs)
-    if not result["ok"]:
-        print("some runs failed (runs.csv says which); the results folder is left as it was", file=sys.stderr)
-        return 1
-    out = resolve(args.out)
-    timing = out / "timing.json"
-    ran = report.status_counts(result["status"])["done"]
-    if ran == len(result["status"]):   # this invocation ran the whole grid: its wall time is the grid's
-        out.mkdir(parents=True, exist_ok=True)
-        timing.write_text(json.dumps({"wall_seconds": round(time.time() - t0), "runs": ran, "jobs": args.jobs}))
-    recorded = json.loads(timing.read_text()) if timing.exists() else {}
-    wall = recorded.get("wall_seconds")
-    written = results.write(s.root, out, command=RESULTS_COMMAND, wall_seconds=wall, notes=recorded.get("note", ""))
-    update_results_section({**written, "wall_seconds": wall})
-    print(f"\nwritten: {out} (README.md, aggregate.csv, claims.csv, tradeoff.png)")
-    return 0
-
-
-def update_results_section(written: dict) -> None:
-    readme = resolve("docs/results.md")   # the page that holds the generated section
-    if readme.exists() and results.update_section(readme, results.readme_section(
-            written["aggregate"], written["claims"], written.get("wall_seconds"))):
-        print(f"updated the results section of {readme}")
-    print("\n".join(results.verdict(written["claims"])))
-
-
 def main(argv: list[str] | None = None, commands=()) -> int:
     parser = argparse.ArgumentParser(prog="python -m taetlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,15 +170,6 @@ def main(argv: list[str] | None = None, commands=()) -> int:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--jobs", type=int, default=1)
     p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("results",
-                       help="the published CPU table: run preset fmnist_lt_results, write results/fmnist_lt/")
-    p.add_argument("--runs", default="runs/results/fmnist_lt", help="the sweep's folder (resumes what it holds)")
-    p.add_argument("--out", default="results/fmnist_lt", help="the published folder (committed)")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--reread", action="store_true",
-                   help="run nothing: re-read --out's saved numbers with the interval engine (a folder from before it)")
-    p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("readme-section", help="write the README's demo verdicts from a finished demo folder")
     p.add_argument("run_dir", nargs="?", default=DEMO_OUT, help="the demo's sweep folder (default: runs/demo)")

@@ -24,6 +24,7 @@ import json
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,7 +233,9 @@ def sweep_local(sweep: Sweep, jobs: int = 1, log=print, start_by: float | None =
     `start_by`), then the aggregate and the report. Returns the tables and `ok` (False when any run failed)."""
     st = _start(sweep, None, log)
     log(f"sweep {st.root}: {len(st.runs)} runs, {len(st.groups)} dataset stage(s), jobs={jobs}")
-    with session(st.root, "sweep", jobs=jobs):   # the study's wall time, over every session it needs
+    left = [r for r in st.runs if (recorded(r) or {}).get("status") != "done"]
+    # the study's wall time, over every session it needs; a call that finds every run finished is none of them
+    with session(st.root, "sweep", jobs=jobs) if left else nullcontext():
         _prepare(sweep, st, jobs)
         order = run_order(sweep, st.runs)
         done = pmap(execute_run, [(st.runs[i], sweep.evaluation, sweep.cell_timeout, start_by) for i in order], jobs,

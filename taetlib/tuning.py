@@ -50,8 +50,8 @@ from .sessions import read_sessions, session, wall_seconds
 from .train import fit
 
 __all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid", "preset_tuning_budgets",
-           "recorded_points", "reuse_points", "same_config", "source_spec", "tune", "tune_point", "tuning_budget",
-           "tuning_points", "validation_data"]
+           "recorded_points", "recorded_tuning", "reuse_points", "same_config", "source_spec", "tune", "tune_point",
+           "tuning_budget", "tuning_points", "validation_data"]
 
 PARAMS = ("lr", "loss_scale")
 # the fields one loss scale multiplies together: HARL's alpha, beta, gamma (alpha / (2 beta), where a class
@@ -241,6 +241,22 @@ def choose(rows: pd.DataFrame) -> pd.Series:
     return tied.loc[tied["factor"].map(lambda f: abs(math.log(f))).idxmin()]
 
 
+def recorded_tuning(sweep: Sweep, points: list[dict]) -> dict | None:
+    """The sweep folder's tuning.json where it records a reading of every tuning run, made with this spec at
+    these values: a finished tuning restored from git, whose run folders need not be there (Study A's were
+    lost with a replaced machine). None where it is absent or records less."""
+    path = Path(sweep.root) / TUNING_FILE
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    rows = {(float(r["imbalance_ratio"]), r["arm"], r["param"], float(r["value"])) for r in record.get("runs", [])
+            if r.get("status") in ("done", "diverged")}
+    same_spec = json.dumps(record.get("spec"), sort_keys=True) == json.dumps(sweep.tuning, sort_keys=True)
+    same_spec = same_spec and bool(points) and record.get("seed") == points[0]["seed"]
+    every = all((float(p["imbalance_ratio"]), p["arm"], p["param"], float(p["value"])) in rows for p in points)
+    return record if same_spec and every else None
+
+
 def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     """Run (or resume) every tuning run of `sweep`, choose each arm's value, write tuning.csv and tuning.json."""
     if not sweep.tuning:
@@ -248,6 +264,11 @@ def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
                   "fmnist_lt_study_a) or a spec.")
     spec = TuningSpec.of(sweep.tuning)
     points = tuning_points(sweep, spec)
+    finished = recorded_tuning(sweep, points)
+    if finished is not None:
+        log(f"tuning: finished already ({Path(sweep.root) / TUNING_FILE} records every one of its {len(points)} runs); "
+            "nothing to train, the record is left as it is")
+        return finished
     log(f"tuning {len(points)} runs ({spec.size()} values x {len(points) // spec.size()} arm(s) x IR) on seed "
         f"{points[0]['seed']}, by balanced {spec.attack} robustness on {spec.val_fraction:.0%} of each class")
     t0 = time.time()

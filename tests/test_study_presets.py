@@ -93,3 +93,22 @@ def test_a_study_sweep_passes_the_checks_a_sweep_makes_before_it_starts(name, tm
     assert plan_problems(s, runs) == []
     wrong = dataclasses.replace(s, evaluation={**s.evaluation, "worst_case": None})
     assert [w for w, _ in plan_problems(wrong, runs)] == ["evaluation"]
+
+
+def test_make_results_runs_every_study_resumably_a_first_and_the_others_reusing_it():
+    """`make results` restores each study's record, then tunes, sweeps (both niced) and publishes it; Study A
+    comes first and the others link what they share with it. Read from make itself, with the python
+    replaced by echo (nothing runs)."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    make = ["make", "-s", "-o", ".venv/.installed", "results", "VPY=echo"]
+    said = subprocess.run(make, cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
+    first, want = STUDIES[0], []
+    for s in STUDIES:
+        reuse = "" if s == first else f" --reuse-from runs/{first}"
+        want += [f"== {s}", f"-m taetlib restore --preset {s}", f"-m taetlib tune --preset {s} --jobs 2{reuse}",
+                 f"-m taetlib sweep --preset {s} --jobs 2{reuse}", f"-m taetlib study --preset {s}"]
+    assert first == "fmnist_lt_study_a" and said == want
+    recipe = subprocess.run([*make, "-n"], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert "nice -n 10 echo -m taetlib tune" in recipe and "nice -n 10 echo -m taetlib sweep" in recipe

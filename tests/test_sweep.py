@@ -354,6 +354,8 @@ def test_aggregate_csv_holds_the_mean_and_std_of_each_runs_summary(tmp_path, mon
     assert (both.n == both.n_want).all() and set(got.robust_attack) == {"pgd20"}
     (record,) = read_sessions(tmp_path / "sw")   # the sweep's wall time is on record
     assert record["what"] == "sweep" and record["ended"] and record["last_seen"] >= record["start"]
+    assert sweep.run_sweep(s, log=lambda *_: None)["ok"]   # again: every run had finished, so none ran
+    assert read_sessions(tmp_path / "sw") == [record]   # and that call is no session of the sweep's work
 
 
 def test_no_run_starts_after_the_deadline_and_the_same_command_starts_them_later(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The equal tuning budget: the same grid size for every arm, chosen on a validation split, never on the test set."""
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -192,6 +193,44 @@ def test_the_tuning_cost_counts_every_session_of_a_resumed_run(tmp_path, monkeyp
     rows = pd.read_csv(tmp_path / "sw" / "tuning" / "tuning.csv")
     assert rows.groupby("arm")["train_seconds"].sum().to_dict() == pytest.approx(
         {arm: 2 * v for arm, v in per_point.items()})
+
+
+def test_a_finished_tuning_restored_without_its_run_folders_trains_nothing_and_keeps_its_record(tmp_path,
+                                                                                                  monkeypatch):
+    """On a new machine a study's tuning.json comes back from git, its run folders may not (Study A's were lost):
+    tune then trains nothing and leaves the record as it was. A record that lacks a run, or was made with
+    another spec, is no finished tuning of this sweep: its runs train."""
+    trained = []
+
+    def point(config, run_dir, spec):
+        trained.append(run_dir)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return {"status": "done", "error": "", "val_balanced_accuracy": 0.5,
+                "val_balanced_robustness": 0.3 + 0.01 * len(trained), "sgd_steps": 10, "seconds": 1.0}
+    monkeypatch.setattr(tuning, "tune_point", point)
+    sweep = study_sweep(tmp_path / "sw", tmp_path / "data")
+    first = tuning.tune(sweep, jobs=1, log=lambda m: None)
+    root = tmp_path / "sw" / "tuning"
+    assert len(trained) == first["cost"]["runs"] == 4
+    for folder in [d for d in root.iterdir() if d.is_dir() and d.name != "sessions"]:   # gone with the machine
+        shutil.rmtree(folder)
+    for session_file in (root / "sessions").iterdir():   # the record kept them; this one is a test's
+        session_file.unlink()
+    saved = (root / "tuning.json").read_bytes()
+    trained.clear()
+    assert tuning.tune(sweep, jobs=1, log=lambda m: None)["choices"] == first["choices"]
+    assert trained == [] and (root / "tuning.json").read_bytes() == saved
+    assert not list((root / "sessions").iterdir())   # no session opened: nothing ran
+
+    lacking = {**json.loads(saved), "runs": json.loads(saved)["runs"][1:]}
+    (root / "tuning.json").write_text(json.dumps(lacking))
+    tuning.tune(sweep, jobs=1, log=lambda m: None)
+    assert len(trained) == 4
+    other = {**json.loads((root / "tuning.json").read_text()), "spec": {**sweep.tuning, "val_fraction": 0.3}}
+    (root / "tuning.json").write_text(json.dumps(other))
+    trained.clear()
+    tuning.tune(sweep, jobs=1, log=lambda m: None)
+    assert len(trained) == 4
 
 
 def test_arms_that_differ_only_in_a_held_fixed_setting_share_one_tuning_and_its_choice(tmp_path, monkeypatch):

@@ -99,16 +99,18 @@ def test_make_results_runs_every_study_resumably_a_first_and_the_others_reusing_
     """`make results` restores each study's record, then tunes, sweeps (both niced) and publishes it; Study A
     comes first and the others link what they share with it. Read from make itself, with the python
     replaced by echo (nothing runs)."""
+    import os
     import subprocess
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    make = ["make", "-s", "-o", ".venv/.installed", "results", "VPY=echo"]
-    said = subprocess.run(make, cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
+    make = ["make", "-s", "--no-print-directory", "-o", ".venv/.installed", "results", "VPY=echo"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}   # not `make test`'s
+    said = subprocess.run(make, cwd=root, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
     first, want = STUDIES[0], []
     for s in STUDIES:
         reuse = "" if s == first else f" --reuse-from runs/{first}"
         want += [f"== {s}", f"-m taetlib restore --preset {s}", f"-m taetlib tune --preset {s} --jobs 2{reuse}",
                  f"-m taetlib sweep --preset {s} --jobs 2{reuse}", f"-m taetlib study --preset {s}"]
     assert first == "fmnist_lt_study_a" and said == want
-    recipe = subprocess.run([*make, "-n"], cwd=root, capture_output=True, text=True, check=True).stdout
+    recipe = subprocess.run([*make, "-n"], cwd=root, env=env, capture_output=True, text=True, check=True).stdout
     assert "nice -n 10 echo -m taetlib tune" in recipe and "nice -n 10 echo -m taetlib sweep" in recipe

@@ -344,10 +344,16 @@ def tuning_record(root: Path) -> tuple[pd.DataFrame, str] | None:
             if len(shared) else "")
     rows = rows if len(shared) else rows.drop(columns="tuned_as")
     cost = rec["cost"]
+    grids = (rec.get("spec") or {}).get("factors") or {}
+    edge = [f"{a} (x{f:g}, its grid's {'highest' if f == max(grids[p]) else 'lowest'})"
+            for a, p, f in zip(rows["arm"], rows["param"], rows["factor"]) if grids.get(p) and f in
+            (min(grids[p]), max(grids[p]))]
+    edge_text = (f" Chosen at the edge of the grid, so the best value may lie beyond it: {', '.join(edge)}."
+                 if edge else "")
     text = (f"Each arm's value was chosen once, on seed {rec['seed']}, by balanced {rec['attack']} robustness on a "
             f"validation split ({rec['validation']}), from the same number of values for every arm; "
             f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
-            "(tuning/tuning.csv lists them)." + reused_text(root, "tuning") + kept +
+            "(tuning/tuning.csv lists them)." + edge_text + reused_text(root, "tuning") + kept +
             (f" This record was reconstructed: {rec['reconstructed']}" if rec.get("reconstructed") else ""))
     return rows, text
 

@@ -267,3 +267,21 @@ def test_arms_that_differ_only_in_a_held_fixed_setting_share_one_tuning_and_its_
     tuning.tune(Sweep(root=tmp_path / "apart", dataset="fashion_mnist", irs=[10], seeds=[0], arms=arms,
                       config={"lr": 0.1}, tuning=SPEC), jobs=1, log=lambda m: None)
     assert len(seen) == 6
+
+
+def test_the_tuning_record_names_the_arms_chosen_at_the_edge_of_their_grid(tmp_path):
+    """An arm whose chosen value is its grid's highest or lowest may be under-tuned: its best may lie beyond the
+    grid. The record says which; an arm chosen inside the grid is not named."""
+    choice = {"param": "lr", "value": 0.1, "overrides": {}, "val_balanced_robustness": 0.5}
+    rec = {"spec": {"factors": {"lr": [0.25, 0.5, 1.0, 2.0]}}, "seed": 0, "attack": "pgd20", "validation": "v",
+           "cost": {"runs": 12, "seconds": 3600.0, "sgd_steps": 1},
+           "choices": {"10": {"top": {**choice, "factor": 2.0}, "inside": {**choice, "factor": 1.0},
+                              "bottom": {**choice, "factor": 0.25}}}}
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "tuning.json").write_text(json.dumps(rec))
+    _, text = report.tuning_record(tmp_path)
+    assert ("Chosen at the edge of the grid, so the best value may lie beyond it: top (x2, its grid's highest), "
+            "bottom (x0.25, its grid's lowest).") in text and "inside" not in text
+    rec["choices"]["10"] = {"inside": {**choice, "factor": 0.5}}
+    (tmp_path / "tuning" / "tuning.json").write_text(json.dumps(rec))
+    assert "edge" not in report.tuning_record(tmp_path)[1]

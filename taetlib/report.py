@@ -22,13 +22,13 @@ from . import health as healthlib
 from .arms import arm_name
 from .figure_files import PLOTLYJS, write_plotlyjs
 from .paths import within
-from .run_files import reused_text
 from .runs import ARM_FILE
+from .tuning_choices import tuning_record
 
 __all__ = ["CROSS_VIEWS", "LEAD", "METRICS", "METRIC_GROUPS", "NOT_STARTED", "RUN_COLUMNS", "STYLE", "TRADEOFF_TITLE",
            "aggregate", "arm_means", "class_order_line", "class_order_text", "counts_table", "cross_view",
            "find_runs", "load_runs", "paired_differences", "predictions", "primary_section", "robust_attack_in",
-           "run_info", "status_counts", "sweep_figures", "tradeoff_figure", "tuning_record", "tuning_section",
+           "run_info", "status_counts", "sweep_figures", "tradeoff_figure", "tuning_section",
            "write_sweep_report"]
 
 NOT_STARTED = "not started"   # a run's status when the sweep's --no-start-after had passed: left for the next call
@@ -324,38 +324,6 @@ def class_order_text(status: pd.DataFrame) -> str:
 
 def class_order_line(status: pd.DataFrame) -> str:
     return f"<p>{html.escape(class_order_text(status))}</p>"
-
-
-def tuning_record(root: Path) -> tuple[pd.DataFrame, str] | None:
-    """The equal tuning budget's record (root/tuning/tuning.json, tuning.py): each arm's chosen value (a
-    table), and a sentence on how it was chosen and what the tuning cost; None when the sweep did not tune."""
-    path = Path(root) / "tuning" / "tuning.json"
-    if not path.exists():
-        return None
-    rec = json.loads(path.read_text())
-    rows = pd.DataFrame([{"imbalance_ratio": ir, "arm": arm, "param": c["param"], "value": c["value"],
-                          "factor": c["factor"], "val_balanced_robustness": c["val_balanced_robustness"],
-                          "tuned_as": c.get("tuned_as", arm)}
-                         for ir, arms in rec["choices"].items() for arm, c in arms.items()])
-    shared = rows[rows["tuned_as"] != rows["arm"]]   # arms held at another arm's value (tuning.held_fixed)
-    held = ", ".join((rec.get("spec") or {}).get("held_fixed") or [])
-    kept = (f" {held} is the study's factor, so an arm is tuned without its own {held} and keeps that value "
-            "across it: " + ", ".join(f"{a} takes {t}'s" for a, t in zip(shared["arm"], shared["tuned_as"])) + "."
-            if len(shared) else "")
-    rows = rows if len(shared) else rows.drop(columns="tuned_as")
-    cost = rec["cost"]
-    grids = (rec.get("spec") or {}).get("factors") or {}
-    edge = [f"{a} (x{f:g}, its grid's {'highest' if f == max(grids[p]) else 'lowest'})"
-            for a, p, f in zip(rows["arm"], rows["param"], rows["factor"]) if grids.get(p) and f in
-            (min(grids[p]), max(grids[p]))]
-    edge_text = (f" Chosen at the edge of the grid, so the best value may lie beyond it: {', '.join(edge)}."
-                 if edge else "")
-    text = (f"Each arm's value was chosen once, on seed {rec['seed']}, by balanced {rec['attack']} robustness on a "
-            f"validation split ({rec['validation']}), from the same number of values for every arm; "
-            f"{cost['runs']} tuning runs, {cost['seconds'] / 3600:.1f} h of training, {cost['sgd_steps']} SGD steps "
-            "(tuning/tuning.csv lists them)." + edge_text + reused_text(root, "tuning") + kept +
-            (f" This record was reconstructed: {rec['reconstructed']}" if rec.get("reconstructed") else ""))
-    return rows, text
 
 
 def tuning_section(root: Path) -> str:

@@ -21,6 +21,7 @@ from .run_files import reused_text
 from .runs import DONE
 from .schedule import budget
 from .sessions import read_sessions, wall_seconds
+from .tuning_choices import tuning_record
 from .worst_case import NAME as WORST
 
 __all__ = ["PENDING", "TUNING_RUNNING", "attack_table", "class_table", "commands", "design_section", "finished_runs",
@@ -211,7 +212,7 @@ def tuning_progress(sweep: Sweep) -> pd.DataFrame:
 
 def tuning_lines(sweep: Sweep) -> list[str]:
     root = Path(sweep.root)
-    got = report.tuning_record(root)
+    got = tuning_record(root)
     if got is None and sweep.tuning:   # still tuning: what has finished so far; the sweep has not started
         begun = tuning_progress(sweep)
         planned = len(sweep.irs) * len(sweep.arms) * len(next(iter(sweep.tuning["factors"].values())))

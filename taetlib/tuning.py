@@ -50,8 +50,8 @@ from .sessions import read_sessions, session, wall_seconds
 from .train import fit
 
 __all__ = ["LOSS_SCALES", "PARAMS", "TuningSpec", "add_cli", "choose", "cmd_tune", "grid", "preset_tuning_budgets",
-           "recorded_points", "recorded_tuning", "reuse_points", "same_config", "source_spec", "tune", "tune_point",
-           "tuning_budget", "tuning_points", "validation_data"]
+           "recorded_points", "recorded_rows", "recorded_tuning", "reuse_points", "same_config", "source_spec", "tune",
+           "tune_point", "tuning_budget", "tuning_points", "validation_data"]
 
 PARAMS = ("lr", "loss_scale")
 # the fields one loss scale multiplies together: HARL's alpha, beta, gamma (alpha / (2 beta), where a class
@@ -242,19 +242,20 @@ def choose(rows: pd.DataFrame) -> pd.Series:
 
 
 def recorded_tuning(sweep: Sweep, points: list[dict]) -> dict | None:
-    """The sweep folder's tuning.json where it records a reading of every tuning run, made with this spec at
-    these values: a finished tuning restored from git, whose run folders need not be there (Study A's were
-    lost with a replaced machine). None where it is absent or records less."""
-    path = Path(sweep.root) / TUNING_FILE
-    if not path.exists():
+    """The sweep folder's tuning.json where it records every tuning run as finished (done or diverged), made
+    with this spec and these configs (re-derived from the folder's sweep.json): a finished tuning restored from
+    git, whose run folders need not be there (Study A's were lost with a replaced machine). None otherwise."""
+    root = Path(sweep.root)
+    record = json.loads((root / TUNING_FILE).read_text()) if (root / TUNING_FILE).exists() else {}
+    if json.dumps(record.get("spec"), sort_keys=True) != json.dumps(sweep.tuning, sort_keys=True):
         return None
-    record = json.loads(path.read_text())
-    rows = {(float(r["imbalance_ratio"]), r["arm"], r["param"], float(r["value"])) for r in record.get("runs", [])
-            if r.get("status") in ("done", "diverged")}
-    same_spec = json.dumps(record.get("spec"), sort_keys=True) == json.dumps(sweep.tuning, sort_keys=True)
-    same_spec = same_spec and bool(points) and record.get("seed") == points[0]["seed"]
-    every = all((float(p["imbalance_ratio"]), p["arm"], p["param"], float(p["value"])) in rows for p in points)
-    return record if same_spec and every else None
+    ran = {_canonical(config) for config, row in recorded_rows(root) if row.get("status") in ("done", "diverged")}
+    return record if points and all(_canonical(p["config"]) in ran for p in points) else None
+
+
+def _canonical(config: dict) -> str:
+    """A config as same_config compares it (a field added since at its default), as one string."""
+    return json.dumps(RunConfig.from_dict(config).to_dict(), sort_keys=True, default=str)
 
 
 def tune(sweep: Sweep, jobs: int = 1, log=print) -> dict:
@@ -322,22 +323,27 @@ def source_spec(source: Path) -> dict | None:
     return None
 
 
-def recorded_points(source: Path) -> list[tuple[dict, dict]]:
-    """(config, result) of each tuning run another sweep folder's tuning.json records with a validation reading,
-    whether or not its run folder survives (Study A's were lost with a replaced machine): the source's points
-    re-derived from its sweep.json, matched to the record's rows by IR, arm and factor."""
+def recorded_rows(source: Path) -> list[tuple[dict, dict]]:
+    """(config, row) of each tuning run another sweep folder's tuning.json records, whether or not its run
+    folder survives (Study A's were lost with a replaced machine): the source's points re-derived from its
+    sweep.json, matched to the record's rows by IR, arm and factor."""
     if not (source / TUNING_FILE).exists() or not (source / SWEEP_FILE).exists():
         return []
     record = json.loads((source / TUNING_FILE).read_text())
     rows = {(float(r["imbalance_ratio"]), r["arm"], float(r["factor"])): r for r in record.get("runs", [])}
-    out = []
-    for p in tuning_points(load_sweep(source.resolve()), TuningSpec.of(record["spec"])):
-        row = rows.get((float(p["imbalance_ratio"]), p["arm"], float(p["factor"])))
-        if row and row.get("status") == "done" and row.get("val_balanced_robustness") is not None:
-            keep = ("status", "error", "val_balanced_robustness", "val_balanced_accuracy", "sgd_steps", "train_seconds")
-            out.append((p["config"], {**{k: row.get(k) for k in keep}, "seconds": 0.0,
-                                      "reused_from": str((source / TUNING_FILE).resolve())}))
-    return out
+    points = tuning_points(load_sweep(source.resolve()), TuningSpec.of(record["spec"]))
+    return [(p["config"], row) for p in points
+            if (row := rows.get((float(p["imbalance_ratio"]), p["arm"], float(p["factor"])))) is not None]
+
+
+def recorded_points(source: Path) -> list[tuple[dict, dict]]:
+    """(config, result) of each tuning run another sweep folder records with a validation reading
+    (recorded_rows), its result marked `reused_from` that folder's tuning.json."""
+    keep = ("status", "error", "val_balanced_robustness", "val_balanced_accuracy", "sgd_steps", "train_seconds")
+    return [(config, {**{k: row.get(k) for k in keep}, "seconds": 0.0,
+                      "reused_from": str((source / TUNING_FILE).resolve())})
+            for config, row in recorded_rows(source)
+            if row.get("status") == "done" and row.get("val_balanced_robustness") is not None]
 
 
 def reuse_points(sweep: Sweep, source: Path, log=print) -> list[tuple[Path, Path]]:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from taetlib import cli, plan, report, runs, sweep, tuning
+from taetlib import cli, plan, runs, sweep, tuning
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.plan import SWEEP_FILE, Sweep
 from taetlib.run_files import REUSED_FILE
 from taetlib.train import fit
+from taetlib.tuning_choices import tuning_record
 
 SPEC = {"factors": {"lr": [0.5, 1.0]}, "attack": "pgd20", "val_fraction": 0.2}
 EVALUATION = {"attacks": ["clean", "pgd20"], "protocols": ["balanced"], "eps_sweep": []}
@@ -121,7 +122,7 @@ def test_a_record_without_its_run_folders_gives_its_readings_and_only_those(stud
     assert got["choices"]["10"]["at_bsl"] == record["choices"]["10"]["at_bsl"]
     entries = json.loads((b.root / REUSED_FILE).read_text())
     assert [(e["kind"], len(e["linked"])) for e in entries] == [("tuning", 3)]
-    said = report.tuning_record(b.root)[1]   # the study README's tuning section says so, and names the source
+    said = tuning_record(b.root)[1]   # the study README's tuning section says so, and names the source
     assert "3 tuning runs were reused from a " in said and "reused.json" in said
 
 

@@ -16,6 +16,7 @@ from taetlib.history import history_text
 from taetlib.plan import Sweep
 from taetlib.train import fit
 from taetlib.tuning import LOSS_SCALES, TuningSpec, grid, tuning_points
+from taetlib.tuning_choices import tuning_record
 
 SPEC = {"factors": {"lr": [0.5, 1.0], "loss_scale": [1.0, 10.0]}, "params": {"taet": "loss_scale"},
         "attack": "pgd20", "val_fraction": 0.2}
@@ -197,9 +198,10 @@ def test_the_tuning_cost_counts_every_session_of_a_resumed_run(tmp_path, monkeyp
 
 def test_a_finished_tuning_restored_without_its_run_folders_trains_nothing_and_keeps_its_record(tmp_path,
                                                                                                   monkeypatch):
-    """On a new machine a study's tuning.json comes back from git, its run folders may not (Study A's were lost):
-    tune then trains nothing and leaves the record as it was. A record that lacks a run, or was made with
-    another spec, is no finished tuning of this sweep: its runs train."""
+    """On a new machine a study's tuning.json and sweep.json come back from git, its run folders may not (Study
+    A's were lost): tune then trains nothing and leaves the record as it was. A record that lacks a run, was
+    made with another spec, or whose sweep.json gives its runs other configs, is no finished tuning of this
+    sweep: its runs train."""
     trained = []
 
     def point(config, run_dir, spec):
@@ -210,6 +212,7 @@ def test_a_finished_tuning_restored_without_its_run_folders_trains_nothing_and_k
     monkeypatch.setattr(tuning, "tune_point", point)
     sweep = study_sweep(tmp_path / "sw", tmp_path / "data")
     first = tuning.tune(sweep, jobs=1, log=lambda m: None)
+    (tmp_path / "sw" / plan.SWEEP_FILE).write_text(json.dumps(sweep.to_dict(), default=str))   # as the sweep writes
     root = tmp_path / "sw" / "tuning"
     assert len(trained) == first["cost"]["runs"] == 4
     for folder in [d for d in root.iterdir() if d.is_dir() and d.name != "sessions"]:   # gone with the machine
@@ -229,6 +232,14 @@ def test_a_finished_tuning_restored_without_its_run_folders_trains_nothing_and_k
     other = {**json.loads((root / "tuning.json").read_text()), "spec": {**sweep.tuning, "val_fraction": 0.3}}
     (root / "tuning.json").write_text(json.dumps(other))
     trained.clear()
+    tuning.tune(sweep, jobs=1, log=lambda m: None)
+    assert len(trained) == 4
+    trained.clear()   # a complete record again, but its sweep.json says its runs trained another number of epochs
+    assert tuning.tune(sweep, jobs=1, log=lambda m: None) and trained == []
+    older = {**sweep.to_dict(), "config": {**sweep.config, "epochs": 2}}
+    (tmp_path / "sw" / plan.SWEEP_FILE).write_text(json.dumps(older, default=str))
+    for folder in [d for d in root.iterdir() if d.is_dir() and d.name != "sessions"]:
+        shutil.rmtree(folder)
     tuning.tune(sweep, jobs=1, log=lambda m: None)
     assert len(trained) == 4
 
@@ -260,7 +271,7 @@ def test_arms_that_differ_only_in_a_held_fixed_setting_share_one_tuning_and_its_
     assert runs["pgd_at-hard"]["class_order"] == runs["taet"]["class_order"] == "hard_rarest"
     rows = pd.read_csv(tmp_path / "tuning" / "tuning.csv")
     assert set(rows["arms"]) == {"pgd_at pgd_at-hard", "taet"}
-    _, text = report.tuning_record(tmp_path)
+    _, text = tuning_record(tmp_path)
     assert "pgd_at-hard takes pgd_at's" in text and "taet takes" not in text
     # without held_fixed the same arms tune apart: 6 runs
     seen.clear()
@@ -279,9 +290,9 @@ def test_the_tuning_record_names_the_arms_chosen_at_the_edge_of_their_grid(tmp_p
                               "bottom": {**choice, "factor": 0.25}}}}
     (tmp_path / "tuning").mkdir()
     (tmp_path / "tuning" / "tuning.json").write_text(json.dumps(rec))
-    _, text = report.tuning_record(tmp_path)
+    _, text = tuning_record(tmp_path)
     assert ("Chosen at the edge of the grid, so the best value may lie beyond it: top (x2, its grid's highest), "
             "bottom (x0.25, its grid's lowest).") in text and "inside" not in text
     rec["choices"]["10"] = {"inside": {**choice, "factor": 0.5}}
     (tmp_path / "tuning" / "tuning.json").write_text(json.dumps(rec))
-    assert "edge" not in report.tuning_record(tmp_path)[1]
+    assert "edge" not in tuning_record(tmp_path)[1]

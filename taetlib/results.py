@@ -21,7 +21,7 @@ from . import compare, presets, report, verdicts
 from . import health as healthlib
 
 __all__ = ["CLAIMS", "DEMO_MARKERS", "TABLE", "claim_readings", "demo_section", "figure", "sweep_readings", "table",
-           "update_section", "verdict"]
+           "update_section"]
 
 TABLE = ["balanced_accuracy", "balanced_robustness", "taet_tail_robustness", "weakest_k_robustness",
          "worst_class_robustness"]
@@ -37,12 +37,6 @@ def claim_readings(metrics: pd.DataFrame, a: str = "taet", b: str = "at_bsl", *,
     if missing:
         raise KeyError(f"arms {missing}: not in this sweep's metrics (arms: {sorted(metrics['arm'].unique())})")
     return compare.claim_readings(metrics, a, b, CLAIMS, primary)
-
-
-def verdict(readings: list[dict], protocol: str = "balanced") -> list[str]:
-    """One sentence per reading of `protocol`, primary ones first (verdicts.sentence writes each)."""
-    mine = [r for r in readings if r["protocol"] == protocol]
-    return [verdicts.sentence(r) for r in sorted(mine, key=lambda r: r["kind"] != "claim")]
 
 
 def table(agg: pd.DataFrame, protocol: str, metrics=TABLE) -> pd.DataFrame:

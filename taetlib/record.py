@@ -20,17 +20,23 @@ from pathlib import Path
 
 from .plan import POINT_FILE, SWEEP_FILE, TUNING_FILE
 from .runs import DONE
-from .sessions import SESSIONS_DIR
+from .sessions import SESSIONS_DIR, read_sessions
 
-__all__ = ["LEFT_OUT", "RECORD_DIR", "finished_folders", "keep_record", "record_files", "restore_record"]
+__all__ = ["LEFT_OUT", "RECORD_DIR", "finished_folders", "keep_record", "record_files", "restore_record",
+           "study_sessions"]
 
 RECORD_DIR = "record"   # under a study's published folder
 # weights (the record is text), and what only a process still running needs: locks, temporary files, an
 # evaluation's kept attacks, the shared plotly.js of the HTML figures (a copy per run would be 3.5 MB each)
 LEFT_OUT = ("*.pt", "*.tmp", "*.tmp.*", "*.lock", ".lock", ".write-probe-*", "eval.partial", "plotly.min.js")
 SWEEP_FILES = (SWEEP_FILE, "reused.json", TUNING_FILE, str(Path(TUNING_FILE).with_name("tuning.csv")))
-# the sweep's sessions and the tuning's (`tune` records its own): a study's wall time is read from both
-SESSION_DIRS = (Path(SESSIONS_DIR), Path(TUNING_FILE).parent / SESSIONS_DIR)
+# the tuning's sessions and the sweep's (`tune` records its own): a study's wall time is read from both
+SESSION_DIRS = (Path(TUNING_FILE).parent / SESSIONS_DIR, Path(SESSIONS_DIR))
+
+
+def study_sessions(root: Path) -> list[dict]:
+    """Every session of the study at root: the tuning's, then the sweep's, each oldest first."""
+    return [s for d in SESSION_DIRS for s in read_sessions(Path(root) / d.parent)]
 
 
 def left_out(rel: Path) -> bool:

@@ -27,9 +27,9 @@ from .markdown_table import markdown
 from .paths import PROJECT_ROOT, resolve, within
 from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep, recorded
 from .plots import radius_lines
-from .record import RECORD_DIR, keep_record, restore_record
+from .record import RECORD_DIR, keep_record, restore_record, study_sessions
 from .runs import DONE
-from .sessions import read_sessions, sessions_table
+from .sessions import sessions_table
 from .study_b_readme import study_b_section, variants_of
 from .study_sections import (
     PENDING,
@@ -215,8 +215,7 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
     for name in ("health", "metrics", "aggregate"):
         _save_csv(read[name], out / f"{name}.csv", root)
     compare.readings_table(readings).to_csv(out / "claims.csv", index=False)
-    ran = read_sessions((Path(sweep.root) / TUNING_FILE).parent) + read_sessions(Path(sweep.root))
-    sessions_table(ran).to_csv(out / "sessions.csv", index=False)   # the wall time's record
+    sessions_table(study_sessions(root)).to_csv(out / "sessions.csv", index=False)   # the wall time's record
     for name, table in saved.items():
         if table is not None:
             _save_csv(table, out / f"{name}.csv", root)

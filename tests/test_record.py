@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from taetlib import cli, study
-from taetlib.record import keep_record, record_files, restore_record
+from taetlib.record import keep_record, record_files, restore_record, study_sessions
 from taetlib.runs import DONE, FAILED
 
 
@@ -101,3 +101,15 @@ def test_restore_without_a_record_is_one_line_exit_2_and_writes_nothing(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--out" in err[0] and "record/" in err[0] and "study --preset" in err[0]
     assert not root.exists()
+
+
+def test_a_studys_sessions_are_the_tunings_then_the_sweeps_each_oldest_first(tmp_path):
+    def session(folder: Path, start: float) -> None:
+        write(folder / "sessions" / f"{int(start)}.json", json.dumps({"what": folder.name, "start": start}))
+    for start in (300.0, 100.0):
+        session(tmp_path, start)
+    for start in (50.0, 20.0, 400.0):   # a tuning session may outlive the sweep's first ones
+        session(tmp_path / "tuning", start)
+    got = [(s["what"], s["start"]) for s in study_sessions(tmp_path)]
+    sweep = tmp_path.name
+    assert got == [("tuning", 20.0), ("tuning", 50.0), ("tuning", 400.0), (sweep, 100.0), (sweep, 300.0)]

@@ -1,4 +1,4 @@
-"""`python -m taetlib ...`: presets, train, demo, readme-section, evaluate, sweep, tune, doctor, study."""
+"""`python -m taetlib COMMAND`: the workbench from a shell; `COMMAND --help` lists a command's options."""
 from __future__ import annotations
 
 import argparse

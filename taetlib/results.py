@@ -40,8 +40,8 @@ def claim_readings(metrics: pd.DataFrame, a: str = "taet", b: str = "at_bsl", *,
 
 
 def table(agg: pd.DataFrame, protocol: str, metrics=TABLE) -> pd.DataFrame:
-    """One row per IR and arm: each metric as 'mean [low, high]' in %, arms in the sweep's order, each arm
-    with runs that did not train named so (compare.marked)."""
+    """One row per IR and arm: the seeds its means hold, each metric as 'mean [low, high]' in %, arms in the
+    sweep's order, each arm with runs that did not train named so (compare.marked)."""
     order = {arm: i for i, arm in enumerate(dict.fromkeys(agg["arm"]))}
     a = agg.assign(_order=agg["arm"].map(order))
     a = compare.marked(a)
@@ -53,6 +53,9 @@ def table(agg: pd.DataFrame, protocol: str, metrics=TABLE) -> pd.DataFrame:
     wide = wide[[m for m in metrics if m in wide.columns]].reset_index()
     wide.columns.name = None
     wide = wide.sort_values(["imbalance_ratio", "_order"]).drop(columns="_order")
+    # a partial study mixes arms with all seeds and arms with one: say how many each mean holds
+    seeds = a.groupby(["imbalance_ratio", "arm"])["n"].max()
+    wide.insert(2, "seeds", [int(seeds[k]) for k in zip(wide["imbalance_ratio"], wide["arm"])])
     return wide.assign(imbalance_ratio=[f"{v:g}" for v in wide["imbalance_ratio"]]).reset_index(drop=True)
 
 

@@ -199,10 +199,11 @@ def test_a_still_rising_validation_curve_fails_the_plateau_check():
 
 def test_the_table_shows_each_mean_with_its_interval_in_percent_and_marks_runs_that_did_not_train():
     agg = pd.DataFrame([{"imbalance_ratio": 10.0, "arm": arm, "protocol": "balanced", "metric": "balanced_robustness",
-                         "mean": m, "std": 0.01, "n": 3, "low": m - 0.02, "high": m + 0.02, "did_not_train": bad}
-                        for arm, m, bad in (("a", 0.60, 0), ("b", 0.10, 3), ("c", 0.40, 1))])
+                         "mean": m, "std": 0.01, "n": n, "low": m - 0.02, "high": m + 0.02, "did_not_train": bad}
+                        for arm, m, bad, n in (("a", 0.6, 0, 3), ("b", 0.1, 3, 3), ("c", 0.4, 1, 3), ("d", 0.5, 0, 1))])
     t = results.table(agg, "balanced", ["balanced_robustness"])
-    assert list(t["arm"]) == ["a", "b (did not train)", "c (1 of 3 runs did not train)"]
+    assert list(t["arm"]) == ["a", "b (did not train)", "c (1 of 3 runs did not train)", "d"]
+    assert list(t["seeds"]) == [3, 3, 3, 1]   # a partial study: how many seeds each mean holds
     assert t.loc[0, "balanced_robustness"] == "60.0 [58.0, 62.0]"
 
 

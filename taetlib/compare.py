@@ -281,9 +281,12 @@ def holm_family(readings: list[dict]) -> list[dict]:
 
 
 def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protocol: str = "balanced") -> list[dict]:
-    """Per IR: the arm of highest mean (runs that trained), and the arms the data cannot tell from it:
+    """Per IR: the arm of highest mean (runs that trained; of two seeds or more where any arm has them), and
+    the arms the data cannot tell from it:
     each arm's paired difference from the best over their common seeds, Holm-adjusted across the arms
-    (p >= 0.05, or fewer than two common seeds: not told apart). Never interval overlap."""
+    (p >= 0.05: not told apart). Never interval overlap. An arm with fewer than two seeds in common with
+    the best is not ranked (`unranked`): one seed's interval leaves the seed and data spread out, so it
+    enters no test and no Holm family (a partial study mixes arms of one seed and of all seeds)."""
     m = trained(metrics)
     m = m[(m["metric"] == metric) & (m["protocol"] == protocol)]
     out = []
@@ -291,15 +294,18 @@ def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protoco
         means = g.groupby("arm", sort=False)["value"].mean().dropna().sort_values(ascending=False)
         if means.empty:
             continue
-        best = means.index[0]
+        seeds = g.groupby("arm")["seed"].nunique()
+        best = next((a for a in means.index if seeds[a] >= 2), means.index[0])
         diffs = [difference_reading(seed_pairs(metrics, best, arm, ir, protocol, metric), arm=arm)
-                 for arm in means.index[1:]]
-        adj = intervals.holm([d["p"] for d in diffs])
-        tied = [d["arm"] for d, p in zip(diffs, adj) if not (np.isfinite(p) and p < 0.05)]
+                 for arm in means.index if arm != best]
+        tested = [d for d in diffs if d["k"] >= 2]
+        adj = intervals.holm([d["p"] for d in tested])
+        tied = [d["arm"] for d, p in zip(tested, adj) if not (np.isfinite(p) and p < 0.05)]
         out.append({"kind": "ranking", "imbalance_ratio": ir, "protocol": protocol, "metric": metric, "best": best,
-                    "best_mean": float(means.iloc[0]), "arms": len(means), "tied": tied, "gated": "trained" in metrics,
+                    "best_mean": float(means[best]), "arms": len(means), "tied": tied, "gated": "trained" in metrics,
+                    "unranked": [d["arm"] for d in diffs if d["k"] < 2],
                     "k": int(g.groupby("arm")["seed"].nunique().max()),
-                    "differences": [{**d, "p_holm": float(p)} for d, p in zip(diffs, adj)]})
+                    "differences": [{**d, "p_holm": float(p)} for d, p in zip(tested, adj)]})
     return out
 
 

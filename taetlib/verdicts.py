@@ -102,14 +102,24 @@ def _descriptive(r: dict) -> str:
 
 
 def _ranking(r: dict) -> str:
-    tied = r["tied"]
-    head = (f"{_where(r)}, {r['metric'].replace('_', ' ')}: highest mean {r['best']} ({pts(r['best_mean'], False)} %)"
-            f" of {r['arms']} arms{' that passed the health gate' if r.get('gated') else ''}")
+    tied, unranked = r["tied"], r.get("unranked", [])
+    ranked = r["arms"] - len(unranked)
+    gate = " that passed the health gate" if r.get("gated") else ""
+    of = (f"of the {ranked} arms with two seeds or more in common ({r['arms']} arms{gate})" if unranked and r["k"] >= 2
+          else f"of {r['arms']} arms{gate}")
+    best = f"{r['best']} ({pts(r['best_mean'], False)} %)"
+    head = f"{_where(r)}, {r['metric'].replace('_', ' ')}: highest mean {best} {of}"
     if r["k"] < 2:
         return f"{head}; one seed, so no ranking (its intervals cover only the test images)."
-    rest = ("every other arm is lower (Holm-adjusted paired differences, p < 0.05)" if not tied else
-            f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
-            f"{r['k']} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {r['arms']}")
+    if ranked < 2:
+        rest = f"no other arm has two seeds in common with {r['best']}, so none is ranked against it"
+    elif not tied:
+        rest = "every other arm is lower (Holm-adjusted paired differences, p < 0.05)"
+    else:
+        rest = (f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
+                f"{r['k']} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {ranked}")
+    if unranked:
+        rest += f"; not ranked, with fewer than two seeds in common with {r['best']}: {', '.join(unranked)}"
     return f"{head}; {rest}."
 
 

@@ -170,6 +170,22 @@ def test_rankings_come_from_paired_differences_not_interval_overlap():
     assert "cannot tell a from c" in line and "ranks 1-2 of 3" in line
 
 
+def test_an_arm_of_one_seed_is_never_ranked_nor_told_apart_on_its_test_images_alone():
+    # a partial study: two arms have every seed, two have one; one image-level reading alone gives a p-value
+    m = ranking_metrics({"a": [0.60, 0.62, 0.61], "b": [0.598, 0.625, 0.606], "lucky": [0.80], "low": [0.20]})
+    m["images"] = 2000
+    one = compare.difference_reading(compare.seed_pairs(m, "a", "low", 10.0, "balanced", "balanced_robustness"))
+    assert one["k"] == 1 and one["p"] < 0.001   # what a ranking must not read as "lower"
+    (r,) = compare.rankings(m)
+    assert r["best"] == "a" and r["tied"] == ["b"] and r["unranked"] == ["lucky", "low"] and r["arms"] == 4
+    assert [d["arm"] for d in r["differences"]] == ["b"]   # the Holm family holds the tested arms only
+    line = verdicts.sentence(r)
+    assert "of the 2 arms with two seeds or more" in line and "ranks 1-2 of 2" in line
+    assert line.endswith("not ranked, with fewer than two seeds in common with a: lucky, low.")
+    (demo,) = compare.rankings(ranking_metrics({"x": [0.5], "y": [0.4]}))   # every arm one seed: no ranking
+    assert demo["best"] == "x" and "one seed, so no ranking" in verdicts.sentence(demo)
+
+
 def test_a_constant_predictor_and_a_nan_loss_did_not_train_and_are_left_out_of_rankings():
     from taetlib import health
     y = np.repeat(np.arange(10), 100)

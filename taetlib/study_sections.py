@@ -261,8 +261,8 @@ def radius_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFram
 
 
 def attack_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFrame:
-    """Balanced robustness per arm under each attack and their worst case per image, % (mean over seeds
-    [95 % interval], the engine on the logit scale): how much each attack alone would flatter an arm."""
+    """Balanced robustness per arm (with its seeds) under each attack and their worst case per image, % (mean
+    over seeds [95 % interval], the engine on the logit scale): how much each attack alone would flatter an arm."""
     if tables is None or tables["summary"].empty:
         return pd.DataFrame()
     s = tables["summary"]
@@ -272,4 +272,7 @@ def attack_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFram
                        zip(m["mean"], m["low"], m["high"])])
     wide = m.pivot_table(index="arm", columns="attack", values="cell", aggfunc="first", sort=False)
     wide.columns.name = None
-    return wide.reset_index()
+    wide = wide.reset_index()
+    seeds = m.groupby("arm", sort=False)["n"].max()   # as the aggregate table: a partial study mixes them
+    wide.insert(1, "seeds", [int(seeds[a]) for a in wide["arm"]])
+    return wide

@@ -368,3 +368,13 @@ def test_a_reconstructed_tuning_record_says_so_and_from_what(study_folder, tmp_p
     path.write_text(json.dumps({**rec, "reconstructed": "rebuilt from commit abc123's README"}))
     text = study.write(study_folder, tmp_path / "b", command="c")["readme"]
     assert "reconstructed" not in plain and "This record was reconstructed: rebuilt from commit abc123's README" in text
+
+
+def test_the_attack_table_says_how_many_seeds_each_arms_cells_hold():
+    rows = [{"protocol": "balanced", "attack": attack, "arm": arm, "balanced": value, "balanced_low": value - 0.02,
+             "balanced_high": value + 0.02, "n": 2000}
+            for arm, seeds in (("full", 3), ("partial", 1)) for seed in range(seeds)
+            for attack, value in (("clean", 0.8), ("pgd20", 0.6 + 0.01 * seed), ("worst_case", 0.55 + 0.01 * seed))]
+    t = study_sections.attack_table({"summary": pd.DataFrame(rows)})
+    assert list(t.columns) == ["arm", "seeds", "pgd20", "worst_case"] and list(t["seeds"]) == [3, 1]
+    assert t.loc[1, "pgd20"] == "60.0 [58.0, 62.0]"   # one seed: its own test-image interval

@@ -163,7 +163,7 @@ def test_a_partial_study_says_what_finished_names_the_untrained_arm_and_words_ve
     assert verdicts.sentence({"kind": "summary", "readings": got["claims"]}) in text
     assert "Holm-adjusted p" in text and "80 % power" in text
     per_attack = text.split("## Robustness per attack")[1].split("##")[0]
-    assert "| arm | pgd20 |" in per_attack and "| taet |" in per_attack and "pgd_at" not in per_attack
+    assert "| arm | seeds | pgd20 |" in per_attack and "| taet | 2 |" in per_attack and "pgd_at" not in per_attack
     # tuning, class order, figures, study B's analyses
     assert "chosen once, on seed 0" in text and "| taet-perm |" in text and "the tuning took 10 runs" in text
     assert "permutation:1:" in text or "- permutation:1" in text

@@ -114,7 +114,7 @@ def _ranking(r: dict) -> str:
     if ranked < 2:
         rest = f"no other arm has two seeds in common with {r['best']}, so none is ranked against it"
     elif not tied:
-        rest = "every other arm is lower (Holm-adjusted paired differences, p < 0.05)"
+        rest = f"every other{' ranked' if unranked else ''} arm is lower (Holm-adjusted paired differences, p < 0.05)"
     else:
         rest = (f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
                 f"{r['k']} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {ranked}")

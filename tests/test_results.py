@@ -182,6 +182,8 @@ def test_an_arm_of_one_seed_is_never_ranked_nor_told_apart_on_its_test_images_al
     line = verdicts.sentence(r)
     assert "of the 2 arms with two seeds or more" in line and "ranks 1-2 of 2" in line
     assert line.endswith("not ranked, with fewer than two seeds in common with a: lucky, low.")
+    (clear,) = compare.rankings(ranking_metrics({"a": [0.60, 0.62, 0.61], "b": [0.40, 0.41, 0.42], "c": [0.9]}))
+    assert clear["tied"] == [] and "every other ranked arm is lower" in verdicts.sentence(clear)   # not c
     (demo,) = compare.rankings(ranking_metrics({"x": [0.5], "y": [0.4]}))   # every arm one seed: no ranking
     assert demo["best"] == "x" and "one seed, so no ranking" in verdicts.sentence(demo)
 

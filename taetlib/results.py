@@ -39,10 +39,11 @@ def claim_readings(metrics: pd.DataFrame, a: str = "taet", b: str = "at_bsl", *,
     return compare.claim_readings(metrics, a, b, CLAIMS, primary)
 
 
-def table(agg: pd.DataFrame, protocol: str, metrics=TABLE) -> pd.DataFrame:
-    """One row per IR and arm: the seeds its means hold, each metric as 'mean [low, high]' in %, arms in the
-    sweep's order, each arm with runs that did not train named so (compare.marked)."""
-    order = {arm: i for i, arm in enumerate(dict.fromkeys(agg["arm"]))}
+def table(agg: pd.DataFrame, protocol: str, metrics=TABLE, arms: list[str] | None = None) -> pd.DataFrame:
+    """One row per IR and arm: the seeds its means hold, each metric as 'mean [low, high]' in %, each arm with
+    runs that did not train named so (compare.marked). Arms come in `arms`' order (the sweep's), else as the
+    aggregate lists them (report.aggregate: alphabetical); an arm `arms` lacks comes last."""
+    order = {arm: i for i, arm in enumerate(dict.fromkeys([*(arms or []), *agg["arm"]]))}
     a = agg.assign(_order=agg["arm"].map(order))
     a = compare.marked(a)
     a = a[(a["protocol"] == protocol) & a["metric"].isin(metrics)]

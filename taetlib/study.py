@@ -145,11 +145,12 @@ def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design:
              *([markdown(gated), ""] if len(gated) else []),
              "## Tuning\n", *tuning, "", "## Class order\n", *classes, ""]
     if len(agg):
+        arms = list(dict.fromkeys(status["arm"]))   # the sweep's order, as the progress table gives it
         parts += ["## Aggregate (balanced test set)\n",
                   f"% (mean over seeds [95 % interval]); robustness read on {attack}. Intervals hold: "
                   + "; ".join(dict.fromkeys(str(x) for x in agg["interval"].dropna() if x)) + ".\n",
-                  markdown(results.table(agg, "balanced")), "", "## Aggregate (long-tailed test set)\n",
-                  markdown(results.table(agg, "long_tailed")), "",
+                  markdown(results.table(agg, "balanced", arms=arms)), "", "## Aggregate (long-tailed test set)\n",
+                  markdown(results.table(agg, "long_tailed", arms=arms)), "",
                   "## Robustness per attack (balanced test set, runs that trained)\n",
                   "Balanced robustness under each attack alone and under their worst case per image, % (mean over "
                   "seeds [95 % interval]): where an attack alone reads higher than the worst case, it flatters.\n",

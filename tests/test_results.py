@@ -223,6 +223,10 @@ def test_the_table_shows_each_mean_with_its_interval_in_percent_and_marks_runs_t
     assert list(t["arm"]) == ["a", "b (did not train)", "c (1 of 3 runs did not train)", "d"]
     assert list(t["seeds"]) == [3, 3, 3, 1]   # a partial study: how many seeds each mean holds
     assert t.loc[0, "balanced_robustness"] == "60.0 [58.0, 62.0]"
+    # the sweep's order where given (the aggregate lists arms alphabetically); the did-not-train marks follow
+    t = results.table(agg, "balanced", ["balanced_robustness"], arms=["d", "c", "a", "b"])
+    assert list(t["arm"]) == ["d", "c (1 of 3 runs did not train)", "a", "b (did not train)"]
+    assert list(t["seeds"]) == [1, 3, 3, 3]
 
 
 def test_a_three_seed_sweep_draws_three_splits(tmp_path):

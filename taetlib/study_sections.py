@@ -190,10 +190,11 @@ def design_section(sweep: Sweep, p: presets.Preset, readings: list[dict]) -> lis
 def tuning_progress(sweep: Sweep) -> pd.DataFrame:
     """While the tuning runs: each tuning run begun (IR, arm, value) with its status (point.json's, else how
     many epochs its history holds) and validation readings. A reading reused from another study says from
-    which, with that study's epochs and seconds ("-" where its record kept none)."""
+    which, with the epochs of its config and that study's seconds ("-" where its record kept none)."""
     rows = []
     for d in sorted((Path(sweep.root) / TUNING_FILE).parent.glob("*/*/*/")):
-        rec = json.loads((d / POINT_FILE).read_text())["result"] if (d / POINT_FILE).exists() else {}
+        point = json.loads((d / POINT_FILE).read_text()) if (d / POINT_FILE).exists() else {}
+        rec = point.get("result", {})
         history = d / "history.jsonl"
         epochs: int | str = len(history.read_text().splitlines()) if history.exists() else 0
         status = rec.get("status", "training")
@@ -202,7 +203,10 @@ def tuning_progress(sweep: Sweep) -> pd.DataFrame:
             src = Path(rec["reused_from"])   # .../<study>/tuning/tuning.json: name the study
             study = src.parts[src.parts.index("tuning") - 1] if "tuning" in src.parts else src
             status = f"{status}, reused from {study}"
-            epochs, seconds = epochs or "-", seconds or round(rec.get("train_seconds") or 0) or "-"
+            # adopted without its history: a finished reading ran the epochs of its config; a diverged one, unknown
+            done = rec.get("status") == "done"
+            epochs = epochs or (done and point.get("config", {}).get("epochs")) or "-"
+            seconds = seconds or round(rec.get("train_seconds") or 0) or "-"
         rows.append({"data": d.parent.parent.name, "arm": d.parent.name, "value": d.name, "status": status,
                      "epochs": epochs, "val_balanced_robustness": rec.get("val_balanced_robustness", np.nan),
                      "val_balanced_accuracy": rec.get("val_balanced_accuracy", np.nan), "train_seconds": seconds})

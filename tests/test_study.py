@@ -300,14 +300,20 @@ def test_a_study_still_tuning_publishes_its_tuning_so_far_and_no_run(tmp_path):
             (base / arm / value / "point.json").write_text(json.dumps({"config": {}, "result": result}))
     adopted = base / "pgd_at" / "lrx1"   # a reading adopted from another study's record: no history here
     adopted.mkdir(parents=True)
-    (adopted / "point.json").write_text(json.dumps({"config": {}, "result": {
+    (adopted / "point.json").write_text(json.dumps({"config": {"epochs": 30}, "result": {
         "status": "done", "val_balanced_robustness": 0.5, "val_balanced_accuracy": 0.6, "train_seconds": 3580.0,
+        "seconds": 0.0, "reused_from": str(tmp_path / "study_a" / "tuning" / "tuning.json")}}))
+    diverged = base / "pgd_at" / "lrx2"   # adopted, diverged: how many epochs it ran is not known
+    diverged.mkdir(parents=True)
+    (diverged / "point.json").write_text(json.dumps({"config": {"epochs": 30}, "result": {
+        "status": "diverged", "val_balanced_robustness": 0.1, "val_balanced_accuracy": 0.1, "train_seconds": 100.0,
         "seconds": 0.0, "reused_from": str(tmp_path / "study_a" / "tuning" / "tuning.json")}}))
     got = study.write(s, tmp_path / "out", command="c")
     text = got["readme"]
+    assert "| pgd_at | lrx2 | diverged, reused from study_a | - | 10.0 | 10.0 | 100 |" in text
     assert "0 of 15 runs have finished" in text and (got["status"]["status"] == study_sections.PENDING).all()
-    assert "The tuning is running: 2 of 10 tuning runs have finished and 1 is training" in text
-    assert "| pgd_at | lrx1 | done, reused from study_a | - | 50.0 | 60.0 | 3580 |" in text
+    assert "The tuning is running: 3 of 10 tuning runs have finished and 1 is training" in text
+    assert "| pgd_at | lrx1 | done, reused from study_a | 30 | 50.0 | 60.0 | 3580 |" in text   # its config's epochs
     assert "| synthetic-ir10 | at_bsl | lrx0.5 | done | 6 | 41.2 | 70.0 | 60 |" in text
     assert "| taet | lrx1 | training | 2 | - | - | 20 |" in text
 

@@ -304,7 +304,7 @@ def rankings(metrics: pd.DataFrame, metric: str = "balanced_robustness", protoco
         out.append({"kind": "ranking", "imbalance_ratio": ir, "protocol": protocol, "metric": metric, "best": best,
                     "best_mean": float(means[best]), "arms": len(means), "tied": tied, "gated": "trained" in metrics,
                     "unranked": [d["arm"] for d in diffs if d["k"] < 2],
-                    "k": int(seeds.max()),
+                    "k": int(seeds.max()), "pair_k": sorted({d["k"] for d in tested}),
                     "differences": [{**d, "p_holm": float(p)} for d, p in zip(tested, adj)]})
     return out
 

@@ -116,8 +116,10 @@ def _ranking(r: dict) -> str:
     elif not tied:
         rest = f"every other{' ranked' if unranked else ''} arm is lower (Holm-adjusted paired differences, p < 0.05)"
     else:
+        ks = r.get("pair_k") or [r["k"]]   # seeds in common with the best: fewer than k in a partial study
+        over = f"{ks[0]}" if len(ks) == 1 else f"{ks[0]}-{ks[-1]}"
         rest = (f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
-                f"{r['k']} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {ranked}")
+                f"{over} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {ranked}")
     if unranked:
         rest += f"; not ranked, with fewer than two seeds in common with {r['best']}: {', '.join(unranked)}"
     return f"{head}; {rest}."

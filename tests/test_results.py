@@ -184,6 +184,12 @@ def test_an_arm_of_one_seed_is_never_ranked_nor_told_apart_on_its_test_images_al
     assert line.endswith("not ranked, with fewer than two seeds in common with a: lucky, low.")
     (clear,) = compare.rankings(ranking_metrics({"a": [0.60, 0.62, 0.61], "b": [0.40, 0.41, 0.42], "c": [0.9]}))
     assert clear["tied"] == [] and "every other ranked arm is lower" in verdicts.sentence(clear)   # not c
+    # the best arm has two seeds, the others three: the pairs hold two seeds, not the study's three
+    (two,) = compare.rankings(ranking_metrics({"a": [0.70, 0.60], "b": [0.60, 0.62, 0.61], "c": [0.61, 0.6, 0.62]}))
+    assert two["best"] == "a" and sorted(two["tied"]) == ["b", "c"] and two["k"] == 3 and two["pair_k"] == [2]
+    assert "paired differences over 2 seeds" in verdicts.sentence(two)
+    (mixed,) = compare.rankings(ranking_metrics({"a": [0.70, 0.60, 0.65], "b": [0.60, 0.62, 0.61], "c": [0.6, 0.7]}))
+    assert mixed["pair_k"] == [2, 3] and "paired differences over 2-3 seeds" in verdicts.sentence(mixed)
     (demo,) = compare.rankings(ranking_metrics({"x": [0.5], "y": [0.4]}))   # every arm one seed: no ranking
     assert demo["best"] == "x" and "one seed, so no ranking" in verdicts.sentence(demo)
 

@@ -21,11 +21,11 @@ import plotly.graph_objects as go
 
 from .metrics import class_groups
 
-__all__ = ["GROUP_ORDER", "LOSS_PARTS", "TEMPLATE", "WEAK_PATTERN", "accuracy_figure", "class_weight_figure",
-           "confusion_heatmap", "confusion_table", "counts_bars", "difference_forest", "eps_curves", "error_bars",
-           "group_bars", "history_lines", "loss_figure", "per_class_bars", "per_class_figure", "per_class_lines",
-           "radius_lines", "recall_vs_count", "sample_grid", "summary_groups", "sweep_lines", "tradeoff_scatter",
-           "with_groups"]
+__all__ = ["GROUP_ORDER", "LOSS_PARTS", "MANY", "TEMPLATE", "WEAK_PATTERN", "accuracy_figure", "arm_forest",
+           "class_weight_figure", "confusion_heatmap", "confusion_table", "counts_bars", "difference_forest",
+           "eps_curves", "error_bars", "group_bars", "history_lines", "loss_figure", "per_class_bars",
+           "per_class_figure", "per_class_lines", "radius_lines", "recall_vs_count", "sample_grid", "summary_groups",
+           "sweep_lines", "tradeoff_scatter", "value_heatmap", "with_groups"]
 
 TEMPLATE = "plotly_white"
 GROUP_ORDER = ["head", "medium", "tail", "all"]
@@ -140,10 +140,38 @@ def _sorted(df: pd.DataFrame, col: str | None) -> dict:
     return {col: sorted(dict.fromkeys(df[col].astype(str)))} if col else {}
 
 
+MANY = 10   # more arms than this outrun plotly's 10 default colours, and grouped bars or lines of them blur
+
+
 def _palette(df: pd.DataFrame, col: str | None) -> dict:
-    """More than 10 values of `col` (the results grid's 24 arms) outrun plotly's default 10 colours: then
+    """More than MANY values of `col` (the results grid's 24 arms) outrun plotly's default 10 colours: then
     the 26 of Alphabet, so no two arms share one."""
-    return {"color_discrete_sequence": px.colors.qualitative.Alphabet} if col and df[col].nunique() > 10 else {}
+    return {"color_discrete_sequence": px.colors.qualitative.Alphabet} if col and df[col].nunique() > MANY else {}
+
+
+def value_heatmap(df: pd.DataFrame, row: str, col: str, value: str, low: str, high: str, *, title: str,
+                  col_title: str | None, bold: str | None = None, value_title: str = "%") -> go.Figure:
+    """One cell per (`row`, `col`) for more arms than bars or lines keep apart: the value in %, its 95 %
+    interval printed beneath it, rows by their mean over the columns (highest first), cells where `bold` is
+    true in bold. `col` keeps the table's order."""
+    rows = df.groupby(row, sort=False)[value].mean().sort_values(ascending=False).index.tolist()
+    cols = list(dict.fromkeys(df[col]))
+    grid = {c: df.pivot_table(index=row, columns=col, values=c, aggfunc="first").reindex(index=rows, columns=cols)
+            for c in (value, low, high)}
+    z, lo, hi = (100 * grid[c].to_numpy(float) for c in (value, low, high))
+    strong = (df.assign(_b=df[bold].astype(bool)).pivot_table(index=row, columns=col, values="_b", aggfunc="first")
+              .reindex(index=rows, columns=cols).fillna(False).to_numpy(bool) if bold else np.zeros(z.shape, bool))
+    text = [[("" if np.isnan(v) else (f"<b>{v:.0f}</b>" if b else f"{v:.0f}") +
+              ("" if np.isnan(a) else f"<br><span style='font-size:9px'>{a:.0f}-{h:.0f}</span>"))
+             for v, a, h, b in zip(*r)] for r in zip(z, lo, hi, strong)]
+    fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in cols], y=rows, zmin=0, zmax=100, colorscale="Viridis",
+                               text=text, texttemplate="%{text}", textfont_size=11, customdata=np.dstack([lo, hi]),
+                               colorbar_title=value_title, hovertemplate="%{y}, %{x}: %{z:.1f} [%{customdata[0]:.1f}, "
+                                                                         "%{customdata[1]:.1f}]<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title=None)
+    fig.update_xaxes(title=col_title, type="category", side="top")
+    return fig.update_layout(title=title, template=TEMPLATE, height=36 * len(rows) + 220,
+                             margin_t=150)
 
 
 def error_bars(df: pd.DataFrame, value: str, low: str | None = None, high: str | None = None,
@@ -240,6 +268,10 @@ def radius_lines(table: pd.DataFrame, title: str = "Balanced robustness vs eps")
     means over seeds with their 95 % intervals as error bars)."""
     if table.empty:
         return _empty(f"{title} (no eps sweep)")
+    if table["arm"].nunique() > MANY:
+        return value_heatmap(table.sort_values("eps"), "arm", "eps", "mean", "low", "high", col_title="eps (L-inf, "
+                             "pixel units)", title=f"{title}, arms by their mean over the radii<br><sup>% with its 95 "
+                             "% interval beneath</sup>", value_title="robust (%)")
     df, err = error_bars(table.sort_values(["arm", "eps"]), "mean", "low", "high")
     fig = px.line(df, x="eps", y="mean", color="arm", markers=True, template=TEMPLATE, range_y=[-0.02, 1.02],
                   category_orders=_sorted(df, "arm"), **_palette(df, "arm"),
@@ -290,6 +322,22 @@ def tradeoff_scatter(points: pd.DataFrame, label: str = "arm", facet_col: str | 
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     fig.update_xaxes(title_text="balanced accuracy")   # every panel's axis, not only the first
     return fig.update_layout(title=title, yaxis_title="balanced robustness")
+
+
+def arm_forest(points: pd.DataFrame, value: str, title: str, label: str = "arm") -> go.Figure:
+    """One row per arm, highest mean first: `value` with its 95 % interval (`<value>_low` / `_high`) as an
+    error bar, coloured by the seeds behind it (`n`): one seed's interval holds its test images only."""
+    df = points.dropna(subset=[value]).sort_values(value, ascending=False)
+    if df.empty:
+        return _empty(f"{title} (nothing to show)")
+    df = df.assign(seeds=[f"{n:.0f} seeds" if n > 1 else "1 seed (test images only)" for n in df["n"]])
+    df, err = error_bars(df, value, axis="x")
+    fig = px.scatter(df, x=value, y=label, color="seeds", symbol="seeds", template=TEMPLATE,
+                     category_orders={label: list(df[label]), "seeds": sorted(set(df["seeds"]), reverse=True)},
+                     hover_data=[c for c in (f"{value}_low", f"{value}_high", "n") if c in df], **err)
+    fig.update_traces(marker_size=10)
+    fig.update_yaxes(title=None)
+    return fig.update_layout(title=title, xaxis_title=value.replace("_", " "), height=26 * len(df) + 200)
 
 
 def difference_forest(diffs: pd.DataFrame, facet_col: str | None = "metric", color: str | None = None,

@@ -201,6 +201,14 @@ def cross_view(tables: dict, name: str, attack: str, protocol: str) -> go.Figure
         t = tables["per_class"]
         t = t[(t["attack"] == attack) & (t["protocol"] == protocol)]
         m = _with_ir(compare.with_weakest(arm_means(t, ["class", "class_name"]), ["imbalance_ratio", "arm"]))
+        if m["arm"].nunique() > plots.MANY:   # grouped bars of that many arms blur: a cell per arm and class
+            rows = m["arm"] if _ir_facet(m) is None else m["IR"] + " · " + m["arm"]
+            return plots.value_heatmap(m.assign(row=rows).sort_values("class"), "row", "class_name", "recall",
+                                       "recall_low", "recall_high", bold="weakest", col_title=None,
+                                       value_title="recall (%)",
+                                       title=f"{attack} recall per class ({protocol}, mean over seeds), arms by "
+                                             "their mean<br><sup>% with its 95 % interval beneath; bold: each arm's "
+                                             "weakest third</sup>")
         return plots.per_class_bars(m, color="arm", facet_col=_ir_facet(m),
                                     title=f"{attack} recall per class, method vs method ({protocol}, mean over seeds, "
                                           "95 % intervals; hatched: each arm's weakest third)")

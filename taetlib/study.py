@@ -26,7 +26,7 @@ from .figure_files import export_figure
 from .markdown_table import markdown
 from .paths import PROJECT_ROOT, resolve, within
 from .plan import SWEEP_FILE, TUNING_FILE, Sweep, from_preset, load_sweep, recorded
-from .plots import radius_lines
+from .plots import MANY, arm_forest, radius_lines
 from .record import RECORD_DIR, keep_record, restore_record, study_sessions
 from .runs import DONE
 from .sessions import sessions_table
@@ -42,18 +42,26 @@ from .study_sections import (
     planned,
     progress_table,
     progress_text,
+    radius_images,
     radius_table,
     tuning_lines,
     wall_text,
 )
 
-__all__ = ["FIGURES", "add_cli", "cmd_restore", "cmd_study", "markers", "progress", "read_study", "readme",
-           "study_sweep", "summary_section", "update_pages", "write"]
+__all__ = ["FIGURES", "MANY_ARMS", "add_cli", "cmd_restore", "cmd_study", "markers", "progress", "ranking_figure",
+           "read_study", "readme", "study_sweep", "summary_section", "update_pages", "write"]
 
 FIGURES = {"tradeoff.png": "Balanced accuracy vs balanced robustness per arm (balanced test set, 95 % intervals)",
            "per_class.png": "Robust recall per class and arm (balanced test set; hatched: each arm's weakest third)",
            "radius.png": "Balanced robustness vs the PGD-20 radius per arm (the radius sweep, 95 % intervals)",
-           "recall_vs_count.png": "Robust recall per class against its training count (log), per arm"}
+           "recall_vs_count.png": "Robust recall per class against its training count (log), per arm",
+           "ranking.png": "Balanced robustness per arm, highest mean first (balanced test set, 95 % intervals; "
+                          "coloured by its seeds; arms with a run that did not train left out)"}
+# beyond plots.MANY arms bars and lines blur: cells of % with the interval beneath, and the ranking's figure
+MANY_ARMS = {"per_class.png": "Robust recall per class and arm, arms by their mean (balanced test set; % with its 95 % "
+                              "interval beneath; bold: each arm's weakest third)",
+             "radius.png": "Balanced robustness per arm at each PGD-20 radius (the radius sweep; % with its 95 % "
+                           "interval beneath)"}
 
 
 # ------------------------------------------------------------------------------ what finished
@@ -162,22 +170,37 @@ def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design:
 
 
 # ------------------------------------------------------------------------------ the folder
+def ranking_figure(agg: pd.DataFrame, attack: str, protocol: str = "balanced"):
+    """Balanced robustness per arm, highest mean first, with its interval and its seeds; an arm with a run
+    that did not train is left out of it and named in its title."""
+    bad = agg.groupby("arm")["did_not_train"].max().fillna(0) if "did_not_train" in agg else pd.Series(dtype=float)
+    out_arms = sorted(bad[bad > 0].index)
+    left = f"<br><sup>left out, with a run that did not train: {', '.join(out_arms)}</sup>" if out_arms else ""
+    return arm_forest(compare.tradeoff_from_aggregate(agg[~agg["arm"].isin(out_arms)], protocol),
+                      "balanced_robustness", f"Balanced robustness per arm, highest mean first ({attack}, {protocol} "
+                                             f"test set; 95 % intervals){left}")
+
+
 def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
     agg, tables = read["aggregate"], read["tables"]
     if not len(agg) or tables is None:
         return ["None yet: no finished run that trained."]
-    figs = {"tradeoff.png": results.figure(agg, "balanced"),
-            "per_class.png": report.cross_view(tables, "methods_per_class", attack, "balanced")}
+    many = agg["arm"].nunique() > MANY
+    figs = {"tradeoff.png": results.figure(agg, "balanced")}
+    if many:   # with that many arms the scatter's points crowd: the same readings in a column, best first
+        figs["ranking.png"] = ranking_figure(agg, attack)
+    figs["per_class.png"] = report.cross_view(tables, "methods_per_class", attack, "balanced")
     radius = radius_table(tables)
     if radius["eps"].nunique() > 2:   # a radius sweep beyond the two every evaluation reads (0 and eps)
-        figs["radius.png"] = radius_lines(radius, "Balanced robustness vs the PGD-20 radius (balanced test set, "
-                                                  "mean over seeds, 95 % intervals)")
+        figs["radius.png"] = radius_lines(radius, f"Balanced robustness vs the PGD-20 radius ({radius_images(tables)} "
+                                                  "balanced test images, mean over seeds, 95 % intervals)")
     if two_orders:
         figs["recall_vs_count.png"] = report.cross_view(tables, "recall_vs_count", attack, "balanced")
+    captions = {**FIGURES, **(MANY_ARMS if many else {})}
     lines = []
     for name, fig in figs.items():
         export_figure(fig, out / name, width=1100, height=int(fig.layout.height or 600))
-        lines += [f"![{FIGURES[name]}]({name})", ""]
+        lines += [f"![{captions[name]}]({name})", ""]
     return lines
 
 

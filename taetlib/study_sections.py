@@ -25,8 +25,8 @@ from .tuning_choices import tuning_record
 from .worst_case import NAME as WORST
 
 __all__ = ["PENDING", "TUNING_RUNNING", "attack_table", "class_table", "commands", "design_section", "finished_runs",
-           "machines_text", "per_machine", "planned", "progress_table", "progress_text", "radius_table", "run_seconds",
-           "sessions_text", "tuning_lines", "tuning_progress", "wall_text"]
+           "machines_text", "per_machine", "planned", "progress_table", "progress_text", "radius_images",
+           "radius_table", "run_seconds", "sessions_text", "tuning_lines", "tuning_progress", "wall_text"]
 
 PENDING = "not finished"
 TUNING_RUNNING = "The tuning is running:"
@@ -262,6 +262,14 @@ def radius_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFram
     c = c[c["protocol"] == protocol]
     per_run = c.groupby(["arm", "seed", "eps"], as_index=False).agg(value=("recall", "mean"), images=("n", "sum"))
     return compare.seed_means(per_run, ["arm", "eps"], "value", n="images")
+
+
+def radius_images(tables: dict, protocol: str = "balanced") -> str:
+    """How many test images each run's radius sweep attacks (evaluate's curve_per_class, fewer than the
+    study's): '500', or '400-500' where runs differ."""
+    c = tables["curves"]
+    n = c[c["protocol"] == protocol].groupby(["run", "eps"])["n"].sum()
+    return f"{n.min():.0f}" if n.min() == n.max() else f"{n.min():.0f}-{n.max():.0f}"
 
 
 def attack_table(tables: dict | None, protocol: str = "balanced") -> pd.DataFrame:

@@ -109,6 +109,75 @@ def test_methods_per_class_over_seeds_draws_the_t_interval(two_seeds):
             assert 0 <= engine["low"] < y[i] < engine["high"] <= 1
 
 
+@pytest.fixture(scope="module")
+def many_arms(tmp_path_factory):
+    """More arms than grouped bars keep apart (plots.MANY), two seeds each, robust recall drawn per class."""
+    root = tmp_path_factory.mktemp("many_arms")
+    g = np.random.default_rng(7)
+    hits = {f"arm{i:02d}": (np.full(6, 0.9), np.clip(0.25 + 0.04 * i + g.uniform(-0.15, 0.15, 6), 0.05, 0.95))
+            for i in range(plots.MANY + 2)}
+    return root, [evaluated_run(root, arm, 10.0, s, hit=h) for arm, h in hits.items() for s in (0, 1)]
+
+
+def test_many_arms_per_class_is_a_cell_per_arm_and_class_with_its_interval_and_the_weakest_in_bold(many_arms):
+    tables = report.load_runs(many_arms[1])
+    (cells,) = report.cross_view(tables, "methods_per_class", "pgd20", "balanced").data
+    assert cells.type == "heatmap" and len(cells.y) == plots.MANY + 2 and list(cells.x) == CLASSES
+    t = tables["per_class"]
+    t = t[(t.attack == "pgd20") & (t.protocol == "balanced")]
+    arm_mean = {a: r.groupby("class").recall.mean().mean() for a, r in t.groupby("arm")}
+    assert list(cells.y) == sorted(arm_mean, key=arm_mean.get, reverse=True)   # highest mean first
+    bold = 0
+    for i, arm in enumerate(cells.y):
+        rows = t[t.arm == arm]
+        weakest, _ = metrics.weakest_k(rows.groupby("class").recall.mean().to_numpy())
+        for j, name in enumerate(cells.x):
+            seeds = rows[rows.class_name == name].recall
+            engine = intervals.proportion(seeds, PER_CLASS)
+            assert cells.z[i][j] == pytest.approx(100 * seeds.mean())
+            assert list(cells.customdata[i][j]) == pytest.approx([100 * engine["low"], 100 * engine["high"]])
+            assert f"{100 * engine['low']:.0f}-{100 * engine['high']:.0f}" in cells.text[i][j]
+            strong = cells.text[i][j].startswith(f"<b>{100 * seeds.mean():.0f}</b>")
+            assert strong == (CLASSES.index(name) in weakest)
+            bold += strong
+    assert bold == 2 * len(cells.y)   # ceil(6 / 3) per arm
+
+
+def test_many_arms_radius_is_a_cell_per_arm_and_radius_and_few_stay_lines():
+    g = np.random.default_rng(3)
+    rows = [{"arm": f"arm{a:02d}", "eps": e, "mean": m, "low": m - 0.05, "high": m + 0.04, "n": 2}
+            for a in range(plots.MANY + 1) for e, m in zip((0.0, 0.1, 0.2), np.sort(g.uniform(0.1, 0.9, 3))[::-1])]
+    table = pd.DataFrame(rows)
+    (cells,) = plots.radius_lines(table).data
+    assert cells.type == "heatmap" and list(cells.x) == ["0.0", "0.1", "0.2"]
+    for i, arm in enumerate(cells.y):
+        r = table[table.arm == arm]
+        assert list(cells.z[i]) == pytest.approx(100 * r["mean"].to_numpy())
+        assert [list(c) for c in cells.customdata[i]] == pytest.approx(100 * r[["low", "high"]].to_numpy())
+    few = plots.radius_lines(table[table.arm.isin(["arm00", "arm01"])])
+    assert {tr.type for tr in few.data} == {"scatter"} and len(few.data) == 2
+
+
+def test_the_ranking_figure_sorts_by_mean_draws_the_interval_and_leaves_out_an_arm_that_did_not_train(many_arms):
+    status = status_of(many_arms[1])
+    gate = status[["run"]].assign(trained=[not r.endswith("arm03/seed1") for r in status["run"]])
+    agg = report.aggregate(headline.collect(status, None, gate))
+    fig = study.ranking_figure(agg, "pgd20")
+    assert "did not train: arm03" in fig.layout.title.text
+    rob = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].set_index("arm")
+    drawn = {}
+    for tr in fig.data:
+        v, plus, minus = bars(tr, "x")
+        assert tr.name == "2 seeds"
+        for arm, x, p, m in zip(tr.y, v, plus, minus):
+            assert x == pytest.approx(rob.loc[arm, "mean"]) and x + p == pytest.approx(rob.loc[arm, "high"])
+            assert x - m == pytest.approx(rob.loc[arm, "low"])
+            drawn[arm] = x
+    assert set(drawn) == set(rob.index) - {"arm03"}
+    top_down = list(fig.layout.yaxis.categoryarray)[::-1]   # plotly lists a category axis from the bottom
+    assert top_down == sorted(drawn, key=drawn.get, reverse=True)
+
+
 def test_tradeoff_scatter_has_error_bars_both_ways_from_the_aggregate(one_seed, two_seeds):
     for _, runs in (one_seed, two_seeds):
         agg = report.aggregate(headline.collect(status_of(runs), None))

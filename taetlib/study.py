@@ -56,7 +56,7 @@ FIGURES = {"tradeoff.png": "Balanced accuracy vs balanced robustness per arm (ba
            "radius.png": "Balanced robustness vs the PGD-20 radius per arm (the radius sweep, 95 % intervals)",
            "recall_vs_count.png": "Robust recall per class against its training count (log), per arm",
            "ranking.png": "Balanced robustness per arm, highest mean first (balanced test set, 95 % intervals; "
-                          "coloured by its seeds; arms with a run that did not train left out)"}
+                          "coloured by its seeds; runs that did not train left out)"}
 # beyond plots.MANY arms bars and lines blur: cells of % with the interval beneath, and the ranking's figure
 MANY_ARMS = {"per_class.png": "Robust recall per class and arm, arms by their mean (balanced test set; % with its 95 % "
                               "interval beneath; bold: each arm's weakest third)",
@@ -170,15 +170,18 @@ def readme(*, title: str, command: str, status: pd.DataFrame, wall: str, design:
 
 
 # ------------------------------------------------------------------------------ the folder
-def ranking_figure(agg: pd.DataFrame, attack: str, protocol: str = "balanced"):
-    """Balanced robustness per arm, highest mean first, with its interval and its seeds; an arm with a run
-    that did not train is left out of it and named in its title."""
-    bad = agg.groupby("arm")["did_not_train"].max().fillna(0) if "did_not_train" in agg else pd.Series(dtype=float)
-    out_arms = sorted(bad[bad > 0].index)
-    left = f"<br><sup>left out, with a run that did not train: {', '.join(out_arms)}</sup>" if out_arms else ""
-    return arm_forest(compare.tradeoff_from_aggregate(agg[~agg["arm"].isin(out_arms)], protocol),
-                      "balanced_robustness", f"Balanced robustness per arm, highest mean first ({attack}, {protocol} "
-                                             f"test set; 95 % intervals){left}")
+def ranking_figure(metrics: pd.DataFrame, attack: str, protocol: str = "balanced"):
+    """Balanced robustness per arm, highest mean first, with its interval and seeds, read (as the rankings are)
+    on the runs that trained alone; the runs left out are named in its title."""
+    bad = ~metrics["trained"].astype(bool) if "trained" in metrics else pd.Series(False, index=metrics.index)
+    gone = metrics[bad].drop_duplicates("run")
+    left = ("<br><sup>left out, as they did not train: " + ", ".join(f"{a} seed {s}" for a, s in
+                                                                     zip(gone["arm"], gone["seed"])) + "</sup>"
+            if len(gone) else "")
+    agg = report.aggregate(metrics[~bad].drop(columns="trained", errors="ignore"))
+    return arm_forest(compare.tradeoff_from_aggregate(agg, protocol), "balanced_robustness",
+                      f"Balanced robustness per arm, highest mean first ({attack}, {protocol} test set; 95 % "
+                      f"intervals){left}")
 
 
 def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
@@ -188,7 +191,7 @@ def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
     many = agg["arm"].nunique() > MANY
     figs = {"tradeoff.png": results.figure(agg, "balanced")}
     if many:   # with that many arms the scatter's points crowd: the same readings in a column, best first
-        figs["ranking.png"] = ranking_figure(agg, attack)
+        figs["ranking.png"] = ranking_figure(read["metrics"], attack)
     figs["per_class.png"] = report.cross_view(tables, "methods_per_class", attack, "balanced")
     radius = radius_table(tables)
     if radius["eps"].nunique() > 2:   # a radius sweep beyond the two every evaluation reads (0 and eps)

@@ -158,22 +158,30 @@ def test_many_arms_radius_is_a_cell_per_arm_and_radius_and_few_stay_lines():
     assert {tr.type for tr in few.data} == {"scatter"} and len(few.data) == 2
 
 
-def test_the_ranking_figure_sorts_by_mean_draws_the_interval_and_leaves_out_an_arm_that_did_not_train(many_arms):
+def test_the_ranking_figure_sorts_by_mean_draws_the_interval_and_reads_only_the_runs_that_trained(many_arms):
     status = status_of(many_arms[1])
     gate = status[["run"]].assign(trained=[not r.endswith("arm03/seed1") for r in status["run"]])
-    agg = report.aggregate(headline.collect(status, None, gate))
-    fig = study.ranking_figure(agg, "pgd20")
-    assert "did not train: arm03" in fig.layout.title.text
-    rob = agg[(agg.protocol == "balanced") & (agg.metric == "balanced_robustness")].set_index("arm")
+    metrics_ = headline.collect(status, None, gate)
+    fig = study.ranking_figure(metrics_, "pgd20")
+    assert "did not train: arm03 seed 1" in fig.layout.title.text
+    rob = metrics_[(metrics_.protocol == "balanced") & (metrics_.metric == "balanced_robustness") & metrics_.trained]
+    # the aggregate's interval over the seeds that trained (arm03: its one seed's own), not over every run
+    trained = report.aggregate(metrics_[metrics_.trained].drop(columns="trained"))
+    every = report.aggregate(metrics_.drop(columns="trained"))
+    read = {name: a[(a.protocol == "balanced") & (a.metric == "balanced_robustness")].set_index("arm")
+            for name, a in (("trained", trained), ("every", every))}
+    assert read["every"].loc["arm03", "n"] == 2 and read["trained"].loc["arm03", "n"] == 1
     drawn = {}
     for tr in fig.data:
         v, plus, minus = bars(tr, "x")
-        assert tr.name == "2 seeds"
         for arm, x, p, m in zip(tr.y, v, plus, minus):
-            assert x == pytest.approx(rob.loc[arm, "mean"]) and x + p == pytest.approx(rob.loc[arm, "high"])
-            assert x - m == pytest.approx(rob.loc[arm, "low"])
+            row = read["trained"].loc[arm]
+            assert tr.name == ("2 seeds" if arm != "arm03" else "1 seed (test images only)")
+            assert x == pytest.approx(rob[rob.arm == arm].value.mean()) == pytest.approx(row["mean"])
+            assert x + p == pytest.approx(row["high"]) and x - m == pytest.approx(row["low"]) and p > 0 and m > 0
             drawn[arm] = x
-    assert set(drawn) == set(rob.index) - {"arm03"}
+    assert set(drawn) == set(rob.arm)
+    assert drawn["arm03"] != pytest.approx(read["every"].loc["arm03", "mean"])   # the run that did not train: out
     top_down = list(fig.layout.yaxis.categoryarray)[::-1]   # plotly lists a category axis from the bottom
     assert top_down == sorted(drawn, key=drawn.get, reverse=True)
 

@@ -188,9 +188,8 @@ def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
     agg, tables = read["aggregate"], read["tables"]
     if not len(agg) or tables is None:
         return ["None yet: no finished run that trained."]
-    many = agg["arm"].nunique() > MANY
     figs = {"tradeoff.png": results.figure(agg, "balanced")}
-    if many:   # with that many arms the scatter's points crowd: the same readings in a column, best first
+    if agg["arm"].nunique() > MANY:   # that many arms crowd the scatter: the same readings in a column
         figs["ranking.png"] = ranking_figure(read["metrics"], attack)
     figs["per_class.png"] = report.cross_view(tables, "methods_per_class", attack, "balanced")
     radius = radius_table(tables)
@@ -199,11 +198,11 @@ def _figures(read: dict, attack: str, out: Path, two_orders: bool) -> list[str]:
                                                   "balanced test images, mean over seeds, 95 % intervals)")
     if two_orders:
         figs["recall_vs_count.png"] = report.cross_view(tables, "recall_vs_count", attack, "balanced")
-    captions = {**FIGURES, **(MANY_ARMS if many else {})}
     lines = []
     for name, fig in figs.items():
         export_figure(fig, out / name, width=1100, height=int(fig.layout.height or 600))
-        lines += [f"![{captions[name]}]({name})", ""]
+        cells = bool(fig.data) and fig.data[0].type == "heatmap"   # the caption says what was drawn
+        lines += [f"![{MANY_ARMS[name] if cells else FIGURES[name]}]({name})", ""]
     return lines
 
 

@@ -71,6 +71,10 @@ def _outcome(r: dict) -> str:
     return "holds" if (r["mean"] > 0) == (claimed > 0) else "contradicted"
 
 
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 def _claim(r: dict) -> str:
     if r["k"] == 0:
         return (f"{_where(r)}, {r['label']}: {r['a']} - {r['b']}: no seed has finished runs of both arms yet, so "
@@ -78,8 +82,7 @@ def _claim(r: dict) -> str:
     head = f"{_where(r)}, {r['label']}: {r['a']} - {r['b']} = {_interval(r)} {_seeds(r)}"
     if r["k"] < 2:
         return f"{head}: no verdict, as one seed's interval covers only the test images, not the seed or data spread."
-    p_text = "< 0.001" if r["p_holm"] < 0.001 else f"= {r['p_holm']:.3f}"
-    p = f"Holm-adjusted p {p_text} over {r['family']} primary comparisons; the interval is unadjusted"
+    p = f"Holm-adjusted p {_p(r['p_holm'])} over {r['family']} primary comparisons; the interval is unadjusted"
     if _interim(r):
         return (f"{head} ({p}): an interim look at {r['ended']} of the {r['declared']} declared seeds, so no "
                 f"verdict until all {r['declared']} have ended.{_power(r)}")
@@ -120,6 +123,9 @@ def _ranking(r: dict) -> str:
         over = f"{ks[0]}" if len(ks) == 1 else f"{ks[0]}-{ks[-1]}"
         rest = (f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
                 f"{over} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {ranked}")
+        lower = [f"{d['arm']} (p {_p(d['p_holm'])})" for d in r.get("differences", []) if d["arm"] not in tied]
+        if lower:   # name the arms told apart: "ranks 1-k" alone leaves the reader to find them
+            rest += f"; lower than {r['best']} (Holm-adjusted): {', '.join(lower)}"
     if unranked:
         rest += f"; not ranked, with fewer than two seeds in common with {r['best']}: {', '.join(unranked)}"
     return f"{head}; {rest}."

@@ -168,6 +168,8 @@ def test_rankings_come_from_paired_differences_not_interval_overlap():
     assert own["b"]["high"] > own["a"]["low"]   # overlap would have called b level with a
     line = verdicts.sentence(r)
     assert "cannot tell a from c" in line and "ranks 1-2 of 3" in line
+    (b,) = [d for d in r["differences"] if d["arm"] == "b"]
+    assert b["p_holm"] < 0.05 and line.endswith(f"; lower than a (Holm-adjusted): b (p {verdicts._p(b['p_holm'])}).")
 
 
 def test_an_arm_of_one_seed_is_never_ranked_nor_told_apart_on_its_test_images_alone():

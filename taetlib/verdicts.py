@@ -123,7 +123,7 @@ def _ranking(r: dict) -> str:
         over = f"{ks[0]}" if len(ks) == 1 else f"{ks[0]}-{ks[-1]}"
         rest = (f"the data cannot tell {r['best']} from {', '.join(tied)} (Holm-adjusted paired differences over "
                 f"{over} seeds, p >= 0.05): ranks 1-{len(tied) + 1} of {ranked}")
-        lower = [f"{d['arm']} (p {_p(d['p_holm'])})" for d in r.get("differences", []) if d["arm"] not in tied]
+        lower = [f"{d['arm']} (p {_p(d['p_holm'])})" for d in r["differences"] if d["arm"] not in tied]
         if lower:   # name the arms told apart: "ranks 1-k" alone leaves the reader to find them
             rest += f"; lower than {r['best']} (Holm-adjusted): {', '.join(lower)}"
     if unranked:

@@ -246,16 +246,16 @@ def write(sweep: Sweep, out: str | Path, *, command: str) -> dict:
         if table is not None:
             _save_csv(table, out / f"{name}.csv", root)
     tuning = tuning_lines(sweep)
+    rankings = compare.rankings(read["metrics"], "balanced_robustness", "balanced") if len(read["metrics"]) else []
     text = readme(title=p.description if p else f"Study {sweep.root.name}", command=command, status=status,
                   wall=wall_text(status, Path(sweep.root)), design=design_section(sweep, p, readings) if p else [],
                   readings=readings, gate=read["health"], tuning=tuning,
                   classes=class_table(read["tables"], finished_runs(status)), agg=read["aggregate"],
-                  rankings=[verdicts.sentence(r) for r in compare.rankings(read["metrics"], "balanced_robustness",
-                                                                           "balanced")] if len(read["metrics"]) else [],
+                  rankings=[verdicts.sentence(r) for r in rankings],
                   figures=_figures(read, attack, out, two_orders), extra=extra, attack=attack,
                   attacks=attack_table(read["tables"]))
     (out / "README.md").write_text(text)
-    return {**read, "status": status, "claims": readings, "readme": text,
+    return {**read, "status": status, "claims": readings, "rankings": rankings, "readme": text,
             "tuning_note": tuning[0] if tuning[0].startswith(TUNING_RUNNING) else ""}
 
 
@@ -266,15 +266,18 @@ def markers(preset: str) -> tuple[str, str]:
 
 def summary_section(preset: str, written: dict, link: str) -> str:
     """A study in a few lines, between its markers: how far it is, the verdicts of its primary comparisons
-    (verdicts.sentence), and a link to its folder."""
+    (verdicts.sentence), and a link to its folder. A descriptive study (no primary comparison) shows its
+    rankings instead, so that the page says what it found; either names the runs that did not train."""
     readings = written["claims"]
+    lines = readings if any(r["kind"] == "claim" for r in readings) else written.get("rankings", [])
+    gate = [health.left_out(written["health"])] if len(written["health"]) else []
     return "\n".join([markers(preset)[0],
                       f"[{preset}]({link}): " + " ".join(t for t in (written.get("tuning_note", ""),
                                                                      progress_text(written["status"]),
                                                                      verdicts.sentence({"kind": "summary",
                                                                                         "readings": readings})) if t)
                       + "\n",
-                      *[f"- {verdicts.sentence(r)}" for r in readings], markers(preset)[1]])
+                      *[f"- {verdicts.sentence(r)}" for r in lines], *[f"- {g}" for g in gate], markers(preset)[1]])
 
 
 def update_pages(preset: str, written: dict, out: Path) -> list[Path]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taetlib import cli, data, plan, presets, study, study_sections, sweep, tuning, verdicts
+from taetlib import cli, data, health, plan, presets, study, study_sections, sweep, tuning, verdicts
 from taetlib.arms import Arm
 from taetlib.config import RunConfig
 from taetlib.eval_result import EvalResult, per_class_table, summary_table
@@ -250,6 +250,13 @@ def test_the_summary_section_holds_the_verdicts_and_replaces_only_its_markers(st
     assert "13 of 15 runs have finished" in text and "(../results/fmnist_lt_study_b/README.md)" in text
     for r in got["claims"]:
         assert f"- {verdicts.sentence(r)}" in text
+    gate = health.left_out(got["health"])
+    assert "pgd_at IR 10 seed 0" in gate and f"- {gate}" in text   # the runs that did not train, named on the page
+    assert not any(verdicts.sentence(r) in text for r in got["rankings"])   # a study with claims shows its claims
+    descriptive = study.summary_section("fmnist_lt_study_c", {**got, "claims": []}, "c/README.md")
+    said = [verdicts.sentence(r) for r in got["rankings"]]
+    assert said and all(f"- {s}" in descriptive for s in said) and f"- {gate}" in descriptive
+    assert not any("pgd_at" in s for s in said)   # the arm that did not train is never ranked
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert study.update_pages("fmnist_lt_study_b", got, tmp_path / "out") == []   # outside the repository: none
     assert (Path(__file__).resolve().parents[1] / "README.md").read_text() == readme

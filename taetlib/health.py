@@ -127,7 +127,7 @@ def left_out(health: pd.DataFrame) -> str:
     parts = [", ".join(CHECKS.get(c, c) for c in why.split(",")) + ": "
              + ", ".join(f"{a} IR {ir:g} seed {s}" for a, ir, s in zip(g["arm"], g["imbalance_ratio"], g["seed"]))
              for why, g in bad.groupby("failed_checks", sort=False)]
-    return (f"{len(bad)} of {len(health)} runs {DID_NOT_TRAIN} and {'is' if len(bad) == 1 else 'are'} left out of "
-            "rankings and claims: "
-            + "; ".join(parts) + ".")
+    verb = "is" if len(bad) == 1 else "are"
+    return f"{len(bad)} of {len(health)} runs {DID_NOT_TRAIN} and {verb} left out of rankings and claims: " + \
+        "; ".join(parts) + "."
 

@@ -269,7 +269,7 @@ def summary_section(preset: str, written: dict, link: str) -> str:
     (verdicts.sentence), and a link to its folder. A descriptive study (no primary comparison) shows its
     rankings instead, so that the page says what it found; either names the runs that did not train."""
     readings = written["claims"]
-    lines = readings if any(r["kind"] == "claim" for r in readings) else written.get("rankings", [])
+    lines = readings if any(r["kind"] == "claim" for r in readings) else written["rankings"]
     gate = [health.left_out(written["health"])] if len(written["health"]) else []
     return "\n".join([markers(preset)[0],
                       f"[{preset}]({link}): " + " ".join(t for t in (written.get("tuning_note", ""),
